@@ -1,0 +1,69 @@
+"""The run's event log: one JSON object per line, flushed per line (DESIGN.md, Events).
+
+The worker appends; the GUI and CLI read. A reader ignores a torn last line, which is
+what a reader sees while the worker is half-way through writing one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+EVENT_TYPES = ("step", "eval", "checkpoint", "guard", "probe", "benchmark", "status", "log")
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+"""Receives event-shaped dicts (type, phase, done, total, ...) from long work."""
+
+
+class EventWriter:
+    """Appends events to events.jsonl, one line each, flushed at once."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def emit(self, type: str, step: int | None = None, **fields: Any) -> dict[str, Any]:
+        if type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {type!r}; one of {', '.join(EVENT_TYPES)}")
+        event = {"type": type, "time": time.time(), "step": step, **fields}
+        self._file.write(json.dumps(event, default=_jsonable) + "\n")
+        self._file.flush()
+        return event
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        """Use the writer as a ProgressCallback."""
+        fields = dict(event)
+        self.emit(fields.pop("type", "status"), fields.pop("step", None), **fields)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy and torch scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_events(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Complete events from byte `offset` on, and the offset to continue from.
+
+    A last line without its newline is not returned (it is still being written)."""
+    events: list[dict[str, Any]] = []
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    for line in data[:end].splitlines():
+        if line.strip():
+            events.append(json.loads(line))
+    return events, offset + end
+
+
+def iter_events(path: Path) -> Iterator[dict[str, Any]]:
+    yield from read_events(path)[0]
