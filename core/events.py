@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 EVENT_TYPES = ("step", "eval", "checkpoint", "guard", "probe", "benchmark", "status", "log")
 

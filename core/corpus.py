@@ -1,0 +1,294 @@
+"""Corpus sources: reading JSONL, plain text and Parquet (each optionally gzipped, or
+folders of them), validating every record, and counting what is there.
+
+    sources = [SourceSpec("corpus/domain.jsonl", text_field="body")]
+    report = validate(sources)          # every problem at once, with file and line
+    for item in read_sources(sources):  # Documents, and Problems where records are bad
+        ...
+
+A record is identified by file and line (JSONL, text blocks) or row (Parquet), and every
+Problem says which one and what to do about it. Nothing here tokenizes: that is
+core.tokenstore, which reads through this module so both see the same documents.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SUFFIXES = (".jsonl", ".ndjson", ".txt", ".parquet")
+GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"
+TXT_MODES = ("file", "blocks")
+_BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
+
+
+@dataclass
+class SourceSpec:
+    """One corpus source: a file or a folder of files, and how to read its records."""
+
+    path: str
+    """A .jsonl/.ndjson, .txt or .parquet file (each may end in .gz), or a folder of them."""
+    text_field: str = "text"
+    """JSONL and Parquet: the field or column that holds the document text."""
+    txt_mode: str = "file"
+    """Plain text: 'file' (each file is one document) or 'blocks' (blank lines separate documents)."""
+
+    @classmethod
+    def from_json(cls, value: str | dict) -> SourceSpec:
+        return cls(path=value) if isinstance(value, str) else cls(**value)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Document:
+    text: str
+    file: str
+    line: int
+    """1-based line where the record starts (JSONL, text), or 1-based row (Parquet)."""
+
+
+@dataclass
+class Problem:
+    file: str
+    line: int | None
+    message: str
+    unit: str = "line"
+
+    def __str__(self) -> str:
+        where = f" {self.unit} {self.line}" if self.line is not None else ""
+        return f"{self.file}{where}: {self.message}"
+
+
+class CorpusError(Exception):
+    """The corpus has problems; `problems` lists every one of them."""
+
+    def __init__(self, problems: list[Problem], skipped_hint: bool = True):
+        self.problems = problems
+        shown = "\n".join(f"  {p}" for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        hint = ("\nFix these records, or choose to skip bad records (--skip-bad) "
+                "and they will be left out and counted.") if skipped_hint else ""
+        super().__init__(f"{len(problems)} problem(s) in the corpus:\n{shown}{more}{hint}")
+
+
+@dataclass
+class ValidationReport:
+    documents: int = 0
+    characters: int = 0
+    files: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def source_files(spec: SourceSpec) -> tuple[list[Path], list[Problem]]:
+    """The corpus files a source names, in a stable order, and problems with the source itself."""
+    path = Path(spec.path).expanduser()
+    if spec.txt_mode not in TXT_MODES:
+        return [], [Problem(str(path), None, f"unknown text mode {spec.txt_mode!r}; use 'file' or 'blocks'")]
+    if not path.exists():
+        return [], [Problem(str(path), None, "does not exist; check the path")]
+    if path.is_file():
+        if _kind(path) is None:
+            return [], [Problem(str(path), None, f"is not a corpus file; use {_supported()}")]
+        return [path], []
+    files = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) and not _hidden(p, path))
+    if not files:
+        return [], [Problem(str(path), None, f"folder holds no corpus files ({_supported()})")]
+    return files, []
+
+
+def _supported() -> str:
+    return ", ".join(SUFFIXES) + " (each optionally .gz)"
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _kind(path: Path) -> str | None:
+    """'jsonl', 'txt' or 'parquet' by name (a trailing .gz is looked through), else None."""
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            return {".ndjson": "jsonl"}.get(suffix, suffix[1:])
+    return None
+
+
+def _open_bytes(path: Path) -> tuple[io.BufferedIOBase | None, Problem | None]:
+    """Open a file for reading (decompressing .gz), after checking it is what its name says."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    gz_named = path.name.lower().endswith(".gz")
+    if gz_named and not head.startswith(GZIP_MAGIC):
+        return None, Problem(str(path), None, "is named .gz but is not gzip-compressed; remove .gz from its name")
+    if not gz_named and head.startswith(GZIP_MAGIC):
+        return None, Problem(str(path), None, f"is gzip-compressed but not named .gz; rename it to {path.name}.gz")
+    stream = gzip.open(path, "rb") if gz_named else open(path, "rb")
+    if gz_named:
+        try:
+            head = stream.peek(8)[:8]
+        except (OSError, EOFError) as exc:
+            stream.close()
+            return None, Problem(str(path), None, f"cannot be decompressed ({exc}); the file is damaged")
+    kind = _kind(path)
+    if kind != "parquet" and head.startswith(PARQUET_MAGIC):
+        stream.close()
+        return None, Problem(str(path), None, "is a Parquet file; rename it to end in .parquet")
+    if kind == "parquet" and not head.startswith(PARQUET_MAGIC):
+        stream.close()
+        return None, Problem(str(path), None, "is named .parquet but is not a Parquet file; check the file or rename it")
+    return stream, None
+
+
+def read_source(spec: SourceSpec) -> Iterator[Document | Problem]:
+    """Every document of one source in order; a Problem in place of each bad record."""
+    files, problems = source_files(spec)
+    yield from problems
+    for path in files:
+        stream, problem = _open_bytes(path)
+        if problem:
+            yield problem
+            continue
+        with stream:
+            try:
+                reader = {"jsonl": _read_jsonl, "txt": _read_txt, "parquet": _read_parquet}[_kind(path)]
+                yield from reader(stream, str(path), spec)
+            except (OSError, EOFError) as exc:  # truncated or corrupt gzip, unreadable file
+                yield Problem(str(path), None, f"cannot be read to the end ({exc}); the file is damaged")
+
+
+def read_sources(specs: list[SourceSpec]) -> Iterator[Document | Problem]:
+    for spec in specs:
+        yield from read_source(spec)
+
+
+def validate(specs: list[SourceSpec]) -> ValidationReport:
+    """Read every record of every source and collect all problems (nothing is tokenized)."""
+    report = ValidationReport()
+    for spec in specs:
+        report.files += [str(p) for p in source_files(spec)[0]]
+    for item in read_sources(specs):
+        if isinstance(item, Problem):
+            report.problems.append(item)
+        else:
+            report.documents += 1
+            report.characters += len(item.text)
+    if not specs:
+        report.problems.append(Problem("(no sources)", None, "add at least one corpus file or folder"))
+    return report
+
+
+def _undecodable(file: str, line: int, offset: int, byte: int) -> Problem:
+    return Problem(file, line, f"undecodable bytes at byte offset {offset} (0x{byte:02x}): "
+                               "the file is not UTF-8; re-save it as UTF-8")
+
+
+def _read_jsonl(stream, file: str, spec: SourceSpec) -> Iterator[Document | Problem]:
+    offset = 0
+    for number, raw in enumerate(stream, start=1):
+        start, offset = offset, offset + len(raw)
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield _undecodable(file, number, start + exc.start, raw[exc.start])
+            continue
+        if not line.strip():
+            continue
+        yield _jsonl_record(line, file, number, spec.text_field)
+
+
+def _jsonl_record(line: str, file: str, number: int, text_field: str) -> Document | Problem:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return Problem(file, number, f"invalid JSON ({exc.msg} at column {exc.colno})")
+    if not isinstance(record, dict):
+        return Problem(file, number, f"a JSON {type(record).__name__}, not an object with a '{text_field}' field")
+    if text_field not in record:
+        fields = ", ".join(sorted(record)) or "none"
+        other = next((k for k in record if isinstance(record[k], str)), None)
+        fix = f"set the text field in the corpus page or with --text-field {other}" if other else "add it"
+        return Problem(file, number, f"no field '{text_field}' (fields: {fields}); {fix}")
+    return _text_or_problem(record[text_field], file, number, text_field)
+
+
+def _text_or_problem(text, file: str, number: int, text_field: str, unit: str = "line") -> Document | Problem:
+    if not isinstance(text, str):
+        kind = "null" if text is None else type(text).__name__
+        return Problem(file, number, f"field '{text_field}' is {kind}, not a string", unit)
+    if not text.strip():
+        return Problem(file, number, "empty document; remove the record", unit)
+    return Document(text, file, number)
+
+
+def _read_txt(stream, file: str, spec: SourceSpec) -> Iterator[Document | Problem]:
+    data = stream.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        yield _undecodable(file, data.count(b"\n", 0, exc.start) + 1, exc.start, data[exc.start])
+        return
+    if "\x00" in text:
+        yield Problem(file, text.count("\n", 0, text.index("\x00")) + 1,
+                      "NUL characters: this is a binary or UTF-16 file, not UTF-8 text")
+        return
+    if spec.txt_mode == "file":
+        if text.strip():
+            yield Document(text, file, 1)
+        else:
+            yield Problem(file, 1, "empty document; remove the file")
+        return
+    yield from _blocks(text, file)
+
+
+def _blocks(text: str, file: str) -> Iterator[Document]:
+    """Blank-line-separated blocks, each with the line it starts on."""
+    position, line = 0, 1
+    for match in [*_BLANK_LINES.finditer(text), None]:
+        end = match.start() if match else len(text)
+        block = text[position:end]
+        if block.strip():
+            leading = len(block) - len(block.lstrip("\n"))
+            yield Document(block.strip("\n"), file, line + leading)
+        if match:
+            line += text.count("\n", position, match.end())
+            position = match.end()
+
+
+def _read_parquet(stream, file: str, spec: SourceSpec) -> Iterator[Document | Problem]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(io.BytesIO(stream.read()))
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        yield Problem(file, None, f"is not a readable Parquet file ({exc})")
+        return
+    names = parquet.schema_arrow.names
+    if spec.text_field not in names:
+        yield Problem(file, None, f"no column '{spec.text_field}' (columns: {', '.join(names)}); "
+                                  "set the text field in the corpus page or with --text-field")
+        return
+    column_type = parquet.schema_arrow.field(spec.text_field).type
+    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
+        yield Problem(file, None, f"column '{spec.text_field}' holds {column_type}, not text; "
+                                  "choose the column that holds the documents")
+        return
+    row = 0
+    for batch in parquet.iter_batches(columns=[spec.text_field], batch_size=4096):
+        for value in batch.column(0).to_pylist():
+            row += 1
+            yield _text_or_problem(value, file, row, spec.text_field, unit="row")

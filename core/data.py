@@ -1,0 +1,89 @@
+"""A run's training data, from corpus files to a mixed stream of packed sequences.
+
+    data = prepare_run_data(config.corpus, tokenizer, run_dir, seq_len=1024, seed=0)
+    data.dataset[i]                      # a packed row (domain rows first, then general)
+    data.mixer(seqs_per_step=64).step(k) # the row indices of optimizer step k
+
+Reads top to bottom: validate every source, tokenize each corpus into its token store
+(cached), set the held-out documents aside in the run folder, pack the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import CorpusConfig
+from .corpus import CorpusError, SourceSpec, validate
+from .events import ProgressCallback
+from .heldout import save_heldout, split_heldout, training_ids
+from .mixing import ReplayMixer
+from .packing import PackedSequences
+from .tokenstore import TokenStore, prepare
+
+
+@dataclass
+class CorpusPart:
+    name: str
+    store: TokenStore
+    heldout: np.ndarray
+    train: PackedSequences
+    heldout_path: Path
+
+
+@dataclass
+class RunData:
+    domain: CorpusPart
+    general: CorpusPart | None
+    replay_ratio: float
+    seed: int
+
+    @property
+    def dataset(self) -> torch.utils.data.Dataset:
+        parts = [self.domain.train] + ([self.general.train] if self.general else [])
+        return torch.utils.data.ConcatDataset(parts)
+
+    def mixer(self, seqs_per_step: int, on_new_pass=None) -> ReplayMixer:
+        n_general = len(self.general.train) if self.general else 0
+        ratio = self.replay_ratio if self.general else 0.0
+        return ReplayMixer(len(self.domain.train), n_general, ratio, seqs_per_step,
+                           self.seed, on_new_pass)
+
+
+def check_sources(corpus: CorpusConfig) -> None:
+    """Raise CorpusError with every problem of every source, before anything is tokenized."""
+    problems = []
+    for specs in (corpus.domain, corpus.general):
+        if specs:
+            problems += validate(specs).problems
+    if problems and not corpus.skip_bad:
+        raise CorpusError(problems)
+
+
+def prepare_run_data(corpus: CorpusConfig, tokenizer, run_dir: Path, *, seq_len: int,
+                     seed: int = 0, progress: ProgressCallback | None = None) -> RunData:
+    check_sources(corpus)
+    domain = _part("domain", corpus.domain, corpus, tokenizer, run_dir, seq_len, seed, progress)
+    general = None
+    if corpus.general:
+        general = _part("general", corpus.general, corpus, tokenizer, run_dir, seq_len, seed, progress)
+    return RunData(domain, general, corpus.replay_ratio, seed)
+
+
+def _part(name: str, specs: list[SourceSpec], corpus: CorpusConfig, tokenizer, run_dir: Path,
+          seq_len: int, seed: int, progress) -> CorpusPart:
+    tagged = (lambda event: progress({**event, "corpus": name})) if progress else None
+    store = prepare(specs, tokenizer, skip_bad=corpus.skip_bad, progress=tagged)
+    fraction = None if corpus.heldout_count is not None else corpus.heldout_fraction
+    try:
+        heldout = split_heldout(store.n_docs, fraction, corpus.heldout_count, seed)
+    except ValueError as exc:
+        raise ValueError(f"{name} corpus: {exc}") from exc
+    path = save_heldout(Path(run_dir) / "heldout" / f"{name}.jsonl", store, specs, heldout)
+    eos = tokenizer.eos_token_id
+    train = PackedSequences(store, training_ids(store.n_docs, heldout), seq_len, eos,
+                            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos)
+    return CorpusPart(name, store, heldout, train, path)

@@ -1,0 +1,68 @@
+"""The held-out split: whole documents set aside for evaluation, never trained on.
+
+The split is chosen by document (a fraction or a count, seeded) and saved in the run
+folder as heldout/<name>.jsonl (the document's origin, its text and its token ids), so
+every checkpoint of the run is evaluated on the same text, even if the corpus files change
+later. Training packs only the remaining documents (`training_ids`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .corpus import Document, SourceSpec, read_sources
+from .tokenstore import TokenStore
+
+
+def heldout_count(n_docs: int, fraction: float | None = None, count: int | None = None) -> int:
+    """How many documents to hold out; at least one is left for training."""
+    if count is not None:
+        wanted = count
+    elif fraction is not None:
+        if not 0 <= fraction < 1:
+            raise ValueError(f"held-out fraction {fraction} must be at least 0 and below 1 (0.02 is 2%)")
+        wanted = max(1, round(n_docs * fraction)) if fraction > 0 else 0
+    else:
+        wanted = 0
+    if wanted < 0 or wanted >= n_docs:
+        raise ValueError(f"cannot hold out {wanted} of {n_docs} documents: at least one must be left "
+                         "for training; lower the held-out size or add documents")
+    return wanted
+
+
+def split_heldout(n_docs: int, fraction: float | None = None, count: int | None = None,
+                  seed: int = 0) -> np.ndarray:
+    """Sorted ids of the held-out documents, the same for the same (n_docs, size, seed)."""
+    wanted = heldout_count(n_docs, fraction, count)
+    rng = np.random.default_rng([seed, n_docs])
+    return np.sort(rng.choice(n_docs, size=wanted, replace=False)).astype(np.int64)
+
+
+def training_ids(n_docs: int, heldout: np.ndarray) -> np.ndarray:
+    return np.setdiff1d(np.arange(n_docs, dtype=np.int64), heldout)
+
+
+def save_heldout(path: Path, store: TokenStore, specs: list[SourceSpec], heldout: np.ndarray) -> Path:
+    """Write the held-out documents (origin, text, token ids) as JSON lines."""
+    wanted = set(int(i) for i in heldout)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as out:
+        for i, doc in enumerate(_documents(specs)):
+            if i in wanted:
+                record = {"doc": i, "origin": f"{doc.file}:{doc.line}", "text": doc.text,
+                          "ids": store.doc(i).tolist()}
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def _documents(specs: list[SourceSpec]):
+    """The documents in store order (bad records skipped, as the store skipped them)."""
+    return (item for item in read_sources(specs) if isinstance(item, Document))
+
+
+def load_heldout(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

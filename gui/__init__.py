@@ -1,0 +1,1 @@
+"""CPT Studio desktop app (PySide6 + pyqtgraph): thin over core; never trains or evaluates itself."""

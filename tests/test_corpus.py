@@ -1,0 +1,127 @@
+"""Validation of corpus sources: every bad record named by file and line, nothing crashes."""
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from core.corpus import CorpusError, Document, SourceSpec, read_source, validate
+
+
+def write_jsonl(path, records):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+def problems_of(*specs):
+    return [(p.file.rsplit("/", 1)[-1], p.line, p.message) for p in validate(list(specs)).problems]
+
+
+def test_every_jsonl_problem_is_reported_at_once_with_its_line(tmp_path):
+    path = write_jsonl(tmp_path / "domain.jsonl", [
+        {"text": "a good document"},
+        '{"text": "unterminated',
+        {"body": "the text is elsewhere", "id": 3},
+        {"text": 42},
+        {"text": None},
+        {"text": "   \n "},
+        "[1, 2, 3]",
+        {"text": "another good one"},
+    ])
+    found = problems_of(SourceSpec(str(path)))
+    assert [(f, line) for f, line, _ in found] == [("domain.jsonl", n) for n in (2, 3, 4, 5, 6, 7)]
+    messages = [m for _, _, m in found]
+    assert messages[0].startswith("invalid JSON")
+    assert "no field 'text' (fields: body, id)" in messages[1] and "--text-field body" in messages[1]
+    assert "is int, not a string" in messages[2]
+    assert "is null, not a string" in messages[3]
+    assert "empty document" in messages[4]
+    assert "JSON list, not an object" in messages[5]
+    assert validate([SourceSpec(str(path))]).documents == 2
+
+
+def test_undecodable_bytes_name_line_and_byte_offset(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    [(name, line, message)] = problems_of(SourceSpec(str(path)))
+    assert line == 2 and "byte offset 30 (0xe9)" in message and "UTF-8" in message
+
+    txt = tmp_path / "notes.txt"
+    txt.write_bytes(b"first line\nsecond line\nbad \xff here\n")
+    [(name, line, message)] = problems_of(SourceSpec(str(txt)))
+    assert (name, line) == ("notes.txt", 3) and "byte offset 27 (0xff)" in message
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("data.jsonl.gz", b'{"text": "not compressed"}\n', "is named .gz but is not gzip"),
+    ("data.jsonl", gzip.compress(b'{"text": "x"}\n'), "rename it to data.jsonl.gz"),
+    ("data.parquet", b'{"text": "x"}\n', "is not a Parquet file"),
+    ("data.txt", b"PAR1\x00\x00binary", "is a Parquet file"),
+    ("data.csv", b"text\nhello\n", "is not a corpus file"),
+])
+def test_a_file_that_is_not_what_its_name_says(tmp_path, name, content, expected):
+    (tmp_path / name).write_bytes(content)
+    [(_, line, message)] = problems_of(SourceSpec(str(tmp_path / name)))
+    assert expected in message and line is None
+
+
+def test_missing_path_and_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    found = problems_of(SourceSpec(str(tmp_path / "nope.jsonl")), SourceSpec(str(tmp_path / "empty")))
+    assert "does not exist" in found[0][2]
+    assert "holds no corpus files" in found[1][2]
+
+
+def test_gzip_parquet_and_folders_are_read_in_order(tmp_path):
+    folder = tmp_path / "corpus"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.jsonl.gz").write_bytes(gzip.compress(b'{"text": "from gzip"}\n'))
+    pq.write_table(pa.table({"content": ["row one", "row two"]}), folder / "b.parquet")
+    (folder / "sub" / "c.txt").write_text("a whole file\nis one document\n")
+    (folder / ".hidden.jsonl").write_text('{"text": "never read"}\n')
+    (folder / "README.md").write_text("not a corpus file, ignored in a folder")
+    docs = list(read_source(SourceSpec(str(folder), text_field="content")))
+    # the parquet column is 'content' but the gzip jsonl uses 'text': one problem, named
+    assert [type(d).__name__ for d in docs] == ["Problem", "Document", "Document", "Document"]
+    assert "no field 'content'" in docs[0].message
+    assert [d.text for d in docs[1:]] == ["row one", "row two", "a whole file\nis one document\n"]
+    assert (docs[2].line, docs[2].file.endswith("b.parquet")) == (2, True)
+
+
+def test_parquet_problems_name_the_row_or_column(tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"text": ["ok", None, ""], "n": [1, 2, 3]}), path)
+    found = validate([SourceSpec(str(path))]).problems
+    assert [(p.unit, p.line) for p in found] == [("row", 2), ("row", 3)]
+    assert str(found[0]).endswith("t.parquet row 2: field 'text' is null, not a string")
+    [bad] = validate([SourceSpec(str(path), text_field="n")]).problems
+    assert "column 'n' holds int64, not text" in bad.message
+    [bad] = validate([SourceSpec(str(path), text_field="body")]).problems
+    assert "no column 'body' (columns: text, n)" in bad.message
+
+
+def test_text_blocks_start_at_their_line(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("first block\nstill first\n\n\n   \nsecond block\n\nthird\n")
+    docs = list(read_source(SourceSpec(str(path), txt_mode="blocks")))
+    assert [(d.text, d.line) for d in docs] == [
+        ("first block\nstill first", 1), ("second block", 6), ("third", 8)]
+    assert all(isinstance(d, Document) for d in docs)
+
+
+def test_empty_text_file_and_truncated_gzip(tmp_path):
+    (tmp_path / "empty.txt").write_text("  \n\n")
+    data = gzip.compress(b'{"text": "a long enough document"}\n' * 200)
+    (tmp_path / "cut.jsonl.gz").write_bytes(data[: len(data) // 2])
+    found = problems_of(SourceSpec(str(tmp_path / "empty.txt")), SourceSpec(str(tmp_path / "cut.jsonl.gz")))
+    assert "empty document" in found[0][2]
+    assert "damaged" in found[1][2]
+
+
+def test_corpus_error_lists_every_problem_and_the_way_out(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", ["{", "{", {"text": "ok"}])
+    error = CorpusError(validate([SourceSpec(str(path))]).problems)
+    assert "2 problem(s)" in str(error) and "d.jsonl line 1" in str(error) and "d.jsonl line 2" in str(error)
+    assert "--skip-bad" in str(error)
