@@ -1,6 +1,10 @@
 """`cpt-studio`: the command line. It parses arguments and calls core functions, nothing more.
 
+    cpt-studio demo                              # a short real CPT run on the bundled demo
     cpt-studio corpus inspect corpus/domain.jsonl --tokenizer MODEL_FOLDER --preview 3
+    cpt-studio train config.json [--dry-run] [--detach]
+    cpt-studio resume RUN_DIR | stop RUN_DIR | runs | show RUN | store rebuild
+    cpt-studio import-gguf model.gguf
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import json
 import sys
 
 from .corpus import CorpusError, SourceSpec
+from .models import ModelError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args) or 0
-    except CorpusError as exc:
+    except (CorpusError, ValueError, LookupError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -36,7 +44,45 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--preview", type=int, default=3, help="documents to show (default 3)")
     inspect.add_argument("--json", action="store_true", help="print the figures as JSON")
     inspect.set_defaults(run=_corpus_inspect)
+    _run_commands(commands)
     return parser
+
+
+def _run_commands(commands) -> None:
+    from . import cli_runs
+
+    train = commands.add_parser("train", help="start a run from a config file (JSON)")
+    train.add_argument("config", help="a RunConfig JSON file")
+    train.add_argument("--dry-run", action="store_true", help="print the plan (steps, memory, time, warnings) and stop")
+    train.add_argument("--probe", type=int, default=0, metavar="STEPS",
+                       help="with --dry-run: measure the speed with a few real steps")
+    train.add_argument("--detach", action="store_true", help="run in the background and return at once")
+    train.set_defaults(run=cli_runs.train)
+    resume = commands.add_parser("resume", help="continue a run from its last complete checkpoint")
+    resume.add_argument("run_dir")
+    resume.add_argument("--detach", action="store_true")
+    resume.set_defaults(run=cli_runs.resume)
+    stop = commands.add_parser("stop", help="ask a run to save a checkpoint and stop")
+    stop.add_argument("run_dir")
+    stop.set_defaults(run=cli_runs.stop)
+    demo = commands.add_parser("demo", help="a short real CPT run on the demo model and corpus")
+    demo.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the demo's own)")
+    demo.set_defaults(run=cli_runs.demo)
+    gguf = commands.add_parser("import-gguf", help="import a GGUF file once into an HF model folder")
+    gguf.add_argument("file")
+    gguf.add_argument("--dest", default=None, help="the folder to create (default: in the data folder)")
+    gguf.set_defaults(run=cli_runs.import_gguf)
+    runs = commands.add_parser("runs", help="list runs from the store")
+    runs.add_argument("--state", default=None)
+    runs.add_argument("--model", default=None)
+    runs.set_defaults(run=cli_runs.list_runs)
+    show = commands.add_parser("show", help="the key numbers of a run's curves")
+    show.add_argument("run", help="run folder, name, or a unique prefix of its folder name")
+    show.set_defaults(run=cli_runs.show)
+    store = commands.add_parser("store", help="the run store").add_subparsers(title="store commands")
+    rebuild = store.add_parser("rebuild", help="re-index every run folder into the store")
+    rebuild.add_argument("roots", nargs="*", help="folders holding run folders (default: the data folder's runs)")
+    rebuild.set_defaults(run=cli_runs.rebuild)
 
 
 def _source_options(parser: argparse.ArgumentParser) -> None:

@@ -20,6 +20,23 @@ from .corpus import TXT_MODES, SourceSpec
 
 
 @dataclass
+class ModelConfig:
+    """The base model and how it is loaded."""
+
+    name_or_path: str = ""
+    """An HF model folder, a hub id in the local cache, or a .gguf file (imported once)."""
+    allow_download: bool = False
+    """Download a hub id that is not in the local cache (needs a network connection)."""
+    trust_remote_code: bool = False
+    """Run the model repository's own Python code; only for repositories you trust."""
+
+    def validate(self) -> list[str]:
+        if not self.name_or_path:
+            return ["model: choose a base model (a folder, a cached hub id or a .gguf file)"]
+        return []
+
+
+@dataclass
 class CorpusConfig:
     """The domain corpus, the general (replay) corpus, and how they are read and mixed."""
 
@@ -29,10 +46,6 @@ class CorpusConfig:
     """General sources replayed during training to limit forgetting."""
     replay_ratio: float = 0.05
     """Fraction of every optimizer step's sequences drawn from the general corpus."""
-    heldout_fraction: float = 0.02
-    """Fraction of each corpus's documents held out for evaluation (never trained on)."""
-    heldout_count: int | None = None
-    """Held-out documents per corpus as a count; overrides heldout_fraction when set."""
     skip_bad: bool = False
     """Leave out bad records (and count them) instead of refusing to start."""
 
@@ -45,11 +58,6 @@ class CorpusConfig:
                             "or set the replay ratio to 0")
         if not 0 <= self.replay_ratio < 1:
             problems.append(f"corpus: replay ratio {self.replay_ratio} must be from 0 to below 1 (0.05 = 5%)")
-        if not 0 < self.heldout_fraction < 0.5 and self.heldout_count is None:
-            problems.append(f"corpus: held-out fraction {self.heldout_fraction} must be above 0 and "
-                            "below 0.5 (0.02 = 2%)")
-        if self.heldout_count is not None and self.heldout_count < 1:
-            problems.append("corpus: held-out count must be at least 1 document")
         for spec in self.domain + self.general:
             if spec.txt_mode not in TXT_MODES:
                 problems.append(f"corpus: {spec.path}: text mode must be 'file' or 'blocks'")
@@ -62,24 +70,233 @@ class CorpusConfig:
 
 
 @dataclass
+class TokenizerConfig:
+    """Domain tokenizer extension (new tokens learned from the domain corpus)."""
+
+    extend: bool = False
+    """Add domain tokens to the base tokenizer before training."""
+    vocab_size: int = 8000
+    """Size of the domain BPE trained to find candidate tokens."""
+    min_frequency: int = 20
+    """A candidate must occur at least this often in the domain training text."""
+    max_new_tokens: int = 1000
+    """At most this many new tokens are added."""
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.vocab_size < 256:
+            problems.append("tokenizer: the domain vocabulary size must be at least 256")
+        if self.min_frequency < 1 or self.max_new_tokens < 1:
+            problems.append("tokenizer: minimum frequency and maximum new tokens must be at least 1")
+        return problems
+
+
+@dataclass
+class MethodConfig:
+    """Full-parameter training or LoRA."""
+
+    kind: str = "full"
+    """'full' trains every weight; 'lora' trains low-rank adapters on the target modules."""
+    lora_rank: int = 64
+    """LoRA rank r: the adapters' inner width."""
+    lora_alpha: int = 128
+    """LoRA scaling numerator: the update is scaled by alpha / r."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
+    """Modules that get adapters: by default every attention and MLP projection."""
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.kind not in ("full", "lora"):
+            problems.append(f"method: {self.kind!r} is not a method; use 'full' or 'lora'")
+        if self.kind == "lora":
+            if self.lora_rank < 1 or self.lora_alpha <= 0:
+                problems.append("method: LoRA rank and alpha must be positive (defaults 64 and 128)")
+            if not 0 <= self.lora_dropout < 1:
+                problems.append("method: LoRA dropout must be from 0 to below 1")
+            if not self.target_modules:
+                problems.append("method: choose at least one LoRA target module")
+        return problems
+
+
+ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DECAYS = ("cosine", "constant", "linear", "wsd")
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning rate, its schedule, and how long training runs."""
+
+    peak_lr: float = 2e-5
+    """Peak learning rate. CPT wants it low: well below instruction-tuning rates."""
+    warmup_ratio: float = 0.01
+    """Fraction of optimizer steps spent warming up linearly from 0 to the peak."""
+    decay: str = "cosine"
+    """After warmup: 'cosine', 'linear' (both down to min_lr_ratio), 'constant', or
+    'wsd' (warmup-stable-decay: constant, then a cosine decay over the last decay_ratio)."""
+    min_lr_ratio: float = 0.1
+    """The learning rate at the end, as a fraction of the peak (cosine, linear, wsd)."""
+    decay_ratio: float = 0.2
+    """wsd only: fraction of the steps spent in the final decay."""
+    weight_decay: float = 0.1
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm (0 turns it off)."""
+    max_steps: int | None = None
+    """Optimizer steps to run; when unset, token_budget decides, else one pass over the domain corpus."""
+    token_budget: int | None = None
+    """Tokens to train on (domain and replay together); used when max_steps is unset."""
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not 0 < self.peak_lr < 1:
+            problems.append(f"schedule: peak learning rate {self.peak_lr} must be above 0 and below 1 (default 2e-5)")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append("schedule: warmup ratio must be from 0 to below 1 (0.01 = 1% of the steps)")
+        if self.decay not in DECAYS:
+            problems.append(f"schedule: decay {self.decay!r} is unknown; use one of {', '.join(DECAYS)}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            problems.append("schedule: minimum LR ratio must be from 0 to 1 (0.1 = 10% of the peak)")
+        if not 0 < self.decay_ratio <= 1:
+            problems.append("schedule: decay ratio must be above 0 and at most 1")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            problems.append("schedule: weight decay and gradient clipping cannot be negative")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append("schedule: max steps must be at least 1, or unset")
+        if self.token_budget is not None and self.token_budget < 1:
+            problems.append("schedule: the token budget must be at least 1 token, or unset")
+        return problems
+
+
+@dataclass
+class BatchConfig:
+    """How many tokens each optimizer step sees."""
+
+    micro_batch: int = 4
+    """Sequences per forward pass on each device."""
+    grad_accum: int = 8
+    """Micro-batches accumulated into one optimizer step."""
+    seq_len: int = 1024
+    """Tokens per packed sequence."""
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.micro_batch < 1 or self.grad_accum < 1:
+            problems.append("batch: micro-batch and gradient accumulation must be at least 1")
+        if self.seq_len < 16:
+            problems.append(f"batch: sequence length {self.seq_len} is too short; use at least 16 (typically 1024-4096)")
+        return problems
+
+
+@dataclass
+class SystemConfig:
+    """Precision, memory savers and the attention kernel."""
+
+    precision: str = "auto"
+    """'auto' (bf16 where the GPU supports it, fp32 on CPU), 'bf16', 'fp16' or 'fp32'."""
+    gradient_checkpointing: str = "auto"
+    """'auto' (on for GPU, off for CPU), 'on' or 'off': trades compute for activation memory."""
+    attention: str = "auto"
+    """'auto' (flash_attention_2 when installed on CUDA, else sdpa), 'sdpa', 'eager', 'flash_attention_2'."""
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            problems.append(f"system: precision {self.precision!r} is unknown; use auto, bf16, fp16 or fp32")
+        if self.gradient_checkpointing not in ("auto", "on", "off"):
+            problems.append("system: gradient checkpointing must be auto, on or off")
+        if self.attention not in ("auto", "sdpa", "eager", "flash_attention_2"):
+            problems.append(f"system: attention {self.attention!r} is unknown; use auto, sdpa, eager or flash_attention_2")
+        return problems
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation: what is measured, and how often."""
+
+    interval: int = 50
+    """Evaluate every this many optimizer steps (and at step 0, the baseline, and at the end)."""
+    heldout_fraction: float = 0.02
+    """Fraction of each corpus's documents held out for evaluation (never trained on)."""
+    heldout_count: int | None = None
+    """Held-out documents per corpus as a count; overrides heldout_fraction when set."""
+    max_tokens: int = 200_000
+    """At most this many held-out tokens are evaluated per corpus (bounds evaluation time)."""
+    batch_size: int = 8
+    """Sequences per evaluation forward pass."""
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.interval < 1:
+            problems.append("eval: the evaluation interval must be at least 1 step")
+        if self.heldout_count is None and not 0 < self.heldout_fraction < 0.5:
+            problems.append(f"eval: held-out fraction {self.heldout_fraction} must be above 0 and "
+                            "below 0.5 (0.02 = 2%)")
+        if self.heldout_count is not None and self.heldout_count < 1:
+            problems.append("eval: held-out count must be at least 1 document")
+        if self.max_tokens < 1 or self.batch_size < 1:
+            problems.append("eval: max tokens and batch size must be at least 1")
+        return problems
+
+
+@dataclass
+class CheckpointConfig:
+    """When checkpoints are written and how many are kept."""
+
+    interval: int = 100
+    """Save a checkpoint every this many optimizer steps (and at the end)."""
+    keep: int = 3
+    """Keep this many recent checkpoints; the best and the last are never deleted."""
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.interval < 1:
+            problems.append("checkpoints: the interval must be at least 1 step")
+        if self.keep < 1:
+            problems.append("checkpoints: keep at least 1 checkpoint")
+        return problems
+
+
+@dataclass
 class RunConfig:
     """One run of continual pre-training."""
 
     name: str = "run"
     """A name for the run, shown in the runs list."""
-    model: str = ""
-    """Base model: an HF model folder, a hub id in the local cache, or a .gguf file."""
+    model: ModelConfig = field(default_factory=ModelConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     seed: int = 0
     """Seed for the held-out split, the data order and the initialisation of new weights."""
 
     def validate(self) -> list[str]:
-        problems = [] if self.model else ["model: choose a base model (a folder, a cached hub id or a .gguf file)"]
+        """Every problem of every section, each in words that say what to change."""
+        problems = [] if self.name.strip() else ["name: give the run a name"]
         for section in dataclasses.fields(self):
             value = getattr(self, section.name)
             if hasattr(value, "validate"):
                 problems += value.validate()
         return problems
+
+    def warnings(self, domain_tokens: int | None = None) -> list[str]:
+        """Settings that run but that the field's practice advises against."""
+        notes = []
+        if self.schedule.peak_lr > 5e-5:
+            notes.append(f"peak learning rate {self.schedule.peak_lr:g} is above 5e-5: CPT at "
+                         "instruction-tuning rates forgets fast (default 2e-5)")
+        if self.corpus.replay_ratio == 0:
+            notes.append("replay ratio is 0: nothing reminds the model of general text; "
+                         "5% is the usual minimum, 15% for a domain far from general English")
+        if domain_tokens is not None:
+            notes.append(_token_band(domain_tokens))
+        return notes
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -94,6 +311,22 @@ class RunConfig:
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
         return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def load(cls, path: Path) -> RunConfig:
+        return cls.from_json(Path(path).read_text())
+
+
+def _token_band(tokens: int) -> str:
+    """What a domain corpus of this size can be expected to give (practice, not promise)."""
+    if tokens < 100_000_000:
+        return (f"{tokens:,} domain tokens is a small corpus (under 100M): expect a small, "
+                "mostly perplexity-level gain")
+    if tokens < 1_000_000_000:
+        return f"{tokens:,} domain tokens (100M-1B): roughly 8-15 benchmark points of domain gain"
+    if tokens < 10_000_000_000:
+        return f"{tokens:,} domain tokens (1B-10B): roughly 15-25 benchmark points of domain gain"
+    return f"{tokens:,} domain tokens (over 10B): a large corpus; watch forgetting closely"
 
 
 def _build(cls, data, where: str):

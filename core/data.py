@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import CorpusConfig
+from .config import CorpusConfig, EvalConfig
 from .corpus import CorpusError, SourceSpec, validate
 from .events import ProgressCallback
 from .heldout import save_heldout, split_heldout, training_ids
@@ -63,23 +63,23 @@ def check_sources(corpus: CorpusConfig) -> None:
         raise CorpusError(problems)
 
 
-def prepare_run_data(corpus: CorpusConfig, tokenizer, run_dir: Path, *, seq_len: int,
-                     seed: int = 0, progress: ProgressCallback | None = None) -> RunData:
+def prepare_run_data(corpus: CorpusConfig, heldout: EvalConfig, tokenizer, run_dir: Path, *,
+                     seq_len: int, seed: int = 0, progress: ProgressCallback | None = None) -> RunData:
     check_sources(corpus)
-    domain = _part("domain", corpus.domain, corpus, tokenizer, run_dir, seq_len, seed, progress)
-    general = None
-    if corpus.general:
-        general = _part("general", corpus.general, corpus, tokenizer, run_dir, seq_len, seed, progress)
-    return RunData(domain, general, corpus.replay_ratio, seed)
+    parts = {}
+    for name, specs in (("domain", corpus.domain), ("general", corpus.general)):
+        if specs:
+            parts[name] = _part(name, specs, corpus, heldout, tokenizer, run_dir, seq_len, seed, progress)
+    return RunData(parts["domain"], parts.get("general"), corpus.replay_ratio, seed)
 
 
-def _part(name: str, specs: list[SourceSpec], corpus: CorpusConfig, tokenizer, run_dir: Path,
-          seq_len: int, seed: int, progress) -> CorpusPart:
+def _part(name: str, specs: list[SourceSpec], corpus: CorpusConfig, size: EvalConfig, tokenizer,
+          run_dir: Path, seq_len: int, seed: int, progress) -> CorpusPart:
     tagged = (lambda event: progress({**event, "corpus": name})) if progress else None
     store = prepare(specs, tokenizer, skip_bad=corpus.skip_bad, progress=tagged)
-    fraction = None if corpus.heldout_count is not None else corpus.heldout_fraction
+    fraction = None if size.heldout_count is not None else size.heldout_fraction
     try:
-        heldout = split_heldout(store.n_docs, fraction, corpus.heldout_count, seed)
+        heldout = split_heldout(store.n_docs, fraction, size.heldout_count, seed)
     except ValueError as exc:
         raise ValueError(f"{name} corpus: {exc}") from exc
     path = save_heldout(Path(run_dir) / "heldout" / f"{name}.jsonl", store, specs, heldout)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from core.config import CorpusConfig, RunConfig
+from core.config import CorpusConfig, EvalConfig, ModelConfig, RunConfig
 from core.corpus import CorpusError, SourceSpec
 from core.data import prepare_run_data
 from core.heldout import load_heldout, split_heldout
@@ -31,13 +31,16 @@ def corpus_config(tmp_path):
     write_jsonl(tmp_path / "general.jsonl", general, field="body")
     config = CorpusConfig(domain=[SourceSpec(str(tmp_path / "domain.jsonl"))],
                           general=[SourceSpec(str(tmp_path / "general.jsonl"), text_field="body")],
-                          replay_ratio=0.25, heldout_count=6)
+                          replay_ratio=0.25)
     return config, domain, general
+
+
+HELDOUT = EvalConfig(heldout_count=6)
 
 
 def test_heldout_documents_are_saved_and_never_trained_on(tmp_path, corpus_config, tiny_tokenizer):
     config, domain, general = corpus_config
-    data = prepare_run_data(config, tiny_tokenizer, tmp_path / "run", seq_len=32, seed=1)
+    data = prepare_run_data(config, HELDOUT, tiny_tokenizer, tmp_path / "run", seq_len=32, seed=1)
     saved = load_heldout(tmp_path / "run" / "heldout" / "domain.jsonl")
     assert [r["doc"] for r in saved] == data.domain.heldout.tolist() and len(saved) == 6
     assert all(r["text"] == domain[r["doc"]] for r in saved)
@@ -61,7 +64,7 @@ def torch_tokens(packed):
 
 def test_mixed_steps_draw_general_rows_from_the_general_corpus(tmp_path, corpus_config, tiny_tokenizer):
     config, _, general = corpus_config
-    data = prepare_run_data(config, tiny_tokenizer, tmp_path / "run", seq_len=32)
+    data = prepare_run_data(config, HELDOUT, tiny_tokenizer, tmp_path / "run", seq_len=32)
     mixer = data.mixer(seqs_per_step=8)
     n_domain = len(data.domain.train)
     step = mixer.step(0)
@@ -75,20 +78,21 @@ def test_bad_corpus_refuses_before_tokenizing(tmp_path, tiny_tokenizer):
     path.write_text('{"text": "fine"}\n{"text": 3}\n')
     config = CorpusConfig(domain=[SourceSpec(str(path))], replay_ratio=0)
     with pytest.raises(CorpusError, match="bad.jsonl line 2"):
-        prepare_run_data(config, tiny_tokenizer, tmp_path / "run", seq_len=16)
+        prepare_run_data(config, HELDOUT, tiny_tokenizer, tmp_path / "run", seq_len=16)
     assert not (tmp_path / "cpt-home" / "token-cache").exists() or not any((tmp_path / "cpt-home" / "token-cache").iterdir())
 
 
 def test_config_round_trips_and_lists_every_problem(tmp_path, corpus_config):
-    config = RunConfig(model="some/model", corpus=corpus_config[0])
+    config = RunConfig(model=ModelConfig("some/model"), corpus=corpus_config[0])
     again = RunConfig.from_json(config.to_json())
     assert again == config and isinstance(again.corpus.domain[0], SourceSpec)
-    broken = RunConfig(corpus=CorpusConfig(domain=[], general=[], replay_ratio=1.2, heldout_fraction=0))
+    broken = RunConfig(corpus=CorpusConfig(domain=[], general=[], replay_ratio=1.2),
+                       eval=EvalConfig(heldout_fraction=0))
     problems = broken.validate()
     assert any(p.startswith("model:") for p in problems)
     assert any("add at least one domain source" in p for p in problems)
     assert any("replay ratio 1.2" in p for p in problems)
-    assert any("held-out fraction 0" in p for p in problems)
+    assert any(p.startswith("eval: held-out fraction 0") for p in problems)
     with pytest.raises(ValueError, match=r"config.corpus: unknown setting\(s\) replay"):
         RunConfig.from_dict({"corpus": {"replay": 0.1}})
     assert json.loads(config.to_json())["corpus"]["general"][0]["text_field"] == "body"

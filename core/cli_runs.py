@@ -1,0 +1,176 @@
+"""The CLI's run commands: train, resume, stop, demo, import-gguf, runs, show, store rebuild.
+
+Each parses nothing (core.cli did) and calls the library; `follow` prints a running
+run's progress from its events.jsonl, as the GUI reads it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from .config import RunConfig
+from .events import read_events
+from .runs import RunPaths, create_run, request_stop, start_worker, worker_pid
+
+
+def train(args) -> int:
+    config = RunConfig.load(Path(args.config))
+    if args.dry_run:
+        from .plan import format_plan, plan_run
+
+        print(format_plan(plan_run(config, probe_steps=args.probe)))
+        return 0
+    run_dir = create_run(config)
+    return _launch(run_dir, resume=False, detach=args.detach)
+
+
+def resume(args) -> int:
+    run_dir = Path(args.run_dir).resolve()
+    if not RunPaths(run_dir).config.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
+    if worker_pid(run_dir):
+        raise ValueError(f"{run_dir} is still running (worker pid {worker_pid(run_dir)}); stop it first")
+    return _launch(run_dir, resume=True, detach=args.detach)
+
+
+def _launch(run_dir: Path, *, resume: bool, detach: bool) -> int:
+    process = start_worker(run_dir, resume=resume, detach=detach)
+    print(f"run folder: {run_dir}")
+    if detach:
+        print(f"running in the background (pid {process.pid}); `cpt-studio stop {run_dir}` stops it")
+        return 0
+    return follow(run_dir, process)
+
+
+def stop(args) -> int:
+    run_dir = Path(args.run_dir).resolve()
+    if not worker_pid(run_dir):
+        print(f"{run_dir} is not running")
+        return 1
+    request_stop(run_dir)
+    print("stop requested: the run saves a checkpoint at the end of this step and stops")
+    return 0
+
+
+def follow(run_dir: Path, process) -> int:
+    """Print progress lines and the evaluation table until the worker exits.
+    Ctrl-C asks the run to stop (it saves a checkpoint); a second Ctrl-C leaves it running."""
+    offset, printer = 0, _Printer()
+    try:
+        while True:
+            offset = _print_new(RunPaths(run_dir).events, offset, printer)
+            if process.poll() is not None:
+                _print_new(RunPaths(run_dir).events, offset, printer)
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        request_stop(run_dir)
+        print("\nstop requested; waiting for the checkpoint (Ctrl-C again to leave it running)")
+        try:
+            process.wait()
+        except KeyboardInterrupt:
+            return 130
+    if process.returncode:
+        _print_failure(run_dir, process.returncode)
+    return process.returncode
+
+
+def _print_new(path: Path, offset: int, printer) -> int:
+    if not path.exists():
+        return offset
+    events, offset = read_events(path, offset)
+    for event in events:
+        printer(event)
+    return offset
+
+
+class _Printer:
+    """One line per evaluation (the perplexity table), a progress line every few steps."""
+
+    def __init__(self):
+        self.total_steps = None
+        self.header_done = False
+        self.last_progress = 0.0
+
+    def __call__(self, event: dict) -> None:
+        kind = event["type"]
+        if kind == "status":
+            self.total_steps = event.get("total_steps", self.total_steps)
+            if event.get("message") and event.get("state"):
+                print(f"[{event['state']}] {event['message']}")
+        elif kind == "eval":
+            self._eval(event)
+        elif kind == "step" and time.monotonic() - self.last_progress > 5:
+            self.last_progress = time.monotonic()
+            total = f"/{self.total_steps}" if self.total_steps else ""
+            print(f"  step {event['step']}{total}  loss {event['loss']:.4f}  lr {event['lr']:.3g}  "
+                  f"{event['tokens_per_second']:,.0f} tokens/s", flush=True)
+        elif kind == "checkpoint":
+            print(f"  checkpoint saved: {event['path']}")
+
+    def _eval(self, event: dict) -> None:
+        if not self.header_done:
+            print(f"{'step':>7} {'tokens':>11} {'domain ppl':>11} {'general ppl':>12} "
+                  f"{'domain gain':>12} {'forgetting':>11}")
+            self.header_done = True
+        general = event.get("general_ppl")
+        print(f"{event['step']:>7} {event['tokens']:>11,} {event['domain_ppl']:>11.3f} "
+              f"{general if general is not None else float('nan'):>12.3f} "
+              f"{event['domain_gain']:>12.2%} {event.get('forgetting', 0.0):>11.2%}", flush=True)
+
+
+def _print_failure(run_dir: Path, code: int) -> None:
+    events = read_events(RunPaths(run_dir).events)[0] if RunPaths(run_dir).events.exists() else []
+    failed = next((e for e in reversed(events) if e.get("state") == "failed"), None)
+    print(f"\nfailed, exit code {code}: {failed['message'] if failed else 'no final status'}", file=sys.stderr)
+    log = RunPaths(run_dir).log
+    if log.exists():
+        print("last lines of logs/worker.log:\n" + "\n".join(log.read_text().splitlines()[-15:]), file=sys.stderr)
+
+
+def demo(args) -> int:
+    from .demo import demo_config
+
+    run_dir = create_run(demo_config(steps=args.steps))
+    started = time.monotonic()
+    code = _launch(run_dir, resume=False, detach=False)
+    print(f"demo wall time: {time.monotonic() - started:.0f} s")
+    return code
+
+
+def import_gguf(args) -> int:
+    from .models import import_gguf as do_import
+
+    folder = do_import(Path(args.file), Path(args.dest) if args.dest else None,
+                       progress=lambda e: print(e.get("message", "")))
+    print(f"imported into {folder}")
+    return 0
+
+
+def list_runs(args) -> int:
+    from . import store
+
+    db = store.open_store()
+    print(store.format_runs(store.list_runs(db, state=args.state, model=args.model)))
+    return 0
+
+
+def show(args) -> int:
+    from . import store
+
+    db = store.open_store()
+    run = store.get_run(db, args.run)
+    print(store.format_run(db, run["id"]))
+    return 0
+
+
+def rebuild(args) -> int:
+    from . import store
+    from .runs import runs_dir
+
+    roots = [Path(r) for r in args.roots] or [runs_dir()]
+    count = store.rebuild(store.open_store(), roots)
+    print(f"indexed {count} run(s) from {', '.join(map(str, roots))}")
+    return 0

@@ -1,0 +1,81 @@
+"""Held-out perplexity, forgetting and domain gain (DESIGN.md, pipeline step 7).
+
+    result = heldout_perplexity(model, rows, batch_size=8)   # rows: PackedSequences
+    forgetting(general_ppl, baseline_general_ppl)            # > 0: general text got harder
+    domain_gain(domain_ppl, baseline_domain_ppl)             # > 0: domain text got easier
+
+Perplexity is exp of the mean negative log-likelihood over every predicted token (padding
+excluded), weighted by tokens, not averaged per batch. Rows are packed documents with
+restarting position ids and the cache off, so documents do not see each other.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .packing import IGNORE_INDEX, PackedSequences
+from .tokenstore import TokenStore
+
+
+@dataclass
+class Perplexity:
+    loss: float
+    """Mean negative log-likelihood per predicted token (nats)."""
+    tokens: int
+
+    @property
+    def ppl(self) -> float:
+        return math.exp(self.loss) if self.loss < 700 else math.inf
+
+
+def forgetting(general_ppl: float, baseline_general_ppl: float) -> float:
+    return general_ppl / baseline_general_ppl - 1
+
+
+def domain_gain(domain_ppl: float, baseline_domain_ppl: float) -> float:
+    return 1 - domain_ppl / baseline_domain_ppl
+
+
+def heldout_rows(store: TokenStore, heldout: np.ndarray, seq_len: int, eos_id: int,
+                 max_tokens: int) -> PackedSequences:
+    """The held-out documents packed into rows, cut to about `max_tokens` whole documents."""
+    lengths = store.doc_lengths()[heldout] + 1
+    keep = max(1, int(np.searchsorted(np.cumsum(lengths), max_tokens, side="right")))
+    return PackedSequences(store, heldout[:keep], seq_len, eos_id)
+
+
+@torch.no_grad()
+def heldout_perplexity(model, rows: torch.utils.data.Dataset, batch_size: int = 8,
+                       autocast_dtype: torch.dtype | None = None) -> Perplexity:
+    """Forward only, batched; the model is put back in training mode if it was in it."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total_nll, total_tokens = 0.0, 0
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
+            nll, tokens = _batch_nll(model, batch, device, autocast_dtype)
+            total_nll, total_tokens = total_nll + nll, total_tokens + tokens
+    finally:
+        model.train(was_training)
+    return Perplexity(total_nll / max(total_tokens, 1), total_tokens)
+
+
+def _batch_nll(model, batch: list[dict], device, autocast_dtype) -> tuple[float, int]:
+    input_ids = torch.stack([row["input_ids"] for row in batch]).to(device)
+    position_ids = torch.stack([row["position_ids"] for row in batch]).to(device)
+    labels = torch.stack([row["labels"] for row in batch]).to(device)
+    autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext())
+    with autocast:
+        logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+    targets = labels[:, 1:]
+    nll = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(),
+                          ignore_index=IGNORE_INDEX, reduction="sum")
+    return float(nll), int((targets != IGNORE_INDEX).sum())

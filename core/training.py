@@ -1,0 +1,297 @@
+"""One CPT run with the HF Trainer, fed by the token store and the replay mixer.
+
+    train(run_dir)               # what `python -m core.worker RUN_DIR` does
+    train(run_dir, resume=True)  # continue from the last complete checkpoint
+
+Reads top to bottom: load the model, prepare the data, plan the steps, build the Trainer
+(our sampler, our schedule settings, our callbacks), train, write the final status.
+The Trainer does the optimisation, the schedule, mixed precision, checkpoint contents and
+resumption (optimizer, scheduler, RNG, data position); this module adds what it lacks:
+the per-step replay mix, held-out perplexity at step 0 and every interval, atomic
+checkpoints with rotation that keeps the best and the last, a cooperative stop, and events.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
+
+from .config import RunConfig
+from .data import RunData, prepare_run_data
+from .evaluation import domain_gain, forgetting, heldout_perplexity, heldout_rows
+from .events import EventWriter, read_events
+from .mixing import MixingSampler, ReplayMixer
+from .models import load_model_and_tokenizer
+from .plan import plan_steps
+from .runs import CHECKPOINT_PREFIX, RunPaths, checkpoint_step, last_checkpoint, list_checkpoints
+
+
+@dataclass
+class Hardware:
+    device: str
+    precision: str
+    attention: str
+    gradient_checkpointing: bool
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+
+def resolve_hardware(config: RunConfig) -> Hardware:
+    """Turn the 'auto' settings into what this machine will use."""
+    cuda = torch.cuda.is_available()
+    system = config.system
+    precision = system.precision
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    attention = system.attention
+    if attention == "auto":
+        attention = "flash_attention_2" if cuda and _flash_attn_installed() else "sdpa"
+    checkpointing = cuda if system.gradient_checkpointing == "auto" else system.gradient_checkpointing == "on"
+    return Hardware("cuda" if cuda else "cpu", precision, attention, checkpointing)
+
+
+def _flash_attn_installed() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def scheduler_settings(config: RunConfig, total_steps: int) -> tuple[str, dict, int]:
+    """The Trainer's scheduler name, its kwargs, and the warmup steps."""
+    schedule = config.schedule
+    warmup = math.ceil(total_steps * schedule.warmup_ratio)
+    decay_steps = {"linear": total_steps - warmup,
+                   "wsd": max(1, round(total_steps * schedule.decay_ratio))}
+    if schedule.decay == "cosine":
+        return "cosine_with_min_lr", {"min_lr_rate": schedule.min_lr_ratio}, warmup
+    if schedule.decay == "constant":
+        return "constant_with_warmup", {}, warmup
+    # linear = warmup-stable-decay with no stable phase and a linear decay to the minimum
+    kind = "linear" if schedule.decay == "linear" else "cosine"
+    return "warmup_stable_decay", {"num_decay_steps": decay_steps[schedule.decay], "decay_type": kind,
+                                   "min_lr_ratio": schedule.min_lr_ratio}, warmup
+
+
+def training_arguments(config: RunConfig, hardware: Hardware, paths: RunPaths,
+                       total_steps: int) -> TrainingArguments:
+    scheduler, kwargs, warmup = scheduler_settings(config, total_steps)
+    return TrainingArguments(
+        output_dir=str(paths.staging), max_steps=total_steps,
+        per_device_train_batch_size=config.batch.micro_batch,
+        gradient_accumulation_steps=config.batch.grad_accum,
+        learning_rate=config.schedule.peak_lr, weight_decay=config.schedule.weight_decay,
+        max_grad_norm=config.schedule.max_grad_norm, warmup_steps=warmup,
+        lr_scheduler_type=scheduler, lr_scheduler_kwargs=kwargs, optim="adamw_torch",
+        bf16=hardware.precision == "bf16", fp16=hardware.precision == "fp16",
+        use_cpu=hardware.device == "cpu",
+        **_checkpointing_arguments(hardware.gradient_checkpointing),
+        logging_steps=1, logging_nan_inf_filter=False,  # a NaN loss must be seen, not averaged away
+        save_strategy="steps", save_steps=config.checkpoints.interval, save_total_limit=None,
+        eval_strategy="no", report_to="none", disable_tqdm=True,
+        seed=config.seed, data_seed=config.seed, dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+
+
+def _checkpointing_arguments(enabled: bool) -> dict:
+    """Activation (gradient) checkpointing, under the name this transformers uses."""
+    name = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+            else "gradient_checkpointing")
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
+
+
+class CPTTrainer(Trainer):
+    """The Trainer with our sampler and atomic, rotated checkpoints."""
+
+    def __init__(self, *args, mixer: ReplayMixer, run: RunPaths, monitor: RunMonitor,
+                 keep: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mixer, self.run, self.monitor, self.keep = mixer, run, monitor, keep
+
+    def _get_train_sampler(self, train_dataset=None):
+        return MixingSampler(self.mixer, end_step=self.args.max_steps)
+
+    def _save_checkpoint(self, model, trial):
+        """Write into the staging folder, then rename into checkpoints/: a checkpoint that
+        exists is complete."""
+        super()._save_checkpoint(model, trial)
+        if not self.args.should_save:
+            return
+        name = f"{CHECKPOINT_PREFIX}{self.state.global_step}"
+        staged, final = self.run.staging / name, self.run.checkpoints / name
+        shutil.copy(self.run.config, staged / "run_config.json")
+        if final.exists():  # saved again at the same step (stop request on a save step)
+            shutil.rmtree(final)
+        os.replace(staged, final)
+        self.monitor.on_checkpoint(final, self.state.global_step)
+        rotate_checkpoints(self.run.root, self.keep, self.monitor.best_step())
+
+
+def rotate_checkpoints(run_dir: Path, keep: int, best_step: int | None) -> list[Path]:
+    """Delete all but the `keep` newest checkpoints, never the best or the last."""
+    found = list_checkpoints(run_dir)
+    protected = {checkpoint_step(p) for p in found[-keep:]} | {best_step}
+    deleted = [p for p in found if checkpoint_step(p) not in protected]
+    for path in deleted:
+        shutil.rmtree(path, ignore_errors=True)
+    return deleted
+
+
+class RunMonitor(TrainerCallback):
+    """Events for every step, held-out evaluation, the stop request, the final save."""
+
+    def __init__(self, config: RunConfig, events: EventWriter, paths: RunPaths, eval_sets: dict,
+                 mixer: ReplayMixer, hardware: Hardware, total_steps: int):
+        self.config, self.events, self.paths, self.eval_sets = config, events, paths, eval_sets
+        self.mixer, self.hardware, self.total_steps = mixer, hardware, total_steps
+        self.tokens_per_step = mixer.seqs_per_step * config.batch.seq_len
+        self.baseline: dict | None = None
+        self.evals: dict[int, dict] = {}
+        self._step_started = time.monotonic()
+        self._train_seconds = 0.0
+        self.stopped = False
+
+    # --- evaluation -------------------------------------------------------------------
+    def evaluate(self, model, step: int) -> dict:
+        started = time.monotonic()
+        result = {name: heldout_perplexity(model, rows, self.config.eval.batch_size,
+                                           self.hardware.autocast_dtype)
+                  for name, rows in self.eval_sets.items()}
+        fields = {"tokens": step * self.tokens_per_step, "seconds": time.monotonic() - started}
+        for name, value in result.items():
+            fields[f"{name}_ppl"], fields[f"{name}_loss"] = value.ppl, value.loss
+        if self.baseline is None:
+            self.baseline = {k: v for k, v in fields.items() if k.endswith("_ppl")}
+        fields["baseline"] = step == 0
+        fields["domain_gain"] = domain_gain(fields["domain_ppl"], self.baseline["domain_ppl"])
+        if "general_ppl" in fields:
+            fields["forgetting"] = forgetting(fields["general_ppl"], self.baseline["general_ppl"])
+        self.evals[step] = fields
+        self.events.emit("eval", step, **fields)
+        return fields
+
+    def best_step(self) -> int | None:
+        """The evaluated checkpoint step with the lowest domain perplexity."""
+        saved = {checkpoint_step(p) for p in list_checkpoints(self.paths.root)}
+        candidates = [(e["domain_ppl"], s) for s, e in self.evals.items() if s in saved and s > 0]
+        return min(candidates)[1] if candidates else None
+
+    def on_checkpoint(self, path: Path, step: int) -> None:
+        numbers = {k: v for k, v in self.evals.get(step, {}).items()
+                   if k in ("domain_ppl", "general_ppl", "forgetting", "domain_gain")}
+        self.events.emit("checkpoint", step, tokens=step * self.tokens_per_step,
+                         path=str(path.relative_to(self.paths.root)), **numbers)
+
+    # --- Trainer hooks ----------------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 0:
+            self.events.emit("status", 0, state="running", phase="baseline",
+                             message="measuring the step-0 baseline", total_steps=self.total_steps)
+            self.evaluate(model, 0)
+        else:
+            self._restore_evaluations(state.global_step)
+            self.events.emit("status", state.global_step, state="running", phase="training",
+                             message=f"resumed from step {state.global_step}",
+                             resumed_from=state.global_step, total_steps=self.total_steps)
+        self.events.emit("status", state.global_step, state="running", phase="training",
+                         message="training", total_steps=self.total_steps,
+                         total_tokens=self.total_steps * self.tokens_per_step)
+        self._step_started = time.monotonic()
+
+    def _restore_evaluations(self, step: int) -> None:
+        for event in read_events(self.paths.events)[0]:
+            if event["type"] == "eval" and event["step"] <= step:
+                self.evals[event["step"]] = event
+                if event.get("baseline"):
+                    self.baseline = {k: v for k, v in event.items() if k.endswith("_ppl")}
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self._train_seconds = time.monotonic() - self._step_started
+        step = state.global_step
+        if self.paths.stop_request.exists():
+            self.events.emit("status", step, state="running", phase="saving", message="stop requested")
+            control.should_save = control.should_training_stop = True
+            self.stopped = True
+        if step % self.config.eval.interval == 0 or step == self.total_steps:
+            self.events.emit("status", step, state="running", phase="evaluating", message="evaluating")
+            self.evaluate(model, step)
+        if step == self.total_steps:
+            control.should_save = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs or not state.is_world_process_zero:
+            return
+        step = state.global_step
+        general = self.mixer.general_in(step - 1) if step else 0
+        self.events.emit("step", step, loss=logs["loss"], lr=logs.get("learning_rate"),
+                         grad_norm=logs.get("grad_norm"), tokens=step * self.tokens_per_step,
+                         tokens_per_second=self.tokens_per_step / max(self._train_seconds, 1e-9),
+                         replay_fraction=general / self.mixer.seqs_per_step)
+        self._step_started = time.monotonic()
+
+
+def train(run_dir: Path, *, resume: bool = False) -> str:
+    """Run (or resume) the run in `run_dir`; returns the final state."""
+    paths = RunPaths(Path(run_dir))
+    config = RunConfig.load(paths.config)
+    events = EventWriter(paths.events)
+    hardware = resolve_hardware(config)
+    events.emit("status", None, state="running", phase="loading",
+                message=f"loading {config.model.name_or_path} on {hardware.device} ({hardware.precision})")
+    model, tokenizer = load_model_and_tokenizer(
+        config.model.name_or_path, attn_implementation=hardware.attention,
+        trust_remote_code=config.model.trust_remote_code)
+    model.config.use_cache = False  # with the cache on, packed documents attend to each other
+    model = _apply_method(model, config)
+    events.emit("status", None, state="running", phase="tokenizing", message="preparing the corpus")
+    data = prepare_run_data(config.corpus, config.eval, tokenizer, paths.root,
+                            seq_len=config.batch.seq_len, seed=config.seed, progress=events)
+    trainer = build_trainer(config, hardware, paths, events, model, tokenizer, data)
+    checkpoint = last_checkpoint(paths.root) if resume else None
+    if resume and checkpoint is None:
+        events.emit("status", None, state="running", phase="training", message="no checkpoint yet: starting over")
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    final = "stopped" if trainer.monitor.stopped else "finished"
+    events.emit("status", trainer.state.global_step, state=final, phase="done", exit_code=0,
+                message=f"{final} at step {trainer.state.global_step}")
+    return final
+
+
+def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events: EventWriter,
+                  model, tokenizer, data: RunData) -> CPTTrainer:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    total_steps = plan_steps(config, len(data.domain.train), data.general is not None, world_size)
+    mixer = data.mixer(config.batch.micro_batch * config.batch.grad_accum * world_size,
+                       on_new_pass=lambda name, n, step: events.emit(
+                           "log", step, level="info", message=f"{name} corpus: pass {n} begins"))
+    eval_sets = {part.name: heldout_rows(part.store, part.heldout, config.batch.seq_len,
+                                         tokenizer.eos_token_id, config.eval.max_tokens)
+                 for part in (data.domain, data.general) if part is not None}
+    monitor = RunMonitor(config, events, paths, eval_sets, mixer, hardware, total_steps)
+    return CPTTrainer(model=model, args=training_arguments(config, hardware, paths, total_steps),
+                      train_dataset=data.dataset, data_collator=default_data_collator,
+                      processing_class=tokenizer, callbacks=[monitor], mixer=mixer, run=paths,
+                      monitor=monitor, keep=config.checkpoints.keep)
+
+
+def _apply_method(model, config: RunConfig):
+    if config.method.kind != "lora":
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    method = config.method
+    lora = LoraConfig(r=method.lora_rank, lora_alpha=method.lora_alpha, lora_dropout=method.lora_dropout,
+                      target_modules=list(method.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)

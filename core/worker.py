@@ -1,0 +1,75 @@
+"""The background process of one run: `python -m core.worker RUN_DIR [--resume]`.
+
+It writes its pid, sends the libraries' logging to logs/worker.log (its stdout and
+stderr are that file too, when started by core.runs.start_worker), trains, and always
+ends with a status event: finished, stopped, or failed with the traceback's tail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from .events import EventWriter
+from .runs import RunPaths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.worker")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    paths = RunPaths(args.run_dir.resolve())
+    if not paths.config.exists():
+        print(f"error: {paths.root} is not a run folder (no config.json)", file=sys.stderr)
+        return 2
+    paths.pid.write_text(str(os.getpid()))
+    _log_to_file(paths.log)
+    try:
+        from .training import train
+
+        train(paths.root, resume=args.resume)
+        _index(paths.root)
+        return 0
+    except BaseException as exc:  # noqa: BLE001 — every failure must reach the events
+        _record_failure(paths, exc)
+        return 1
+
+
+def _log_to_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    import transformers
+
+    transformers.logging.set_verbosity_info()
+    transformers.logging.disable_default_handler()
+    transformers.logging.enable_propagation()
+
+
+def _record_failure(paths: RunPaths, exc: BaseException) -> None:
+    tail = "".join(traceback.format_exception(exc))[-4000:]
+    logging.getLogger("core.worker").error("run failed:\n%s", tail)
+    message = str(exc).strip() or type(exc).__name__
+    EventWriter(paths.events).emit("status", None, state="failed", phase="error", exit_code=1,
+                                   message=f"{type(exc).__name__}: {message}", traceback=tail)
+    _index(paths.root)
+
+
+def _index(run_dir: Path) -> None:
+    """Bring the run store up to date; the run folder stays the source of truth."""
+    try:
+        from .store import index_run, open_store
+
+        index_run(open_store(), run_dir)
+    except Exception:  # noqa: BLE001 — a store problem must not fail a finished run
+        logging.getLogger("core.worker").exception("could not update the run store")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,399 @@
+"""The run store: index run folders written the way the worker writes them, read them back."""
+
+import json
+import math
+import shutil
+import sqlite3
+from types import SimpleNamespace
+
+import pytest
+
+import core.events
+from core import store
+from core.events import EventWriter
+from core.paths import data_dir
+
+METRICS = ("loss", "lr", "grad_norm", "tokens_per_second", "replay_fraction")
+BASE_DOMAIN_PPL, BASE_GENERAL_PPL = 40.0, 20.0
+TOKENS_PER_STEP = 4096
+
+
+class Clock:
+    """Event times one second apart, so that runs written one after another are ordered."""
+
+    def __init__(self):
+        self.now = 1_750_000_000.0
+
+    def time(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(core.events, "time", SimpleNamespace(time=clock.time))
+    return clock
+
+
+@pytest.fixture
+def db():
+    return store.open_store(":memory:")
+
+
+def write_run(folder, *, name="med-cpt", model="org/tiny-a", state="finished", steps=30,
+              eval_every=10, torn=True) -> list[dict]:
+    """A run folder as the worker leaves it; returns the events it wrote."""
+    folder.mkdir(parents=True)
+    config = {"name": name, "seed": 0,
+              "model": {"name_or_path": model, "allow_download": False, "trust_remote_code": False},
+              "corpus": {"domain": [], "general": [], "replay_ratio": 0.05}}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    out = EventWriter(folder / "events.jsonl")
+    events = [out.emit("status", 0, state="running", phase="loading", message="loading model",
+                       total_steps=steps, total_tokens=steps * TOKENS_PER_STEP),
+              out.emit("eval", 0, baseline=True, **_scores(0, 0))]
+    for step in range(1, steps + 1):
+        events.append(out.emit("step", step, **_step_fields(step)))
+        if step % eval_every == 0:
+            events += _eval_and_checkpoint(out, folder, step)
+    events += _ending(out, state, steps)
+    out.close()
+    if torn:  # the worker was half-way through writing a line
+        with open(folder / "events.jsonl", "a") as f:
+            f.write('{"type": "step", "time": 1.0, "step": ' + str(steps + 1))
+    return events
+
+
+def _step_fields(step: int) -> dict:
+    fields = {"loss": 3.0 - 0.02 * step + 0.01 * (step % 3), "lr": 2e-5 * (1 - step / 100),
+              "grad_norm": 1.0 / step, "tokens": step * TOKENS_PER_STEP,
+              "tokens_per_second": 5000.0 + step, "replay_fraction": 0.05}
+    if step % 2 == 0:
+        fields["ewc_penalty"] = 0.001 * step
+    return fields
+
+
+def _scores(step: int, tokens: int) -> dict:
+    domain_ppl = BASE_DOMAIN_PPL * (1 - 0.01 * step)
+    general_ppl = BASE_GENERAL_PPL * (1 + 0.002 * step)
+    return {"tokens": tokens, "domain_ppl": domain_ppl, "general_ppl": general_ppl,
+            "domain_loss": math.log(domain_ppl), "general_loss": math.log(general_ppl),
+            "forgetting": general_ppl / BASE_GENERAL_PPL - 1,
+            "domain_gain": 1 - domain_ppl / BASE_DOMAIN_PPL}
+
+
+def _eval_and_checkpoint(out: EventWriter, folder, step: int) -> list[dict]:
+    tokens = step * TOKENS_PER_STEP
+    scores = _scores(step, tokens)
+    path = f"checkpoints/step-{step:06d}"
+    (folder / path).mkdir(parents=True)
+    # The first checkpoint event carries no scores: the store takes them from the eval.
+    known = {} if step == 10 else {k: scores[k] for k in store.CHECKPOINT_EVAL_FIELDS}
+    return [out.emit("eval", step, baseline=False, **scores),
+            out.emit("checkpoint", step, tokens=tokens, path=path, **known)]
+
+
+def _ending(out: EventWriter, state: str, steps: int) -> list[dict]:
+    if state == "running":
+        return []
+    events = [out.emit("guard", 25, reason="forgetting 16.0% passed the threshold",
+                       action="rollback", forgetting=0.16, threshold=0.15,
+                       rolled_back_to="checkpoints/step-000020", remedy="learning rate x0.5"),
+              out.emit("log", steps, message="saving the last checkpoint")]
+    if state == "failed":
+        return events + [out.emit("status", steps, state="failed", phase="training",
+                                  message="CUDA out of memory", exit_code=1)]
+    return events + [out.emit("status", steps, state=state, phase="done", message="done",
+                              exit_code=0)]
+
+
+def indexed(db, folder, **kwargs) -> str:
+    write_run(folder, **kwargs)
+    return store.index_run(db, folder)
+
+
+def of_type(events: list[dict], type: str) -> list[dict]:
+    return [e for e in events if e["type"] == type]
+
+
+def snapshot(db, run_id: str) -> dict[str, list[dict]]:
+    return {table: list(db[table].rows_where("id = ?" if table == "runs" else "run_id = ?",
+                                             [run_id], order_by="rowid"))
+            for table in store.TABLES}
+
+
+@pytest.fixture
+def run(tmp_path):
+    """One finished run with its first checkpoint deleted by rotation."""
+    folder = tmp_path / "runs" / "2025-06-01-med"
+    events = write_run(folder)
+    shutil.rmtree(folder / "checkpoints" / "step-000010")
+    return SimpleNamespace(folder=folder, events=events)
+
+
+# -- indexing: every table holds what the events say ----------------------------------------
+
+def test_run_row_summarises_the_events(db, run):
+    row = store.get_run(db, store.index_run(db, run.folder))
+    evals = of_type(run.events, "eval")
+    assert row["id"] == str(run.folder.resolve())
+    assert (row["name"], row["model"], row["state"], row["phase"]) == (
+        "med-cpt", "org/tiny-a", "finished", "done")
+    assert (row["steps"], row["total_steps"], row["tokens"]) == (30, 30, 30 * TOKENS_PER_STEP)
+    assert row["started"] == run.events[0]["time"]
+    assert row["updated"] == row["finished"] == run.events[-1]["time"]
+    assert row["domain_gain"] == evals[-1]["domain_gain"]
+    assert row["forgetting"] == evals[-1]["forgetting"]
+    assert row["best_domain_gain"] == max(e["domain_gain"] for e in evals)
+    assert row["config"]["corpus"]["replay_ratio"] == 0.05
+    assert row["error"] is None
+
+
+def test_metrics_are_the_step_events_without_the_torn_line(db, run):
+    run_id = store.index_run(db, run.folder)
+    steps = of_type(run.events, "step")
+    for name in METRICS:
+        assert store.run_metrics(db, run_id, name) == [
+            (e["step"], e["tokens"], e[name]) for e in steps]
+    assert store.run_metrics(db, run_id, "ewc_penalty") == [
+        (e["step"], e["tokens"], e["ewc_penalty"]) for e in steps if "ewc_penalty" in e]
+    names = {row["name"] for row in db["metrics"].rows}
+    assert names == {*METRICS, "ewc_penalty"}
+
+
+def test_evaluations_are_the_eval_events(db, run):
+    run_id = store.index_run(db, run.folder)
+    columns = ("step", "tokens", "time", *store.EVAL_FIELDS, "baseline")
+    assert [{c: row[c] for c in columns} for row in store.run_evaluations(db, run_id)] == [
+        {c: e[c] for c in columns} for e in of_type(run.events, "eval")]
+
+
+def test_checkpoints_carry_their_scores_and_whether_they_still_exist(db, run):
+    run_id = store.index_run(db, run.folder)
+    scores = {e["step"]: e for e in of_type(run.events, "eval")}
+    expected = [{"step": e["step"], "tokens": e["tokens"], "path": e["path"],
+                 "exists": e["step"] != 10,
+                 **{f: scores[e["step"]][f] for f in store.CHECKPOINT_EVAL_FIELDS}}
+                for e in of_type(run.events, "checkpoint")]
+    rows = store.run_checkpoints(db, run_id)
+    assert [{k: row[k] for k in expected[0]} for row in rows] == expected
+
+
+def test_guard_and_other_events_are_kept(db, run):
+    run_id = store.index_run(db, run.folder)
+    guard = of_type(run.events, "guard")[0]
+    [row] = store.run_guard(db, run_id)
+    assert {k: row[k] for k in ("step", "time", *store.GUARD_FIELDS)} == {
+        k: guard[k] for k in ("step", "time", *store.GUARD_FIELDS)}
+    others = [e for e in run.events if e["type"] in ("status", "log")]
+    assert store.run_events(db, run_id) == others
+    assert store.run_events(db, run_id, "log") == of_type(run.events, "log")
+
+
+def test_reindexing_gives_the_same_rows(db, run):
+    run_id = store.index_run(db, run.folder)
+    before = snapshot(db, run_id)
+    assert store.index_run(db, run.folder) == run_id
+    assert snapshot(db, run_id) == before
+    assert db["runs"].count == 1
+
+
+def test_reindexing_picks_up_the_torn_line_once_complete(db, run):
+    run_id = store.index_run(db, run.folder)
+    with open(run.folder / "events.jsonl", "a") as f:
+        f.write(', "loss": 2.0, "tokens": 126976}\n')
+    store.index_run(db, run_id)
+    assert store.run_metrics(db, run_id, "loss")[-1] == (31, 126976, 2.0)
+    assert len(store.run_metrics(db, run_id, "loss")) == 31
+
+
+def test_a_model_given_as_a_string_is_read_too(db, run):
+    config = json.loads((run.folder / "config.json").read_text())
+    (run.folder / "config.json").write_text(json.dumps({**config, "model": "org/plain"}))
+    assert store.get_run(db, store.index_run(db, run.folder))["model"] == "org/plain"
+
+
+def test_failed_and_running_runs_keep_what_the_events_say(db, tmp_path):
+    failed = indexed(db, tmp_path / "a", state="failed")
+    running = indexed(db, tmp_path / "b", state="running")
+    assert store.get_run(db, failed)["error"] == "CUDA out of memory (exit code 1)"
+    assert store.get_run(db, failed)["finished"] is not None
+    row = store.get_run(db, running)  # no worker.pid: liveness is the worker code's call
+    assert (row["state"], row["finished"], row["error"]) == ("running", None, None)
+
+
+def test_a_broken_event_line_is_named(db, run):
+    lines = (run.folder / "events.jsonl").read_text().splitlines(keepends=True)
+    lines[5] = "not json\n"
+    (run.folder / "events.jsonl").write_text("".join(lines))
+    with pytest.raises(ValueError, match=r"events.jsonl line 6: not a JSON event"):
+        store.index_run(db, run.folder)
+
+
+def test_a_folder_without_config_is_refused(db, tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a run folder: it has no config.json"):
+        store.index_run(db, tmp_path)
+
+
+# -- rebuilding from the folders -----------------------------------------------------------
+
+def test_rebuild_after_deleting_the_db_file_gives_the_same_rows(tmp_path, run):
+    path = tmp_path / "store.db"
+    db = store.open_store(path)
+    run_id = store.index_run(db, run.folder)
+    before = snapshot(db, run_id)
+    db.close()
+    for leftover in tmp_path.glob("store.db*"):
+        leftover.unlink()
+    (run.folder.parent / "not-a-run").mkdir()
+    (run.folder.parent / "notes.txt").write_text("")
+    db = store.open_store(path)
+    assert db["runs"].count == 0
+    assert store.rebuild(db, [run.folder.parent]) == 1
+    assert snapshot(db, run_id) == before
+
+
+def test_rebuild_drops_runs_whose_folder_is_gone(db, tmp_path):
+    kept = indexed(db, tmp_path / "runs" / "kept")
+    gone = indexed(db, tmp_path / "gone")
+    shutil.rmtree(tmp_path / "gone")
+    assert store.rebuild(db, [tmp_path / "runs"]) == 1
+    assert [r["id"] for r in store.list_runs(db)] == [kept]
+    assert db["metrics"].count_where("run_id = ?", [gone]) == 0
+
+
+def test_rebuild_defaults_to_the_runs_folder(db):
+    write_run(data_dir() / "runs" / "2025-06-01-med")
+    assert store.rebuild(db) == 1
+    assert store.get_run(db, "2025-06-01-med")["name"] == "med-cpt"
+
+
+def test_a_failed_rebuild_leaves_the_store_as_it_was(db, tmp_path, run):
+    run_id = store.index_run(db, run.folder)
+    before = snapshot(db, run_id)
+    bad = run.folder.parent / "2025-05-31-bad"  # sorts first: a half-done rebuild would be empty
+    write_run(bad)
+    (bad / "events.jsonl").write_text("{oops\n")
+    with pytest.raises(ValueError, match="2025-05-31-bad"):
+        store.rebuild(db, [run.folder.parent])
+    assert snapshot(db, run_id) == before
+
+
+def test_rebuild_names_a_missing_root(db, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        store.rebuild(db, [tmp_path / "nowhere"])
+
+
+# -- listing and finding runs --------------------------------------------------------------
+
+@pytest.fixture
+def three_runs(db, tmp_path):
+    """Written in this order, so the newest is law."""
+    root = tmp_path / "runs"
+    write_run(root / "2025-06-01-med-a", name="med-a", model="org/tiny-a", steps=10)
+    write_run(root / "2025-06-01-med-b", name="med-b", model="org/tiny-b", steps=10,
+              state="failed")
+    write_run(root / "2025-06-02-law", name="law", model="/models/org/tiny-a", steps=10,
+              state="running")
+    store.rebuild(db, [root])
+    return root
+
+
+@pytest.mark.parametrize("state, model, names", [
+    (None, None, ["law", "med-b", "med-a"]),
+    ("finished", None, ["med-a"]),
+    ("failed", None, ["med-b"]),
+    (None, "tiny-a", ["law", "med-a"]),
+    (None, "ORG/TINY-B", ["med-b"]),
+    ("running", "tiny-a", ["law"]),
+    ("stopped", None, []),
+])
+def test_list_runs_filters_newest_first(db, three_runs, state, model, names):
+    assert [r["name"] for r in store.list_runs(db, state=state, model=model)] == names
+
+
+@pytest.mark.parametrize("key, name", [
+    ("2025-06-02", "law"),        # unique prefix of the folder name
+    ("2025-06-01-med-b", "med-b"),  # whole folder name
+    ("med-a", "med-a"),           # run name
+])
+def test_get_run_by_prefix_folder_or_name(db, three_runs, key, name):
+    assert store.get_run(db, key)["name"] == name
+
+
+def test_get_run_by_path(db, three_runs):
+    assert store.get_run(db, three_runs / "2025-06-01-med-a")["name"] == "med-a"
+
+
+def test_get_run_names_the_candidates_when_ambiguous(db, three_runs):
+    with pytest.raises(LookupError, match="matches 2 runs") as error:
+        store.get_run(db, "2025-06-01")
+    assert "2025-06-01-med-a (med-a)" in str(error.value)
+    assert "2025-06-01-med-b (med-b)" in str(error.value)
+
+
+def test_get_run_lists_the_runs_when_nothing_matches(db, three_runs):
+    with pytest.raises(LookupError, match=r"no run matches 'zzz'; the runs are: .*2025-06-02-law"):
+        store.get_run(db, "zzz")
+
+
+# -- changing runs -------------------------------------------------------------------------
+
+def test_rename_survives_rebuild_and_leaves_the_config_alone(db, three_runs):
+    config = (three_runs / "2025-06-02-law" / "config.json").read_bytes()
+    store.rename_run(db, "2025-06-02", "law, second try")
+    assert store.get_run(db, "2025-06-02")["name"] == "law, second try"
+    assert store.rebuild(db, [three_runs]) == 3
+    assert store.get_run(db, "law, second try")["id"].endswith("2025-06-02-law")
+    assert (three_runs / "2025-06-02-law" / "config.json").read_bytes() == config
+
+
+def test_rename_refuses_an_empty_name(db, three_runs):
+    with pytest.raises(ValueError, match="cannot be empty"):
+        store.rename_run(db, "2025-06-02", "  ")
+
+
+def test_delete_run_removes_its_rows_not_its_folder(db, run):
+    run_id = store.index_run(db, run.folder)
+    assert store.delete_run(db, "2025-06-01-med") == run_id
+    assert all(rows == [] for rows in snapshot(db, run_id).values())
+    assert (run.folder / "events.jsonl").exists()
+
+
+# -- what the CLI prints -------------------------------------------------------------------
+
+def test_format_run_shows_the_key_numbers(db, run):
+    text = store.format_run(db, store.index_run(db, run.folder))
+    last = of_type(run.events, "eval")[-1]
+    for number in (BASE_DOMAIN_PPL, BASE_GENERAL_PPL, last["domain_ppl"], last["general_ppl"]):
+        assert f"{number:.2f}" in text
+    assert f"best domain gain  +{last['domain_gain'] * 100:.1f}% at step 30" in text
+    assert "checkpoints/step-000010 (deleted)" in text
+    assert "checkpoints/step-000030 (deleted)" not in text
+    assert "rollback to checkpoints/step-000020" in text
+
+
+def test_format_runs_has_a_line_per_run(db, three_runs):
+    lines = store.format_runs(store.list_runs(db)).splitlines()
+    assert lines[0].split()[:3] == ["name", "state", "model"]
+    assert lines[1].split()[:2] == ["law", "running"]
+    assert "10/10" in lines[2] and "+10.0%" in lines[2]
+    assert store.format_runs([]) == "no runs"
+
+
+# -- the database file ---------------------------------------------------------------------
+
+def test_the_store_file_is_in_wal_mode(tmp_path):
+    db = store.open_store(tmp_path / "store.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    reader = sqlite3.connect(tmp_path / "store.db")
+    assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_the_default_store_lives_in_the_data_folder():
+    db = store.open_store()
+    assert store.default_db_path() == data_dir() / "cpt-studio.db"
+    assert store.default_db_path().exists()
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
