@@ -1,6 +1,6 @@
 """Training throughput: our run against the seed's plain Trainer script, same model and corpus.
 
-    python bench/train.py [--steps 60] [--seq-len 256] [--micro-batch 8]
+    python bench/train.py [--steps 200] [--seq-len 256] [--micro-batch 8]
 
   baseline: the seed's script — TrainingArguments, datasets + DataCollatorForLanguageModeling,
             no replay, no evaluation, no checkpoints within the run;
@@ -80,7 +80,7 @@ def ours(model_dir: Path, data: Path, args, root: Path) -> tuple[float, float]:
     run_dir = create_run(config, root)
     train(run_dir)  # includes loading and (cached) corpus preparation: measured from the events
     events = events_of(run_dir)
-    began = [e["time"] for e in events if e.get("phase") == "tokenizing" and e.get("done")][-1]
+    began = next(e["time"] for e in events if e.get("ready"))  # the corpus is prepared
     ended = events[-1]["time"]
     eval_seconds = sum(e["seconds"] for e in events if e["type"] == "eval")
     return ended - began - eval_seconds, eval_seconds
@@ -91,7 +91,7 @@ def main() -> None:
     from tiny_model import build_tiny_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--micro-batch", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=2)

@@ -77,7 +77,7 @@ def _run_commands(commands) -> None:
     runs.add_argument("--model", default=None)
     runs.set_defaults(run=cli_runs.list_runs)
     show = commands.add_parser("show", help="the key numbers of a run's curves")
-    show.add_argument("run", help="run folder, name, or a unique prefix of its folder name")
+    show.add_argument("run_ref", metavar="RUN", help="run folder, name, or a unique prefix of its folder name")
     show.set_defaults(run=cli_runs.show)
     store = commands.add_parser("store", help="the run store").add_subparsers(title="store commands")
     rebuild = store.add_parser("rebuild", help="re-index every run folder into the store")

@@ -161,7 +161,7 @@ def show(args) -> int:
     from . import store
 
     db = store.open_store()
-    run = store.get_run(db, args.run)
+    run = store.get_run(db, args.run_ref)
     print(store.format_run(db, run["id"]))
     return 0
 

@@ -294,6 +294,10 @@ class RunConfig:
         if self.corpus.replay_ratio == 0:
             notes.append("replay ratio is 0: nothing reminds the model of general text; "
                          "5% is the usual minimum, 15% for a domain far from general English")
+        if self.checkpoints.interval % self.eval.interval:
+            notes.append(f"checkpoint interval {self.checkpoints.interval} is not a multiple of the "
+                         f"evaluation interval {self.eval.interval}: some checkpoints will have no "
+                         "perplexities to choose them by")
         if domain_tokens is not None:
             notes.append(_token_band(domain_tokens))
         return notes

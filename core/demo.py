@@ -36,5 +36,5 @@ def demo_config(steps: int | None = None) -> RunConfig:
         schedule=ScheduleConfig(peak_lr=5e-5, warmup_ratio=0.1, max_steps=steps),
         batch=BatchConfig(micro_batch=4, grad_accum=1, seq_len=256),
         eval=EvalConfig(interval=max(1, steps // 3), heldout_count=8, batch_size=8),
-        checkpoints=CheckpointConfig(interval=max(1, steps // 2), keep=2),
+        checkpoints=CheckpointConfig(interval=max(1, steps // 3), keep=2),
     )

@@ -68,3 +68,20 @@ def read_events(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]
 
 def iter_events(path: Path) -> Iterator[dict[str, Any]]:
     yield from read_events(path)[0]
+
+
+SUPERSEDED_BY_RESUME = ("step", "eval", "checkpoint", "guard", "probe", "benchmark")
+
+
+def timeline(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The run's history as it stands: when a run resumed from step N (a status event with
+    "resumed_from"), what the interrupted attempt logged after step N is dropped, since the
+    resumed attempt logs those steps again."""
+    kept: list[dict[str, Any]] = []
+    for event in events:
+        resumed_from = event.get("resumed_from")
+        if resumed_from is not None:
+            kept = [e for e in kept
+                    if e["type"] not in SUPERSEDED_BY_RESUME or (e.get("step") or 0) <= resumed_from]
+        kept.append(event)
+    return kept

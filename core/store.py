@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .events import read_events
+from .events import read_events, timeline
 from .paths import data_dir
 from .runs import runs_dir
 
@@ -163,7 +163,7 @@ def _read_run_events(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []  # the worker has not written its first event yet
     try:
-        return read_events(path)[0]
+        return timeline(read_events(path)[0])
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} line {_bad_line(path)}: not a JSON event ({err.msg}); delete "
                          "that line, or move the run folder out of the runs folder") from err

@@ -127,7 +127,11 @@ def prepare(specs: list[SourceSpec], tokenizer, *, skip_bad: bool = False,
     key = store_key(specs, tokenizer, skip_bad)
     final = Path(cache_dir or token_cache_dir()) / key[:32]
     if (final / "meta.json").exists():
-        return TokenStore.open(final, cache_hit=True)
+        store = TokenStore.open(final, cache_hit=True)
+        if progress:
+            progress({"type": "status", "phase": "tokenizing", "documents": store.n_docs,
+                      "tokens": store.n_tokens, "done": True, "cache_hit": True})
+        return store
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

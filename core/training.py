@@ -258,6 +258,10 @@ def train(run_dir: Path, *, resume: bool = False) -> str:
     events.emit("status", None, state="running", phase="tokenizing", message="preparing the corpus")
     data = prepare_run_data(config.corpus, config.eval, tokenizer, paths.root,
                             seq_len=config.batch.seq_len, seed=config.seed, progress=events)
+    general_rows = len(data.general.train) if data.general else 0
+    events.emit("status", None, state="running", phase="tokenizing", ready=True,
+                message=f"corpus ready: {len(data.domain.train):,} domain and {general_rows:,} general "
+                        f"sequences of {config.batch.seq_len} tokens")
     trainer = build_trainer(config, hardware, paths, events, model, tokenizer, data)
     checkpoint = last_checkpoint(paths.root) if resume else None
     if resume and checkpoint is None:

@@ -397,3 +397,23 @@ def test_the_default_store_lives_in_the_data_folder():
     assert store.default_db_path() == data_dir() / "cpt-studio.db"
     assert store.default_db_path().exists()
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_resumed_run_keeps_the_resumed_attempts_numbers(tmp_path):
+    """Steps logged after the checkpoint by the killed attempt are replaced, not doubled."""
+    from core.events import EventWriter
+    from core.store import index_run, open_store, run_metrics
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"name": "r", "model": {"name_or_path": "m"}}')
+    events = EventWriter(run_dir / "events.jsonl")
+    for step in range(1, 8):  # the first attempt, killed after step 7; checkpoint at 5
+        events.emit("step", step, loss=10.0 + step, tokens=step)
+    events.emit("status", 5, state="running", phase="training", resumed_from=5)
+    for step in range(6, 9):
+        events.emit("step", step, loss=float(step), tokens=step)
+    db = open_store(tmp_path / "s.db")
+    run_id = index_run(db, run_dir)
+    assert [(s, v) for s, _, v in run_metrics(db, run_id, "loss")] == [
+        (1, 11.0), (2, 12.0), (3, 13.0), (4, 14.0), (5, 15.0), (6, 6.0), (7, 7.0), (8, 8.0)]
