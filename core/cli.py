@@ -2,6 +2,7 @@
 
     cpt-studio demo                              # a short real CPT run on the bundled demo
     cpt-studio corpus inspect corpus/domain.jsonl --tokenizer MODEL_FOLDER --preview 3
+    cpt-studio tokenizer extend config.json [--min-frequency 5] [--apply]
     cpt-studio train config.json [--dry-run] [--detach]
     cpt-studio resume RUN_DIR | stop RUN_DIR | runs | show RUN | store rebuild
     cpt-studio import-gguf model.gguf
@@ -12,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 from .corpus import CorpusError, SourceSpec
 from .models import ModelError
@@ -44,8 +47,29 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--preview", type=int, default=3, help="documents to show (default 3)")
     inspect.add_argument("--json", action="store_true", help="print the figures as JSON")
     inspect.set_defaults(run=_corpus_inspect)
+    _tokenizer_commands(commands)
     _run_commands(commands)
     return parser
+
+
+def _tokenizer_commands(commands) -> None:
+    tokenizer = commands.add_parser("tokenizer", help="domain tokenizer extension").add_subparsers(
+        title="tokenizer commands")
+    extend = tokenizer.add_parser(
+        "extend", help="find domain words to add as tokens and show them with the fertility before "
+                       "and after; changes nothing unless --apply")
+    extend.add_argument("target", help="a RunConfig JSON file, or a run folder that has not trained yet")
+    extend.add_argument("--vocab-size", type=int, help="size of the domain BPE (default: the config's)")
+    extend.add_argument("--min-frequency", type=int, help="a new word must occur this often in the domain training text")
+    extend.add_argument("--max-new-tokens", type=int, help="add at most this many tokens")
+    extend.add_argument("--min-length", type=int, help="a new word must have this many characters")
+    extend.add_argument("--pattern", dest="token_pattern", help="a regular expression each new word must "
+                        "match in full (default: letters only)")
+    extend.add_argument("--top", type=int, default=20, help="candidates to list (default 20)")
+    extend.add_argument("--json", action="store_true", help="print everything as JSON")
+    extend.add_argument("--apply", action="store_true", help="save the extension into the run folder (for a "
+                        "config file: a new run folder), so that the run trains with it")
+    extend.set_defaults(run=_tokenizer_extend)
 
 
 def _run_commands(commands) -> None:
@@ -125,6 +149,32 @@ def _corpus_inspect(args) -> int:
     stats = corpus_stats(_specs(args), load_tokenizer(args.tokenizer), preview=args.preview,
                          skip_bad=args.skip_bad, progress=_progress_bar("tokenizing"))
     print(json.dumps(stats.to_dict(), indent=2) if args.json else format_stats(stats))
+    return 0
+
+
+def _tokenizer_extend(args) -> int:
+    from .config import RunConfig
+    from .models import load_tokenizer
+    from .runs import RunPaths, create_run
+    from .tokenizer_ext import apply_extension, format_preview, preview_for_config
+
+    target = Path(args.target)
+    config = RunConfig.load(RunPaths(target).config if target.is_dir() else target)
+    settings = ("vocab_size", "min_frequency", "max_new_tokens", "min_length", "token_pattern")
+    config.tokenizer = replace(config.tokenizer, **{name: getattr(args, name) for name in settings
+                                                    if getattr(args, name) is not None})
+    problems = config.tokenizer.validate()
+    if problems:
+        raise ValueError("; ".join(problems))
+    base = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
+    preview = preview_for_config(config, base)
+    print(json.dumps(preview.to_dict(), indent=1, ensure_ascii=False) if args.json
+          else format_preview(preview, args.top))
+    if args.apply:
+        run_dir = target if target.is_dir() else create_run(config)
+        apply_extension(run_dir, preview, base)
+        print(f"applied into {run_dir}; start it with: cpt-studio resume {run_dir}",
+              file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +81,12 @@ class TokenizerConfig:
     min_frequency: int = 20
     """A candidate must occur at least this often in the domain training text."""
     max_new_tokens: int = 1000
-    """At most this many new tokens are added."""
+    """At most this many new tokens are added (counting the helper tokens some of them need)."""
+    min_length: int = 4
+    """A new token's word must have at least this many characters (the leading space not counted)."""
+    token_pattern: str = ""
+    """A regular expression each new token's word must match in full, e.g. [A-Za-z-]+;
+    empty: letters only."""
 
     def validate(self) -> list[str]:
         problems = []
@@ -88,6 +94,14 @@ class TokenizerConfig:
             problems.append("tokenizer: the domain vocabulary size must be at least 256")
         if self.min_frequency < 1 or self.max_new_tokens < 1:
             problems.append("tokenizer: minimum frequency and maximum new tokens must be at least 1")
+        if self.min_length < 1:
+            problems.append("tokenizer: the minimum token length must be at least 1 character")
+        if self.token_pattern:
+            try:
+                re.compile(self.token_pattern)
+            except re.error as exc:
+                problems.append(f"tokenizer: the token rule {self.token_pattern!r} is not a valid "
+                                f"regular expression ({exc}); leave it empty for letters only")
         return problems
 
 
@@ -247,7 +261,11 @@ class CheckpointConfig:
     interval: int = 100
     """Save a checkpoint every this many optimizer steps (and at the end)."""
     keep: int = 3
-    """Keep this many recent checkpoints; the best and the last are never deleted."""
+    """Keep this many recent checkpoints; the best, the last, the recommended one and the one
+    the guard would roll back to are never deleted."""
+    recommend_max_forgetting: float = 0.03
+    """The recommended checkpoint has the largest domain gain among those whose forgetting is
+    at most this (0.03 = general perplexity at most 3% above the step-0 baseline)."""
 
     def validate(self) -> list[str]:
         problems = []
@@ -255,6 +273,89 @@ class CheckpointConfig:
             problems.append("checkpoints: the interval must be at least 1 step")
         if self.keep < 1:
             problems.append("checkpoints: keep at least 1 checkpoint")
+        if not 0 <= self.recommend_max_forgetting < 1:
+            problems.append(f"checkpoints: the recommendation's forgetting target "
+                            f"{self.recommend_max_forgetting} must be from 0 to below 1 (0.03 = 3%)")
+        return problems
+
+
+EWC_GROUPS = ("trainable", "attention", "mlp", "embeddings", "lora")
+FISHER_NORMALISATIONS = ("mean", "raw")
+
+
+@dataclass
+class EwcConfig:
+    """Elastic weight consolidation: a pull back towards the starting weights, strongest for the
+    weights that matter most to general text (their diagonal Fisher information)."""
+
+    enabled: bool = False
+    """Add the EWC penalty strength/2 * sum F (theta - theta*)^2 to the training loss."""
+    strength: float = 0.003
+    """lambda, the penalty's weight. With the Fisher scaled to mean 1, a weight of average
+    importance is pulled back with a force of lambda x its distance from the start. The
+    default is the strength at which, on the demo model after a short run at the default
+    LR, the penalty's pull equals the data's push (bench/forgetting.py; core/ewc.py)."""
+    sequences: int = 1000
+    """General-corpus sequences the Fisher is estimated on (one backward pass each, computed
+    once and cached)."""
+    group: str = "trainable"
+    """Weights the penalty covers: 'trainable' (all that train), 'attention' (attention
+    projections), 'mlp', 'embeddings' (input and output embeddings) or 'lora' (the LoRA
+    adapters, held towards their initial value: an adapter that adds nothing)."""
+    normalisation: str = "mean"
+    """'mean' scales the Fisher to mean 1 over the group, so that lambda means the same for
+    every model; 'raw' keeps squared log-likelihood gradients as they are."""
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.strength < 0:
+            problems.append(f"ewc: strength {self.strength} cannot be negative (default 0.003)")
+        if self.sequences < 1:
+            problems.append("ewc: the Fisher needs at least 1 general sequence (default 1000)")
+        if self.group not in EWC_GROUPS:
+            problems.append(f"ewc: group {self.group!r} is unknown; use one of {', '.join(EWC_GROUPS)}")
+        if self.normalisation not in FISHER_NORMALISATIONS:
+            problems.append(f"ewc: normalisation {self.normalisation!r} is unknown; use 'mean' or 'raw'")
+        return problems
+
+
+GUARD_REMEDIES = ("lr", "replay", "both")
+
+
+@dataclass
+class GuardConfig:
+    """The forgetting guard: after a bad evaluation or a bad step, go back to the last good
+    checkpoint, change a setting, and continue."""
+
+    enabled: bool = True
+    """Watch forgetting and the loss, and roll back when either goes wrong."""
+    threshold: float = 0.15
+    """Forgetting (general perplexity over the step-0 baseline, minus 1) above which the run
+    rolls back: 0.15 = 15% higher general perplexity."""
+    remedy: str = "lr"
+    """What changes after a rollback: 'lr' (halve the learning rate), 'replay' (raise the
+    replay ratio by 5 points) or 'both'."""
+    max_rollbacks: int = 3
+    """Rollbacks allowed in one run; the next trigger stops the run."""
+    spike_factor: float = 3.0
+    """A step whose loss is above this multiple of the running mean of the previous steps'
+    losses is a loss spike and rolls back too (0 turns the spike check off)."""
+    spike_window: int = 20
+    """Steps in the running mean the spike check compares with."""
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not 0 < self.threshold < 10:
+            problems.append(f"guard: threshold {self.threshold} must be above 0 (0.15 = 15% forgetting)")
+        if self.remedy not in GUARD_REMEDIES:
+            problems.append(f"guard: remedy {self.remedy!r} is unknown; use 'lr', 'replay' or 'both'")
+        if self.max_rollbacks < 0:
+            problems.append("guard: the number of rollbacks cannot be negative (default 3)")
+        if self.spike_factor != 0 and self.spike_factor <= 1:
+            problems.append(f"guard: spike factor {self.spike_factor} must be above 1 (default 3), "
+                            "or 0 to turn the spike check off")
+        if self.spike_window < 1:
+            problems.append("guard: the spike check's window must be at least 1 step")
         return problems
 
 
@@ -273,6 +374,8 @@ class RunConfig:
     system: SystemConfig = field(default_factory=SystemConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
+    ewc: EwcConfig = field(default_factory=EwcConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     seed: int = 0
     """Seed for the held-out split, the data order and the initialisation of new weights."""
 
@@ -283,6 +386,20 @@ class RunConfig:
             value = getattr(self, section.name)
             if hasattr(value, "validate"):
                 problems += value.validate()
+        return problems + self._cross_section_problems()
+
+    def _cross_section_problems(self) -> list[str]:
+        """Settings of one section that another section makes impossible."""
+        problems = []
+        if self.ewc.enabled and not self.corpus.general:
+            problems.append("ewc: the Fisher is measured on general text; add a general source "
+                            "or turn EWC off")
+        if self.ewc.enabled and self.ewc.group == "lora" and self.method.kind != "lora":
+            problems.append("ewc: group 'lora' needs the LoRA method; choose another group "
+                            "or train with LoRA")
+        if self.guard.enabled and self.guard.remedy != "lr" and not self.corpus.general:
+            problems.append(f"guard: remedy {self.guard.remedy!r} raises the replay ratio, which "
+                            "needs a general source; add one or choose remedy 'lr'")
         return problems
 
     def warnings(self, domain_tokens: int | None = None) -> list[str]:
@@ -296,8 +413,11 @@ class RunConfig:
                          "5% is the usual minimum, 15% for a domain far from general English")
         if self.checkpoints.interval % self.eval.interval:
             notes.append(f"checkpoint interval {self.checkpoints.interval} is not a multiple of the "
-                         f"evaluation interval {self.eval.interval}: some checkpoints will have no "
-                         "perplexities to choose them by")
+                         f"evaluation interval {self.eval.interval}: every checkpoint is evaluated, "
+                         "so evaluation runs more often than the interval says")
+        if self.guard.enabled and not self.corpus.general:
+            notes.append("the guard has no general corpus to measure forgetting on: it watches "
+                         "only the loss (non-finite values and spikes)")
         if domain_tokens is not None:
             notes.append(_token_band(domain_tokens))
         return notes

@@ -6,10 +6,13 @@
 
 Reads top to bottom: validate every source, tokenize each corpus into its token store
 (cached), set the held-out documents aside in the run folder, pack the rest.
+`corpus_texts` gives the same split as text, before anything is tokenized (what a domain
+tokenizer is learned from).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import torch
 from .config import CorpusConfig, EvalConfig
 from .corpus import CorpusError, SourceSpec, validate
 from .events import ProgressCallback
-from .heldout import save_heldout, split_heldout, training_ids
+from .heldout import documents, save_heldout, split_heldout, training_ids
 from .mixing import ReplayMixer
 from .packing import PackedSequences
 from .tokenstore import TokenStore, prepare
@@ -46,11 +49,12 @@ class RunData:
         parts = [self.domain.train] + ([self.general.train] if self.general else [])
         return torch.utils.data.ConcatDataset(parts)
 
-    def mixer(self, seqs_per_step: int, on_new_pass=None) -> ReplayMixer:
+    def mixer(self, seqs_per_step: int, on_new_pass=None, replay_changes=()) -> ReplayMixer:
+        """`replay_changes`: (from_step, ratio) pairs the forgetting guard set (core.guard)."""
         n_general = len(self.general.train) if self.general else 0
         ratio = self.replay_ratio if self.general else 0.0
         return ReplayMixer(len(self.domain.train), n_general, ratio, seqs_per_step,
-                           self.seed, on_new_pass)
+                           self.seed, on_new_pass, replay_changes if self.general else ())
 
 
 def check_sources(corpus: CorpusConfig) -> None:
@@ -77,13 +81,56 @@ def _part(name: str, specs: list[SourceSpec], corpus: CorpusConfig, size: EvalCo
           run_dir: Path, seq_len: int, seed: int, progress) -> CorpusPart:
     tagged = (lambda event: progress({**event, "corpus": name})) if progress else None
     store = prepare(specs, tokenizer, skip_bad=corpus.skip_bad, progress=tagged)
-    fraction = None if size.heldout_count is not None else size.heldout_fraction
-    try:
-        heldout = split_heldout(store.n_docs, fraction, size.heldout_count, seed)
-    except ValueError as exc:
-        raise ValueError(f"{name} corpus: {exc}") from exc
+    heldout = heldout_ids(name, store.n_docs, size, seed)
     path = save_heldout(Path(run_dir) / "heldout" / f"{name}.jsonl", store, specs, heldout)
     eos = tokenizer.eos_token_id
     train = PackedSequences(store, training_ids(store.n_docs, heldout), seq_len, eos,
                             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos)
     return CorpusPart(name, store, heldout, train, path)
+
+
+def heldout_ids(name: str, n_docs: int, size: EvalConfig, seed: int) -> np.ndarray:
+    """The held-out documents of one corpus: they depend on the document count, the held-out
+    size and the seed, never on the tokenizer."""
+    fraction = None if size.heldout_count is not None else size.heldout_fraction
+    try:
+        return split_heldout(n_docs, fraction, size.heldout_count, seed)
+    except ValueError as exc:
+        raise ValueError(f"{name} corpus: {exc}") from exc
+
+
+@dataclass
+class CorpusTexts:
+    """One corpus's documents as text, split into training and held-out documents."""
+
+    specs: list[SourceSpec]
+    heldout: np.ndarray
+
+    def training(self, max_characters: int | None = None) -> Iterator[str]:
+        """The training documents' text, in corpus order, up to about `max_characters`."""
+        return self._texts(keep_heldout=False, max_characters=max_characters)
+
+    def heldout_texts(self, max_characters: int | None = None) -> list[str]:
+        return list(self._texts(keep_heldout=True, max_characters=max_characters))
+
+    def _texts(self, keep_heldout: bool, max_characters: int | None) -> Iterator[str]:
+        wanted, total = set(self.heldout.tolist()), 0
+        for i, doc in enumerate(documents(self.specs)):
+            if (i in wanted) == keep_heldout:
+                yield doc.text
+                total += len(doc.text)
+                if max_characters is not None and total >= max_characters:
+                    return
+
+
+def corpus_texts(corpus: CorpusConfig, size: EvalConfig, seed: int = 0) -> dict[str, CorpusTexts]:
+    """The text of each corpus ("domain", "general"), split exactly as prepare_run_data will
+    split its token store, without tokenizing anything: what is learned from the training
+    text (a domain tokenizer) never sees a held-out document."""
+    check_sources(corpus)
+    texts = {}
+    for name, specs in (("domain", corpus.domain), ("general", corpus.general)):
+        if specs:
+            n_docs = sum(1 for _ in documents(specs))
+            texts[name] = CorpusTexts(specs, heldout_ids(name, n_docs, size, seed))
+    return texts

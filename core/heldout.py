@@ -9,6 +9,7 @@ later. Training packs only the remaining documents (`training_ids`).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def save_heldout(path: Path, store: TokenStore, specs: list[SourceSpec], heldout
     wanted = set(int(i) for i in heldout)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as out:
-        for i, doc in enumerate(_documents(specs)):
+        for i, doc in enumerate(documents(specs)):
             if i in wanted:
                 record = {"doc": i, "origin": f"{doc.file}:{doc.line}", "text": doc.text,
                           "ids": store.doc(i).tolist()}
@@ -58,7 +59,7 @@ def save_heldout(path: Path, store: TokenStore, specs: list[SourceSpec], heldout
     return path
 
 
-def _documents(specs: list[SourceSpec]):
+def documents(specs: list[SourceSpec]) -> Iterator[Document]:
     """The documents in store order (bad records skipped, as the store skipped them)."""
     return (item for item in read_sources(specs) if isinstance(item, Document))
 

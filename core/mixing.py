@@ -8,6 +8,11 @@ of general sequences in step k is floor((k+1)·S·r) - floor(k·S·r): exact ove
 steps and never more than one away from S·r in a single step. Within a step they stand at
 evenly spaced slots, so with gradient accumulation every micro-batch sees its share too.
 
+A rollback of the forgetting guard may raise the ratio from some step on: `replay_changes`
+lists (from_step, ratio) pairs, and the count above then holds within each stretch of steps,
+counted from the stretch's first step; the steps before a change draw exactly what they drew
+before it, so resuming a checkpoint from before the change replays them unchanged.
+
 Each source is read in a seeded random order, a fresh permutation per pass; when one runs
 out it starts its next pass (cycling) and `on_new_pass` is told. Everything is a pure
 function of (seed, step), so resuming at step k needs no saved state.
@@ -18,7 +23,7 @@ ConcatDataset) give the ratio only on average, not per step, and cannot resume a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 
 import numpy as np
@@ -30,19 +35,29 @@ SOURCE_NAMES = ("domain", "general")
 
 class ReplayMixer:
     def __init__(self, n_domain: int, n_general: int, replay_ratio: float, seqs_per_step: int,
-                 seed: int = 0, on_new_pass: Callable[[str, int, int], None] | None = None):
-        problems = _check(n_domain, n_general, replay_ratio, seqs_per_step)
+                 seed: int = 0, on_new_pass: Callable[[str, int, int], None] | None = None,
+                 replay_changes: Sequence[tuple[int, float]] = ()):
+        problems = [p for ratio in [replay_ratio, *(r for _, r in replay_changes)]
+                    for p in _check(n_domain, n_general, ratio, seqs_per_step)]
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("; ".join(dict.fromkeys(problems)))
         self.sizes = (n_domain, n_general)
-        self.ratio = Fraction(replay_ratio).limit_denominator(1_000_000)
+        self.ratio = _fraction(replay_ratio)
+        self.segments = [(0, self.ratio)] + [(int(step), _fraction(ratio))
+                                             for step, ratio in sorted(replay_changes)]
         self.seqs_per_step, self.seed = seqs_per_step, seed
         self.on_new_pass = on_new_pass
         self._permutations: dict[tuple[int, int], np.ndarray] = {}
 
     def general_before(self, step: int) -> int:
         """General sequences in steps 0 .. step-1."""
-        return int(step * self.seqs_per_step * self.ratio)
+        total = 0
+        for i, (start, ratio) in enumerate(self.segments):
+            if step <= start:
+                break
+            end = self.segments[i + 1][0] if i + 1 < len(self.segments) else step
+            total += int((min(step, end) - start) * self.seqs_per_step * ratio)
+        return total
 
     def general_in(self, step: int) -> int:
         return self.general_before(step + 1) - self.general_before(step)
@@ -95,6 +110,10 @@ def _check(n_domain: int, n_general: int, replay_ratio: float, seqs_per_step: in
         problems.append("replay is on but the general corpus gives no training sequence; "
                         "add general sources or set the replay ratio to 0")
     return problems
+
+
+def _fraction(ratio: float) -> Fraction:
+    return Fraction(ratio).limit_denominator(1_000_000)
 
 
 def _even_slots(count: int, width: int) -> list[int]:

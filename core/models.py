@@ -546,7 +546,7 @@ def load_model_and_tokenizer(path: str | Path, *, dtype: Any = None,
                              attn_implementation: str | None = None,
                              trust_remote_code: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) from a model spec; the tokenizer's pad token falls back to eos."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     folder = resolve_model(str(path), trust_remote_code=trust_remote_code)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
@@ -554,11 +554,26 @@ def load_model_and_tokenizer(path: str | Path, *, dtype: Any = None,
         kwargs["dtype"] = dtype
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
+    tokenizer = _load_tokenizer(folder, trust_remote_code)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise ModelError(f"cannot load the model in {folder}: {exc}") from exc
+    return model, tokenizer
+
+
+def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of a model spec, as load_model_and_tokenizer gives it, without the weights."""
+    return _load_tokenizer(resolve_model(str(path), trust_remote_code=trust_remote_code), trust_remote_code)
+
+
+def _load_tokenizer(folder: Path, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, ImportError) as exc:
+        raise ModelError(f"cannot load the tokenizer in {folder}: {exc}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer

@@ -81,8 +81,8 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0) -> Plan:
     steps = plan_steps(config, domain_rows, general is not None)
     per_step = config.batch.micro_batch * config.batch.grad_accum
     tokens_per_step = per_step * config.batch.seq_len
-    parameters, trainable = _parameter_counts(model_config, config)
-    memory = _memory(config, model_config, hardware, parameters, trainable)
+    parameters, trainable, ewc_params = _parameter_counts(model_config, config)
+    memory = _memory(config, model_config, hardware, parameters, trainable, ewc_params)
     speed = probe_speed(config, probe_steps) if probe_steps else None
     estimate = estimate_time(tokens=steps * tokens_per_step, tokens_per_second=speed,
                              device=hardware.device, parameters=parameters)
@@ -98,22 +98,44 @@ def _heldout_share(config: RunConfig, documents: int) -> float:
     return config.eval.heldout_fraction
 
 
-def _parameter_counts(model_config, config: RunConfig) -> tuple[int, int]:
-    """(all parameters, trainable ones) from the model built on the meta device."""
+def _parameter_counts(model_config, config: RunConfig) -> tuple[int, int, int | None]:
+    """(all parameters, trainable ones, those in EWC's group or None without EWC) from the
+    model built on the meta device."""
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(model_config, trust_remote_code=config.model.trust_remote_code)
     parameters = sum(p.numel() for p in model.parameters())  # .parameters() counts tied weights once
     if config.method.kind != "lora":
-        return parameters, parameters
+        return parameters, parameters, _ewc_group_size(model, config)
+    return parameters, _lora_size(model, config), _ewc_group_size(model, config)
+
+
+def _lora_size(model, config: RunConfig, group: str = "trainable") -> int:
+    """Adapter parameters LoRA adds (those of one EWC group's modules only, with `group`)."""
+    from .ewc import in_group
+
     rank, targets = config.method.lora_rank, set(config.method.target_modules)
-    trainable = sum(rank * (m.in_features + m.out_features) for name, m in model.named_modules()
-                    if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets)
-    return parameters, trainable
+    return sum(rank * (m.in_features + m.out_features) for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets
+               and in_group(f"{name}.lora_A.weight", group))
 
 
-def _memory(config: RunConfig, model_config, hardware, parameters: int, trainable: int) -> MemoryEstimate:
+def _ewc_group_size(model, config: RunConfig) -> int | None:
+    """Weights EWC keeps a Fisher and a reference copy of (core.ewc's groups, trainable only)."""
+    from .ewc import embedding_names, in_group
+
+    if not config.ewc.enabled:
+        return None
+    group = config.ewc.group
+    if config.method.kind == "lora":  # only adapters train: the base is never copied
+        return _lora_size(model, config, group)
+    embeddings = embedding_names(model) if group == "embeddings" else frozenset()
+    return sum(p.numel() for name, p in model.named_parameters() if in_group(name, group, embeddings))
+
+
+def _memory(config: RunConfig, model_config, hardware, parameters: int, trainable: int,
+            ewc_params: int | None = None) -> MemoryEstimate:
     text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
     return estimate_memory(
         parameters=parameters, trainable=trainable, hidden_size=text.hidden_size,
@@ -122,7 +144,7 @@ def _memory(config: RunConfig, model_config, hardware, parameters: int, trainabl
         num_heads=text.num_attention_heads, micro_batch=config.batch.micro_batch,
         seq_len=config.batch.seq_len, precision=hardware.precision, method=config.method.kind,
         gradient_checkpointing=hardware.gradient_checkpointing, device=hardware.device,
-        eager_attention=hardware.attention == "eager")
+        eager_attention=hardware.attention == "eager", ewc=config.ewc.enabled, ewc_params=ewc_params)
 
 
 def probe_speed(config: RunConfig, steps: int = 3) -> float:
@@ -167,3 +189,21 @@ def format_plan(plan: Plan) -> str:
     lines += [f"  {label:<32}{format_bytes(size):>12}" for label, size in plan.memory.breakdown()]
     lines += [f"warning        {w}" for w in plan.warnings]
     return "\n".join(lines)
+
+
+def lr_schedule(config: RunConfig, total_steps: int) -> list[float]:
+    """The learning rate of every optimizer step, from the Trainer's own scheduler."""
+    from transformers import get_scheduler
+
+    from .training import scheduler_settings
+
+    name, kwargs, warmup = scheduler_settings(config, total_steps)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.schedule.peak_lr)
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps,
+                              scheduler_specific_kwargs=kwargs)
+    rates = []
+    for _ in range(total_steps):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    return rates

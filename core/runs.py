@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import RunConfig
-from .events import read_events
+from .events import last_event
 from .paths import data_dir
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -44,6 +44,11 @@ class RunPaths:
     def staging(self) -> Path:
         """Where the Trainer writes a checkpoint before it is renamed into checkpoints/."""
         return self.root / "checkpoints" / ".staging"
+
+    @property
+    def tokenizer(self) -> Path:
+        """The run's extended tokenizer and its record (extension.json), when it extends one."""
+        return self.root / "tokenizer"
 
     @property
     def log(self) -> Path:
@@ -148,9 +153,13 @@ def kill_worker(run_dir: Path) -> bool:
 def run_state(run_dir: Path) -> dict:
     """The last status event, corrected when the worker died without saying so."""
     paths = RunPaths(Path(run_dir))
-    events = read_events(paths.events)[0] if paths.events.exists() else []
-    status = next((e for e in reversed(events) if e["type"] == "status"), {"state": "created"})
-    state = dict(status)
+    status = last_event(paths.events, "status") if paths.events.exists() else None
+    return effective_state(run_dir, status)
+
+
+def effective_state(run_dir: Path, status: dict | None) -> dict:
+    """A run's last status event, corrected when the worker died without saying so."""
+    state = dict(status or {"state": "created"})
     if state.get("state") == "running" and worker_pid(run_dir) is None:
         state.update(state="failed", message="the worker process ended without a final status "
                      "(killed, or out of memory); see logs/worker.log", phase="error")

@@ -26,6 +26,7 @@ import sqlite_utils
 
 from .events import read_events, timeline
 from .paths import data_dir
+from .recommend import checkpoint_scores, pareto_front, recommended
 from .runs import runs_dir
 
 DISPLAY_NAME_FILE = "display_name"
@@ -67,7 +68,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     run_id TEXT NOT NULL, step INTEGER, tokens INTEGER, time REAL,
     path TEXT,  -- relative to the run folder
     "exists" INTEGER,  -- 0 once rotation deleted the folder
-    domain_ppl REAL, general_ppl REAL, forgetting REAL, domain_gain REAL
+    domain_ppl REAL, general_ppl REAL, forgetting REAL, domain_gain REAL,
+    recommended INTEGER,  -- 1 for the run's recommended checkpoint (core.recommend)
+    pareto INTEGER  -- 1 when on the Pareto front of domain gain against forgetting
 );
 CREATE INDEX IF NOT EXISTS checkpoints_run ON checkpoints (run_id, step);
 CREATE TABLE IF NOT EXISTS guard (
@@ -81,8 +84,12 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT  -- the whole event, JSON
 );
 CREATE INDEX IF NOT EXISTS events_run_type ON events (run_id, type);
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 """
+ADDED_COLUMNS = {"checkpoints": {"recommended": int, "pareto": int}}
+"""Columns added since a table was first created: an older store gains them when opened."""
+DEFAULT_RECOMMEND_MAX_FORGETTING = 0.03
+"""The forgetting target of a run whose config predates CheckpointConfig.recommend_max_forgetting."""
 
 
 # -- opening -------------------------------------------------------------------------------
@@ -103,6 +110,10 @@ def open_store(path: Path | str | None = None) -> sqlite_utils.Database:
         db = sqlite_utils.Database(path)
         db.enable_wal()
     db.executescript(SCHEMA)
+    for table, columns in ADDED_COLUMNS.items():
+        for name, kind in columns.items():
+            if name not in db[table].columns_dict:
+                db[table].add_column(name, kind)
     return db
 
 
@@ -119,7 +130,7 @@ def index_run(db: sqlite_utils.Database, run_dir: Path | str) -> str:
         db["runs"].insert(_run_row(run_id, run_dir, config, events))
         db["metrics"].insert_all(_metric_rows(run_id, events))
         db["evaluations"].insert_all(_evaluation_rows(run_id, events))
-        db["checkpoints"].insert_all(_checkpoint_rows(run_id, run_dir, events))
+        db["checkpoints"].insert_all(_checkpoint_rows(run_id, run_dir, events, _target(config)))
         db["guard"].insert_all(_guard_rows(run_id, events))
         db["events"].insert_all(_other_rows(run_id, events))
     return run_id
@@ -253,15 +264,32 @@ def _evaluation_rows(run_id: str, events: list[dict]):
                "baseline": bool(event.get("baseline"))}
 
 
-def _checkpoint_rows(run_id: str, run_dir: Path, events: list[dict]):
+def _checkpoint_rows(run_id: str, run_dir: Path, events: list[dict],
+                     max_forgetting: float) -> list[dict[str, Any]]:
+    """One row per checkpoint, with its scores, and the recommended one and the Pareto front
+    marked among those that still exist."""
     scores_at = {e.get("step"): e for e in _of_type(events, "eval")}  # the last eval per step
     latest = {e.get("path"): e for e in _of_type(events, "checkpoint")}  # a re-save replaces
+    rows = []
     for path, event in latest.items():
         scores = scores_at.get(event.get("step"), {})
-        yield {**_where(run_id, event), "tokens": event.get("tokens"), "path": path,
-               "exists": bool(path) and (run_dir / path).is_dir(),
-               **{field: _first_known(event.get(field), scores.get(field))
-                  for field in CHECKPOINT_EVAL_FIELDS}}
+        rows.append({**_where(run_id, event), "tokens": event.get("tokens"), "path": path,
+                     "exists": bool(path) and (run_dir / path).is_dir(),
+                     **{field: _first_known(event.get(field), scores.get(field))
+                        for field in CHECKPOINT_EVAL_FIELDS}})
+    kept = checkpoint_scores(row for row in rows if row["exists"])
+    best, front = recommended(kept, max_forgetting), set(pareto_front(kept))
+    for row in rows:
+        row["recommended"] = row["exists"] and row["step"] == best
+        row["pareto"] = row["exists"] and row["step"] in front
+    return rows
+
+
+def _target(config: dict) -> float:
+    """The run's forgetting target for the recommended checkpoint."""
+    checkpoints = config.get("checkpoints")
+    target = checkpoints.get("recommend_max_forgetting") if isinstance(checkpoints, dict) else None
+    return DEFAULT_RECOMMEND_MAX_FORGETTING if target is None else float(target)
 
 
 def _guard_rows(run_id: str, events: list[dict]):
@@ -362,8 +390,11 @@ def run_evaluations(db: sqlite_utils.Database, run_id: str) -> list[dict[str, An
 
 
 def run_checkpoints(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:
+    """The checkpoints by step, each with its scores and whether it is the recommended one
+    and on the Pareto front (what the comparison view plots)."""
     rows = _rows(db, "checkpoints", run_id, order_by="step, rowid")
-    return [{**row, "exists": bool(row["exists"])} for row in rows]
+    return [{**row, "exists": bool(row["exists"]), "recommended": bool(row["recommended"]),
+             "pareto": bool(row["pareto"])} for row in rows]
 
 
 def run_guard(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:
@@ -450,7 +481,9 @@ def format_run(db: sqlite_utils.Database, run: str | Path) -> str:
     lines = _summary_lines(row) + _perplexity_lines(evals) + _gain_lines(evals)
     lines += _loss_lines(run_metrics(db, row["id"], "loss"))
     lines += _guard_lines(run_guard(db, row["id"]))
-    lines += _checkpoint_lines(run_checkpoints(db, row["id"]))
+    checkpoints = run_checkpoints(db, row["id"])
+    lines += _recommended_lines(checkpoints, _target(row["config"]))
+    lines += _checkpoint_lines(checkpoints)
     return "\n".join(lines)
 
 
@@ -503,6 +536,23 @@ def _guard_lines(guard: list[dict[str, Any]]) -> list[str]:
                    + (f"; {g['remedy']}" if g["remedy"] else "")) for g in guard]
 
 
+def _recommended_lines(checkpoints: list[dict[str, Any]], target: float) -> list[str]:
+    best = next((c for c in checkpoints if c["recommended"]), None)
+    front = sorted((c for c in checkpoints if c["pareto"]), key=lambda c: c["forgetting"])
+    if best is None:
+        text = (f"none: no checkpoint forgets at most {target:.1%}" if checkpoints
+                else "none yet")
+    else:
+        text = (f"step {best['step']} ({best['path']}): domain gain {_percent(best['domain_gain'])}, "
+                f"forgetting {_percent(best['forgetting'])}, within the {target:.1%} target")
+    lines = [_field("recommended", text)]
+    if front:
+        points = ", ".join(f"step {c['step']} ({_percent(c['domain_gain'])} gain, "
+                           f"{_percent(c['forgetting'])} forgetting)" for c in front)
+        lines.append(_field("pareto front", points))
+    return lines
+
+
 def _field(label: str, value: str) -> str:
     return f"{label:<18}{value}"
 
@@ -511,11 +561,15 @@ def _checkpoint_lines(checkpoints: list[dict[str, Any]]) -> list[str]:
     if not checkpoints:
         return [_field("checkpoints", "none")]
     cells = [("  step", "tokens", "domain ppl", "general ppl", "domain gain", "forgetting",
-              "path")]
+              "", "path")]
     cells += [(f"  {c['step']}", _count(c["tokens"]), _ppl(c, "domain_ppl"),
                _ppl(c, "general_ppl"), _percent(c["domain_gain"]), _percent(c["forgetting"]),
-               c["path"] + ("" if c["exists"] else " (deleted)")) for c in checkpoints]
-    return ["checkpoints", _table(cells, [True] * 6 + [False])]
+               _mark(c), c["path"] + ("" if c["exists"] else " (deleted)")) for c in checkpoints]
+    return ["checkpoints", _table(cells, [True] * 6 + [False, False])]
+
+
+def _mark(checkpoint: dict[str, Any]) -> str:
+    return "recommended" if checkpoint["recommended"] else "pareto" if checkpoint["pareto"] else ""
 
 
 def _ppl(event: dict[str, Any] | None, field: str) -> str:

@@ -86,7 +86,7 @@ class TokenStore:
 
 def tokenizer_fingerprint(tokenizer) -> str:
     """A hash of everything that decides the ids: the serialised fast tokenizer."""
-    return hashlib.sha256(_backend(tokenizer).to_str().encode()).hexdigest()
+    return hashlib.sha256(backend_tokenizer(tokenizer).to_str().encode()).hexdigest()
 
 
 def corpus_fingerprint(specs: list[SourceSpec]) -> tuple[str, list[str]]:
@@ -104,7 +104,7 @@ def corpus_fingerprint(specs: list[SourceSpec]) -> tuple[str, list[str]]:
     return digest.hexdigest(), files
 
 
-def _backend(tokenizer):
+def backend_tokenizer(tokenizer):
     """The `tokenizers.Tokenizer` under an HF fast tokenizer (or the object itself)."""
     backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
     if not hasattr(backend, "encode_batch"):
@@ -154,7 +154,7 @@ def _rename_into_place(tmp: Path, final: Path) -> None:
 
 
 def _write_store(folder: Path, specs, tokenizer, skip_bad: bool, progress) -> dict:
-    backend = _backend(tokenizer)
+    backend = backend_tokenizer(tokenizer)
     vocab = backend.get_vocab_size(with_added_tokens=True)
     dtype = np.uint16 if vocab <= np.iinfo(np.uint16).max + 1 else np.uint32
     files: dict[str, int] = {}

@@ -8,11 +8,15 @@ Reads top to bottom: load the model, prepare the data, plan the steps, build the
 The Trainer does the optimisation, the schedule, mixed precision, checkpoint contents and
 resumption (optimizer, scheduler, RNG, data position); this module adds what it lacks:
 the per-step replay mix, held-out perplexity at step 0 and every interval, atomic
-checkpoints with rotation that keeps the best and the last, a cooperative stop, and events.
+checkpoints with rotation that keeps the best and the last, a cooperative stop, and events;
+and the forgetting defences: the EWC penalty's gradient (core.ewc) added at each optimizer
+step, and the guard (core.guard), which stops an attempt before a bad step is saved and
+resumes from the last good checkpoint with its remedy, as many times as it allows.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import shutil
@@ -26,11 +30,15 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, default_da
 from .config import RunConfig
 from .data import RunData, prepare_run_data
 from .evaluation import domain_gain, forgetting, heldout_perplexity, heldout_rows
-from .events import EventWriter, read_events
+from .events import EventWriter, read_events, timeline
+from .ewc import EwcPenalty, EwcState, prepare_ewc
+from .guard import Decision, GuardState, decide, forgetting_trigger, loss_trigger, rollback_target
 from .mixing import MixingSampler, ReplayMixer
 from .models import load_model_and_tokenizer
 from .plan import plan_steps
+from .recommend import checkpoint_scores, recommended
 from .runs import CHECKPOINT_PREFIX, RunPaths, checkpoint_step, last_checkpoint, list_checkpoints
+from .tokenizer_ext import extend_for_run, lora_token_rows
 
 
 @dataclass
@@ -84,13 +92,14 @@ def scheduler_settings(config: RunConfig, total_steps: int) -> tuple[str, dict, 
 
 
 def training_arguments(config: RunConfig, hardware: Hardware, paths: RunPaths,
-                       total_steps: int) -> TrainingArguments:
+                       total_steps: int, lr_scale: float = 1.0) -> TrainingArguments:
+    """`lr_scale`: the guard's learning-rate remedy in effect (1 without one)."""
     scheduler, kwargs, warmup = scheduler_settings(config, total_steps)
     return TrainingArguments(
         output_dir=str(paths.staging), max_steps=total_steps,
         per_device_train_batch_size=config.batch.micro_batch,
         gradient_accumulation_steps=config.batch.grad_accum,
-        learning_rate=config.schedule.peak_lr, weight_decay=config.schedule.weight_decay,
+        learning_rate=config.schedule.peak_lr * lr_scale, weight_decay=config.schedule.weight_decay,
         max_grad_norm=config.schedule.max_grad_norm, warmup_steps=warmup,
         lr_scheduler_type=scheduler, lr_scheduler_kwargs=kwargs, optim="adamw_torch",
         bf16=hardware.precision == "bf16", fp16=hardware.precision == "fp16",
@@ -112,15 +121,35 @@ def _checkpointing_arguments(enabled: bool) -> dict:
 
 
 class CPTTrainer(Trainer):
-    """The Trainer with our sampler and atomic, rotated checkpoints."""
+    """The Trainer with our sampler, atomic rotated checkpoints, the EWC gradient, and the
+    guard's learning-rate remedy applied to a restored schedule."""
 
     def __init__(self, *args, mixer: ReplayMixer, run: RunPaths, monitor: RunMonitor,
-                 keep: int, **kwargs):
+                 keep: int, ewc: EwcPenalty | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.mixer, self.run, self.monitor, self.keep = mixer, run, monitor, keep
+        self.mixer, self.run, self.monitor, self.keep, self.ewc = mixer, run, monitor, keep, ewc
+        monitor.trainer = self
 
     def _get_train_sampler(self, train_dataset=None):
         return MixingSampler(self.mixer, end_step=self.args.max_steps)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.ewc is not None and self.accelerator.sync_gradients:
+            # The step's last micro-batch: the data gradients are complete (and averaged
+            # across processes), so the penalty's gradient is added once per optimizer step.
+            scaler = getattr(self.accelerator, "scaler", None)
+            self.ewc.add_gradient(scaler.get_scale() if scaler is not None else 1.0)
+        return loss
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            set_peak_lr(self.optimizer, self.lr_scheduler, self.args.learning_rate)
+
+    def save_start_checkpoint(self) -> None:
+        """checkpoint-0, the starting model: the guard's rollback target of last resort."""
+        self._save_checkpoint(self.model, None)
 
     def _save_checkpoint(self, model, trial):
         """Write into the staging folder, then rename into checkpoints/: a checkpoint that
@@ -135,24 +164,54 @@ class CPTTrainer(Trainer):
             shutil.rmtree(final)
         os.replace(staged, final)
         self.monitor.on_checkpoint(final, self.state.global_step)
-        rotate_checkpoints(self.run.root, self.keep, self.monitor.best_step())
+        rotate_checkpoints(self.run.root, self.keep, self.monitor.protected_steps())
 
 
-def rotate_checkpoints(run_dir: Path, keep: int, best_step: int | None) -> list[Path]:
-    """Delete all but the `keep` newest checkpoints, never the best or the last."""
+def set_peak_lr(optimizer, scheduler, peak: float) -> None:
+    """Rescale a restored schedule so that it peaks at `peak`. The Trainer restores the
+    scheduler's base_lrs (and the optimizer's current lr) from the checkpoint; when the
+    guard's remedy changed the learning rate since, the whole schedule is scaled from here on,
+    the current step's lr included."""
+    inner = getattr(scheduler, "scheduler", scheduler)  # accelerate may wrap it
+    ratio = peak / inner.base_lrs[0]
+    if ratio == 1:
+        return
+    inner.base_lrs = [lr * ratio for lr in inner.base_lrs]
+    inner._last_lr = [lr * ratio for lr in inner.get_last_lr()]
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * ratio
+        if "initial_lr" in group:
+            group["initial_lr"] = group["initial_lr"] * ratio
+
+
+def rotate_checkpoints(run_dir: Path, keep: int, protected: set[int | None] = frozenset()) -> list[Path]:
+    """Delete all but the `keep` newest checkpoints and the `protected` steps (the best, the
+    recommended one, the guard's rollback target)."""
     found = list_checkpoints(run_dir)
-    protected = {checkpoint_step(p) for p in found[-keep:]} | {best_step}
+    protected = {checkpoint_step(p) for p in found[-keep:]} | set(protected)
     deleted = [p for p in found if checkpoint_step(p) not in protected]
     for path in deleted:
         shutil.rmtree(path, ignore_errors=True)
     return deleted
 
 
+def discard_checkpoints_after(run_dir: Path, step: int) -> list[Path]:
+    """A rollback abandons what came after its target: those checkpoints are deleted, so that
+    a later resume cannot pick them up."""
+    later = [p for p in list_checkpoints(run_dir) if checkpoint_step(p) > step]
+    for path in later:
+        shutil.rmtree(path, ignore_errors=True)
+    return later
+
+
 class RunMonitor(TrainerCallback):
-    """Events for every step, held-out evaluation, the stop request, the final save."""
+    """Events for every step, held-out evaluation, the stop request, the final save, and the
+    guard's decisions (one attempt: after a rollback, train() builds a new Trainer)."""
 
     def __init__(self, config: RunConfig, events: EventWriter, paths: RunPaths, eval_sets: dict,
-                 mixer: ReplayMixer, hardware: Hardware, total_steps: int):
+                 mixer: ReplayMixer, hardware: Hardware, total_steps: int, *,
+                 guard_state: GuardState | None = None, ewc: EwcPenalty | None = None,
+                 resuming: bool = False):
         self.config, self.events, self.paths, self.eval_sets = config, events, paths, eval_sets
         self.mixer, self.hardware, self.total_steps = mixer, hardware, total_steps
         self.tokens_per_step = mixer.seqs_per_step * config.batch.seq_len
@@ -161,6 +220,11 @@ class RunMonitor(TrainerCallback):
         self._step_started = time.monotonic()
         self._train_seconds = 0.0
         self.stopped = False
+        self.guard_state = guard_state or GuardState()
+        self.ewc, self.resuming = ewc, resuming
+        self.losses: dict[int, float] = {}
+        self.decision: Decision | None = None
+        self.trainer: CPTTrainer | None = None  # set by CPTTrainer
 
     # --- evaluation -------------------------------------------------------------------
     def evaluate(self, model, step: int) -> dict:
@@ -187,6 +251,27 @@ class RunMonitor(TrainerCallback):
         candidates = [(e["domain_ppl"], s) for s, e in self.evals.items() if s in saved and s > 0]
         return min(candidates)[1] if candidates else None
 
+    @property
+    def watch_forgetting(self) -> bool:
+        return "general" in self.eval_sets
+
+    def checkpoint_forgetting(self) -> dict[int, float | None]:
+        """Each existing checkpoint's forgetting (None when it was not evaluated)."""
+        return {step: self.evals.get(step, {}).get("forgetting")
+                for step in map(checkpoint_step, list_checkpoints(self.paths.root))}
+
+    def protected_steps(self) -> set[int]:
+        """Checkpoints rotation must keep: the best, the recommended one, and the last under
+        the guard's threshold (the one a rollback would go back to)."""
+        saved = self.checkpoint_forgetting()
+        scores = checkpoint_scores({**self.evals.get(step, {}), "step": step} for step in saved)
+        protected = {self.best_step(),
+                     recommended(scores, self.config.checkpoints.recommend_max_forgetting)}
+        if self.config.guard.enabled:
+            protected.add(rollback_target(saved, math.inf, self.config.guard.threshold,
+                                          self.watch_forgetting))
+        return protected - {None}
+
     def on_checkpoint(self, path: Path, step: int) -> None:
         numbers = {k: v for k, v in self.evals.get(step, {}).items()
                    if k in ("domain_ppl", "general_ppl", "forgetting", "domain_gain")}
@@ -195,10 +280,12 @@ class RunMonitor(TrainerCallback):
 
     # --- Trainer hooks ----------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if state.global_step == 0:
+        if state.global_step == 0 and not self.resuming:
             self.events.emit("status", 0, state="running", phase="baseline",
                              message="measuring the step-0 baseline", total_steps=self.total_steps)
             self.evaluate(model, 0)
+            if self.config.guard.enabled and self.trainer is not None:
+                self.trainer.save_start_checkpoint()
         else:
             self._restore_evaluations(state.global_step)
             self.events.emit("status", state.global_step, state="running", phase="training",
@@ -210,11 +297,15 @@ class RunMonitor(TrainerCallback):
         self._step_started = time.monotonic()
 
     def _restore_evaluations(self, step: int) -> None:
-        for event in read_events(self.paths.events)[0]:
+        """The evaluations and step losses up to the checkpoint resumed from, as the run's
+        timeline has them (a rolled-back stretch does not count)."""
+        for event in timeline(read_events(self.paths.events)[0]):
             if event["type"] == "eval" and event["step"] <= step:
                 self.evals[event["step"]] = event
                 if event.get("baseline"):
                     self.baseline = {k: v for k, v in event.items() if k.endswith("_ppl")}
+            elif event["type"] == "step" and event["step"] <= step:
+                self.losses[event["step"]] = event["loss"]
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self._train_seconds = time.monotonic() - self._step_started
@@ -223,23 +314,56 @@ class RunMonitor(TrainerCallback):
             self.events.emit("status", step, state="running", phase="saving", message="stop requested")
             control.should_save = control.should_training_stop = True
             self.stopped = True
-        if step % self.config.eval.interval == 0 or step == self.total_steps:
-            self.events.emit("status", step, state="running", phase="evaluating", message="evaluating")
-            self.evaluate(model, step)
         if step == self.total_steps:
             control.should_save = True
+        # Every checkpoint is evaluated, so that each has its domain gain and forgetting.
+        if step % self.config.eval.interval == 0 or control.should_save:
+            self.events.emit("status", step, state="running", phase="evaluating", message="evaluating")
+            self.evaluate(model, step)
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "loss" not in logs or not state.is_world_process_zero:
+        if not logs or "loss" not in logs:
             return
         step = state.global_step
-        general = self.mixer.general_in(step - 1) if step else 0
-        self.events.emit("step", step, loss=logs["loss"], lr=logs.get("learning_rate"),
-                         grad_norm=logs.get("grad_norm"), tokens=step * self.tokens_per_step,
-                         tokens_per_second=self.tokens_per_step / max(self._train_seconds, 1e-9),
-                         replay_fraction=general / self.mixer.seqs_per_step)
+        if state.is_world_process_zero:
+            general = self.mixer.general_in(step - 1) if step else 0
+            penalty = {"ewc_penalty": float(self.ewc.last_penalty)} if self.ewc else {}
+            self.events.emit("step", step, loss=logs["loss"], lr=logs.get("learning_rate"),
+                             grad_norm=logs.get("grad_norm"), tokens=step * self.tokens_per_step,
+                             tokens_per_second=self.tokens_per_step / max(self._train_seconds, 1e-9),
+                             replay_fraction=general / self.mixer.seqs_per_step, **penalty)
+        # Logging comes after on_step_end's evaluation and before the step's checkpoint is
+        # saved: the place to decide, on every process alike (the logged loss is averaged).
+        self._watch(step, logs["loss"], control, state.is_world_process_zero)
         self._step_started = time.monotonic()
+
+    # --- the guard --------------------------------------------------------------------
+    def _watch(self, step: int, loss: float, control, main_process: bool) -> None:
+        guard = self.config.guard
+        previous = [self.losses[s] for s in sorted(self.losses) if s < step]
+        self.losses[step] = loss
+        if not guard.enabled:
+            return
+        trigger = (loss_trigger(loss, previous, guard.spike_factor, guard.spike_window)
+                   or forgetting_trigger(self.evals.get(step, {}).get("forgetting"), guard.threshold))
+        if trigger is None:
+            return
+        decision = decide(trigger, self.guard_state, guard, self.checkpoint_forgetting(), step,
+                          base_replay=self.config.corpus.replay_ratio,
+                          peak_lr=self.config.schedule.peak_lr,
+                          watch_forgetting=self.watch_forgetting)
+        control.should_save, control.should_training_stop = False, True  # never save a bad step
+        self.decision = decision
+        if main_process:
+            target = decision.rolled_back_to
+            decision.state.save(self.paths.root)
+            if target is not None:
+                discard_checkpoints_after(self.paths.root, target)
+            path = (str((self.paths.checkpoints / f"{CHECKPOINT_PREFIX}{target}").relative_to(self.paths.root))
+                    if target is not None else None)
+            self.events.emit("guard", step, **decision.event_fields(
+                guard.threshold, self.config.corpus.replay_ratio, path))
 
 
 def train(run_dir: Path, *, resume: bool = False) -> str:
@@ -248,13 +372,15 @@ def train(run_dir: Path, *, resume: bool = False) -> str:
     config = RunConfig.load(paths.config)
     events = EventWriter(paths.events)
     hardware = resolve_hardware(config)
+    torch.manual_seed(config.seed)  # LoRA's random A matrices start alike on every attempt
     events.emit("status", None, state="running", phase="loading",
                 message=f"loading {config.model.name_or_path} on {hardware.device} ({hardware.precision})")
     model, tokenizer = load_model_and_tokenizer(
         config.model.name_or_path, attn_implementation=hardware.attention,
         trust_remote_code=config.model.trust_remote_code)
     model.config.use_cache = False  # with the cache on, packed documents attend to each other
-    model = _apply_method(model, config)
+    tokenizer, new_token_ids = extend_for_run(model, tokenizer, config, paths.root, events)
+    model = _apply_method(model, config, new_token_ids)
     events.emit("status", None, state="running", phase="tokenizing", message="preparing the corpus")
     data = prepare_run_data(config.corpus, config.eval, tokenizer, paths.root,
                             seq_len=config.batch.seq_len, seed=config.seed, progress=events)
@@ -262,40 +388,100 @@ def train(run_dir: Path, *, resume: bool = False) -> str:
     events.emit("status", None, state="running", phase="tokenizing", ready=True,
                 message=f"corpus ready: {len(data.domain.train):,} domain and {general_rows:,} general "
                         f"sequences of {config.batch.seq_len} tokens")
-    trainer = build_trainer(config, hardware, paths, events, model, tokenizer, data)
+    ewc = _prepare_ewc(config, hardware, model, data, events) if config.ewc.enabled else None
     checkpoint = last_checkpoint(paths.root) if resume else None
     if resume and checkpoint is None:
         events.emit("status", None, state="running", phase="training", message="no checkpoint yet: starting over")
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    final = "stopped" if trainer.monitor.stopped else "finished"
+    trainer, decision = _train_with_guard(config, hardware, paths, events, model, tokenizer, data,
+                                          ewc, checkpoint)
+    guard_stop = decision is not None and decision.action == "stop"
+    if guard_stop:
+        final, message = "stopped", f"guard: {decision.message}"
+    else:
+        final = "stopped" if trainer.monitor.stopped else "finished"
+        message = f"{final} at step {trainer.state.global_step}"
     events.emit("status", trainer.state.global_step, state=final, phase="done", exit_code=0,
-                message=f"{final} at step {trainer.state.global_step}")
+                message=message, **({"guard": True} if guard_stop else {}))
     return final
 
 
+def _train_with_guard(config: RunConfig, hardware: Hardware, paths: RunPaths, events: EventWriter,
+                      model, tokenizer, data: RunData, ewc: EwcState | None,
+                      checkpoint: Path | None) -> tuple[CPTTrainer, Decision | None]:
+    """Train; after each guard rollback, resume from its target with the remedy in effect.
+    Returns the last attempt's Trainer and the guard's last decision (None if it never acted)."""
+    guard_state = GuardState.load(paths.root) if checkpoint else GuardState()
+    while True:
+        trainer = build_trainer(config, hardware, paths, events, model, tokenizer, data, ewc=ewc,
+                                guard_state=guard_state, resuming=checkpoint is not None)
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        decision = trainer.monitor.decision
+        if decision is None or decision.action != "rollback":
+            return trainer, decision
+        guard_state = decision.state
+        checkpoint = paths.checkpoints / f"{CHECKPOINT_PREFIX}{decision.rolled_back_to}"
+        del trainer  # its optimizer state goes before the next attempt makes its own
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _prepare_ewc(config: RunConfig, hardware: Hardware, model, data: RunData,
+                 events: EventWriter) -> EwcState:
+    """EWC's Fisher (from the cache, or computed with progress events) and theta*, taken from
+    the starting model: before the Trainer loads any checkpoint into it."""
+    settings = config.ewc
+    events.emit("status", None, state="running", phase="fisher",
+                message=f"EWC: Fisher of the {settings.group} weights on up to "
+                        f"{settings.sequences:,} general sequences")
+    device = (torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+              if hardware.device == "cuda" else torch.device("cpu"))
+    state = prepare_ewc(model, data.general.train, settings,
+                        general_key=data.general.store.meta.get("key", ""),
+                        seq_len=config.batch.seq_len, seed=config.seed, precision=hardware.precision,
+                        autocast_dtype=hardware.autocast_dtype, device=device, progress=events)
+    events.emit("status", None, state="running", phase="fisher",
+                message=f"EWC: Fisher {'from the cache' if state.cached else 'computed'} "
+                        f"({state.sequences:,} sequences); penalty over {state.parameters:,} "
+                        f"weights, strength {settings.strength:g}")
+    return state
+
+
 def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events: EventWriter,
-                  model, tokenizer, data: RunData) -> CPTTrainer:
+                  model, tokenizer, data: RunData, *, ewc: EwcState | None = None,
+                  guard_state: GuardState | None = None, resuming: bool = False) -> CPTTrainer:
+    guard_state = guard_state or GuardState()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     total_steps = plan_steps(config, len(data.domain.train), data.general is not None, world_size)
     mixer = data.mixer(config.batch.micro_batch * config.batch.grad_accum * world_size,
                        on_new_pass=lambda name, n, step: events.emit(
-                           "log", step, level="info", message=f"{name} corpus: pass {n} begins"))
+                           "log", step, level="info", message=f"{name} corpus: pass {n} begins"),
+                       replay_changes=guard_state.replay_changes)
     eval_sets = {part.name: heldout_rows(part.store, part.heldout, config.batch.seq_len,
                                          tokenizer.eos_token_id, config.eval.max_tokens)
                  for part in (data.domain, data.general) if part is not None}
-    monitor = RunMonitor(config, events, paths, eval_sets, mixer, hardware, total_steps)
-    return CPTTrainer(model=model, args=training_arguments(config, hardware, paths, total_steps),
+    penalty = EwcPenalty(model, ewc, config.ewc.strength) if ewc is not None else None
+    monitor = RunMonitor(config, events, paths, eval_sets, mixer, hardware, total_steps,
+                         guard_state=guard_state, ewc=penalty, resuming=resuming)
+    args = training_arguments(config, hardware, paths, total_steps, guard_state.lr_scale)
+    return CPTTrainer(model=model, args=args,
                       train_dataset=data.dataset, data_collator=default_data_collator,
                       processing_class=tokenizer, callbacks=[monitor], mixer=mixer, run=paths,
-                      monitor=monitor, keep=config.checkpoints.keep)
+                      monitor=monitor, keep=config.checkpoints.keep, ewc=penalty)
 
 
-def _apply_method(model, config: RunConfig):
+def _apply_method(model, config: RunConfig, new_token_ids: list[int] | tuple = ()):
     if config.method.kind != "lora":
         return model
     from peft import LoraConfig, get_peft_model
 
     method = config.method
+    # New tokens' rows must learn, but LoRA freezes the embeddings. trainable_token_indices
+    # trains only those rows (a tied lm_head follows them); modules_to_save would train whole
+    # copies of the embedding and lm_head matrices, with gradients and optimizer state for
+    # every row of the vocabulary. (Either way peft saves the resized matrices in each
+    # checkpoint, so the adapter loads on a base resized to the checkpoint's vocabulary.)
     lora = LoraConfig(r=method.lora_rank, lora_alpha=method.lora_alpha, lora_dropout=method.lora_dropout,
-                      target_modules=list(method.target_modules), task_type="CAUSAL_LM")
+                      target_modules=list(method.target_modules), task_type="CAUSAL_LM",
+                      trainable_token_indices=lora_token_rows(model, list(new_token_ids)))
     return get_peft_model(model, lora)

@@ -114,3 +114,16 @@ def test_a_stop_request_saves_a_checkpoint_and_ends_stopped(tmp_path, tiny_model
     [checkpoint] = list_checkpoints(run_dir)
     assert checkpoint.name == f"checkpoint-{status['step']}" and status["step"] < 5000
     assert torch.load(checkpoint / "rng_state.pth", weights_only=False) is not None
+
+
+def test_the_wizard_lr_curve_is_the_one_training_follows(tmp_path, tiny_model_dir):
+    from core.plan import lr_schedule
+
+    config = tiny_run_config(tiny_model_dir, tmp_path / "data",
+                             schedule=ScheduleConfig(peak_lr=1e-3, max_steps=20, warmup_ratio=0.1, decay="wsd"))
+    run_dir = create_run(config, tmp_path / "runs")
+    train(run_dir)
+    assert [e["lr"] for e in events_of(run_dir, "step")] == pytest.approx(lr_schedule(config, 20), rel=1e-9)
+    linear = lr_schedule(tiny_run_config(tiny_model_dir, tmp_path / "d2", schedule=ScheduleConfig(
+        peak_lr=1.0, max_steps=11, warmup_ratio=0, decay="linear", min_lr_ratio=0.1)), 11)
+    assert linear == pytest.approx([1.0 - 0.9 * i / 11 for i in range(11)])  # as HF: min reached after the last step

@@ -26,18 +26,31 @@ TRAINING_TEXT = [
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>"]
 
 
-def train_tiny_tokenizer(vocab_size: int = 384, texts: list[str] | None = None) -> PreTrainedTokenizerFast:
-    """A byte-level BPE like GPT-2's and SmolLM2's ('Ġ' marks a word-initial token)."""
+def train_tiny_tokenizer(vocab_size: int = 384, texts: list[str] | None = None, *,
+                         style: str = "byte-level") -> PreTrainedTokenizerFast:
+    """A byte-level BPE like GPT-2's and SmolLM2's ('Ġ' marks a word-initial token), or a
+    sentencepiece-style BPE ('▁' marks it): "metaspace" splits words before BPE, "llama" hands
+    BPE the whole text as transformers 5's LlamaTokenizer does (Metaspace with split=False)."""
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
+    if style == "byte-level":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        alphabet = sorted({c for text in texts or TRAINING_TEXT for c in text if c != " "} | {"▁"})
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        initial_alphabet=alphabet,
         show_progress=False,
     )
     tok.train_from_iterator((texts or TRAINING_TEXT) * 4, trainer=trainer)
+    if style == "llama":
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first", split=False)
+        tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Fuse(),
+                                         decoders.Strip(content=" ", left=1)])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
         pad_token="<|pad|>", unk_token=None,
@@ -45,10 +58,11 @@ def train_tiny_tokenizer(vocab_size: int = 384, texts: list[str] | None = None) 
 
 
 def build_tiny_model(folder: Path, *, tie_word_embeddings: bool = True, seed: int = 0,
-                     vocab_size: int = 384) -> Path:
-    """Write a tiny Llama model and its tokenizer to `folder`; return the folder."""
+                     vocab_size: int = 384, texts: list[str] | None = None) -> Path:
+    """Write a tiny Llama model and its tokenizer (trained on `texts`, by default
+    TRAINING_TEXT) to `folder`; return the folder."""
     folder = Path(folder)
-    tokenizer = train_tiny_tokenizer(vocab_size)
+    tokenizer = train_tiny_tokenizer(vocab_size, texts)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,

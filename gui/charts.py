@@ -1,0 +1,219 @@
+"""The live charts of one run: loss, learning rate, perplexities, forgetting, throughput.
+
+Stacked pyqtgraph plots sharing the x-axis (steps or tokens), drawn from a RunSeries.
+Curves downsample and clip to the view, so 100,000 points per curve stay smooth. One
+crosshair is synced across the charts and reads out every value at that step; an empty
+chart says why it is empty; right-click gives pyqtgraph's Export (PNG, SVG, CSV).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Signal
+from scipy.signal import lfilter
+
+from .series import RunSeries
+
+EMA_ALPHA = 0.05
+
+
+class ReadableAxis(pg.AxisItem):
+    """Tick labels with 3 significant digits and no SI prefix (a learning rate reads
+    2e-05, not 20 µ), and real values on a log axis (30, 40, 60, not 1.5, 1.6, 1.8)."""
+
+    def __init__(self, orientation: str = "left", **kwargs):
+        super().__init__(orientation, **kwargs)
+        self.enableAutoSIPrefix(False)
+
+    def tickStrings(self, values, scale, spacing):
+        if self.logMode:
+            return [f"{10 ** v:.3g}" for v in values]
+        return [f"{v:.3g}" for v in values]
+COLOURS = {"domain": "#1f77b4", "general": "#d62728", "loss": "#b0b0b0", "ema": "#222222",
+           "lr": "#2ca02c", "forgetting": "#9467bd", "speed": "#8c564b", "guard": "#e41a1c"}
+
+
+def _curve(plot: pg.PlotItem, colour: str, name: str, width: float = 1.5, dashed: bool = False):
+    pen = pg.mkPen(colour, width=width, style=pg.QtCore.Qt.PenStyle.DashLine if dashed else None)
+    item = plot.plot([], [], pen=pen, name=name)
+    item.setDownsampling(auto=True, method="peak")
+    item.setClipToView(True)
+    return item
+
+
+class RunCharts(pg.GraphicsLayoutWidget):
+    crosshair_moved = Signal(str)
+    """The readout at the crosshair: step, tokens, time and every value."""
+
+    def __init__(self, series: RunSeries, guard_threshold: float | None = 0.15,
+                 eval_interval: int | None = None, parent=None):
+        super().__init__(parent)
+        self.setBackground("w")
+        self.series, self.x_key = series, "step"
+        self.guard_threshold, self.eval_interval = guard_threshold, eval_interval
+        self._ema = np.zeros(0)
+        self.plots: dict[str, pg.PlotItem] = {}
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self._build()
+        self._crosshair()
+
+    # --- layout -----------------------------------------------------------------------
+    def _build(self) -> None:
+        self._plot("loss", "training loss", ["loss", "ema"])
+        self._plot("lr", "learning rate", ["lr"])
+        self._plot("ppl", "held-out perplexity (log)", ["domain", "general", "domain_base", "general_base"])
+        self.plots["ppl"].setLogMode(y=True)
+        self._plot("forgetting", "forgetting %", ["forgetting"])
+        self._plot("speed", "tokens / s", ["speed"])
+        if self.guard_threshold is not None:
+            line = pg.InfiniteLine(self.guard_threshold * 100, angle=0, label="guard threshold",
+                                   pen=pg.mkPen(COLOURS["guard"], style=pg.QtCore.Qt.PenStyle.DashLine),
+                                   labelOpts={"position": 0.1, "color": COLOURS["guard"]})
+            self.plots["forgetting"].addItem(line)
+        first = self.plots["loss"]
+        for plot in self.plots.values():
+            if plot is not first:
+                plot.setXLink(first)
+
+    def _plot(self, key: str, title: str, curves: list[str]) -> None:
+        plot = self.addPlot(row=len(self.plots), col=0, title=f"<span style='color:#333'>{title}</span>",
+                            axisItems={"left": ReadableAxis("left")})
+        plot.showGrid(x=False, y=True, alpha=0.15)  # vertical grid lines cost ~half of each frame
+        plot.getAxis("left").setWidth(64)  # aligned plots, and room for 2.5e-05
+        for axis in ("left", "bottom"):
+            plot.getAxis(axis).setPen("#666666")
+            plot.getAxis(axis).setTextPen("#333333")
+        if len(curves) > 1:
+            plot.addLegend(offset=(-10, 5))
+        colours = {"loss": "loss", "ema": "ema", "lr": "lr", "domain": "domain", "general": "general",
+                   "domain_base": "domain", "general_base": "general", "forgetting": "forgetting",
+                   "speed": "speed"}
+        names = {"ema": "EMA", "domain_base": "domain baseline", "general_base": "general baseline"}
+        for name in curves:
+            self.curves[name] = _curve(plot, COLOURS[colours[name]], names.get(name, name),
+                                       width=1 if name == "loss" else 1.8, dashed=name.endswith("_base"))
+        plot.empty_label = pg.TextItem("", color="#888888", anchor=(0.5, 0.5))
+        plot.addItem(plot.empty_label, ignoreBounds=True)
+        self.plots[key] = plot
+
+    def _crosshair(self) -> None:
+        self.lines = {}
+        for key, plot in self.plots.items():
+            line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999999", width=1))
+            plot.addItem(line, ignoreBounds=True)
+            self.lines[key] = line
+        self._proxy = pg.SignalProxy(self.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse_moved)
+
+    # --- data -------------------------------------------------------------------------
+    def set_x_axis(self, key: str) -> None:
+        self.x_key = key
+        for plot in self.plots.values():
+            plot.setLabel("bottom", "tokens seen" if key == "tokens" else "optimizer step")
+        self.refresh()
+
+    def refresh(self) -> None:
+        steps, evals = self.series.steps, self.series.evals
+        x = steps[self.x_key].values
+        loss = steps["loss"].values
+        self._update_ema(loss)
+        self.curves["loss"].setData(x, loss)
+        self.curves["ema"].setData(x, self._ema)
+        self.curves["lr"].setData(x, steps["lr"].values)
+        self.curves["speed"].setData(x, steps["tokens_per_second"].values)
+        ex = evals[self.x_key].values
+        self.curves["domain"].setData(ex, evals["domain_ppl"].values)
+        self.curves["general"].setData(ex, evals["general_ppl"].values)
+        self.curves["forgetting"].setData(ex, evals["forgetting"].values * 100)
+        self._baselines(ex)
+        self._empty_messages()
+        self._guard_markers()
+
+    def _update_ema(self, loss: np.ndarray) -> None:
+        """Extend the EMA incrementally (scipy's lfilter carries the state across calls);
+        a non-finite loss counts as the last finite one."""
+        done = len(self._ema)
+        if done > len(loss):  # a resume dropped steps
+            self._ema, done = self._ema[:len(loss)], len(loss)
+        if done == len(loss):
+            return
+        new = loss[done:].copy()
+        previous = self._ema[-1] if done else new[np.isfinite(new)][:1].sum()
+        bad = ~np.isfinite(new)
+        if bad.any():  # carry the last finite value forward
+            index = np.where(~bad, np.arange(len(new)), -1)
+            np.maximum.accumulate(index, out=index)
+            new = np.where(index >= 0, new[np.maximum(index, 0)], previous)
+        decay = 1 - EMA_ALPHA
+        ema, _ = lfilter([EMA_ALPHA], [1, -decay], new, zi=[decay * previous])
+        self._ema = np.concatenate([self._ema, ema])
+
+    def _baselines(self, ex: np.ndarray) -> None:
+        base = self.series.baseline
+        if not base or not len(ex):
+            return
+        span = [ex[0], max(ex[-1], self.series.steps[self.x_key].values[-1] if len(self.series.steps) else ex[-1])]
+        for name in ("domain", "general"):
+            value = base.get(f"{name}_ppl")
+            if value:
+                self.curves[f"{name}_base"].setData(span, [value, value])
+
+    def _empty_messages(self) -> None:
+        no_steps = "waiting for the first training step" if not len(self.series.steps) else ""
+        interval = self.eval_interval
+        first_eval = (f"forgetting appears after the first evaluation, at step {interval}" if interval
+                      else "forgetting appears after the first evaluation")
+        no_evals = first_eval if len(self.series.evals) < 2 else ""
+        messages = {"loss": no_steps, "lr": no_steps, "speed": no_steps,
+                    "ppl": "waiting for the step-0 baseline" if not len(self.series.evals) else "",
+                    "forgetting": no_evals}
+        for key, text in messages.items():
+            label = self.plots[key].empty_label
+            label.setText(text)
+            if text:
+                (x0, x1), (y0, y1) = self.plots[key].viewRange()
+                label.setPos((x0 + x1) / 2, (y0 + y1) / 2)
+
+    def _guard_markers(self) -> None:
+        if len(getattr(self, "_drawn_guard", [])) == len(self.series.guard):
+            return
+        self._drawn_guard = list(self.series.guard)
+        for event in self.series.guard:
+            x = event.get(self.x_key, event.get("step"))
+            for plot in self.plots.values():
+                plot.addItem(pg.InfiniteLine(x, angle=90, pen=pg.mkPen(COLOURS["guard"], width=2)),
+                             ignoreBounds=True)
+
+    # --- crosshair --------------------------------------------------------------------
+    def _on_mouse_moved(self, event) -> None:
+        position = event[0]
+        for plot in self.plots.values():
+            if plot.sceneBoundingRect().contains(position):
+                x = plot.vb.mapSceneToView(position).x()
+                self.move_crosshair(x)
+                return
+
+    def move_crosshair(self, x: float) -> str:
+        for line in self.lines.values():
+            line.setPos(x)
+        text = self.readout(x)
+        self.crosshair_moved.emit(text)
+        return text
+
+    def readout(self, x: float) -> str:
+        """Every value at the step nearest to x."""
+        steps = self.series.steps
+        if not len(steps):
+            return ""
+        xs = steps[self.x_key].values
+        i = int(np.clip(np.searchsorted(xs, x), 0, len(xs) - 1))
+        parts = [f"step {int(steps['step'].values[i])}", f"tokens {int(steps['tokens'].values[i]):,}",
+                 f"loss {steps['loss'].values[i]:.4f}", f"lr {steps['lr'].values[i]:.3g}",
+                 f"{steps['tokens_per_second'].values[i]:,.0f} tokens/s"]
+        evals = self.series.evals
+        if len(evals):
+            j = int(np.clip(np.searchsorted(evals["step"].values, steps["step"].values[i], side="right") - 1,
+                            0, len(evals) - 1))
+            parts.append(f"domain ppl {evals['domain_ppl'].values[j]:.3f} / general ppl "
+                         f"{evals['general_ppl'].values[j]:.3f} (eval at step {int(evals['step'].values[j])})")
+        return "   ".join(parts)

@@ -1,0 +1,217 @@
+"""The run monitor: live charts, progress, the worker's log, Stop and Resume, for one run folder.
+
+It reads only the run folder (DESIGN.md): the frozen config.json, events.jsonl (tailed in
+chunks, so a 100,000-event file never blocks the window), logs/worker.log, and the
+worker's pid. Opening a running run re-attaches to it; closing the window never stops it.
+When the worker dies, a red banner with the exit code and the log's tail appears at once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.estimate import format_duration
+from core.events import read_events
+from core.runs import RunPaths, effective_state, request_stop, start_worker, worker_pid
+
+from .charts import RunCharts
+from .series import RunSeries
+
+CHUNK_BYTES = 128 * 1024
+"""Events read per timer tick: about 700 events, parsed in a few milliseconds."""
+REDRAW_SECONDS = 0.5
+"""While catching up with a long file, redraw at most this often (a frame of 100,000
+points costs ~40 ms); once caught up, every new event is drawn at the next tick."""
+PHASE_COLOURS = {"loading": "#6c757d", "tokenizing": "#17a2b8", "baseline": "#6f42c1",
+                 "training": "#28a745", "evaluating": "#fd7e14", "saving": "#007bff",
+                 "done": "#343a40", "error": "#dc3545"}
+
+
+class MonitorWindow(QWidget):
+    state_changed = Signal(str)
+
+    def __init__(self, run_dir: Path, parent=None, poll_ms: int = 250):
+        super().__init__(parent)
+        self.paths = RunPaths(Path(run_dir))
+        self.config = json.loads(self.paths.config.read_text())
+        self.series = RunSeries()
+        self._offset, self._state = 0, None
+        self._dirty, self._drawn_at = False, 0.0
+        self.setWindowTitle(f"CPT Studio — {self.config.get('name', 'run')} ({self.paths.root.name})")
+        self._build()
+        self._timer = QTimer(self, interval=poll_ms, timeout=self.poll)
+        self._slow = QTimer(self, interval=1000, timeout=self._poll_state)
+        self._timer.start()
+        self._slow.start()
+        self.poll()
+        self._poll_state()
+
+    # --- layout -----------------------------------------------------------------------
+    def _build(self) -> None:
+        self.phase = QLabel("created")
+        self.phase.setStyleSheet(self._chip("#6c757d"))
+        self.progress_text = QLabel("")
+        self.progress = QProgressBar(textVisible=True)
+        self.banner = QLabel(wordWrap=True, visible=False)
+        self.banner.setStyleSheet("background:#f8d7da; color:#721c24; border:1px solid #dc3545; padding:8px;")
+        guard = self.config.get("guard", {})
+        threshold = guard.get("threshold", 0.15) if guard.get("enabled", True) else None
+        self.charts = RunCharts(self.series, threshold, self.config.get("eval", {}).get("interval"))
+        self.readout = QLabel(" ")
+        self.charts.crosshair_moved.connect(self.readout.setText)
+        self.log = QPlainTextEdit(readOnly=True, maximumBlockCount=500)
+        splitter = QSplitter(orientation=pg_vertical())
+        splitter.addWidget(self.charts)
+        splitter.addWidget(self.log)
+        splitter.setSizes([700, 150])
+        layout = QVBoxLayout(self)
+        layout.addLayout(self._header())
+        layout.addWidget(self.progress)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.readout)
+        layout.addWidget(splitter, stretch=1)
+
+    def _header(self) -> QHBoxLayout:
+        self.x_axis = QComboBox()
+        self.x_axis.addItems(["steps", "tokens"])
+        self.x_axis.currentTextChanged.connect(self._on_x_axis_changed)
+        self.stop_button = QPushButton("Stop and save", clicked=self._on_stop_clicked)
+        self.resume_button = QPushButton("Resume", clicked=self._on_resume_clicked)
+        folder = QPushButton("Open folder", clicked=lambda: QDesktopServices.openUrl(
+            QUrl.fromLocalFile(str(self.paths.root))))
+        row = QHBoxLayout()
+        for widget in (self.phase, self.progress_text):
+            row.addWidget(widget)
+        row.addStretch(1)
+        for widget in (QLabel("x-axis:"), self.x_axis, self.stop_button, self.resume_button, folder):
+            row.addWidget(widget)
+        return row
+
+    @staticmethod
+    def _chip(colour: str) -> str:
+        return f"background:{colour}; color:white; border-radius:8px; padding:2px 10px; font-weight:bold;"
+
+    # --- polling ----------------------------------------------------------------------
+    def poll(self) -> int:
+        """Read the next chunk of events and redraw; returns how many were read."""
+        if not self.paths.events.exists():
+            return 0
+        before = self._offset
+        events, self._offset = read_events(self.paths.events, self._offset, CHUNK_BYTES)
+        if events:
+            self.series.add(events)
+            self._dirty = True
+        caught_up = self._offset - before < CHUNK_BYTES // 2
+        if self._dirty and (caught_up or time.monotonic() - self._drawn_at > REDRAW_SECONDS):
+            self.charts.refresh()
+            self._update_header()
+            self._dirty, self._drawn_at = False, time.monotonic()
+        return len(events)
+
+    def catch_up(self) -> None:
+        """Read and draw everything written so far (tests, and the screenshots)."""
+        while self.poll():
+            pass
+        self.charts.refresh()
+        self._update_header()
+
+    def _poll_state(self) -> None:
+        state = effective_state(self.paths.root, self.series.status or None)
+        self._show_state(state)
+        self._tail_log()
+
+    def _show_state(self, state: dict) -> None:
+        name = state.get("state", "created")
+        running = name == "running" and worker_pid(self.paths.root) is not None
+        self.stop_button.setEnabled(running)
+        self.resume_button.setEnabled(name in ("stopped", "failed") and not running)
+        if name == "failed":
+            self._show_failure(state)
+        else:
+            self.banner.hide()
+        if name != self._state:
+            self._state = name
+            self.state_changed.emit(name)
+
+    def _show_failure(self, state: dict) -> None:
+        code = state.get("exit_code")
+        tail = state.get("traceback") or self._log_tail(15)
+        self.banner.setText(f"<b>Failed{f', exit code {code}' if code is not None else ''}:</b> "
+                            f"{state.get('message', '')}<pre>{_escape(tail[-1500:])}</pre>")
+        self.banner.show()
+        self.phase.setText("error")
+        self.phase.setStyleSheet(self._chip(PHASE_COLOURS["error"]))
+
+    def _tail_log(self) -> None:
+        text = self._log_tail(200)
+        if text != self.log.toPlainText():
+            self.log.setPlainText(text)
+            self.log.verticalScrollBar().setValue(self.log.verticalScrollBar().maximum())
+
+    def _log_tail(self, lines: int) -> str:
+        if not self.paths.log.exists():
+            return ""
+        with open(self.paths.log, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
+
+    def _update_header(self) -> None:
+        status, last = self.series.status, self.series.last_step
+        phase = status.get("phase", "created")
+        self.phase.setText(phase if status.get("state") != "failed" else "error")
+        self.phase.setStyleSheet(self._chip(PHASE_COLOURS.get(phase, "#6c757d")))
+        total = self.series.total_steps
+        if last is None or not total:
+            self.progress_text.setText(status.get("message", ""))
+            return
+        step, speed = int(last["step"]), last["tokens_per_second"]
+        self.progress.setRange(0, total)
+        self.progress.setValue(step)
+        remaining = (total - step) * (last["tokens"] / max(step, 1)) / max(speed, 1e-9)
+        end = time.time() if status.get("state") == "running" else self.series.last_time
+        elapsed = (end or time.time()) - (self.series.started or time.time())
+        self.progress_text.setText(
+            f"step {step:,} / {total:,}   tokens {int(last['tokens']):,}"
+            f"{f' / {self.series.total_tokens:,}' if self.series.total_tokens else ''}   "
+            f"{step / total:.0%}   elapsed {format_duration(elapsed)}   "
+            f"ETA {format_duration(remaining) if step < total else '-'}   {speed:,.0f} tokens/s")
+
+    # --- actions ----------------------------------------------------------------------
+    def _on_x_axis_changed(self, text: str) -> None:
+        self.charts.set_x_axis("tokens" if text == "tokens" else "step")
+
+    def _on_stop_clicked(self) -> None:
+        request_stop(self.paths.root)
+        self.stop_button.setEnabled(False)
+        self.progress_text.setText("stop requested: saving a checkpoint at the end of this step")
+
+    def _on_resume_clicked(self) -> None:
+        start_worker(self.paths.root, resume=True, detach=True)
+        self.resume_button.setEnabled(False)
+
+
+def pg_vertical():
+    from PySide6.QtCore import Qt
+
+    return Qt.Orientation.Vertical
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,113 @@
+"""Page 1, the base model: a cached model, a folder, or a GGUF file; its size and the memory
+full and LoRA CPT need at the chosen sequence length and precision."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+)
+
+from core.estimate import estimate_memory, format_bytes
+from core.models import model_info, scan_cached_models
+
+from ..jobs import Job
+from .base import ConfigPage
+
+
+def describe_model(spec: str, seq_len: int, micro_batch: int) -> str:
+    """Parameter count, architecture, and the memory of full and LoRA CPT (bf16, checkpointing)."""
+    from transformers import AutoConfig
+
+    from core.models import resolve_model
+
+    info = model_info(spec)
+    config = AutoConfig.from_pretrained(resolve_model(spec)).get_text_config()
+    lines = [f"{info.architecture}, {info.parameters or 0:,} parameters, vocabulary {info.vocab_size:,}, "
+             f"{'tied' if info.tied_embeddings else 'untied'} embeddings"]
+    for method, trainable in (("full", info.parameters), ("LoRA r=64", int((info.parameters or 0) * 0.02))):
+        memory = estimate_memory(
+            parameters=info.parameters, trainable=trainable, hidden_size=config.hidden_size,
+            num_layers=config.num_hidden_layers, vocab_size=config.vocab_size,
+            intermediate_size=getattr(config, "intermediate_size", 4 * config.hidden_size),
+            num_heads=config.num_attention_heads, micro_batch=micro_batch, seq_len=seq_len,
+            precision="bf16", method="lora" if method.startswith("LoRA") else "full",
+            gradient_checkpointing=True)
+        lines.append(f"{method} CPT at {micro_batch} x {seq_len} tokens, bf16, checkpointing: "
+                     f"about {format_bytes(memory.total)} of GPU memory")
+    return "\n".join(lines)
+
+
+class ModelPage(ConfigPage):
+    sections = ("model:",)
+
+    def __init__(self):
+        super().__init__("Base model", "A model in your Hugging Face cache, a model folder, or a GGUF file.")
+        self.cached = QListWidget(objectName="cached_models")
+        self.cached.currentTextChanged.connect(self._on_cached_chosen)
+        self.path = QLineEdit(objectName="model_path", placeholderText="folder, cached hub id, or .gguf file")
+        self.path.editingFinished.connect(self._on_model_changed)
+        folder = QPushButton("Folder…", clicked=self._on_browse_folder)
+        gguf = QPushButton("GGUF file…", clicked=self._on_browse_gguf)
+        self.trust = QCheckBox("Trust the model's own code (only for repositories you trust)")
+        self.info = QLabel("Choose a model to see its size and memory needs.", wordWrap=True, objectName="model_info")
+        row = QHBoxLayout()
+        for widget in (self.path, folder, gguf):
+            row.addWidget(widget)
+        self.layout_.addWidget(QLabel("Models in the local cache:"))
+        self.layout_.addWidget(self.cached)
+        self.layout_.addLayout(row)
+        self.layout_.addWidget(self.trust)
+        self.layout_.addWidget(self.info)
+        self.finish_layout()
+        self._scan = Job(scan_cached_models)
+        self._scan.finished.connect(self._on_scanned)
+        self._scan.start()
+
+    def load(self, config) -> None:
+        self.path.setText(config.model.name_or_path)
+        self.trust.setChecked(config.model.trust_remote_code)
+
+    def store(self, config) -> None:
+        config.model.name_or_path = self.path.text().strip()
+        config.model.trust_remote_code = self.trust.isChecked()
+
+    def _on_scanned(self, models) -> None:
+        for info in models:
+            self.cached.addItem(info.name)
+        if not models:
+            self.cached.addItem("(no causal language models in the cache)")
+            self.cached.setEnabled(False)
+
+    def _on_cached_chosen(self, name: str) -> None:
+        if name and not name.startswith("("):
+            self.path.setText(name)
+            self._on_model_changed()
+
+    def _on_browse_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Model folder")
+        if folder:
+            self.path.setText(folder)
+            self._on_model_changed()
+
+    def _on_browse_gguf(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "GGUF file", filter="GGUF (*.gguf)")
+        if path:
+            self.path.setText(path)
+            self._on_model_changed()
+
+    def _on_model_changed(self) -> None:
+        spec = self.path.text().strip()
+        if not spec:
+            return
+        self.info.setText("Reading the model…")
+        batch = self.config.batch
+        self._describe = Job(describe_model, spec, batch.seq_len, batch.micro_batch)
+        self._describe.finished.connect(self.info.setText)
+        self._describe.failed.connect(lambda message: self.info.setText(f"⚠ {message}"))
+        self._describe.start()

@@ -1,0 +1,91 @@
+"""Page 4, the learning-rate schedule, with a live plot of the LR over the run's steps and
+the warning when the peak is too high for CPT."""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QSpinBox
+
+from core.config import DECAYS
+from core.plan import lr_schedule
+
+from ..charts import ReadableAxis
+from .base import ConfigPage
+
+PREVIEW_STEPS = 1000
+
+
+class SchedulePage(ConfigPage):
+    sections = ("schedule:",)
+
+    def __init__(self):
+        super().__init__("Learning-rate schedule", "CPT wants a low peak: the model already knows a lot.")
+        self.peak = QLineEdit(objectName="peak_lr")
+        self.warmup = QDoubleSpinBox(objectName="warmup_percent", suffix=" %", decimals=2, maximum=50)
+        self.decay = QComboBox(objectName="decay")
+        self.decay.addItems(DECAYS)
+        self.min_ratio = QDoubleSpinBox(objectName="min_lr_percent", suffix=" % of peak", maximum=100)
+        self.steps = QSpinBox(objectName="max_steps", maximum=10_000_000, specialValueText="one pass over the domain corpus")
+        form = QFormLayout()
+        form.addRow("Peak learning rate:", self.peak)
+        form.addRow("Warmup:", self.warmup)
+        form.addRow("Decay:", self.decay)
+        form.addRow("Final learning rate:", self.min_ratio)
+        form.addRow("Optimizer steps:", self.steps)
+        self.warning = QLabel(wordWrap=True, objectName="lr_warning")
+        self.warning.setStyleSheet("color:#8a6d3b;")
+        self.plot = pg.PlotWidget(axisItems={"left": ReadableAxis("left")}, background="w")
+        self.plot.setMinimumHeight(160)
+        self.plot.setLabel("bottom", "optimizer step")
+        self.curve = self.plot.plot([], [], pen=pg.mkPen("#2ca02c", width=2))
+        self.warmup_region = pg.LinearRegionItem(movable=False, brush=(255, 200, 0, 50))
+        self.plot.addItem(self.warmup_region)
+        self.layout_.addLayout(form)
+        self.layout_.addWidget(self.warning)
+        self.layout_.addWidget(self.plot)
+        self.finish_layout()
+        self.peak.textChanged.connect(self._on_changed)
+        for widget in (self.warmup, self.min_ratio, self.steps):
+            widget.valueChanged.connect(self._on_changed)
+        self.decay.currentTextChanged.connect(self._on_changed)
+
+    def load(self, config) -> None:
+        self._loading = True  # the widgets' change signals must not store half-loaded values
+        schedule = config.schedule
+        self.peak.setText(f"{schedule.peak_lr:g}")
+        self.warmup.setValue(schedule.warmup_ratio * 100)
+        self.decay.setCurrentText(schedule.decay)
+        self.min_ratio.setValue(schedule.min_lr_ratio * 100)
+        self.steps.setValue(schedule.max_steps or 0)
+        self._loading = False
+        self._on_changed()
+
+    def store(self, config) -> None:
+        schedule = config.schedule
+        try:
+            schedule.peak_lr = float(self.peak.text())
+        except ValueError:
+            schedule.peak_lr = -1.0  # validate() names the problem
+        schedule.warmup_ratio = round(self.warmup.value() / 100, 6)
+        schedule.decay = self.decay.currentText()
+        schedule.min_lr_ratio = round(self.min_ratio.value() / 100, 6)
+        schedule.max_steps = self.steps.value() or None
+
+    _loading = False
+
+    def _on_changed(self) -> None:
+        if self.wizard() is None or self._loading:
+            return
+        self.store(self.config)
+        problems = [p for p in self.config.validate() if p.startswith("schedule:")]
+        warnings = [w for w in self.config.warnings() if "learning rate" in w]
+        self.warning.setText("\n".join(problems + warnings))
+        if problems:
+            return
+        steps = self.config.schedule.max_steps or PREVIEW_STEPS
+        rates = lr_schedule(self.config, steps)
+        self.curve.setData(list(range(1, steps + 1)), rates)
+        warmup = -(-steps * self.config.schedule.warmup_ratio // 1)
+        self.warmup_region.setRegion((0, max(warmup, 0)))
+        suffix = "" if self.config.schedule.max_steps else f" (shape over {PREVIEW_STEPS} steps)"
+        self.plot.setTitle(f"learning rate per step{suffix}")

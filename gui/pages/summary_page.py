@@ -1,0 +1,117 @@
+"""Page 8, the summary: the run as the user will read it, the plan (steps, time, memory),
+the warnings, save/load of the setup, the CLI command, and Start."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+)
+
+from core.config import RunConfig
+from core.plan import format_plan, plan_run
+
+from ..jobs import Job
+from .base import ConfigPage
+
+
+class SummaryPage(ConfigPage):
+    sections = ("name:",)
+
+    def __init__(self):
+        super().__init__("Summary", "Check the plan, then Start. The run continues if you close the app.")
+        self.name = QLineEdit(objectName="run_name")
+        self.summary = QPlainTextEdit(readOnly=True, objectName="summary")
+        self.plan = QLabel("", wordWrap=True, objectName="plan")
+        buttons = QHBoxLayout()
+        for label, slot in (("Estimate time and memory", self.start_plan), ("Save setup…", self._on_save),
+                            ("Load setup…", self._on_load), ("Copy CLI command", self._on_copy_command)):
+            buttons.addWidget(QPushButton(label, clicked=slot))
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Run name:"))
+        row.addWidget(self.name)
+        self.layout_.addLayout(row)
+        self.layout_.addWidget(self.summary)
+        self.layout_.addLayout(buttons)
+        self.layout_.addWidget(self.plan)
+        self.finish_layout()
+        self.name.textChanged.connect(self._on_name_changed)
+
+    def load(self, config) -> None:
+        self.name.setText(config.name)
+        self.summary.setPlainText(describe(config))
+        problems = config.validate()
+        self.show_problems(problems)
+        self.plan.setText("" if problems else "Press 'Estimate time and memory' for the plan "
+                                                "(it tokenizes the corpora once; the run reuses them).")
+
+    def store(self, config) -> None:
+        config.name = self.name.text().strip()
+
+    def validatePage(self) -> bool:
+        self.store(self.config)
+        problems = self.config.validate()  # the whole config, every page's problems
+        self.show_problems(problems)
+        return not problems
+
+    def _on_name_changed(self) -> None:
+        if self.wizard():
+            self.store(self.config)
+            self.summary.setPlainText(describe(self.config))
+
+    def start_plan(self) -> Job:
+        self.store(self.config)
+        self.plan.setText("Estimating: tokenizing the corpora and reading the model…")
+        job = Job(plan_run, RunConfig.from_dict(self.config.to_dict()))
+        job.finished.connect(lambda plan: self.plan.setText(f"<pre>{html.escape(format_plan(plan))}</pre>"))
+        job.failed.connect(lambda message: self.plan.setText(f"⚠ {message}"))
+        self._job = job.start()
+        return job
+
+    def _on_save(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save setup", f"{self.config.name}.json", "JSON (*.json)")
+        if path:
+            self.store(self.config)
+            Path(path).write_text(self.config.to_json())
+
+    def _on_load(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load setup", filter="JSON (*.json)")
+        if path:
+            self.wizard().config = RunConfig.load(Path(path))
+            self.load(self.wizard().config)
+
+    def _on_copy_command(self) -> None:
+        QGuiApplication.clipboard().setText(f"cpt-studio train {self.config.name}.json  "
+                                            "# after 'Save setup…' to that file")
+
+
+def describe(config: RunConfig) -> str:
+    """The config in the user's words."""
+    corpus, schedule, batch, method = config.corpus, config.schedule, config.batch, config.method
+    lora = (f"LoRA r={method.lora_rank}, alpha={method.lora_alpha} on {', '.join(method.target_modules)}"
+            if method.kind == "lora" else "full-parameter")
+    length = (f"{schedule.max_steps:,} steps" if schedule.max_steps else
+              f"{schedule.token_budget:,} tokens" if schedule.token_budget else "one pass over the domain corpus")
+    lines = [
+        f"Base model: {config.model.name_or_path or '(not chosen)'}",
+        f"Domain corpus: {', '.join(s.path for s in corpus.domain) or '(none)'}",
+        f"General corpus: {', '.join(s.path for s in corpus.general) or '(none)'}",
+        f"Replay: {corpus.replay_ratio:.1%} of every step; held out: {config.eval.heldout_fraction:.1%} of each corpus",
+        f"Tokenizer extension: {'on' if config.tokenizer.extend else 'off'}",
+        f"Method: {lora}",
+        f"Schedule: peak LR {schedule.peak_lr:g}, warmup {schedule.warmup_ratio:.1%}, {schedule.decay} "
+        f"to {schedule.min_lr_ratio:.0%} of peak, {length}",
+        f"Batch: {batch.micro_batch} x {batch.grad_accum} sequences of {batch.seq_len} tokens per step",
+        f"Evaluation every {config.eval.interval} steps; checkpoints every {config.checkpoints.interval}, "
+        f"keeping {config.checkpoints.keep}",
+    ]
+    lines += [f"Warning: {w}" for w in config.warnings()]
+    return "\n".join(lines)
