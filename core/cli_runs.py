@@ -109,6 +109,8 @@ class _Printer:
                   f"{event['tokens_per_second']:,.0f} tokens/s", flush=True)
         elif kind == "checkpoint":
             print(f"  checkpoint saved: {event['path']}")
+        elif kind == "guard":
+            print(f"  guard: {event.get('message') or event.get('reason')}", flush=True)
 
     def _eval(self, event: dict) -> None:
         if not self.header_done:

@@ -37,8 +37,15 @@ push by the end of such a run; rounded to 0.003. That mean-1 Fisher is very unev
 median weight has 0.06, the top 0.1% more than 57, and the RMSNorm weights (0.03% of the
 weights) hold a quarter of the total; so at this strength EWC holds the most important
 weights and leaves the median one almost free. The pull grows with the distance travelled,
-so a longer run is held harder. Raise it (x10) to protect general text more at the cost of
-domain gain.
+so a longer run is held harder. The same measurement on the tiny test model gives 0.011
+(1,400 times fewer weights, the same order: the mean-1 scaling does its job). Where
+forgetting is real (bench/ewc_strength.py: tiny model, domain and general text with no word
+in common, LR 5e-3, no replay, 20 steps), 0.003 turned +31% forgetting into -20% at the
+same domain gain (97%); 0.03-0.3 held general text harder still (-53%, -59%) for 0.3-2
+points of gain; from 3 up the domain gain fell (88% at 3, 64% at 30). On the demo model
+over 20 steps at 2e-5 with replay there is no forgetting to prevent (general perplexity
+falls 17%), and 0.003 leaves both numbers unchanged. Raise it (x10) to hold general text
+harder.
 
 **LoRA.** With the 'lora' group (or any group under LoRA, where only adapters train) theta*
 is the adapters' initial value: B = 0, so theta* is an adapter that changes nothing. At B = 0

@@ -113,19 +113,27 @@ class RunCharts(pg.GraphicsLayoutWidget):
         self.refresh()
 
     def refresh(self) -> None:
+        """Hand the curves their data; plots whose data did not change are left alone (a
+        frame of 100,000 points is the expensive part)."""
         steps, evals = self.series.steps, self.series.evals
-        x = steps[self.x_key].values
-        loss = steps["loss"].values
-        self._update_ema(loss)
-        self.curves["loss"].setData(x, loss)
-        self.curves["ema"].setData(x, self._ema)
-        self.curves["lr"].setData(x, steps["lr"].values)
-        self.curves["speed"].setData(x, steps["tokens_per_second"].values)
-        ex = evals[self.x_key].values
-        self.curves["domain"].setData(ex, evals["domain_ppl"].values)
-        self.curves["general"].setData(ex, evals["general_ppl"].values)
-        self.curves["forgetting"].setData(ex, evals["forgetting"].values * 100)
-        self._baselines(ex)
+        sizes = (steps.version, evals.version, self.x_key)
+        if sizes == getattr(self, "_drawn_sizes", None):
+            return
+        if sizes[0] != getattr(self, "_drawn_sizes", (None,))[0] or sizes[2:] != self._drawn_sizes[2:]:
+            x = steps[self.x_key].values
+            loss = steps["loss"].values
+            self._update_ema(loss)
+            self.curves["loss"].setData(x, loss)
+            self.curves["ema"].setData(x, self._ema)
+            self.curves["lr"].setData(x, steps["lr"].values)
+            self.curves["speed"].setData(x, steps["tokens_per_second"].values)
+        if sizes[1:] != getattr(self, "_drawn_sizes", (None, None, None))[1:]:
+            ex = evals[self.x_key].values
+            self.curves["domain"].setData(ex, evals["domain_ppl"].values)
+            self.curves["general"].setData(ex, evals["general_ppl"].values)
+            self.curves["forgetting"].setData(ex, evals["forgetting"].values * 100)
+            self._baselines(ex)
+        self._drawn_sizes = sizes
         self._empty_messages()
         self._guard_markers()
 

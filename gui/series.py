@@ -43,11 +43,14 @@ class Column:
 class Table:
     def __init__(self, fields: tuple[str, ...]):
         self.columns = {name: Column() for name in fields}
+        self.version = 0
+        """Changes whenever a row is added or dropped: what a chart compares to redraw."""
 
     def __getitem__(self, name: str) -> Column:
         return self.columns[name]
 
     def append(self, event: dict) -> None:
+        self.version += 1
         for name, column in self.columns.items():
             column.append(event.get(name))
 
@@ -55,6 +58,7 @@ class Table:
         """Drop rows after `step` (a resume or rollback replaces them)."""
         steps = self.columns["step"].values
         keep = int(np.searchsorted(steps, step, side="right")) if len(steps) else 0
+        self.version += 1
         for column in self.columns.values():
             column.truncate(keep)
 

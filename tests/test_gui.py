@@ -61,11 +61,16 @@ def test_wizard_turns_user_actions_into_the_expected_config(qtbot, tmp_path, tin
     method.lora.setChecked(True)
     method.rank.setValue(16)
     method.alpha.setValue(32)
+    method.ewc.setChecked(True)
+    method.ewc_strength.setText("0.01")
+    method.ewc_group.setCurrentText("mlp")
     wizard.next()
     evaluation = wizard.currentPage()
     evaluation.interval.setValue(10)
     evaluation.checkpoint_interval.setValue(20)
     evaluation.keep.setValue(2)
+    evaluation.threshold.setValue(10)
+    evaluation.remedy.setCurrentIndex(evaluation.remedy.findData("both"))
     wizard.next()
     summary = wizard.currentPage()
     summary.name.setText("pharma")
@@ -82,9 +87,13 @@ def test_wizard_turns_user_actions_into_the_expected_config(qtbot, tmp_path, tin
     expected["method"].update(kind="lora", lora_rank=16, lora_alpha=32)
     expected["eval"]["interval"] = 10
     expected["checkpoints"].update(interval=20, keep=2)
+    expected["ewc"].update(enabled=True, strength=0.01, group="mlp")
+    expected["guard"].update(threshold=0.1, remedy="both")
     assert got["schedule"] == expected["schedule"]
     assert got == expected
     assert "LoRA r=16" in summary.summary.toPlainText()
+    assert "EWC strength 0.01 on mlp" in summary.summary.toPlainText()
+    assert "roll back above 10.0% forgetting" in summary.summary.toPlainText()
 
 
 def test_corpus_page_refuses_a_bad_corpus_naming_the_line(qtbot, tmp_path, tiny_model_dir):

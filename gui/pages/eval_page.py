@@ -1,15 +1,20 @@
-"""Page 7, evaluation and checkpoints: how often the held-out perplexities are measured
-(the step-0 baseline always is) and how often checkpoints are kept."""
+"""Page 7, evaluation, the forgetting guard and checkpoints: how often the held-out
+perplexities are measured (the step-0 baseline always is), when the guard rolls back and
+what it changes, and how often checkpoints are kept."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QFormLayout, QLabel, QSpinBox
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox
+
+from core.config import GUARD_REMEDIES
 
 from .base import ConfigPage
 
 
 class EvalPage(ConfigPage):
-    sections = ("eval:", "checkpoints:")
+    sections = ("eval:", "checkpoints:", "guard:")
+    REMEDY_WORDS = {"lr": "halve the learning rate", "replay": "raise replay by 5 points",
+                    "both": "halve the learning rate and raise replay by 5 points"}
 
     def __init__(self):
         super().__init__("Evaluation and checkpoints",
@@ -23,6 +28,17 @@ class EvalPage(ConfigPage):
         form.addRow("Held-out tokens per corpus, at most:", self.max_tokens)
         form.addRow("Checkpoint every (steps):", self.checkpoint_interval)
         form.addRow("Keep the newest:", self.keep)
+        self.guard = QCheckBox("Forgetting guard: roll back to the last good checkpoint", objectName="guard_enabled")
+        self.threshold = QDoubleSpinBox(objectName="guard_threshold", suffix=" % forgetting", decimals=1,
+                                        minimum=0.1, maximum=500)
+        self.remedy = QComboBox(objectName="guard_remedy")
+        for key in GUARD_REMEDIES:
+            self.remedy.addItem(self.REMEDY_WORDS[key], key)
+        self.rollbacks = QSpinBox(objectName="guard_rollbacks", maximum=100)
+        form.addRow(self.guard)
+        form.addRow("Roll back above:", self.threshold)
+        form.addRow("Then:", self.remedy)
+        form.addRow("At most rollbacks:", self.rollbacks)
         self.layout_.addLayout(form)
         self.layout_.addWidget(QLabel("Forgetting = general perplexity / baseline − 1; domain gain = 1 − "
                                       "domain perplexity / baseline. The best and the last checkpoints "
@@ -34,9 +50,17 @@ class EvalPage(ConfigPage):
         self.max_tokens.setValue(config.eval.max_tokens)
         self.checkpoint_interval.setValue(config.checkpoints.interval)
         self.keep.setValue(config.checkpoints.keep)
+        self.guard.setChecked(config.guard.enabled)
+        self.threshold.setValue(config.guard.threshold * 100)
+        self.remedy.setCurrentIndex(max(0, self.remedy.findData(config.guard.remedy)))
+        self.rollbacks.setValue(config.guard.max_rollbacks)
 
     def store(self, config) -> None:
         config.eval.interval = self.interval.value()
         config.eval.max_tokens = self.max_tokens.value()
         config.checkpoints.interval = self.checkpoint_interval.value()
         config.checkpoints.keep = self.keep.value()
+        config.guard.enabled = self.guard.isChecked()
+        config.guard.threshold = round(self.threshold.value() / 100, 6)
+        config.guard.remedy = self.remedy.currentData()
+        config.guard.max_rollbacks = self.rollbacks.value()

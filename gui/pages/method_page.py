@@ -1,14 +1,26 @@
-"""Page 6, the method: full-parameter training or LoRA (rank, alpha, targets)."""
+"""Page 6, the method: full-parameter training or LoRA (rank, alpha, targets), and EWC
+(on/off, strength, the weights it covers)."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QButtonGroup, QFormLayout, QLabel, QLineEdit, QRadioButton, QSpinBox
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QRadioButton,
+    QSpinBox,
+)
+
+from core.config import EWC_GROUPS
 
 from .base import ConfigPage
 
 
 class MethodPage(ConfigPage):
-    sections = ("method:",)
+    sections = ("method:", "ewc:")
 
     def __init__(self):
         super().__init__("Method", "Full training learns most; LoRA needs far less memory.")
@@ -29,8 +41,22 @@ class MethodPage(ConfigPage):
         self.layout_.addLayout(form)
         self.layout_.addWidget(QLabel("CPT with LoRA learns less new knowledge than full training; "
                                       "prefer full when the memory estimate fits.", wordWrap=True))
+        self.ewc = QCheckBox("EWC: pull the weights that matter for general text back to their start",
+                             objectName="ewc_enabled")
+        self.ewc_strength = QLineEdit(objectName="ewc_strength")
+        self.ewc_group = QComboBox(objectName="ewc_group")
+        self.ewc_group.addItems(EWC_GROUPS)
+        ewc_form = QFormLayout()
+        ewc_form.addRow("EWC strength (lambda):", self.ewc_strength)
+        ewc_form.addRow("EWC covers:", self.ewc_group)
+        self.layout_.addWidget(self.ewc)
+        self.layout_.addLayout(ewc_form)
+        self.layout_.addWidget(QLabel("EWC computes the Fisher information once on general sequences "
+                                      "(cached) and keeps a copy of the starting weights: it adds 8 bytes "
+                                      "per covered parameter to the memory estimate.", wordWrap=True))
         self.finish_layout()
         self.lora.toggled.connect(self._on_method_changed)
+        self.ewc.toggled.connect(self._on_method_changed)
 
     def load(self, config) -> None:
         method = config.method
@@ -38,6 +64,9 @@ class MethodPage(ConfigPage):
         self.rank.setValue(method.lora_rank)
         self.alpha.setValue(method.lora_alpha)
         self.targets.setText(", ".join(method.target_modules))
+        self.ewc.setChecked(config.ewc.enabled)
+        self.ewc_strength.setText(f"{config.ewc.strength:g}")
+        self.ewc_group.setCurrentText(config.ewc.group)
         self._on_method_changed()
 
     def store(self, config) -> None:
@@ -45,7 +74,15 @@ class MethodPage(ConfigPage):
         method.kind = "lora" if self.lora.isChecked() else "full"
         method.lora_rank, method.lora_alpha = self.rank.value(), self.alpha.value()
         method.target_modules = [t.strip() for t in self.targets.text().split(",") if t.strip()]
+        config.ewc.enabled = self.ewc.isChecked()
+        try:
+            config.ewc.strength = float(self.ewc_strength.text())
+        except ValueError:
+            config.ewc.strength = -1.0  # validate() names the problem
+        config.ewc.group = self.ewc_group.currentText()
 
     def _on_method_changed(self) -> None:
         for widget in (self.rank, self.alpha, self.targets):
             widget.setEnabled(self.lora.isChecked())
+        for widget in (self.ewc_strength, self.ewc_group):
+            widget.setEnabled(self.ewc.isChecked())

@@ -106,12 +106,15 @@ def describe(config: RunConfig) -> str:
         f"General corpus: {', '.join(s.path for s in corpus.general) or '(none)'}",
         f"Replay: {corpus.replay_ratio:.1%} of every step; held out: {config.eval.heldout_fraction:.1%} of each corpus",
         f"Tokenizer extension: {'on' if config.tokenizer.extend else 'off'}",
-        f"Method: {lora}",
+        f"Method: {lora}; " + (f"EWC strength {config.ewc.strength:g} on {config.ewc.group}"
+                                if config.ewc.enabled else "no EWC"),
         f"Schedule: peak LR {schedule.peak_lr:g}, warmup {schedule.warmup_ratio:.1%}, {schedule.decay} "
         f"to {schedule.min_lr_ratio:.0%} of peak, {length}",
         f"Batch: {batch.micro_batch} x {batch.grad_accum} sequences of {batch.seq_len} tokens per step",
         f"Evaluation every {config.eval.interval} steps; checkpoints every {config.checkpoints.interval}, "
         f"keeping {config.checkpoints.keep}",
+        (f"Guard: roll back above {config.guard.threshold:.1%} forgetting, then {config.guard.remedy} "
+         f"(at most {config.guard.max_rollbacks} times)" if config.guard.enabled else "Guard: off"),
     ]
     lines += [f"Warning: {w}" for w in config.warnings()]
     return "\n".join(lines)
