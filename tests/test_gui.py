@@ -229,3 +229,15 @@ def test_repainting_the_charts_does_not_leak_references_to_none(qtbot, tmp_path)
     for _ in range(100):
         monitor.charts.repaint()
     assert sys.getrefcount(None) - before > -100  # 6.12.0 loses about 300 here
+
+
+def test_long_curves_are_decimated_keeping_spikes_and_zoomed_detail():
+    from gui.charts import MAX_POINTS, decimate
+
+    x = np.arange(100_000, dtype=float)
+    y = np.sin(x / 1000)
+    y[54_321] = 50.0  # a loss spike must stay visible
+    dx, dy = decimate(x, y)
+    assert len(dx) <= MAX_POINTS and dy.max() == 50.0 and np.all(np.diff(dx) >= 0)
+    zx, zy = decimate(x, y, 54_000, 55_000)  # zoomed in: every point of the view
+    assert zx[0] <= 54_000 and zx[-1] >= 55_000 and len(zx) == 1003 and 50.0 in zy
