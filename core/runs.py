@@ -75,11 +75,11 @@ def create_run(config: RunConfig, root: Path | None = None) -> Path:
     if problems:
         raise ValueError("the run cannot start:\n" + "\n".join(f"  {p}" for p in problems))
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.name).strip("-") or "run"
-    run_dir = Path(root or runs_dir()) / f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
-    suffix = 1
-    while run_dir.exists():
+    base = Path(root or runs_dir()) / f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir, suffix = base, 1
+    while run_dir.exists():  # two runs started in the same second
         suffix += 1
-        run_dir = run_dir.with_name(f"{run_dir.name.rsplit('~', 1)[0]}~{suffix}")
+        run_dir = base.with_name(f"{base.name}-{suffix}")
     (run_dir / "logs").mkdir(parents=True)
     RunPaths(run_dir).config.write_text(config.to_json())
     return run_dir

@@ -127,3 +127,9 @@ def test_the_wizard_lr_curve_is_the_one_training_follows(tmp_path, tiny_model_di
     linear = lr_schedule(tiny_run_config(tiny_model_dir, tmp_path / "d2", schedule=ScheduleConfig(
         peak_lr=1.0, max_steps=11, warmup_ratio=0, decay="linear", min_lr_ratio=0.1)), 11)
     assert linear == pytest.approx([1.0 - 0.9 * i / 11 for i in range(11)])  # as HF: min reached after the last step
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, tiny_model_dir):
+    config = tiny_run_config(tiny_model_dir, tmp_path / "data")
+    folders = [create_run(config, tmp_path / "runs") for _ in range(3)]
+    assert len(set(folders)) == 3 and all((f / "config.json").exists() for f in folders)
