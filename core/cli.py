@@ -6,6 +6,8 @@
     cpt-studio train config.json [--dry-run] [--detach]
     cpt-studio resume RUN_DIR | stop RUN_DIR | runs | show RUN | store rebuild
     cpt-studio import-gguf model.gguf
+    cpt-studio generate RUN --prompt "The patient" [--checkpoints 100,200] [--sample]
+    cpt-studio export RUN CHECKPOINT_STEP DEST [--merge]
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args) or 0
-    except (CorpusError, ValueError, LookupError, FileNotFoundError) as exc:
+    except (CorpusError, ValueError, LookupError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ModelError as exc:
@@ -103,10 +105,36 @@ def _run_commands(commands) -> None:
     show = commands.add_parser("show", help="the key numbers of a run's curves")
     show.add_argument("run_ref", metavar="RUN", help="run folder, name, or a unique prefix of its folder name")
     show.set_defaults(run=cli_runs.show)
+    _checkpoint_commands(commands)
     store = commands.add_parser("store", help="the run store").add_subparsers(title="store commands")
     rebuild = store.add_parser("rebuild", help="re-index every run folder into the store")
     rebuild.add_argument("roots", nargs="*", help="folders holding run folders (default: the data folder's runs)")
     rebuild.set_defaults(run=cli_runs.rebuild)
+
+
+def _checkpoint_commands(commands) -> None:
+    from . import cli_runs
+
+    generate = commands.add_parser("generate", help="continue a prompt with the base model and "
+                                   "checkpoints, side by side (kept in the run's generations.jsonl)")
+    generate.add_argument("run_ref", metavar="RUN", help="run folder, name, or a unique prefix of its folder name")
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--checkpoints", default=None, metavar="STEPS",
+                          help="comma-separated checkpoint steps (default: every kept checkpoint)")
+    generate.add_argument("--max-new-tokens", type=int, default=64)
+    generate.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    generate.add_argument("--temperature", type=float, default=0.8)
+    generate.add_argument("--top-p", type=float, default=0.95)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--json", action="store_true", help="print the outputs as JSON")
+    generate.set_defaults(run=cli_runs.generate)
+    export = commands.add_parser("export", help="write a checkpoint as an HF folder with its "
+                                 "tokenizer and a model card")
+    export.add_argument("run_ref", metavar="RUN", help="run folder, name, or a unique prefix of its folder name")
+    export.add_argument("step", type=int, metavar="CHECKPOINT_STEP")
+    export.add_argument("dest", help="a new or empty folder")
+    export.add_argument("--merge", action="store_true", help="LoRA: merge the adapter into the base weights")
+    export.set_defaults(run=cli_runs.export)
 
 
 def _source_options(parser: argparse.ArgumentParser) -> None:

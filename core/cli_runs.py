@@ -1,4 +1,5 @@
-"""The CLI's run commands: train, resume, stop, demo, import-gguf, runs, show, store rebuild.
+"""The CLI's run commands: train, resume, stop, demo, import-gguf, runs, show, store rebuild,
+generate, export.
 
 Each parses nothing (core.cli did) and calls the library; `follow` prints a running
 run's progress from its events.jsonl, as the GUI reads it.
@@ -175,4 +176,42 @@ def rebuild(args) -> int:
     roots = [Path(r) for r in args.roots] or [runs_dir()]
     count = store.rebuild(store.open_store(), roots)
     print(f"indexed {count} run(s) from {', '.join(map(str, roots))}")
+    return 0
+
+
+def run_folder(run_ref: str) -> Path:
+    """A run given by folder (even one the store has not seen), name or folder-name prefix."""
+    from . import store
+
+    folder = Path(run_ref).expanduser()
+    if RunPaths(folder).config.is_file():
+        return folder.resolve()
+    return Path(store.get_run(store.open_store(), run_ref)["id"])
+
+
+def generate(args) -> int:
+    import json
+
+    from .generate import GenerationSettings, compare_generations
+    from .runs import checkpoint_step, list_checkpoints
+
+    run_dir = run_folder(args.run_ref)
+    steps = ([int(s) for s in args.checkpoints.split(",") if s.strip()] if args.checkpoints
+             else [checkpoint_step(p) for p in list_checkpoints(run_dir)])
+    settings = GenerationSettings(args.max_new_tokens, not args.sample, args.temperature,
+                                  args.top_p, args.seed)
+    outputs = compare_generations(run_dir, args.prompt, steps, settings)
+    if args.json:
+        print(json.dumps(outputs, indent=1, ensure_ascii=False))
+    else:
+        for name, text in outputs.items():
+            print(f"--- {name}\n{args.prompt}{text}")
+    return 0
+
+
+def export(args) -> int:
+    from .export import export_checkpoint
+
+    folder = export_checkpoint(run_folder(args.run_ref), args.step, Path(args.dest), merge_lora=args.merge)
+    print(f"exported step {args.step} to {folder}")
     return 0

@@ -1,20 +1,31 @@
-"""The main window: the runs list from the store, New run, Demo, and a monitor per run.
+"""The main window: the run history from the store, New run, Demo, and a monitor per run.
 
 On start it indexes every run folder (so runs started while the app was closed appear) and
-re-attaches: a running run's monitor shows its live curves whatever started it.
+re-attaches: a running run's monitor shows its live curves whatever started it. The history
+filters by model and state; the selected runs can be monitored, compared, generated with,
+exported, renamed, deleted, or opened in the file manager (buttons and a context menu).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import shutil
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import QSettings, Qt, QTimer, QUrl
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
     QFileDialog,
     QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QPushButton,
     QTableWidget,
@@ -24,13 +35,18 @@ from PySide6.QtWidgets import (
 )
 
 from core import store
-from core.runs import run_state, runs_dir, start_worker
+from core.paths import data_dir
+from core.runs import run_state, runs_dir, start_worker, worker_pid
 
+from .checkpoint_actions import export_with_dialog
+from .generation import GenerationWindow
 from .jobs import Job
 from .monitor import MonitorWindow
 from .wizard import RunWizard
 
 COLUMNS = ("name", "state", "base model", "started", "tokens", "domain gain", "forgetting")
+STATES = ("created", "running", "finished", "stopped", "failed")
+HAS_COMPARE = importlib.util.find_spec("gui.compare") is not None
 
 
 class MainWindow(QMainWindow):
@@ -44,6 +60,10 @@ class MainWindow(QMainWindow):
         self.table = QTableWidget(0, len(COLUMNS), objectName="runs")
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QTableWidget.SelectionMode.ExtendedSelection)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._on_context_menu)
+        self.table.itemSelectionChanged.connect(self._on_selection_changed)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.cellDoubleClicked.connect(self._on_run_double_clicked)
@@ -53,10 +73,13 @@ class MainWindow(QMainWindow):
         for widget in (self.new_button, self.demo_button, QPushButton("Refresh", clicked=self.refresh)):
             buttons.addWidget(widget)
         buttons.addStretch(1)
+        self.windows: list[QWidget] = []  # generation and comparison windows, kept alive
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.addLayout(buttons)
+        layout.addLayout(self._filter_row())
         layout.addWidget(self.table)
+        layout.addLayout(self._run_buttons())
         self.setCentralWidget(central)
         self._menus()
         self.resize(1000, 500)
@@ -71,14 +94,88 @@ class MainWindow(QMainWindow):
                                triggered=self._on_open_folder))
         menu.addAction(QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close))
 
+    def _filter_row(self) -> QHBoxLayout:
+        self.model_filter = QLineEdit(placeholderText="any model", clearButtonEnabled=True)
+        self.model_filter.textChanged.connect(self.refresh)
+        self.state_filter = QComboBox()
+        self.state_filter.addItem("any state", None)
+        for state in STATES:
+            self.state_filter.addItem(state, state)
+        self.state_filter.currentIndexChanged.connect(self.refresh)
+        row = QHBoxLayout()
+        for widget in (QLabel("Model:"), self.model_filter, QLabel("State:"), self.state_filter):
+            row.addWidget(widget)
+        row.addStretch(1)
+        return row
+
+    def _run_buttons(self) -> QHBoxLayout:
+        """One action per thing a user does with selected runs; the buttons and the context
+        menu share them."""
+        compare_tip = ("Compare the selected runs' curves and checkpoints" if HAS_COMPARE
+                       else "The comparison view is not installed in this version")
+        self.run_actions = {
+            "monitor": QAction("Open monitor", self, triggered=self._on_open_monitor),
+            "compare": QAction("Compare selected", self, triggered=self.compare_selected,
+                               toolTip=compare_tip),
+            "generate": QAction("Generate…", self, triggered=self.open_generation,
+                                toolTip="Continue a prompt with the base model and checkpoints"),
+            "export": QAction("Export checkpoint…", self, triggered=self._on_export),
+            "rename": QAction("Rename…", self, triggered=self._on_rename),
+            "delete": QAction("Delete…", self, triggered=self._on_delete),
+            "folder": QAction("Open folder", self, triggered=self._on_open_run_folder),
+        }
+        row = QHBoxLayout()
+        self.run_buttons = {}
+        for key, action in self.run_actions.items():
+            button = QPushButton(action.text(), toolTip=action.toolTip())
+            button.clicked.connect(action.trigger)
+            self.run_buttons[key] = button
+            row.addWidget(button)
+        row.addStretch(1)
+        self._on_selection_changed()
+        return row
+
+    def _on_selection_changed(self) -> None:
+        count = len(self.selected_ids())
+        enabled = {key: count == 1 for key in self.run_actions}
+        enabled["compare"] = HAS_COMPARE and count >= 1
+        enabled["delete"] = count >= 1
+        for key, action in self.run_actions.items():
+            action.setEnabled(enabled[key])
+            self.run_buttons[key].setEnabled(enabled[key])
+
+    def _on_context_menu(self, position) -> None:
+        menu = QMenu(self)
+        menu.addActions(list(self.run_actions.values()))
+        menu.exec(self.table.viewport().mapToGlobal(position))
+
+    def selected_ids(self) -> list[str]:
+        rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
+        return [self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) for row in rows]
+
+    def select_runs(self, run_ids: list[str]) -> None:
+        self.table.clearSelection()
+        mode = self.table.selectionMode()
+        self.table.setSelectionMode(QTableWidget.SelectionMode.MultiSelection)
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) in run_ids:
+                self.table.selectRow(row)
+        self.table.setSelectionMode(mode)
+
     # --- runs ---------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Index every run folder, then list the runs with their live state."""
+        """Index every run folder, then list the runs that pass the filters, with their live
+        state, keeping the selection."""
+        forgotten = _forgotten()
         for folder in store.run_folders(self.runs_root) if self.runs_root.exists() else []:
+            if str(folder.resolve()) in forgotten:
+                continue
             row = self.db["runs"].get(str(folder.resolve())) if self._known(folder) else None
             if row is None or row["state"] in (None, "running", "created"):
                 store.index_run(self.db, folder)
-        self.runs = store.list_runs(self.db)
+        selected = self.selected_ids()
+        self.runs = store.list_runs(self.db, state=self.state_filter.currentData(),
+                                    model=self.model_filter.text().strip() or None)
         self.table.setRowCount(len(self.runs))
         for i, run in enumerate(self.runs):
             state = run_state(Path(run["id"])).get("state", run["state"])
@@ -89,6 +186,7 @@ class MainWindow(QMainWindow):
                 item = QTableWidgetItem(str(text))
                 item.setData(Qt.ItemDataRole.UserRole, run["id"])
                 self.table.setItem(i, j, item)
+        self.select_runs(selected)
 
     def _known(self, folder: Path) -> bool:
         return self.db["runs"].count_where("id = ?", [str(folder.resolve())]) > 0
@@ -103,6 +201,89 @@ class MainWindow(QMainWindow):
         recent = [key] + [r for r in self.settings.value("recent_runs", [], list) if r != key]
         self.settings.setValue("recent_runs", recent[:10])
         return self.monitors[key]
+
+    def _on_open_monitor(self) -> None:
+        self.open_monitor(Path(self.selected_ids()[0]))
+
+    def compare_selected(self) -> QWidget | None:
+        if not HAS_COMPARE:
+            return None
+        from .compare import CompareWindow
+
+        window = CompareWindow(self.db, self.selected_ids(), parent=None)
+        self.windows.append(window)
+        window.show()
+        return window
+
+    def open_generation(self) -> GenerationWindow:
+        window = GenerationWindow(self.db, self.selected_ids()[0])
+        window.resize(1100, 700)
+        self.windows.append(window)
+        window.show()
+        return window
+
+    def _on_export(self) -> None:
+        run_id = self.selected_ids()[0]
+        checkpoints = [c for c in store.run_checkpoints(self.db, run_id) if c["exists"]]
+        if not checkpoints:
+            QMessageBox.information(self, "Export", "This run has no checkpoint yet.")
+            return
+        labels = [f"step {c['step']}" + (" (recommended)" if c["recommended"] else "")
+                  for c in checkpoints]
+        first = next((i for i, c in enumerate(checkpoints) if c["recommended"]), len(labels) - 1)
+        label, ok = QInputDialog.getItem(self, "Export checkpoint", "Checkpoint:", labels, first, False)
+        if ok:
+            step = checkpoints[labels.index(label)]["step"]
+            self._export_job = export_with_dialog(self, Path(run_id), step)
+            if self._export_job is not None:
+                self._export_job.finished.connect(
+                    lambda folder: self.statusBar().showMessage(f"exported to {folder}"))
+                self._export_job.failed.connect(
+                    lambda message: QMessageBox.warning(self, "Export", message))
+
+    def _on_rename(self) -> None:
+        run = store.get_run(self.db, self.selected_ids()[0])
+        name, ok = QInputDialog.getText(self, "Rename run", "Name:", text=run["name"] or "")
+        if ok and name.strip():
+            store.rename_run(self.db, run["id"], name)
+            self.refresh()
+
+    def _on_delete(self) -> None:
+        run_ids = self.selected_ids()
+        running = [r for r in run_ids if worker_pid(Path(r)) is not None]
+        if running:
+            QMessageBox.warning(self, "Delete", "A running run cannot be deleted; stop it first:\n"
+                                + "\n".join(running))
+            return
+        confirmed, with_folder = self.confirm_delete(run_ids)
+        if confirmed:
+            self.delete_runs(run_ids, with_folder)
+
+    def confirm_delete(self, run_ids: list[str]) -> tuple[bool, bool]:
+        """(delete?, also the folders?) from a confirmation with an 'also delete' checkbox."""
+        box = QMessageBox(QMessageBox.Icon.Warning, "Delete",
+                          f"Remove {len(run_ids)} run(s) from the history?\n" + "\n".join(run_ids),
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
+        box.setCheckBox(QCheckBox("Also delete the run folder(s) with their checkpoints"))
+        confirmed = box.exec() == QMessageBox.StandardButton.Yes
+        return confirmed, box.checkBox().isChecked()
+
+    def delete_runs(self, run_ids: list[str], with_folder: bool) -> None:
+        """Forget the runs; delete their folders too when asked. A kept folder is not indexed
+        again by refresh."""
+        forgotten = _forgotten()
+        for run_id in run_ids:
+            store.delete_run(self.db, run_id)
+            if with_folder:
+                shutil.rmtree(run_id, ignore_errors=True)
+                forgotten.discard(run_id)
+            else:
+                forgotten.add(run_id)
+        forgotten_file().write_text(json.dumps(sorted(forgotten), indent=1), encoding="utf-8")
+        self.refresh()
+
+    def _on_open_run_folder(self) -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(self.selected_ids()[0]))
 
     def _on_run_double_clicked(self, row: int, _column: int) -> None:
         self.open_monitor(Path(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)))
@@ -146,6 +327,16 @@ class MainWindow(QMainWindow):
         self.demo_button.setText("Demo")
         self.demo_button.setEnabled(True)
         QMessageBox.warning(self, "Demo", f"The demo could not start:\n{message}")
+
+
+def forgotten_file() -> Path:
+    return data_dir() / "forgotten_runs.json"
+
+
+def _forgotten() -> set[str]:
+    """Runs deleted from the history whose folders were kept: refresh does not index them."""
+    path = forgotten_file()
+    return set(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else set()
 
 
 def _percent(value) -> str:

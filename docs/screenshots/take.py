@@ -1,9 +1,12 @@
 """Screenshots of every wizard page and of the run monitor, for the docs and for review.
 
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py [RUN_DIR]
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py --history RUN_DIR [PROMPT]
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py compare   # only compare-*.png
 
 The wizard is filled with the demo's setup (the demo model and corpus). The monitor shows
 RUN_DIR if given (take it while a run is going), else the newest run in the data folder.
+The comparison view shows three hand-written runs (replay 0%, 5%, 15%; tests/compare_runs.py).
 """
 
 from __future__ import annotations
@@ -70,10 +73,76 @@ def monitor(app, run_dir: Path) -> None:
     window.grab().save(str(HERE / "monitor.png"))
 
 
+def compare(app, db, run_ids: list[str]) -> None:
+    """compare-checkpoints.png (one run's row selected), compare-curves.png, compare-settings.png."""
+    from gui.compare import CompareWindow
+
+    window = CompareWindow(db, run_ids)
+    window.resize(1200, 900)
+    window.show()
+    recommended = next(i for i, row in enumerate(window.rows) if row["recommended"])
+    window.table.selectRow(recommended)
+    for index, name in enumerate(("checkpoints", "curves", "settings")):
+        window.tabs.setCurrentIndex(index)
+        settle(app)
+        window.grab().save(str(HERE / f"compare-{name}.png"))
+
+
+def compare_example(app) -> None:
+    import tempfile
+
+    from core.store import open_store
+
+    sys.path.insert(0, str(HERE.parent.parent / "tests"))
+    from compare_runs import three_runs
+
+    db = open_store(":memory:")
+    with tempfile.TemporaryDirectory() as root:
+        compare(app, db, three_runs(db, Path(root)))
+
+
+def history_and_generation(app, run_dir: Path, prompt: str) -> None:
+    """history.png: the run history with RUN_DIR's folder of runs; generation.png: RUN_DIR's
+    base model and checkpoints continuing `prompt`."""
+    from PySide6.QtCore import Qt
+
+    from core.runs import checkpoint_step, list_checkpoints
+    from gui.generation import GenerationWindow
+    from gui.main_window import MainWindow
+
+    window = MainWindow(runs_root=run_dir.parent)
+    window.resize(1100, 450)
+    window.show()
+    window.select_runs([str(run_dir.resolve())])
+    settle(app)
+    window.grab().save(str(HERE / "history.png"))
+    generation = GenerationWindow(window.db, str(run_dir.resolve()))
+    generation.resize(1200, 700)
+    generation.show()
+    generation.prompt.setPlainText(prompt)
+    steps = {checkpoint_step(p) for p in list_checkpoints(run_dir)}
+    for i in range(generation.checkpoints.count()):
+        item = generation.checkpoints.item(i)
+        if item.data(Qt.ItemDataRole.UserRole) in (max(steps), sorted(steps)[len(steps) // 2]):
+            item.setCheckState(Qt.CheckState.Checked)
+    generation.max_tokens.setValue(40)
+    settle(app, [generation.generate()])
+    generation.grab().save(str(HERE / "generation.png"))
+
+
 def main() -> None:
     from core.runs import runs_dir
 
     app = QApplication([])
+    if sys.argv[1:2] == ["--history"]:
+        history_and_generation(app, Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3
+                               else "The patient received")
+        print(f"saved in {HERE}")
+        return
+    compare_example(app)
+    if sys.argv[1:] == ["compare"]:
+        print(f"saved in {HERE}")
+        return
     wizard_pages(app)
     run_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else max(runs_dir().iterdir(), key=lambda p: p.stat().st_mtime)
     monitor(app, run_dir)

@@ -1,0 +1,133 @@
+"""What the comparison view shows, without Qt: settings that differ, legend labels, and the
+checkpoint rows of several runs with their probe and benchmark scores.
+
+    configs = {run["id"]: run["config"] for run in runs}
+    config_differences(configs, differences_only=True)  # [("corpus.replay_ratio", {id: 0.05, ...})]
+    run_labels(configs)                                   # {id: "replay 5%, lr 2e-05"}
+    comparison_rows(db, run_ids)                          # one dict per checkpoint, all runs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .store import get_run, run_checkpoints, run_events
+
+MISSING = object()
+"""A setting one run's config lacks (an older config): differs from every value."""
+SHORT_NAMES = {"corpus.replay_ratio": "replay", "schedule.peak_lr": "lr",
+               "method.kind": "method", "method.lora_rank": "LoRA r", "ewc.enabled": "EWC",
+               "ewc.strength": "EWC strength", "tokenizer.extend": "new tokens",
+               "schedule.max_steps": "steps", "schedule.token_budget": "tokens",
+               "model.name_or_path": "model", "guard.threshold": "guard"}
+"""Legend words for the settings people vary most; others use their last part."""
+PERCENT_SETTINGS = {"corpus.replay_ratio", "guard.threshold", "checkpoints.recommend_max_forgetting"}
+SCORE_EVENTS = ("probe", "benchmark")
+NOT_SCORES = ("type", "time", "step", "tokens", "name")
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections as dotted paths: {"corpus": {"replay_ratio": 0.05}} ->
+    {"corpus.replay_ratio": 0.05}. Lists (the corpus sources) stay whole values."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_config(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def config_differences(configs: Mapping[str, Mapping[str, Any]], differences_only: bool = False
+                       ) -> list[tuple[str, dict[str, Any]]]:
+    """Every setting as (dotted path, {run_id: value}), in the order the configs list them;
+    `differences_only` keeps those whose value is not the same in every run. A run whose
+    config lacks a setting has MISSING there."""
+    flat = {run_id: flatten_config(config) for run_id, config in configs.items()}
+    paths = list(dict.fromkeys(path for settings in flat.values() for path in settings))
+    rows = []
+    for path in paths:
+        values = {run_id: settings.get(path, MISSING) for run_id, settings in flat.items()}
+        if not differences_only or _differ(list(values.values())):
+            rows.append((path, values))
+    return rows
+
+
+def _differ(values: list[Any]) -> bool:
+    return any(value is MISSING or value != values[0] for value in values)
+
+
+def format_setting(path: str, value: Any) -> str:
+    """A setting's value as the legend and the config table show it."""
+    if value is MISSING:
+        return "-"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if path in PERCENT_SETTINGS and isinstance(value, (int, float)):
+        return f"{value * 100:g}%"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ", ".join(str(v.get("path", v)) if isinstance(v, Mapping) else str(v)
+                         for v in value) or "none"
+    return "none" if value is None else str(value)
+
+
+def run_label(config: Mapping[str, Any], differing_paths: list[str], most: int = 3) -> str:
+    """A short legend naming what differs, e.g. "replay 5%, lr 2e-05" (the first `most`
+    settings, then "…"); the run's name when nothing but the name differs."""
+    flat = flatten_config(config)
+    shown = [path for path in differing_paths if path != "name"]
+    parts = [f"{SHORT_NAMES.get(path, path.rsplit('.', 1)[-1].replace('_', ' '))} "
+             f"{format_setting(path, flat.get(path, MISSING))}" for path in shown[:most]]
+    return ", ".join(parts) + (", …" if len(shown) > most else "") or str(config.get("name") or "run")
+
+
+def run_labels(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """The legend text of each run: what differs between these runs' configs, settings
+    every run has first (a setting an older config lacks says less)."""
+    rows = config_differences(configs, differences_only=True)
+    rows.sort(key=lambda row: any(value is MISSING for value in row[1].values()))
+    differing = [path for path, _ in rows]
+    return {run_id: run_label(config, differing) for run_id, config in configs.items()}
+
+
+def checkpoint_extras(events: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
+    """Probe and benchmark scores by step: an event {"name": "medqa", "score": 0.41} gives
+    the column "medqa"; its other numbers give "medqa <field>" ("benchmark <field>" when
+    the event has no name)."""
+    extras: dict[int, dict[str, float]] = {}
+    for event in events:
+        scores = extras.setdefault(event.get("step"), {})
+        name = event.get("name")
+        for field, value in event.items():
+            if field not in NOT_SCORES and _is_number(value):
+                column = str(name) if name and field == "score" else f"{name or event['type']} {field}"
+                scores[column] = value
+    return extras
+
+
+def comparison_rows(db, run_ids: list[str]) -> list[dict[str, Any]]:
+    """Every checkpoint of these runs (store columns, the run's name and label, and its probe
+    and benchmark scores at that step), run by run, step by step."""
+    runs = {run_id: get_run(db, run_id) for run_id in run_ids}
+    labels = run_labels({run_id: run["config"] for run_id, run in runs.items()})
+    rows = []
+    for run_id, run in runs.items():
+        events = [e for kind in SCORE_EVENTS for e in run_events(db, run_id, kind)]
+        extras = checkpoint_extras(events)
+        for checkpoint in run_checkpoints(db, run_id):
+            rows.append({**checkpoint, "run_name": run["name"], "label": labels[run_id],
+                         "scores": extras.get(checkpoint["step"], {})})
+    return rows
+
+
+def score_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The probe and benchmark columns any of the rows has, in first-seen order."""
+    return list(dict.fromkeys(name for row in rows for name in row["scores"]))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,126 @@
+"""Export a checkpoint as an ordinary HF folder, with its tokenizer and a model card.
+
+    export_checkpoint(run_dir, 200, Path("~/models/med-cpt-200"))              # as trained
+    export_checkpoint(lora_run_dir, 200, Path("~/models/med-merged"), merge_lora=True)
+
+A full checkpoint gives its weights; a LoRA checkpoint gives its adapter (loadable with
+peft on the base model), or with `merge_lora` the base with the adapter merged in. The
+README.md records the run's settings and its scores at that step, read from the run's
+events. The folder is written beside `dest` and renamed into place, so it is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .events import read_events, timeline
+from .generate import checkpoint_folder, is_adapter, load_for_generation
+from .runs import RunPaths, read_json
+
+TRAINING_STATE = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin",
+                  "trainer_state.json", "README.md"}
+"""Checkpoint files that only resuming needs (and peft's stub card, replaced by ours)."""
+
+
+def export_checkpoint(run_dir: Path | str, step: int, dest: Path | str, *,
+                      merge_lora: bool = False) -> Path:
+    """Write the checkpoint at `step` into the new folder `dest`; returns it."""
+    run_dir, dest = Path(run_dir).resolve(), Path(dest).expanduser().resolve()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise FileExistsError(f"{dest} already exists and is not empty; choose a new or empty "
+                              "folder, so nothing there is overwritten")
+    source = checkpoint_folder(run_dir, step)
+    config = read_json(RunPaths(run_dir).config)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    adapter = is_adapter(source)
+    if adapter and merge_lora:
+        _save_merged(source, tmp)
+    else:
+        shutil.copytree(source, tmp, ignore=lambda _d, names: [n for n in names if n in TRAINING_STATE])
+    kind = "merged" if adapter and merge_lora else "adapter" if adapter else "full"
+    card = model_card(config, step, kind, checkpoint_scores(run_dir, step))
+    (tmp / "README.md").write_text(card, encoding="utf-8")
+    if dest.exists():
+        dest.rmdir()  # empty, checked above
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(tmp, dest)
+    return dest
+
+
+def _save_merged(source: Path, folder: Path) -> None:
+    model, tokenizer = load_for_generation(source)
+    merged = model.merge_and_unload()
+    merged.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    if (source / "run_config.json").is_file():
+        shutil.copy(source / "run_config.json", folder / "run_config.json")
+
+
+def checkpoint_scores(run_dir: Path | str, step: int) -> dict[str, Any]:
+    """The baseline evaluation, the evaluation at `step`, and any benchmark or probe events
+    at `step`, from the run's events (the last of each when a resume repeated a step)."""
+    path = RunPaths(Path(run_dir)).events
+    events = timeline(read_events(path)[0]) if path.is_file() else []
+    evals = [e for e in events if e.get("type") == "eval"]
+    return {"baseline": next((e for e in evals if e.get("baseline")), None),
+            "at_step": next((e for e in reversed(evals) if e.get("step") == step), None),
+            "other": [e for e in events if e.get("type") in ("benchmark", "probe")
+                      and e.get("step") == step]}
+
+
+def model_card(config: dict, step: int, kind: str, scores: dict[str, Any]) -> str:
+    """README.md of an exported checkpoint: what it is, how it was trained, how it scored."""
+    model = config.get("model", {}).get("name_or_path", "?")
+    what = {"full": "full weights", "adapter": "a LoRA adapter (load it with peft on the base "
+            "model)", "merged": "the base model with the LoRA adapter merged in"}[kind]
+    lines = [f"# {config.get('name', 'run')}, step {step}", "",
+             f"Continual pre-training of `{model}` with CPT Studio; this folder holds {what}, "
+             "with the tokenizer the run trained with.", "", "## Training settings", ""]
+    lines += [f"- {label}: {value}" for label, value in _settings(config)]
+    lines += ["", "## Scores at this step", ""] + _score_lines(scores)
+    lines += ["", "## Full run configuration", "", "```json", json.dumps(config, indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def _settings(config: dict) -> list[tuple[str, Any]]:
+    method, schedule = config.get("method", {}), config.get("schedule", {})
+    batch, corpus = config.get("batch", {}), config.get("corpus", {})
+    kind = method.get("kind", "full")
+    if kind == "lora":
+        kind = f"LoRA r={method.get('lora_rank')} alpha={method.get('lora_alpha')}"
+    return [("base model", config.get("model", {}).get("name_or_path")), ("method", kind),
+            ("peak learning rate", schedule.get("peak_lr")), ("decay", schedule.get("decay")),
+            ("steps", schedule.get("max_steps")), ("replay ratio", corpus.get("replay_ratio")),
+            ("batch", f"{batch.get('micro_batch')} x {batch.get('grad_accum')} sequences of "
+                      f"{batch.get('seq_len')} tokens"),
+            ("tokenizer extended", bool(config.get("tokenizer", {}).get("extend"))),
+            ("EWC", bool(config.get("ewc", {}).get("enabled")))]
+
+
+def _score_lines(scores: dict[str, Any]) -> list[str]:
+    base, at = scores["baseline"], scores["at_step"]
+    if at is None:
+        return ["No evaluation at this step."]
+    lines = ["| | baseline | this step |", "|---|---|---|"]
+    for label, field in (("domain perplexity", "domain_ppl"), ("general perplexity", "general_ppl")):
+        lines.append(f"| {label} | {_number(base, field)} | {_number(at, field)} |")
+    lines += ["", f"- domain gain: {_percent(at.get('domain_gain'))}",
+              f"- forgetting: {_percent(at.get('forgetting'))}"]
+    for event in scores["other"]:
+        fields = {k: v for k, v in event.items() if k not in ("type", "time", "step")}
+        lines.append(f"- {event['type']}: {json.dumps(fields)}")
+    return lines
+
+
+def _number(event: dict | None, field: str) -> str:
+    value = event and event.get(field)
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+
+def _percent(value: float | None) -> str:
+    return f"{value:+.2%}" if isinstance(value, (int, float)) else "-"

@@ -1,0 +1,94 @@
+"""Domain gain against forgetting, one point per checkpoint, coloured by run: each run's
+Pareto front as a dashed line, its recommended checkpoint bigger and outlined. Clicking a
+point selects that checkpoint (and its table row)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+
+from .charts import ReadableAxis
+
+RUN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+               "#17becf")
+
+
+def run_colour(i: int) -> str:
+    return RUN_COLOURS[i % len(RUN_COLOURS)]
+
+
+def _known(row: dict[str, Any]) -> bool:
+    return all(isinstance(row[k], (int, float)) and math.isfinite(row[k])
+               for k in ("domain_gain", "forgetting"))
+
+
+class GainForgettingScatter(pg.PlotWidget):
+    checkpoint_selected = Signal(int)
+    """The index (into `rows`) of the clicked checkpoint."""
+
+    def __init__(self, rows: list[dict[str, Any]], parent=None):
+        super().__init__(parent, background="w",
+                         axisItems={"left": ReadableAxis("left"), "bottom": ReadableAxis("bottom")})
+        self.rows = rows
+        plot = self.getPlotItem()
+        plot.setTitle("<span style='color:#333'>domain gain against forgetting "
+                      "(right and low is better)</span>")
+        plot.setLabel("bottom", "domain gain %")
+        plot.setLabel("left", "forgetting %")
+        plot.showGrid(x=True, y=True, alpha=0.15)
+        for axis in ("left", "bottom"):
+            plot.getAxis(axis).setPen("#666666")
+            plot.getAxis(axis).setTextPen("#333333")
+        self.legend = plot.addLegend(offset=(10, 10), labelTextColor="#333333")  # the worst corner
+        self.points: dict[str, pg.ScatterPlotItem] = {}
+        self.fronts: dict[str, pg.PlotDataItem] = {}
+        self._draw()
+        self.selected = pg.ScatterPlotItem(size=22, pen=pg.mkPen("#000000", width=2),
+                                           brush=None, symbol="s")
+        plot.addItem(self.selected)
+
+    def _draw(self) -> None:
+        runs = list(dict.fromkeys(row["run_id"] for row in self.rows))
+        for i, run_id in enumerate(runs):
+            colour = run_colour(i)
+            mine = [(index, row) for index, row in enumerate(self.rows)
+                    if row["run_id"] == run_id and _known(row)]
+            label = next((row["label"] for row in self.rows if row["run_id"] == run_id), "")
+            spots = [{"pos": self.position(row), "data": index,
+                      "size": 18 if row["recommended"] else 10,
+                      "pen": pg.mkPen("#000000", width=2.5) if row["recommended"] else pg.mkPen(colour),
+                      "symbol": "star" if row["recommended"] else "o"} for index, row in mine]
+            item = pg.ScatterPlotItem(spots=spots, size=10, brush=pg.mkBrush(colour), name=label,
+                                      hoverable=True, hoverSize=14)
+            item.sigClicked.connect(self._on_points_clicked)
+            self.addItem(item)
+            self.points[run_id] = item
+            front = sorted((row for _, row in mine if row["pareto"]), key=lambda r: r["forgetting"])
+            line = self.plot([self.position(r)[0] for r in front], [self.position(r)[1] for r in front],
+                             pen=pg.mkPen(colour, width=1.5, style=Qt.PenStyle.DashLine))
+            self.fronts[run_id] = line
+        if any(row["recommended"] for row in self.rows):
+            self.legend.addItem(pg.ScatterPlotItem(symbol="star", size=14, brush=None,
+                                                   pen=pg.mkPen("#000000", width=2)),
+                                "recommended (★)")
+        self.legend.addItem(pg.PlotDataItem(pen=pg.mkPen("#666666", style=Qt.PenStyle.DashLine)),
+                            "Pareto front")
+
+    @staticmethod
+    def position(row: dict[str, Any]) -> tuple[float, float]:
+        return row["domain_gain"] * 100, row["forgetting"] * 100
+
+    def select_checkpoint(self, index: int | None) -> None:
+        """Ring the checkpoint's point (none for a checkpoint without both numbers)."""
+        row = self.rows[index] if index is not None else None
+        self.selected.setData(pos=[self.position(row)] if row and _known(row) else [])
+        self.selected_index = index
+
+    def _on_points_clicked(self, _item, points, _event=None) -> None:
+        if len(points):
+            index = int(points[0].data())
+            self.select_checkpoint(index)
+            self.checkpoint_selected.emit(index)

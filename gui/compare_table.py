@@ -1,0 +1,94 @@
+"""The checkpoints of the compared runs as a table: one row per checkpoint, the store's
+numbers, probe and benchmark scores when a run has them, the recommended one marked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+
+from core.compare import score_columns
+
+COLUMNS = ("run", "step", "tokens seen", "domain ppl", "general ppl", "domain gain",
+           "forgetting")
+VALUE_ROLE = Qt.ItemDataRole.UserRole + 1
+"""The raw number behind a cell's text (None when unknown)."""
+RECOMMENDED_BACKGROUND = "#fff3cd"
+
+
+def _text(column: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if column in ("domain gain", "forgetting"):
+        return f"{value * 100:+.2f}%"
+    if column in ("step", "tokens seen"):
+        return f"{int(value):,}"
+    if column in ("domain ppl", "general ppl"):
+        return f"{value:.3f}"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class CheckpointTable(QTableWidget):
+    checkpoint_selected = Signal(int)
+    """The index (into `rows`) of the checkpoint the user selected."""
+
+    def __init__(self, rows: list[dict[str, Any]], parent=None):
+        super().__init__(parent)
+        self.rows = rows
+        self.scores = score_columns(rows)
+        self.columns = [*COLUMNS, *self.scores, "mark"]
+        self.setColumnCount(len(self.columns))
+        self.setHorizontalHeaderLabels(self.columns)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.verticalHeader().setVisible(False)
+        self.horizontalHeader().setStretchLastSection(True)
+        self._fill()
+        self.resizeColumnsToContents()
+        self.itemSelectionChanged.connect(self._on_selection_changed)
+
+    def _fill(self) -> None:
+        self.setRowCount(len(self.rows))
+        for i, row in enumerate(self.rows):
+            values = {"run": row["label"], "step": row["step"], "tokens seen": row["tokens"],
+                      "domain ppl": row["domain_ppl"], "general ppl": row["general_ppl"],
+                      "domain gain": row["domain_gain"], "forgetting": row["forgetting"],
+                      **{name: row["scores"].get(name) for name in self.scores},
+                      "mark": self.mark(row)}
+            for j, column in enumerate(self.columns):
+                item = QTableWidgetItem(_text(column, values[column]))
+                item.setData(VALUE_ROLE, values[column])
+                if column not in ("run", "mark"):
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if row["recommended"]:
+                    item.setBackground(QBrush(QColor(RECOMMENDED_BACKGROUND)))
+                    font = QFont()
+                    font.setBold(True)
+                    item.setFont(font)
+                self.setItem(i, j, item)
+
+    @staticmethod
+    def mark(row: dict[str, Any]) -> str:
+        if not row["exists"]:
+            return "deleted"
+        return "★ recommended" if row["recommended"] else "Pareto front" if row["pareto"] else ""
+
+    def value(self, row: int, column: str) -> Any:
+        return self.item(row, self.columns.index(column)).data(VALUE_ROLE)
+
+    def select_checkpoint(self, index: int) -> None:
+        if self.currentRow() != index:
+            self.selectRow(index)
+            self.scrollToItem(self.item(index, 0))
+
+    def selected_checkpoint(self) -> int | None:
+        rows = self.selectionModel().selectedRows()
+        return rows[0].row() if rows else None
+
+    def _on_selection_changed(self) -> None:
+        index = self.selected_checkpoint()
+        if index is not None:
+            self.checkpoint_selected.emit(index)

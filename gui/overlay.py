@@ -1,0 +1,96 @@
+"""The curves of several runs on one chart per metric, against tokens seen (runs with
+different batch sizes line up), one colour per run, the legend naming what differs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+
+from core.store import run_evaluations, run_metrics
+
+from .charts import ReadableAxis, decimate
+from .compare_scatter import run_colour
+
+METRICS = (("loss", "training loss"), ("domain_ppl", "domain perplexity"),
+           ("general_ppl", "general perplexity"), ("forgetting", "forgetting %"))
+LEGEND_OFFSETS = {"loss": (-10, 5), "domain_ppl": (-10, 5), "general_ppl": (10, 5),
+                  "forgetting": (10, 5)}
+"""Top right for the falling curves, top left for the rising ones: the corner they leave free."""
+EMPTY = {"loss": "no training steps logged yet",
+         "domain_ppl": "no evaluation yet", "general_ppl": "no evaluation yet",
+         "forgetting": "no evaluation yet"}
+
+
+class TokensAxis(ReadableAxis):
+    """Token counts as people say them: 50k, 1.5M, 2B."""
+
+    def tickStrings(self, values, scale, spacing):
+        return [_tokens(v) for v in values]
+
+
+def _tokens(n: float) -> str:
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+class RunOverlay(pg.GraphicsLayoutWidget):
+    def __init__(self, db, run_ids: list[str], labels: dict[str, str], parent=None):
+        super().__init__(parent)
+        self.setBackground("w")
+        self.db, self.run_ids, self.labels = db, run_ids, labels
+        self.plots: dict[str, pg.PlotItem] = {}
+        self.curves: dict[tuple[str, str], pg.PlotDataItem] = {}
+        """(metric, run id) -> its curve."""
+        for k, (metric, title) in enumerate(METRICS):
+            self._plot(metric, title, row=k // 2, col=k % 2)
+        first = self.plots["loss"]
+        for plot in self.plots.values():
+            if plot is not first:
+                plot.setXLink(first)
+        for i, run_id in enumerate(run_ids):
+            self._draw_run(run_id, run_colour(i))
+        self._empty_messages()
+
+    def _plot(self, metric: str, title: str, row: int, col: int) -> None:
+        plot = self.addPlot(row=row, col=col, title=f"<span style='color:#333'>{title}</span>",
+                            axisItems={"left": ReadableAxis("left"), "bottom": TokensAxis("bottom")})
+        plot.setLabel("bottom", "tokens seen")
+        plot.showGrid(x=False, y=True, alpha=0.15)
+        for axis in ("left", "bottom"):
+            plot.getAxis(axis).setPen("#666666")
+            plot.getAxis(axis).setTextPen("#333333")
+        plot.addLegend(offset=LEGEND_OFFSETS[metric], labelTextColor="#333333")
+        self.plots[metric] = plot
+
+    def _draw_run(self, run_id: str, colour: str) -> None:
+        loss = run_metrics(self.db, run_id, "loss")
+        evals = run_evaluations(self.db, run_id)
+        data = {"loss": ([t for _, t, _ in loss], [v for _, _, v in loss])}
+        for metric in ("domain_ppl", "general_ppl", "forgetting"):
+            scale = 100 if metric == "forgetting" else 1
+            data[metric] = ([e["tokens"] for e in evals],
+                            [e[metric] * scale if e[metric] is not None else np.nan for e in evals])
+        for metric, (x, y) in data.items():
+            x, y = decimate(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
+            pen = pg.mkPen(colour, width=1 if metric == "loss" else 2)
+            symbol = None if metric == "loss" else "o"
+            self.curves[(metric, run_id)] = self.plots[metric].plot(
+                x, y, pen=pen, name=self.labels[run_id], symbol=symbol, symbolSize=5,
+                symbolBrush=colour, symbolPen=colour)
+
+    def _empty_messages(self) -> None:
+        """A chart no run has data for says why, in its middle."""
+        self.empty_labels: dict[str, pg.TextItem] = {}
+        for metric, plot in self.plots.items():
+            if not any(_points(self.curves[(metric, r)]) for r in self.run_ids):
+                label = pg.TextItem(EMPTY[metric], color="#888888", anchor=(0.5, 0.5))
+                plot.addItem(label, ignoreBounds=True)
+                (x0, x1), (y0, y1) = plot.viewRange()
+                label.setPos((x0 + x1) / 2, (y0 + y1) / 2)
+                self.empty_labels[metric] = label
+
+
+def _points(curve: pg.PlotDataItem) -> int:
+    return 0 if curve.xData is None else len(curve.xData)

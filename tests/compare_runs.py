@@ -1,0 +1,76 @@
+"""Run folders written by hand for the comparison view: checkpoints with chosen domain gain
+and forgetting, so the recommended one and the Pareto front are known in advance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from core.events import EventWriter
+
+BASE_DOMAIN_PPL, BASE_GENERAL_PPL = 40.0, 20.0
+TOKENS_PER_STEP = 4096
+REPLAY_0 = [(10, 0.05, 0.01), (20, 0.10, 0.02), (30, 0.12, 0.05), (40, 0.11, 0.06)]
+"""(step, domain gain, forgetting): 20 is recommended (most gain within 3%); 10, 20 and 30
+are the Pareto front; 40 is beaten by 30."""
+REPLAY_5 = [(10, 0.045, 0.008), (20, 0.095, 0.015), (30, 0.11, 0.03), (40, 0.105, 0.04)]
+REPLAY_15 = [(10, 0.03, 0.005), (20, 0.08, 0.01), (30, 0.09, 0.025)]
+"""All on the front; 30 is recommended."""
+
+
+def write_compare_run(folder: Path, name: str, replay_ratio: float, peak_lr: float,
+                      checkpoints: list[tuple[int, float, float]], benchmarks: dict | None = None
+                      ) -> Path:
+    """A finished run: a step event per step, an eval and a checkpoint at each point, and
+    `benchmarks` ({step: {"medqa": 0.41}}) as benchmark events."""
+    folder.mkdir(parents=True)
+    config = {"name": name, "seed": 0, "model": {"name_or_path": "org/tiny"},
+              "corpus": {"replay_ratio": replay_ratio, "skip_bad": False},
+              "schedule": {"peak_lr": peak_lr, "warmup_ratio": 0.01, "decay": "cosine"},
+              "checkpoints": {"interval": 10, "recommend_max_forgetting": 0.03}}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    out = EventWriter(folder / "events.jsonl")
+    last = checkpoints[-1][0]
+    out.emit("status", 0, state="running", phase="training", total_steps=last)
+    out.emit("eval", 0, baseline=True, tokens=0, **_scores(0.0, 0.0))
+    points = {step: (gain, forgetting) for step, gain, forgetting in checkpoints}
+    for step in range(1, last + 1):
+        tokens = step * TOKENS_PER_STEP
+        out.emit("step", step, tokens=tokens, loss=3.0 - 0.02 * step - replay_ratio,
+                 lr=peak_lr, tokens_per_second=5000.0)
+        if step in points:
+            path = f"checkpoints/step-{step:06d}"
+            (folder / path).mkdir(parents=True)
+            out.emit("eval", step, baseline=False, tokens=tokens, **_scores(*points[step]))
+            out.emit("checkpoint", step, tokens=tokens, path=path)
+        for benchmark, score in (benchmarks or {}).get(step, {}).items():
+            out.emit("benchmark", step, name=benchmark, score=score)
+    out.emit("status", last, state="finished", phase="done", exit_code=0)
+    out.close()
+    return folder
+
+
+def _scores(gain: float, forgetting: float) -> dict:
+    return {"domain_ppl": BASE_DOMAIN_PPL * (1 - gain),
+            "general_ppl": BASE_GENERAL_PPL * (1 + forgetting),
+            "domain_gain": gain, "forgetting": forgetting}
+
+
+def two_runs(db, root: Path) -> list[str]:
+    """Replay 0% (with a benchmark at step 20) and replay 15%, indexed; their ids."""
+    from core.store import index_run
+
+    a = write_compare_run(root / "replay-0", "replay-0", 0.0, 2e-5, REPLAY_0,
+                          benchmarks={20: {"medqa": 0.41}, 40: {"medqa": 0.44}})
+    b = write_compare_run(root / "replay-15", "replay-15", 0.15, 1e-5, REPLAY_15)
+    return [index_run(db, a), index_run(db, b)]
+
+
+def three_runs(db, root: Path) -> list[str]:
+    """Replay 0%, 5% and 15% at the same learning rate (the screenshots)."""
+    from core.store import index_run
+
+    folders = [write_compare_run(root / f"replay-{p}", f"replay-{p}", p / 100, 2e-5, points,
+                                 benchmarks={20: {"medqa": 0.40 + p / 1000}})
+               for p, points in ((0, REPLAY_0), (5, REPLAY_5), (15, REPLAY_15))]
+    return [index_run(db, folder) for folder in folders]

@@ -1,0 +1,184 @@
+"""The comparison view: settings that differ, legend labels, and, offscreen, the checkpoints
+table and scatter showing the store's numbers, selection both ways, and the overlay."""
+
+import numpy as np
+import pytest
+from compare_runs import REPLAY_0, REPLAY_15, two_runs
+
+from core import store
+from core.compare import (
+    MISSING,
+    checkpoint_extras,
+    config_differences,
+    flatten_config,
+    run_label,
+    run_labels,
+)
+
+A = {"name": "a", "corpus": {"replay_ratio": 0.05, "domain": [{"path": "d.jsonl"}]},
+     "schedule": {"peak_lr": 2e-5, "decay": "cosine"}}
+B = {"name": "b", "corpus": {"replay_ratio": 0.15, "domain": [{"path": "d.jsonl"}]},
+     "schedule": {"peak_lr": 2e-5, "decay": "cosine"}, "ewc": {"enabled": True}}
+
+
+# -- headless: core.compare ----------------------------------------------------------------
+
+def test_flatten_config_gives_dotted_paths_and_keeps_lists_whole():
+    assert flatten_config(A) == {"name": "a", "corpus.replay_ratio": 0.05,
+                                 "corpus.domain": [{"path": "d.jsonl"}],
+                                 "schedule.peak_lr": 2e-5, "schedule.decay": "cosine"}
+
+
+def test_config_differences_lists_every_setting_or_only_those_that_differ():
+    every = dict(config_differences({"a": A, "b": B}))
+    assert every["schedule.decay"] == {"a": "cosine", "b": "cosine"}
+    assert every["ewc.enabled"] == {"a": MISSING, "b": True}  # a older config lacks it
+    differing = config_differences({"a": A, "b": B}, differences_only=True)
+    assert [path for path, _ in differing] == ["name", "corpus.replay_ratio", "ewc.enabled"]
+    assert differing[1][1] == {"a": 0.05, "b": 0.15}
+
+
+@pytest.mark.parametrize("changes, label", [
+    ({}, "replay 5%, lr 2e-05"),
+    ({"schedule": {"peak_lr": 1e-4}}, "replay 5%, lr 0.0001"),
+])
+def test_run_label_names_what_differs_in_the_users_words(changes, label):
+    config = {**A, **changes}
+    assert run_label(config, ["name", "corpus.replay_ratio", "schedule.peak_lr"]) == label
+
+
+def test_run_labels_fall_back_to_the_name_when_only_the_name_differs():
+    assert run_labels({"a": A, "c": {**A, "name": "c"}}) == {"a": "a", "c": "c"}
+    assert run_labels({"a": A, "b": B}) == {"a": "replay 5%, EWC -", "b": "replay 15%, EWC on"}
+
+
+def test_checkpoint_extras_gives_one_column_per_benchmark_and_probe():
+    events = [{"type": "benchmark", "step": 20, "name": "medqa", "score": 0.41, "time": 1.0},
+              {"type": "probe", "step": 20, "recall": 0.7, "tokens": 100}]
+    assert checkpoint_extras(events) == {20: {"medqa": 0.41, "probe recall": 0.7}}
+
+
+# -- the window, offscreen -----------------------------------------------------------------
+
+@pytest.fixture
+def db():
+    return store.open_store(":memory:")
+
+
+@pytest.fixture
+def window(qtbot, db, tmp_path):
+    from gui.compare import CompareWindow
+
+    run_ids = two_runs(db, tmp_path / "runs")
+    window = CompareWindow(db, run_ids)
+    qtbot.addWidget(window)
+    window.show()
+    return window
+
+
+def test_table_shows_the_stores_numbers_and_marks_the_recommended(window, db):
+    table = window.table
+    expected = [c for run_id in window.run_ids for c in store.run_checkpoints(db, run_id)]
+    assert table.rowCount() == len(REPLAY_0) + len(REPLAY_15) == len(expected)
+    for row, checkpoint in enumerate(expected):
+        for column, field in (("step", "step"), ("tokens seen", "tokens"),
+                              ("domain ppl", "domain_ppl"), ("general ppl", "general_ppl"),
+                              ("domain gain", "domain_gain"), ("forgetting", "forgetting")):
+            assert table.value(row, column) == checkpoint[field]
+        text = table.item(row, table.columns.index("forgetting")).text()
+        assert text == f"{checkpoint['forgetting'] * 100:+.2f}%"
+    marks = [table.item(r, table.columns.index("mark")).text() for r in range(table.rowCount())]
+    assert marks == ["Pareto front", "★ recommended", "Pareto front", "",
+                     "Pareto front", "Pareto front", "★ recommended"]
+    runs = [table.item(r, 0).text() for r in range(table.rowCount())]
+    assert runs == ["replay 0%, lr 2e-05"] * 4 + ["replay 15%, lr 1e-05"] * 3
+    medqa = [table.value(r, "medqa") for r in range(table.rowCount())]
+    assert medqa == [None, 0.41, None, 0.44, None, None, None]
+
+
+def test_scatter_points_are_each_checkpoints_gain_and_forgetting(window):
+    scatter = window.scatter
+    for run_id, points in zip(window.run_ids, (REPLAY_0, REPLAY_15), strict=True):
+        x, y = scatter.points[run_id].getData()
+        assert np.allclose(x, [100 * gain for _, gain, _ in points])
+        assert np.allclose(y, [100 * forgetting for _, _, forgetting in points])
+    front_x, front_y = scatter.fronts[window.run_ids[0]].getData()
+    assert np.allclose(front_x, [5, 10, 12]) and np.allclose(front_y, [1, 2, 5])
+    recommended = [s for s in scatter.points[window.run_ids[0]].points() if s.size() == 18]
+    assert [s.data() for s in recommended] == [1]  # replay 0%, step 20
+
+
+def test_clicking_a_point_selects_its_row_and_selecting_a_row_rings_its_point(window):
+    scatter, table = window.scatter, window.table
+    item = scatter.points[window.run_ids[1]]
+    point = item.points()[2]  # replay 15%, step 30: the 7th row
+    item.sigClicked.emit(item, [point], None)  # what a mouse click on it emits
+    assert table.selected_checkpoint() == 6 and table.value(6, "step") == 30
+    table.selectRow(2)  # replay 0%, step 30
+    assert scatter.selected_index == 2
+    x, y = scatter.selected.getData()
+    assert np.allclose([x[0], y[0]], [12, 5])
+
+
+def test_overlay_draws_one_curve_per_run_with_its_data(window, db):
+    overlay = window.overlay
+    for run_id in window.run_ids:
+        loss = store.run_metrics(db, run_id, "loss")
+        curve = overlay.curves[("loss", run_id)]
+        assert list(curve.xData) == [tokens for _, tokens, _ in loss]
+        assert np.allclose(curve.yData, [value for _, _, value in loss])
+        evals = store.run_evaluations(db, run_id)
+        forgetting = overlay.curves[("forgetting", run_id)]
+        assert list(forgetting.xData) == [e["tokens"] for e in evals]
+        assert np.allclose(forgetting.yData, [100 * e["forgetting"] for e in evals])
+        assert np.allclose(overlay.curves[("domain_ppl", run_id)].yData,
+                           [e["domain_ppl"] for e in evals])
+    assert len(overlay.plots["loss"].listDataItems()) == 2
+    legend = [label.text for _, label in overlay.plots["loss"].legend.items]
+    assert legend == ["replay 0%, lr 2e-05", "replay 15%, lr 1e-05"]
+
+
+def test_show_differences_only_hides_equal_settings(window):
+    settings = window.config_table
+    assert settings.differences_only.isChecked()  # several runs: what differs first
+    assert settings.settings() == ["name", "corpus.replay_ratio", "schedule.peak_lr"]
+    settings.differences_only.setChecked(False)
+    assert "schedule.decay" in settings.settings() and len(settings.settings()) == 10
+    row = settings.settings().index("corpus.replay_ratio")
+    assert [settings.table.item(row, j).text() for j in range(2)] == ["0%", "15%"]
+
+
+def test_a_long_list_of_differences_is_cut_to_three_in_the_legend():
+    config = {"a": 1, "b": 2, "c": 3, "d": 4}
+    assert run_label(config, ["a", "b", "c", "d"]) == "a 1, b 2, c 3, …"
+
+
+def test_one_run_without_checkpoints_shows_its_settings_and_says_why_it_is_empty(qtbot, db, tmp_path):
+    from compare_runs import REPLAY_0, write_compare_run
+
+    from core.events import EventWriter
+    from gui.compare import CompareWindow
+
+    folder = tmp_path / "early"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"name": "early", "corpus": {"replay_ratio": 0.05}}')
+    out = EventWriter(folder / "events.jsonl")
+    for step in (1, 2, 3):
+        out.emit("step", step, tokens=100 * step, loss=3.0 - 0.1 * step)
+    out.close()
+    early = store.index_run(db, folder)
+    window = CompareWindow(db, [early])
+    qtbot.addWidget(window)
+    assert window.table.rowCount() == 0 and window.scatter.points == {}
+    assert "No checkpoints yet" in window.hint.text()
+    assert not window.config_table.differences_only.isChecked()  # one run: every setting
+    assert window.config_table.settings() == ["name", "corpus.replay_ratio"]
+    assert list(window.overlay.curves[("loss", early)].xData) == [100, 200, 300]
+    assert window.overlay.empty_labels["forgetting"].toPlainText() == "no evaluation yet"
+    assert "loss" not in window.overlay.empty_labels
+    other = store.index_run(db, write_compare_run(tmp_path / "full", "full", 0.0, 2e-5, REPLAY_0))
+    both = CompareWindow(db, [early, other])
+    qtbot.addWidget(both)
+    assert both.labels[early] == "replay 5%, seed -, model -, …"  # a setting both have first
+    assert both.labels[other] == "replay 0%, seed 0, model org/tiny, …"
+    assert [both.table.item(r, 0).text() for r in range(4)] == [both.labels[other]] * 4
