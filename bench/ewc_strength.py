@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -23,17 +22,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-
-def distant_corpus(folder: Path) -> None:
-    from corpus_files import write_jsonl
-
-    domain = "tacrolimus trough level renal clearance dose patient oral formulation bioavailability".split()
-    general = "weather today sunny light breeze west children played park parents talked news".split()
-    for name, words, count, seed in (("domain", domain, 240, 1), ("general", general, 120, 3)):
-        rng = random.Random(seed)
-        write_jsonl(folder / f"{name}.jsonl", [" ".join(rng.choice(words) for _ in range(rng.randint(5, 60))) + "."
-                                               for _ in range(count)])
 
 
 def one_run(model_dir: Path, data: Path, root: Path, strength: float, steps: int) -> dict:
@@ -89,13 +77,14 @@ def main() -> None:
     parser.add_argument("--strengths", default="0,0.003,0.03,0.3,3,30")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
+    from corpus_files import write_distant_corpus
     from tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.environ["CPT_STUDIO_HOME"] = str(tmp / "home")
         model_dir = build_tiny_model(tmp / "model")
-        distant_corpus(tmp)
+        write_distant_corpus(tmp)
         runs = [one_run(model_dir, tmp, tmp / "runs", float(s), args.steps) for s in args.strengths.split(",")]
         print(f"\ntiny model, distant corpora, LR 5e-3, no replay, {args.steps} steps of 20 x 64 tokens")
         print(f"{'strength':>9} {'domain gain':>12} {'forgetting':>11} {'max forg.':>10} {'penalty':>9} {'loss':>7}")

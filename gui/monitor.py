@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QTimer, QUrl, Signal
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QComboBox,
@@ -76,7 +76,7 @@ class MonitorWindow(QWidget):
         self.readout = QLabel(" ")
         self.charts.crosshair_moved.connect(self.readout.setText)
         self.log = QPlainTextEdit(readOnly=True, maximumBlockCount=500)
-        splitter = QSplitter(orientation=pg_vertical())
+        splitter = QSplitter(orientation=Qt.Orientation.Vertical)
         splitter.addWidget(self.charts)
         splitter.addWidget(self.log)
         splitter.setSizes([700, 150])
@@ -205,12 +205,6 @@ class MonitorWindow(QWidget):
     def _on_resume_clicked(self) -> None:
         start_worker(self.paths.root, resume=True, detach=True)
         self.resume_button.setEnabled(False)
-
-
-def pg_vertical():
-    from PySide6.QtCore import Qt
-
-    return Qt.Orientation.Vertical
 
 
 def _escape(text: str) -> str:

@@ -2,7 +2,6 @@
 real rollbacks on the tiny model (forgetting at a high LR, an injected NaN, a loss spike)."""
 
 import math
-import random
 
 import pytest
 from run_helpers import events_of, tiny_run_config
@@ -21,7 +20,7 @@ from core.guard import (
 from core.mixing import ReplayMixer
 from core.runs import RunPaths, create_run, list_checkpoints
 from core.training import CPTTrainer, rotate_checkpoints, train
-from corpus_files import write_jsonl
+from corpus_files import write_distant_corpus
 
 # -- decisions -----------------------------------------------------------------------------
 
@@ -188,12 +187,7 @@ def test_the_timeline_keeps_guard_events_across_the_rollback():
 def _distant_corpus(config, folder):
     """Domain and general text with no word in common: training on the domain alone at LR
     5e-3 makes general text much harder (forgetting -15% at step 5, +5% at 10, +30% at 15)."""
-    domain = "tacrolimus trough level renal clearance dose patient oral formulation bioavailability".split()
-    general = "weather today sunny light breeze west children played park parents talked news".split()
-    for name, words, count, seed in (("domain", domain, 240, 1), ("general", general, 120, 3)):
-        rng = random.Random(seed)
-        write_jsonl(folder / f"{name}.jsonl", [" ".join(rng.choice(words) for _ in range(rng.randint(5, 60))) + "."
-                                               for _ in range(count)])
+    write_distant_corpus(folder)
     config.corpus.replay_ratio = 0.0
     return config
 
