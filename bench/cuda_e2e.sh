@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The end-to-end training tests once on CUDA (for the device machine: see the issue notes).
-# Carries pure-Python wheels the GPU image lacks in .whl/ (platformdirs, sqlite-utils and its
-# two helpers); precision, attention and checkpointing resolve to 'auto' (bf16, sdpa or
-# flash-attn, gradient checkpointing on).
+# Carries the wheels the GPU image lacks in .whl/ (platformdirs, sqlite-utils and its two helpers,
+# psutil) and installs CPT Studio itself from this tree (not editable: the tests import the
+# installed cpt_studio package). Precision, attention and checkpointing resolve to 'auto' (bf16,
+# sdpa or flash-attn, gradient checkpointing on).
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir .whl/*.whl || exit 1
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir . || exit 1
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'bf16', torch.cuda.is_bf16_supported(), '| transformers', transformers.__version__, '| peft', peft.__version__)"
 python3 -c "import flash_attn" 2>/dev/null && echo "flash-attn: installed" || echo "flash-attn: not installed (sdpa is used)"

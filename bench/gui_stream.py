@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from PySide6.QtCore import QElapsedTimer, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
@@ -53,9 +52,7 @@ def write_events_process(path: Path, n: int, seconds: float):
     """The writer in its own process, as the worker is: it must not share this GIL."""
     import subprocess
 
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from gui_stream import write_events; "
-            f"write_events(__import__('pathlib').Path({str(path)!r}), {n}, {seconds})")
-    return subprocess.Popen([sys.executable, "-c", code])
+    return subprocess.Popen([sys.executable, __file__, "--write-events", str(path), str(n), str(seconds)])
 
 
 def write_events(path: Path, n: int, seconds: float) -> None:
@@ -107,9 +104,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--write-events", nargs=3, metavar=("PATH", "N", "SECONDS"),
+                        help="internal: be the event writer process")
     args = parser.parse_args()
+    if args.write_events:
+        path, n, seconds = args.write_events
+        write_events(Path(path), int(n), float(seconds))
+        return
     app = QApplication([])
-    from gui.monitor import MonitorWindow
+    from cpt_studio.gui.monitor import MonitorWindow
 
     with tempfile.TemporaryDirectory() as tmp:
         run = make_run(Path(tmp) / "run")

@@ -8,6 +8,7 @@
     cpt-studio import-gguf model.gguf
     cpt-studio generate RUN --prompt "The patient" [--checkpoints 100,200] [--sample]
     cpt-studio export RUN CHECKPOINT_STEP DEST [--merge]
+    cpt-studio desktop install | uninstall       # the app in a Linux desktop's applications menu
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cpt-studio", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(title="commands")
     corpus = commands.add_parser("corpus", help="check and count corpus sources").add_subparsers(title="corpus commands")
     inspect = corpus.add_parser("inspect", help="validate sources and print documents, tokens, fertility, a preview")
@@ -49,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     _tokenizer_commands(commands)
     _run_commands(commands)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cpt-studio")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def _tokenizer_commands(commands) -> None:
@@ -87,6 +98,8 @@ def _run_commands(commands) -> None:
     resume.set_defaults(run=cli_runs.resume)
     stop = commands.add_parser("stop", help="ask a run to save a checkpoint and stop")
     stop.add_argument("run_dir")
+    stop.add_argument("--kill", action="store_true",
+                      help="end the worker at once (and its children) instead of asking it to save and stop")
     stop.set_defaults(run=cli_runs.stop)
     demo = commands.add_parser("demo", help="a short real CPT run on the demo model and corpus")
     demo.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the demo's own)")
@@ -103,10 +116,42 @@ def _run_commands(commands) -> None:
     show.add_argument("run_ref", metavar="RUN", help="run folder, name, or a unique prefix of its folder name")
     show.set_defaults(run=cli_runs.show)
     _checkpoint_commands(commands)
+    _desktop_commands(commands)
     store = commands.add_parser("store", help="the run store").add_subparsers(title="store commands")
     rebuild = store.add_parser("rebuild", help="re-index every run folder into the store")
     rebuild.add_argument("roots", nargs="*", help="folders holding run folders (default: the data folder's runs)")
     rebuild.set_defaults(run=cli_runs.rebuild)
+
+
+def _desktop_commands(commands) -> None:
+    desktop = commands.add_parser("desktop", help="the app's launcher in a Linux desktop's menu").add_subparsers(
+        title="desktop commands")
+    install = desktop.add_parser("install", help="add CPT Studio to the applications menu (desktop entry, "
+                                 "icons, AppStream metadata under ~/.local/share)")
+    install.set_defaults(run=_desktop_install)
+    uninstall = desktop.add_parser("uninstall", help="remove what `desktop install` added")
+    uninstall.set_defaults(run=_desktop_uninstall)
+
+
+def _desktop_install(args) -> int:
+    from .desktop import install_desktop_entry
+
+    try:
+        files = install_desktop_entry()
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"added CPT Studio to the applications menu: {files['entry']}")
+    print(f"it starts {files['entry'].read_text().split('Exec=', 1)[1].splitlines()[0]}")
+    return 0
+
+
+def _desktop_uninstall(args) -> int:
+    from .desktop import uninstall_desktop_entry
+
+    removed = uninstall_desktop_entry()
+    print(f"removed {len(removed)} files" if removed else "CPT Studio had no desktop entry to remove")
+    return 0
 
 
 def _checkpoint_commands(commands) -> None:

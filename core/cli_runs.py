@@ -1,7 +1,7 @@
 """The CLI's run commands: train, resume, stop, demo, import-gguf, runs, show, store rebuild,
 generate, export.
 
-Each parses nothing (core.cli did) and calls the library; `follow` prints a running
+Each parses nothing (cpt_studio.core.cli did) and calls the library; `follow` prints a running
 run's progress from its events.jsonl, as the GUI reads it.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .events import read_events
-from .runs import RunPaths, create_run, request_stop, start_worker, worker_pid
+from .runs import RunPaths, create_run, kill_worker, request_stop, start_worker, worker_pid
 
 
 def train(args) -> int:
@@ -50,8 +50,13 @@ def stop(args) -> int:
     if not worker_pid(run_dir):
         print(f"{run_dir} is not running")
         return 1
+    if args.kill:
+        kill_worker(run_dir)
+        print(f"worker killed; `cpt-studio resume {run_dir}` continues from the last complete checkpoint")
+        return 0
     request_stop(run_dir)
-    print("stop requested: the run saves a checkpoint at the end of this step and stops")
+    print("stop requested: the run saves a checkpoint at the end of this step and stops "
+          "(if it does not answer, `cpt-studio stop RUN --kill` ends it)")
     return 0
 
 

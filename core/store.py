@@ -69,7 +69,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     path TEXT,  -- relative to the run folder
     "exists" INTEGER,  -- 0 once rotation deleted the folder
     domain_ppl REAL, general_ppl REAL, forgetting REAL, domain_gain REAL,
-    recommended INTEGER,  -- 1 for the run's recommended checkpoint (core.recommend)
+    recommended INTEGER,  -- 1 for the run's recommended checkpoint (cpt_studio.core.recommend)
     pareto INTEGER  -- 1 when on the Pareto front of domain gain against forgetting
 );
 CREATE INDEX IF NOT EXISTS checkpoints_run ON checkpoints (run_id, step);

@@ -1,15 +1,13 @@
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pytest  # noqa: E402
+import pytest
 
-from tiny_model import build_tiny_model  # noqa: E402
+from cpt_studio.core.testing.tiny_model import build_tiny_model
 
 
 @pytest.fixture(autouse=True)

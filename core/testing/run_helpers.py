@@ -1,11 +1,10 @@
 """Run configs and helpers for tests that train the tiny model."""
 
-import signal
 import subprocess
 import time
 from pathlib import Path
 
-from core.config import (
+from cpt_studio.core.config import (
     BatchConfig,
     CheckpointConfig,
     CorpusConfig,
@@ -15,10 +14,10 @@ from core.config import (
     RunConfig,
     ScheduleConfig,
 )
-from core.corpus import SourceSpec
-from core.events import read_events
-from core.runs import RunPaths, create_run, start_worker
-from corpus_files import make_documents, write_jsonl
+from cpt_studio.core.corpus import SourceSpec
+from cpt_studio.core.events import read_events
+from cpt_studio.core.runs import RunPaths, create_run, start_worker
+from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
 
 
 def tiny_run_config(model_dir: Path, data_dir: Path, **sections) -> RunConfig:
@@ -67,5 +66,5 @@ def run_in_background(config: RunConfig, root: Path) -> tuple[Path, subprocess.P
 
 
 def kill(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGKILL)
+    process.kill()  # SIGKILL on POSIX, TerminateProcess on Windows
     process.wait(10)

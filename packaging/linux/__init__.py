@@ -1,0 +1,1 @@
+"""The Linux desktop entry and AppStream metadata, shipped as cpt_studio.resources.desktop."""
