@@ -109,6 +109,14 @@ class GuardState:
     replay_changes: list[list] = field(default_factory=list)
     """[from_step, replay_ratio] pairs: the ratio in effect from that step on."""
     decisions: list[dict] = field(default_factory=list)
+    micro_batch: int | None = None
+    """The micro-batch in effect after out-of-memory halvings (None: the config's)."""
+    grad_accum: int | None = None
+    """The gradient accumulation in effect after out-of-memory halvings (None: the config's)."""
+
+    def batch(self, micro_batch: int, grad_accum: int) -> tuple[int, int]:
+        """(micro-batch, accumulation) in effect, given the configured ones."""
+        return self.micro_batch or micro_batch, self.grad_accum or grad_accum
 
     def replay_ratio(self, base: float) -> float:
         """The replay ratio in effect now (the last change, else the configured one)."""
@@ -120,8 +128,8 @@ class GuardState:
         if not path.exists():
             return cls()
         data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(**{k: data[k] for k in ("rollbacks", "lr_scale", "replay_changes", "decisions")
-                      if k in data})
+        return cls(**{k: data[k] for k in ("rollbacks", "lr_scale", "replay_changes", "decisions",
+                                           "micro_batch", "grad_accum") if k in data})
 
     def save(self, run_dir: Path) -> None:
         path = Path(run_dir) / GUARD_FILE
@@ -171,6 +179,38 @@ def decide(trigger: Trigger, state: GuardState, settings: GuardConfig,
     new_state = _noted(new_state, trigger, step, "rollback", target, remedy)
     message = f"{trigger.message} at step {step}: rolled back to step {target}; {remedy}"
     return Decision("rollback", trigger, step, target, remedy, message, new_state)
+
+
+def out_of_memory(state: GuardState, micro_batch: int, grad_accum: int, step: int,
+                  last_checkpoint: int | None) -> Decision:
+    """An out-of-memory error in a training step: halve the micro-batch and double the
+    accumulation (the same sequences per optimizer step, so the same replay share and
+    schedule), and resume from the last complete checkpoint. Stop when the micro-batch is
+    already 1 or there is no checkpoint to resume from. Not counted against max_rollbacks."""
+    trigger = Trigger("out of memory", f"out of memory with a micro-batch of {micro_batch}",
+                      {"micro_batch": micro_batch, "grad_accum": grad_accum})
+    if micro_batch <= 1 or last_checkpoint is None:
+        why = ("the micro-batch is already 1: shorten the sequence length, turn on gradient "
+               "checkpointing or use LoRA" if micro_batch <= 1 else
+               f"there is no checkpoint to resume from yet: start again with batch.micro_batch = "
+               f"{micro_batch // 2} and batch.grad_accum = {grad_accum * 2}")
+        message = f"stopped at step {step}: out of memory, and {why}"
+        return Decision("stop", trigger, step, None, None, message, _noted(state, trigger, step, "stop"))
+    micro, accum = _halved(micro_batch, grad_accum)
+    remedy = (f"micro-batch {micro_batch} -> {micro}, gradient accumulation {grad_accum} -> {accum} "
+              f"(still {micro * accum} sequences per step)")
+    new_state = _noted(replace(state, micro_batch=micro, grad_accum=accum), trigger, step, "rollback",
+                       last_checkpoint, remedy)
+    message = f"out of memory at step {step}: resumed from step {last_checkpoint}; {remedy}"
+    return Decision("rollback", trigger, step, last_checkpoint, remedy, message, new_state)
+
+
+def _halved(micro_batch: int, grad_accum: int) -> tuple[int, int]:
+    """The largest micro-batch of at most half the current one that divides the sequences per
+    optimizer step, and the accumulation that keeps them: (4, 5) -> (2, 10), (3, 5) -> (1, 15)."""
+    sequences = micro_batch * grad_accum
+    micro = max(m for m in range(1, micro_batch // 2 + 1) if sequences % m == 0)
+    return micro, sequences // micro
 
 
 def apply_remedy(state: GuardState, remedy: str, from_step: int, base_replay: float,

@@ -18,6 +18,7 @@ the display name lives in the folder's `display_name` file, which index_run read
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,10 @@ DEFAULT_RECOMMEND_MAX_FORGETTING = 0.03
 
 # -- opening -------------------------------------------------------------------------------
 
+BUSY_TIMEOUT_MS = 30_000
+"""How long a writer waits for another process's transaction on the store."""
+
+
 def default_db_path() -> Path:
     return data_dir() / "cpt-studio.db"
 
@@ -107,7 +112,9 @@ def open_store(path: Path | str | None = None) -> sqlite_utils.Database:
     else:
         path = Path(path) if path else default_db_path()
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite_utils.Database(path)
+        # Two windows, or the CLI and the app, may write at once: a writer waits up to
+        # BUSY_TIMEOUT_MS for the other's transaction instead of failing "database is locked".
+        db = sqlite_utils.Database(sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000))
         db.enable_wal()
     db.executescript(SCHEMA)
     for table, columns in ADDED_COLUMNS.items():

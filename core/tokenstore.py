@@ -30,8 +30,10 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from .corpus import CorpusError, Document, Problem, SourceSpec, read_sources, source_files
+from .disk import disk_full_as_error, estimated_token_store_bytes, require_free_space
 from .events import ProgressCallback
 from .paths import token_cache_dir
 
@@ -132,17 +134,31 @@ def prepare(specs: list[SourceSpec], tokenizer, *, skip_bad: bool = False,
             progress({"type": "status", "phase": "tokenizing", "documents": store.n_docs,
                       "tokens": store.n_tokens, "done": True, "cache_hit": True})
         return store
+    _remove_abandoned(final.parent)
+    fix = "free some space (or set CPT_STUDIO_HOME to a larger disk) and start again"
+    sources = [path for spec in specs for path in source_files(spec)[0]]
+    require_free_space(final.parent, estimated_token_store_bytes(sources), "the tokenized corpus", fix)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        meta = _write_store(tmp, specs, tokenizer, skip_bad, progress)
-        meta["key"] = key
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        _rename_into_place(tmp, final)
+        with disk_full_as_error(final.parent, "the tokenized corpus", fix):
+            meta = _write_store(tmp, specs, tokenizer, skip_bad, progress)
+            meta["key"] = key
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+            _rename_into_place(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return TokenStore.open(final, cache_hit=False)
+
+
+def _remove_abandoned(cache: Path) -> None:
+    """Half-written stores of processes that died (killed while tokenizing) take space forever
+    unless someone removes them: those whose writer's pid is no longer alive."""
+    for tmp in cache.glob("*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _rename_into_place(tmp: Path, final: Path) -> None:

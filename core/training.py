@@ -29,10 +29,19 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, default_da
 
 from .config import RunConfig
 from .data import RunData, prepare_run_data
+from .disk import DiskFullError, disk_full_as_error, folder_size, require_free_space
 from .evaluation import domain_gain, forgetting, heldout_perplexity, heldout_rows
 from .events import EventWriter, read_events, timeline
 from .ewc import EwcPenalty, EwcState, prepare_ewc
-from .guard import Decision, GuardState, decide, forgetting_trigger, loss_trigger, rollback_target
+from .guard import (
+    Decision,
+    GuardState,
+    decide,
+    forgetting_trigger,
+    loss_trigger,
+    out_of_memory,
+    rollback_target,
+)
 from .mixing import MixingSampler, ReplayMixer
 from .models import load_model_and_tokenizer
 from .plan import plan_steps
@@ -92,14 +101,16 @@ def scheduler_settings(config: RunConfig, total_steps: int) -> tuple[str, dict, 
 
 
 def training_arguments(config: RunConfig, hardware: Hardware, paths: RunPaths,
-                       total_steps: int, lr_scale: float = 1.0) -> TrainingArguments:
-    """`lr_scale`: the guard's learning-rate remedy in effect (1 without one)."""
+                       total_steps: int, guard_state: GuardState | None = None) -> TrainingArguments:
+    """`guard_state`: the guard's remedies in effect (learning-rate scale, and the micro-batch
+    and accumulation after out-of-memory halvings); none without one."""
+    guard_state = guard_state or GuardState()
     scheduler, kwargs, warmup = scheduler_settings(config, total_steps)
+    micro_batch, grad_accum = guard_state.batch(config.batch.micro_batch, config.batch.grad_accum)
     return TrainingArguments(
         output_dir=str(paths.staging), max_steps=total_steps,
-        per_device_train_batch_size=config.batch.micro_batch,
-        gradient_accumulation_steps=config.batch.grad_accum,
-        learning_rate=config.schedule.peak_lr * lr_scale, weight_decay=config.schedule.weight_decay,
+        per_device_train_batch_size=micro_batch, gradient_accumulation_steps=grad_accum,
+        learning_rate=config.schedule.peak_lr * guard_state.lr_scale, weight_decay=config.schedule.weight_decay,
         max_grad_norm=config.schedule.max_grad_norm, warmup_steps=warmup,
         lr_scheduler_type=scheduler, lr_scheduler_kwargs=kwargs, optim="adamw_torch",
         bf16=hardware.precision == "bf16", fp16=hardware.precision == "fp16",
@@ -147,24 +158,49 @@ class CPTTrainer(Trainer):
         if checkpoint is not None:
             set_peak_lr(self.optimizer, self.lr_scheduler, self.args.learning_rate)
 
+    def expected_checkpoint_bytes(self) -> int:
+        return expected_checkpoint_bytes(self.run.root, self.model)
+
     def save_start_checkpoint(self) -> None:
         """checkpoint-0, the starting model: the guard's rollback target of last resort."""
         self._save_checkpoint(self.model, None)
 
     def _save_checkpoint(self, model, trial):
         """Write into the staging folder, then rename into checkpoints/: a checkpoint that
-        exists is complete."""
-        super()._save_checkpoint(model, trial)
-        if not self.args.should_save:
-            return
+        exists is complete. The disk is checked first against the checkpoint's expected size;
+        a disk that fills during the write leaves no partial checkpoint behind."""
         name = f"{CHECKPOINT_PREFIX}{self.state.global_step}"
         staged, final = self.run.staging / name, self.run.checkpoints / name
-        shutil.copy(self.run.config, staged / "run_config.json")
+        fix = (f"free space on that disk (or lower checkpoints.keep), then `cpt-studio resume "
+               f"{self.run.root}` continues from the last complete checkpoint")
+        if self.args.should_save:
+            require_free_space(self.run.checkpoints, self.expected_checkpoint_bytes(), name, fix)
+        try:
+            with disk_full_as_error(self.run.checkpoints, name, fix):
+                super()._save_checkpoint(model, trial)
+                if not self.args.should_save:
+                    return
+                shutil.copy(self.run.config, staged / "run_config.json")
+        except DiskFullError:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
         if final.exists():  # saved again at the same step (stop request on a save step)
             shutil.rmtree(final)
         os.replace(staged, final)
         self.monitor.on_checkpoint(final, self.state.global_step)
         rotate_checkpoints(self.run.root, self.keep, self.monitor.protected_steps())
+
+
+def expected_checkpoint_bytes(run_dir: Path, model) -> int:
+    """The size of the newest complete checkpoint, or before the first one an estimate: the
+    weights it stores (all of them; for LoRA the adapter's) plus AdamW's two fp32 moments
+    per trainable weight."""
+    last = last_checkpoint(run_dir)
+    if last is not None:
+        return folder_size(last)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    stored = trainable if hasattr(model, "peft_config") else list(model.parameters())
+    return sum(p.numel() * p.element_size() for p in stored) + 8 * sum(p.numel() for p in trainable)
 
 
 def set_peak_lr(optimizer, scheduler, peak: float) -> None:
@@ -389,6 +425,7 @@ def train(run_dir: Path, *, resume: bool = False) -> str:
                 message=f"corpus ready: {len(data.domain.train):,} domain and {general_rows:,} general "
                         f"sequences of {config.batch.seq_len} tokens")
     ewc = _prepare_ewc(config, hardware, model, data, events) if config.ewc.enabled else None
+    shutil.rmtree(paths.staging, ignore_errors=True)  # what is there was cut off mid-write
     checkpoint = last_checkpoint(paths.root) if resume else None
     if resume and checkpoint is None:
         events.emit("status", None, state="running", phase="training", message="no checkpoint yet: starting over")
@@ -414,16 +451,41 @@ def _train_with_guard(config: RunConfig, hardware: Hardware, paths: RunPaths, ev
     while True:
         trainer = build_trainer(config, hardware, paths, events, model, tokenizer, data, ewc=ewc,
                                 guard_state=guard_state, resuming=checkpoint is not None)
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        decision = trainer.monitor.decision
+        try:
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            decision = trainer.monitor.decision
+        except OUT_OF_MEMORY:
+            decision = _out_of_memory(trainer, paths, events, guard_state)
         if decision is None or decision.action != "rollback":
             return trainer, decision
         guard_state = decision.state
         checkpoint = paths.checkpoints / f"{CHECKPOINT_PREFIX}{decision.rolled_back_to}"
         del trainer  # its optimizer state goes before the next attempt makes its own
+        model.zero_grad(set_to_none=True)
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+OUT_OF_MEMORY = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
+"""What torch raises when a step does not fit on the device (torch.OutOfMemoryError, 2.5+)."""
+
+
+def _out_of_memory(trainer: CPTTrainer, paths: RunPaths, events: EventWriter,
+                   guard_state: GuardState) -> Decision:
+    """Record the halving of the micro-batch (guard.json, a guard event) and return the
+    decision: resume from the last complete checkpoint, or stop when that cannot help."""
+    last = last_checkpoint(paths.root)
+    decision = out_of_memory(guard_state, trainer.args.per_device_train_batch_size,
+                             trainer.args.gradient_accumulation_steps, trainer.state.global_step,
+                             checkpoint_step(last) if last else None)
+    decision.state.save(paths.root)
+    if decision.rolled_back_to is not None:
+        discard_checkpoints_after(paths.root, decision.rolled_back_to)
+    path = str(last.relative_to(paths.root)) if decision.rolled_back_to is not None else None
+    events.emit("guard", decision.step, **decision.event_fields(None, trainer.monitor.config.corpus.replay_ratio,
+                                                                path))
+    return decision
 
 
 def _prepare_ewc(config: RunConfig, hardware: Hardware, model, data: RunData,
@@ -453,7 +515,7 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
     guard_state = guard_state or GuardState()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     total_steps = plan_steps(config, len(data.domain.train), data.general is not None, world_size)
-    mixer = data.mixer(config.batch.micro_batch * config.batch.grad_accum * world_size,
+    mixer = data.mixer(config.batch.micro_batch * config.batch.grad_accum * world_size,  # OOM halving keeps it
                        on_new_pass=lambda name, n, step: events.emit(
                            "log", step, level="info", message=f"{name} corpus: pass {n} begins"),
                        replay_changes=guard_state.replay_changes)
@@ -463,7 +525,7 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
     penalty = EwcPenalty(model, ewc, config.ewc.strength) if ewc is not None else None
     monitor = RunMonitor(config, events, paths, eval_sets, mixer, hardware, total_steps,
                          guard_state=guard_state, ewc=penalty, resuming=resuming)
-    args = training_arguments(config, hardware, paths, total_steps, guard_state.lr_scale)
+    args = training_arguments(config, hardware, paths, total_steps, guard_state)
     return CPTTrainer(model=model, args=args,
                       train_dataset=data.dataset, data_collator=default_data_collator,
                       processing_class=tokenizer, callbacks=[monitor], mixer=mixer, run=paths,
