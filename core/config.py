@@ -30,6 +30,9 @@ class ModelConfig:
     """Download a hub id that is not in the local cache (needs a network connection)."""
     trust_remote_code: bool = False
     """Run the model repository's own Python code; only for repositories you trust."""
+    allow_pickle: bool = False
+    """Load weights stored as pickle files (.bin, .pt), which can run code when loaded; only
+    for models you trust. Safetensors weights never need it."""
 
     def validate(self) -> list[str]:
         if not self.name_or_path:
@@ -49,6 +52,10 @@ class CorpusConfig:
     """Fraction of every optimizer step's sequences drawn from the general corpus."""
     skip_bad: bool = False
     """Leave out bad records (and count them) instead of refusing to start."""
+    separator: str = ""
+    """The token that ends each document in packed rows; empty: chosen from the tokenizer (its
+    end-of-text token when its eos is a chat end-of-turn token such as <|im_end|>, else its
+    eos). A run writes the token it uses here when it starts."""
 
     def validate(self) -> list[str]:
         problems = []

@@ -103,14 +103,17 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def start_worker(run_dir: Path, *, resume: bool = False, detach: bool = False) -> subprocess.Popen:
+def start_worker(run_dir: Path, *, resume: bool = False, detach: bool = False,
+                 accept_changed_corpus: bool = False) -> subprocess.Popen:
     """Start `python -m core.worker RUN_DIR`; its output goes to logs/worker.log.
 
-    Detached, it runs in its own session, so closing the terminal or the GUI never stops it."""
+    Detached, it runs in its own session, so closing the terminal or the GUI never stops it.
+    `accept_changed_corpus`: a resume goes on although the corpus changed (core.data)."""
     paths = RunPaths(Path(run_dir))
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     paths.stop_request.unlink(missing_ok=True)
     command = [sys.executable, "-m", "core.worker", str(paths.root)] + (["--resume"] if resume else [])
+    command += ["--accept-changed-corpus"] if accept_changed_corpus else []
     log = open(paths.log, "ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     project_root = str(Path(__file__).resolve().parent.parent)
