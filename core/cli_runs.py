@@ -23,6 +23,9 @@ def train(args) -> int:
 
         print(format_plan(plan_run(config, probe_steps=args.probe)))
         return 0
+    from .preflight import require
+
+    require(config)  # before the run folder exists: a refused run leaves nothing behind
     run_dir = create_run(config)
     return _launch(run_dir, resume=False, detach=args.detach)
 

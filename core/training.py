@@ -37,6 +37,7 @@ from .guard import Decision, GuardState, decide, forgetting_trigger, loss_trigge
 from .mixing import MixingSampler, ReplayMixer
 from .models import load_model_and_tokenizer
 from .plan import plan_steps
+from .preflight import require
 from .recommend import checkpoint_scores, recommended
 from .runs import CHECKPOINT_PREFIX, RunPaths, checkpoint_step, last_checkpoint, list_checkpoints
 from .tokenizer_ext import extend_for_run, lora_token_rows
@@ -385,13 +386,14 @@ def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = 
     paths = RunPaths(Path(run_dir))
     config = RunConfig.load(paths.config)
     events = EventWriter(paths.events)
+    require(config, read_corpus=False)  # the corpus is read, and refused, as it is tokenized
     hardware = resolve_hardware(config)
     torch.manual_seed(config.seed)  # LoRA's random A matrices start alike on every attempt
     events.emit("status", None, state="running", phase="loading",
                 message=f"loading {config.model.name_or_path} on {hardware.device} ({hardware.precision})")
     model, tokenizer = load_model_and_tokenizer(
         config.model.name_or_path, attn_implementation=hardware.attention,
-        trust_remote_code=config.model.trust_remote_code)
+        trust_remote_code=config.model.trust_remote_code, allow_pickle=config.model.allow_pickle)
     model.config.use_cache = False  # with the cache on, packed documents attend to each other
     tokenizer, new_token_ids = extend_for_run(model, tokenizer, config, paths.root, events)
     model = _apply_method(model, config, new_token_ids)
