@@ -147,11 +147,21 @@ def changed_corpora_record(run_dir: Path, corpora: dict[str, list[SourceSpec]]) 
     return changed
 
 
+def changed_corpus(run_dir: Path, corpus: CorpusConfig | None = None) -> str | None:
+    """What changed in the corpus since the run started, in words, or None (the run's own
+    config.json names the corpus unless `corpus` is given)."""
+    if corpus is None:
+        from .config import RunConfig
+
+        corpus = RunConfig.load(Path(run_dir) / "config.json").corpus
+    changed = changed_corpora_record(run_dir, {"domain": corpus.domain, "general": corpus.general})
+    return "; ".join(f"{name}: {', '.join(files)}" for name, files in changed.items()) or None
+
+
 def refuse_changed_corpus(corpus: CorpusConfig, run_dir: Path) -> None:
     """Raise CorpusChangedError when a corpus changed since the run started."""
-    changed = changed_corpora_record(run_dir, {"domain": corpus.domain, "general": corpus.general})
-    if changed:
-        what = "; ".join(f"{name}: {', '.join(files)}" for name, files in changed.items())
+    what = changed_corpus(run_dir, corpus)
+    if what:
         raise CorpusChangedError(
             f"the corpus changed since this run started ({what}): its numbers would no longer "
             "compare with the step-0 baseline. Restore the files, start a new run, or resume "

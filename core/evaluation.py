@@ -31,6 +31,8 @@ class Perplexity:
 
     @property
     def ppl(self) -> float:
+        if math.isnan(self.loss):  # a NaN loss is not an infinite perplexity: say NaN
+            return math.nan
         return math.exp(self.loss) if self.loss < 700 else math.inf
 
 

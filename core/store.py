@@ -18,6 +18,7 @@ the display name lives in the folder's `display_name` file, which index_run read
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -243,9 +244,9 @@ def _error(status: dict) -> str:
 
 def _scores(evals: list[dict]) -> dict[str, Any]:
     trained = [e["domain_gain"] for e in evals
-               if not e.get("baseline") and e.get("domain_gain") is not None]
-    return {"domain_gain": evals[-1].get("domain_gain") if evals else None,
-            "forgetting": evals[-1].get("forgetting") if evals else None,
+               if not e.get("baseline") and _finite(e.get("domain_gain"))]
+    return {"domain_gain": _storable(evals[-1].get("domain_gain")) if evals else None,
+            "forgetting": _storable(evals[-1].get("forgetting")) if evals else None,
             "best_domain_gain": max(trained, default=None)}
 
 
@@ -254,13 +255,13 @@ def _metric_rows(run_id: str, events: list[dict]):
         for name, value in event.items():
             if name not in NOT_METRICS and _is_number(value):
                 yield {"run_id": run_id, "step": event.get("step"), "tokens": event.get("tokens"),
-                       "time": event.get("time"), "name": name, "value": value}
+                       "time": event.get("time"), "name": name, "value": _storable(value)}
 
 
 def _evaluation_rows(run_id: str, events: list[dict]):
     for event in _of_type(events, "eval"):
         yield {**_where(run_id, event), "tokens": event.get("tokens"),
-               **{field: event.get(field) for field in EVAL_FIELDS},
+               **{field: _storable(event.get(field)) for field in EVAL_FIELDS},
                "baseline": bool(event.get("baseline"))}
 
 
@@ -278,6 +279,8 @@ def _checkpoint_rows(run_id: str, run_dir: Path, events: list[dict],
                      **{field: _first_known(event.get(field), scores.get(field))
                         for field in CHECKPOINT_EVAL_FIELDS}})
     kept = checkpoint_scores(row for row in rows if row["exists"])
+    for row in rows:
+        row.update({field: _storable(row[field]) for field in CHECKPOINT_EVAL_FIELDS})
     best, front = recommended(kept, max_forgetting), set(pareto_front(kept))
     for row in rows:
         row["recommended"] = row["exists"] and row["step"] == best
@@ -322,6 +325,22 @@ def _first_known(*values: Any) -> Any:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+NAN = "nan"
+"""How a NaN is stored: SQLite turns a NaN REAL into NULL, which would read as 'not measured'."""
+
+
+def _storable(value: Any) -> Any:
+    return NAN if isinstance(value, float) and math.isnan(value) else value
+
+
+def _number(value: Any) -> Any:
+    return math.nan if value == NAN else value
+
+
+def _finite(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value)
 
 
 def _plain(value: Any) -> Any:
@@ -376,13 +395,13 @@ def _listing(runs: list[dict], most: int = 10) -> str:
 
 
 def _run_dict(row: dict) -> dict[str, Any]:
-    return {**row, "config": json.loads(row["config"] or "{}")}
+    return {**{k: _number(v) for k, v in row.items()}, "config": json.loads(row["config"] or "{}")}
 
 
 def run_metrics(db: sqlite_utils.Database, run_id: str, name: str) -> list[tuple]:
     """One curve, in the order the worker logged it: (step, tokens, value) per step event."""
     rows = db["metrics"].rows_where("run_id = ? and name = ?", [run_id, name], order_by="rowid")
-    return [(row["step"], row["tokens"], row["value"]) for row in rows]
+    return [(row["step"], row["tokens"], _number(row["value"])) for row in rows]
 
 
 def run_evaluations(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:
@@ -411,7 +430,8 @@ def run_events(db: sqlite_utils.Database, run_id: str,
 
 def _rows(db: sqlite_utils.Database, table: str, run_id: str,
           order_by: str = "rowid") -> list[dict[str, Any]]:
-    return list(db[table].rows_where("run_id = ?", [run_id], order_by=order_by))
+    return [{k: _number(v) for k, v in row.items()}
+            for row in db[table].rows_where("run_id = ?", [run_id], order_by=order_by)]
 
 
 # -- changing ------------------------------------------------------------------------------
@@ -514,9 +534,9 @@ def _perplexity_lines(evals: list[dict[str, Any]]) -> list[str]:
 
 def _gain_lines(evals: list[dict[str, Any]]) -> list[str]:
     trained = [e for e in evals if not e["baseline"]]
-    best = max((e for e in trained if e["domain_gain"] is not None),
+    best = max((e for e in trained if _finite(e["domain_gain"])),
                key=lambda e: e["domain_gain"], default=None)
-    worst = max((e for e in trained if e["forgetting"] is not None),
+    worst = max((e for e in trained if _finite(e["forgetting"])),
                 key=lambda e: e["forgetting"], default=None)
     return [_field("best domain gain", f"{_percent(best and best['domain_gain'])}{_at(best)}"),
             _field("max forgetting", f"{_percent(worst and worst['forgetting'])}{_at(worst)}")]
@@ -525,9 +545,11 @@ def _gain_lines(evals: list[dict[str, Any]]) -> list[str]:
 def _loss_lines(loss: list[tuple]) -> list[str]:
     if not loss:
         return [_field("loss", "no steps yet")]
-    low = min(loss, key=lambda point: point[2])
-    return [_field("loss", f"first {loss[0][2]:.4f}, last {loss[-1][2]:.4f}, "
-                           f"min {low[2]:.4f} at step {low[0]}")]
+    low = min((p for p in loss if _finite(p[2])), key=lambda point: point[2], default=None)
+    lowest = f"min {low[2]:.4f} at step {low[0]}" if low else "no finite value"
+    bad = sum(1 for p in loss if _is_number(p[2]) and not math.isfinite(p[2]))
+    return [_field("loss", f"first {loss[0][2]:.4f}, last {loss[-1][2]:.4f}, {lowest}"
+                           + (f"; {bad} non-finite step(s)" if bad else ""))]
 
 
 def _guard_lines(guard: list[dict[str, Any]]) -> list[str]:
@@ -582,7 +604,9 @@ def _at(event: dict[str, Any] | None) -> str:
 
 
 def _percent(fraction: float | None) -> str:
-    return f"{fraction * 100:+.1f}%" if fraction is not None else "-"
+    if fraction is None:
+        return "-"
+    return f"{fraction * 100:+.1f}%" if math.isfinite(fraction) else str(fraction)
 
 
 def _count(n: int | None) -> str:
