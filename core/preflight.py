@@ -46,6 +46,8 @@ def preflight(config: RunConfig, *, read_corpus: bool = True) -> Preflight:
     documents, bad records, a held-out count the corpus cannot give)."""
     checked = Preflight(problems=config.validate())
     _check_model(config, checked)
+    if checked.model_config is not None:
+        checked.problems += model_problems(config, checked.model_config, checked.folder)
     checked.problems += machine_problems(config)
     if read_corpus:
         checked.problems += corpus_problems(config)
@@ -73,7 +75,14 @@ def _check_model(config: RunConfig, checked: Preflight) -> None:
     except SeparatorError as exc:
         message = str(exc).replace("the tokenizer", f"the tokenizer in {checked.folder}", 1)
         checked.problems.append(message if message.startswith("corpus.") else f"corpus.separator: {message}")
-    checked.problems += model_problems(config, checked.model_config, checked.folder)
+
+
+def model_choice_problems(config: RunConfig) -> list[str]:
+    """What is wrong with the chosen model itself, whatever the other settings (the wizard's
+    model page): it cannot be found or trained, or its tokenizer cannot separate documents."""
+    checked = Preflight()
+    _check_model(config, checked)
+    return checked.problems
 
 
 def model_problems(config: RunConfig, model_config, folder: Path) -> list[str]:

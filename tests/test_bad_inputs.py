@@ -8,59 +8,25 @@ real `python -m core.cli` processes.
 """
 
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from bad_models import make_bad_models
 from core.cli import main as cli_main
-from core.corpus import SourceSpec
-from core.data import prepare_run_data
 from core.config import RunConfig
+from core.data import prepare_run_data
 from core.events import read_events
 from core.paths import data_dir
 from core.runs import RunPaths, create_run
 from corpus_files import make_documents, write_jsonl
-from tiny_model import build_tiny_model
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """One folder per kind of model a user may bring, made from the tiny model."""
-    root = tmp_path_factory.mktemp("models")
-    good = build_tiny_model(root / "good")
-    made = {"good": good}
-
-    def variant(name, change):
-        folder = root / name
-        shutil.copytree(good, folder)
-        change(folder)
-        made[name] = folder
-
-    variant("no-weights", lambda f: (f / "model.safetensors").unlink())
-    variant("truncated", lambda f: (f / "model.safetensors").write_bytes(
-        (good / "model.safetensors").read_bytes()[:5000]))
-    variant("bert", lambda f: _edit_config(f, architectures=["BertForMaskedLM"], model_type="bert"))
-    variant("remote-code", lambda f: _edit_config(f, model_type="my_private_arch",
-                                                  auto_map={"AutoModelForCausalLM": "modeling.MyModel"}))
-    variant("pickle", _to_pickle)
-    made["no-eos"] = build_tiny_model(root / "no-eos", special="no-eos")
-    made["instruct"] = build_tiny_model(root / "instruct", special="instruct")
-    return made
-
-
-def _edit_config(folder, **changes):
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, **changes}))
-
-
-def _to_pickle(folder):
-    from safetensors.torch import load_file
-
-    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
-    (folder / "model.safetensors").unlink()
+    return make_bad_models(tmp_path_factory.mktemp("models"))
 
 
 def _config(tmp_path, model_dir, texts=None, **sections) -> dict:

@@ -29,6 +29,8 @@ class SummaryPage(ConfigPage):
     def __init__(self):
         super().__init__("Summary", "Check the plan, then Start. The run continues if you close the app.")
         self.name = QLineEdit(objectName="run_name")
+        self.separator = QLineEdit(objectName="separator",
+                                   placeholderText="automatic: the tokenizer's end-of-text token")
         self.summary = QPlainTextEdit(readOnly=True, objectName="summary")
         self.plan = QLabel("", wordWrap=True, objectName="plan")
         buttons = QHBoxLayout()
@@ -38,6 +40,8 @@ class SummaryPage(ConfigPage):
         row = QHBoxLayout()
         row.addWidget(QLabel("Run name:"))
         row.addWidget(self.name)
+        row.addWidget(QLabel("Document separator:"))
+        row.addWidget(self.separator)
         self.layout_.addLayout(row)
         self.layout_.addWidget(self.summary)
         self.layout_.addLayout(buttons)
@@ -47,6 +51,7 @@ class SummaryPage(ConfigPage):
 
     def load(self, config) -> None:
         self.name.setText(config.name)
+        self.separator.setText(config.corpus.separator)
         self.summary.setPlainText(describe(config))
         problems = config.validate()
         self.show_problems(problems)
@@ -55,6 +60,7 @@ class SummaryPage(ConfigPage):
 
     def store(self, config) -> None:
         config.name = self.name.text().strip()
+        config.corpus.separator = self.separator.text().strip()
 
     def validatePage(self) -> bool:
         self.store(self.config)
@@ -106,6 +112,7 @@ def describe(config: RunConfig) -> str:
         f"General corpus: {', '.join(s.path for s in corpus.general) or '(none)'}",
         f"Replay: {corpus.replay_ratio:.1%} of every step; held out: {config.eval.heldout_fraction:.1%} of each corpus",
         f"Tokenizer extension: {'on' if config.tokenizer.extend else 'off'}",
+        f"Documents separated by: {corpus.separator or 'the tokenizer end-of-text token (the plan names it)'}",
         f"Method: {lora}; " + (f"EWC strength {config.ewc.strength:g} on {config.ewc.group}"
                                 if config.ewc.enabled else "no EWC"),
         f"Schedule: peak LR {schedule.peak_lr:g}, warmup {schedule.warmup_ratio:.1%}, {schedule.decay} "
