@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 
 from core.config import RunConfig
 from core.plan import format_plan, plan_run
+from core.preflight import preflight
 
 from ..jobs import Job
 from .base import ConfigPage
@@ -63,8 +64,10 @@ class SummaryPage(ConfigPage):
         config.corpus.separator = self.separator.text().strip()
 
     def validatePage(self) -> bool:
+        """The whole config, every page's problems, and what the model and this machine cannot
+        do with it (core.preflight; the worker reads and checks the corpus as it tokenizes)."""
         self.store(self.config)
-        problems = self.config.validate()  # the whole config, every page's problems
+        problems = preflight(self.config, read_corpus=False).problems
         self.show_problems(problems)
         return not problems
 
