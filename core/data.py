@@ -16,11 +16,10 @@ tokenizer is learned from).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import json
 
 import numpy as np
 import torch
@@ -29,7 +28,14 @@ from .config import CorpusConfig, EvalConfig
 from .corpus import CorpusError, SourceSpec, validate
 from .document_tokens import DocumentTokens, document_tokens
 from .events import ProgressCallback
-from .heldout import SavedHeldout, documents, load_heldout, save_heldout, split_heldout, training_ids
+from .heldout import (
+    SavedHeldout,
+    documents,
+    load_heldout,
+    save_heldout,
+    split_heldout,
+    training_ids,
+)
 from .mixing import ReplayMixer
 from .packing import PackedSequences
 from .tokenstore import TokenStore, corpus_fingerprint, prepare

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 import torch
-
 from bad_models import make_bad_models
+
 from core.cli import main as cli_main
 from core.config import RunConfig
 from core.data import prepare_run_data

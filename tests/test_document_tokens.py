@@ -61,7 +61,7 @@ def test_training_and_heldout_rows_carry_bos_document_separator(tmp_path, kind, 
     held_ids, held_labels = _stream(rows)
     assert held_ids == _expected(tokenizer, texts, heldout.store_ids(), bos, sep)
     for stream, stream_labels in ((ids, labels), (held_ids, held_labels)):
-        for token, label in zip(stream, stream_labels):  # BOS is given, never predicted
+        for token, label in zip(stream, stream_labels, strict=True):  # BOS is given, never predicted
             assert label == (IGNORE_INDEX if bos is not None and token == bos else token)
     if kind == "instruct":
         assert tokenizer.convert_tokens_to_ids("<|im_end|>") not in ids

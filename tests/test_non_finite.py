@@ -6,14 +6,13 @@ import json
 import math
 
 import pytest
-import torch
+from run_helpers import events_of, tiny_run_config
 from safetensors.torch import load_file, save_file
 
 from core import store
 from core.cli import main as cli_main
 from core.events import EventWriter
-from core.runs import RunPaths, create_run, list_checkpoints
-from run_helpers import events_of, tiny_run_config
+from core.runs import create_run, list_checkpoints
 from tiny_model import build_tiny_model
 
 NAN, INF = float("nan"), float("inf")

@@ -10,7 +10,8 @@ from core.data import CorpusChangedError, changed_corpus, prepare_run_data
 from corpus_files import make_documents, write_jsonl
 
 
-def _prepare(tmp_path, tokenizer, heldout=EvalConfig(heldout_count=5), **kwargs):
+def _prepare(tmp_path, tokenizer, heldout=None, **kwargs):
+    heldout = heldout or EvalConfig(heldout_count=5)
     corpus = CorpusConfig(domain=[SourceSpec(str(tmp_path / "d.jsonl"))], replay_ratio=0)
     return prepare_run_data(corpus, heldout, tokenizer, tmp_path / "run", seq_len=32, **kwargs)
 
