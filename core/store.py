@@ -37,6 +37,8 @@ EVAL_FIELDS = ("domain_ppl", "general_ppl", "domain_loss", "general_loss", "forg
                "domain_gain")
 CHECKPOINT_EVAL_FIELDS = ("domain_ppl", "general_ppl", "forgetting", "domain_gain")
 GUARD_FIELDS = ("reason", "action", "forgetting", "threshold", "rolled_back_to", "remedy")
+SCORE_FIELDS = frozenset(EVAL_FIELDS + ("best_domain_gain", "threshold"))
+"""Number columns that may hold a NaN (stored as "nan", core.store._storable)."""
 NOT_METRICS = ("type", "time", "step", "tokens")
 """Fields of a step event that are not curves; every other number is one (loss, lr, ...)."""
 OWN_TABLE = ("step", "eval", "checkpoint", "guard")
@@ -298,7 +300,7 @@ def _target(config: dict) -> float:
 def _guard_rows(run_id: str, events: list[dict]):
     for event in _of_type(events, "guard"):
         yield {**_where(run_id, event),
-               **{field: _plain(event.get(field)) for field in GUARD_FIELDS}}
+               **{field: _storable(_plain(event.get(field))) for field in GUARD_FIELDS}}
 
 
 def _other_rows(run_id: str, events: list[dict]):
@@ -395,7 +397,8 @@ def _listing(runs: list[dict], most: int = 10) -> str:
 
 
 def _run_dict(row: dict) -> dict[str, Any]:
-    return {**{k: _number(v) for k, v in row.items()}, "config": json.loads(row["config"] or "{}")}
+    return {**row, **{k: _number(row[k]) for k in SCORE_FIELDS if k in row},
+            "config": json.loads(row["config"] or "{}")}
 
 
 def run_metrics(db: sqlite_utils.Database, run_id: str, name: str) -> list[tuple]:
@@ -430,7 +433,7 @@ def run_events(db: sqlite_utils.Database, run_id: str,
 
 def _rows(db: sqlite_utils.Database, table: str, run_id: str,
           order_by: str = "rowid") -> list[dict[str, Any]]:
-    return [{k: _number(v) for k, v in row.items()}
+    return [{k: _number(v) if k in SCORE_FIELDS else v for k, v in row.items()}
             for row in db[table].rows_where("run_id = ?", [run_id], order_by=order_by)]
 
 
