@@ -88,7 +88,28 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0) -> Plan:
     return Plan(steps, per_step, tokens_per_step, steps * tokens_per_step, domain.tokens,
                 general.tokens if general else 0, hardware.device, hardware.precision,
                 hardware.gradient_checkpointing, parameters, trainable, memory, estimate,
-                config.warnings(domain.tokens) + checked.warnings, checked.tokens.describe())
+                config.warnings(domain.tokens) + checked.warnings + plan_warnings(config, steps, memory, hardware),
+                checked.tokens.describe())
+
+
+def plan_warnings(config: RunConfig, steps: int, memory: MemoryEstimate, hardware) -> list[str]:
+    """What the planned run will do that the settings may not have meant."""
+    notes, run = [], f"the run's {steps} step{'s' if steps != 1 else ''}"
+    if config.checkpoints.interval > steps:
+        notes.append(f"checkpoints.interval {config.checkpoints.interval} is more than {run}: the only "
+                     "checkpoint is the final one (the guard can roll back only to the start)")
+    if config.eval.interval > steps:
+        notes.append(f"eval.interval {config.eval.interval} is more than {run}: forgetting is "
+                     "measured only at step 0 and at the end")
+    if hardware.device == "cuda":
+        available = torch.cuda.get_device_properties(0).total_memory
+        if memory.total > available:
+            notes.append(f"the run needs about {format_bytes(memory.total)} of GPU memory at the peak but the "
+                         f"GPU has {format_bytes(available)}: lower batch.micro_batch (raise grad_accum to keep "
+                         "the step), turn gradient checkpointing on, or use LoRA")
+    elif hardware.precision == "bf16":
+        notes.append("system.precision bf16 on the CPU is emulated on most CPUs and slower than fp32")
+    return notes
 
 
 def _heldout_share(config: RunConfig, documents: int) -> float:

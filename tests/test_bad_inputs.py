@@ -182,3 +182,11 @@ def test_through_the_real_command(tmp_path, models):
         result = subprocess.run([sys.executable, "-m", "core.cli", *argv], capture_output=True, text=True)
         assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr
     assert not (data_dir() / "runs").exists() or not any((data_dir() / "runs").iterdir())
+
+
+def test_the_dry_run_warns_about_settings_the_run_would_not_honour_as_meant(tmp_path, capsys, models):
+    config = _config(tmp_path, models["good"], checkpoints={"interval": 100}, eval={"interval": 50})
+    assert cli_main(["train", _write(tmp_path, config), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoints.interval 100 is more than the run's 1 step:" in out
+    assert "eval.interval 50 is more than the run's 1 step:" in out
