@@ -31,7 +31,6 @@ from .events import ProgressCallback
 from .heldout import (
     SavedHeldout,
     documents,
-    load_heldout,
     save_heldout,
     split_heldout,
     training_ids,
@@ -111,13 +110,13 @@ def _part(name: str, specs: list[SourceSpec], corpus: CorpusConfig, size: EvalCo
     store = prepare(specs, tokenizer, skip_bad=corpus.skip_bad, progress=tagged)
     path = run_dir / "heldout" / f"{name}.jsonl"
     if path.exists():  # a resume: the held-out set is the one the run started with
-        saved = SavedHeldout(load_heldout(path))
+        saved = SavedHeldout.read(path)
         train_ids = _resumed_training_ids(name, store, specs, saved, run_dir)
     else:
         heldout = heldout_ids(name, store.n_docs, size, seed)
         save_heldout(path, store, specs, heldout)
         _record_corpus(run_dir, name, specs)
-        saved, train_ids = SavedHeldout(load_heldout(path)), training_ids(store.n_docs, heldout)
+        saved, train_ids = SavedHeldout.read(path), training_ids(store.n_docs, heldout)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokens.separator_id
     train = PackedSequences(store, train_ids, seq_len, tokens.separator_id, pad, bos_id=tokens.bos_id)
     return CorpusPart(name, store, saved.store_ids(), train, path, saved)

@@ -78,6 +78,19 @@ class SavedHeldout:
         self.records = records
         self.docs = [np.asarray(r["ids"], dtype=np.int64) for r in records]
 
+    @classmethod
+    def read(cls, path: Path) -> SavedHeldout:
+        """Read heldout/<name>.jsonl, each document's ids turned into an array as it is read
+        (a list of Python ints per token would take ten times the memory)."""
+        records = []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    record = json.loads(line)
+                    record["ids"] = np.asarray(record["ids"], dtype=np.int64)
+                    records.append(record)
+        return cls(records)
+
     def __len__(self) -> int:
         return len(self.docs)
 

@@ -109,3 +109,18 @@ def test_resume_asks_before_going_on_with_a_changed_corpus(qtbot, tmp_path, mode
     monitor._on_resume_clicked()
     assert len(asked) == 1 and "d.jsonl" in asked[0]
     assert started == ([] if answer == "no" else [{"resume": True, "detach": True, "accept_changed_corpus": True}])
+
+
+def test_loading_a_broken_setup_lists_every_problem(qtbot, tmp_path, monkeypatch):
+    from gui.pages import summary_page
+    from gui.pages.summary_page import SummaryPage
+
+    broken = tmp_path / "setup.json"
+    broken.write_text('{"batch": {"seq_len": "long"}, "schedule": {"peak": 1}}')
+    monkeypatch.setattr(summary_page.QFileDialog, "getOpenFileName", lambda *a, **k: (str(broken), ""))
+    wizard = _wizard(qtbot, tmp_path)
+    summary = next(wizard.page(i) for i in wizard.pageIds() if isinstance(wizard.page(i), SummaryPage))
+    summary._on_load()
+    text = summary.problems.text()
+    assert f"{broken}: batch.seq_len: expected a whole number" in text
+    assert f"{broken}: schedule.peak: unknown setting" in text

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QPushButton,
 )
 
-from core.config import RunConfig
+from core.config import ConfigError, RunConfig
 from core.plan import format_plan, plan_run
 from core.preflight import preflight
 
@@ -94,7 +94,11 @@ class SummaryPage(ConfigPage):
     def _on_load(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load setup", filter="JSON (*.json)")
         if path:
-            self.wizard().config = RunConfig.load(Path(path))
+            try:
+                self.wizard().config = RunConfig.load(Path(path))
+            except ConfigError as exc:  # every problem of the file, each with its setting
+                self.show_problems(exc.problems)
+                return
             self.load(self.wizard().config)
 
     def _on_copy_command(self) -> None:
