@@ -88,7 +88,7 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0) -> Plan:
     return Plan(steps, per_step, tokens_per_step, steps * tokens_per_step, domain.tokens,
                 general.tokens if general else 0, hardware.device, hardware.precision,
                 hardware.gradient_checkpointing, parameters, trainable, memory, estimate,
-                config.warnings(domain.tokens) + checked.warnings + plan_warnings(config, steps, memory, hardware),
+                config.warnings(domain.tokens) + plan_warnings(config, steps, memory, hardware),
                 checked.tokens.describe())
 
 

@@ -1,7 +1,7 @@
 """The checks every entry point runs before a run starts: the config, the model, what the
 model and this machine can do with the settings, and the corpus.
 
-    checked = preflight(config)        # every problem at once, and the warnings
+    checked = preflight(config)        # every problem at once
     checked = require(config)          # the same, raising ValueError when there is a problem
 
 `cpt-studio train` (before it creates the run folder), the dry run (core.plan), the worker
@@ -26,7 +26,6 @@ from .models import ModelError, check_model
 @dataclass
 class Preflight:
     problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
     folder: Path | None = None
     """The model folder, when the model could be resolved."""
     tokens: DocumentTokens | None = None
