@@ -12,7 +12,7 @@ meant: a UTF-8 byte-order mark is dropped (every format), Windows and old-Mac li
 plain text become "\n" before blocks are cut, and Parquet text columns may be dictionary-
 encoded, large or view strings. Text that is not valid Unicode (a lone surrogate, half an
 emoji, from a JSON escape) is a bad record, never an error in the tokenizer. Nothing here tokenizes: that is
-core.tokenstore, which reads through this module so both see the same documents.
+cpt_studio.core.tokenstore, which reads through this module so both see the same documents.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The training documents (a token store minus its held-out documents) are laid end to end,
 each as the model saw documents in pre-training: BOS (only for a tokenizer that adds one),
-the document, then the separator (core.document_tokens), and cut into rows of `seq_len`
+the document, then the separator (cpt_studio.core.document_tokens), and cut into rows of `seq_len`
 tokens. A BOS is given to the model, never predicted: its label is -100 (predicting it would
 mean predicting across documents). The last row is completed
 with padding whose labels are -100, so it adds nothing to the loss. Position ids restart

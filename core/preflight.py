@@ -4,7 +4,7 @@ model and this machine can do with the settings, and the corpus.
     checked = preflight(config)        # every problem at once
     checked = require(config)          # the same, raising ValueError when there is a problem
 
-`cpt-studio train` (before it creates the run folder), the dry run (core.plan), the worker
+`cpt-studio train` (before it creates the run folder), the dry run (cpt_studio.core.plan), the worker
 (before it loads anything) and the wizard all call these, so what one refuses the others
 refuse with the same words. Each problem starts with the setting's dotted path.
 No weights are loaded: the model is built on the meta device for its module names.

@@ -1,7 +1,7 @@
 """A run is a folder (DESIGN.md): its layout, its creation, and control of its worker process.
 
     run_dir = create_run(config)                 # <data>/runs/<name>-<time>/config.json
-    process = start_worker(run_dir, detach=True) # python -m core.worker RUN_DIR
+    process = start_worker(run_dir, detach=True) # python -m cpt_studio.core.worker RUN_DIR
     request_stop(run_dir)                        # the worker saves, says "stopped", exits 0
 """
 
@@ -105,14 +105,14 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 
 def start_worker(run_dir: Path, *, resume: bool = False, detach: bool = False,
                  accept_changed_corpus: bool = False) -> subprocess.Popen:
-    """Start `python -m core.worker RUN_DIR`; its output goes to logs/worker.log.
+    """Start `python -m cpt_studio.core.worker RUN_DIR`; its output goes to logs/worker.log.
 
     Detached, it runs in its own session, so closing the terminal or the GUI never stops it.
-    `accept_changed_corpus`: a resume goes on although the corpus changed (core.data)."""
+    `accept_changed_corpus`: a resume goes on although the corpus changed (cpt_studio.core.data)."""
     paths = RunPaths(Path(run_dir))
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     paths.stop_request.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "core.worker", str(paths.root)] + (["--resume"] if resume else [])
+    command = [sys.executable, "-m", "cpt_studio.core.worker", str(paths.root)] + (["--resume"] if resume else [])
     command += ["--accept-changed-corpus"] if accept_changed_corpus else []
     log = open(paths.log, "ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

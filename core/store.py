@@ -38,7 +38,7 @@ EVAL_FIELDS = ("domain_ppl", "general_ppl", "domain_loss", "general_loss", "forg
 CHECKPOINT_EVAL_FIELDS = ("domain_ppl", "general_ppl", "forgetting", "domain_gain")
 GUARD_FIELDS = ("reason", "action", "forgetting", "threshold", "rolled_back_to", "remedy")
 SCORE_FIELDS = frozenset(EVAL_FIELDS + ("best_domain_gain", "threshold"))
-"""Number columns that may hold a NaN (stored as "nan", core.store._storable)."""
+"""Number columns that may hold a NaN (stored as "nan", cpt_studio.core.store._storable)."""
 NOT_METRICS = ("type", "time", "step", "tokens")
 """Fields of a step event that are not curves; every other number is one (loss, lr, ...)."""
 OWN_TABLE = ("step", "eval", "checkpoint", "guard")
@@ -72,7 +72,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     path TEXT,  -- relative to the run folder
     "exists" INTEGER,  -- 0 once rotation deleted the folder
     domain_ppl REAL, general_ppl REAL, forgetting REAL, domain_gain REAL,
-    recommended INTEGER,  -- 1 for the run's recommended checkpoint (core.recommend)
+    recommended INTEGER,  -- 1 for the run's recommended checkpoint (cpt_studio.core.recommend)
     pareto INTEGER  -- 1 when on the Pareto front of domain gain against forgetting
 );
 CREATE INDEX IF NOT EXISTS checkpoints_run ON checkpoints (run_id, step);

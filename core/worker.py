@@ -1,8 +1,8 @@
-"""The background process of one run: `python -m core.worker RUN_DIR [--resume]
+"""The background process of one run: `python -m cpt_studio.core.worker RUN_DIR [--resume]
 [--accept-changed-corpus]`.
 
 It writes its pid, sends the libraries' logging to logs/worker.log (its stdout and
-stderr are that file too, when started by core.runs.start_worker), trains, and always
+stderr are that file too, when started by cpt_studio.core.runs.start_worker), trains, and always
 ends with a status event: finished, stopped, or failed with the traceback's tail.
 """
 
@@ -20,7 +20,7 @@ from .runs import RunPaths
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.worker")
+    parser = argparse.ArgumentParser(prog="python -m cpt_studio.core.worker")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--accept-changed-corpus", action="store_true")
@@ -56,7 +56,7 @@ def _log_to_file(path: Path) -> None:
 
 def _record_failure(paths: RunPaths, exc: BaseException) -> None:
     tail = "".join(traceback.format_exception(exc))[-4000:]
-    logging.getLogger("core.worker").error("run failed:\n%s", tail)
+    logging.getLogger("cpt_studio.core.worker").error("run failed:\n%s", tail)
     message = str(exc).strip() or type(exc).__name__
     EventWriter(paths.events).emit("status", None, state="failed", phase="error", exit_code=1,
                                    message=f"{type(exc).__name__}: {message}", traceback=tail)
@@ -70,7 +70,7 @@ def _index(run_dir: Path) -> None:
 
         index_run(open_store(), run_dir)
     except Exception:  # noqa: BLE001 — a store problem must not fail a finished run
-        logging.getLogger("core.worker").exception("could not update the run store")
+        logging.getLogger("cpt_studio.core.worker").exception("could not update the run store")
 
 
 if __name__ == "__main__":

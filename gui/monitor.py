@@ -27,9 +27,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.estimate import format_duration
-from core.events import read_events
-from core.runs import RunPaths, effective_state, request_stop, start_worker, worker_pid
+from cpt_studio.core.estimate import format_duration
+from cpt_studio.core.events import read_events
+from cpt_studio.core.runs import RunPaths, effective_state, request_stop, start_worker, worker_pid
 
 from .charts import RunCharts
 from .series import RunSeries
@@ -204,7 +204,7 @@ class MonitorWindow(QWidget):
         self.progress_text.setText("stop requested: saving a checkpoint at the end of this step")
 
     def _on_resume_clicked(self) -> None:
-        from core.data import changed_corpus
+        from cpt_studio.core.data import changed_corpus
 
         changed = changed_corpus(self.paths.root)
         if changed and not self.confirm_changed_corpus(changed):

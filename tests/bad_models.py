@@ -6,7 +6,7 @@ import shutil
 
 import torch
 
-from tiny_model import build_tiny_model
+from cpt_studio.core.testing.tiny_model import build_tiny_model
 
 
 def make_bad_models(root) -> dict:

@@ -2,9 +2,9 @@
 user can bring, through the CLI. Each is refused before any work: exit code 2, one sentence
 naming the file or setting and the fix, no traceback, and no run folder left behind.
 
-Most cases call the CLI's entry point in this process (`core.cli.main`, what `cpt-studio`
+Most cases call the CLI's entry point in this process (`cpt_studio.core.cli.main`, what `cpt-studio`
 runs), which keeps the battery fast; `test_through_the_real_command` runs a few of them as
-real `python -m core.cli` processes.
+real `python -m cpt_studio.core.cli` processes.
 """
 
 import json
@@ -15,13 +15,13 @@ import pytest
 import torch
 from bad_models import make_bad_models
 
-from core.cli import main as cli_main
-from core.config import RunConfig
-from core.data import prepare_run_data
-from core.events import read_events
-from core.paths import data_dir
-from core.runs import RunPaths, create_run
-from corpus_files import make_documents, write_jsonl
+from cpt_studio.core.cli import main as cli_main
+from cpt_studio.core.config import RunConfig
+from cpt_studio.core.data import prepare_run_data
+from cpt_studio.core.events import read_events
+from cpt_studio.core.paths import data_dir
+from cpt_studio.core.runs import RunPaths, create_run
+from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,7 @@ def test_resume_on_a_changed_corpus_asks_for_the_flag(tmp_path, capsys, models, 
 def test_the_worker_refuses_what_the_cli_refuses(tmp_path, models):
     """A run folder made without the CLI's checks (an old config, a hand-made folder): the
     worker stops before loading anything, with the same sentence as its failure status."""
-    from core.worker import main as worker_main
+    from cpt_studio.core.worker import main as worker_main
 
     run_dir = create_run(RunConfig.from_dict(_config(tmp_path, models["no-eos"])), tmp_path / "runs")
     assert worker_main([str(run_dir)]) == 1
@@ -179,7 +179,7 @@ def test_through_the_real_command(tmp_path, models):
         (["corpus", "inspect", str(tmp_path / "empty.jsonl"), "--tokenizer", str(models["good"])],
          "empty.jsonl: holds no documents"),
     ):
-        result = subprocess.run([sys.executable, "-m", "core.cli", *argv], capture_output=True, text=True)
+        result = subprocess.run([sys.executable, "-m", "cpt_studio.core.cli", *argv], capture_output=True, text=True)
         assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr
     assert not (data_dir() / "runs").exists() or not any((data_dir() / "runs").iterdir())
 

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core.corpus import CorpusError, Document, SourceSpec, read_source, validate
-from core.tokenstore import prepare
+from cpt_studio.core.corpus import CorpusError, Document, SourceSpec, read_source, validate
+from cpt_studio.core.tokenstore import prepare
 
 BOM = "\ufeff".encode()
 

@@ -7,15 +7,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from core.config import CorpusConfig, EvalConfig
-from core.corpus import SourceSpec
-from core.data import prepare_run_data
-from core.document_tokens import SeparatorError, document_tokens
-from core.evaluation import heldout_rows
-from core.packing import IGNORE_INDEX, PackedSequences
-from core.tokenstore import prepare
-from corpus_files import make_documents, write_jsonl
-from tiny_model import build_tiny_model, special_tokens_variant
+from cpt_studio.core.config import CorpusConfig, EvalConfig
+from cpt_studio.core.corpus import SourceSpec
+from cpt_studio.core.data import prepare_run_data
+from cpt_studio.core.document_tokens import SeparatorError, document_tokens
+from cpt_studio.core.evaluation import heldout_rows
+from cpt_studio.core.packing import IGNORE_INDEX, PackedSequences
+from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
+from cpt_studio.core.testing.tiny_model import build_tiny_model, special_tokens_variant
+from cpt_studio.core.tokenstore import prepare
 
 
 def _stream(packed) -> tuple[list[int], list[int]]:

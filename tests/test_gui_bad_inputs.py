@@ -5,13 +5,13 @@ that changed since the run started."""
 import pytest
 from bad_models import make_bad_models
 
-from core.config import CorpusConfig, EvalConfig, ModelConfig, RunConfig
-from core.corpus import SourceSpec
-from core.data import prepare_run_data
-from core.runs import create_run
-from corpus_files import make_documents, write_jsonl
-from gui.monitor import MonitorWindow
-from gui.wizard import RunWizard
+from cpt_studio.core.config import CorpusConfig, EvalConfig, ModelConfig, RunConfig
+from cpt_studio.core.corpus import SourceSpec
+from cpt_studio.core.data import prepare_run_data
+from cpt_studio.core.runs import create_run
+from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
+from cpt_studio.gui.monitor import MonitorWindow
+from cpt_studio.gui.wizard import RunWizard
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_the_corpus_page_refuses_an_unusable_corpus(qtbot, tmp_path, models, con
 
 
 def test_the_summary_page_sets_the_separator_and_the_plan_names_it(qtbot, tmp_path, models):
-    from gui.pages.summary_page import SummaryPage, describe
+    from cpt_studio.gui.pages.summary_page import SummaryPage, describe
 
     wizard = _wizard(qtbot, tmp_path)
     domain = write_jsonl(tmp_path / "d.jsonl", make_documents(30))
@@ -92,7 +92,7 @@ def test_the_summary_page_sets_the_separator_and_the_plan_names_it(qtbot, tmp_pa
 
 @pytest.mark.parametrize("answer", ["no", "yes"])
 def test_resume_asks_before_going_on_with_a_changed_corpus(qtbot, tmp_path, models, tiny_tokenizer, monkeypatch, answer):
-    import gui.monitor as monitor_module
+    import cpt_studio.gui.monitor as monitor_module
 
     domain = write_jsonl(tmp_path / "d.jsonl", make_documents(30))
     config = RunConfig(name="r", model=ModelConfig(str(models["good"])),
@@ -112,8 +112,8 @@ def test_resume_asks_before_going_on_with_a_changed_corpus(qtbot, tmp_path, mode
 
 
 def test_loading_a_broken_setup_lists_every_problem(qtbot, tmp_path, monkeypatch):
-    from gui.pages import summary_page
-    from gui.pages.summary_page import SummaryPage
+    from cpt_studio.gui.pages import summary_page
+    from cpt_studio.gui.pages.summary_page import SummaryPage
 
     broken = tmp_path / "setup.json"
     broken.write_text('{"batch": {"seq_len": "long"}, "schedule": {"peak": 1}}')

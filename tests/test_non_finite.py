@@ -6,14 +6,14 @@ import json
 import math
 
 import pytest
-from run_helpers import events_of, tiny_run_config
 from safetensors.torch import load_file, save_file
 
-from core import store
-from core.cli import main as cli_main
-from core.events import EventWriter
-from core.runs import create_run, list_checkpoints
-from tiny_model import build_tiny_model
+from cpt_studio.core import store
+from cpt_studio.core.cli import main as cli_main
+from cpt_studio.core.events import EventWriter
+from cpt_studio.core.runs import create_run, list_checkpoints
+from cpt_studio.core.testing.run_helpers import events_of, tiny_run_config
+from cpt_studio.core.testing.tiny_model import build_tiny_model
 
 NAN, INF = float("nan"), float("inf")
 
@@ -60,8 +60,8 @@ def test_show_prints_nan_and_inf(nan_run, capsys):
 
 
 def test_the_monitor_and_the_comparison_view_show_them(qtbot, nan_run):
-    from gui.compare import CompareWindow
-    from gui.monitor import MonitorWindow
+    from cpt_studio.gui.compare import CompareWindow
+    from cpt_studio.gui.monitor import MonitorWindow
 
     monitor = MonitorWindow(nan_run, poll_ms=50)
     qtbot.addWidget(monitor)
@@ -81,7 +81,7 @@ def test_the_monitor_and_the_comparison_view_show_them(qtbot, nan_run):
 
 
 def test_a_non_finite_baseline_stops_the_run_before_training(tmp_path):
-    from core.training import train
+    from cpt_studio.core.training import train
 
     folder = build_tiny_model(tmp_path / "nan-model")
     weights = load_file(folder / "model.safetensors")

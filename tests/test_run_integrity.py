@@ -4,10 +4,10 @@ the start, and a resume on a corpus that changed since then refuses unless accep
 import numpy as np
 import pytest
 
-from core.config import CorpusConfig, EvalConfig
-from core.corpus import SourceSpec
-from core.data import CorpusChangedError, changed_corpus, prepare_run_data
-from corpus_files import make_documents, write_jsonl
+from cpt_studio.core.config import CorpusConfig, EvalConfig
+from cpt_studio.core.corpus import SourceSpec
+from cpt_studio.core.data import CorpusChangedError, changed_corpus, prepare_run_data
+from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
 
 
 def _prepare(tmp_path, tokenizer, heldout=None, **kwargs):

@@ -13,9 +13,9 @@ from PySide6.QtWidgets import (
     QPushButton,
 )
 
-from core.estimate import estimate_memory, format_bytes
-from core.models import check_model, model_info, scan_cached_models
-from core.preflight import model_choice_problems
+from cpt_studio.core.estimate import estimate_memory, format_bytes
+from cpt_studio.core.models import check_model, model_info, scan_cached_models
+from cpt_studio.core.preflight import model_choice_problems
 
 from ..jobs import Job
 from .base import ConfigPage
@@ -25,7 +25,7 @@ def describe_model(spec: str, seq_len: int, micro_batch: int, allow_pickle: bool
     """Parameter count, architecture, and the memory of full and LoRA CPT (bf16, checkpointing)."""
     from transformers import AutoConfig
 
-    from core.models import resolve_model
+    from cpt_studio.core.models import resolve_model
 
     check_model(spec, allow_pickle=allow_pickle)  # a model that cannot be trained: its one sentence
     info = model_info(spec)
@@ -85,7 +85,7 @@ class ModelPage(ConfigPage):
         config.model.allow_pickle = self.allow_pickle.isChecked()
 
     def validatePage(self) -> bool:
-        """The model must be one that can be trained (core.preflight's checks of the model)."""
+        """The model must be one that can be trained (cpt_studio.core.preflight's checks of the model)."""
         problems = self.page_problems() or model_choice_problems(self.config)
         self.show_problems(problems)
         return not problems

@@ -16,9 +16,9 @@ from PySide6.QtWidgets import (
     QPushButton,
 )
 
-from core.config import ConfigError, RunConfig
-from core.plan import format_plan, plan_run
-from core.preflight import preflight
+from cpt_studio.core.config import ConfigError, RunConfig
+from cpt_studio.core.plan import format_plan, plan_run
+from cpt_studio.core.preflight import preflight
 
 from ..jobs import Job
 from .base import ConfigPage
@@ -65,7 +65,7 @@ class SummaryPage(ConfigPage):
 
     def validatePage(self) -> bool:
         """The whole config, every page's problems, and what the model and this machine cannot
-        do with it (core.preflight; the worker reads and checks the corpus as it tokenizes)."""
+        do with it (cpt_studio.core.preflight; the worker reads and checks the corpus as it tokenizes)."""
         self.store(self.config)
         problems = preflight(self.config, read_corpus=False).problems
         self.show_problems(problems)
