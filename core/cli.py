@@ -95,6 +95,9 @@ def _run_commands(commands) -> None:
     resume = commands.add_parser("resume", help="continue a run from its last complete checkpoint")
     resume.add_argument("run_dir")
     resume.add_argument("--detach", action="store_true")
+    resume.add_argument("--accept-changed-corpus", action="store_true",
+                        help="resume although the corpus files changed since the run started (the "
+                             "saved held-out documents stay the evaluation set)")
     resume.set_defaults(run=cli_runs.resume)
     stop = commands.add_parser("stop", help="ask a run to save a checkpoint and stop")
     stop.add_argument("run_dir")

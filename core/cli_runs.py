@@ -23,6 +23,9 @@ def train(args) -> int:
 
         print(format_plan(plan_run(config, probe_steps=args.probe)))
         return 0
+    from .preflight import require
+
+    require(config)  # before the run folder exists: a refused run leaves nothing behind
     run_dir = create_run(config)
     return _launch(run_dir, resume=False, detach=args.detach)
 
@@ -33,11 +36,15 @@ def resume(args) -> int:
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
     if worker_pid(run_dir):
         raise ValueError(f"{run_dir} is still running (worker pid {worker_pid(run_dir)}); stop it first")
-    return _launch(run_dir, resume=True, detach=args.detach)
+    if not args.accept_changed_corpus:
+        from .data import refuse_changed_corpus
+
+        refuse_changed_corpus(RunConfig.load(RunPaths(run_dir).config).corpus, run_dir)
+    return _launch(run_dir, resume=True, detach=args.detach, accept_changed_corpus=args.accept_changed_corpus)
 
 
-def _launch(run_dir: Path, *, resume: bool, detach: bool) -> int:
-    process = start_worker(run_dir, resume=resume, detach=detach)
+def _launch(run_dir: Path, *, resume: bool, detach: bool, accept_changed_corpus: bool = False) -> int:
+    process = start_worker(run_dir, resume=resume, detach=detach, accept_changed_corpus=accept_changed_corpus)
     print(f"run folder: {run_dir}")
     if detach:
         print(f"running in the background (pid {process.pid}); `cpt-studio stop {run_dir}` stops it")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,9 @@ class ModelConfig:
     """Download a hub id that is not in the local cache (needs a network connection)."""
     trust_remote_code: bool = False
     """Run the model repository's own Python code; only for repositories you trust."""
+    allow_pickle: bool = False
+    """Load weights stored as pickle files (.bin, .pt), which can run code when loaded; only
+    for models you trust. Safetensors weights never need it."""
 
     def validate(self) -> list[str]:
         if not self.name_or_path:
@@ -49,6 +53,10 @@ class CorpusConfig:
     """Fraction of every optimizer step's sequences drawn from the general corpus."""
     skip_bad: bool = False
     """Leave out bad records (and count them) instead of refusing to start."""
+    separator: str = ""
+    """The token that ends each document in packed rows; empty: chosen from the tokenizer (its
+    end-of-text token when its eos is a chat end-of-turn token such as <|im_end|>, else its
+    eos). A run writes the token it uses here when it starts."""
 
     def validate(self) -> list[str]:
         problems = []
@@ -430,15 +438,29 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
-        return _build(cls, data, "config")
+        return _build(cls, data, "")
 
     @classmethod
-    def from_json(cls, text: str) -> RunConfig:
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str, where: str = "config") -> RunConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError([f"{where} line {exc.lineno} column {exc.colno}: not valid JSON "
+                               f"({exc.msg}); fix the file (a JSON editor shows where)"]) from exc
+        problems: list[str] = []
+        config = _build(cls, data, "", problems)
+        if problems:  # with the defaults standing in, list what validate() finds as well
+            raise ConfigError([f"{where}: {p}" for p in problems + config.validate()])
+        return config
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:
-        return cls.from_json(Path(path).read_text())
+        """The config in a JSON file; ConfigError lists every problem, each with the file."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{path}: cannot be read ({exc}); check the path"]) from exc
+        return cls.from_json(text, str(path))
 
 
 def _token_band(tokens: int) -> str:
@@ -453,21 +475,96 @@ def _token_band(tokens: int) -> str:
     return f"{tokens:,} domain tokens (over 10B): a large corpus; watch forgetting closely"
 
 
-def _build(cls, data, where: str):
-    """Build dataclass `cls` from a dict, refusing unknown keys with their place named."""
+class ConfigError(ValueError):
+    """A config that cannot be read or built; `problems` lists every one, each starting with
+    the file (or "config") and the setting's dotted path."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{len(problems)} problem(s) in the config:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _build(cls, data, where: str, problems: list[str] | None = None):
+    """Build dataclass `cls` from a dict. Every unknown key and every value of the wrong type
+    is a problem with its dotted path; the default stands in for it, so that the rest can
+    still be built and validated. Raises ConfigError when called without a `problems` list."""
+    collect = problems if problems is not None else []
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected an object, got {type(data).__name__}")
+        collect.append(f"{where or 'the config'}: expected an object ({{...}}), got {_json_kind(data)}")
+        data = {}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    return cls(**{key: _value(hints[key], value, f"{where}.{key}") for key, value in data.items()})
+    place = (lambda key: f"{where}.{key}") if where else (lambda key: key)
+    for key in sorted(set(data) - names):
+        collect.append(f"{place(key)}: unknown setting; known in {where or 'the config'}: "
+                       f"{', '.join(sorted(names))}")
+    values = {}
+    for key in sorted(names & set(data)):
+        value = _value(hints[key], data[key], place(key), collect)
+        if value is not _WRONG:
+            values[key] = value
+    if problems is None and collect:
+        raise ConfigError(collect)
+    return cls(**values)
 
 
-def _value(hint, value, where: str):
+_WRONG = object()
+
+
+def _json_kind(value) -> str:
+    names = {bool: "true/false", int: "a number", float: "a number", str: "text", list: "a list",
+             dict: "an object", type(None): "null"}
+    return f"{names.get(type(value), type(value).__name__)} {json.dumps(value)[:40]}"
+
+
+def _value(hint, value, where: str, problems: list[str]):
+    """The value converted to `hint`, or _WRONG (after recording the problem)."""
     if dataclasses.is_dataclass(hint) and hint is not SourceSpec:
-        return _build(hint, value, where)
-    if typing.get_origin(hint) is list and typing.get_args(hint)[0] is SourceSpec:
-        return [SourceSpec.from_json(v) for v in value]
-    return value
+        return _build(hint, value, where, problems)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list and args[0] is SourceSpec:
+        return _sources(value, where, problems)
+    if _matches(hint, value):
+        return value
+    problems.append(f"{where}: expected {_expected(hint)}, got {_json_kind(value)}")
+    return _WRONG
+
+
+def _matches(hint, value) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(a, value) for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(args[0], v) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _expected(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_expected(a) for a in args)
+    if origin is list:
+        return f"a list of {_expected(args[0])}"
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text",
+            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _sources(value, where: str, problems: list[str]):
+    if not isinstance(value, list):
+        problems.append(f"{where}: expected a list of paths or {{\"path\": ...}} objects, got {_json_kind(value)}")
+        return _WRONG
+    specs = []
+    for i, item in enumerate(value):
+        if isinstance(item, str):
+            specs.append(SourceSpec(item))
+        elif isinstance(item, dict) and "path" not in item:
+            problems.append(f"{where}[{i}].path: missing; name the corpus file or folder")
+        else:
+            specs.append(_build(SourceSpec, item, f"{where}[{i}]", problems))
+    return specs

@@ -7,7 +7,11 @@ folders of them), validating every record, and counting what is there.
         ...
 
 A record is identified by file and line (JSONL, text blocks) or row (Parquet), and every
-Problem says which one and what to do about it. Nothing here tokenizes: that is
+Problem says which one and what to do about it. Files as editors write them are read as
+meant: a UTF-8 byte-order mark is dropped (every format), Windows and old-Mac line ends in
+plain text become "\n" before blocks are cut, and Parquet text columns may be dictionary-
+encoded, large or view strings. Text that is not valid Unicode (a lone surrogate, half an
+emoji, from a JSON escape) is a bad record, never an error in the tokenizer. Nothing here tokenizes: that is
 cpt_studio.core.tokenstore, which reads through this module so both see the same documents.
 """
 
@@ -26,6 +30,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 TXT_MODES = ("file", "blocks")
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+BOM = "\ufeff"
 
 
 @dataclass
@@ -157,17 +164,25 @@ def read_source(spec: SourceSpec) -> Iterator[Document | Problem]:
     """Every document of one source in order; a Problem in place of each bad record."""
     files, problems = source_files(spec)
     yield from problems
+    found = False
     for path in files:
         stream, problem = _open_bytes(path)
         if problem:
             yield problem
+            found = True
             continue
         with stream:
             try:
                 reader = {"jsonl": _read_jsonl, "txt": _read_txt, "parquet": _read_parquet}[_kind(path)]
-                yield from reader(stream, str(path), spec)
+                for item in reader(stream, str(path), spec):
+                    found = True
+                    yield item
             except (OSError, EOFError) as exc:  # truncated or corrupt gzip, unreadable file
                 yield Problem(str(path), None, f"cannot be read to the end ({exc}); the file is damaged")
+                found = True
+    if files and not found:
+        yield Problem(spec.path, None, "holds no documents (the file is empty or blank); add "
+                                       "documents or remove this source")
 
 
 def read_sources(specs: list[SourceSpec]) -> Iterator[Document | Problem]:
@@ -205,6 +220,8 @@ def _read_jsonl(stream, file: str, spec: SourceSpec) -> Iterator[Document | Prob
         except UnicodeDecodeError as exc:
             yield _undecodable(file, number, start + exc.start, raw[exc.start])
             continue
+        if number == 1:
+            line = line.removeprefix(BOM)
         if not line.strip():
             continue
         yield _jsonl_record(line, file, number, spec.text_field)
@@ -229,27 +246,32 @@ def _text_or_problem(text, file: str, number: int, text_field: str, unit: str = 
     if not isinstance(text, str):
         kind = "null" if text is None else type(text).__name__
         return Problem(file, number, f"field '{text_field}' is {kind}, not a string", unit)
+    text = text.removeprefix(BOM)
     if not text.strip():
         return Problem(file, number, "empty document; remove the record", unit)
+    surrogate = _SURROGATE.search(text)
+    if surrogate:
+        return Problem(file, number, f"field '{text_field}' is not valid Unicode: a lone surrogate "
+                                     f"(\\u{ord(surrogate.group()):04x}, half of an emoji or of a "
+                                     f"character cut in two) at character {surrogate.start() + 1}; "
+                                     "fix the record or skip bad records", unit)
     return Document(text, file, number)
 
 
 def _read_txt(stream, file: str, spec: SourceSpec) -> Iterator[Document | Problem]:
     data = stream.read()
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError as exc:
-        yield _undecodable(file, data.count(b"\n", 0, exc.start) + 1, exc.start, data[exc.start])
+        yield _undecodable(file, len(_LINE_BREAK.findall(data, 0, exc.start)) + 1, exc.start, data[exc.start])
         return
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # Windows and old-Mac line ends
     if "\x00" in text:
         yield Problem(file, text.count("\n", 0, text.index("\x00")) + 1,
                       "NUL characters: this is a binary or UTF-16 file, not UTF-8 text")
         return
     if spec.txt_mode == "file":
-        if text.strip():
-            yield Document(text, file, 1)
-        else:
-            yield Problem(file, 1, "empty document; remove the file")
+        yield Document(text, file, 1) if text.strip() else Problem(file, 1, "empty document; remove the file")
         return
     yield from _blocks(text, file)
 
@@ -283,7 +305,7 @@ def _read_parquet(stream, file: str, spec: SourceSpec) -> Iterator[Document | Pr
                                   "set the text field in the corpus page or with --text-field")
         return
     column_type = parquet.schema_arrow.field(spec.text_field).type
-    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
+    if not _is_text_type(pa, column_type):
         yield Problem(file, None, f"column '{spec.text_field}' holds {column_type}, not text; "
                                   "choose the column that holds the documents")
         return
@@ -292,3 +314,11 @@ def _read_parquet(stream, file: str, spec: SourceSpec) -> Iterator[Document | Pr
         for value in batch.column(0).to_pylist():
             row += 1
             yield _text_or_problem(value, file, row, spec.text_field, unit="row")
+
+
+def _is_text_type(pa, column_type) -> bool:
+    """String, large string or string view, plain or dictionary-encoded."""
+    if pa.types.is_dictionary(column_type):
+        column_type = column_type.value_type
+    return (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)
+            or pa.types.is_string_view(column_type))

@@ -5,13 +5,18 @@
     data.mixer(seqs_per_step=64).step(k) # the row indices of optimizer step k
 
 Reads top to bottom: validate every source, tokenize each corpus into its token store
-(cached), set the held-out documents aside in the run folder, pack the rest.
+(cached), set the held-out documents aside in the run folder (with the corpus's fingerprint),
+pack the rest, each document as BOS (when the tokenizer adds one) + text + separator.
+A resume keeps the saved held-out documents; on a corpus that changed since the run started
+it refuses, unless told to accept the change (then the saved held-out texts stay out of
+training and remain the evaluation set).
 `corpus_texts` gives the same split as text, before anything is tokenized (what a domain
 tokenizer is learned from).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +26,25 @@ import torch
 
 from .config import CorpusConfig, EvalConfig
 from .corpus import CorpusError, SourceSpec, validate
+from .document_tokens import DocumentTokens, document_tokens
 from .events import ProgressCallback
-from .heldout import documents, save_heldout, split_heldout, training_ids
+from .heldout import (
+    SavedHeldout,
+    documents,
+    save_heldout,
+    split_heldout,
+    training_ids,
+)
 from .mixing import ReplayMixer
 from .packing import PackedSequences
-from .tokenstore import TokenStore, prepare
+from .tokenstore import TokenStore, corpus_fingerprint, prepare
+
+CORPUS_RECORD = "corpus.json"
+"""In the run's heldout/ folder: each corpus's fingerprint and files when the run started."""
+
+
+class CorpusChangedError(ValueError):
+    """A resume found corpus files that changed since the run started; the message says what to do."""
 
 
 @dataclass
@@ -35,6 +54,8 @@ class CorpusPart:
     heldout: np.ndarray
     train: PackedSequences
     heldout_path: Path
+    saved: SavedHeldout
+    """The held-out documents as saved in the run folder: what every evaluation measures."""
 
 
 @dataclass
@@ -43,6 +64,7 @@ class RunData:
     general: CorpusPart | None
     replay_ratio: float
     seed: int
+    tokens: DocumentTokens
 
     @property
     def dataset(self) -> torch.utils.data.Dataset:
@@ -68,25 +90,88 @@ def check_sources(corpus: CorpusConfig) -> None:
 
 
 def prepare_run_data(corpus: CorpusConfig, heldout: EvalConfig, tokenizer, run_dir: Path, *,
-                     seq_len: int, seed: int = 0, progress: ProgressCallback | None = None) -> RunData:
+                     seq_len: int, seed: int = 0, progress: ProgressCallback | None = None,
+                     accept_changed_corpus: bool = False) -> RunData:
+    tokens = document_tokens(tokenizer, corpus.separator)
     check_sources(corpus)
+    if not accept_changed_corpus:
+        refuse_changed_corpus(corpus, run_dir)
     parts = {}
     for name, specs in (("domain", corpus.domain), ("general", corpus.general)):
         if specs:
-            parts[name] = _part(name, specs, corpus, heldout, tokenizer, run_dir, seq_len, seed, progress)
-    return RunData(parts["domain"], parts.get("general"), corpus.replay_ratio, seed)
+            parts[name] = _part(name, specs, corpus, heldout, tokenizer, tokens, Path(run_dir), seq_len,
+                                seed, progress)
+    return RunData(parts["domain"], parts.get("general"), corpus.replay_ratio, seed, tokens)
 
 
 def _part(name: str, specs: list[SourceSpec], corpus: CorpusConfig, size: EvalConfig, tokenizer,
-          run_dir: Path, seq_len: int, seed: int, progress) -> CorpusPart:
+          tokens: DocumentTokens, run_dir: Path, seq_len: int, seed: int, progress) -> CorpusPart:
     tagged = (lambda event: progress({**event, "corpus": name})) if progress else None
     store = prepare(specs, tokenizer, skip_bad=corpus.skip_bad, progress=tagged)
-    heldout = heldout_ids(name, store.n_docs, size, seed)
-    path = save_heldout(Path(run_dir) / "heldout" / f"{name}.jsonl", store, specs, heldout)
-    eos = tokenizer.eos_token_id
-    train = PackedSequences(store, training_ids(store.n_docs, heldout), seq_len, eos,
-                            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos)
-    return CorpusPart(name, store, heldout, train, path)
+    path = run_dir / "heldout" / f"{name}.jsonl"
+    if path.exists():  # a resume: the held-out set is the one the run started with
+        saved = SavedHeldout.read(path)
+        train_ids = _resumed_training_ids(name, store, specs, saved, run_dir)
+    else:
+        heldout = heldout_ids(name, store.n_docs, size, seed)
+        save_heldout(path, store, specs, heldout)
+        _record_corpus(run_dir, name, specs)
+        saved, train_ids = SavedHeldout.read(path), training_ids(store.n_docs, heldout)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokens.separator_id
+    train = PackedSequences(store, train_ids, seq_len, tokens.separator_id, pad, bos_id=tokens.bos_id)
+    return CorpusPart(name, store, saved.store_ids(), train, path, saved)
+
+
+def _resumed_training_ids(name: str, store: TokenStore, specs: list[SourceSpec], saved: SavedHeldout,
+                          run_dir: Path) -> np.ndarray:
+    """The unchanged corpus: all but the saved held-out documents. A changed one (accepted):
+    all but the documents whose text is a saved held-out text."""
+    if name not in changed_corpora_record(run_dir, {name: specs}):
+        return training_ids(store.n_docs, saved.store_ids())
+    held = saved.texts()
+    return np.array([i for i, doc in enumerate(documents(specs)) if doc.text not in held], dtype=np.int64)
+
+
+def _record_corpus(run_dir: Path, name: str, specs: list[SourceSpec]) -> None:
+    path = run_dir / "heldout" / CORPUS_RECORD
+    record = json.loads(path.read_text()) if path.exists() else {}
+    fingerprint, files = corpus_fingerprint(specs)
+    record[name] = {"fingerprint": fingerprint, "files": files}
+    path.write_text(json.dumps(record, indent=1))
+
+
+def changed_corpora_record(run_dir: Path, corpora: dict[str, list[SourceSpec]]) -> dict[str, list[str]]:
+    """The corpora (name: files) whose content differs from the run's start; {} for a run that
+    has not started or recorded nothing."""
+    path = Path(run_dir) / "heldout" / CORPUS_RECORD
+    record = json.loads(path.read_text()) if path.exists() else {}
+    changed = {}
+    for name, specs in corpora.items():
+        if name in record and specs and corpus_fingerprint(specs)[0] != record[name]["fingerprint"]:
+            changed[name] = record[name]["files"]
+    return changed
+
+
+def changed_corpus(run_dir: Path, corpus: CorpusConfig | None = None) -> str | None:
+    """What changed in the corpus since the run started, in words, or None (the run's own
+    config.json names the corpus unless `corpus` is given)."""
+    if corpus is None:
+        from .config import RunConfig
+
+        corpus = RunConfig.load(Path(run_dir) / "config.json").corpus
+    changed = changed_corpora_record(run_dir, {"domain": corpus.domain, "general": corpus.general})
+    return "; ".join(f"{name}: {', '.join(files)}" for name, files in changed.items()) or None
+
+
+def refuse_changed_corpus(corpus: CorpusConfig, run_dir: Path) -> None:
+    """Raise CorpusChangedError when a corpus changed since the run started."""
+    what = changed_corpus(run_dir, corpus)
+    if what:
+        raise CorpusChangedError(
+            f"the corpus changed since this run started ({what}): its numbers would no longer "
+            "compare with the step-0 baseline. Restore the files, start a new run, or resume "
+            "anyway with --accept-changed-corpus (the GUI asks): the saved held-out documents "
+            "stay the evaluation set and out of training")
 
 
 def heldout_ids(name: str, n_docs: int, size: EvalConfig, seed: int) -> np.ndarray:

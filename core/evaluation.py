@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .packing import IGNORE_INDEX, PackedSequences
+from .packing import IGNORE_INDEX, PackedSequences, span_lengths
 from .tokenstore import TokenStore
 
 
@@ -31,6 +31,8 @@ class Perplexity:
 
     @property
     def ppl(self) -> float:
+        if math.isnan(self.loss):  # a NaN loss is not an infinite perplexity: say NaN
+            return math.nan
         return math.exp(self.loss) if self.loss < 700 else math.inf
 
 
@@ -43,11 +45,12 @@ def domain_gain(domain_ppl: float, baseline_domain_ppl: float) -> float:
 
 
 def heldout_rows(store: TokenStore, heldout: np.ndarray, seq_len: int, eos_id: int,
-                 max_tokens: int) -> PackedSequences:
-    """The held-out documents packed into rows, cut to about `max_tokens` whole documents."""
-    lengths = store.doc_lengths()[heldout] + 1
+                 max_tokens: int, bos_id: int | None = None) -> PackedSequences:
+    """The held-out documents packed into rows as training packs them (BOS when the tokenizer
+    adds one, `eos_id` the separator), cut to about `max_tokens` whole documents."""
+    lengths = span_lengths(store, heldout, bos_id is not None)
     keep = max(1, int(np.searchsorted(np.cumsum(lengths), max_tokens, side="right")))
-    return PackedSequences(store, heldout[:keep], seq_len, eos_id)
+    return PackedSequences(store, heldout[:keep], seq_len, eos_id, bos_id=bos_id)
 
 
 @torch.no_grad()

@@ -77,7 +77,8 @@ def load_for_generation(source: str | Path) -> tuple[Any, Any]:
     if not is_adapter(folder):
         return load_model_and_tokenizer(source, trust_remote_code=_trust(folder))
     base_spec = _run_config(folder)["model"]["name_or_path"]
-    model, _ = load_model_and_tokenizer(base_spec, trust_remote_code=_trust(folder))
+    model, _ = load_model_and_tokenizer(base_spec, trust_remote_code=_trust(folder),
+                                        allow_pickle=_trust(folder, "allow_pickle"))
     tokenizer = _load_tokenizer(folder, _trust(folder))  # an adapter folder has no config.json
     return _with_adapter(model, tokenizer, folder), tokenizer
 
@@ -108,9 +109,10 @@ def _run_config(checkpoint: Path) -> dict:
                             "into it as run_config.json")
 
 
-def _trust(folder: Path) -> bool:
+def _trust(folder: Path, setting: str = "trust_remote_code") -> bool:
+    """A model setting of the run that made the checkpoint (trust_remote_code, allow_pickle)."""
     try:
-        return bool(_run_config(folder)["model"].get("trust_remote_code"))
+        return bool(_run_config(folder)["model"].get(setting))
     except (FileNotFoundError, KeyError, TypeError):
         return False
 

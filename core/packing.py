@@ -1,7 +1,10 @@
 """Packing documents into training sequences of a fixed length, dropping no token.
 
 The training documents (a token store minus its held-out documents) are laid end to end,
-each followed by EOS, and cut into rows of `seq_len` tokens. The last row is completed
+each as the model saw documents in pre-training: BOS (only for a tokenizer that adds one),
+the document, then the separator (cpt_studio.core.document_tokens), and cut into rows of `seq_len`
+tokens. A BOS is given to the model, never predicted: its label is -100 (predicting it would
+mean predicting across documents). The last row is completed
 with padding whose labels are -100, so it adds nothing to the loss. Position ids restart
 at 0 at every document start and at every row start: with no attention mask and the cache
 off, transformers then keeps each document from attending to the others in the row
@@ -24,19 +27,20 @@ class PackedSequences(torch.utils.data.Dataset):
     """Row i of the packed stream: input_ids, labels and position_ids, each of seq_len."""
 
     def __init__(self, store: TokenStore, doc_ids: np.ndarray, seq_len: int,
-                 eos_id: int, pad_id: int | None = None):
+                 eos_id: int, pad_id: int | None = None, bos_id: int | None = None):
+        """`eos_id`: the separator after each document; `bos_id`: put before each, or None."""
         if seq_len < 2:
             raise ValueError(f"sequence length {seq_len} is too short; use at least 2 (typically 1024-4096)")
-        self.store, self.seq_len, self.eos_id = store, seq_len, eos_id
+        self.store, self.seq_len, self.eos_id, self.bos_id = store, seq_len, eos_id, bos_id
         self.pad_id = eos_id if pad_id is None else pad_id
         self.doc_ids = np.asarray(doc_ids, dtype=np.int64)
-        spans = store.doc_lengths()[self.doc_ids] + 1  # each document is followed by EOS
+        spans = span_lengths(store, self.doc_ids, bos_id is not None)
         self.starts = np.zeros(len(spans) + 1, dtype=np.int64)
         np.cumsum(spans, out=self.starts[1:])
 
     @property
     def total_tokens(self) -> int:
-        """Tokens in the packed stream, EOS included, padding excluded."""
+        """Tokens in the packed stream, BOS and separators included, padding excluded."""
         return int(self.starts[-1])
 
     def __len__(self) -> int:
@@ -45,8 +49,9 @@ class PackedSequences(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not 0 <= i < len(self):
             raise IndexError(f"row {i} of {len(self)}")
-        ids, positions = self._row(i * self.seq_len, min((i + 1) * self.seq_len, self.total_tokens))
+        ids, positions, given = self._row(i * self.seq_len, min((i + 1) * self.seq_len, self.total_tokens))
         labels = ids.copy()
+        labels[given] = IGNORE_INDEX  # the BOS tokens
         if len(ids) < self.seq_len:  # the last row: pad, and keep the padding out of the loss
             pad = self.seq_len - len(ids)
             ids = np.concatenate([ids, np.full(pad, self.pad_id, dtype=np.int64)])
@@ -55,23 +60,37 @@ class PackedSequences(torch.utils.data.Dataset):
         return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels),
                 "position_ids": torch.from_numpy(positions)}
 
-    def _row(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens and position ids of stream positions [start, end)."""
-        ids, positions = [], []
+    def _row(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Tokens and position ids of stream positions [start, end), and the BOS offsets."""
+        ids, positions, bos_at, offset = [], [], [], 0
         d = int(np.searchsorted(self.starts, start, side="right")) - 1
         while d < len(self.doc_ids) and self.starts[d] < end:
-            span = int(self.starts[d + 1] - self.starts[d])  # the document and its EOS
+            span = int(self.starts[d + 1] - self.starts[d])  # BOS, the document, its separator
             lo, hi = max(start - int(self.starts[d]), 0), min(end - int(self.starts[d]), span)
-            ids.append(self._slice_with_eos(d, lo, hi, span))
+            ids.append(self._span_slice(d, lo, hi, span))
             positions.append(np.arange(hi - lo, dtype=np.int64))
+            if self.bos_id is not None and lo == 0:
+                bos_at.append(offset)
+            offset += hi - lo
             d += 1
-        return np.concatenate(ids), np.concatenate(positions)
+        return np.concatenate(ids), np.concatenate(positions), bos_at
 
-    def _slice_with_eos(self, d: int, lo: int, hi: int, span: int) -> np.ndarray:
-        """Tokens [lo, hi) of document d followed by its EOS, copying only that slice."""
-        tokens = self.store.doc(int(self.doc_ids[d]))[lo:min(hi, span - 1)].astype(np.int64)
-        return np.append(tokens, self.eos_id) if hi == span else tokens
+    def _span_slice(self, d: int, lo: int, hi: int, span: int) -> np.ndarray:
+        """Tokens [lo, hi) of document d's span (BOS, document, separator), copying only
+        that slice."""
+        head = int(self.bos_id is not None)
+        body = self.store.doc(int(self.doc_ids[d]))[max(lo - head, 0):min(hi, span - 1) - head]
+        parts = [np.array([self.bos_id], dtype=np.int64)] if head and lo == 0 else []
+        parts.append(body.astype(np.int64))
+        if hi == span:
+            parts.append(np.array([self.eos_id], dtype=np.int64))
+        return np.concatenate(parts)
 
     def document_starts(self, i: int) -> list[int]:
         """Offsets in row i where a document (or a continued one) begins: for previews."""
         return [int(p) for p in np.flatnonzero(self[i]["position_ids"].numpy() == 0)]
+
+
+def span_lengths(store: TokenStore, doc_ids: np.ndarray, with_bos: bool) -> np.ndarray:
+    """Tokens each document takes in the packed stream: itself, its separator and its BOS."""
+    return store.doc_lengths()[np.asarray(doc_ids, dtype=np.int64)] + 1 + int(with_bos)

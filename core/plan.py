@@ -26,7 +26,7 @@ from .estimate import (
     format_bytes,
     format_duration,
 )
-from .models import load_model_and_tokenizer, resolve_model
+from .models import load_model_and_tokenizer
 
 
 @dataclass
@@ -45,6 +45,8 @@ class Plan:
     memory: MemoryEstimate
     time: TimeEstimate
     warnings: list[str] = field(default_factory=list)
+    documents: str = ""
+    """How each document is packed: BOS (if any) + document + separator, and why that separator."""
 
 
 def plan_steps(config: RunConfig, domain_rows: int, has_general: bool, world_size: int = 1) -> int:
@@ -59,16 +61,13 @@ def plan_steps(config: RunConfig, domain_rows: int, has_general: bool, world_siz
 
 
 def plan_run(config: RunConfig, *, probe_steps: int = 0) -> Plan:
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from .preflight import require
     from .stats import corpus_stats
 
-    problems = config.validate()
-    if problems:
-        raise ValueError("the run cannot start:\n" + "\n".join(f"  {p}" for p in problems))
-    folder = resolve_model(config.model.name_or_path, allow_download=config.model.allow_download,
-                           trust_remote_code=config.model.trust_remote_code)
-    model_config = AutoConfig.from_pretrained(folder, trust_remote_code=config.model.trust_remote_code)
+    checked = require(config)  # the config, the model, the settings, the corpus: every problem
+    folder, model_config = checked.folder, checked.model_config
     tokenizer = AutoTokenizer.from_pretrained(folder)
     domain = corpus_stats(config.corpus.domain, tokenizer, preview=0, skip_bad=config.corpus.skip_bad)
     general = (corpus_stats(config.corpus.general, tokenizer, preview=0, skip_bad=config.corpus.skip_bad)
@@ -89,7 +88,28 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0) -> Plan:
     return Plan(steps, per_step, tokens_per_step, steps * tokens_per_step, domain.tokens,
                 general.tokens if general else 0, hardware.device, hardware.precision,
                 hardware.gradient_checkpointing, parameters, trainable, memory, estimate,
-                config.warnings(domain.tokens))
+                config.warnings(domain.tokens) + plan_warnings(config, steps, memory, hardware),
+                checked.tokens.describe())
+
+
+def plan_warnings(config: RunConfig, steps: int, memory: MemoryEstimate, hardware) -> list[str]:
+    """What the planned run will do that the settings may not have meant."""
+    notes, run = [], f"the run's {steps} step{'s' if steps != 1 else ''}"
+    if config.checkpoints.interval > steps:
+        notes.append(f"checkpoints.interval {config.checkpoints.interval} is more than {run}: the only "
+                     "checkpoint is the final one (the guard can roll back only to the start)")
+    if config.eval.interval > steps:
+        notes.append(f"eval.interval {config.eval.interval} is more than {run}: forgetting is "
+                     "measured only at step 0 and at the end")
+    if hardware.device == "cuda":
+        available = torch.cuda.get_device_properties(0).total_memory
+        if memory.total > available:
+            notes.append(f"the run needs about {format_bytes(memory.total)} of GPU memory at the peak but the "
+                         f"GPU has {format_bytes(available)}: lower batch.micro_batch (raise grad_accum to keep "
+                         "the step), turn gradient checkpointing on, or use LoRA")
+    elif hardware.precision == "bf16":
+        notes.append("system.precision bf16 on the CPU is emulated on most CPUs and slower than fp32")
+    return notes
 
 
 def _heldout_share(config: RunConfig, documents: int) -> float:
@@ -154,7 +174,8 @@ def probe_speed(config: RunConfig, steps: int = 3) -> float:
 
     hardware = resolve_hardware(config)
     model, _ = load_model_and_tokenizer(config.model.name_or_path, attn_implementation=hardware.attention,
-                                        trust_remote_code=config.model.trust_remote_code)
+                                        trust_remote_code=config.model.trust_remote_code,
+                                        allow_pickle=config.model.allow_pickle)
     model = _apply_method(model, config).to(hardware.device).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     shape = (config.batch.micro_batch, config.batch.seq_len)
@@ -181,6 +202,7 @@ def format_plan(plan: Plan) -> str:
         f"tokens         {plan.total_tokens:,} to train on; corpus: {plan.domain_tokens:,} domain, "
         f"{plan.general_tokens:,} general",
         f"model          {plan.parameters:,} parameters, {plan.trainable:,} trainable",
+        f"documents      {plan.documents}",
         f"hardware       {plan.device}, {plan.precision}, gradient checkpointing "
         f"{'on' if plan.gradient_checkpointing else 'off'}",
         f"time           about {format_duration(plan.time.seconds)} ({plan.time.basis})",

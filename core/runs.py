@@ -107,15 +107,18 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def start_worker(run_dir: Path, *, resume: bool = False, detach: bool = False) -> subprocess.Popen:
+def start_worker(run_dir: Path, *, resume: bool = False, detach: bool = False,
+                 accept_changed_corpus: bool = False) -> subprocess.Popen:
     """Start `python -m cpt_studio.core.worker RUN_DIR`; its output goes to logs/worker.log.
 
     Detached, it runs in its own session (POSIX) or process group without a console
-    (Windows), so closing the terminal or the GUI never stops it."""
+    (Windows), so closing the terminal or the GUI never stops it.
+    `accept_changed_corpus`: a resume goes on although the corpus changed (cpt_studio.core.data)."""
     paths = RunPaths(Path(run_dir))
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     paths.stop_request.unlink(missing_ok=True)
     command = worker_command(paths.root) + (["--resume"] if resume else [])
+    command += ["--accept-changed-corpus"] if accept_changed_corpus else []
     with open(paths.log, "ab") as log:  # the child keeps its own handle
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -18,6 +18,7 @@ the display name lives in the folder's `display_name` file, which index_run read
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +38,8 @@ EVAL_FIELDS = ("domain_ppl", "general_ppl", "domain_loss", "general_loss", "forg
                "domain_gain")
 CHECKPOINT_EVAL_FIELDS = ("domain_ppl", "general_ppl", "forgetting", "domain_gain")
 GUARD_FIELDS = ("reason", "action", "forgetting", "threshold", "rolled_back_to", "remedy")
+SCORE_FIELDS = frozenset(EVAL_FIELDS + ("best_domain_gain", "threshold"))
+"""Number columns that may hold a NaN (stored as "nan", cpt_studio.core.store._storable)."""
 NOT_METRICS = ("type", "time", "step", "tokens")
 """Fields of a step event that are not curves; every other number is one (loss, lr, ...)."""
 OWN_TABLE = ("step", "eval", "checkpoint", "guard")
@@ -250,9 +253,9 @@ def _error(status: dict) -> str:
 
 def _scores(evals: list[dict]) -> dict[str, Any]:
     trained = [e["domain_gain"] for e in evals
-               if not e.get("baseline") and e.get("domain_gain") is not None]
-    return {"domain_gain": evals[-1].get("domain_gain") if evals else None,
-            "forgetting": evals[-1].get("forgetting") if evals else None,
+               if not e.get("baseline") and _finite(e.get("domain_gain"))]
+    return {"domain_gain": _storable(evals[-1].get("domain_gain")) if evals else None,
+            "forgetting": _storable(evals[-1].get("forgetting")) if evals else None,
             "best_domain_gain": max(trained, default=None)}
 
 
@@ -261,13 +264,13 @@ def _metric_rows(run_id: str, events: list[dict]):
         for name, value in event.items():
             if name not in NOT_METRICS and _is_number(value):
                 yield {"run_id": run_id, "step": event.get("step"), "tokens": event.get("tokens"),
-                       "time": event.get("time"), "name": name, "value": value}
+                       "time": event.get("time"), "name": name, "value": _storable(value)}
 
 
 def _evaluation_rows(run_id: str, events: list[dict]):
     for event in _of_type(events, "eval"):
         yield {**_where(run_id, event), "tokens": event.get("tokens"),
-               **{field: event.get(field) for field in EVAL_FIELDS},
+               **{field: _storable(event.get(field)) for field in EVAL_FIELDS},
                "baseline": bool(event.get("baseline"))}
 
 
@@ -285,6 +288,8 @@ def _checkpoint_rows(run_id: str, run_dir: Path, events: list[dict],
                      **{field: _first_known(event.get(field), scores.get(field))
                         for field in CHECKPOINT_EVAL_FIELDS}})
     kept = checkpoint_scores(row for row in rows if row["exists"])
+    for row in rows:
+        row.update({field: _storable(row[field]) for field in CHECKPOINT_EVAL_FIELDS})
     best, front = recommended(kept, max_forgetting), set(pareto_front(kept))
     for row in rows:
         row["recommended"] = row["exists"] and row["step"] == best
@@ -302,7 +307,7 @@ def _target(config: dict) -> float:
 def _guard_rows(run_id: str, events: list[dict]):
     for event in _of_type(events, "guard"):
         yield {**_where(run_id, event),
-               **{field: _plain(event.get(field)) for field in GUARD_FIELDS}}
+               **{field: _storable(_plain(event.get(field))) for field in GUARD_FIELDS}}
 
 
 def _other_rows(run_id: str, events: list[dict]):
@@ -329,6 +334,22 @@ def _first_known(*values: Any) -> Any:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+NAN = "nan"
+"""How a NaN is stored: SQLite turns a NaN REAL into NULL, which would read as 'not measured'."""
+
+
+def _storable(value: Any) -> Any:
+    return NAN if isinstance(value, float) and math.isnan(value) else value
+
+
+def _number(value: Any) -> Any:
+    return math.nan if value == NAN else value
+
+
+def _finite(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value)
 
 
 def _plain(value: Any) -> Any:
@@ -383,13 +404,14 @@ def _listing(runs: list[dict], most: int = 10) -> str:
 
 
 def _run_dict(row: dict) -> dict[str, Any]:
-    return {**row, "config": json.loads(row["config"] or "{}")}
+    return {**row, **{k: _number(row[k]) for k in SCORE_FIELDS if k in row},
+            "config": json.loads(row["config"] or "{}")}
 
 
 def run_metrics(db: sqlite_utils.Database, run_id: str, name: str) -> list[tuple]:
     """One curve, in the order the worker logged it: (step, tokens, value) per step event."""
     rows = db["metrics"].rows_where("run_id = ? and name = ?", [run_id, name], order_by="rowid")
-    return [(row["step"], row["tokens"], row["value"]) for row in rows]
+    return [(row["step"], row["tokens"], _number(row["value"])) for row in rows]
 
 
 def run_evaluations(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:
@@ -418,7 +440,8 @@ def run_events(db: sqlite_utils.Database, run_id: str,
 
 def _rows(db: sqlite_utils.Database, table: str, run_id: str,
           order_by: str = "rowid") -> list[dict[str, Any]]:
-    return list(db[table].rows_where("run_id = ?", [run_id], order_by=order_by))
+    return [{k: _number(v) if k in SCORE_FIELDS else v for k, v in row.items()}
+            for row in db[table].rows_where("run_id = ?", [run_id], order_by=order_by)]
 
 
 # -- changing ------------------------------------------------------------------------------
@@ -521,9 +544,9 @@ def _perplexity_lines(evals: list[dict[str, Any]]) -> list[str]:
 
 def _gain_lines(evals: list[dict[str, Any]]) -> list[str]:
     trained = [e for e in evals if not e["baseline"]]
-    best = max((e for e in trained if e["domain_gain"] is not None),
+    best = max((e for e in trained if _finite(e["domain_gain"])),
                key=lambda e: e["domain_gain"], default=None)
-    worst = max((e for e in trained if e["forgetting"] is not None),
+    worst = max((e for e in trained if _finite(e["forgetting"])),
                 key=lambda e: e["forgetting"], default=None)
     return [_field("best domain gain", f"{_percent(best and best['domain_gain'])}{_at(best)}"),
             _field("max forgetting", f"{_percent(worst and worst['forgetting'])}{_at(worst)}")]
@@ -532,9 +555,11 @@ def _gain_lines(evals: list[dict[str, Any]]) -> list[str]:
 def _loss_lines(loss: list[tuple]) -> list[str]:
     if not loss:
         return [_field("loss", "no steps yet")]
-    low = min(loss, key=lambda point: point[2])
-    return [_field("loss", f"first {loss[0][2]:.4f}, last {loss[-1][2]:.4f}, "
-                           f"min {low[2]:.4f} at step {low[0]}")]
+    low = min((p for p in loss if _finite(p[2])), key=lambda point: point[2], default=None)
+    lowest = f"min {low[2]:.4f} at step {low[0]}" if low else "no finite value"
+    bad = sum(1 for p in loss if _is_number(p[2]) and not math.isfinite(p[2]))
+    return [_field("loss", f"first {loss[0][2]:.4f}, last {loss[-1][2]:.4f}, {lowest}"
+                           + (f"; {bad} non-finite step(s)" if bad else ""))]
 
 
 def _guard_lines(guard: list[dict[str, Any]]) -> list[str]:
@@ -589,7 +614,9 @@ def _at(event: dict[str, Any] | None) -> str:
 
 
 def _percent(fraction: float | None) -> str:
-    return f"{fraction * 100:+.1f}%" if fraction is not None else "-"
+    if fraction is None:
+        return "-"
+    return f"{fraction * 100:+.1f}%" if math.isfinite(fraction) else str(fraction)
 
 
 def _count(n: int | None) -> str:

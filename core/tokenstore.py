@@ -196,6 +196,11 @@ def _write_store(folder: Path, specs, tokenizer, skip_bad: bool, progress) -> di
             n_tokens += _write(out, pending.result(), columns["lengths"])
     if problems and not skip_bad:
         raise CorpusError(problems)
+    if not columns["lengths"]:
+        where = ", ".join(spec.path for spec in specs)
+        raise CorpusError([Problem(where, None, f"yields no documents ({len(problems)} bad record(s) "
+                                                "left out); add documents or fix the records")],
+                          skipped_hint=False)
     _report(progress, len(columns["lengths"]), n_tokens, started, done=True)
     return _save_index(folder, columns, files, problems, dtype, vocab, tokenizer)
 

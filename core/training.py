@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
@@ -45,6 +46,7 @@ from .guard import (
 from .mixing import MixingSampler, ReplayMixer
 from .models import load_model_and_tokenizer
 from .plan import plan_steps
+from .preflight import require
 from .recommend import checkpoint_scores, recommended
 from .runs import CHECKPOINT_PREFIX, RunPaths, checkpoint_step, last_checkpoint, list_checkpoints
 from .tokenizer_ext import extend_for_run, lora_token_rows
@@ -240,6 +242,18 @@ def discard_checkpoints_after(run_dir: Path, step: int) -> list[Path]:
     return later
 
 
+def refuse_non_finite_baseline(fields: dict) -> None:
+    """Stop before training when the step-0 perplexities are not numbers: every later
+    comparison with them would be meaningless."""
+    bad = {k: v for k, v in fields.items() if k.endswith("_ppl") and not math.isfinite(v)}
+    if bad:
+        what = ", ".join(f"{k.removesuffix('_ppl')} perplexity {v}" for k, v in bad.items())
+        raise ValueError(f"the step-0 baseline is not finite ({what}): the base model gives "
+                         "non-finite log-probabilities on the held-out text before any training. "
+                         "Check the model's weights (a damaged or badly converted file) and the "
+                         "precision (fp16 overflows on many models: use bf16 or fp32)")
+
+
 class RunMonitor(TrainerCallback):
     """Events for every step, held-out evaluation, the stop request, the final save, and the
     guard's decisions (one attempt: after a rollback, train() builds a new Trainer)."""
@@ -319,7 +333,7 @@ class RunMonitor(TrainerCallback):
         if state.global_step == 0 and not self.resuming:
             self.events.emit("status", 0, state="running", phase="baseline",
                              message="measuring the step-0 baseline", total_steps=self.total_steps)
-            self.evaluate(model, 0)
+            refuse_non_finite_baseline(self.evaluate(model, 0))
             if self.config.guard.enabled and self.trainer is not None:
                 self.trainer.save_start_checkpoint()
         else:
@@ -402,24 +416,28 @@ class RunMonitor(TrainerCallback):
                 guard.threshold, self.config.corpus.replay_ratio, path))
 
 
-def train(run_dir: Path, *, resume: bool = False) -> str:
-    """Run (or resume) the run in `run_dir`; returns the final state."""
+def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = False) -> str:
+    """Run (or resume) the run in `run_dir`; returns the final state. A resume on a corpus
+    that changed since the start refuses unless `accept_changed_corpus` (cpt_studio.core.data)."""
     paths = RunPaths(Path(run_dir))
     config = RunConfig.load(paths.config)
     events = EventWriter(paths.events)
+    require(config, read_corpus=False)  # the corpus is read, and refused, as it is tokenized
     hardware = resolve_hardware(config)
     torch.manual_seed(config.seed)  # LoRA's random A matrices start alike on every attempt
     events.emit("status", None, state="running", phase="loading",
                 message=f"loading {config.model.name_or_path} on {hardware.device} ({hardware.precision})")
     model, tokenizer = load_model_and_tokenizer(
         config.model.name_or_path, attn_implementation=hardware.attention,
-        trust_remote_code=config.model.trust_remote_code)
+        trust_remote_code=config.model.trust_remote_code, allow_pickle=config.model.allow_pickle)
     model.config.use_cache = False  # with the cache on, packed documents attend to each other
     tokenizer, new_token_ids = extend_for_run(model, tokenizer, config, paths.root, events)
     model = _apply_method(model, config, new_token_ids)
     events.emit("status", None, state="running", phase="tokenizing", message="preparing the corpus")
     data = prepare_run_data(config.corpus, config.eval, tokenizer, paths.root,
-                            seq_len=config.batch.seq_len, seed=config.seed, progress=events)
+                            seq_len=config.batch.seq_len, seed=config.seed, progress=events,
+                            accept_changed_corpus=accept_changed_corpus)
+    record_separator(config, paths, data.tokens)
     general_rows = len(data.general.train) if data.general else 0
     events.emit("status", None, state="running", phase="tokenizing", ready=True,
                 message=f"corpus ready: {len(data.domain.train):,} domain and {general_rows:,} general "
@@ -440,6 +458,17 @@ def train(run_dir: Path, *, resume: bool = False) -> str:
     events.emit("status", trainer.state.global_step, state=final, phase="done", exit_code=0,
                 message=message, **({"guard": True} if guard_stop else {}))
     return final
+
+
+def record_separator(config: RunConfig, paths: RunPaths, tokens) -> None:
+    """Write the separator the run uses into its config.json (when it was left to the
+    tokenizer), so the folder says how documents were packed and a resume packs alike."""
+    if config.corpus.separator:
+        return
+    config.corpus.separator = tokens.separator_token
+    staged = paths.config.with_suffix(".json.tmp")
+    staged.write_text(config.to_json())
+    os.replace(staged, paths.config)
 
 
 def _train_with_guard(config: RunConfig, hardware: Hardware, paths: RunPaths, events: EventWriter,
@@ -519,8 +548,9 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
                        on_new_pass=lambda name, n, step: events.emit(
                            "log", step, level="info", message=f"{name} corpus: pass {n} begins"),
                        replay_changes=guard_state.replay_changes)
-    eval_sets = {part.name: heldout_rows(part.store, part.heldout, config.batch.seq_len,
-                                         tokenizer.eos_token_id, config.eval.max_tokens)
+    eval_sets = {part.name: heldout_rows(part.saved, np.arange(len(part.saved)), config.batch.seq_len,
+                                         data.tokens.separator_id, config.eval.max_tokens,
+                                         bos_id=data.tokens.bos_id)
                  for part in (data.domain, data.general) if part is not None}
     penalty = EwcPenalty(model, ewc, config.ewc.strength) if ewc is not None else None
     monitor = RunMonitor(config, events, paths, eval_sets, mixer, hardware, total_steps,

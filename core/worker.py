@@ -1,4 +1,5 @@
-"""The background process of one run: `python -m cpt_studio.core.worker RUN_DIR [--resume]`.
+"""The background process of one run: `python -m cpt_studio.core.worker RUN_DIR [--resume]
+[--accept-changed-corpus]`.
 
 It writes its pid, sends the libraries' logging to logs/worker.log (its stdout and
 stderr are that file too, when started by cpt_studio.core.runs.start_worker), trains, and always
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cpt_studio.core.worker")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--accept-changed-corpus", action="store_true")
     args = parser.parse_args(argv)
     paths = RunPaths(args.run_dir.resolve())
     if not paths.config.exists():
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .training import train
 
-        train(paths.root, resume=args.resume)
+        train(paths.root, resume=args.resume, accept_changed_corpus=args.accept_changed_corpus)
         _index(paths.root)
         return 0
     except BaseException as exc:  # noqa: BLE001 — every failure must reach the events

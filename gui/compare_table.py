@@ -3,6 +3,7 @@ numbers, probe and benchmark scores when a run has them, the recommended one mar
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -21,6 +22,8 @@ RECOMMENDED_BACKGROUND = "#fff3cd"
 def _text(column: str, value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # nan, inf, -inf: shown as what they are
     if column in ("domain gain", "forgetting"):
         return f"{value * 100:+.2f}%"
     if column in ("step", "tokens seen"):

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -203,8 +204,23 @@ class MonitorWindow(QWidget):
         self.progress_text.setText("stop requested: saving a checkpoint at the end of this step")
 
     def _on_resume_clicked(self) -> None:
-        start_worker(self.paths.root, resume=True, detach=True)
+        from cpt_studio.core.data import changed_corpus
+
+        changed = changed_corpus(self.paths.root)
+        if changed and not self.confirm_changed_corpus(changed):
+            return
+        start_worker(self.paths.root, resume=True, detach=True, accept_changed_corpus=bool(changed))
         self.resume_button.setEnabled(False)
+
+    def confirm_changed_corpus(self, changed: str) -> bool:
+        """Ask before resuming on corpus files that changed since the run started."""
+        answer = QMessageBox.question(
+            self, "The corpus changed",
+            f"The corpus changed since this run started ({changed}).\n\nIts new numbers would no "
+            "longer compare with the step-0 baseline. Resume anyway? The saved held-out documents "
+            "stay the evaluation set and are kept out of training.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
 
 def _escape(text: str) -> str:

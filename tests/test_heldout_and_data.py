@@ -93,6 +93,6 @@ def test_config_round_trips_and_lists_every_problem(tmp_path, corpus_config):
     assert any("add at least one domain source" in p for p in problems)
     assert any("replay ratio 1.2" in p for p in problems)
     assert any(p.startswith("eval: held-out fraction 0") for p in problems)
-    with pytest.raises(ValueError, match=r"config.corpus: unknown setting\(s\) replay"):
+    with pytest.raises(ValueError, match=r"corpus.replay: unknown setting; known in corpus: .*replay_ratio"):
         RunConfig.from_dict({"corpus": {"replay": 0.1}})
     assert json.loads(config.to_json())["corpus"]["general"][0]["text_field"] == "body"

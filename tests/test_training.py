@@ -26,7 +26,10 @@ def test_a_full_run_writes_config_events_evaluations_and_checkpoints(tmp_path, t
     run_dir = create_run(config, tmp_path / "runs")
     assert train(run_dir) == "finished"
 
-    assert json.loads((run_dir / "config.json").read_text())["corpus"]["replay_ratio"] == 0.05
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["corpus"]["replay_ratio"] == 0.05
+    assert saved["corpus"]["separator"] == "<|endoftext|>"  # the separator the run resolved
+    assert json.loads((run_dir / "heldout" / "corpus.json").read_text()).keys() == {"domain", "general"}
     evals = events_of(run_dir, "eval")
     assert [e["step"] for e in evals] == [0, 10, 20]
     assert evals[0]["baseline"] and evals[0]["forgetting"] == 0 and evals[0]["domain_gain"] == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 TRAINING_TEXT = [
@@ -27,7 +27,8 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>"]
 
 
 def train_tiny_tokenizer(vocab_size: int = 384, texts: list[str] | None = None, *,
-                         style: str = "byte-level") -> PreTrainedTokenizerFast:
+                         style: str = "byte-level", special_tokens: list[str] = SPECIAL_TOKENS
+                         ) -> PreTrainedTokenizerFast:
     """A byte-level BPE like GPT-2's and SmolLM2's ('Ġ' marks a word-initial token), or a
     sentencepiece-style BPE ('▁' marks it): "metaspace" splits words before BPE, "llama" hands
     BPE the whole text as transformers 5's LlamaTokenizer does (Metaspace with split=False)."""
@@ -42,7 +43,7 @@ def train_tiny_tokenizer(vocab_size: int = 384, texts: list[str] | None = None, 
         alphabet = sorted({c for text in texts or TRAINING_TEXT for c in text if c != " "} | {"▁"})
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         initial_alphabet=alphabet,
         show_progress=False,
     )
@@ -51,18 +52,45 @@ def train_tiny_tokenizer(vocab_size: int = 384, texts: list[str] | None = None, 
         tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first", split=False)
         tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Fuse(),
                                          decoders.Strip(content=" ", left=1)])
+    end = "<|endoftext|>" if "<|endoftext|>" in special_tokens else None
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
-        pad_token="<|pad|>", unk_token=None,
+        tokenizer_object=tok, eos_token=end, bos_token=end, pad_token="<|pad|>", unk_token=None,
     )
 
 
+SPECIAL_KINDS = ("plain", "bos", "instruct", "no-eos")
+
+
+def special_tokens_variant(kind: str) -> PreTrainedTokenizerFast:
+    """The tiny tokenizer with the special tokens of a real family: 'plain' (GPT-2-like:
+    <|endoftext|> is eos, no BOS added), 'bos' (Llama-2-like: the post-processor adds <s>, eos
+    </s>), 'instruct' (SmolLM2-Instruct-like: eos <|im_end|>, <|endoftext|> in the vocabulary,
+    no BOS) or 'no-eos' (no end token at all)."""
+    if kind == "plain":
+        return train_tiny_tokenizer()
+    if kind == "no-eos":
+        return train_tiny_tokenizer(special_tokens=["<|pad|>"])
+    backend = train_tiny_tokenizer().backend_tokenizer
+    extra = {"bos": ["<s>", "</s>"], "instruct": ["<|im_start|>", "<|im_end|>"]}[kind]
+    backend.add_special_tokens(extra)
+    if kind == "bos":
+        bos = backend.token_to_id("<s>")
+        backend.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+        return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                       pad_token="<|pad|>", unk_token=None)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>",
+                                   pad_token="<|pad|>", unk_token=None)
+
+
 def build_tiny_model(folder: Path, *, tie_word_embeddings: bool = True, seed: int = 0,
-                     vocab_size: int = 384, texts: list[str] | None = None) -> Path:
+                     vocab_size: int = 384, texts: list[str] | None = None,
+                     special: str | None = None) -> Path:
     """Write a tiny Llama model and its tokenizer (trained on `texts`, by default
-    TRAINING_TEXT) to `folder`; return the folder."""
+    TRAINING_TEXT; or a `special` tokens variant, see special_tokens_variant) to `folder`;
+    return the folder."""
     folder = Path(folder)
-    tokenizer = train_tiny_tokenizer(vocab_size, texts)
+    tokenizer = special_tokens_variant(special) if special else train_tiny_tokenizer(vocab_size, texts)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,

@@ -183,12 +183,19 @@ class CorpusPage(ConfigPage):
 
     def validatePage(self) -> bool:
         problems = self.page_problems()
-        if not problems and not self.skip_bad.isChecked():
+        if not problems:
             bad = self.corpus_problems()
-            if bad:
+            if bad and not self.skip_bad.isChecked():
                 problems = [f"{len(bad)} bad record(s): fix them, or tick 'Skip bad records'"] + bad[:5]
+            problems += self.empty_corpora()
         self.show_problems(problems)
         return not problems
+
+    def empty_corpora(self) -> list[str]:
+        """A corpus with no document to train on is refused, bad records skipped or not."""
+        paths = {"domain": self.domain.paths(), "general": self.general.paths()}
+        return [f"{name} corpus: {', '.join(paths[name])} yields no documents; add documents or fix the records"
+                for name, (report, _) in self._result.items() if report.documents == 0]
 
 
 def _escape(text: str) -> str:

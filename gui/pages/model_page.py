@@ -14,18 +14,20 @@ from PySide6.QtWidgets import (
 )
 
 from cpt_studio.core.estimate import estimate_memory, format_bytes
-from cpt_studio.core.models import model_info, scan_cached_models
+from cpt_studio.core.models import check_model, model_info, scan_cached_models
+from cpt_studio.core.preflight import model_choice_problems
 
 from ..jobs import Job
 from .base import ConfigPage
 
 
-def describe_model(spec: str, seq_len: int, micro_batch: int) -> str:
+def describe_model(spec: str, seq_len: int, micro_batch: int, allow_pickle: bool = False) -> str:
     """Parameter count, architecture, and the memory of full and LoRA CPT (bf16, checkpointing)."""
     from transformers import AutoConfig
 
     from cpt_studio.core.models import resolve_model
 
+    check_model(spec, allow_pickle=allow_pickle)  # a model that cannot be trained: its one sentence
     info = model_info(spec)
     config = AutoConfig.from_pretrained(resolve_model(spec)).get_text_config()
     lines = [f"{info.architecture}, {info.parameters or 0:,} parameters, vocabulary {info.vocab_size:,}, "
@@ -55,6 +57,8 @@ class ModelPage(ConfigPage):
         folder = QPushButton("Folder…", clicked=self._on_browse_folder)
         gguf = QPushButton("GGUF file…", clicked=self._on_browse_gguf)
         self.trust = QCheckBox("Trust the model's own code (only for repositories you trust)")
+        self.allow_pickle = QCheckBox("Allow pickle weights (.bin; they can run code: only models you trust)",
+                                      objectName="allow_pickle")
         self.info = QLabel("Choose a model to see its size and memory needs.", wordWrap=True, objectName="model_info")
         row = QHBoxLayout()
         for widget in (self.path, folder, gguf):
@@ -63,6 +67,7 @@ class ModelPage(ConfigPage):
         self.layout_.addWidget(self.cached)
         self.layout_.addLayout(row)
         self.layout_.addWidget(self.trust)
+        self.layout_.addWidget(self.allow_pickle)
         self.layout_.addWidget(self.info)
         self.finish_layout()
         self._scan = Job(scan_cached_models)
@@ -72,10 +77,18 @@ class ModelPage(ConfigPage):
     def load(self, config) -> None:
         self.path.setText(config.model.name_or_path)
         self.trust.setChecked(config.model.trust_remote_code)
+        self.allow_pickle.setChecked(config.model.allow_pickle)
 
     def store(self, config) -> None:
         config.model.name_or_path = self.path.text().strip()
         config.model.trust_remote_code = self.trust.isChecked()
+        config.model.allow_pickle = self.allow_pickle.isChecked()
+
+    def validatePage(self) -> bool:
+        """The model must be one that can be trained (cpt_studio.core.preflight's checks of the model)."""
+        problems = self.page_problems() or model_choice_problems(self.config)
+        self.show_problems(problems)
+        return not problems
 
     def _on_scanned(self, models) -> None:
         for info in models:
@@ -103,11 +116,12 @@ class ModelPage(ConfigPage):
 
     def _on_model_changed(self) -> None:
         spec = self.path.text().strip()
-        if not spec:
+        if not spec or not hasattr(self.wizard(), "config"):  # editing ends as the wizard closes
             return
         self.info.setText("Reading the model…")
         batch = self.config.batch
-        self._describe = Job(describe_model, spec, batch.seq_len, batch.micro_batch)
+        self._describe = Job(describe_model, spec, batch.seq_len, batch.micro_batch,
+                             self.allow_pickle.isChecked())
         self._describe.finished.connect(self.info.setText)
         self._describe.failed.connect(lambda message: self.info.setText(f"⚠ {message}"))
         self._describe.start()

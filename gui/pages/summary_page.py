@@ -16,8 +16,9 @@ from PySide6.QtWidgets import (
     QPushButton,
 )
 
-from cpt_studio.core.config import RunConfig
+from cpt_studio.core.config import ConfigError, RunConfig
 from cpt_studio.core.plan import format_plan, plan_run
+from cpt_studio.core.preflight import preflight
 
 from ..jobs import Job
 from .base import ConfigPage
@@ -29,6 +30,8 @@ class SummaryPage(ConfigPage):
     def __init__(self):
         super().__init__("Summary", "Check the plan, then Start. The run continues if you close the app.")
         self.name = QLineEdit(objectName="run_name")
+        self.separator = QLineEdit(objectName="separator",
+                                   placeholderText="automatic: the tokenizer's end-of-text token")
         self.summary = QPlainTextEdit(readOnly=True, objectName="summary")
         self.plan = QLabel("", wordWrap=True, objectName="plan")
         buttons = QHBoxLayout()
@@ -38,6 +41,8 @@ class SummaryPage(ConfigPage):
         row = QHBoxLayout()
         row.addWidget(QLabel("Run name:"))
         row.addWidget(self.name)
+        row.addWidget(QLabel("Document separator:"))
+        row.addWidget(self.separator)
         self.layout_.addLayout(row)
         self.layout_.addWidget(self.summary)
         self.layout_.addLayout(buttons)
@@ -47,6 +52,7 @@ class SummaryPage(ConfigPage):
 
     def load(self, config) -> None:
         self.name.setText(config.name)
+        self.separator.setText(config.corpus.separator)
         self.summary.setPlainText(describe(config))
         problems = config.validate()
         self.show_problems(problems)
@@ -55,10 +61,13 @@ class SummaryPage(ConfigPage):
 
     def store(self, config) -> None:
         config.name = self.name.text().strip()
+        config.corpus.separator = self.separator.text().strip()
 
     def validatePage(self) -> bool:
+        """The whole config, every page's problems, and what the model and this machine cannot
+        do with it (cpt_studio.core.preflight; the worker reads and checks the corpus as it tokenizes)."""
         self.store(self.config)
-        problems = self.config.validate()  # the whole config, every page's problems
+        problems = preflight(self.config, read_corpus=False).problems
         self.show_problems(problems)
         return not problems
 
@@ -85,7 +94,11 @@ class SummaryPage(ConfigPage):
     def _on_load(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load setup", filter="JSON (*.json)")
         if path:
-            self.wizard().config = RunConfig.load(Path(path))
+            try:
+                self.wizard().config = RunConfig.load(Path(path))
+            except ConfigError as exc:  # every problem of the file, each with its setting
+                self.show_problems(exc.problems)
+                return
             self.load(self.wizard().config)
 
     def _on_copy_command(self) -> None:
@@ -106,6 +119,7 @@ def describe(config: RunConfig) -> str:
         f"General corpus: {', '.join(s.path for s in corpus.general) or '(none)'}",
         f"Replay: {corpus.replay_ratio:.1%} of every step; held out: {config.eval.heldout_fraction:.1%} of each corpus",
         f"Tokenizer extension: {'on' if config.tokenizer.extend else 'off'}",
+        f"Documents separated by: {corpus.separator or 'the tokenizer end-of-text token (the plan names it)'}",
         f"Method: {lora}; " + (f"EWC strength {config.ewc.strength:g} on {config.ewc.group}"
                                 if config.ewc.enabled else "no EWC"),
         f"Schedule: peak LR {schedule.peak_lr:g}, warmup {schedule.warmup_ratio:.1%}, {schedule.decay} "
