@@ -26,14 +26,19 @@ ICON_PACKAGE = "cpt_studio.resources.icons"
 
 
 def data_home() -> Path:
-    """$XDG_DATA_HOME, or ~/.local/share (the XDG Base Directory default)."""
-    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    """$XDG_DATA_HOME when it is an absolute path, else ~/.local/share (the XDG Base Directory
+    Specification: a relative value is invalid and ignored)."""
+    value = os.environ.get("XDG_DATA_HOME", "")
+    return Path(value) if os.path.isabs(value) else Path.home() / ".local" / "share"
 
 
 def gui_launcher() -> Path:
-    """The `cpt-studio-gui` executable of this installation (beside this Python), else on PATH.
+    """The executable that starts this installation's app: the bundle's own executable when
+    frozen (PyInstaller), else `cpt-studio-gui` beside this Python, else on PATH.
 
-    Raises FileNotFoundError with the fix when neither exists."""
+    Raises FileNotFoundError with the fix when there is none."""
+    if getattr(sys, "frozen", False):
+        return Path(sys.executable)
     name = "cpt-studio-gui.exe" if os.name == "nt" else "cpt-studio-gui"
     beside = Path(sys.executable).parent / name
     if beside.exists():
@@ -63,12 +68,15 @@ def install_desktop_entry(home: Path | None = None) -> dict[str, Path]:
     if not sys.platform.startswith(("linux", "freebsd")):
         raise RuntimeError("desktop entries are a Linux desktop feature; on macOS and Windows use the "
                            "app bundle (packaging/README.md) or start `cpt-studio-gui`")
+    launcher = gui_launcher()  # before anything is written: it may not exist
     targets = desktop_files(home)
     for target in targets.values():
         target.parent.mkdir(parents=True, exist_ok=True)
     entry = resource_path(f"{APP_ID}.desktop", package=DESKTOP_PACKAGE).read_text(encoding="utf-8")
-    targets["entry"].write_text(entry.replace("Exec=cpt-studio-gui", f"Exec={_exec_arg(gui_launcher())}"),
-                                encoding="utf-8")
+    entry = entry.replace("Exec=cpt-studio-gui", f"Exec={_exec_arg(launcher)}")
+    # The window's WM_CLASS instance is the program's file name (Qt: argv[0]).
+    entry = entry.replace("StartupWMClass=cpt-studio-gui", f"StartupWMClass={launcher.stem}")
+    targets["entry"].write_text(entry, encoding="utf-8")
     shutil.copyfile(resource_path(f"{APP_ID}.metainfo.xml", package=DESKTOP_PACKAGE), targets["metainfo"])
     shutil.copyfile(resource_path("cpt-studio.svg", package=ICON_PACKAGE), targets["svg"])
     for size in ICON_SIZES:
@@ -87,10 +95,15 @@ def uninstall_desktop_entry(home: Path | None = None) -> list[Path]:
 
 
 def _exec_arg(path: Path) -> str:
-    """A path as one argument of a desktop entry's Exec key (quoted when it holds spaces;
-    freedesktop Desktop Entry Specification, "The Exec key")."""
-    text = str(path)
-    if any(c in text for c in ' \t"`$\\'):
-        escaped = "".join("\\" + c if c in '"`$\\' else c for c in text)
-        return f'"{escaped}"'
-    return text
+    """A path as the program of a desktop entry's Exec key (Desktop Entry Specification, "The
+    Exec key"): quoted when it holds a reserved character, with `"`, backtick, `$` and
+    backslash escaped inside the quotes, and `%` doubled (a lone % starts a field code). The
+    key's value is then a string, whose own escaping doubles each backslash once more."""
+    text = str(path).replace("%", "%%")
+    if any(c in EXEC_RESERVED for c in text):
+        text = '"' + "".join("\\" + c if c in '"`$\\' else c for c in text) + '"'
+    return text.replace("\\", "\\\\")
+
+
+EXEC_RESERVED = set(" \t\n\"'\\><~|&;$*?#()`")
+"""Characters that make an Exec argument need quotes (Desktop Entry Specification)."""

@@ -18,7 +18,9 @@ def resource_path(*parts: str, package: str = "cpt_studio.resources") -> Path:
     resource_path("demo", "domain.jsonl") -> .../cpt_studio/resources/demo/domain.jsonl
     resource_path("cpt-studio.svg", package="cpt_studio.resources.icons") -> the app icon
     Raises FileNotFoundError naming the resource and the likely cause (a broken install)."""
-    resource = files(package).joinpath(*parts)
+    resource = files(package)
+    for part in parts:  # one at a time: Python 3.11's MultiplexedPath.joinpath takes one
+        resource = resource / part
     # Installed from a wheel or in editable mode, the package is a folder on disk; a zipped
     # install has no real path, and the corpus reader and tokenizer need one.
     path = Path(str(resource))

@@ -16,6 +16,8 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,13 +118,43 @@ def start_worker(run_dir: Path, *, resume: bool = False, detach: bool = False,
     `accept_changed_corpus`: a resume goes on although the corpus changed (cpt_studio.core.data)."""
     paths = RunPaths(Path(run_dir))
     paths.log.parent.mkdir(parents=True, exist_ok=True)
-    paths.stop_request.unlink(missing_ok=True)
     command = worker_command(paths.root) + (["--resume"] if resume else [])
     command += ["--accept-changed-corpus"] if accept_changed_corpus else []
-    with open(paths.log, "ab") as log:  # the child keeps its own handle
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                **(_detached() if detach else {}))
+    with _claim(paths):  # two launchers (GUI, CLI) on one run: one worker, never two
+        running = worker_process(paths.root)
+        if running is not None:
+            raise ValueError(f"{paths.root} is already running (worker pid {running.pid}); "
+                             "stop it first")
+        paths.stop_request.unlink(missing_ok=True)
+        with open(paths.log, "ab") as log:  # the child keeps its own handle
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                       **(_detached() if detach else {}))
+        write_pid(paths.root, process.pid)  # at once: the worker would write it only after start-up
+    return process
+
+
+CLAIM_STALE_SECONDS = 60.0
+"""A claim older than this was left by a launcher that died between its check and its start."""
+
+
+@contextmanager
+def _claim(paths: RunPaths) -> Iterator[None]:
+    """Hold `worker.claim` (created exclusively) while checking for a live worker and starting one."""
+    claim = paths.root / "worker.claim"
+    try:
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        if time.time() - claim.stat().st_mtime < CLAIM_STALE_SECONDS:
+            raise ValueError(f"{paths.root} is being started by another window or command; "
+                             "wait a moment and look again") from None
+        claim.unlink(missing_ok=True)
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    try:
+        yield
+    finally:
+        os.close(fd)
+        claim.unlink(missing_ok=True)
 
 
 def worker_command(run_dir: Path) -> list[str]:
@@ -146,10 +178,19 @@ def request_stop(run_dir: Path) -> None:
     RunPaths(Path(run_dir)).stop_request.write_text(str(time.time()))
 
 
-def write_pid(run_dir: Path) -> None:
-    """Called by the worker itself: its pid and start time, so a reused pid is not taken for it."""
-    me = psutil.Process()
-    RunPaths(Path(run_dir)).pid.write_text(f"{me.pid} {me.create_time()!r}")
+def write_pid(run_dir: Path, pid: int | None = None) -> None:
+    """Record the worker's pid (default: this process) and its start time, so a later process
+    that gets the same pid is not taken for it. Written whole (temp file, rename)."""
+    process = psutil.Process(pid)
+    path = RunPaths(Path(run_dir)).pid
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(f"{process.pid} {process.create_time()!r}")
+    os.replace(tmp, path)
+
+
+PID_TIME_TOLERANCE = 1.0
+"""Seconds a recorded start time may differ from psutil's reading of the same process (on
+Linux psutil derives it from the boot time, which a clock step shifts)."""
 
 
 def worker_process(run_dir: Path) -> psutil.Process | None:
@@ -158,7 +199,7 @@ def worker_process(run_dir: Path) -> psutil.Process | None:
     try:
         fields = RunPaths(Path(run_dir)).pid.read_text().split()
         process = psutil.Process(int(fields[0]))
-        if len(fields) > 1 and abs(process.create_time() - float(fields[1])) > 1e-3:
+        if len(fields) > 1 and abs(process.create_time() - float(fields[1])) > PID_TIME_TOLERANCE:
             return None
         if process.status() == psutil.STATUS_ZOMBIE:
             return None

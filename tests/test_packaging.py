@@ -103,6 +103,7 @@ def test_the_wheel_works_from_an_unrelated_folder(wheel_venv, tmp_path, tiny_mod
 
 def test_resources_are_read_from_the_package():
     assert resource_path("demo", "domain.jsonl").read_text().count("\n") == 120
+    assert resource_path("demo").is_dir()
     assert resource_path("cpt-studio.svg", package="cpt_studio.resources.icons").read_text().startswith("<?xml")
     with pytest.raises(FileNotFoundError, match="demo/missing.jsonl.*reinstall"):
         resource_path("demo", "missing.jsonl")
@@ -137,13 +138,43 @@ def test_desktop_install_writes_a_valid_entry_that_starts_this_installation(tmp_
     assert len(removed) == len(files) and not files["entry"].exists()
 
 
-def test_exec_paths_with_spaces_are_quoted(tmp_path, monkeypatch):
+@pytest.mark.parametrize("folder", ["my apps", "R&D", "a(1)", "semi;colon", "hash#x", "100%", "it's",
+                                    "co$t", 'say "hi"', "back\\slash"])
+def test_exec_paths_with_reserved_characters_stay_one_valid_argument(tmp_path, monkeypatch, folder):
     from cpt_studio.core import desktop
 
-    spaced = tmp_path / "my apps" / "cpt-studio-gui"
-    monkeypatch.setattr(desktop, "gui_launcher", lambda: spaced)
-    files = install_desktop_entry(tmp_path / "share")
-    assert f'Exec="{spaced}"' in files["entry"].read_text()
+    monkeypatch.setattr(desktop, "gui_launcher", lambda: tmp_path / folder / "cpt-studio-gui")
+    entry = install_desktop_entry(tmp_path / "share")["entry"]
+    validator = shutil.which("desktop-file-validate")
+    if validator:
+        check = subprocess.run([validator, str(entry)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+    exec_value = re.search(r"^Exec=(.+)$", entry.read_text(), re.M).group(1)
+    assert _unquote_exec(exec_value) == str(tmp_path / folder / "cpt-studio-gui")
+
+
+def _unquote_exec(value: str) -> str:
+    """What a desktop reads back from an Exec value of one argument (the specification's string
+    unescaping, then its quoting rules, then %% -> %)."""
+    value = value.replace("\\\\", "\\")
+    if value.startswith('"'):
+        value = re.sub(r'\\(["`$\\])', r"\1", value[1:-1])
+    return value.replace("%%", "%")
+
+
+def test_a_relative_xdg_data_home_is_ignored(monkeypatch, tmp_path):
+    from cpt_studio.core.desktop import data_home
+
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/share")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert data_home() == tmp_path / ".local" / "share"
+
+
+def test_the_bundle_installs_its_own_executable_as_the_launcher(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bundle" / "cpt-studio"))
+    entry = install_desktop_entry(tmp_path / "share")["entry"].read_text()
+    assert f"Exec={tmp_path}/bundle/cpt-studio\n" in entry and "StartupWMClass=cpt-studio\n" in entry
 
 
 def test_the_frozen_bundle_runs_the_worker_with_its_own_executable(monkeypatch, tmp_path):
@@ -198,3 +229,23 @@ def test_the_app_window_has_the_icon(qtbot):
     sizes = {(s.width(), s.height()) for s in icon.availableSizes()}
     assert {(16, 16), (48, 48), (256, 256)} <= sizes
     assert not icon.pixmap(64, 64).isNull()
+
+
+def test_a_second_start_of_the_same_run_is_refused_at_once(tmp_path, tiny_model_dir):
+    from cpt_studio.core.runs import _claim, create_run, start_worker
+
+    config = tiny_run_config(tiny_model_dir, tmp_path / "data",
+                             schedule=ScheduleConfig(peak_lr=1e-3, max_steps=100_000),
+                             eval=EvalConfig(interval=100_000, heldout_count=8))
+    run_dir = create_run(config, tmp_path / "runs")
+    first = start_worker(run_dir)
+    try:
+        assert worker_pid(run_dir) == first.pid  # known before the worker has even started up
+        with pytest.raises(ValueError, match="already running"):
+            start_worker(run_dir, resume=True)
+        with _claim(RunPaths(run_dir)), pytest.raises(ValueError, match="being started by another"):
+            start_worker(run_dir, resume=True)
+    finally:
+        kill_worker(run_dir)
+        first.wait(10)
+    assert not (run_dir / "worker.claim").exists()
