@@ -95,12 +95,16 @@ def run_labels(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
 
 
 def checkpoint_extras(events: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
-    """Probe and benchmark scores by step: an event {"name": "medqa", "score": 0.41} gives
+    """Probe and benchmark scores by step: an lm-eval score {"task": "medqa", "metric": "acc",
+    "value": 0.41} gives the column "medqa acc"; an event {"name": "medqa", "score": 0.41} gives
     the column "medqa"; its other numbers give "medqa <field>" ("benchmark <field>" when
     the event has no name)."""
     extras: dict[int, dict[str, float]] = {}
     for event in events:
         scores = extras.setdefault(event.get("step"), {})
+        if event.get("task") and event.get("metric"):  # core.evaljob: one metric per event
+            scores[f"{event['task']} {event['metric']}"] = event.get("value")
+            continue
         name = event.get("name")
         for field, value in event.items():
             if field not in NOT_SCORES and _is_number(value):

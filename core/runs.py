@@ -62,6 +62,43 @@ class RunPaths:
     def pid(self) -> Path:
         return self.root / "worker.pid"
 
+    @property
+    def eval_dir(self) -> Path:
+        """Evaluation jobs (lm-eval tasks and probes): their own progress, stop and pid files,
+        so that an evaluation never changes the training run's state."""
+        return self.root / "eval"
+
+    @property
+    def eval_tasks(self) -> Path:
+        """lm-eval task YAML and data written for the run (the probe tasks)."""
+        return self.eval_dir / "tasks"
+
+    @property
+    def eval_events(self) -> Path:
+        """The evaluation job's progress (status events); its scores go to events.jsonl."""
+        return self.eval_dir / "events.jsonl"
+
+    @property
+    def eval_request(self) -> Path:
+        return self.eval_dir / "request.json"
+
+    @property
+    def eval_stop(self) -> Path:
+        return self.eval_dir / "stop"
+
+    @property
+    def eval_pid(self) -> Path:
+        return self.eval_dir / "worker.pid"
+
+    @property
+    def eval_log(self) -> Path:
+        return self.root / "logs" / "eval.log"
+
+    @property
+    def report(self) -> Path:
+        """report.md, report.json and the chart written by `cpt-studio report`."""
+        return self.root / "report"
+
 
 def runs_dir() -> Path:
     path = data_dir() / "runs"
@@ -119,13 +156,43 @@ def start_worker(run_dir: Path, *, resume: bool = False, detach: bool = False) -
                             env=env, start_new_session=detach)
 
 
+def start_eval_worker(run_dir: Path, *, detach: bool = False) -> subprocess.Popen:
+    """Start `python -m core.evalworker RUN_DIR` on the request in eval/request.json; its
+    output goes to logs/eval.log. Detached, it outlives the terminal or the GUI."""
+    paths = RunPaths(Path(run_dir))
+    paths.eval_log.parent.mkdir(parents=True, exist_ok=True)
+    paths.eval_stop.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "core.evalworker", str(paths.root)]
+    log = open(paths.eval_log, "ab")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    project_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=env, start_new_session=detach)
+
+
+def request_eval_stop(run_dir: Path) -> None:
+    """Ask the evaluation worker to stop after the task in progress."""
+    path = RunPaths(Path(run_dir)).eval_stop
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(time.time()))
+
+
+def eval_worker_pid(run_dir: Path) -> int | None:
+    """The pid of the run's evaluation worker if it is alive, else None."""
+    return _live_pid(RunPaths(Path(run_dir)).eval_pid)
+
+
 def request_stop(run_dir: Path) -> None:
     RunPaths(Path(run_dir)).stop_request.write_text(str(time.time()))
 
 
 def worker_pid(run_dir: Path) -> int | None:
     """The pid of the run's worker if it is alive, else None."""
-    path = RunPaths(Path(run_dir)).pid
+    return _live_pid(RunPaths(Path(run_dir)).pid)
+
+
+def _live_pid(path: Path) -> int | None:
     try:
         pid = int(path.read_text().split()[0])
         os.kill(pid, 0)

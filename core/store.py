@@ -31,11 +31,14 @@ from .runs import runs_dir
 
 DISPLAY_NAME_FILE = "display_name"
 FINAL_STATES = ("finished", "stopped", "failed")
-TABLES = ("runs", "metrics", "evaluations", "checkpoints", "guard", "events")
+TABLES = ("runs", "metrics", "evaluations", "checkpoints", "guard", "events", "benchmarks")
 EVAL_FIELDS = ("domain_ppl", "general_ppl", "domain_loss", "general_loss", "forgetting",
                "domain_gain")
 CHECKPOINT_EVAL_FIELDS = ("domain_ppl", "general_ppl", "forgetting", "domain_gain")
 GUARD_FIELDS = ("reason", "action", "forgetting", "threshold", "rolled_back_to", "remedy")
+BENCHMARK_FIELDS = ("checkpoint", "task", "kind", "metric", "value", "stderr", "num_fewshot",
+                    "limit", "samples", "task_version", "harness_version", "higher_is_better",
+                    "primary", "cached")
 NOT_METRICS = ("type", "time", "step", "tokens")
 """Fields of a step event that are not curves; every other number is one (loss, lr, ...)."""
 OWN_TABLE = ("step", "eval", "checkpoint", "guard")
@@ -84,7 +87,17 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT  -- the whole event, JSON
 );
 CREATE INDEX IF NOT EXISTS events_run_type ON events (run_id, type);
-PRAGMA user_version = 2;
+CREATE TABLE IF NOT EXISTS benchmarks (
+    run_id TEXT NOT NULL, step INTEGER, time REAL,  -- step 0: the base model
+    checkpoint TEXT,  -- "base" or the checkpoint's folder name
+    task TEXT, kind TEXT,  -- kind: domain, general or probe
+    metric TEXT, value REAL, stderr REAL,
+    num_fewshot INTEGER, "limit" INTEGER, samples INTEGER,
+    task_version TEXT, harness_version TEXT,
+    higher_is_better INTEGER, "primary" INTEGER, cached INTEGER
+);
+CREATE INDEX IF NOT EXISTS benchmarks_run ON benchmarks (run_id, task, step);
+PRAGMA user_version = 3;
 """
 ADDED_COLUMNS = {"checkpoints": {"recommended": int, "pareto": int}}
 """Columns added since a table was first created: an older store gains them when opened."""
@@ -133,6 +146,7 @@ def index_run(db: sqlite_utils.Database, run_dir: Path | str) -> str:
         db["checkpoints"].insert_all(_checkpoint_rows(run_id, run_dir, events, _target(config)))
         db["guard"].insert_all(_guard_rows(run_id, events))
         db["events"].insert_all(_other_rows(run_id, events))
+        db["benchmarks"].insert_all(_benchmark_rows(run_id, events))
     return run_id
 
 
@@ -298,6 +312,14 @@ def _guard_rows(run_id: str, events: list[dict]):
                **{field: _plain(event.get(field)) for field in GUARD_FIELDS}}
 
 
+def _benchmark_rows(run_id: str, events: list[dict]):
+    """One row per score of a benchmark or probe event (core.evaljob)."""
+    for event in events:
+        if event.get("type") in ("benchmark", "probe") and event.get("metric"):
+            yield {**_where(run_id, event),
+                   **{f: _plain(event.get(f)) for f in BENCHMARK_FIELDS}}
+
+
 def _other_rows(run_id: str, events: list[dict]):
     for event in events:
         if event.get("type") not in OWN_TABLE:
@@ -400,6 +422,13 @@ def run_checkpoints(db: sqlite_utils.Database, run_id: str) -> list[dict[str, An
 def run_guard(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:
     """The guard's decisions, in order."""
     return _rows(db, "guard", run_id)
+
+
+def run_benchmarks(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:
+    """Every benchmark and probe score of a run, in the order they were written (a score
+    computed again later comes after the earlier one)."""
+    flags = ("higher_is_better", "primary", "cached")
+    return [{**row, **{f: bool(row[f]) for f in flags}} for row in _rows(db, "benchmarks", run_id)]
 
 
 def run_events(db: sqlite_utils.Database, run_id: str,
