@@ -8,6 +8,8 @@
     cpt-studio import-gguf model.gguf
     cpt-studio generate RUN --prompt "The patient" [--checkpoints 100,200] [--sample]
     cpt-studio export RUN CHECKPOINT_STEP DEST [--merge]
+    cpt-studio evaluate RUN [--checkpoints 10,20] [--tasks a,b] [--probes FILE] [--limit N] [--detach]
+    cpt-studio tasks [WORD] | report RUN
 """
 
 from __future__ import annotations
@@ -103,6 +105,9 @@ def _run_commands(commands) -> None:
     show.add_argument("run_ref", metavar="RUN", help="run folder, name, or a unique prefix of its folder name")
     show.set_defaults(run=cli_runs.show)
     _checkpoint_commands(commands)
+    from . import cli_eval
+
+    cli_eval.add_commands(commands)
     store = commands.add_parser("store", help="the run store").add_subparsers(title="store commands")
     rebuild = store.add_parser("rebuild", help="re-index every run folder into the store")
     rebuild.add_argument("roots", nargs="*", help="folders holding run folders (default: the data folder's runs)")

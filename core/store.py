@@ -26,7 +26,7 @@ import sqlite_utils
 
 from .events import read_events, timeline
 from .paths import data_dir
-from .recommend import checkpoint_scores, pareto_front, recommended
+from .recommend import MAX_GENERAL_DROP, checkpoint_scores, general_drops, pareto_front, recommendation
 from .runs import runs_dir
 
 DISPLAY_NAME_FILE = "display_name"
@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS runs (
     domain_gain REAL, forgetting REAL,  -- latest evaluation
     best_domain_gain REAL,
     config TEXT,  -- the frozen RunConfig, JSON
-    error TEXT  -- the message of a failed run
+    error TEXT,  -- the message of a failed run
+    recommendation TEXT  -- why the recommended checkpoint is the one (core.recommend)
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL, step INTEGER, tokens INTEGER, time REAL,
@@ -99,7 +100,7 @@ CREATE TABLE IF NOT EXISTS benchmarks (
 CREATE INDEX IF NOT EXISTS benchmarks_run ON benchmarks (run_id, task, step);
 PRAGMA user_version = 3;
 """
-ADDED_COLUMNS = {"checkpoints": {"recommended": int, "pareto": int}}
+ADDED_COLUMNS = {"checkpoints": {"recommended": int, "pareto": int}, "runs": {"recommendation": str}}
 """Columns added since a table was first created: an older store gains them when opened."""
 DEFAULT_RECOMMEND_MAX_FORGETTING = 0.03
 """The forgetting target of a run whose config predates CheckpointConfig.recommend_max_forgetting."""
@@ -140,10 +141,11 @@ def index_run(db: sqlite_utils.Database, run_dir: Path | str) -> str:
     run_id = str(run_dir)
     with db.atomic():
         _delete_rows(db, run_id)
-        db["runs"].insert(_run_row(run_id, run_dir, config, events))
+        checkpoints, reason = _checkpoint_rows(run_id, run_dir, events, config)
+        db["runs"].insert({**_run_row(run_id, run_dir, config, events), "recommendation": reason})
         db["metrics"].insert_all(_metric_rows(run_id, events))
         db["evaluations"].insert_all(_evaluation_rows(run_id, events))
-        db["checkpoints"].insert_all(_checkpoint_rows(run_id, run_dir, events, _target(config)))
+        db["checkpoints"].insert_all(checkpoints)
         db["guard"].insert_all(_guard_rows(run_id, events))
         db["events"].insert_all(_other_rows(run_id, events))
         db["benchmarks"].insert_all(_benchmark_rows(run_id, events))
@@ -279,9 +281,9 @@ def _evaluation_rows(run_id: str, events: list[dict]):
 
 
 def _checkpoint_rows(run_id: str, run_dir: Path, events: list[dict],
-                     max_forgetting: float) -> list[dict[str, Any]]:
+                     config: dict) -> tuple[list[dict[str, Any]], str]:
     """One row per checkpoint, with its scores, and the recommended one and the Pareto front
-    marked among those that still exist."""
+    marked among those that still exist; and the reason for the recommendation."""
     scores_at = {e.get("step"): e for e in _of_type(events, "eval")}  # the last eval per step
     latest = {e.get("path"): e for e in _of_type(events, "checkpoint")}  # a re-save replaces
     rows = []
@@ -292,11 +294,20 @@ def _checkpoint_rows(run_id: str, run_dir: Path, events: list[dict],
                      **{field: _first_known(event.get(field), scores.get(field))
                         for field in CHECKPOINT_EVAL_FIELDS}})
     kept = checkpoint_scores(row for row in rows if row["exists"])
-    best, front = recommended(kept, max_forgetting), set(pareto_front(kept))
+    drops = general_drops(e for e in events if e.get("type") == "benchmark")
+    best, reason = recommendation(kept, _target(config), drops=drops, max_drop=_max_drop(config))
+    front = set(pareto_front(kept))
     for row in rows:
         row["recommended"] = row["exists"] and row["step"] == best
         row["pareto"] = row["exists"] and row["step"] in front
-    return rows
+    return rows, reason if rows else ""
+
+
+def _max_drop(config: dict) -> float:
+    """The run's limit on a general benchmark's drop (core.config.BenchmarkConfig)."""
+    benchmarks = config.get("benchmarks")
+    value = benchmarks.get("max_general_drop") if isinstance(benchmarks, dict) else None
+    return MAX_GENERAL_DROP if value is None else float(value)
 
 
 def _target(config: dict) -> float:
@@ -511,7 +522,8 @@ def format_run(db: sqlite_utils.Database, run: str | Path) -> str:
     lines += _loss_lines(run_metrics(db, row["id"], "loss"))
     lines += _guard_lines(run_guard(db, row["id"]))
     checkpoints = run_checkpoints(db, row["id"])
-    lines += _recommended_lines(checkpoints, _target(row["config"]))
+    lines += _recommended_lines(checkpoints, _target(row["config"]), row.get("recommendation"))
+    lines += _benchmark_lines(run_benchmarks(db, row["id"]))
     lines += _checkpoint_lines(checkpoints)
     return "\n".join(lines)
 
@@ -565,7 +577,8 @@ def _guard_lines(guard: list[dict[str, Any]]) -> list[str]:
                    + (f"; {g['remedy']}" if g["remedy"] else "")) for g in guard]
 
 
-def _recommended_lines(checkpoints: list[dict[str, Any]], target: float) -> list[str]:
+def _recommended_lines(checkpoints: list[dict[str, Any]], target: float,
+                       reason: str | None = None) -> list[str]:
     best = next((c for c in checkpoints if c["recommended"]), None)
     front = sorted((c for c in checkpoints if c["pareto"]), key=lambda c: c["forgetting"])
     if best is None:
@@ -575,11 +588,27 @@ def _recommended_lines(checkpoints: list[dict[str, Any]], target: float) -> list
         text = (f"step {best['step']} ({best['path']}): domain gain {_percent(best['domain_gain'])}, "
                 f"forgetting {_percent(best['forgetting'])}, within the {target:.1%} target")
     lines = [_field("recommended", text)]
+    if reason:
+        lines.append(_field("  why", reason))
     if front:
         points = ", ".join(f"step {c['step']} ({_percent(c['domain_gain'])} gain, "
                            f"{_percent(c['forgetting'])} forgetting)" for c in front)
         lines.append(_field("pareto front", points))
     return lines
+
+
+def _benchmark_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The headline metric of each task, base and each evaluated checkpoint."""
+    latest = {(r["task"], r["step"]): r for r in rows if r["primary"]}
+    tasks = list(dict.fromkeys(task for task, _ in latest))
+    lines = []
+    for task in tasks:
+        scores = sorted((step, r) for (t, step), r in latest.items() if t == task)
+        kind, metric = scores[0][1]["kind"], scores[0][1]["metric"]
+        values = ", ".join(f"{'base' if step == 0 else f'step {step}'} {r['value']:.3f}"
+                           for step, r in scores)
+        lines.append(_field(f"  {task}", f"{metric} ({kind}): {values}"))
+    return [_field("benchmarks", "")] + lines if lines else []
 
 
 def _field(label: str, value: str) -> str:

@@ -133,3 +133,29 @@ def test_a_lora_checkpoint_evaluates(tmp_path, tiny_model_dir):
     assert {s["samples"] for s in outcome.scores} == {len(FACTS)}
     per_probe_base = scores_by(outcome, 0, "probes_mc", "acc_norm")
     assert (base, per_probe_base) != (trained, scores_by(outcome, 10, "probes_mc", "acc_norm")) or trained > 0
+
+
+def cli(*args, check=None):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "core.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_cli_evaluate_and_report_with_exit_codes(fact_run):
+    run_dir, probes = fact_run
+    code, out, err = cli("evaluate", run_dir, "--checkpoints", "20", "--probes", probes, "--limit", "3")
+    assert code == 0, err
+    assert "[finished]" in out and "[2/4]" in out
+    code, out, err = cli("report", run_dir)
+    assert code == 0, err
+    assert "| probes_mc | probe | acc |" in out and (run_dir / "report" / "scores.png").is_file()
+    code, _, err = cli("evaluate", run_dir, "--checkpoints", "99", "--probes", probes)
+    assert code == 2 and err.strip().startswith("error:") and "no checkpoint at step 99 (kept: 10, 20, 30)" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = cli("evaluate", run_dir, "--checkpoints", "ten", "--probes", probes)
+    assert code == 2 and "give step numbers separated by commas" in err
+    code, _, err = cli("evaluate", run_dir, "--probes", run_dir / "missing.jsonl")
+    assert code == 2 and "probe file" in err and "does not exist" in err
