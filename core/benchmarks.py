@@ -127,10 +127,17 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def go_offline_unless_reachable() -> bool:
     """Set offline mode for this process when the Hub cannot be reached; returns reachability.
-    Call before lm-eval or datasets is imported (they read the setting once)."""
+    Best called before lm-eval or datasets is imported (they read the setting once; the
+    flags of modules already imported are set too)."""
     reachable = hub_reachable()
     if not reachable:
         os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+        import sys
+
+        for module, name in (("huggingface_hub.constants", "HF_HUB_OFFLINE"),
+                             ("datasets.config", "HF_HUB_OFFLINE")):
+            if module in sys.modules:  # already imported (a training worker): set it there too
+                setattr(sys.modules[module], name, True)
     return reachable
 
 
@@ -178,12 +185,13 @@ def task_version(name: str, manager) -> Any:
 
 # -- running ---------------------------------------------------------------------------------
 
-def wrap_model(model, tokenizer, batch_size: int = 4):
-    """lm-eval's HFLM around an already loaded model (a LoRA model is merged first: HFLM
-    expects a plain transformers model, and merged weights score the same, faster)."""
+def wrap_model(model, tokenizer, batch_size: int = 4, *, merge: bool = True):
+    """lm-eval's HFLM around an already loaded model, put in eval mode. A LoRA model is merged
+    first when `merge` (HFLM expects a plain transformers model, and merged weights score the
+    same, faster); a model still training is wrapped as it is (merge=False)."""
     from lm_eval.models.huggingface import HFLM
 
-    if hasattr(model, "merge_and_unload"):
+    if merge and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.eval()
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)

@@ -365,6 +365,9 @@ class BenchmarkConfig:
         for folder in self.task_folders:
             if not Path(folder).expanduser().is_dir():
                 problems.append(f"benchmarks: task folder {folder} does not exist; check the path")
+        if self.probes_during_training and not self.probes:
+            problems.append("benchmarks: probes during training need a probe file; choose one or "
+                            "turn probes during training off")
         if self.probes and not Path(self.probes).expanduser().is_file():
             problems.append(f"benchmarks: probe file {self.probes} does not exist; check the path")
         if self.num_fewshot < 0 or self.batch_size < 1:

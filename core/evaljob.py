@@ -19,6 +19,7 @@ A stop request (eval/stop) is honoured between tasks.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -184,8 +185,7 @@ def _task_kinds(paths: RunPaths, request: EvalRequest) -> dict[str, str]:
     kinds = {name: "domain" for name in request.domain_tasks}
     kinds.update({name: "general" for name in request.general_tasks})
     if request.probes:
-        for name in write_probe_tasks(read_probes(request.probes), paths.eval_tasks, PROBE_PREFIX):
-            kinds[name] = "probe"
+        kinds.update({name: "probe" for name in write_run_probes(paths.root, request.probes)})
     return kinds
 
 
@@ -217,12 +217,57 @@ def _evaluate_checkpoint(job: _Job, step: int, manager, outcome: EvalOutcome,
                               limit=_limit(job.request, kind))
             if step == BASE_STEP:
                 job.base_cache.put(job.base_keys[name], scores)
-        for score in scores:
-            outcome.scores.append(job.scores.emit(
-                "probe" if kind == "probe" else "benchmark", step, checkpoint=label, kind=kind,
-                cached=name in cached, **score.to_dict()))
+        outcome.scores += emit_scores(job.scores, step, kind, scores, cached=name in cached)
         job.done += 1
     return True
+
+
+def emit_scores(events: EventWriter, step: int, kind: str, scores: list[Score],
+                **fields) -> list[dict]:
+    """One `benchmark` event per score (`probe` for probe tasks) at `step` (0: the base model)."""
+    label = "base" if step == BASE_STEP else f"checkpoint-{step}"
+    return [events.emit("probe" if kind == "probe" else "benchmark", step, checkpoint=label,
+                        kind=kind, **fields, **score.to_dict()) for score in scores]
+
+
+def write_run_probes(run_dir: Path, probes: str) -> list[str]:
+    """The probe file's tasks written into the run's eval/tasks; their names."""
+    return write_probe_tasks(read_probes(probes), RunPaths(Path(run_dir)).eval_tasks, PROBE_PREFIX)
+
+
+def probe_live(model, tokenizer, run_dir: Path, names: list[str], step: int,
+               settings: BenchmarkConfig, events: EventWriter) -> list[dict]:
+    """Score the probe tasks on the model being trained (not merged, put back in training
+    mode), at most settings.probe_limit probes per task; `probe` events with live=true."""
+    was_training = model.training
+    try:
+        lm = wrap_model(model, tokenizer, settings.batch_size, merge=False)
+        manager = task_manager([RunPaths(Path(run_dir)).eval_tasks], registry=False)
+        return [event for name in names for event in emit_scores(
+            events, step, "probe", run_task(lm, name, manager, num_fewshot=settings.num_fewshot,
+                                            limit=settings.probe_limit), live=True)]
+    finally:
+        model.train(was_training)
+
+
+def evaluate_at_end(run_dir: Path) -> EvalOutcome | None:
+    """After a finished run with benchmarks or probes configured (and at_end on): the base
+    model and the recommended checkpoint (the last one when none is recommended)."""
+    paths = RunPaths(Path(run_dir).resolve())
+    settings = RunConfig.load(paths.config).benchmarks
+    if not (settings.configured and settings.at_end):
+        return None
+    from .runs import checkpoint_step, list_checkpoints
+    from .store import index_run, open_store, run_checkpoints
+
+    db = open_store()
+    rows = run_checkpoints(db, index_run(db, paths.root))
+    step = next((r["step"] for r in rows if r["recommended"]), None)
+    kept = [checkpoint_step(p) for p in list_checkpoints(paths.root)]
+    steps = [BASE_STEP] + ([step] if step else kept[-1:])
+    paths.eval_dir.mkdir(parents=True, exist_ok=True)
+    paths.eval_pid.write_text(str(os.getpid()))
+    return evaluate_run(paths.root, EvalRequest.from_config(settings, steps))
 
 
 def _limit(request: EvalRequest, kind: str) -> int | None:

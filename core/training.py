@@ -211,8 +211,9 @@ class RunMonitor(TrainerCallback):
     def __init__(self, config: RunConfig, events: EventWriter, paths: RunPaths, eval_sets: dict,
                  mixer: ReplayMixer, hardware: Hardware, total_steps: int, *,
                  guard_state: GuardState | None = None, ewc: EwcPenalty | None = None,
-                 resuming: bool = False):
+                 resuming: bool = False, probe_tasks: list[str] = ()):
         self.config, self.events, self.paths, self.eval_sets = config, events, paths, eval_sets
+        self.probe_tasks = list(probe_tasks)
         self.mixer, self.hardware, self.total_steps = mixer, hardware, total_steps
         self.tokens_per_step = mixer.seqs_per_step * config.batch.seq_len
         self.baseline: dict | None = None
@@ -277,6 +278,18 @@ class RunMonitor(TrainerCallback):
                    if k in ("domain_ppl", "general_ppl", "forgetting", "domain_gain")}
         self.events.emit("checkpoint", step, tokens=step * self.tokens_per_step,
                          path=str(path.relative_to(self.paths.root)), **numbers)
+        if step > 0 and self.trainer is not None:
+            self.probe(self.trainer.model, step)
+
+    def probe(self, model, step: int) -> None:
+        """The knowledge probes at this step (benchmarks.probes_during_training), live."""
+        if not self.probe_tasks or self.trainer is None:
+            return
+        from .evaljob import probe_live
+
+        self.events.emit("status", step, state="running", phase="probing", message="knowledge probes")
+        probe_live(model, self.trainer.processing_class, self.paths.root, self.probe_tasks, step,
+                   self.config.benchmarks, self.events)
 
     # --- Trainer hooks ----------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -284,6 +297,7 @@ class RunMonitor(TrainerCallback):
             self.events.emit("status", 0, state="running", phase="baseline",
                              message="measuring the step-0 baseline", total_steps=self.total_steps)
             self.evaluate(model, 0)
+            self.probe(model, 0)
             if self.config.guard.enabled and self.trainer is not None:
                 self.trainer.save_start_checkpoint()
         else:
@@ -393,7 +407,7 @@ def train(run_dir: Path, *, resume: bool = False) -> str:
     if resume and checkpoint is None:
         events.emit("status", None, state="running", phase="training", message="no checkpoint yet: starting over")
     trainer, decision = _train_with_guard(config, hardware, paths, events, model, tokenizer, data,
-                                          ewc, checkpoint)
+                                          ewc, checkpoint, _live_probe_tasks(config, paths))
     guard_stop = decision is not None and decision.action == "stop"
     if guard_stop:
         final, message = "stopped", f"guard: {decision.message}"
@@ -405,15 +419,27 @@ def train(run_dir: Path, *, resume: bool = False) -> str:
     return final
 
 
+def _live_probe_tasks(config: RunConfig, paths: RunPaths) -> list[str]:
+    """The probe tasks scored at every checkpoint (benchmarks.probes_during_training)."""
+    settings = config.benchmarks
+    if not (settings.probes_during_training and settings.probes):
+        return []
+    from .evaljob import write_run_probes
+
+    return write_run_probes(paths.root, settings.probes)
+
+
 def _train_with_guard(config: RunConfig, hardware: Hardware, paths: RunPaths, events: EventWriter,
                       model, tokenizer, data: RunData, ewc: EwcState | None,
-                      checkpoint: Path | None) -> tuple[CPTTrainer, Decision | None]:
+                      checkpoint: Path | None, probe_tasks: list[str] = ()
+                      ) -> tuple[CPTTrainer, Decision | None]:
     """Train; after each guard rollback, resume from its target with the remedy in effect.
     Returns the last attempt's Trainer and the guard's last decision (None if it never acted)."""
     guard_state = GuardState.load(paths.root) if checkpoint else GuardState()
     while True:
         trainer = build_trainer(config, hardware, paths, events, model, tokenizer, data, ewc=ewc,
-                                guard_state=guard_state, resuming=checkpoint is not None)
+                                guard_state=guard_state, resuming=checkpoint is not None,
+                                probe_tasks=probe_tasks)
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         decision = trainer.monitor.decision
         if decision is None or decision.action != "rollback":
@@ -449,7 +475,8 @@ def _prepare_ewc(config: RunConfig, hardware: Hardware, model, data: RunData,
 
 def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events: EventWriter,
                   model, tokenizer, data: RunData, *, ewc: EwcState | None = None,
-                  guard_state: GuardState | None = None, resuming: bool = False) -> CPTTrainer:
+                  guard_state: GuardState | None = None, resuming: bool = False,
+                  probe_tasks: list[str] = ()) -> CPTTrainer:
     guard_state = guard_state or GuardState()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     total_steps = plan_steps(config, len(data.domain.train), data.general is not None, world_size)
@@ -462,7 +489,8 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
                  for part in (data.domain, data.general) if part is not None}
     penalty = EwcPenalty(model, ewc, config.ewc.strength) if ewc is not None else None
     monitor = RunMonitor(config, events, paths, eval_sets, mixer, hardware, total_steps,
-                         guard_state=guard_state, ewc=penalty, resuming=resuming)
+                         guard_state=guard_state, ewc=penalty, resuming=resuming,
+                         probe_tasks=probe_tasks)
     args = training_arguments(config, hardware, paths, total_steps, guard_state.lr_scale)
     return CPTTrainer(model=model, args=args,
                       train_dataset=data.dataset, data_collator=default_data_collator,

@@ -159,3 +159,25 @@ def test_cli_evaluate_and_report_with_exit_codes(fact_run):
     assert code == 2 and "give step numbers separated by commas" in err
     code, _, err = cli("evaluate", run_dir, "--probes", run_dir / "missing.jsonl")
     assert code == 2 and "probe file" in err and "does not exist" in err
+
+
+def test_probes_during_training_give_a_live_curve_and_the_run_ends_with_base_and_recommended(
+        tmp_path, tiny_model_dir):
+    from core.config import BenchmarkConfig
+    from core.worker import main as worker_main
+
+    probes = write_probes(tmp_path / "probes.jsonl", kinds=("mc",))
+    config = fact_run_config(tiny_model_dir, tmp_path / "data",
+                             benchmarks=BenchmarkConfig(probes=str(probes), probes_during_training=True,
+                                                        probe_limit=4))
+    run_dir = create_run(config, tmp_path / "runs")
+    assert worker_main([str(run_dir)]) == 0  # in this process: trains, then evaluates at the end
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    live = [e for e in events if e["type"] == "probe" and e.get("live")]
+    assert [e["step"] for e in live if e["metric"] == "acc"] == [0, 10, 20, 30]
+    assert all(e["limit"] == 4 and e["samples"] == 4 for e in live)
+    assert live[-1]["value"] > live[0]["value"]
+    at_end = [e for e in events if e["type"] == "probe" and not e.get("live") and e["metric"] == "acc"]
+    assert {e["checkpoint"] for e in at_end} == {"base", "checkpoint-30"} and all(e["samples"] == 6 for e in at_end)
+    status = [e for e in events if e["type"] == "status"][-1]
+    assert status["state"] == "finished"
