@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import CorpusConfig, EvalConfig
+from .config import CorpusConfig, EvalConfig, EvalSetSpec
 from .corpus import CorpusError, SourceSpec, validate
+from .evaluation import EvalSet, heldout_rows
 from .events import ProgressCallback
-from .heldout import documents, save_heldout, split_heldout, training_ids
+from .heldout import documents, load_heldout, save_heldout, split_heldout, training_ids
 from .mixing import ReplayMixer
 from .packing import PackedSequences
 from .tokenstore import TokenStore, prepare
@@ -97,6 +98,41 @@ def heldout_ids(name: str, n_docs: int, size: EvalConfig, seed: int) -> np.ndarr
         return split_heldout(n_docs, fraction, size.heldout_count, seed)
     except ValueError as exc:
         raise ValueError(f"{name} corpus: {exc}") from exc
+
+
+def evaluation_sets(data: RunData, settings: EvalConfig, tokenizer, seq_len: int) -> dict[str, EvalSet]:
+    """What every evaluation measures: the held-out slices ("domain", "general") and the
+    evaluation files of settings.sets, each cut to about settings.max_tokens tokens of whole
+    documents, with the UTF-8 bytes and words of the text it holds (for bits per byte)."""
+    sets = {}
+    for part in (data.domain, data.general):
+        if part is not None:
+            rows = heldout_rows(part.store, part.heldout, seq_len, tokenizer.eos_token_id, settings.max_tokens)
+            kept = set(rows.doc_ids.tolist())
+            texts = [r["text"] for r in load_heldout(part.heldout_path) if r["doc"] in kept]
+            sets[part.name] = EvalSet(part.name, part.name, rows, _utf8_bytes(texts),
+                                      int(part.store.doc_words[rows.doc_ids].sum()))
+    for spec in settings.sets:
+        sets[spec.name] = _file_set(spec, tokenizer, seq_len, settings.max_tokens)
+    return sets
+
+
+def _file_set(spec: EvalSetSpec, tokenizer, seq_len: int, max_tokens: int) -> EvalSet:
+    """An evaluation file of the user's, tokenized into the token cache like a corpus."""
+    sources = [SourceSpec(spec.path, spec.text_field)]
+    problems = validate(sources).problems
+    if problems:
+        raise CorpusError(problems, skipped_hint=False)
+    store = prepare(sources, tokenizer)
+    rows = heldout_rows(store, np.arange(store.n_docs, dtype=np.int64), seq_len,
+                        tokenizer.eos_token_id, max_tokens)
+    count = len(rows.doc_ids)  # a prefix of the documents, in store order
+    texts = [doc.text for _, doc in zip(range(count), documents(sources))]
+    return EvalSet(spec.name, spec.kind, rows, _utf8_bytes(texts), int(store.doc_words[:count].sum()))
+
+
+def _utf8_bytes(texts: list[str]) -> int:
+    return sum(len(text.encode("utf-8")) for text in texts)
 
 
 @dataclass

@@ -28,8 +28,8 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
 from .config import RunConfig
-from .data import RunData, prepare_run_data
-from .evaluation import domain_gain, forgetting, heldout_perplexity, heldout_rows
+from .data import RunData, evaluation_sets, prepare_run_data
+from .evaluation import EvalSet, domain_gain, forgetting
 from .events import EventWriter, read_events, timeline
 from .ewc import EwcPenalty, EwcState, prepare_ewc
 from .guard import Decision, GuardState, decide, forgetting_trigger, loss_trigger, rollback_target
@@ -208,7 +208,8 @@ class RunMonitor(TrainerCallback):
     """Events for every step, held-out evaluation, the stop request, the final save, and the
     guard's decisions (one attempt: after a rollback, train() builds a new Trainer)."""
 
-    def __init__(self, config: RunConfig, events: EventWriter, paths: RunPaths, eval_sets: dict,
+    def __init__(self, config: RunConfig, events: EventWriter, paths: RunPaths,
+                 eval_sets: dict[str, EvalSet],
                  mixer: ReplayMixer, hardware: Hardware, total_steps: int, *,
                  guard_state: GuardState | None = None, ewc: EwcPenalty | None = None,
                  resuming: bool = False, probe_tasks: list[str] = ()):
@@ -229,22 +230,36 @@ class RunMonitor(TrainerCallback):
 
     # --- evaluation -------------------------------------------------------------------
     def evaluate(self, model, step: int) -> dict:
+        """Perplexity, bits per byte and word perplexity of every evaluation set; domain gain
+        and forgetting against the step-0 baseline, per set ({name}_domain_gain,
+        {name}_forgetting) and overall: domain_gain on the held-out domain slice, forgetting on
+        the guard's set (eval.guard_set) or the worst general set (named in forgetting_set)."""
         started = time.monotonic()
-        result = {name: heldout_perplexity(model, rows, self.config.eval.batch_size,
-                                           self.hardware.autocast_dtype)
-                  for name, rows in self.eval_sets.items()}
-        fields = {"tokens": step * self.tokens_per_step, "seconds": time.monotonic() - started}
-        for name, value in result.items():
-            fields[f"{name}_ppl"], fields[f"{name}_loss"] = value.ppl, value.loss
+        fields = {"tokens": step * self.tokens_per_step}
+        for eval_set in self.eval_sets.values():
+            fields.update(eval_set.measure(model, self.config.eval.batch_size, self.hardware.autocast_dtype))
+        fields["seconds"] = time.monotonic() - started
         if self.baseline is None:
             self.baseline = {k: v for k, v in fields.items() if k.endswith("_ppl")}
         fields["baseline"] = step == 0
-        fields["domain_gain"] = domain_gain(fields["domain_ppl"], self.baseline["domain_ppl"])
-        if "general_ppl" in fields:
-            fields["forgetting"] = forgetting(fields["general_ppl"], self.baseline["general_ppl"])
+        fields.update(self._gains(fields))
         self.evals[step] = fields
         self.events.emit("eval", step, **fields)
         return fields
+
+    def _gains(self, fields: dict) -> dict:
+        gains = {}
+        for name, eval_set in self.eval_sets.items():
+            change = domain_gain if eval_set.kind == "domain" else forgetting
+            key = ("domain_gain" if name == "domain" else f"{name}_domain_gain"
+                   if eval_set.kind == "domain" else f"{name}_forgetting")
+            gains[key] = change(fields[f"{name}_ppl"], self.baseline[f"{name}_ppl"])
+        general = {name: gains[f"{name}_forgetting"] for name, s in self.eval_sets.items()
+                   if s.kind == "general"}
+        if general:
+            chosen = self.config.eval.guard_set or max(general, key=general.get)
+            gains["forgetting"], gains["forgetting_set"] = general[chosen], chosen
+        return gains
 
     def best_step(self) -> int | None:
         """The evaluated checkpoint step with the lowest domain perplexity."""
@@ -254,7 +269,7 @@ class RunMonitor(TrainerCallback):
 
     @property
     def watch_forgetting(self) -> bool:
-        return "general" in self.eval_sets
+        return any(s.kind == "general" for s in self.eval_sets.values())
 
     def checkpoint_forgetting(self) -> dict[int, float | None]:
         """Each existing checkpoint's forgetting (None when it was not evaluated)."""
@@ -484,9 +499,7 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
                        on_new_pass=lambda name, n, step: events.emit(
                            "log", step, level="info", message=f"{name} corpus: pass {n} begins"),
                        replay_changes=guard_state.replay_changes)
-    eval_sets = {part.name: heldout_rows(part.store, part.heldout, config.batch.seq_len,
-                                         tokenizer.eos_token_id, config.eval.max_tokens)
-                 for part in (data.domain, data.general) if part is not None}
+    eval_sets = evaluation_sets(data, config.eval, tokenizer, config.batch.seq_len)
     penalty = EwcPenalty(model, ewc, config.ewc.strength) if ewc is not None else None
     monitor = RunMonitor(config, events, paths, eval_sets, mixer, hardware, total_steps,
                          guard_state=guard_state, ewc=penalty, resuming=resuming,
