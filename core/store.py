@@ -33,8 +33,9 @@ DISPLAY_NAME_FILE = "display_name"
 FINAL_STATES = ("finished", "stopped", "failed")
 TABLES = ("runs", "metrics", "evaluations", "checkpoints", "guard", "events", "benchmarks")
 EVAL_FIELDS = ("domain_ppl", "general_ppl", "domain_loss", "general_loss", "forgetting",
-               "domain_gain")
-CHECKPOINT_EVAL_FIELDS = ("domain_ppl", "general_ppl", "forgetting", "domain_gain")
+               "domain_gain", "domain_bpb", "general_bpb")
+CHECKPOINT_EVAL_FIELDS = ("domain_ppl", "general_ppl", "forgetting", "domain_gain", "domain_bpb",
+                          "general_bpb")
 GUARD_FIELDS = ("reason", "action", "forgetting", "threshold", "rolled_back_to", "remedy")
 BENCHMARK_FIELDS = ("checkpoint", "task", "kind", "metric", "value", "stderr", "num_fewshot",
                     "limit", "samples", "task_version", "harness_version", "higher_is_better",
@@ -65,7 +66,8 @@ CREATE INDEX IF NOT EXISTS metrics_run_name_step ON metrics (run_id, name, step)
 CREATE TABLE IF NOT EXISTS evaluations (
     run_id TEXT NOT NULL, step INTEGER, tokens INTEGER, time REAL,
     domain_ppl REAL, general_ppl REAL, domain_loss REAL, general_loss REAL,
-    forgetting REAL, domain_gain REAL, baseline INTEGER
+    forgetting REAL, domain_gain REAL, baseline INTEGER,
+    domain_bpb REAL, general_bpb REAL  -- bits per byte: comparable across tokenizers
 );
 CREATE INDEX IF NOT EXISTS evaluations_run ON evaluations (run_id, step);
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -74,7 +76,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     "exists" INTEGER,  -- 0 once rotation deleted the folder
     domain_ppl REAL, general_ppl REAL, forgetting REAL, domain_gain REAL,
     recommended INTEGER,  -- 1 for the run's recommended checkpoint (core.recommend)
-    pareto INTEGER  -- 1 when on the Pareto front of domain gain against forgetting
+    pareto INTEGER,  -- 1 when on the Pareto front of domain gain against forgetting
+    domain_bpb REAL, general_bpb REAL
 );
 CREATE INDEX IF NOT EXISTS checkpoints_run ON checkpoints (run_id, step);
 CREATE TABLE IF NOT EXISTS guard (
@@ -100,7 +103,10 @@ CREATE TABLE IF NOT EXISTS benchmarks (
 CREATE INDEX IF NOT EXISTS benchmarks_run ON benchmarks (run_id, task, step);
 PRAGMA user_version = 3;
 """
-ADDED_COLUMNS = {"checkpoints": {"recommended": int, "pareto": int}, "runs": {"recommendation": str}}
+ADDED_COLUMNS = {"checkpoints": {"recommended": int, "pareto": int, "domain_bpb": float,
+                                  "general_bpb": float},
+                  "evaluations": {"domain_bpb": float, "general_bpb": float},
+                  "runs": {"recommendation": str}}
 """Columns added since a table was first created: an older store gains them when opened."""
 DEFAULT_RECOMMEND_MAX_FORGETTING = 0.03
 """The forgetting target of a run whose config predates CheckpointConfig.recommend_max_forgetting."""

@@ -83,3 +83,29 @@ def test_the_guard_set_names_the_forgetting_the_guard_acts_on(tiny_model_dir, tm
     assert gains["general_forgetting"] == pytest.approx(0.5) and gains["code_forgetting"] == pytest.approx(0.1)
     assert (gains["forgetting_set"], gains["forgetting"]) == ("code", pytest.approx(0.1))
     assert gains["domain_gain"] == pytest.approx(0.2)
+
+
+def test_runs_with_different_tokenizers_are_compared_in_bits_per_byte(tmp_path, tiny_model_dir):
+    from core import store
+    from core.compare import comparison_rows, gain_basis
+    from core.events import EventWriter
+
+    db = store.open_store(":memory:")
+    ids = []
+    for name, extend, bpb in (("plain", False, 1.8), ("extended", True, 1.5)):
+        config = tiny_run_config(tiny_model_dir, tmp_path / name)
+        config.name, config.tokenizer.extend = name, extend
+        run_dir = create_run(config, tmp_path / "runs")
+        events = EventWriter(run_dir / "events.jsonl")
+        # the extended run's per-token perplexity looks worse (longer tokens), its bits per byte better
+        for step, ppl, domain_bpb in ((0, 10.0, 2.0), (10, 9.0 if not extend else 12.0, bpb)):
+            events.emit("eval", step, domain_ppl=ppl, general_ppl=10.0, domain_bpb=domain_bpb,
+                        general_bpb=1.0, domain_gain=1 - ppl / 10, forgetting=0.0, baseline=step == 0)
+        (run_dir / "checkpoints" / "checkpoint-10").mkdir(parents=True)
+        events.emit("checkpoint", 10, path="checkpoints/checkpoint-10")
+        ids.append(store.index_run(db, run_dir))
+    assert gain_basis({i: store.get_run(db, i)["config"] for i in ids}) == "bpb"
+    rows = {r["run_name"]: r for r in comparison_rows(db, ids)}
+    assert rows["plain"]["domain_gain"] == pytest.approx(0.1) and rows["extended"]["domain_gain"] == pytest.approx(0.25)
+    assert rows["extended"]["basis"] == "bpb" and rows["extended"]["forgetting"] == pytest.approx(0.0)
+    assert comparison_rows(db, ids[:1])[0]["domain_gain"] == pytest.approx(0.1)  # one run: as stored
