@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 
 PRESETS_FILE = RESOURCES / "eval" / "presets.json"
 BOOTSTRAP_ITERS = 1000
-"""Bootstrap draws for the stderr of metrics that have no closed form (perplexity)."""
+"""Bootstrap draws for the stderr of metrics that have no closed form (perplexity); lm-eval's
+own default is 100,000 (seconds per task on 2 cores). CPT_STUDIO_BOOTSTRAP_ITERS overrides it
+(bench/evaluate.py sets lm-eval's default, to compare like with like)."""
 PRIMARY_METRICS = ("acc", "acc_norm", "exact_match", "mc1", "f1", "bleu")
 """The metric a task is judged by (the first one it reports), e.g. for the 3-point rule."""
 KINDS = ("domain", "general", "probe")
@@ -209,7 +211,8 @@ def _harness(lm, name: str, manager, num_fewshot: int, limit: int | None) -> dic
 
     return lm_eval.simple_evaluate(model=lm, tasks=[name], num_fewshot=num_fewshot, limit=limit,
                                    task_manager=manager, log_samples=False,
-                                   bootstrap_iters=BOOTSTRAP_ITERS, verbosity="WARNING")
+                                   bootstrap_iters=int(os.environ.get("CPT_STUDIO_BOOTSTRAP_ITERS", BOOTSTRAP_ITERS)),
+                                   verbosity="WARNING")
 
 
 def scores_from_results(results: dict, name: str, num_fewshot: int, limit: int | None) -> list[Score]:
