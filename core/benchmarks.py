@@ -80,7 +80,7 @@ def harness_version() -> str:
 # -- tasks -----------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=8)
-def _manager(include_paths: tuple[str, ...], registry: bool):
+def _manager(include_paths: tuple[str, ...], registry: bool, stamp: tuple):
     from lm_eval.tasks import TaskManager
 
     return TaskManager(include_path=list(include_paths) or None, include_defaults=registry)
@@ -88,8 +88,12 @@ def _manager(include_paths: tuple[str, ...], registry: bool):
 
 def task_manager(include_paths: list[Path | str] = (), *, registry: bool = True):
     """lm-eval's TaskManager over these local task folders, plus the registry when `registry`
-    (indexing the registry takes about 15 s on 2 cores; the manager is kept per process)."""
-    return _manager(tuple(str(Path(p).resolve()) for p in include_paths), registry)
+    (indexing the registry takes about 15 s on 2 cores; the manager is kept per process, and
+    made again when a task file in the folders changes)."""
+    folders = tuple(str(Path(p).resolve()) for p in include_paths)
+    stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for folder in folders
+                  for f in sorted(Path(folder).rglob("*.yaml")))
+    return _manager(folders, registry, stamp)
 
 
 def search_tasks(query: str, manager=None, most: int = 200) -> list[str]:

@@ -212,7 +212,8 @@ def _evaluate_checkpoint(job: _Job, step: int, manager, outcome: EvalOutcome,
         job.report(f"{label}: {name}", checkpoint=label, task=name)
         scores = cached.get(name)
         if scores is None:
-            lm = lm or _load(job, step)
+            if lm is None:
+                lm = _load(job, step)
             scores = run_task(lm, name, manager, num_fewshot=job.request.num_fewshot,
                               limit=_limit(job.request, kind))
             if step == BASE_STEP:

@@ -9,7 +9,7 @@ from probe_files import FACTS, fact_documents, write_probes
 from run_helpers import tiny_run_config
 
 from core import benchmarks
-from core.benchmarks import check_tasks, run_task, task_manager, wrap_model
+from core.benchmarks import check_tasks, load_presets, run_task, search_tasks, task_manager, wrap_model
 from core.config import CheckpointConfig, CorpusConfig, MethodConfig, ScheduleConfig
 from core.corpus import CorpusError, SourceSpec
 from core.evaljob import EvalRequest, evaluate_run
@@ -68,6 +68,7 @@ def test_local_cloze_and_multiple_choice_probes_score_the_tiny_model(tmp_path, t
     assert names == ["probes_cloze", "probes_mc"]
     manager = task_manager([tmp_path / "tasks"], registry=False)
     assert check_tasks(names, manager) == (names, {})
+    assert search_tasks("PROBES_M", manager) == ["probes_mc"]
     lm = wrap_model(*load_for_generation(str(tiny_model_dir)), batch_size=4)
     mc = {s.metric: s for s in run_task(lm, "probes_mc", manager)}
     cloze = {s.metric: s for s in run_task(lm, "probes_cloze", manager)}
@@ -157,8 +158,30 @@ def test_cli_evaluate_and_report_with_exit_codes(fact_run):
     assert len(err.strip().splitlines()) == 1
     code, _, err = cli("evaluate", run_dir, "--checkpoints", "ten", "--probes", probes)
     assert code == 2 and "give step numbers separated by commas" in err
-    code, _, err = cli("evaluate", run_dir, "--probes", run_dir / "missing.jsonl")
-    assert code == 2 and "probe file" in err and "does not exist" in err
+
+
+def test_a_stop_request_ends_the_evaluation_between_tasks(fact_run):
+    run_dir, probes = fact_run
+    asked = []
+    outcome = evaluate_run(run_dir, EvalRequest(checkpoints=[0, 20], probes=str(probes), limit=2),
+                           should_stop=lambda: asked.append(1) or len(asked) > 2)
+    assert outcome.state == "stopped" and {s["task"] for s in outcome.scores} == {"probes_cloze"}
+    last = json.loads((run_dir / "eval" / "events.jsonl").read_text().splitlines()[-1])
+    assert (last["state"], last["done"], last["total"]) == ("stopped", 1, 4)
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"probes": ""}, "nothing to evaluate"),
+    ({"checkpoints": []}, "no checkpoint to evaluate"),
+    ({"limit": 0}, "limit must be at least 1"),
+    ({"probes": "/nowhere/probes.jsonl"}, "probe file /nowhere/probes.jsonl does not exist"),
+    ({"domain_tasks": ["arc_easy"], "general_tasks": ["arc_easy"]}, "both a domain and a general task"),
+])
+def test_a_bad_request_is_refused_in_words_that_say_what_to_change(change, words):
+    request = EvalRequest(checkpoints=[0], probes=__file__)
+    for name, value in change.items():
+        setattr(request, name, value)
+    assert any(words in problem for problem in request.problems())
 
 
 def test_probes_during_training_give_a_live_curve_and_the_run_ends_with_base_and_recommended(
@@ -181,3 +204,16 @@ def test_probes_during_training_give_a_live_curve_and_the_run_ends_with_base_and
     assert {e["checkpoint"] for e in at_end} == {"base", "checkpoint-30"} and all(e["samples"] == 6 for e in at_end)
     status = [e for e in events if e["type"] == "status"][-1]
     assert status["state"] == "finished"
+
+
+def test_presets_are_bundled_and_a_user_copy_in_the_data_folder_wins(tmp_path, monkeypatch):
+    from core.paths import data_dir
+
+    presets = load_presets()
+    assert presets["medical"] == {"domain": ["medqa_4options", "medmcqa", "pubmedqa"],
+                                  "general": ["mmlu", "arc_challenge", "hellaswag", "truthfulqa_mc1"]}
+    (data_dir() / "eval-presets.json").write_text(json.dumps({"law": {"domain": ["legalbench"]}}))
+    assert load_presets() == {"law": {"domain": ["legalbench"], "general": []}}
+    (data_dir() / "eval-presets.json").write_text("{not json")
+    with pytest.raises(ValueError, match="eval-presets.json: cannot read the task presets"):
+        load_presets()
