@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +128,7 @@ def _file_set(spec: EvalSetSpec, tokenizer, seq_len: int, max_tokens: int) -> Ev
     rows = heldout_rows(store, np.arange(store.n_docs, dtype=np.int64), seq_len,
                         tokenizer.eos_token_id, max_tokens)
     count = len(rows.doc_ids)  # a prefix of the documents, in store order
-    texts = [doc.text for _, doc in zip(range(count), documents(sources))]
+    texts = [doc.text for doc in islice(documents(sources), count)]
     return EvalSet(spec.name, spec.kind, rows, _utf8_bytes(texts), int(store.doc_words[:count].sum()))
 
 

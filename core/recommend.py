@@ -19,7 +19,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-
 MAX_GENERAL_DROP = 0.03
 """No general benchmark of the recommended checkpoint may drop more than this below the base
 model (3 points of accuracy), unless the run's benchmarks.max_general_drop says otherwise."""

@@ -26,7 +26,13 @@ import sqlite_utils
 
 from .events import read_events, timeline
 from .paths import data_dir
-from .recommend import MAX_GENERAL_DROP, checkpoint_scores, general_drops, pareto_front, recommendation
+from .recommend import (
+    MAX_GENERAL_DROP,
+    checkpoint_scores,
+    general_drops,
+    pareto_front,
+    recommendation,
+)
 from .runs import runs_dir
 
 DISPLAY_NAME_FILE = "display_name"

@@ -4,12 +4,18 @@ checkpoints against the base model, unavailable registry tasks, the base-score c
 import json
 
 import pytest
-from corpus_files import make_documents, write_jsonl
 from probe_files import FACTS, fact_documents, write_probes
 from run_helpers import tiny_run_config
 
 from core import benchmarks
-from core.benchmarks import check_tasks, load_presets, run_task, search_tasks, task_manager, wrap_model
+from core.benchmarks import (
+    check_tasks,
+    load_presets,
+    run_task,
+    search_tasks,
+    task_manager,
+    wrap_model,
+)
 from core.config import CheckpointConfig, CorpusConfig, MethodConfig, ScheduleConfig
 from core.corpus import CorpusError, SourceSpec
 from core.evaljob import EvalRequest, evaluate_run
@@ -17,6 +23,7 @@ from core.generate import load_for_generation
 from core.probes import read_probes, write_probe_tasks
 from core.runs import create_run
 from core.training import train
+from corpus_files import make_documents, write_jsonl
 
 
 def fact_run_config(model_dir, data_dir, **sections):

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from corpus_files import make_documents, write_jsonl
 from run_helpers import events_of, tiny_run_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -16,6 +15,7 @@ from core.config import EvalConfig, EvalSetSpec, ScheduleConfig
 from core.data import evaluation_sets, prepare_run_data
 from core.runs import create_run
 from core.training import train
+from corpus_files import make_documents, write_jsonl
 
 TEXT = "Le patient a reçu 5 µg de tacrolimus — deux fois par jour, à jeun."
 
