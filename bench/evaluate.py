@@ -39,19 +39,19 @@ ENV = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
 
 def model_folder(demo: bool, work: Path) -> Path:
     if demo:
-        from core.models import demo_model_path
+        from cpt_studio.core.models import demo_model_path
 
         return demo_model_path()
-    from tiny_model import build_tiny_model
+    from cpt_studio.core.testing.tiny_model import build_tiny_model
 
     return build_tiny_model(work / "tiny-model")
 
 
 def make_run(model: Path, work: Path, home: Path) -> Path:
-    from core.config import CorpusConfig, ModelConfig, RunConfig
-    from core.corpus import SourceSpec
-    from core.paths import RESOURCES
-    from core.runs import create_run
+    from cpt_studio.core.config import CorpusConfig, ModelConfig, RunConfig
+    from cpt_studio.core.corpus import SourceSpec
+    from cpt_studio.core.paths import RESOURCES
+    from cpt_studio.core.runs import create_run
 
     os.environ["CPT_STUDIO_HOME"] = str(home)
     demo = RESOURCES / "demo"
@@ -71,7 +71,7 @@ def timed(command: list[str], env: dict) -> float:
 
 
 def ours(run_dir: Path, probes: Path, limit: int | None, home: Path) -> tuple[float, dict]:
-    command = [sys.executable, "-m", "core.cli", "evaluate", str(run_dir), "--checkpoints", "0",
+    command = [sys.executable, "-m", "cpt_studio.core.cli", "evaluate", str(run_dir), "--checkpoints", "0",
                "--probes", str(probes), "--batch-size", "4"] + (["--limit", str(limit)] if limit else [])
     seconds = timed(command, {**ENV, "CPT_STUDIO_HOME": str(home)})
     progress = [json.loads(line) for line in (run_dir / "eval" / "events.jsonl").read_text().splitlines()]

@@ -25,11 +25,16 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
 def one_run(model_dir: Path, data: Path, root: Path, strength: float, steps: int) -> dict:
-    from run_helpers import events_of, tiny_run_config
-
-    from core.config import CheckpointConfig, EvalConfig, EwcConfig, GuardConfig, ScheduleConfig
-    from core.runs import create_run
-    from core.training import train
+    from cpt_studio.core.config import (
+        CheckpointConfig,
+        EvalConfig,
+        EwcConfig,
+        GuardConfig,
+        ScheduleConfig,
+    )
+    from cpt_studio.core.runs import create_run
+    from cpt_studio.core.testing.run_helpers import events_of, tiny_run_config
+    from cpt_studio.core.training import train
 
     config = tiny_run_config(model_dir, data / "unused",
                              schedule=ScheduleConfig(peak_lr=5e-3, max_steps=steps, warmup_ratio=0),
@@ -53,11 +58,11 @@ def one_run(model_dir: Path, data: Path, root: Path, strength: float, steps: int
 def balance(run: dict) -> tuple[float, float]:
     from transformers import AutoModelForCausalLM
 
-    from core.config import EwcConfig
-    from core.data import prepare_run_data
-    from core.ewc import prepare_ewc
-    from core.models import load_model_and_tokenizer
-    from core.runs import list_checkpoints
+    from cpt_studio.core.config import EwcConfig
+    from cpt_studio.core.data import prepare_run_data
+    from cpt_studio.core.ewc import prepare_ewc
+    from cpt_studio.core.models import load_model_and_tokenizer
+    from cpt_studio.core.runs import list_checkpoints
 
     config = run["config"]
     model, tokenizer = load_model_and_tokenizer(config.model.name_or_path)
@@ -77,8 +82,8 @@ def main() -> None:
     parser.add_argument("--strengths", default="0,0.003,0.03,0.3,3,30")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
-    from corpus_files import write_distant_corpus
-    from tiny_model import build_tiny_model
+    from cpt_studio.core.testing.corpus_files import write_distant_corpus
+    from cpt_studio.core.testing.tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -41,8 +41,8 @@ RUNS = {
 
 
 def run_config(name: str, steps: int, fisher_sequences: int, strength: float | None):
-    from core.config import CheckpointConfig, EvalConfig, EwcConfig, GuardConfig
-    from core.demo import demo_config
+    from cpt_studio.core.config import CheckpointConfig, EvalConfig, EwcConfig, GuardConfig
+    from cpt_studio.core.demo import demo_config
 
     setting = RUNS[name]
     config = demo_config(steps)
@@ -61,8 +61,8 @@ def run_config(name: str, steps: int, fisher_sequences: int, strength: float | N
 
 def run(name: str, args, root: Path) -> dict:
     """One run by the worker, in its own process; its numbers from the events."""
-    from core.events import read_events
-    from core.runs import RunPaths, create_run, start_worker
+    from cpt_studio.core.events import read_events
+    from cpt_studio.core.runs import RunPaths, create_run, start_worker
 
     config = run_config(name, args.steps, args.fisher_sequences, args.strength)
     run_dir = create_run(config, root)
@@ -91,11 +91,11 @@ def balance_strength(replay: dict, fisher_sequences: int) -> tuple[float, float]
     replay run, with the mean-1 Fisher the EWC run cached (computed here if absent)."""
     from transformers import AutoModelForCausalLM
 
-    from core.config import RunConfig
-    from core.data import prepare_run_data
-    from core.ewc import prepare_ewc
-    from core.models import load_model_and_tokenizer
-    from core.runs import list_checkpoints
+    from cpt_studio.core.config import RunConfig
+    from cpt_studio.core.data import prepare_run_data
+    from cpt_studio.core.ewc import prepare_ewc
+    from cpt_studio.core.models import load_model_and_tokenizer
+    from cpt_studio.core.runs import list_checkpoints
 
     config = RunConfig.from_dict(replay["config"])
     config.ewc.enabled, config.ewc.sequences = True, fisher_sequences
@@ -124,8 +124,8 @@ def main() -> None:
     args = parser.parse_args()
     if "CPT_STUDIO_HOME" not in os.environ:
         print("note: CPT_STUDIO_HOME is unset; the demo model is imported into the default data folder")
-    from core.models import demo_model_path
-    from core.paths import data_dir
+    from cpt_studio.core.models import demo_model_path
+    from cpt_studio.core.paths import data_dir
 
     demo_model_path()  # import the demo model once, before the runs start
     root = data_dir() / "bench-forgetting"

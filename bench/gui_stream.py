@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     app = QApplication([])
-    from gui.monitor import MonitorWindow
+    from cpt_studio.gui.monitor import MonitorWindow
 
     with tempfile.TemporaryDirectory() as tmp:
         run = make_run(Path(tmp) / "run")

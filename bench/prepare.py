@@ -8,7 +8,7 @@ Three figures on the same corpus, tokenizer and machine, in one run:
       into full sequences (drops each batch's tail, loses document boundaries);
   (b) limit: the fast tokenizer's own encode_batch over all documents, nothing else
       (documents already in memory);
-  (c) ours: core.tokenstore.prepare, from the files to a finished token store (reading,
+  (c) ours: cpt_studio.core.tokenstore.prepare, from the files to a finished token store (reading,
       validating, hashing, tokenizing, writing), with an empty cache.
 Prints tokens per second of each, (c)/(a), (c)/(b), and the tokens each kept.
 
@@ -35,7 +35,7 @@ SEQ_LEN = 2048
 
 
 def build_corpus(path: Path, documents: int, seed: int = 0) -> list[str]:
-    from core.paths import RESOURCES
+    from cpt_studio.core.paths import RESOURCES
 
     sentences = []
     for name in ("domain.jsonl", "general.jsonl"):
@@ -83,9 +83,9 @@ def limit(texts: list[str], tokenizer, fast: bool = False, batch: int | None = N
 
 
 def ours(path: Path, tokenizer, cache: Path) -> tuple[float, int, int]:
-    """(c) core.tokenstore.prepare from the file, cache empty."""
-    from core.corpus import SourceSpec
-    from core.tokenstore import prepare
+    """(c) cpt_studio.core.tokenstore.prepare from the file, cache empty."""
+    from cpt_studio.core.corpus import SourceSpec
+    from cpt_studio.core.tokenstore import prepare
 
     start = time.perf_counter()
     store = prepare([SourceSpec(str(path))], tokenizer, cache_dir=cache)
@@ -96,7 +96,7 @@ def load_tokenizer(spec: str | None):
     from transformers import AutoTokenizer
 
     if spec is None:
-        from core.models import demo_model_path
+        from cpt_studio.core.models import demo_model_path
         spec = str(demo_model_path())
     return AutoTokenizer.from_pretrained(spec)
 

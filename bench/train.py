@@ -4,7 +4,7 @@
 
   baseline: the seed's script — TrainingArguments, datasets + DataCollatorForLanguageModeling,
             no replay, no evaluation, no checkpoints within the run;
-  ours:     core.training.train on a run folder — replay mixing, per-step events, held-out
+  ours:     cpt_studio.core.training.train on a run folder — replay mixing, per-step events, held-out
             evaluation (step 0 and the end), a final checkpoint with rotation.
 Both on the tiny Llama test model (2 layers, width 64) and the same synthetic corpus, on
 the CPU. Prints tokens/s of each, our overhead (evaluation time excluded, reported apart),
@@ -55,9 +55,7 @@ def baseline(model_dir: Path, texts: list[str], args, out: Path) -> float:
 
 def ours(model_dir: Path, data: Path, args, root: Path) -> tuple[float, float]:
     """(seconds from the prepared corpus to the final status, evaluation excluded; evaluation seconds)."""
-    from run_helpers import events_of
-
-    from core.config import (
+    from cpt_studio.core.config import (
         BatchConfig,
         CheckpointConfig,
         CorpusConfig,
@@ -66,9 +64,10 @@ def ours(model_dir: Path, data: Path, args, root: Path) -> tuple[float, float]:
         RunConfig,
         ScheduleConfig,
     )
-    from core.corpus import SourceSpec
-    from core.runs import create_run
-    from core.training import train
+    from cpt_studio.core.corpus import SourceSpec
+    from cpt_studio.core.runs import create_run
+    from cpt_studio.core.testing.run_helpers import events_of
+    from cpt_studio.core.training import train
 
     config = RunConfig(
         name="bench", model=ModelConfig(str(model_dir)),
@@ -87,8 +86,8 @@ def ours(model_dir: Path, data: Path, args, root: Path) -> tuple[float, float]:
 
 
 def main() -> None:
-    from corpus_files import make_documents, write_jsonl
-    from tiny_model import build_tiny_model
+    from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
+    from cpt_studio.core.testing.tiny_model import build_tiny_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)

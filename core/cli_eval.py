@@ -5,7 +5,7 @@
     cpt-studio tasks [WORD] [--presets]
     cpt-studio report RUN
 
-Each parses nothing (core.cli did) and calls the library; `evaluate` without --detach prints
+Each parses nothing (cpt_studio.core.cli did) and calls the library; `evaluate` without --detach prints
 the evaluation job's progress from RUN/eval/events.jsonl until the worker exits.
 """
 

@@ -1,7 +1,7 @@
 """The CLI's run commands: train, resume, stop, demo, import-gguf, runs, show, store rebuild,
 generate, export.
 
-Each parses nothing (core.cli did) and calls the library; `follow` prints a running
+Each parses nothing (cpt_studio.core.cli did) and calls the library; `follow` prints a running
 run's progress from its events.jsonl, as the GUI reads it.
 """
 

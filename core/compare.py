@@ -102,7 +102,7 @@ def checkpoint_extras(events: list[dict[str, Any]]) -> dict[int, dict[str, float
     extras: dict[int, dict[str, float]] = {}
     for event in events:
         scores = extras.setdefault(event.get("step"), {})
-        if event.get("task") and event.get("metric"):  # core.evaljob: one metric per event
+        if event.get("task") and event.get("metric"):  # cpt_studio.core.evaljob: one metric per event
             scores[f"{event['task']} {event['metric']}"] = event.get("value")
             continue
         name = event.get("name")

@@ -8,7 +8,7 @@ folders of them), validating every record, and counting what is there.
 
 A record is identified by file and line (JSONL, text blocks) or row (Parquet), and every
 Problem says which one and what to do about it. Nothing here tokenizes: that is
-core.tokenstore, which reads through this module so both see the same documents.
+cpt_studio.core.tokenstore, which reads through this module so both see the same documents.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ class RunData:
         return torch.utils.data.ConcatDataset(parts)
 
     def mixer(self, seqs_per_step: int, on_new_pass=None, replay_changes=()) -> ReplayMixer:
-        """`replay_changes`: (from_step, ratio) pairs the forgetting guard set (core.guard)."""
+        """`replay_changes`: (from_step, ratio) pairs the forgetting guard set (cpt_studio.core.guard)."""
         n_general = len(self.general.train) if self.general else 0
         ratio = self.replay_ratio if self.general else 0.0
         return ReplayMixer(len(self.domain.train), n_general, ratio, seqs_per_step,

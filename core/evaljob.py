@@ -1,7 +1,7 @@
 """Evaluating a run's checkpoints with lm-eval tasks and knowledge probes, base model included.
 
     request = EvalRequest.from_config(config.benchmarks, checkpoints=[0, 20])  # 0 = base model
-    start_evaluation(run_dir, request, detach=True)   # python -m core.evalworker (GUI, CLI)
+    start_evaluation(run_dir, request, detach=True)   # python -m cpt_studio.core.evalworker (GUI, CLI)
     outcome = evaluate_run(run_dir, request)          # the same, in this process
 
 Progress (status events: done, total, eta_seconds, the task in progress) goes to the run's
@@ -290,7 +290,7 @@ def _cached_base_scores(job: _Job, manager) -> dict[str, list[Score]]:
 
 
 def _load(job: _Job, step: int):
-    """lm-eval's model for a checkpoint: loaded as the run trained it (core.generate)."""
+    """lm-eval's model for a checkpoint: loaded as the run trained it (cpt_studio.core.generate)."""
     from .generate import checkpoint_folder, load_for_generation
 
     source = (job.config.model.name_or_path if step == BASE_STEP

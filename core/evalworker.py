@@ -1,6 +1,6 @@
-"""The background process of one evaluation job: `python -m core.evalworker RUN_DIR`.
+"""The background process of one evaluation job: `python -m cpt_studio.core.evalworker RUN_DIR`.
 
-It reads the request (eval/request.json, written by core.evaljob.start_evaluation), writes its
+It reads the request (eval/request.json, written by cpt_studio.core.evaljob.start_evaluation), writes its
 pid (eval/worker.pid), sends the libraries' logging to logs/eval.log, goes offline when the Hub
 cannot be reached (so a dataset that is not cached fails at once), evaluates, updates the run
 store, and always ends with a status event in eval/events.jsonl: finished, stopped, or failed
@@ -21,7 +21,7 @@ from .worker import _index, _log_to_file
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.evalworker")
+    parser = argparse.ArgumentParser(prog="python -m cpt_studio.core.evalworker")
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
     paths = RunPaths(args.run_dir.resolve())

@@ -89,7 +89,7 @@ SAMPLE_VALUES = 256
 def in_group(name: str, group: str, embedding_names: frozenset[str] = frozenset()) -> bool:
     """Whether the parameter called `name` belongs to an EWC group (before the "trainable"
     filter, which the caller applies). `embedding_names` are the input and output
-    embeddings' parameter names, found by identity (core.ewc.embedding_names)."""
+    embeddings' parameter names, found by identity (cpt_studio.core.ewc.embedding_names)."""
     parts = set(name.split("."))
     if group == "trainable":
         return True

@@ -8,7 +8,7 @@ last good checkpoint, change a setting, and continue.
     decision.state.save(run_dir)                                # guard.json
 
 Everything here is a pure function of numbers and settings, except GuardState's load and
-save. core.training acts on a decision: it stops the Trainer before the bad step is saved,
+save. cpt_studio.core.training acts on a decision: it stops the Trainer before the bad step is saved,
 deletes the checkpoints after the rollback target, and resumes from the target with the
 remedy applied.
 

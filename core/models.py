@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.events import ProgressCallback
-from core.paths import data_dir
+from cpt_studio.core.events import ProgressCallback
+from cpt_studio.core.paths import data_dir
 
 log = logging.getLogger(__name__)
 

@@ -122,7 +122,7 @@ def _lora_size(model, config: RunConfig, group: str = "trainable") -> int:
 
 
 def _ewc_group_size(model, config: RunConfig) -> int | None:
-    """Weights EWC keeps a Fisher and a reference copy of (core.ewc's groups, trainable only)."""
+    """Weights EWC keeps a Fisher and a reference copy of (cpt_studio.core.ewc's groups, trainable only)."""
     from .ewc import embedding_names, in_group
 
     if not config.ewc.enabled:

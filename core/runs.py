@@ -1,7 +1,7 @@
 """A run is a folder (DESIGN.md): its layout, its creation, and control of its worker process.
 
     run_dir = create_run(config)                 # <data>/runs/<name>-<time>/config.json
-    process = start_worker(run_dir, detach=True) # python -m core.worker RUN_DIR
+    process = start_worker(run_dir, detach=True) # python -m cpt_studio.core.worker RUN_DIR
     request_stop(run_dir)                        # the worker saves, says "stopped", exits 0
 """
 
@@ -141,13 +141,13 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 
 
 def start_worker(run_dir: Path, *, resume: bool = False, detach: bool = False) -> subprocess.Popen:
-    """Start `python -m core.worker RUN_DIR`; its output goes to logs/worker.log.
+    """Start `python -m cpt_studio.core.worker RUN_DIR`; its output goes to logs/worker.log.
 
     Detached, it runs in its own session, so closing the terminal or the GUI never stops it."""
     paths = RunPaths(Path(run_dir))
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     paths.stop_request.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "core.worker", str(paths.root)] + (["--resume"] if resume else [])
+    command = [sys.executable, "-m", "cpt_studio.core.worker", str(paths.root)] + (["--resume"] if resume else [])
     log = open(paths.log, "ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     project_root = str(Path(__file__).resolve().parent.parent)
@@ -157,12 +157,12 @@ def start_worker(run_dir: Path, *, resume: bool = False, detach: bool = False) -
 
 
 def start_eval_worker(run_dir: Path, *, detach: bool = False) -> subprocess.Popen:
-    """Start `python -m core.evalworker RUN_DIR` on the request in eval/request.json; its
+    """Start `python -m cpt_studio.core.evalworker RUN_DIR` on the request in eval/request.json; its
     output goes to logs/eval.log. Detached, it outlives the terminal or the GUI."""
     paths = RunPaths(Path(run_dir))
     paths.eval_log.parent.mkdir(parents=True, exist_ok=True)
     paths.eval_stop.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "core.evalworker", str(paths.root)]
+    command = [sys.executable, "-m", "cpt_studio.core.evalworker", str(paths.root)]
     log = open(paths.eval_log, "ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     project_root = str(Path(__file__).resolve().parent.parent)

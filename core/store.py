@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS runs (
     best_domain_gain REAL,
     config TEXT,  -- the frozen RunConfig, JSON
     error TEXT,  -- the message of a failed run
-    recommendation TEXT  -- why the recommended checkpoint is the one (core.recommend)
+    recommendation TEXT  -- why the recommended checkpoint is the one (cpt_studio.core.recommend)
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL, step INTEGER, tokens INTEGER, time REAL,
@@ -81,7 +81,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     path TEXT,  -- relative to the run folder
     "exists" INTEGER,  -- 0 once rotation deleted the folder
     domain_ppl REAL, general_ppl REAL, forgetting REAL, domain_gain REAL,
-    recommended INTEGER,  -- 1 for the run's recommended checkpoint (core.recommend)
+    recommended INTEGER,  -- 1 for the run's recommended checkpoint (cpt_studio.core.recommend)
     pareto INTEGER,  -- 1 when on the Pareto front of domain gain against forgetting
     domain_bpb REAL, general_bpb REAL
 );
@@ -316,7 +316,7 @@ def _checkpoint_rows(run_id: str, run_dir: Path, events: list[dict],
 
 
 def _max_drop(config: dict) -> float:
-    """The run's limit on a general benchmark's drop (core.config.BenchmarkConfig)."""
+    """The run's limit on a general benchmark's drop (cpt_studio.core.config.BenchmarkConfig)."""
     benchmarks = config.get("benchmarks")
     value = benchmarks.get("max_general_drop") if isinstance(benchmarks, dict) else None
     return MAX_GENERAL_DROP if value is None else float(value)
@@ -336,7 +336,7 @@ def _guard_rows(run_id: str, events: list[dict]):
 
 
 def _benchmark_rows(run_id: str, events: list[dict]):
-    """One row per score of a benchmark or probe event (core.evaljob)."""
+    """One row per score of a benchmark or probe event (cpt_studio.core.evaljob)."""
     for event in events:
         if event.get("type") in ("benchmark", "probe") and event.get("metric"):
             yield {**_where(run_id, event),

@@ -1,6 +1,6 @@
 """One CPT run with the HF Trainer, fed by the token store and the replay mixer.
 
-    train(run_dir)               # what `python -m core.worker RUN_DIR` does
+    train(run_dir)               # what `python -m cpt_studio.core.worker RUN_DIR` does
     train(run_dir, resume=True)  # continue from the last complete checkpoint
 
 Reads top to bottom: load the model, prepare the data, plan the steps, build the Trainer
@@ -9,8 +9,8 @@ The Trainer does the optimisation, the schedule, mixed precision, checkpoint con
 resumption (optimizer, scheduler, RNG, data position); this module adds what it lacks:
 the per-step replay mix, held-out perplexity at step 0 and every interval, atomic
 checkpoints with rotation that keeps the best and the last, a cooperative stop, and events;
-and the forgetting defences: the EWC penalty's gradient (core.ewc) added at each optimizer
-step, and the guard (core.guard), which stops an attempt before a bad step is saved and
+and the forgetting defences: the EWC penalty's gradient (cpt_studio.core.ewc) added at each optimizer
+step, and the guard (cpt_studio.core.guard), which stops an attempt before a bad step is saved and
 resumes from the last good checkpoint with its remedy, as many times as it allows.
 """
 

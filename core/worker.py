@@ -1,7 +1,7 @@
-"""The background process of one run: `python -m core.worker RUN_DIR [--resume]`.
+"""The background process of one run: `python -m cpt_studio.core.worker RUN_DIR [--resume]`.
 
 It writes its pid, sends the libraries' logging to logs/worker.log (its stdout and
-stderr are that file too, when started by core.runs.start_worker), trains, and always
+stderr are that file too, when started by cpt_studio.core.runs.start_worker), trains, and always
 ends with a status event: finished, stopped, or failed with the traceback's tail.
 """
 
@@ -19,7 +19,7 @@ from .runs import RunPaths
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.worker")
+    parser = argparse.ArgumentParser(prog="python -m cpt_studio.core.worker")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
@@ -65,14 +65,14 @@ def _evaluate_at_end(paths: RunPaths) -> None:
         if evaluate_at_end(paths.root) is not None:
             _index(paths.root)
     except Exception as exc:  # noqa: BLE001
-        logging.getLogger("core.worker").exception("the end-of-run evaluation failed")
+        logging.getLogger("cpt_studio.core.worker").exception("the end-of-run evaluation failed")
         EventWriter(paths.eval_events).emit("status", None, state="failed", phase="error",
                                             message=f"{type(exc).__name__}: {exc}")
 
 
 def _record_failure(paths: RunPaths, exc: BaseException) -> None:
     tail = "".join(traceback.format_exception(exc))[-4000:]
-    logging.getLogger("core.worker").error("run failed:\n%s", tail)
+    logging.getLogger("cpt_studio.core.worker").error("run failed:\n%s", tail)
     message = str(exc).strip() or type(exc).__name__
     EventWriter(paths.events).emit("status", None, state="failed", phase="error", exit_code=1,
                                    message=f"{type(exc).__name__}: {message}", traceback=tail)
@@ -86,7 +86,7 @@ def _index(run_dir: Path) -> None:
 
         index_run(open_store(), run_dir)
     except Exception:  # noqa: BLE001 — a store problem must not fail a finished run
-        logging.getLogger("core.worker").exception("could not update the run store")
+        logging.getLogger("cpt_studio.core.worker").exception("could not update the run store")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from pathlib import Path
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QMessageBox, QPushButton, QWidget
 
-from core.export import export_checkpoint
-from core.generate import is_adapter
+from cpt_studio.core.export import export_checkpoint
+from cpt_studio.core.generate import is_adapter
 
 from .jobs import Job
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
-from core.compare import comparison_rows, run_labels
-from core.store import get_run
+from cpt_studio.core.compare import comparison_rows, run_labels
+from cpt_studio.core.store import get_run
 
 from .compare_scatter import GainForgettingScatter
 from .compare_table import CheckpointTable

@@ -9,7 +9,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
-from core.compare import score_columns
+from cpt_studio.core.compare import score_columns
 
 COLUMNS = ("run", "step", "tokens seen", "domain ppl", "general ppl", "domain gain",
            "forgetting")

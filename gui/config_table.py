@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.compare import config_differences, format_setting
+from cpt_studio.core.compare import config_differences, format_setting
 
 DIFFERENT_BACKGROUND = "#fff3cd"
 

@@ -3,7 +3,7 @@
     window = GenerationWindow(db, run_id)
     window.generate()              # a Job; its result shows as one column per model
 
-Generation runs in the background (core.generate.compare_generations), which also keeps
+Generation runs in the background (cpt_studio.core.generate.compare_generations), which also keeps
 the prompt, settings and outputs in the run's generations.jsonl.
 """
 
@@ -29,8 +29,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core import store
-from core.generate import GenerationSettings, compare_generations, read_generations
+from cpt_studio.core import store
+from cpt_studio.core.generate import GenerationSettings, compare_generations, read_generations
 
 from .checkpoint_actions import CheckpointActions
 from .jobs import Job

@@ -34,9 +34,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core import store
-from core.paths import data_dir
-from core.runs import run_state, runs_dir, start_worker, worker_pid
+from cpt_studio.core import store
+from cpt_studio.core.paths import data_dir
+from cpt_studio.core.runs import run_state, runs_dir, start_worker, worker_pid
 
 from .checkpoint_actions import export_with_dialog
 from .generation import GenerationWindow
@@ -46,7 +46,7 @@ from .wizard import RunWizard
 
 COLUMNS = ("name", "state", "base model", "started", "tokens", "domain gain", "forgetting")
 STATES = ("created", "running", "finished", "stopped", "failed")
-HAS_COMPARE = importlib.util.find_spec("gui.compare") is not None
+HAS_COMPARE = importlib.util.find_spec("cpt_studio.gui.compare") is not None
 
 
 class MainWindow(QMainWindow):
@@ -306,8 +306,8 @@ class MainWindow(QMainWindow):
 
     def start_demo(self) -> Job:
         """The demo run (imports the demo model first if needed, off the GUI thread)."""
-        from core.demo import demo_config
-        from core.runs import create_run
+        from cpt_studio.core.demo import demo_config
+        from cpt_studio.core.runs import create_run
 
         self.demo_button.setEnabled(False)
         self.demo_button.setText("Preparing the demo model…")

@@ -26,9 +26,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.estimate import format_duration
-from core.events import read_events
-from core.runs import RunPaths, effective_state, request_stop, start_worker, worker_pid
+from cpt_studio.core.estimate import format_duration
+from cpt_studio.core.events import read_events
+from cpt_studio.core.runs import RunPaths, effective_state, request_stop, start_worker, worker_pid
 
 from .charts import RunCharts
 from .series import RunSeries

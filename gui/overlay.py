@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 
-from core.store import run_evaluations, run_metrics
+from cpt_studio.core.store import run_evaluations, run_metrics
 
 from .charts import ReadableAxis, decimate
 from .compare_scatter import run_colour

@@ -8,8 +8,8 @@ from pathlib import Path
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QWizard
 
-from core.config import RunConfig
-from core.runs import create_run, start_worker
+from cpt_studio.core.config import RunConfig
+from cpt_studio.core.runs import create_run, start_worker
 
 from .pages.corpus_page import CorpusPage
 from .pages.eval_page import EvalPage

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pytest  # noqa: E402
 
-from tiny_model import build_tiny_model  # noqa: E402
+from cpt_studio.core.testing.tiny_model import build_tiny_model  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

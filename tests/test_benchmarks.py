@@ -5,10 +5,9 @@ import json
 
 import pytest
 from probe_files import FACTS, fact_documents, write_probes
-from run_helpers import tiny_run_config
 
-from core import benchmarks
-from core.benchmarks import (
+from cpt_studio.core import benchmarks
+from cpt_studio.core.benchmarks import (
     check_tasks,
     load_presets,
     run_task,
@@ -16,14 +15,15 @@ from core.benchmarks import (
     task_manager,
     wrap_model,
 )
-from core.config import CheckpointConfig, CorpusConfig, MethodConfig, ScheduleConfig
-from core.corpus import CorpusError, SourceSpec
-from core.evaljob import EvalRequest, evaluate_run
-from core.generate import load_for_generation
-from core.probes import read_probes, write_probe_tasks
-from core.runs import create_run
-from core.training import train
-from corpus_files import make_documents, write_jsonl
+from cpt_studio.core.config import CheckpointConfig, CorpusConfig, MethodConfig, ScheduleConfig
+from cpt_studio.core.corpus import CorpusError, SourceSpec
+from cpt_studio.core.evaljob import EvalRequest, evaluate_run
+from cpt_studio.core.generate import load_for_generation
+from cpt_studio.core.probes import read_probes, write_probe_tasks
+from cpt_studio.core.runs import create_run
+from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
+from cpt_studio.core.testing.run_helpers import tiny_run_config
+from cpt_studio.core.training import train
 
 
 def fact_run_config(model_dir, data_dir, **sections):
@@ -147,7 +147,7 @@ def cli(*args, check=None):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "core.cli", *map(str, args)], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "cpt_studio.core.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=300)
     return done.returncode, done.stdout, done.stderr
 
@@ -193,8 +193,8 @@ def test_a_bad_request_is_refused_in_words_that_say_what_to_change(change, words
 
 def test_probes_during_training_give_a_live_curve_and_the_run_ends_with_base_and_recommended(
         tmp_path, tiny_model_dir):
-    from core.config import BenchmarkConfig
-    from core.worker import main as worker_main
+    from cpt_studio.core.config import BenchmarkConfig
+    from cpt_studio.core.worker import main as worker_main
 
     probes = write_probes(tmp_path / "probes.jsonl", kinds=("mc",))
     config = fact_run_config(tiny_model_dir, tmp_path / "data",
@@ -214,7 +214,7 @@ def test_probes_during_training_give_a_live_curve_and_the_run_ends_with_base_and
 
 
 def test_presets_are_bundled_and_a_user_copy_in_the_data_folder_wins(tmp_path, monkeypatch):
-    from core.paths import data_dir
+    from cpt_studio.core.paths import data_dir
 
     presets = load_presets()
     assert presets["medical"] == {"domain": ["medqa_4options", "medmcqa", "pubmedqa"],

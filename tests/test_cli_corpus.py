@@ -4,11 +4,11 @@ import json
 import subprocess
 import sys
 
-from corpus_files import make_documents, write_jsonl
+from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
 
 
 def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "cpt_studio.core.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_inspect_prints_counts_and_preview(tmp_path, tiny_model_dir):

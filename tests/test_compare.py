@@ -3,10 +3,9 @@ table and scatter showing the store's numbers, selection both ways, and the over
 
 import numpy as np
 import pytest
-from compare_runs import REPLAY_0, REPLAY_15, two_runs
 
-from core import store
-from core.compare import (
+from cpt_studio.core import store
+from cpt_studio.core.compare import (
     MISSING,
     checkpoint_extras,
     config_differences,
@@ -14,6 +13,7 @@ from core.compare import (
     run_label,
     run_labels,
 )
+from cpt_studio.core.testing.compare_runs import REPLAY_0, REPLAY_15, two_runs
 
 A = {"name": "a", "corpus": {"replay_ratio": 0.05, "domain": [{"path": "d.jsonl"}]},
      "schedule": {"peak_lr": 2e-5, "decay": "cosine"}}
@@ -21,7 +21,7 @@ B = {"name": "b", "corpus": {"replay_ratio": 0.15, "domain": [{"path": "d.jsonl"
      "schedule": {"peak_lr": 2e-5, "decay": "cosine"}, "ewc": {"enabled": True}}
 
 
-# -- headless: core.compare ----------------------------------------------------------------
+# -- headless: cpt_studio.core.compare ----------------------------------------------------------------
 
 def test_flatten_config_gives_dotted_paths_and_keeps_lists_whole():
     assert flatten_config(A) == {"name": "a", "corpus.replay_ratio": 0.05,
@@ -67,7 +67,7 @@ def db():
 
 @pytest.fixture
 def window(qtbot, db, tmp_path):
-    from gui.compare import CompareWindow
+    from cpt_studio.gui.compare import CompareWindow
 
     run_ids = two_runs(db, tmp_path / "runs")
     window = CompareWindow(db, run_ids)
@@ -154,10 +154,9 @@ def test_a_long_list_of_differences_is_cut_to_three_in_the_legend():
 
 
 def test_one_run_without_checkpoints_shows_its_settings_and_says_why_it_is_empty(qtbot, db, tmp_path):
-    from compare_runs import REPLAY_0, write_compare_run
-
-    from core.events import EventWriter
-    from gui.compare import CompareWindow
+    from cpt_studio.core.events import EventWriter
+    from cpt_studio.core.testing.compare_runs import REPLAY_0, write_compare_run
+    from cpt_studio.gui.compare import CompareWindow
 
     folder = tmp_path / "early"
     folder.mkdir()

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core.corpus import CorpusError, Document, SourceSpec, read_source, validate
+from cpt_studio.core.corpus import CorpusError, Document, SourceSpec, read_source, validate
 
 
 def write_jsonl(path, records):

@@ -1,4 +1,4 @@
-"""core.estimate: memory and time before a run, pure arithmetic."""
+"""cpt_studio.core.estimate: memory and time before a run, pure arithmetic."""
 
 import subprocess
 import sys
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.estimate import (
+from cpt_studio.core.estimate import (
     GiB,
     estimate_memory,
     estimate_time,
@@ -207,7 +207,7 @@ def test_format_bytes(n, words):
 
 
 def test_estimate_is_headless_and_loads_no_framework():
-    code = ("import sys, core.estimate; "
+    code = ("import sys, cpt_studio.core.estimate; "
             "bad = [m for m in sys.modules if m.split('.')[0] in "
             "('PySide6', 'pyqtgraph', 'gui', 'torch', 'transformers')]; "
             "assert not bad, bad")

@@ -8,14 +8,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from run_helpers import events_of, tiny_run_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from core.config import EvalConfig, EvalSetSpec, ScheduleConfig
-from core.data import evaluation_sets, prepare_run_data
-from core.runs import create_run
-from core.training import train
-from corpus_files import make_documents, write_jsonl
+from cpt_studio.core.config import EvalConfig, EvalSetSpec, ScheduleConfig
+from cpt_studio.core.data import evaluation_sets, prepare_run_data
+from cpt_studio.core.runs import create_run
+from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
+from cpt_studio.core.testing.run_helpers import events_of, tiny_run_config
+from cpt_studio.core.training import train
 
 TEXT = "Le patient a reçu 5 µg de tacrolimus — deux fois par jour, à jeun."
 
@@ -66,10 +66,10 @@ def test_a_run_with_two_general_sets_has_two_forgetting_curves_and_the_guard_wat
 
 
 def test_the_guard_set_names_the_forgetting_the_guard_acts_on(tiny_model_dir, tmp_path):
-    from core.events import EventWriter
-    from core.mixing import ReplayMixer
-    from core.runs import RunPaths
-    from core.training import Hardware, RunMonitor
+    from cpt_studio.core.events import EventWriter
+    from cpt_studio.core.mixing import ReplayMixer
+    from cpt_studio.core.runs import RunPaths
+    from cpt_studio.core.training import Hardware, RunMonitor
 
     config = tiny_run_config(tiny_model_dir, tmp_path / "data")
     config.eval.guard_set = "code"
@@ -86,9 +86,9 @@ def test_the_guard_set_names_the_forgetting_the_guard_acts_on(tiny_model_dir, tm
 
 
 def test_runs_with_different_tokenizers_are_compared_in_bits_per_byte(tmp_path, tiny_model_dir):
-    from core import store
-    from core.compare import comparison_rows, gain_basis
-    from core.events import EventWriter
+    from cpt_studio.core import store
+    from cpt_studio.core.compare import comparison_rows, gain_basis
+    from cpt_studio.core.events import EventWriter
 
     db = store.open_store(":memory:")
     ids = []

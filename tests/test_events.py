@@ -2,7 +2,7 @@
 
 import pytest
 
-from core.events import EventWriter, last_event, read_events, timeline
+from cpt_studio.core.events import EventWriter, last_event, read_events, timeline
 
 
 @pytest.fixture

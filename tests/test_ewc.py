@@ -3,12 +3,17 @@ that logs the penalty beside the loss."""
 
 import pytest
 import torch
-from run_helpers import events_of, tiny_run_config
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from core.config import CheckpointConfig, EwcConfig, MethodConfig, RunConfig, ScheduleConfig
-from core.ewc import (
+from cpt_studio.core.config import (
+    CheckpointConfig,
+    EwcConfig,
+    MethodConfig,
+    RunConfig,
+    ScheduleConfig,
+)
+from cpt_studio.core.ewc import (
     EwcPenalty,
     EwcState,
     compute_fisher,
@@ -17,8 +22,9 @@ from core.ewc import (
     normalise,
     weights_fingerprint,
 )
-from core.runs import create_run, list_checkpoints
-from core.training import train
+from cpt_studio.core.runs import create_run, list_checkpoints
+from cpt_studio.core.testing.run_helpers import events_of, tiny_run_config
+from cpt_studio.core.training import train
 
 
 def tiny_llama(seed: int = 0, tied: bool = True) -> LlamaForCausalLM:
@@ -233,7 +239,7 @@ def test_ewc_on_lora_holds_the_adapters_only(tmp_path, tiny_model_dir):
     ("lora", "mlp", None),
 ])
 def test_the_plan_counts_ewc_memory_for_its_group(tmp_path, tiny_model_dir, method, group, count):
-    from core.plan import plan_run
+    from cpt_studio.core.plan import plan_run
 
     config = tiny_run_config(tiny_model_dir, tmp_path / "data", ewc=EwcConfig(enabled=True, group=group),
                              method=MethodConfig(kind=method, lora_rank=4))

@@ -8,14 +8,19 @@ import sys
 
 import pytest
 import torch
-from run_helpers import events_of, tiny_run_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from core.config import CheckpointConfig, MethodConfig, ScheduleConfig
-from core.export import export_checkpoint
-from core.generate import GenerationSettings, compare_generations, generate, read_generations
-from core.runs import RunPaths, create_run
-from core.training import train
+from cpt_studio.core.config import CheckpointConfig, MethodConfig, ScheduleConfig
+from cpt_studio.core.export import export_checkpoint
+from cpt_studio.core.generate import (
+    GenerationSettings,
+    compare_generations,
+    generate,
+    read_generations,
+)
+from cpt_studio.core.runs import RunPaths, create_run
+from cpt_studio.core.testing.run_helpers import events_of, tiny_run_config
+from cpt_studio.core.training import train
 
 PROMPT = "The patient received"
 
@@ -117,7 +122,7 @@ def test_lora_export_as_adapter_or_merged(runs, tmp_path, merge):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cpt_studio.core.cli", *args], capture_output=True, text=True,
                           timeout=300)
 
 

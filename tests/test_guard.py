@@ -4,12 +4,11 @@ real rollbacks on the tiny model (forgetting at a high LR, an injected NaN, a lo
 import math
 
 import pytest
-from run_helpers import events_of, tiny_run_config
 
-from core import store
-from core.config import CheckpointConfig, EvalConfig, GuardConfig, ScheduleConfig
-from core.events import read_events, timeline
-from core.guard import (
+from cpt_studio.core import store
+from cpt_studio.core.config import CheckpointConfig, EvalConfig, GuardConfig, ScheduleConfig
+from cpt_studio.core.events import read_events, timeline
+from cpt_studio.core.guard import (
     GuardState,
     Trigger,
     decide,
@@ -17,10 +16,11 @@ from core.guard import (
     loss_trigger,
     rollback_target,
 )
-from core.mixing import ReplayMixer
-from core.runs import RunPaths, create_run, list_checkpoints
-from core.training import CPTTrainer, rotate_checkpoints, train
-from corpus_files import write_distant_corpus
+from cpt_studio.core.mixing import ReplayMixer
+from cpt_studio.core.runs import RunPaths, create_run, list_checkpoints
+from cpt_studio.core.testing.corpus_files import write_distant_corpus
+from cpt_studio.core.testing.run_helpers import events_of, tiny_run_config
+from cpt_studio.core.training import CPTTrainer, rotate_checkpoints, train
 
 # -- decisions -----------------------------------------------------------------------------
 
@@ -154,8 +154,8 @@ def test_rotation_keeps_the_protected_checkpoints(tmp_path):
 def test_a_run_protects_its_best_recommended_and_rollback_checkpoints(tmp_path, tiny_model_dir):
     from types import SimpleNamespace
 
-    from core.events import EventWriter
-    from core.training import Hardware, RunMonitor
+    from cpt_studio.core.events import EventWriter
+    from cpt_studio.core.training import Hardware, RunMonitor
 
     config = tiny_run_config(tiny_model_dir, tmp_path / "data", guard=GuardConfig(threshold=0.15),
                              checkpoints=CheckpointConfig(interval=10, keep=1, recommend_max_forgetting=0.03))

@@ -6,14 +6,14 @@ import json
 import numpy as np
 import pytest
 from PySide6.QtWidgets import QWizard
-from run_helpers import events_of, wait_for
 
-from core.config import RunConfig
-from core.runs import request_stop, worker_pid
-from corpus_files import make_documents, write_jsonl
-from gui.main_window import MainWindow
-from gui.monitor import MonitorWindow
-from gui.wizard import RunWizard
+from cpt_studio.core.config import RunConfig
+from cpt_studio.core.runs import request_stop, worker_pid
+from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
+from cpt_studio.core.testing.run_helpers import events_of, wait_for
+from cpt_studio.gui.main_window import MainWindow
+from cpt_studio.gui.monitor import MonitorWindow
+from cpt_studio.gui.wizard import RunWizard
 
 
 @pytest.fixture
@@ -196,9 +196,9 @@ def test_closing_leaves_the_worker_running_and_a_new_window_reattaches(qtbot, tm
 
 
 def test_a_dead_worker_shows_a_red_banner_with_the_log_tail(qtbot, tmp_path):
-    from core.config import ModelConfig
-    from core.corpus import SourceSpec
-    from core.runs import create_run, start_worker
+    from cpt_studio.core.config import ModelConfig
+    from cpt_studio.core.corpus import SourceSpec
+    from cpt_studio.core.runs import create_run, start_worker
 
     domain = write_jsonl(tmp_path / "d.jsonl", make_documents(20))
     config = RunConfig(name="broken", model=ModelConfig(str(tmp_path / "no-such-model")))
@@ -232,7 +232,7 @@ def test_repainting_the_charts_does_not_leak_references_to_none(qtbot, tmp_path)
 
 
 def test_long_curves_are_decimated_keeping_spikes_and_zoomed_detail():
-    from gui.charts import MAX_POINTS, decimate
+    from cpt_studio.gui.charts import MAX_POINTS, decimate
 
     x = np.arange(100_000, dtype=float)
     y = np.sin(x / 1000)

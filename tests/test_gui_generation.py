@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QInputDialog
-from run_helpers import tiny_run_config
 
-from core import store
-from core.config import CheckpointConfig, ModelConfig, RunConfig, ScheduleConfig
-from core.generate import read_generations
-from core.runs import create_run
-from core.training import train
-from gui.checkpoint_actions import CheckpointActions
-from gui.generation import GenerationWindow
-from gui.main_window import MainWindow
+from cpt_studio.core import store
+from cpt_studio.core.config import CheckpointConfig, ModelConfig, RunConfig, ScheduleConfig
+from cpt_studio.core.generate import read_generations
+from cpt_studio.core.runs import create_run
+from cpt_studio.core.testing.run_helpers import tiny_run_config
+from cpt_studio.core.training import train
+from cpt_studio.gui.checkpoint_actions import CheckpointActions
+from cpt_studio.gui.generation import GenerationWindow
+from cpt_studio.gui.main_window import MainWindow
 
 PROMPT = "The patient received"
 
@@ -132,7 +132,7 @@ def test_actions_follow_the_selection(history):
     assert window.run_buttons["delete"].isEnabled() and not window.run_buttons["generate"].isEnabled()
     window.select_runs([str(runs["med"].resolve())])
     assert window.run_buttons["generate"].isEnabled() and window.run_buttons["folder"].isEnabled()
-    from gui.main_window import HAS_COMPARE
+    from cpt_studio.gui.main_window import HAS_COMPARE
 
     assert window.run_buttons["compare"].isEnabled() == HAS_COMPARE
 
@@ -182,7 +182,7 @@ def test_a_running_run_cannot_be_deleted(history, monkeypatch):
 
 
 def test_compare_selected_opens_the_comparison_of_the_selected_runs(history, qtbot):
-    from gui.main_window import HAS_COMPARE
+    from cpt_studio.gui.main_window import HAS_COMPARE
 
     window, runs = history
     window.select_runs([str(runs["med"].resolve()), str(runs["fin"].resolve())])
@@ -190,7 +190,7 @@ def test_compare_selected_opens_the_comparison_of_the_selected_runs(history, qtb
     if not HAS_COMPARE:
         assert opened is None and "not installed" in window.run_buttons["compare"].toolTip()
         return
-    from gui.compare import CompareWindow
+    from cpt_studio.gui.compare import CompareWindow
 
     qtbot.addWidget(opened)
     assert isinstance(opened, CompareWindow) and opened.isVisible()

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from core.config import CorpusConfig, EvalConfig, ModelConfig, RunConfig
-from core.corpus import CorpusError, SourceSpec
-from core.data import prepare_run_data
-from core.heldout import load_heldout, split_heldout
-from core.packing import IGNORE_INDEX
-from corpus_files import make_documents, write_jsonl
+from cpt_studio.core.config import CorpusConfig, EvalConfig, ModelConfig, RunConfig
+from cpt_studio.core.corpus import CorpusError, SourceSpec
+from cpt_studio.core.data import prepare_run_data
+from cpt_studio.core.heldout import load_heldout, split_heldout
+from cpt_studio.core.packing import IGNORE_INDEX
+from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
 
 
 def test_split_is_seeded_sized_and_leaves_training_documents():

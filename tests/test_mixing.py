@@ -2,7 +2,7 @@
 
 import pytest
 
-from core.mixing import MixingSampler, ReplayMixer
+from cpt_studio.core.mixing import MixingSampler, ReplayMixer
 
 
 @pytest.mark.parametrize("ratio", [0, 0.05, 0.2, 0.5])

@@ -1,4 +1,4 @@
-"""core.models: describing, resolving, importing (GGUF) and loading base models, offline."""
+"""cpt_studio.core.models: describing, resolving, importing (GGUF) and loading base models, offline."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from core import models
-from core.models import ModelError
-from tiny_model import build_tiny_model
+from cpt_studio.core import models
+from cpt_studio.core.models import ModelError
+from cpt_studio.core.testing.tiny_model import build_tiny_model
 
 
 def _fake_cache(root: Path, repo_id: str, source: Path, repo_type: str = "models") -> Path:

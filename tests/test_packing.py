@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from core.corpus import SourceSpec
-from core.packing import IGNORE_INDEX, PackedSequences
-from core.tokenstore import prepare
-from corpus_files import make_documents, write_jsonl
+from cpt_studio.core.corpus import SourceSpec
+from cpt_studio.core.packing import IGNORE_INDEX, PackedSequences
+from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
+from cpt_studio.core.tokenstore import prepare
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import sqlite3
 
 import pytest
 
-from core import store
-from core.events import EventWriter
-from core.recommend import CheckpointScore, checkpoint_scores, pareto_front, recommended
+from cpt_studio.core import store
+from cpt_studio.core.events import EventWriter
+from cpt_studio.core.recommend import CheckpointScore, checkpoint_scores, pareto_front, recommended
 
 # step: (domain gain, forgetting), chosen by hand
 NUMBERS = {10: (0.05, 0.010), 20: (0.12, 0.025), 30: (0.18, 0.040), 40: (0.15, 0.029),

@@ -2,12 +2,11 @@
 
 import json
 
-from run_helpers import tiny_run_config
-
-from core import store
-from core.events import EventWriter
-from core.report import build_report, write_report
-from core.runs import create_run
+from cpt_studio.core import store
+from cpt_studio.core.events import EventWriter
+from cpt_studio.core.report import build_report, write_report
+from cpt_studio.core.runs import create_run
+from cpt_studio.core.testing.run_helpers import tiny_run_config
 
 
 def crafted_run(tmp_path, tiny_model_dir, arc_at_20=0.45):
@@ -63,7 +62,7 @@ def test_no_warning_and_the_best_checkpoint_when_general_tasks_hold(tmp_path, ti
 
 
 def test_the_model_card_includes_the_report(tmp_path, tiny_model_dir):
-    from core.export import model_card
+    from cpt_studio.core.export import model_card
 
     run_dir = crafted_run(tmp_path, tiny_model_dir)
     text = (write_report(run_dir) / "report.md").read_text()

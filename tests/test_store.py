@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-import core.events
-from core import store
-from core.events import EventWriter
-from core.paths import data_dir
+import cpt_studio.core.events
+from cpt_studio.core import store
+from cpt_studio.core.events import EventWriter
+from cpt_studio.core.paths import data_dir
 
 METRICS = ("loss", "lr", "grad_norm", "tokens_per_second", "replay_fraction")
 BASE_DOMAIN_PPL, BASE_GENERAL_PPL = 40.0, 20.0
@@ -32,7 +32,7 @@ class Clock:
 @pytest.fixture(autouse=True)
 def clock(monkeypatch) -> Clock:
     clock = Clock()
-    monkeypatch.setattr(core.events, "time", SimpleNamespace(time=clock.time))
+    monkeypatch.setattr(cpt_studio.core.events, "time", SimpleNamespace(time=clock.time))
     return clock
 
 
@@ -402,8 +402,8 @@ def test_the_default_store_lives_in_the_data_folder():
 
 def test_a_resumed_run_keeps_the_resumed_attempts_numbers(tmp_path):
     """Steps logged after the checkpoint by the killed attempt are replaced, not doubled."""
-    from core.events import EventWriter
-    from core.store import index_run, open_store, run_metrics
+    from cpt_studio.core.events import EventWriter
+    from cpt_studio.core.store import index_run, open_store, run_metrics
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -10,14 +10,16 @@ import sys
 
 import pytest
 import torch
-from run_helpers import events_of, last_per_step, tiny_run_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from core import tokenizer_ext
-from core.config import CheckpointConfig, MethodConfig, ScheduleConfig, TokenizerConfig
-from core.data import prepare_run_data
-from core.runs import RunPaths, create_run, list_checkpoints
-from core.tokenizer_ext import (
+from cpt_studio.core import tokenizer_ext
+from cpt_studio.core.config import CheckpointConfig, MethodConfig, ScheduleConfig, TokenizerConfig
+from cpt_studio.core.data import prepare_run_data
+from cpt_studio.core.runs import RunPaths, create_run, list_checkpoints
+from cpt_studio.core.testing.corpus_files import make_documents
+from cpt_studio.core.testing.run_helpers import events_of, last_per_step, tiny_run_config
+from cpt_studio.core.testing.tiny_model import TRAINING_TEXT, build_tiny_model, train_tiny_tokenizer
+from cpt_studio.core.tokenizer_ext import (
     ExtensionTexts,
     extend_tokenizer,
     find_candidates,
@@ -25,9 +27,7 @@ from core.tokenizer_ext import (
     preview_extension,
     resize_and_init,
 )
-from core.training import train
-from corpus_files import make_documents
-from tiny_model import TRAINING_TEXT, build_tiny_model, train_tiny_tokenizer
+from cpt_studio.core.training import train
 
 GENERAL = [t for t in TRAINING_TEXT if not re.search("tacrolimus|Bioavailability|Renal", t)]
 """Base tokenizer text without the domain words: it spells 'tacrolimus' letter by letter."""
@@ -237,7 +237,7 @@ def test_lora_run_trains_and_saves_the_new_rows(tmp_path, untied_general_model):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "core.cli", "tokenizer", "extend", *args],
+    return subprocess.run([sys.executable, "-m", "cpt_studio.core.cli", "tokenizer", "extend", *args],
                           capture_output=True, text=True)
 
 

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from core.corpus import CorpusError, SourceSpec
-from core.stats import corpus_stats
-from core.tokenstore import TokenStore, prepare
-from corpus_files import make_documents, write_jsonl
+from cpt_studio.core.corpus import CorpusError, SourceSpec
+from cpt_studio.core.stats import corpus_stats
+from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
+from cpt_studio.core.tokenstore import TokenStore, prepare
 
 
 @pytest.fixture

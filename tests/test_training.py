@@ -6,12 +6,19 @@ import math
 
 import pytest
 import torch
-from run_helpers import events_of, kill, last_per_step, run_in_background, tiny_run_config, wait_for
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from core.config import CheckpointConfig, MethodConfig, ScheduleConfig
-from core.runs import create_run, list_checkpoints, request_stop, start_worker
-from core.training import train
+from cpt_studio.core.config import CheckpointConfig, MethodConfig, ScheduleConfig
+from cpt_studio.core.runs import create_run, list_checkpoints, request_stop, start_worker
+from cpt_studio.core.testing.run_helpers import (
+    events_of,
+    kill,
+    last_per_step,
+    run_in_background,
+    tiny_run_config,
+    wait_for,
+)
+from cpt_studio.core.training import train
 
 
 def test_a_full_run_writes_config_events_evaluations_and_checkpoints(tmp_path, tiny_model_dir):
@@ -117,7 +124,7 @@ def test_a_stop_request_saves_a_checkpoint_and_ends_stopped(tmp_path, tiny_model
 
 
 def test_the_wizard_lr_curve_is_the_one_training_follows(tmp_path, tiny_model_dir):
-    from core.plan import lr_schedule
+    from cpt_studio.core.plan import lr_schedule
 
     config = tiny_run_config(tiny_model_dir, tmp_path / "data",
                              schedule=ScheduleConfig(peak_lr=1e-3, max_steps=20, warmup_ratio=0.1, decay="wsd"))

@@ -34,8 +34,8 @@ def settle(app, jobs=()) -> None:
 
 
 def wizard_pages(app) -> None:
-    from core.demo import demo_config
-    from gui.wizard import RunWizard
+    from cpt_studio.core.demo import demo_config
+    from cpt_studio.gui.wizard import RunWizard
 
     wizard = RunWizard(config=demo_config())
     wizard.show()
@@ -59,7 +59,7 @@ def wizard_pages(app) -> None:
 
 
 def monitor(app, run_dir: Path) -> None:
-    from gui.monitor import MonitorWindow
+    from cpt_studio.gui.monitor import MonitorWindow
 
     window = MonitorWindow(run_dir)
     window.resize(1200, 950)
@@ -75,7 +75,7 @@ def monitor(app, run_dir: Path) -> None:
 
 def compare(app, db, run_ids: list[str]) -> None:
     """compare-checkpoints.png (one run's row selected), compare-curves.png, compare-settings.png."""
-    from gui.compare import CompareWindow
+    from cpt_studio.gui.compare import CompareWindow
 
     window = CompareWindow(db, run_ids)
     window.resize(1200, 900)
@@ -91,10 +91,10 @@ def compare(app, db, run_ids: list[str]) -> None:
 def compare_example(app) -> None:
     import tempfile
 
-    from core.store import open_store
+    from cpt_studio.core.store import open_store
 
     sys.path.insert(0, str(HERE.parent.parent / "tests"))
-    from compare_runs import three_runs
+    from cpt_studio.core.testing.compare_runs import three_runs
 
     db = open_store(":memory:")
     with tempfile.TemporaryDirectory() as root:
@@ -106,9 +106,9 @@ def history_and_generation(app, run_dir: Path, prompt: str) -> None:
     base model and checkpoints continuing `prompt`."""
     from PySide6.QtCore import Qt
 
-    from core.runs import checkpoint_step, list_checkpoints
-    from gui.generation import GenerationWindow
-    from gui.main_window import MainWindow
+    from cpt_studio.core.runs import checkpoint_step, list_checkpoints
+    from cpt_studio.gui.generation import GenerationWindow
+    from cpt_studio.gui.main_window import MainWindow
 
     window = MainWindow(runs_root=run_dir.parent)
     window.resize(1100, 450)
@@ -131,7 +131,7 @@ def history_and_generation(app, run_dir: Path, prompt: str) -> None:
 
 
 def main() -> None:
-    from core.runs import runs_dir
+    from cpt_studio.core.runs import runs_dir
 
     app = QApplication([])
     if sys.argv[1:2] == ["--history"]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWizardPage
 
-from core.config import RunConfig
+from cpt_studio.core.config import RunConfig
 
 
 class ConfigPage(QWizardPage):

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from core.corpus import Document, SourceSpec, read_sources, validate
+from cpt_studio.core.corpus import Document, SourceSpec, read_sources, validate
 
 from ..jobs import Job
 from .base import ConfigPage

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox
 
-from core.config import GUARD_REMEDIES
+from cpt_studio.core.config import GUARD_REMEDIES
 
 from .base import ConfigPage
 

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (
     QSpinBox,
 )
 
-from core.config import EWC_GROUPS
+from cpt_studio.core.config import EWC_GROUPS
 
 from .base import ConfigPage
 

@@ -13,8 +13,8 @@ from PySide6.QtWidgets import (
     QPushButton,
 )
 
-from core.estimate import estimate_memory, format_bytes
-from core.models import model_info, scan_cached_models
+from cpt_studio.core.estimate import estimate_memory, format_bytes
+from cpt_studio.core.models import model_info, scan_cached_models
 
 from ..jobs import Job
 from .base import ConfigPage
@@ -24,7 +24,7 @@ def describe_model(spec: str, seq_len: int, micro_batch: int) -> str:
     """Parameter count, architecture, and the memory of full and LoRA CPT (bf16, checkpointing)."""
     from transformers import AutoConfig
 
-    from core.models import resolve_model
+    from cpt_studio.core.models import resolve_model
 
     info = model_info(spec)
     config = AutoConfig.from_pretrained(resolve_model(spec)).get_text_config()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pyqtgraph as pg
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QSpinBox
 
-from core.config import DECAYS
-from core.plan import lr_schedule
+from cpt_studio.core.config import DECAYS
+from cpt_studio.core.plan import lr_schedule
 
 from ..charts import ReadableAxis
 from .base import ConfigPage

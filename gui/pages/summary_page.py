@@ -16,8 +16,8 @@ from PySide6.QtWidgets import (
     QPushButton,
 )
 
-from core.config import RunConfig
-from core.plan import format_plan, plan_run
+from cpt_studio.core.config import RunConfig
+from cpt_studio.core.plan import format_plan, plan_run
 
 from ..jobs import Job
 from .base import ConfigPage

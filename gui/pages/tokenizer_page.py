@@ -1,5 +1,5 @@
 """Page 5, domain tokenizer extension: on/off and its settings; Preview shows the candidate
-tokens with their frequencies and the fertility before and after (core.tokenizer_ext)."""
+tokens with their frequencies and the fertility before and after (cpt_studio.core.tokenizer_ext)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import importlib.util
 
 from PySide6.QtWidgets import QCheckBox, QFormLayout, QLabel, QPlainTextEdit, QPushButton, QSpinBox
 
-from core.config import RunConfig
+from cpt_studio.core.config import RunConfig
 
 from ..jobs import Job
 from .base import ConfigPage
 
 
 def extension_available() -> bool:
-    return importlib.util.find_spec("core.tokenizer_ext") is not None
+    return importlib.util.find_spec("cpt_studio.core.tokenizer_ext") is not None
 
 
 class TokenizerPage(ConfigPage):
@@ -61,7 +61,7 @@ class TokenizerPage(ConfigPage):
         config.tokenizer.max_new_tokens = self.max_new.value()
 
     def start_preview(self) -> Job:
-        from core.tokenizer_ext import format_preview, preview_for_config
+        from cpt_studio.core.tokenizer_ext import format_preview, preview_for_config
 
         self.store(self.config)
         config = RunConfig.from_dict(self.config.to_dict())

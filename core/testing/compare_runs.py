@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.events import EventWriter
+from cpt_studio.core.events import EventWriter
 
 BASE_DOMAIN_PPL, BASE_GENERAL_PPL = 40.0, 20.0
 TOKENS_PER_STEP = 4096
@@ -58,7 +58,7 @@ def _scores(gain: float, forgetting: float) -> dict:
 
 def two_runs(db, root: Path) -> list[str]:
     """Replay 0% (with a benchmark at step 20) and replay 15%, indexed; their ids."""
-    from core.store import index_run
+    from cpt_studio.core.store import index_run
 
     a = write_compare_run(root / "replay-0", "replay-0", 0.0, 2e-5, REPLAY_0,
                           benchmarks={20: {"medqa": 0.41}, 40: {"medqa": 0.44}})
@@ -68,7 +68,7 @@ def two_runs(db, root: Path) -> list[str]:
 
 def three_runs(db, root: Path) -> list[str]:
     """Replay 0%, 5% and 15% at the same learning rate (the screenshots)."""
-    from core.store import index_run
+    from cpt_studio.core.store import index_run
 
     folders = [write_compare_run(root / f"replay-{p}", f"replay-{p}", p / 100, 2e-5, points,
                                  benchmarks={20: {"medqa": 0.40 + p / 1000}})

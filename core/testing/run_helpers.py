@@ -5,7 +5,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from core.config import (
+from cpt_studio.core.config import (
     BatchConfig,
     CheckpointConfig,
     CorpusConfig,
@@ -15,10 +15,10 @@ from core.config import (
     RunConfig,
     ScheduleConfig,
 )
-from core.corpus import SourceSpec
-from core.events import read_events
-from core.runs import RunPaths, create_run, start_worker
-from corpus_files import make_documents, write_jsonl
+from cpt_studio.core.corpus import SourceSpec
+from cpt_studio.core.events import read_events
+from cpt_studio.core.runs import RunPaths, create_run, start_worker
+from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
 
 
 def tiny_run_config(model_dir: Path, data_dir: Path, **sections) -> RunConfig:
