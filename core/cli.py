@@ -9,6 +9,8 @@
     cpt-studio generate RUN --prompt "The patient" [--checkpoints 100,200] [--sample]
     cpt-studio export RUN CHECKPOINT_STEP DEST [--merge]
     cpt-studio desktop install | uninstall       # the app in a Linux desktop's applications menu
+    cpt-studio evaluate RUN [--checkpoints 10,20] [--tasks a,b] [--probes FILE] [--limit N] [--detach]
+    cpt-studio tasks [WORD] | report RUN
 """
 
 from __future__ import annotations
@@ -120,6 +122,9 @@ def _run_commands(commands) -> None:
     show.set_defaults(run=cli_runs.show)
     _checkpoint_commands(commands)
     _desktop_commands(commands)
+    from . import cli_eval
+
+    cli_eval.add_commands(commands)
     store = commands.add_parser("store", help="the run store").add_subparsers(title="store commands")
     rebuild = store.add_parser("rebuild", help="re-index every run folder into the store")
     rebuild.add_argument("roots", nargs="*", help="folders holding run folders (default: the data folder's runs)")

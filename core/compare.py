@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .store import get_run, run_checkpoints, run_events
+from .store import get_run, run_checkpoints, run_evaluations, run_events
 
 MISSING = object()
 """A setting one run's config lacks (an older config): differs from every value."""
@@ -95,12 +95,16 @@ def run_labels(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
 
 
 def checkpoint_extras(events: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
-    """Probe and benchmark scores by step: an event {"name": "medqa", "score": 0.41} gives
+    """Probe and benchmark scores by step: an lm-eval score {"task": "medqa", "metric": "acc",
+    "value": 0.41} gives the column "medqa acc"; an event {"name": "medqa", "score": 0.41} gives
     the column "medqa"; its other numbers give "medqa <field>" ("benchmark <field>" when
     the event has no name)."""
     extras: dict[int, dict[str, float]] = {}
     for event in events:
         scores = extras.setdefault(event.get("step"), {})
+        if event.get("task") and event.get("metric"):  # cpt_studio.core.evaljob: one metric per event
+            scores[f"{event['task']} {event['metric']}"] = event.get("value")
+            continue
         name = event.get("name")
         for field, value in event.items():
             if field not in NOT_SCORES and _is_number(value):
@@ -109,19 +113,45 @@ def checkpoint_extras(events: list[dict[str, Any]]) -> dict[int, dict[str, float
     return extras
 
 
+def gain_basis(configs: Mapping[str, Mapping[str, Any]]) -> str:
+    """'bpb' when the runs' tokenizers differ (another base model, or a run that extends its
+    tokenizer): a token is then not the same unit in every run, and domain gain and forgetting
+    are compared in bits per byte; else 'ppl'."""
+    models = {str((c.get("model") or {}).get("name_or_path")) for c in configs.values()}
+    extends = any((c.get("tokenizer") or {}).get("extend") for c in configs.values())
+    return "bpb" if len(configs) > 1 and (len(models) > 1 or extends) else "ppl"
+
+
 def comparison_rows(db, run_ids: list[str]) -> list[dict[str, Any]]:
     """Every checkpoint of these runs (store columns, the run's name and label, and its probe
-    and benchmark scores at that step), run by run, step by step."""
+    and benchmark scores at that step), run by run, step by step. When the runs' tokenizers
+    differ (gain_basis), domain_gain and forgetting are those of bits per byte against each
+    run's own step-0 baseline, and "basis" says so."""
     runs = {run_id: get_run(db, run_id) for run_id in run_ids}
-    labels = run_labels({run_id: run["config"] for run_id, run in runs.items()})
+    configs = {run_id: run["config"] for run_id, run in runs.items()}
+    labels, basis = run_labels(configs), gain_basis(configs)
     rows = []
     for run_id, run in runs.items():
         events = [e for kind in SCORE_EVENTS for e in run_events(db, run_id, kind)]
         extras = checkpoint_extras(events)
+        baseline = next((e for e in run_evaluations(db, run_id) if e["baseline"]), {})
         for checkpoint in run_checkpoints(db, run_id):
-            rows.append({**checkpoint, "run_name": run["name"], "label": labels[run_id],
-                         "scores": extras.get(checkpoint["step"], {})})
+            row = {**checkpoint, "run_name": run["name"], "label": labels[run_id],
+                   "scores": extras.get(checkpoint["step"], {}), "basis": basis}
+            rows.append(_bpb_gains(row, baseline) if basis == "bpb" else row)
     return rows
+
+
+def _bpb_gains(row: dict[str, Any], baseline: Mapping[str, Any]) -> dict[str, Any]:
+    """domain gain = 1 - bpb / baseline bpb; forgetting = bpb / baseline bpb - 1 (None when a
+    value is missing: a run from before bits per byte was measured)."""
+    def ratio(field: str) -> float | None:
+        value, base = row.get(field), baseline.get(field)
+        return value / base if _is_number(value) and _is_number(base) and base else None
+
+    domain, general = ratio("domain_bpb"), ratio("general_bpb")
+    return {**row, "domain_gain": None if domain is None else 1 - domain,
+            "forgetting": None if general is None else general - 1}
 
 
 def score_columns(rows: list[dict[str, Any]]) -> list[str]:

@@ -247,9 +247,24 @@ class EvalConfig:
     """At most this many held-out tokens are evaluated per corpus (bounds evaluation time)."""
     batch_size: int = 8
     """Sequences per evaluation forward pass."""
+    sets: list[EvalSetSpec] = field(default_factory=list)
+    """Evaluation files of your own (a curated domain set, general sets such as prose, code,
+    instructions), each with its own perplexity, bits per byte and forgetting curve."""
+    guard_set: str = ""
+    """The general set whose forgetting the guard and the recommendation act on: 'general' (the
+    held-out replay slice) or a set's name; empty: the worst of them at each evaluation."""
 
     def validate(self) -> list[str]:
         problems = []
+        names = [s.name for s in self.sets]
+        for spec in self.sets:
+            problems += spec.validate()
+        if len(set(names)) < len(names):
+            problems.append("eval: two evaluation sets have the same name; give each its own")
+        general = ["general"] + [s.name for s in self.sets if s.kind == "general"]
+        if self.guard_set and self.guard_set not in general:
+            problems.append(f"eval: guard set {self.guard_set!r} is not a general evaluation set; "
+                            f"use one of {', '.join(general)}, or leave it empty for the worst")
         if self.interval < 1:
             problems.append("eval: the evaluation interval must be at least 1 step")
         if self.heldout_count is None and not 0 < self.heldout_fraction < 0.5:
@@ -259,6 +274,36 @@ class EvalConfig:
             problems.append("eval: held-out count must be at least 1 document")
         if self.max_tokens < 1 or self.batch_size < 1:
             problems.append("eval: max tokens and batch size must be at least 1")
+        return problems
+
+
+EVAL_SET_KINDS = ("domain", "general")
+
+
+@dataclass
+class EvalSetSpec:
+    """An evaluation file of the user's own, measured at every evaluation beside the held-out
+    slices: its perplexity, bits per byte and (general sets) forgetting get curves of their own."""
+
+    name: str
+    """A short name (letters, digits, _), e.g. code; it names the event fields (code_ppl, ...)."""
+    path: str
+    """A .jsonl, .txt or .parquet file or a folder of them, read like a corpus source."""
+    kind: str = "general"
+    """'general' (forgetting is measured on it) or 'domain' (domain gain is measured on it)."""
+    text_field: str = "text"
+    """JSONL and Parquet: the field or column that holds the text."""
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", self.name or "") or self.name in ("domain", "general"):
+            problems.append(f"eval: evaluation set name {self.name!r} must be a word of letters, "
+                            "digits and _ other than 'domain' and 'general' (e.g. code)")
+        if self.kind not in EVAL_SET_KINDS:
+            problems.append(f"eval: evaluation set {self.name!r}: kind {self.kind!r} must be "
+                            "'domain' or 'general'")
+        if not Path(self.path).expanduser().exists():
+            problems.append(f"eval: evaluation set {self.name!r}: {self.path} does not exist; check the path")
         return problems
 
 
@@ -284,6 +329,64 @@ class CheckpointConfig:
         if not 0 <= self.recommend_max_forgetting < 1:
             problems.append(f"checkpoints: the recommendation's forgetting target "
                             f"{self.recommend_max_forgetting} must be from 0 to below 1 (0.03 = 3%)")
+        return problems
+
+
+@dataclass
+class BenchmarkConfig:
+    """lm-evaluation-harness tasks and knowledge probes, base model against checkpoints."""
+
+    domain_tasks: list[str] = field(default_factory=list)
+    """lm-eval tasks that should improve (registry names, e.g. medqa_4options, or tasks of the
+    task folders); presets in resources/eval/presets.json."""
+    general_tasks: list[str] = field(default_factory=list)
+    """lm-eval tasks that must not drop, e.g. mmlu, arc_challenge, hellaswag, truthfulqa_mc1."""
+    task_folders: list[str] = field(default_factory=list)
+    """Folders of local lm-eval task YAML files (searched besides the registry)."""
+    probes: str = ""
+    """A knowledge-probe file (JSONL; core/probes.py): facts the model should learn."""
+    num_fewshot: int = 0
+    """Examples shown before each question (few-shot)."""
+    limit: int | None = None
+    """Score at most this many examples per task (a quick check); unset: all of them."""
+    batch_size: int = 4
+    """Requests per forward pass in lm-eval."""
+    at_end: bool = True
+    """When the run finishes, evaluate the base model and the recommended checkpoint."""
+    probes_during_training: bool = False
+    """Run the probes at every checkpoint while training (a live knowledge curve)."""
+    probe_limit: int | None = 20
+    """During training, at most this many probes per kind (bounds the time each costs)."""
+    max_general_drop: float = 0.03
+    """A general task dropping by more than this (0.03 = 3 points) below the base model is
+    flagged in the report and rules the checkpoint out of the recommendation."""
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.domain_tasks or self.general_tasks or self.probes)
+
+    def validate(self) -> list[str]:
+        problems = []
+        both = sorted(set(self.domain_tasks) & set(self.general_tasks))
+        if both:
+            problems.append(f"benchmarks: {', '.join(both)} cannot be both a domain and a general task")
+        for folder in self.task_folders:
+            if not Path(folder).expanduser().is_dir():
+                problems.append(f"benchmarks: task folder {folder} does not exist; check the path")
+        if self.probes_during_training and not self.probes:
+            problems.append("benchmarks: probes during training need a probe file; choose one or "
+                            "turn probes during training off")
+        if self.probes and not Path(self.probes).expanduser().is_file():
+            problems.append(f"benchmarks: probe file {self.probes} does not exist; check the path")
+        if self.num_fewshot < 0 or self.batch_size < 1:
+            problems.append("benchmarks: few-shot must be at least 0 and the batch size at least 1")
+        for name in ("limit", "probe_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"benchmarks: {name.replace('_', ' ')} must be at least 1, or unset")
+        if not 0 <= self.max_general_drop < 1:
+            problems.append(f"benchmarks: the general drop limit {self.max_general_drop} must be "
+                            "from 0 to below 1 (0.03 = 3 points)")
         return problems
 
 
@@ -384,6 +487,7 @@ class RunConfig:
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     ewc: EwcConfig = field(default_factory=EwcConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    benchmarks: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     seed: int = 0
     """Seed for the held-out split, the data order and the initialisation of new weights."""
 
@@ -524,6 +628,11 @@ def _value(hint, value, where: str, problems: list[str]):
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is list and args[0] is SourceSpec:
         return _sources(value, where, problems)
+    if origin is list and dataclasses.is_dataclass(args[0]):  # e.g. eval.sets
+        if not isinstance(value, list):
+            problems.append(f"{where}: expected a list, got {_json_kind(value)}")
+            return _WRONG
+        return [_build(args[0], v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
     if _matches(hint, value):
         return value
     problems.append(f"{where}: expected {_expected(hint)}, got {_json_kind(value)}")

@@ -19,14 +19,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import CorpusConfig, EvalConfig
+from .config import CorpusConfig, EvalConfig, EvalSetSpec
 from .corpus import CorpusError, SourceSpec, validate
 from .document_tokens import DocumentTokens, document_tokens
+from .evaluation import EvalSet, heldout_rows
 from .events import ProgressCallback
 from .heldout import (
     SavedHeldout,
@@ -182,6 +184,46 @@ def heldout_ids(name: str, n_docs: int, size: EvalConfig, seed: int) -> np.ndarr
         return split_heldout(n_docs, fraction, size.heldout_count, seed)
     except ValueError as exc:
         raise ValueError(f"{name} corpus: {exc}") from exc
+
+
+def evaluation_sets(data: RunData, settings: EvalConfig, tokenizer, seq_len: int) -> dict[str, EvalSet]:
+    """What every evaluation measures: the held-out slices ("domain", "general") as the run
+    folder saved them at the start, and the evaluation files of settings.sets, each packed as
+    training packs (BOS, document, separator), cut to about settings.max_tokens tokens of whole
+    documents, with the UTF-8 bytes and words of the text it holds (for bits per byte)."""
+    sets = {}
+    for part in (data.domain, data.general):
+        if part is not None:
+            rows = heldout_rows(part.saved, np.arange(len(part.saved)), seq_len, data.tokens.separator_id,
+                                settings.max_tokens, bos_id=data.tokens.bos_id)
+            texts = [part.saved.records[i]["text"] for i in rows.doc_ids.tolist()]
+            sets[part.name] = EvalSet(part.name, part.name, rows, _utf8_bytes(texts), _words(texts))
+    for spec in settings.sets:
+        sets[spec.name] = _file_set(spec, tokenizer, data.tokens, seq_len, settings.max_tokens)
+    return sets
+
+
+def _file_set(spec: EvalSetSpec, tokenizer, tokens: DocumentTokens, seq_len: int, max_tokens: int) -> EvalSet:
+    """An evaluation file of the user's, tokenized into the token cache like a corpus."""
+    sources = [SourceSpec(spec.path, spec.text_field)]
+    problems = validate(sources).problems
+    if problems:
+        raise CorpusError(problems, skipped_hint=False)
+    store = prepare(sources, tokenizer)
+    rows = heldout_rows(store, np.arange(store.n_docs, dtype=np.int64), seq_len,
+                        tokens.separator_id, max_tokens, bos_id=tokens.bos_id)
+    count = len(rows.doc_ids)  # a prefix of the documents, in store order
+    texts = [doc.text for doc in islice(documents(sources), count)]
+    return EvalSet(spec.name, spec.kind, rows, _utf8_bytes(texts), _words(texts))
+
+
+def _words(texts: list[str]) -> int:
+    """Words as the token store counts them (whitespace-separated)."""
+    return sum(len(text.split()) for text in texts)
+
+
+def _utf8_bytes(texts: list[str]) -> int:
+    return sum(len(text.encode("utf-8")) for text in texts)
 
 
 @dataclass

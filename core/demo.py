@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .config import (
     BatchConfig,
+    BenchmarkConfig,
     CheckpointConfig,
     CorpusConfig,
     EvalConfig,
@@ -37,4 +38,7 @@ def demo_config(steps: int | None = None) -> RunConfig:
         batch=BatchConfig(micro_batch=4, grad_accum=1, seq_len=256),
         eval=EvalConfig(interval=max(1, steps // 3), heldout_count=8, batch_size=8),
         checkpoints=CheckpointConfig(interval=max(1, steps // 3), keep=2),
+        # knowledge probes on the demo text: scored on the base model and the recommended
+        # checkpoint when the run finishes (about a minute on 2 cores)
+        benchmarks=BenchmarkConfig(probes=str(demo / "probes.jsonl")),
     )

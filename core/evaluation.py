@@ -1,12 +1,17 @@
-"""Held-out perplexity, forgetting and domain gain (DESIGN.md, pipeline step 7).
+"""Held-out perplexity, bits per byte, forgetting and domain gain (DESIGN.md, steps 7 and 8).
 
     result = heldout_perplexity(model, rows, batch_size=8)   # rows: PackedSequences
+    result.bits_per_byte(text_bytes)                          # comparable across tokenizers
     forgetting(general_ppl, baseline_general_ppl)            # > 0: general text got harder
     domain_gain(domain_ppl, baseline_domain_ppl)             # > 0: domain text got easier
 
 Perplexity is exp of the mean negative log-likelihood over every predicted token (padding
 excluded), weighted by tokens, not averaged per batch. Rows are packed documents with
 restarting position ids and the cache off, so documents do not see each other.
+
+Perplexity per token depends on what a token is: a run that extends its tokenizer changes it.
+Bits per byte does not: the same total negative log-likelihood (nats) / ln 2 / the UTF-8 bytes
+of the evaluated documents; word perplexity is exp(total NLL / whitespace-separated words).
 """
 
 from __future__ import annotations
@@ -34,6 +39,42 @@ class Perplexity:
         if math.isnan(self.loss):  # a NaN loss is not an infinite perplexity: say NaN
             return math.nan
         return math.exp(self.loss) if self.loss < 700 else math.inf
+
+    @property
+    def total_nll(self) -> float:
+        """Summed negative log-likelihood of every predicted token (nats)."""
+        return self.loss * self.tokens
+
+    def bits_per_byte(self, text_bytes: int) -> float:
+        """Total NLL / ln 2 / UTF-8 bytes of the evaluated text."""
+        return self.total_nll / math.log(2) / max(text_bytes, 1)
+
+    def word_perplexity(self, words: int) -> float:
+        """exp(total NLL / words): perplexity per whitespace-separated word."""
+        per_word = self.total_nll / max(words, 1)
+        return math.exp(per_word) if per_word < 700 else math.inf
+
+
+@dataclass
+class EvalSet:
+    """One evaluation text: its packed rows and the size of the text they hold."""
+
+    name: str
+    """'domain' and 'general' (the held-out slices), or the name of an evaluation file."""
+    kind: str
+    """'domain' (domain gain is measured on it) or 'general' (forgetting is)."""
+    rows: PackedSequences
+    text_bytes: int
+    """UTF-8 bytes of the documents in `rows`."""
+    words: int
+    """Whitespace-separated words of the documents in `rows`."""
+
+    def measure(self, model, batch_size: int = 8, autocast_dtype: torch.dtype | None = None) -> dict:
+        """{name_ppl, name_loss, name_bpb, name_word_ppl} for the model now."""
+        result = heldout_perplexity(model, self.rows, batch_size, autocast_dtype)
+        return {f"{self.name}_ppl": result.ppl, f"{self.name}_loss": result.loss,
+                f"{self.name}_bpb": result.bits_per_byte(self.text_bytes),
+                f"{self.name}_word_ppl": result.word_perplexity(self.words)}
 
 
 def forgetting(general_ppl: float, baseline_general_ppl: float) -> float:

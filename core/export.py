@@ -43,13 +43,23 @@ def export_checkpoint(run_dir: Path | str, step: int, dest: Path | str, *,
     else:
         shutil.copytree(source, tmp, ignore=lambda _d, names: [n for n in names if n in TRAINING_STATE])
     kind = "merged" if adapter and merge_lora else "adapter" if adapter else "full"
-    card = model_card(config, step, kind, checkpoint_scores(run_dir, step))
+    card = model_card(config, step, kind, checkpoint_scores(run_dir, step), _report(run_dir, tmp))
     (tmp / "README.md").write_text(card, encoding="utf-8")
     if dest.exists():
         dest.rmdir()  # empty, checked above
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.rename(tmp, dest)
     return dest
+
+
+def _report(run_dir: Path, folder: Path) -> str | None:
+    """The run's evaluation report (`cpt-studio report`), its chart copied beside the card."""
+    report = RunPaths(run_dir).report
+    if not (report / "report.md").is_file():
+        return None
+    for chart in report.glob("*.png"):
+        shutil.copy(chart, folder / chart.name)
+    return (report / "report.md").read_text(encoding="utf-8")
 
 
 def _save_merged(source: Path, folder: Path) -> None:
@@ -73,8 +83,10 @@ def checkpoint_scores(run_dir: Path | str, step: int) -> dict[str, Any]:
                       and e.get("step") == step]}
 
 
-def model_card(config: dict, step: int, kind: str, scores: dict[str, Any]) -> str:
-    """README.md of an exported checkpoint: what it is, how it was trained, how it scored."""
+def model_card(config: dict, step: int, kind: str, scores: dict[str, Any],
+               report: str | None = None) -> str:
+    """README.md of an exported checkpoint: what it is, how it was trained, how it scored, and
+    the run's evaluation report (Markdown, its headings one level down) when there is one."""
     model = config.get("model", {}).get("name_or_path", "?")
     what = {"full": "full weights", "adapter": "a LoRA adapter (load it with peft on the base "
             "model)", "merged": "the base model with the LoRA adapter merged in"}[kind]
@@ -83,6 +95,9 @@ def model_card(config: dict, step: int, kind: str, scores: dict[str, Any]) -> st
              "with the tokenizer the run trained with.", "", "## Training settings", ""]
     lines += [f"- {label}: {value}" for label, value in _settings(config)]
     lines += ["", "## Scores at this step", ""] + _score_lines(scores)
+    if report:
+        lines += ["", *("#" + line if line.startswith("#") else line
+                        for line in report.rstrip().splitlines())]
     lines += ["", "## Full run configuration", "", "```json", json.dumps(config, indent=2), "```", ""]
     return "\n".join(lines)
 

@@ -68,6 +68,43 @@ class RunPaths:
     def pid(self) -> Path:
         return self.root / "worker.pid"
 
+    @property
+    def eval_dir(self) -> Path:
+        """Evaluation jobs (lm-eval tasks and probes): their own progress, stop and pid files,
+        so that an evaluation never changes the training run's state."""
+        return self.root / "eval"
+
+    @property
+    def eval_tasks(self) -> Path:
+        """lm-eval task YAML and data written for the run (the probe tasks)."""
+        return self.eval_dir / "tasks"
+
+    @property
+    def eval_events(self) -> Path:
+        """The evaluation job's progress (status events); its scores go to events.jsonl."""
+        return self.eval_dir / "events.jsonl"
+
+    @property
+    def eval_request(self) -> Path:
+        return self.eval_dir / "request.json"
+
+    @property
+    def eval_stop(self) -> Path:
+        return self.eval_dir / "stop"
+
+    @property
+    def eval_pid(self) -> Path:
+        return self.eval_dir / "worker.pid"
+
+    @property
+    def eval_log(self) -> Path:
+        return self.root / "logs" / "eval.log"
+
+    @property
+    def report(self) -> Path:
+        """report.md, report.json and the chart written by `cpt-studio report`."""
+        return self.root / "report"
+
 
 def runs_dir() -> Path:
     path = data_dir() / "runs"
@@ -157,14 +194,15 @@ def _claim(paths: RunPaths) -> Iterator[None]:
         claim.unlink(missing_ok=True)
 
 
-def worker_command(run_dir: Path) -> list[str]:
-    """The command line that runs the worker of `run_dir` with this installation's Python.
+def worker_command(run_dir: Path, module: str = "worker") -> list[str]:
+    """The command line that runs a background module of `run_dir` ("worker": training,
+    "evalworker": evaluation) with this installation's Python.
 
     In a frozen app bundle (PyInstaller sets sys.frozen) there is no `python -m`: the bundle's
-    own executable runs the worker when its first argument is "worker" (packaging/pyinstaller)."""
+    own executable runs the module named by its first argument (packaging/pyinstaller)."""
     if getattr(sys, "frozen", False):
-        return [sys.executable, "worker", str(run_dir)]
-    return [sys.executable, "-m", "cpt_studio.core.worker", str(run_dir)]
+        return [sys.executable, module, str(run_dir)]
+    return [sys.executable, "-m", f"cpt_studio.core.{module}", str(run_dir)]
 
 
 def _detached() -> dict:
@@ -174,15 +212,47 @@ def _detached() -> dict:
     return {"start_new_session": True}
 
 
+def start_eval_worker(run_dir: Path, *, detach: bool = False) -> subprocess.Popen:
+    """Start `python -m cpt_studio.core.evalworker RUN_DIR` on the request in eval/request.json; its
+    output goes to logs/eval.log. Detached, it outlives the terminal or the GUI."""
+    paths = RunPaths(Path(run_dir))
+    paths.eval_log.parent.mkdir(parents=True, exist_ok=True)
+    paths.eval_pid.parent.mkdir(parents=True, exist_ok=True)
+    paths.eval_stop.unlink(missing_ok=True)
+    with open(paths.eval_log, "ab") as log:  # the child keeps its own handle
+        process = subprocess.Popen(worker_command(paths.root, "evalworker"), stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"}, **(_detached() if detach else {}))
+    record_pid(paths.eval_pid, process.pid)
+    return process
+
+
+def request_eval_stop(run_dir: Path) -> None:
+    """Ask the evaluation worker to stop after the task in progress."""
+    path = RunPaths(Path(run_dir)).eval_stop
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(time.time()))
+
+
+def eval_worker_pid(run_dir: Path) -> int | None:
+    """The pid of the run's evaluation worker if it is alive, else None."""
+    process = live_process(RunPaths(Path(run_dir)).eval_pid)
+    return process.pid if process else None
+
+
 def request_stop(run_dir: Path) -> None:
     RunPaths(Path(run_dir)).stop_request.write_text(str(time.time()))
 
 
 def write_pid(run_dir: Path, pid: int | None = None) -> None:
-    """Record the worker's pid (default: this process) and its start time, so a later process
-    that gets the same pid is not taken for it. Written whole (temp file, rename)."""
+    """Record the run's training worker (default: this process): see record_pid."""
+    record_pid(RunPaths(Path(run_dir)).pid, pid)
+
+
+def record_pid(path: Path, pid: int | None = None) -> None:
+    """Record a worker's pid (default: this process) and its start time, so that a later
+    process that gets the same pid is not taken for it. Written whole (temp file, rename)."""
     process = psutil.Process(pid)
-    path = RunPaths(Path(run_dir)).pid
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     tmp.write_text(f"{process.pid} {process.create_time()!r}")
     os.replace(tmp, path)
@@ -194,10 +264,15 @@ Linux psutil derives it from the boot time, which a clock step shifts)."""
 
 
 def worker_process(run_dir: Path) -> psutil.Process | None:
-    """The run's worker process if it is alive (not a zombie, not a later process that got its
-    pid), else None. Works alike on Linux, macOS and Windows (psutil)."""
+    """The run's training worker if it is alive, else None (see live_process)."""
+    return live_process(RunPaths(Path(run_dir)).pid)
+
+
+def live_process(pid_file: Path) -> psutil.Process | None:
+    """The process a pid file names if it is alive (not a zombie, not a later process that got
+    its pid), else None. Works alike on Linux, macOS and Windows (psutil)."""
     try:
-        fields = RunPaths(Path(run_dir)).pid.read_text().split()
+        fields = Path(pid_file).read_text().split()
         process = psutil.Process(int(fields[0]))
         if len(fields) > 1 and abs(process.create_time() - float(fields[1])) > PID_TIME_TOLERANCE:
             return None

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,18 +30,28 @@ import sqlite_utils
 
 from .events import read_events, timeline
 from .paths import data_dir
-from .recommend import checkpoint_scores, pareto_front, recommended
+from .recommend import (
+    MAX_GENERAL_DROP,
+    checkpoint_scores,
+    general_drops,
+    pareto_front,
+    recommendation,
+)
 from .runs import runs_dir
 
 DISPLAY_NAME_FILE = "display_name"
 FINAL_STATES = ("finished", "stopped", "failed")
-TABLES = ("runs", "metrics", "evaluations", "checkpoints", "guard", "events")
+TABLES = ("runs", "metrics", "evaluations", "checkpoints", "guard", "events", "benchmarks")
 EVAL_FIELDS = ("domain_ppl", "general_ppl", "domain_loss", "general_loss", "forgetting",
-               "domain_gain")
-CHECKPOINT_EVAL_FIELDS = ("domain_ppl", "general_ppl", "forgetting", "domain_gain")
+               "domain_gain", "domain_bpb", "general_bpb")
+CHECKPOINT_EVAL_FIELDS = ("domain_ppl", "general_ppl", "forgetting", "domain_gain", "domain_bpb",
+                          "general_bpb")
 GUARD_FIELDS = ("reason", "action", "forgetting", "threshold", "rolled_back_to", "remedy")
 SCORE_FIELDS = frozenset(EVAL_FIELDS + ("best_domain_gain", "threshold"))
 """Number columns that may hold a NaN (stored as "nan", cpt_studio.core.store._storable)."""
+BENCHMARK_FIELDS = ("checkpoint", "task", "kind", "metric", "value", "stderr", "num_fewshot",
+                    "limit", "samples", "task_version", "harness_version", "higher_is_better",
+                    "primary", "cached")
 NOT_METRICS = ("type", "time", "step", "tokens")
 """Fields of a step event that are not curves; every other number is one (loss, lr, ...)."""
 OWN_TABLE = ("step", "eval", "checkpoint", "guard")
@@ -55,7 +67,8 @@ CREATE TABLE IF NOT EXISTS runs (
     domain_gain REAL, forgetting REAL,  -- latest evaluation
     best_domain_gain REAL,
     config TEXT,  -- the frozen RunConfig, JSON
-    error TEXT  -- the message of a failed run
+    error TEXT,  -- the message of a failed run
+    recommendation TEXT  -- why the recommended checkpoint is the one (cpt_studio.core.recommend)
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL, step INTEGER, tokens INTEGER, time REAL,
@@ -65,7 +78,8 @@ CREATE INDEX IF NOT EXISTS metrics_run_name_step ON metrics (run_id, name, step)
 CREATE TABLE IF NOT EXISTS evaluations (
     run_id TEXT NOT NULL, step INTEGER, tokens INTEGER, time REAL,
     domain_ppl REAL, general_ppl REAL, domain_loss REAL, general_loss REAL,
-    forgetting REAL, domain_gain REAL, baseline INTEGER
+    forgetting REAL, domain_gain REAL, baseline INTEGER,
+    domain_bpb REAL, general_bpb REAL  -- bits per byte: comparable across tokenizers
 );
 CREATE INDEX IF NOT EXISTS evaluations_run ON evaluations (run_id, step);
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -74,7 +88,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     "exists" INTEGER,  -- 0 once rotation deleted the folder
     domain_ppl REAL, general_ppl REAL, forgetting REAL, domain_gain REAL,
     recommended INTEGER,  -- 1 for the run's recommended checkpoint (cpt_studio.core.recommend)
-    pareto INTEGER  -- 1 when on the Pareto front of domain gain against forgetting
+    pareto INTEGER,  -- 1 when on the Pareto front of domain gain against forgetting
+    domain_bpb REAL, general_bpb REAL
 );
 CREATE INDEX IF NOT EXISTS checkpoints_run ON checkpoints (run_id, step);
 CREATE TABLE IF NOT EXISTS guard (
@@ -88,9 +103,22 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT  -- the whole event, JSON
 );
 CREATE INDEX IF NOT EXISTS events_run_type ON events (run_id, type);
-PRAGMA user_version = 2;
+CREATE TABLE IF NOT EXISTS benchmarks (
+    run_id TEXT NOT NULL, step INTEGER, time REAL,  -- step 0: the base model
+    checkpoint TEXT,  -- "base" or the checkpoint's folder name
+    task TEXT, kind TEXT,  -- kind: domain, general or probe
+    metric TEXT, value REAL, stderr REAL,
+    num_fewshot INTEGER, "limit" INTEGER, samples INTEGER,
+    task_version TEXT, harness_version TEXT,
+    higher_is_better INTEGER, "primary" INTEGER, cached INTEGER
+);
+CREATE INDEX IF NOT EXISTS benchmarks_run ON benchmarks (run_id, task, step);
+PRAGMA user_version = 3;
 """
-ADDED_COLUMNS = {"checkpoints": {"recommended": int, "pareto": int}}
+ADDED_COLUMNS = {"checkpoints": {"recommended": int, "pareto": int, "domain_bpb": float,
+                                  "general_bpb": float},
+                  "evaluations": {"domain_bpb": float, "general_bpb": float},
+                  "runs": {"recommendation": str}}
 """Columns added since a table was first created: an older store gains them when opened."""
 DEFAULT_RECOMMEND_MAX_FORGETTING = 0.03
 """The forgetting target of a run whose config predates CheckpointConfig.recommend_max_forgetting."""
@@ -100,6 +128,25 @@ DEFAULT_RECOMMEND_MAX_FORGETTING = 0.03
 
 BUSY_TIMEOUT_MS = 30_000
 """How long a writer waits for another process's transaction on the store."""
+
+
+@contextmanager
+def writing(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """A write transaction that takes the write lock at its start (BEGIN IMMEDIATE), so that a
+    second process waits for it (busy timeout) instead of failing. sqlite-utils' atomic() begins
+    a deferred transaction: one that reads first and writes later fails at once with
+    "database is locked" when another process wrote in between."""
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.conn.rollback()
+        raise
+    db.conn.execute("COMMIT")
 
 
 def default_db_path() -> Path:
@@ -135,14 +182,16 @@ def index_run(db: sqlite_utils.Database, run_dir: Path | str) -> str:
     config = _read_config(run_dir)
     events = _read_run_events(run_dir / "events.jsonl")
     run_id = str(run_dir)
-    with db.atomic():
+    with writing(db):
         _delete_rows(db, run_id)
-        db["runs"].insert(_run_row(run_id, run_dir, config, events))
+        checkpoints, reason = _checkpoint_rows(run_id, run_dir, events, config)
+        db["runs"].insert({**_run_row(run_id, run_dir, config, events), "recommendation": reason})
         db["metrics"].insert_all(_metric_rows(run_id, events))
         db["evaluations"].insert_all(_evaluation_rows(run_id, events))
-        db["checkpoints"].insert_all(_checkpoint_rows(run_id, run_dir, events, _target(config)))
+        db["checkpoints"].insert_all(checkpoints)
         db["guard"].insert_all(_guard_rows(run_id, events))
         db["events"].insert_all(_other_rows(run_id, events))
+        db["benchmarks"].insert_all(_benchmark_rows(run_id, events))
     return run_id
 
 
@@ -156,7 +205,7 @@ def rebuild(db: sqlite_utils.Database, roots: list[Path] | None = None) -> int:
         if not root.is_dir():
             raise FileNotFoundError(f"runs folder {root} does not exist; check the path")
     folders = [folder for root in roots for folder in run_folders(root)]
-    with db.atomic():
+    with writing(db):
         for table in TABLES:
             db[table].delete_where()
         for folder in folders:
@@ -275,9 +324,9 @@ def _evaluation_rows(run_id: str, events: list[dict]):
 
 
 def _checkpoint_rows(run_id: str, run_dir: Path, events: list[dict],
-                     max_forgetting: float) -> list[dict[str, Any]]:
+                     config: dict) -> tuple[list[dict[str, Any]], str]:
     """One row per checkpoint, with its scores, and the recommended one and the Pareto front
-    marked among those that still exist."""
+    marked among those that still exist; and the reason for the recommendation."""
     scores_at = {e.get("step"): e for e in _of_type(events, "eval")}  # the last eval per step
     latest = {e.get("path"): e for e in _of_type(events, "checkpoint")}  # a re-save replaces
     rows = []
@@ -290,11 +339,20 @@ def _checkpoint_rows(run_id: str, run_dir: Path, events: list[dict],
     kept = checkpoint_scores(row for row in rows if row["exists"])
     for row in rows:
         row.update({field: _storable(row[field]) for field in CHECKPOINT_EVAL_FIELDS})
-    best, front = recommended(kept, max_forgetting), set(pareto_front(kept))
+    drops = general_drops(e for e in events if e.get("type") == "benchmark")
+    best, reason = recommendation(kept, _target(config), drops=drops, max_drop=_max_drop(config))
+    front = set(pareto_front(kept))
     for row in rows:
         row["recommended"] = row["exists"] and row["step"] == best
         row["pareto"] = row["exists"] and row["step"] in front
-    return rows
+    return rows, reason if rows else ""
+
+
+def _max_drop(config: dict) -> float:
+    """The run's limit on a general benchmark's drop (cpt_studio.core.config.BenchmarkConfig)."""
+    benchmarks = config.get("benchmarks")
+    value = benchmarks.get("max_general_drop") if isinstance(benchmarks, dict) else None
+    return MAX_GENERAL_DROP if value is None else float(value)
 
 
 def _target(config: dict) -> float:
@@ -308,6 +366,14 @@ def _guard_rows(run_id: str, events: list[dict]):
     for event in _of_type(events, "guard"):
         yield {**_where(run_id, event),
                **{field: _storable(_plain(event.get(field))) for field in GUARD_FIELDS}}
+
+
+def _benchmark_rows(run_id: str, events: list[dict]):
+    """One row per score of a benchmark or probe event (cpt_studio.core.evaljob)."""
+    for event in events:
+        if event.get("type") in ("benchmark", "probe") and event.get("metric"):
+            yield {**_where(run_id, event),
+                   **{f: _plain(event.get(f)) for f in BENCHMARK_FIELDS}}
 
 
 def _other_rows(run_id: str, events: list[dict]):
@@ -431,6 +497,13 @@ def run_guard(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:
     return _rows(db, "guard", run_id)
 
 
+def run_benchmarks(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:
+    """Every benchmark and probe score of a run, in the order they were written (a score
+    computed again later comes after the earlier one)."""
+    flags = ("higher_is_better", "primary", "cached")
+    return [{**row, **{f: bool(row[f]) for f in flags}} for row in _rows(db, "benchmarks", run_id)]
+
+
 def run_events(db: sqlite_utils.Database, run_id: str,
                type: str | None = None) -> list[dict[str, Any]]:
     """Status, log, probe and benchmark events, whole, in order (the others have tables)."""
@@ -449,7 +522,7 @@ def _rows(db: sqlite_utils.Database, table: str, run_id: str,
 def delete_run(db: sqlite_utils.Database, run: str | Path) -> str:
     """Forget a run (its rows only; deleting its folder is the caller's choice); returns its id."""
     run_id = get_run(db, run)["id"]
-    with db.atomic():
+    with writing(db):
         _delete_rows(db, run_id)
     return run_id
 
@@ -512,7 +585,8 @@ def format_run(db: sqlite_utils.Database, run: str | Path) -> str:
     lines += _loss_lines(run_metrics(db, row["id"], "loss"))
     lines += _guard_lines(run_guard(db, row["id"]))
     checkpoints = run_checkpoints(db, row["id"])
-    lines += _recommended_lines(checkpoints, _target(row["config"]))
+    lines += _recommended_lines(checkpoints, _target(row["config"]), row.get("recommendation"))
+    lines += _benchmark_lines(run_benchmarks(db, row["id"]))
     lines += _checkpoint_lines(checkpoints)
     return "\n".join(lines)
 
@@ -568,7 +642,8 @@ def _guard_lines(guard: list[dict[str, Any]]) -> list[str]:
                    + (f"; {g['remedy']}" if g["remedy"] else "")) for g in guard]
 
 
-def _recommended_lines(checkpoints: list[dict[str, Any]], target: float) -> list[str]:
+def _recommended_lines(checkpoints: list[dict[str, Any]], target: float,
+                       reason: str | None = None) -> list[str]:
     best = next((c for c in checkpoints if c["recommended"]), None)
     front = sorted((c for c in checkpoints if c["pareto"]), key=lambda c: c["forgetting"])
     if best is None:
@@ -578,11 +653,27 @@ def _recommended_lines(checkpoints: list[dict[str, Any]], target: float) -> list
         text = (f"step {best['step']} ({best['path']}): domain gain {_percent(best['domain_gain'])}, "
                 f"forgetting {_percent(best['forgetting'])}, within the {target:.1%} target")
     lines = [_field("recommended", text)]
+    if reason:
+        lines.append(_field("  why", reason))
     if front:
         points = ", ".join(f"step {c['step']} ({_percent(c['domain_gain'])} gain, "
                            f"{_percent(c['forgetting'])} forgetting)" for c in front)
         lines.append(_field("pareto front", points))
     return lines
+
+
+def _benchmark_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The headline metric of each task, base and each evaluated checkpoint."""
+    latest = {(r["task"], r["step"]): r for r in rows if r["primary"]}
+    tasks = list(dict.fromkeys(task for task, _ in latest))
+    lines = []
+    for task in tasks:
+        scores = sorted((step, r) for (t, step), r in latest.items() if t == task)
+        kind, metric = scores[0][1]["kind"], scores[0][1]["metric"]
+        values = ", ".join(f"{'base' if step == 0 else f'step {step}'} {r['value']:.3f}"
+                           for step, r in scores)
+        lines.append(_field(f"  {task}", f"{metric} ({kind}): {values}"))
+    return [_field("benchmarks", "")] + lines if lines else []
 
 
 def _field(label: str, value: str) -> str:

@@ -24,14 +24,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
 from .config import RunConfig
-from .data import RunData, prepare_run_data
+from .data import RunData, evaluation_sets, prepare_run_data
 from .disk import DiskFullError, disk_full_as_error, folder_size, require_free_space
-from .evaluation import domain_gain, forgetting, heldout_perplexity, heldout_rows
+from .evaluation import EvalSet, domain_gain, forgetting
 from .events import EventWriter, read_events, timeline
 from .ewc import EwcPenalty, EwcState, prepare_ewc
 from .guard import (
@@ -245,7 +244,8 @@ def discard_checkpoints_after(run_dir: Path, step: int) -> list[Path]:
 def refuse_non_finite_baseline(fields: dict) -> None:
     """Stop before training when the step-0 perplexities are not numbers: every later
     comparison with them would be meaningless."""
-    bad = {k: v for k, v in fields.items() if k.endswith("_ppl") and not math.isfinite(v)}
+    bad = {k: v for k, v in fields.items()  # each set's token perplexity (not its word perplexity)
+           if k.endswith("_ppl") and not k.endswith("_word_ppl") and not math.isfinite(v)}
     if bad:
         what = ", ".join(f"{k.removesuffix('_ppl')} perplexity {v}" for k, v in bad.items())
         raise ValueError(f"the step-0 baseline is not finite ({what}): the base model gives "
@@ -258,11 +258,13 @@ class RunMonitor(TrainerCallback):
     """Events for every step, held-out evaluation, the stop request, the final save, and the
     guard's decisions (one attempt: after a rollback, train() builds a new Trainer)."""
 
-    def __init__(self, config: RunConfig, events: EventWriter, paths: RunPaths, eval_sets: dict,
+    def __init__(self, config: RunConfig, events: EventWriter, paths: RunPaths,
+                 eval_sets: dict[str, EvalSet],
                  mixer: ReplayMixer, hardware: Hardware, total_steps: int, *,
                  guard_state: GuardState | None = None, ewc: EwcPenalty | None = None,
-                 resuming: bool = False):
+                 resuming: bool = False, probe_tasks: list[str] = ()):
         self.config, self.events, self.paths, self.eval_sets = config, events, paths, eval_sets
+        self.probe_tasks = list(probe_tasks)
         self.mixer, self.hardware, self.total_steps = mixer, hardware, total_steps
         self.tokens_per_step = mixer.seqs_per_step * config.batch.seq_len
         self.baseline: dict | None = None
@@ -278,22 +280,36 @@ class RunMonitor(TrainerCallback):
 
     # --- evaluation -------------------------------------------------------------------
     def evaluate(self, model, step: int) -> dict:
+        """Perplexity, bits per byte and word perplexity of every evaluation set; domain gain
+        and forgetting against the step-0 baseline, per set ({name}_domain_gain,
+        {name}_forgetting) and overall: domain_gain on the held-out domain slice, forgetting on
+        the guard's set (eval.guard_set) or the worst general set (named in forgetting_set)."""
         started = time.monotonic()
-        result = {name: heldout_perplexity(model, rows, self.config.eval.batch_size,
-                                           self.hardware.autocast_dtype)
-                  for name, rows in self.eval_sets.items()}
-        fields = {"tokens": step * self.tokens_per_step, "seconds": time.monotonic() - started}
-        for name, value in result.items():
-            fields[f"{name}_ppl"], fields[f"{name}_loss"] = value.ppl, value.loss
+        fields = {"tokens": step * self.tokens_per_step}
+        for eval_set in self.eval_sets.values():
+            fields.update(eval_set.measure(model, self.config.eval.batch_size, self.hardware.autocast_dtype))
+        fields["seconds"] = time.monotonic() - started
         if self.baseline is None:
             self.baseline = {k: v for k, v in fields.items() if k.endswith("_ppl")}
         fields["baseline"] = step == 0
-        fields["domain_gain"] = domain_gain(fields["domain_ppl"], self.baseline["domain_ppl"])
-        if "general_ppl" in fields:
-            fields["forgetting"] = forgetting(fields["general_ppl"], self.baseline["general_ppl"])
+        fields.update(self._gains(fields))
         self.evals[step] = fields
         self.events.emit("eval", step, **fields)
         return fields
+
+    def _gains(self, fields: dict) -> dict:
+        gains = {}
+        for name, eval_set in self.eval_sets.items():
+            change = domain_gain if eval_set.kind == "domain" else forgetting
+            key = ("domain_gain" if name == "domain" else f"{name}_domain_gain"
+                   if eval_set.kind == "domain" else f"{name}_forgetting")
+            gains[key] = change(fields[f"{name}_ppl"], self.baseline[f"{name}_ppl"])
+        general = {name: gains[f"{name}_forgetting"] for name, s in self.eval_sets.items()
+                   if s.kind == "general"}
+        if general:
+            chosen = self.config.eval.guard_set or max(general, key=general.get)
+            gains["forgetting"], gains["forgetting_set"] = general[chosen], chosen
+        return gains
 
     def best_step(self) -> int | None:
         """The evaluated checkpoint step with the lowest domain perplexity."""
@@ -303,7 +319,7 @@ class RunMonitor(TrainerCallback):
 
     @property
     def watch_forgetting(self) -> bool:
-        return "general" in self.eval_sets
+        return any(s.kind == "general" for s in self.eval_sets.values())
 
     def checkpoint_forgetting(self) -> dict[int, float | None]:
         """Each existing checkpoint's forgetting (None when it was not evaluated)."""
@@ -327,6 +343,18 @@ class RunMonitor(TrainerCallback):
                    if k in ("domain_ppl", "general_ppl", "forgetting", "domain_gain")}
         self.events.emit("checkpoint", step, tokens=step * self.tokens_per_step,
                          path=str(path.relative_to(self.paths.root)), **numbers)
+        if step > 0 and self.trainer is not None:
+            self.probe(self.trainer.model, step)
+
+    def probe(self, model, step: int) -> None:
+        """The knowledge probes at this step (benchmarks.probes_during_training), live."""
+        if not self.probe_tasks or self.trainer is None:
+            return
+        from .evaljob import probe_live
+
+        self.events.emit("status", step, state="running", phase="probing", message="knowledge probes")
+        probe_live(model, self.trainer.processing_class, self.paths.root, self.probe_tasks, step,
+                   self.config.benchmarks, self.events)
 
     # --- Trainer hooks ----------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -334,6 +362,7 @@ class RunMonitor(TrainerCallback):
             self.events.emit("status", 0, state="running", phase="baseline",
                              message="measuring the step-0 baseline", total_steps=self.total_steps)
             refuse_non_finite_baseline(self.evaluate(model, 0))
+            self.probe(model, 0)
             if self.config.guard.enabled and self.trainer is not None:
                 self.trainer.save_start_checkpoint()
         else:
@@ -448,7 +477,7 @@ def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = 
     if resume and checkpoint is None:
         events.emit("status", None, state="running", phase="training", message="no checkpoint yet: starting over")
     trainer, decision = _train_with_guard(config, hardware, paths, events, model, tokenizer, data,
-                                          ewc, checkpoint)
+                                          ewc, checkpoint, _live_probe_tasks(config, paths))
     guard_stop = decision is not None and decision.action == "stop"
     if guard_stop:
         final, message = "stopped", f"guard: {decision.message}"
@@ -460,6 +489,14 @@ def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = 
     return final
 
 
+def _live_probe_tasks(config: RunConfig, paths: RunPaths) -> list[str]:
+    """The probe tasks scored at every checkpoint (benchmarks.probes_during_training)."""
+    settings = config.benchmarks
+    if not (settings.probes_during_training and settings.probes):
+        return []
+    from .evaljob import write_run_probes
+
+    return write_run_probes(paths.root, settings.probes)
 def record_separator(config: RunConfig, paths: RunPaths, tokens) -> None:
     """Write the separator the run uses into its config.json (when it was left to the
     tokenizer), so the folder says how documents were packed and a resume packs alike."""
@@ -473,13 +510,15 @@ def record_separator(config: RunConfig, paths: RunPaths, tokens) -> None:
 
 def _train_with_guard(config: RunConfig, hardware: Hardware, paths: RunPaths, events: EventWriter,
                       model, tokenizer, data: RunData, ewc: EwcState | None,
-                      checkpoint: Path | None) -> tuple[CPTTrainer, Decision | None]:
+                      checkpoint: Path | None, probe_tasks: list[str] = ()
+                      ) -> tuple[CPTTrainer, Decision | None]:
     """Train; after each guard rollback, resume from its target with the remedy in effect.
     Returns the last attempt's Trainer and the guard's last decision (None if it never acted)."""
     guard_state = GuardState.load(paths.root) if checkpoint else GuardState()
     while True:
         trainer = build_trainer(config, hardware, paths, events, model, tokenizer, data, ewc=ewc,
-                                guard_state=guard_state, resuming=checkpoint is not None)
+                                guard_state=guard_state, resuming=checkpoint is not None,
+                                probe_tasks=probe_tasks)
         try:
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
             decision = trainer.monitor.decision
@@ -540,7 +579,8 @@ def _prepare_ewc(config: RunConfig, hardware: Hardware, model, data: RunData,
 
 def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events: EventWriter,
                   model, tokenizer, data: RunData, *, ewc: EwcState | None = None,
-                  guard_state: GuardState | None = None, resuming: bool = False) -> CPTTrainer:
+                  guard_state: GuardState | None = None, resuming: bool = False,
+                  probe_tasks: list[str] = ()) -> CPTTrainer:
     guard_state = guard_state or GuardState()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     total_steps = plan_steps(config, len(data.domain.train), data.general is not None, world_size)
@@ -548,13 +588,11 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
                        on_new_pass=lambda name, n, step: events.emit(
                            "log", step, level="info", message=f"{name} corpus: pass {n} begins"),
                        replay_changes=guard_state.replay_changes)
-    eval_sets = {part.name: heldout_rows(part.saved, np.arange(len(part.saved)), config.batch.seq_len,
-                                         data.tokens.separator_id, config.eval.max_tokens,
-                                         bos_id=data.tokens.bos_id)
-                 for part in (data.domain, data.general) if part is not None}
+    eval_sets = evaluation_sets(data, config.eval, tokenizer, config.batch.seq_len)
     penalty = EwcPenalty(model, ewc, config.ewc.strength) if ewc is not None else None
     monitor = RunMonitor(config, events, paths, eval_sets, mixer, hardware, total_steps,
-                         guard_state=guard_state, ewc=penalty, resuming=resuming)
+                         guard_state=guard_state, ewc=penalty, resuming=resuming,
+                         probe_tasks=probe_tasks)
     args = training_arguments(config, hardware, paths, total_steps, guard_state)
     return CPTTrainer(model=model, args=args,
                       train_dataset=data.dataset, data_collator=default_data_collator,

@@ -33,8 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .training import train
 
-        train(paths.root, resume=args.resume, accept_changed_corpus=args.accept_changed_corpus)
+        final = train(paths.root, resume=args.resume, accept_changed_corpus=args.accept_changed_corpus)
         _index(paths.root)
+        if final == "finished":
+            _evaluate_at_end(paths)
         return 0
     except BaseException as exc:  # noqa: BLE001 — every failure must reach the events
         _record_failure(paths, exc)
@@ -51,6 +53,22 @@ def _log_to_file(path: Path) -> None:
     transformers.logging.set_verbosity_info()
     transformers.logging.disable_default_handler()
     transformers.logging.enable_propagation()
+
+
+def _evaluate_at_end(paths: RunPaths) -> None:
+    """Benchmarks and probes on the base model and the recommended checkpoint, when the run
+    configures them; a failure here is recorded and leaves the finished run finished."""
+    try:
+        from .benchmarks import go_offline_unless_reachable
+        from .evaljob import evaluate_at_end
+
+        go_offline_unless_reachable()
+        if evaluate_at_end(paths.root) is not None:
+            _index(paths.root)
+    except Exception as exc:  # noqa: BLE001
+        logging.getLogger("cpt_studio.core.worker").exception("the end-of-run evaluation failed")
+        EventWriter(paths.eval_events).emit("status", None, state="failed", phase="error",
+                                            message=f"{type(exc).__name__}: {exc}")
 
 
 def _record_failure(paths: RunPaths, exc: BaseException) -> None:

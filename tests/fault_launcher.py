@@ -17,7 +17,7 @@ def die() -> None:
 
 
 def inject(point: str) -> None:
-    from cpt_studio.core import store, tokenstore, training
+    from cpt_studio.core import evaluation, store, tokenstore, training
 
     if point == "tokenizing":  # the store is written, not yet renamed into the cache
         tokenstore._rename_into_place = lambda tmp, final: die()
@@ -42,14 +42,14 @@ def inject(point: str) -> None:
             return original_save(self, model, trial)
         training.CPTTrainer._save_checkpoint = save
     elif point == "evaluating":  # during the held-out evaluation of step 20
-        original_eval, calls = training.heldout_perplexity, []
+        original_eval, calls = evaluation.heldout_perplexity, []
 
         def heldout_perplexity(*args, **kwargs):
             calls.append(1)
             if len(calls) == 6:  # domain and general at steps 0 and 10, then step 20's general
                 die()
             return original_eval(*args, **kwargs)
-        training.heldout_perplexity = heldout_perplexity
+        evaluation.heldout_perplexity = heldout_perplexity
     elif point == "indexing":  # inside the store's transaction, after the old rows were deleted
         original_row = store._run_row
 

@@ -152,13 +152,16 @@ def test_rotation_keeps_the_protected_checkpoints(tmp_path):
 
 
 def test_a_run_protects_its_best_recommended_and_rollback_checkpoints(tmp_path, tiny_model_dir):
+    from types import SimpleNamespace
+
     from cpt_studio.core.events import EventWriter
     from cpt_studio.core.training import Hardware, RunMonitor
 
     config = tiny_run_config(tiny_model_dir, tmp_path / "data", guard=GuardConfig(threshold=0.15),
                              checkpoints=CheckpointConfig(interval=10, keep=1, recommend_max_forgetting=0.03))
     paths = RunPaths(tmp_path / "run")
-    monitor = RunMonitor(config, EventWriter(paths.events), paths, {"domain": None, "general": None},
+    sets = {name: SimpleNamespace(kind=name) for name in ("domain", "general")}  # EvalSet's kind
+    monitor = RunMonitor(config, EventWriter(paths.events), paths, sets,
                          ReplayMixer(10, 10, 0.05, 4), Hardware("cpu", "fp32", "sdpa", False), 40)
     numbers = {0: (0.0, 0.0), 10: (0.10, 0.01), 20: (0.20, 0.10), 30: (0.25, 0.20), 40: (0.05, 0.30)}
     for step, (gain, forgetting) in numbers.items():

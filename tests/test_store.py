@@ -80,7 +80,8 @@ def _scores(step: int, tokens: int) -> dict:
     return {"tokens": tokens, "domain_ppl": domain_ppl, "general_ppl": general_ppl,
             "domain_loss": math.log(domain_ppl), "general_loss": math.log(general_ppl),
             "forgetting": general_ppl / BASE_GENERAL_PPL - 1,
-            "domain_gain": 1 - domain_ppl / BASE_DOMAIN_PPL}
+            "domain_gain": 1 - domain_ppl / BASE_DOMAIN_PPL,
+            "domain_bpb": math.log2(domain_ppl) / 4, "general_bpb": math.log2(general_ppl) / 4}
 
 
 def _eval_and_checkpoint(out: EventWriter, folder, step: int) -> list[dict]:

@@ -2,6 +2,7 @@
 
     cpt-studio                      # the desktop app
     cpt-studio worker RUN_DIR       # what the app starts for a run (cpt_studio.core.runs.worker_command)
+    cpt-studio evalworker RUN_DIR   # ... and for an evaluation
     cpt-studio cli train run.json   # the command line, for users of the bundle who want it
 
 A frozen bundle has no `python -m`, so the worker that the app starts is this same executable.
@@ -16,6 +17,10 @@ def main(argv: list[str]) -> int:
         from cpt_studio.core.worker import main as worker_main
 
         return worker_main(argv[1:])
+    if argv[:1] == ["evalworker"]:
+        from cpt_studio.core.evalworker import main as evalworker_main
+
+        return evalworker_main(argv[1:])
     if argv[:1] == ["cli"]:
         from cpt_studio.core.cli import main as cli_main
 

@@ -1,0 +1,226 @@
+"""Evaluation through lm-evaluation-harness on the tiny model: probe tasks, a run's
+checkpoints against the base model, unavailable registry tasks, the base-score cache, LoRA."""
+
+import json
+
+import pytest
+from probe_files import FACTS, fact_documents, write_probes
+
+from cpt_studio.core import benchmarks
+from cpt_studio.core.benchmarks import (
+    check_tasks,
+    load_presets,
+    run_task,
+    search_tasks,
+    task_manager,
+    wrap_model,
+)
+from cpt_studio.core.config import CheckpointConfig, CorpusConfig, MethodConfig, ScheduleConfig
+from cpt_studio.core.corpus import CorpusError, SourceSpec
+from cpt_studio.core.evaljob import EvalRequest, evaluate_run
+from cpt_studio.core.generate import load_for_generation
+from cpt_studio.core.probes import read_probes, write_probe_tasks
+from cpt_studio.core.runs import create_run
+from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
+from cpt_studio.core.testing.run_helpers import tiny_run_config
+from cpt_studio.core.training import train
+
+
+def fact_run_config(model_dir, data_dir, **sections):
+    """A run whose domain text states the probe facts (high LR: the tiny model learns them)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    domain = write_jsonl(data_dir / "facts.jsonl", fact_documents())
+    general = write_jsonl(data_dir / "general.jsonl", make_documents(120, seed=2))
+    corpus = CorpusConfig(domain=[SourceSpec(str(domain))], general=[SourceSpec(str(general))])
+    sections = {"corpus": corpus, "schedule": ScheduleConfig(peak_lr=1e-2, max_steps=30, warmup_ratio=0.1),
+                "checkpoints": CheckpointConfig(interval=10, keep=3), **sections}
+    return tiny_run_config(model_dir, data_dir, **sections)
+
+
+@pytest.fixture(scope="module")
+def fact_run(tmp_path_factory, tiny_model_dir):
+    """A finished full-parameter run with checkpoints 10, 20 and 30, and the probe file."""
+    root = tmp_path_factory.mktemp("fact-run")
+    run_dir = create_run(fact_run_config(tiny_model_dir, root / "data"), root / "runs")
+    assert train(run_dir) == "finished"
+    return run_dir, write_probes(root / "probes.jsonl")
+
+
+def scores_by(outcome, step, task, metric):
+    [value] = [s["value"] for s in outcome.scores
+               if (s["step"], s["task"], s["metric"]) == (step, task, metric)]
+    return value
+
+
+def test_a_bad_probe_file_is_refused_with_every_line_and_its_fix(tmp_path):
+    path = tmp_path / "probes.jsonl"
+    path.write_text('{"prompt": "The capital is", "answer": "Plenk"}\n'
+                    '{"question": "Which?", "choices": ["a", "b"], "answer": 2}\n'
+                    'not json\n\n'
+                    '{"prompt": "x", "answer": " padded "}\n'
+                    '{"text": "a corpus line"}\n')
+    with pytest.raises(CorpusError) as err:
+        read_probes(path)
+    lines = [(p.line, p.message) for p in err.value.problems]
+    assert [line for line, _ in lines] == [2, 3, 5, 6]
+    assert "index of the right choice, 0 to 1" in lines[0][1]
+    assert "invalid JSON" in lines[1][1] and "spaces" in lines[2][1]
+    assert "fields: text" in lines[3][1]
+    assert f"{path} line 2:" in str(err.value)
+
+
+def test_local_cloze_and_multiple_choice_probes_score_the_tiny_model(tmp_path, tiny_model_dir):
+    probes = read_probes(write_probes(tmp_path / "probes.jsonl"))
+    names = write_probe_tasks(probes, tmp_path / "tasks")
+    assert names == ["probes_cloze", "probes_mc"]
+    manager = task_manager([tmp_path / "tasks"], registry=False)
+    assert check_tasks(names, manager) == (names, {})
+    assert search_tasks("PROBES_M", manager) == ["probes_mc"]
+    lm = wrap_model(*load_for_generation(str(tiny_model_dir)), batch_size=4)
+    mc = {s.metric: s for s in run_task(lm, "probes_mc", manager)}
+    cloze = {s.metric: s for s in run_task(lm, "probes_cloze", manager)}
+    assert set(mc) == {"acc", "acc_norm"} and mc["acc"].primary and mc["acc"].samples == len(FACTS)
+    assert mc["acc"].value in {i / len(FACTS) for i in range(len(FACTS) + 1)}
+    assert mc["acc"].stderr is not None and mc["acc"].harness_version == benchmarks.harness_version()
+    assert set(cloze) == {"acc", "perplexity"} and not cloze["perplexity"].higher_is_better
+    assert cloze["perplexity"].value > 1  # an untrained model does not know made-up words
+
+
+def test_probe_accuracy_rises_after_training_on_text_that_states_the_answers(fact_run):
+    run_dir, probes = fact_run
+    outcome = evaluate_run(run_dir, EvalRequest(checkpoints=[0, 30], probes=str(probes)))
+    assert outcome.state == "finished" and not outcome.unavailable
+    for task, metric in (("probes_mc", "acc"), ("probes_cloze", "acc")):
+        assert scores_by(outcome, 30, task, metric) > scores_by(outcome, 0, task, metric) + 0.3
+    assert scores_by(outcome, 30, "probes_cloze", "perplexity") < scores_by(outcome, 0, "probes_cloze", "perplexity") / 10
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    probe_events = [e for e in events if e["type"] == "probe"]
+    assert {e["checkpoint"] for e in probe_events} == {"base", "checkpoint-30"}
+    assert all(e["kind"] == "probe" and e["num_fewshot"] == 0 for e in probe_events)
+    progress = [json.loads(line) for line in (run_dir / "eval" / "events.jsonl").read_text().splitlines()]
+    assert progress[-1]["state"] == "finished" and progress[-1]["done"] == progress[-1]["total"] == 4
+    assert any(e.get("eta_seconds") is not None for e in progress)
+
+
+def test_base_scores_are_computed_once_and_reused(fact_run, monkeypatch):
+    run_dir, probes = fact_run
+    calls = []
+    harness = benchmarks._harness
+    monkeypatch.setattr(benchmarks, "_harness", lambda lm, name, *a: calls.append(name) or harness(lm, name, *a))
+    first = evaluate_run(run_dir, EvalRequest(checkpoints=[0], probes=str(probes), limit=4))
+    assert calls == ["probes_cloze", "probes_mc"]
+    second = evaluate_run(run_dir, EvalRequest(checkpoints=[0, 10], probes=str(probes), limit=4))
+    assert calls == ["probes_cloze", "probes_mc"] * 2  # only checkpoint 10 ran
+    base = [s for s in second.scores if s["step"] == 0]
+    assert all(s["cached"] for s in base)
+    assert [(s["task"], s["metric"], s["value"]) for s in base] == \
+        [(s["task"], s["metric"], s["value"]) for s in first.scores]
+
+
+def test_an_offline_registry_task_is_named_unavailable_and_the_local_tasks_still_run(fact_run):
+    run_dir, probes = fact_run
+    outcome = evaluate_run(run_dir, EvalRequest(checkpoints=[10], general_tasks=["arc_easy"],
+                                                probes=str(probes), limit=2))
+    assert list(outcome.unavailable) == ["arc_easy"]
+    assert "not in the local datasets cache" in outcome.unavailable["arc_easy"]
+    assert {s["task"] for s in outcome.scores} == {"probes_cloze", "probes_mc"}
+    log = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()
+           if '"unavailable": true' in line]
+    assert log and log[-1]["task"] == "arc_easy"
+
+
+def test_a_lora_checkpoint_evaluates(tmp_path, tiny_model_dir):
+    config = fact_run_config(tiny_model_dir, tmp_path / "data",
+                             method=MethodConfig(kind="lora", lora_rank=8, lora_alpha=16),
+                             schedule=ScheduleConfig(peak_lr=1e-2, max_steps=10, warmup_ratio=0))
+    run_dir = create_run(config, tmp_path / "runs")
+    assert train(run_dir) == "finished"
+    probes = write_probes(tmp_path / "probes.jsonl", kinds=("mc",))
+    outcome = evaluate_run(run_dir, EvalRequest(checkpoints=[0, 10], probes=str(probes)))
+    base, trained = (scores_by(outcome, step, "probes_mc", "acc") for step in (0, 10))
+    assert {s["samples"] for s in outcome.scores} == {len(FACTS)}
+    per_probe_base = scores_by(outcome, 0, "probes_mc", "acc_norm")
+    assert (base, per_probe_base) != (trained, scores_by(outcome, 10, "probes_mc", "acc_norm")) or trained > 0
+
+
+def cli(*args, check=None):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "cpt_studio.core.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_cli_evaluate_and_report_with_exit_codes(fact_run):
+    run_dir, probes = fact_run
+    code, out, err = cli("evaluate", run_dir, "--checkpoints", "20", "--probes", probes, "--limit", "3")
+    assert code == 0, err
+    assert "[finished]" in out and "[2/4]" in out
+    code, out, err = cli("report", run_dir)
+    assert code == 0, err
+    assert "| probes_mc | probe | acc |" in out and (run_dir / "report" / "scores.png").is_file()
+    code, _, err = cli("evaluate", run_dir, "--checkpoints", "99", "--probes", probes)
+    assert code == 2 and err.strip().startswith("error:") and "no checkpoint at step 99 (kept: 10, 20, 30)" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = cli("evaluate", run_dir, "--checkpoints", "ten", "--probes", probes)
+    assert code == 2 and "give step numbers separated by commas" in err
+
+
+def test_a_stop_request_ends_the_evaluation_between_tasks(fact_run):
+    run_dir, probes = fact_run
+    asked = []
+    outcome = evaluate_run(run_dir, EvalRequest(checkpoints=[0, 20], probes=str(probes), limit=2),
+                           should_stop=lambda: asked.append(1) or len(asked) > 2)
+    assert outcome.state == "stopped" and {s["task"] for s in outcome.scores} == {"probes_cloze"}
+    last = json.loads((run_dir / "eval" / "events.jsonl").read_text().splitlines()[-1])
+    assert (last["state"], last["done"], last["total"]) == ("stopped", 1, 4)
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"probes": ""}, "nothing to evaluate"),
+    ({"checkpoints": []}, "no checkpoint to evaluate"),
+    ({"limit": 0}, "limit must be at least 1"),
+    ({"probes": "/nowhere/probes.jsonl"}, "probe file /nowhere/probes.jsonl does not exist"),
+    ({"domain_tasks": ["arc_easy"], "general_tasks": ["arc_easy"]}, "both a domain and a general task"),
+])
+def test_a_bad_request_is_refused_in_words_that_say_what_to_change(change, words):
+    request = EvalRequest(checkpoints=[0], probes=__file__)
+    for name, value in change.items():
+        setattr(request, name, value)
+    assert any(words in problem for problem in request.problems())
+
+
+def test_probes_during_training_give_a_live_curve_and_the_run_ends_with_base_and_recommended(
+        tmp_path, tiny_model_dir):
+    from cpt_studio.core.config import BenchmarkConfig
+    from cpt_studio.core.worker import main as worker_main
+
+    probes = write_probes(tmp_path / "probes.jsonl", kinds=("mc",))
+    config = fact_run_config(tiny_model_dir, tmp_path / "data",
+                             benchmarks=BenchmarkConfig(probes=str(probes), probes_during_training=True,
+                                                        probe_limit=4))
+    run_dir = create_run(config, tmp_path / "runs")
+    assert worker_main([str(run_dir)]) == 0  # in this process: trains, then evaluates at the end
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    live = [e for e in events if e["type"] == "probe" and e.get("live")]
+    assert [e["step"] for e in live if e["metric"] == "acc"] == [0, 10, 20, 30]
+    assert all(e["limit"] == 4 and e["samples"] == 4 for e in live)
+    assert live[-1]["value"] > live[0]["value"]
+    at_end = [e for e in events if e["type"] == "probe" and not e.get("live") and e["metric"] == "acc"]
+    assert {e["checkpoint"] for e in at_end} == {"base", "checkpoint-30"} and all(e["samples"] == 6 for e in at_end)
+    status = [e for e in events if e["type"] == "status"][-1]
+    assert status["state"] == "finished"
+
+
+def test_presets_are_bundled_and_a_user_copy_in_the_data_folder_wins(tmp_path, monkeypatch):
+    from cpt_studio.core.paths import data_dir
+
+    presets = load_presets()
+    assert presets["medical"] == {"domain": ["medqa_4options", "medmcqa", "pubmedqa"],
+                                  "general": ["mmlu", "arc_challenge", "hellaswag", "truthfulqa_mc1"]}
+    (data_dir() / "eval-presets.json").write_text(json.dumps({"law": {"domain": ["legalbench"]}}))
+    assert load_presets() == {"law": {"domain": ["legalbench"], "general": []}}
+    (data_dir() / "eval-presets.json").write_text("{not json")
+    with pytest.raises(ValueError, match="eval-presets.json: cannot read the task presets"):
+        load_presets()
