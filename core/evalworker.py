@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 from pathlib import Path
 
-from .events import EventWriter
 from .runs import RunPaths, record_pid
-from .worker import _index, _log_to_file
+from .worker import _index, _log_to_file, record_failure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,11 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         _index(paths.root)
         return 0
     except BaseException as exc:  # noqa: BLE001 — every failure must reach the events
-        tail = "".join(traceback.format_exception(exc))[-4000:]
-        message = str(exc).strip() or type(exc).__name__
-        EventWriter(paths.eval_events).emit("status", None, state="failed", phase="error",
-                                            message=f"{type(exc).__name__}: {message}",
-                                            traceback=tail)
+        record_failure(paths.eval_events, exc, "evaluation")
         return 1
 
 

@@ -72,12 +72,18 @@ def _evaluate_at_end(paths: RunPaths) -> None:
 
 
 def _record_failure(paths: RunPaths, exc: BaseException) -> None:
-    tail = "".join(traceback.format_exception(exc))[-4000:]
-    logging.getLogger("cpt_studio.core.worker").error("run failed:\n%s", tail)
-    message = str(exc).strip() or type(exc).__name__
-    EventWriter(paths.events).emit("status", None, state="failed", phase="error", exit_code=1,
-                                   message=f"{type(exc).__name__}: {message}", traceback=tail)
+    record_failure(paths.events, exc, "run")
     _index(paths.root)
+
+
+def record_failure(events: Path, exc: BaseException, what: str) -> None:
+    """A failed status event (one sentence, and the traceback's tail for "Details") and the
+    same in the log: how every background process of a run ends when it fails."""
+    tail = "".join(traceback.format_exception(exc))[-4000:]
+    logging.getLogger("cpt_studio.core.worker").error("%s failed:\n%s", what, tail)
+    message = str(exc).strip() or type(exc).__name__
+    EventWriter(events).emit("status", None, state="failed", phase="error", exit_code=1,
+                             message=f"{type(exc).__name__}: {message}", traceback=tail)
 
 
 def _index(run_dir: Path) -> None:
