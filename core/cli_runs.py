@@ -124,6 +124,10 @@ class _Printer:
             print(f"  checkpoint saved: {event['path']}")
         elif kind == "guard":
             print(f"  guard: {event.get('message') or event.get('reason')}", flush=True)
+        elif kind in ("probe", "benchmark") and event.get("primary"):
+            model = "base model" if event["step"] == 0 else f"checkpoint-{event['step']}"
+            stderr = f" ± {event['stderr']:.3f}" if event.get("stderr") is not None else ""
+            print(f"  {event['task']} {event['metric']} ({model}): {event['value']:.3f}{stderr}", flush=True)
 
     def _eval(self, event: dict) -> None:
         if not self.header_done:
