@@ -102,7 +102,8 @@ class RunCharts(pg.GraphicsLayoutWidget):
         self._plot("speed", "tokens / s", ["speed"])
         if self.show_probes:  # benchmarks.probes_during_training: a live knowledge curve
             self._plot("probes", "knowledge probes: accuracy % (at each checkpoint)", [])
-            self.plots["probes"].addLegend(offset=(10, 5))
+            self.plots["probes"].addLegend(offset=(-10, -5), labelTextColor="#333333")  # rising curves leave it free
+            self.plots["probes"].setYRange(0, 100, padding=0.02)  # accuracy: the whole scale
         if self.guard_threshold is not None:
             line = pg.InfiniteLine(self.guard_threshold * 100, angle=0, label="guard threshold",
                                    pen=pg.mkPen(COLOURS["guard"], style=pg.QtCore.Qt.PenStyle.DashLine),
@@ -304,4 +305,8 @@ class RunCharts(pg.GraphicsLayoutWidget):
                             0, len(evals) - 1))
             parts.append(f"domain ppl {evals['domain_ppl'].values[j]:.3f} / general ppl "
                          f"{evals['general_ppl'].values[j]:.3f} (eval at step {int(evals['step'].values[j])})")
+        for key, table in self.series.probes.items():  # the last probe score up to this step
+            k = int(np.searchsorted(table["step"].values, steps["step"].values[i], side="right")) - 1
+            if k >= 0:
+                parts.append(f"{key} {table['value'].values[k]:.0%}")
         return "   ".join(parts)

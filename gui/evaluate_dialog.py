@@ -111,9 +111,13 @@ class EvaluateDialog(QDialog):
         self.results = QListWidget(objectName="results")
         self.results.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
         self.results.setMaximumHeight(110)
+        self.results.hide()  # until a search
         self.search_note = QLabel("", styleSheet="color:#555;")
         self.tasks = QListWidget(objectName="tasks")
         self.tasks.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
+        self.tasks.itemSelectionChanged.connect(self._on_task_selection_changed)
+        self.task_detail = QLabel("", wordWrap=True, styleSheet="color:#c82333;",
+                                  textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
         top = QHBoxLayout()
         for widget in (QLabel("Preset:"), self.presets, self.search, self.search_button):
             top.addWidget(widget)
@@ -124,7 +128,8 @@ class EvaluateDialog(QDialog):
         add.addStretch(1)
         self.availability_note = QLabel("", wordWrap=True, styleSheet="color:#555;")
         layout = QVBoxLayout(box)
-        for item in (top, self.search_note, self.results, add, self.tasks, self.availability_note):
+        for item in (top, self.search_note, self.results, add, self.tasks, self.availability_note,
+                     self.task_detail):
             (layout.addLayout if isinstance(item, QHBoxLayout) else layout.addWidget)(item)
         return box
 
@@ -183,8 +188,7 @@ class EvaluateDialog(QDialog):
         name = item.data(Qt.ItemDataRole.UserRole)
         mark, colour, words = MARKS[self.available.get(name)]
         reason = self.reasons.get(name, "")
-        item.setText(f"{mark}  {name}   ({item.data(KIND_ROLE)})"
-                     + (f"   unavailable: {reason[:90]}{'…' if len(reason) > 90 else ''}" if reason else ""))
+        item.setText(f"{mark}  {name}   ({item.data(KIND_ROLE)})" + ("   unavailable" if reason else ""))
         item.setForeground(QBrush(QColor(colour)))
         item.setToolTip(f"{name}: {reason or words}")
 
@@ -199,7 +203,7 @@ class EvaluateDialog(QDialog):
         self._recheck = False
         self.availability_note.setText(f"checking {', '.join(names)}: building lm-eval's task "
                                        "index takes about 15 s the first time…")
-        self._availability_job = Job(task_availability, names, self.settings.task_folders)
+        self._availability_job = Job(task_availability, names, self._task_folders())
         self._availability_job.finished.connect(self._on_availability_changed)
         self._availability_job.failed.connect(lambda message: self._on_availability_changed(([], {
             n: message for n in names})))
@@ -215,10 +219,21 @@ class EvaluateDialog(QDialog):
             self._mark(self.tasks.item(i))
         missing = [n for n in self.task_names() if self.available.get(n) is False]
         self.availability_note.setText(
-            f"unavailable, will be skipped: {', '.join(missing)} (hover for the reason)" if missing else "")
+            f"unavailable, will be skipped: {', '.join(missing)} (select one for the reason)" if missing else "")
+        self._on_task_selection_changed()
         if self._recheck:
             self._check_availability()
         self._update_ok()
+
+    def _task_folders(self) -> list[Path]:
+        """Where an evaluation of this run finds local tasks: its own (the probes), the settings'."""
+        folders = [self.paths.eval_tasks, *(Path(f).expanduser() for f in self.settings.task_folders)]
+        return [f for f in folders if f.is_dir()]
+
+    def _on_task_selection_changed(self) -> None:
+        """The selected unavailable tasks' reasons, whole."""
+        names = [i.data(Qt.ItemDataRole.UserRole) for i in self.tasks.selectedItems()]
+        self.task_detail.setText("\n".join(f"{n}: {self.reasons[n]}" for n in names if n in self.reasons))
 
     def _on_preset_changed(self) -> None:
         preset = self.presets.currentData()
@@ -233,9 +248,8 @@ class EvaluateDialog(QDialog):
             return
         self.search_button.setEnabled(False)
         self.search_note.setText("searching lm-eval's registry (about 15 s the first time)…")
-        folders = [self.paths.eval_tasks, *self.settings.task_folders]
-        self._search_job = Job(lambda: search_tasks(query, task_manager(
-            [f for f in folders if Path(f).is_dir()], registry=True)))
+        folders = self._task_folders()
+        self._search_job = Job(lambda: search_tasks(query, task_manager(folders, registry=True)))
         self._search_job.finished.connect(self._on_results_changed)
         self._search_job.failed.connect(lambda message: self._on_results_changed([], message))
         self._search_job.start()
@@ -244,6 +258,7 @@ class EvaluateDialog(QDialog):
         self.search_button.setEnabled(True)
         self.results.clear()
         self.results.addItems(names)
+        self.results.setVisible(bool(names))
         self.search_note.setText(error or f"{len(names)} task(s); select and add them as domain or general")
 
     def _on_add_clicked(self, kind: str) -> None:

@@ -129,8 +129,10 @@ def test_an_unavailable_task_is_marked_with_its_reason(qtbot, run_dir, quick_ava
     dialog.add_task("hellaswag", "general")
     qtbot.waitUntil(lambda: None not in dialog.available.values(), timeout=5_000)
     texts = [dialog.tasks.item(i).text() for i in range(dialog.tasks.count())]
-    assert texts[0].startswith("✗  arc_easy   (general)   unavailable: its data is not in the local")
-    assert texts[1] == "✓  hellaswag   (general)"
+    assert texts == ["✗  arc_easy   (general)   unavailable", "✓  hellaswag   (general)"]
+    assert "arc_easy: its data is not in the local datasets cache" in dialog.tasks.item(0).toolTip()
+    dialog.tasks.item(0).setSelected(True)
+    assert dialog.task_detail.text().startswith("arc_easy: its data is not in the local datasets cache")
     assert "unavailable, will be skipped: arc_easy" in dialog.availability_note.text()
     assert dialog.tasks.item(0).foreground().color().name() == "#c82333"
 
@@ -212,6 +214,7 @@ def test_probes_scored_during_training_draw_a_live_curve(qtbot, tmp_path, tiny_m
     curve = monitor.charts.curves["probes_mc acc"]
     assert list(curve.xData) == [0, 10, 20] and list(curve.yData) == pytest.approx([33, 50, 83])
     assert "probes_mc acc_norm" not in monitor.charts.curves
+    assert "probes_mc acc 50%" in monitor.charts.move_crosshair(10)  # the readout names the probes
     assert monitor.charts.plots["probes"].empty_label.textItem.toPlainText() == ""
 
 
