@@ -102,7 +102,6 @@ class RunCharts(pg.GraphicsLayoutWidget):
         self._plot("speed", "tokens / s", ["speed"])
         if self.show_probes:  # benchmarks.probes_during_training: a live knowledge curve
             self._plot("probes", "knowledge probes: accuracy % (at each checkpoint)", [])
-            self.plots["probes"].addLegend(offset=(-10, -5), labelTextColor="#333333")  # rising curves leave it free
             self.plots["probes"].setYRange(0, 100, padding=0.02)  # accuracy: the whole scale
         if self.guard_threshold is not None:
             line = pg.InfiniteLine(self.guard_threshold * 100, angle=0, label="guard threshold",
@@ -192,6 +191,10 @@ class RunCharts(pg.GraphicsLayoutWidget):
                 self.curves[key] = self.plots["probes"].plot(
                     [], [], pen=pg.mkPen(PROBE_COLOURS[i % len(PROBE_COLOURS)], width=1.8), name=key,
                     symbol="o", symbolSize=6, symbolBrush=PROBE_COLOURS[i % len(PROBE_COLOURS)])
+                names = ", ".join(f"<span style='color:{PROBE_COLOURS[k % len(PROBE_COLOURS)]}'>{name}</span>"
+                                  for k, name in enumerate(self.series.probes))  # a legend would hide points
+                self.plots["probes"].setTitle(f"<span style='color:#333'>knowledge probes: accuracy % "
+                                              f"(at each checkpoint)</span>: {names}")
             x = table["step"].values
             if self.x_key == "tokens":
                 x = (np.interp(x, steps["step"].values, steps["tokens"].values) if len(steps)
