@@ -44,7 +44,7 @@ class TaskScoresChart(pg.GraphicsLayoutWidget):
             plot.getAxis(axis).setTextPen("#333333")
         plot.showGrid(x=False, y=True, alpha=0.15)
         plot.setMouseEnabled(x=False, y=False)
-        ticks, x, title, flagged, top = [], 0.0, "", [], 0.0
+        ticks, x, title, flagged, top, unit = [], 0.0, "", [], 0.0, ""
         for i, (run_id, tables) in enumerate(self.charts.items()):
             table = next((t for t in tables if t["task"] == task), None)
             if table is None:
@@ -64,14 +64,17 @@ class TaskScoresChart(pg.GraphicsLayoutWidget):
                                          top=np.array(errors, float), bottom=np.array(errors, float), beam=0.25,
                                          pen=pg.mkPen("#222222", width=1.2)))
             top = max([top, *(v + e for v, e in zip(values, errors, strict=True) if math.isfinite(v + e))])
-            for xi, step, value, error in zip(xs, steps, values, errors, strict=True):
+            for xi, step, value in zip(xs, steps, values, strict=True):
                 ticks.append((xi, "base" if step == 0 else str(step)))
-                if step in table["flagged"]:
-                    drop = pg.TextItem(f"▼ {table['flagged'][step] * 100:.1f} pts", color=DROP_COLOUR,
-                                       anchor=(0.5, 1.0))
-                    drop.setPos(xi, value + error)
-                    plot.addItem(drop)
+                text = f"{value:.1f}" if scale == 100 else f"{value:.3g}"
+                drop = table["flagged"].get(step)
+                if drop is not None:
+                    text += f"\n▼ {drop * 100:.1f}"  # points; the title says so
                     flagged.append(step)
+                number = pg.TextItem(text, color=DROP_COLOUR if drop is not None else "#333333",
+                                     anchor=(0.0, 1.0))
+                number.setPos(xi + 0.03, value)  # beside the error bar: a 0 has no bar to see
+                plot.addItem(number)
             if len(self.charts) > 1:
                 label = pg.TextItem(self.labels.get(run_id, ""), color=run_colour(i), anchor=(0, 0))
                 label.setPos(x - BAR_WIDTH / 2, 0)
@@ -80,11 +83,11 @@ class TaskScoresChart(pg.GraphicsLayoutWidget):
             title = f"{task} · {table['metric']}{unit} ({table['kind']})"
             x += len(steps) + 1
         plot.getAxis("bottom").setTicks([ticks])
-        plot.setLabel("bottom", "checkpoint step (base: the model before training)")
-        warn = (f"<br><span style='color:{DROP_COLOUR}'>drops more than the limit at step "
+        plot.setLabel("bottom", "checkpoint step")
+        warn = (f"<br><span style='color:{DROP_COLOUR}'>▼ points dropped, more than the limit, at step "
                 f"{', '.join(map(str, flagged))}</span>" if flagged else "")
         plot.setTitle(f"<span style='color:#333'>{title}</span>{warn}")
-        plot.setYRange(0, (top or 1.0) * 1.15, padding=0)
+        plot.setYRange(0, (top or (100 if unit else 1.0)) * 1.15, padding=0)
         self.plots[task] = plot
 
 

@@ -34,8 +34,13 @@ def _text(column: str, value: Any) -> str:
     if column in ("domain ppl", "general ppl"):
         return f"{value:.3f}"
     if isinstance(value, float) and column not in COLUMNS:  # a benchmark or probe score
-        return f"{value:.3f}"
+        return _score(value)
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _score(value: float) -> str:
+    """An accuracy as 0.667; a perplexity of millions as 5.044e+07, not 50436560.488."""
+    return f"{value:.3f}" if abs(value) < 1000 else f"{value:.4g}"
 
 
 class CheckpointTable(QTableWidget):
@@ -69,7 +74,7 @@ class CheckpointTable(QTableWidget):
             notes = row.get("notes") or {}
             for j, column in enumerate(self.columns):
                 note = notes.get(column, {})
-                stderr = f" ± {note['stderr']:.3f}" if note.get("stderr") is not None and values[column] is not None else ""
+                stderr = f" ± {_score(note['stderr'])}" if note.get("stderr") is not None and values[column] is not None else ""
                 item = QTableWidgetItem(_text(column, values[column]) + stderr)
                 item.setData(VALUE_ROLE, values[column])
                 if column not in ("run", "mark"):

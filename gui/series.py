@@ -83,8 +83,9 @@ class RunSeries:
         self.last_time: float | None = None
 
     def add(self, events: list[dict]) -> None:
-        if events:
-            self.last_time = events[-1].get("time", self.last_time)
+        run_events = [e for e in events if e["type"] in ("step", "eval", "checkpoint", "status")]
+        if run_events:  # not the scores an evaluation adds later: they would stretch "elapsed"
+            self.last_time = run_events[-1].get("time", self.last_time)
         for event in events:
             handler = getattr(self, f"_on_{event['type']}", None)
             if handler:

@@ -72,7 +72,7 @@ def test_compare_shows_score_columns_the_base_row_and_the_flagged_drop(qtbot, db
     bars = window.scores.bars[("arc_challenge", run_id)]
     assert list(bars.opts["height"]) == pytest.approx([42, 41, 37])
     assert list(bars.opts["brushes"]) == ["#9e9e9e", "#1f77b4", DROP_COLOUR]
-    assert "drops more than the limit at step 40" in window.scores.plots["arc_challenge"].titleLabel.text
+    assert "more than the limit, at step 40" in window.scores.plots["arc_challenge"].titleLabel.text
     assert "recommended" in window.reasons.text() and "largest domain gain" in window.reasons.text()
     table.selectRow(2)
     assert window.actions.evaluate_button.isEnabled() and window.actions.step == 20
