@@ -214,6 +214,7 @@ class MainWindow(QMainWindow):
         from .compare import CompareWindow
 
         window = CompareWindow(self.db, self.selected_ids(), parent=None)
+        window.resize(1250, 850)  # the table, the scatter and the per-task scores side by side
         self.windows.append(window)
         window.show()
         return window

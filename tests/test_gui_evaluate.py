@@ -258,3 +258,19 @@ def test_evaluate_on_a_checkpoint_puts_the_scores_into_the_comparison_table(qtbo
         assert table.value(1, column) is None  # checkpoint 10 was not evaluated
     assert "±" in table.item(2, table.columns.index("probes_mc acc")).text()
     assert set(window.scores.plots) == {"probes_cloze", "probes_mc"}
+
+
+def test_evaluate_from_the_run_history_opens_the_dialog_on_the_selected_run(qtbot, run_dir, quick_availability):
+    from cpt_studio.gui.main_window import MainWindow
+
+    events = EventWriter(RunPaths(run_dir).events)  # a run folder the history lists
+    events.emit("status", 20, state="finished", phase="done")
+    events.close()
+    window = MainWindow(runs_root=run_dir.parent)
+    qtbot.addWidget(window)
+    assert not window.run_buttons["evaluate"].isEnabled()  # nothing selected
+    window.select_runs([str(run_dir.resolve())])
+    assert window.run_buttons["evaluate"].isEnabled()
+    dialog = window.open_evaluate()
+    qtbot.addWidget(dialog)
+    assert dialog.paths.root == run_dir.resolve() and dialog.steps() == [0, 20]
