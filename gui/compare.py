@@ -60,6 +60,8 @@ class CompareWindow(QWidget):
         self.scores = TaskScoresChart({r: task_charts(self.db, r) for r in self.run_ids}, self.labels)
         self.actions = CheckpointActions()
         self.actions.evaluation_started.connect(self._on_evaluation_started)
+        if len(self.run_ids) == 1:  # Evaluate… before a row is chosen: the base and the last one
+            self.actions.set_checkpoint(Path(self.run_ids[0]), None)
         self.table.checkpoint_selected.connect(self._on_table_checkpoint_changed)
         self.scatter.checkpoint_selected.connect(self._on_scatter_checkpoint_changed)
         self.hint = hint = QLabel("No checkpoints yet: they appear at each checkpoint interval."

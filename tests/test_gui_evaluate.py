@@ -74,6 +74,7 @@ def test_compare_shows_score_columns_the_base_row_and_the_flagged_drop(qtbot, db
     assert list(bars.opts["brushes"]) == ["#9e9e9e", "#1f77b4", DROP_COLOUR]
     assert "more than the limit, at step 40" in window.scores.plots["arc_challenge"].titleLabel.text
     assert "recommended" in window.reasons.text() and "largest domain gain" in window.reasons.text()
+    assert window.actions.evaluate_button.isEnabled() and not window.actions.export_button.isEnabled()
     table.selectRow(2)
     assert window.actions.evaluate_button.isEnabled() and window.actions.step == 20
 
