@@ -160,6 +160,18 @@ def check_tasks(names: list[str], manager) -> tuple[list[str], dict[str, str]]:
     return runnable, unavailable
 
 
+def task_availability(names: list[str], task_folders: list[Path | str] = ()
+                      ) -> tuple[list[str], dict[str, str]]:
+    """check_tasks for names as an evaluation would find them (the task folders, and the
+    registry only when a name is not in them: its index takes ~15 s to build), offline at once
+    when the Hub cannot be reached. For the GUI's task picker, off its thread."""
+    go_offline_unless_reachable()
+    manager = task_manager(task_folders, registry=False)
+    if any(name not in manager.all_tasks for name in names):
+        manager = task_manager(task_folders, registry=True)
+    return check_tasks(list(names), manager)
+
+
 def _unavailable_reason(name: str, manager) -> str | None:
     if name not in manager.all_tasks:
         return ("not a task of lm-eval's registry or of the task folders; search the registry "

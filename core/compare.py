@@ -5,6 +5,9 @@ checkpoint rows of several runs with their probe and benchmark scores.
     config_differences(configs, differences_only=True)  # [("corpus.replay_ratio", {id: 0.05, ...})]
     run_labels(configs)                                   # {id: "replay 5%, lr 2e-05"}
     comparison_rows(db, run_ids)                          # one dict per checkpoint, all runs
+                                                          # (and the base model when it was scored)
+    task_charts(db, run_id)                               # per task: base vs checkpoints, stderr,
+                                                          # general drops over the limit flagged
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .store import get_run, run_checkpoints, run_evaluations, run_events
+from .recommend import MAX_GENERAL_DROP
+from .report import task_tables
+from .store import get_run, run_benchmarks, run_checkpoints, run_evaluations, run_events
 
 MISSING = object()
 """A setting one run's config lacks (an older config): differs from every value."""
@@ -124,9 +129,13 @@ def gain_basis(configs: Mapping[str, Mapping[str, Any]]) -> str:
 
 def comparison_rows(db, run_ids: list[str]) -> list[dict[str, Any]]:
     """Every checkpoint of these runs (store columns, the run's name and label, and its probe
-    and benchmark scores at that step), run by run, step by step. When the runs' tokenizers
-    differ (gain_basis), domain_gain and forgetting are those of bits per byte against each
-    run's own step-0 baseline, and "basis" says so."""
+    and benchmark scores at that step), run by run, step by step. A run whose base model was
+    scored (step-0 benchmark or probe events) starts with a row for it, its held-out baseline,
+    no gain or forgetting, unless the run saved it as checkpoint 0 (the guard does); either
+    way that row has "base": True. "notes" gives, per score column, its standard
+    error and a warning when a general task drops more than the run's limit below the base.
+    When the runs' tokenizers differ (gain_basis), domain_gain and forgetting are those of
+    bits per byte against each run's own step-0 baseline, and "basis" says so."""
     runs = {run_id: get_run(db, run_id) for run_id in run_ids}
     configs = {run_id: run["config"] for run_id, run in runs.items()}
     labels, basis = run_labels(configs), gain_basis(configs)
@@ -134,12 +143,65 @@ def comparison_rows(db, run_ids: list[str]) -> list[dict[str, Any]]:
     for run_id, run in runs.items():
         events = [e for kind in SCORE_EVENTS for e in run_events(db, run_id, kind)]
         extras = checkpoint_extras(events)
+        notes = score_notes(run_benchmarks(db, run_id), max_general_drop(run["config"]))
         baseline = next((e for e in run_evaluations(db, run_id) if e["baseline"]), {})
-        for checkpoint in run_checkpoints(db, run_id):
-            row = {**checkpoint, "run_name": run["name"], "label": labels[run_id],
-                   "scores": extras.get(checkpoint["step"], {}), "basis": basis}
-            rows.append(_bpb_gains(row, baseline) if basis == "bpb" else row)
+        checkpoints = run_checkpoints(db, run_id)
+        if 0 in extras and all(c["step"] != 0 for c in checkpoints):
+            checkpoints.insert(0, _base_row(run_id, baseline))
+        for checkpoint in checkpoints:
+            step = checkpoint["step"]
+            row = {**checkpoint, "base": step == 0, "run_name": run["name"], "label": labels[run_id],
+                   "scores": extras.get(step, {}), "notes": notes.get(step, {}), "basis": basis}
+            rows.append(_bpb_gains(row, baseline) if basis == "bpb" and step else row)
     return rows
+
+
+def _base_row(run_id: str, baseline: Mapping[str, Any]) -> dict[str, Any]:
+    """The base model as a row of the checkpoints table: its held-out baseline, no gain or
+    forgetting (it is what those are measured against)."""
+    return {"run_id": run_id, "step": 0, "tokens": 0, "path": None, "exists": True,
+            "recommended": False, "pareto": False, "base": True,
+            "domain_ppl": baseline.get("domain_ppl"), "general_ppl": baseline.get("general_ppl"),
+            "domain_gain": None, "forgetting": None}
+
+
+def max_general_drop(config: Mapping[str, Any]) -> float:
+    """The run's limit on a general task's drop below the base model (0.03 = 3 points)."""
+    value = (config.get("benchmarks") or {}).get("max_general_drop")
+    return MAX_GENERAL_DROP if value is None else float(value)
+
+
+def task_charts(db, run_id: str) -> list[dict[str, Any]]:
+    """Per task, its headline metric for the base model (step 0) and each evaluated checkpoint
+    (cpt_studio.core.report.task_tables: "scores" {step: {value, stderr}}, "deltas"), with
+    "flagged" {step: drop} for a general task dropping more than the run's limit."""
+    limit = max_general_drop(get_run(db, run_id)["config"])
+    tables = [t for t in task_tables(run_benchmarks(db, run_id)) if t["primary"]]
+    for table in tables:
+        table["flagged"] = {step: -d["delta"] for step, d in table["deltas"].items()
+                            if _drops(table, d["delta"], limit)}
+    return tables
+
+
+def _drops(table: Mapping[str, Any], delta: float, limit: float) -> bool:
+    return table["kind"] == "general" and table["higher_is_better"] and -delta > limit
+
+
+def score_notes(rows: list[dict[str, Any]], limit: float = MAX_GENERAL_DROP
+                ) -> dict[int, dict[str, dict[str, Any]]]:
+    """By step and score column ("task metric", as checkpoint_extras names it): the score's
+    "stderr", and a "warning" in words when a general task's headline metric drops more than
+    `limit` below the base model. `rows`: the store's benchmark rows or benchmark events."""
+    notes: dict[int, dict[str, dict[str, Any]]] = {}
+    for table in task_tables(rows):
+        column = f"{table['task']} {table['metric']}"
+        for step, score in table["scores"].items():
+            note = notes.setdefault(step, {}).setdefault(column, {"stderr": score["stderr"]})
+            delta = table["deltas"].get(step)
+            if table["primary"] and delta and _drops(table, delta["delta"], limit):
+                note["warning"] = (f"{table['task']} drops {-delta['delta'] * 100:.1f} points below "
+                                   f"the base model (limit {limit * 100:g})")
+    return notes
 
 
 def _bpb_gains(row: dict[str, Any], baseline: Mapping[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def build_report(run_dir: Path | str) -> dict[str, Any]:
     events = timeline(read_events(paths.events)[0]) if paths.events.is_file() else []
     scores = [e for e in events if e.get("type") in ("benchmark", "probe") and e.get("metric")]
     max_drop = (config.get("benchmarks") or {}).get("max_general_drop", MAX_GENERAL_DROP)
-    tasks = _task_tables(scores)
+    tasks = task_tables(scores)
     steps = sorted({step for table in tasks for step in table["scores"]})
     return {"run": config.get("name"), "folder": str(paths.root.resolve()),
             "model": (config.get("model") or {}).get("name_or_path"),
@@ -43,8 +43,9 @@ def build_report(run_dir: Path | str) -> dict[str, Any]:
             "recommended": _recommended(events, config, scores, max_drop)}
 
 
-def _task_tables(scores: list[dict]) -> list[dict[str, Any]]:
-    """One entry per (task, metric): the latest value per step, and deltas against step 0."""
+def task_tables(scores: list[dict]) -> list[dict[str, Any]]:
+    """One entry per (task, metric): the latest value per step, and deltas against step 0
+    (`scores`: benchmark and probe events, or the store's benchmark rows)."""
     latest: dict[tuple, dict] = {}
     for event in scores:
         latest[(event["task"], event["metric"], event["step"])] = event

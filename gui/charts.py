@@ -60,6 +60,7 @@ class ReadableAxis(pg.AxisItem):
         if self.logMode:
             return [f"{10 ** v:.3g}" for v in values]
         return [f"{v:.3g}" for v in values]
+PROBE_COLOURS = ("#17becf", "#e377c2", "#bcbd22", "#7f7f7f", "#ff7f0e")
 COLOURS = {"domain": "#1f77b4", "general": "#d62728", "loss": "#b0b0b0", "ema": "#222222",
            "lr": "#2ca02c", "forgetting": "#9467bd", "speed": "#8c564b", "guard": "#e41a1c"}
 
@@ -77,8 +78,10 @@ class RunCharts(pg.GraphicsLayoutWidget):
     """The readout at the crosshair: step, tokens, time and every value."""
 
     def __init__(self, series: RunSeries, guard_threshold: float | None = 0.15,
-                 eval_interval: int | None = None, parent=None):
+                 eval_interval: int | None = None, parent=None, probes: bool = False,
+                 checkpoint_interval: int | None = None):
         super().__init__(parent)
+        self.show_probes, self.checkpoint_interval = probes, checkpoint_interval
         self.setBackground("w")
         self.series, self.x_key = series, "step"
         self.guard_threshold, self.eval_interval = guard_threshold, eval_interval
@@ -97,6 +100,9 @@ class RunCharts(pg.GraphicsLayoutWidget):
         self.plots["ppl"].setLogMode(y=True)
         self._plot("forgetting", "forgetting %", ["forgetting"])
         self._plot("speed", "tokens / s", ["speed"])
+        if self.show_probes:  # benchmarks.probes_during_training: a live knowledge curve
+            self._plot("probes", "knowledge probes: accuracy % (at each checkpoint)", [])
+            self.plots["probes"].setYRange(0, 100, padding=0.02)  # accuracy: the whole scale
         if self.guard_threshold is not None:
             line = pg.InfiniteLine(self.guard_threshold * 100, angle=0, label="guard threshold",
                                    pen=pg.mkPen(COLOURS["guard"], style=pg.QtCore.Qt.PenStyle.DashLine),
@@ -150,6 +156,11 @@ class RunCharts(pg.GraphicsLayoutWidget):
         frame of 100,000 points is the expensive part)."""
         steps, evals = self.series.steps, self.series.evals
         sizes = (steps.version, evals.version, self.x_key)
+        probes = (sum(t.version for t in self.series.probes.values()), self.x_key)
+        if probes != getattr(self, "_drawn_probes", None):
+            self._drawn_probes = probes
+            self._probe_curves()
+            self._empty_messages()
         if sizes == getattr(self, "_drawn_sizes", None):
             return
         if sizes[0] != getattr(self, "_drawn_sizes", (None,))[0] or sizes[2:] != self._drawn_sizes[2:]:
@@ -169,6 +180,26 @@ class RunCharts(pg.GraphicsLayoutWidget):
         self._drawn_sizes = sizes
         self._empty_messages()
         self._guard_markers()
+
+    def _probe_curves(self) -> None:
+        """One curve per probe task's headline metric, in %; x in tokens is read off the steps."""
+        if not self.show_probes:
+            return
+        steps = self.series.steps
+        for i, (key, table) in enumerate(self.series.probes.items()):
+            if key not in self.curves:
+                self.curves[key] = self.plots["probes"].plot(
+                    [], [], pen=pg.mkPen(PROBE_COLOURS[i % len(PROBE_COLOURS)], width=1.8), name=key,
+                    symbol="o", symbolSize=6, symbolBrush=PROBE_COLOURS[i % len(PROBE_COLOURS)])
+                names = ", ".join(f"<span style='color:{PROBE_COLOURS[k % len(PROBE_COLOURS)]}'>{name}</span>"
+                                  for k, name in enumerate(self.series.probes))  # a legend would hide points
+                self.plots["probes"].setTitle(f"<span style='color:#333'>knowledge probes: accuracy % "
+                                              f"(at each checkpoint)</span>: {names}")
+            x = table["step"].values
+            if self.x_key == "tokens":
+                x = (np.interp(x, steps["step"].values, steps["tokens"].values) if len(steps)
+                     else np.full(len(x), np.nan))
+            self.curves[key].setData(x, table["value"].values * 100)
 
     def _set(self, name: str, x: np.ndarray, y: np.ndarray) -> None:
         """Keep the whole curve; hand the chart what its visible range needs."""
@@ -224,6 +255,10 @@ class RunCharts(pg.GraphicsLayoutWidget):
         messages = {"loss": no_steps, "lr": no_steps, "speed": no_steps,
                     "ppl": "waiting for the step-0 baseline" if not len(self.series.evals) else "",
                     "forgetting": no_evals}
+        if self.show_probes:
+            every = f", every {self.checkpoint_interval} steps" if self.checkpoint_interval else ""
+            messages["probes"] = ("" if self.series.probes else
+                                  f"probe accuracy appears at each checkpoint{every}")
         for key, text in messages.items():
             label = self.plots[key].empty_label
             label.setText(text)
@@ -273,4 +308,8 @@ class RunCharts(pg.GraphicsLayoutWidget):
                             0, len(evals) - 1))
             parts.append(f"domain ppl {evals['domain_ppl'].values[j]:.3f} / general ppl "
                          f"{evals['general_ppl'].values[j]:.3f} (eval at step {int(evals['step'].values[j])})")
+        for key, table in self.series.probes.items():  # the last probe score up to this step
+            k = int(np.searchsorted(table["step"].values, steps["step"].values[i], side="right")) - 1
+            if k >= 0:
+                parts.append(f"{key} {table['value'].values[k]:.0%}")
         return "   ".join(parts)

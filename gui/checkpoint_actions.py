@@ -1,11 +1,12 @@
-"""What can be done with one checkpoint: export it now; evaluate and instruction-tune later.
+"""What can be done with one checkpoint: export it, evaluate it; instruction-tune later.
 
     actions = CheckpointActions(parent)        # a row of buttons
-    actions.set_checkpoint(run_dir, step)      # None disables them
+    actions.set_checkpoint(run_dir, step)      # None disables them (step None: the base model)
     actions.export_finished.connect(...)       # the exported folder
+    actions.evaluation_started.connect(...)    # the run folder, its evaluation worker started
 
-Evaluate and Instruction-tune are the hooks where those features plug in: disabled, with
-a tooltip that says so, until they exist.
+Instruction-tune is the hook where that feature plugs in: disabled, with a tooltip that says
+so, until it exists.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from cpt_studio.core.generate import is_adapter
 
 from .jobs import Job
 
-EVALUATE_TIP = "Benchmarks (lm-evaluation-harness, knowledge probes) come with the evaluation feature"
 SFT_TIP = "Instruction tuning of a chosen checkpoint comes with the SFT feature"
 
 
@@ -41,6 +41,7 @@ def export_with_dialog(parent: QWidget, run_dir: Path, step: int) -> Job | None:
 class CheckpointActions(QWidget):
     export_finished = Signal(object)
     export_failed = Signal(str)
+    evaluation_started = Signal(object)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -49,7 +50,7 @@ class CheckpointActions(QWidget):
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.export_button = QPushButton("Export…", clicked=self._on_export_clicked)
-        self.evaluate_button = QPushButton("Evaluate benchmarks…", enabled=False, toolTip=EVALUATE_TIP)
+        self.evaluate_button = QPushButton("Evaluate…", clicked=self._on_evaluate_clicked)
         self.sft_button = QPushButton("Instruction-tune…", enabled=False, toolTip=SFT_TIP)
         for button in (self.export_button, self.evaluate_button, self.sft_button):
             layout.addWidget(button)
@@ -59,9 +60,21 @@ class CheckpointActions(QWidget):
     def set_checkpoint(self, run_dir: Path | None, step: int | None) -> None:
         self.run_dir, self.step = run_dir, step
         chosen = run_dir is not None and step is not None
-        self.export_button.setEnabled(chosen)
+        self.export_button.setEnabled(chosen and step != 0)
+        self.evaluate_button.setEnabled(run_dir is not None)
+        self.evaluate_button.setToolTip(
+            f"Score {'the base model' if not step else f'step {step} and the base model'} on lm-eval "
+            "tasks and knowledge probes, in the background" if run_dir is not None
+            else "Select a checkpoint first")
         self.export_button.setToolTip(f"Write step {step} as an HF folder with its tokenizer and "
                                       "a model card" if chosen else "Select a checkpoint first")
+
+    def _on_evaluate_clicked(self) -> None:
+        from .evaluate_dialog import EvaluateDialog
+
+        self.evaluate_dialog = EvaluateDialog(self.run_dir, [self.step] if self.step else [], parent=self)
+        self.evaluate_dialog.started.connect(self.evaluation_started)
+        self.evaluate_dialog.show()
 
     def _on_export_clicked(self) -> None:
         self.job = export_with_dialog(self, self.run_dir, self.step)

@@ -1,42 +1,49 @@
-"""Compare checkpoints and runs: the checkpoints table beside the domain gain / forgetting
-scatter (selecting either selects the other), the runs' curves overlaid against tokens
-seen, and their settings side by side. Everything comes from the store.
+"""Compare checkpoints and runs: the checkpoints table (benchmark and probe scores included)
+above the domain gain / forgetting scatter (selecting either selects the other) and the
+per-task scores of the base model against each checkpoint; Export and Evaluate… for the
+selected checkpoint; why each run's checkpoint is recommended; the runs' curves overlaid
+against tokens seen, and their settings side by side. Everything comes from the store.
 
     window = CompareWindow(db, [run_id, ...])   # one run, or several
+    window.reload()                              # after an evaluation (done by itself)
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QLabel, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
-from cpt_studio.core.compare import comparison_rows, run_labels
-from cpt_studio.core.store import get_run
+from cpt_studio.core.compare import comparison_rows, run_labels, task_charts
+from cpt_studio.core.runs import eval_worker_pid
+from cpt_studio.core.store import get_run, index_run
 
+from .checkpoint_actions import CheckpointActions
 from .compare_scatter import GainForgettingScatter
+from .compare_scores import TaskScoresChart
 from .compare_table import CheckpointTable
 from .config_table import ConfigTable
 from .overlay import RunOverlay
 
 
 class CompareWindow(QWidget):
+    scores_changed = Signal()
+    """The view was rebuilt from the store after an evaluation ended."""
+
     def __init__(self, db, run_ids: list[str], parent=None):
         super().__init__(parent)
         if not run_ids:
             raise ValueError("choose at least one run to compare")
         self.db, self.run_ids = db, list(run_ids)
-        runs = {run_id: get_run(db, run_id) for run_id in self.run_ids}
-        configs = {run_id: run["config"] for run_id, run in runs.items()}
+        self.runs = {run_id: get_run(db, run_id) for run_id in self.run_ids}
+        configs = {run_id: run["config"] for run_id, run in self.runs.items()}
         self.labels = run_labels(configs)
-        self.rows = comparison_rows(db, self.run_ids)
-        names = ", ".join(run["name"] for run in runs.values())
+        names = ", ".join(run["name"] for run in self.runs.values())
         self.setWindowTitle(f"CPT Studio — compare {names}")
-        self.table = CheckpointTable(self.rows)
-        self.scatter = GainForgettingScatter(self.rows)
         self.overlay = RunOverlay(db, self.run_ids, self.labels)
-        self.config_table = ConfigTable(configs, {r: run["name"] for r, run in runs.items()})
-        self.table.checkpoint_selected.connect(self._on_table_checkpoint_changed)
-        self.scatter.checkpoint_selected.connect(self._on_scatter_checkpoint_changed)
+        self.config_table = ConfigTable(configs, {r: run["name"] for r, run in self.runs.items()})
+        self._watch = QTimer(self, interval=1000, timeout=self._on_evaluation_changed)
         self.tabs = QTabWidget()
         self.tabs.addTab(self._checkpoints_tab(), "Checkpoints")
         self.tabs.addTab(self.overlay, "Curves")
@@ -45,23 +52,88 @@ class CompareWindow(QWidget):
         layout.addWidget(self.tabs)
 
     def _checkpoints_tab(self) -> QWidget:
+        """The table, the actions on its selected row, the scatter and the per-task scores
+        (rebuilt by reload())."""
+        self.rows = comparison_rows(self.db, self.run_ids)
+        self.table = CheckpointTable(self.rows)
+        self.scatter = GainForgettingScatter(self.rows)
+        self.scores = TaskScoresChart({r: task_charts(self.db, r) for r in self.run_ids}, self.labels)
+        self.actions = CheckpointActions()
+        self.actions.evaluation_started.connect(self._on_evaluation_started)
+        if len(self.run_ids) == 1:  # Evaluate… before a row is chosen: the base and the last one
+            self.actions.set_checkpoint(Path(self.run_ids[0]), None)
+        self.table.checkpoint_selected.connect(self._on_table_checkpoint_changed)
+        self.scatter.checkpoint_selected.connect(self._on_scatter_checkpoint_changed)
         self.hint = hint = QLabel("No checkpoints yet: they appear at each checkpoint interval."
                       if not self.rows else
-                      "★ recommended: the most domain gain within the run's forgetting target. "
-                      "Click a point or a row to find it in the other.")
+                      "★ recommended: the most domain gain within the run's forgetting target, no "
+                      "general benchmark dropping more than 3 points. Click a point or a row to find "
+                      "it in the other; ▼ red: a general task drops more than 3 points.")
         hint.setStyleSheet("color:#555;")
+        hint.setWordWrap(True)
+        self.reasons = QLabel(self._reasons(), wordWrap=True, objectName="reasons",
+                              textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
+        charts = QSplitter(Qt.Orientation.Horizontal)
+        charts.addWidget(self.scatter)
+        charts.addWidget(self.scores)
+        charts.setSizes([450, 550])
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addWidget(self.table)
+        top_layout.addWidget(self.actions)
         splitter = QSplitter(Qt.Orientation.Vertical)
-        splitter.addWidget(self.table)
-        splitter.addWidget(self.scatter)
-        splitter.setSizes([300, 450])
+        splitter.addWidget(top)
+        splitter.addWidget(charts)
+        splitter.setSizes([330, 450])
         tab = QWidget()
         layout = QVBoxLayout(tab)
         layout.addWidget(hint)
+        layout.addWidget(self.reasons)
         layout.addWidget(splitter, stretch=1)
         return tab
 
+    def _reasons(self) -> str:
+        """Why each run's checkpoint is recommended (or why none is), in the store's words."""
+        lines = []
+        for run_id, run in self.runs.items():
+            reason = run.get("recommendation")
+            if reason:
+                who = f"{self.labels[run_id]}: " if len(self.runs) > 1 else ""
+                lines.append(f"<b>{who}recommended</b>: {reason}")
+        return "<br>".join(lines)
+
+    def reload(self) -> None:
+        """Index the runs again and rebuild the checkpoints tab (new scores, a new
+        recommendation)."""
+        for run_id in self.run_ids:
+            index_run(self.db, run_id)
+        self.runs = {run_id: get_run(self.db, run_id) for run_id in self.run_ids}
+        current = self.tabs.currentIndex()
+        old = self.tabs.widget(0)
+        self.tabs.removeTab(0)
+        self.tabs.insertTab(0, self._checkpoints_tab(), "Checkpoints")
+        self.tabs.setCurrentIndex(current)
+        old.deleteLater()
+        self.scores_changed.emit()
+
+    def _on_evaluation_started(self, _run_dir: Path) -> None:
+        self.reasons.setText(self.reasons.text() + ("<br>" if self.reasons.text() else "")
+                             + "<i>evaluating in the background: the scores appear here when it "
+                               "ends (progress in the run's monitor)</i>")
+        self._watch.start()
+
+    def _on_evaluation_changed(self) -> None:
+        if all(eval_worker_pid(Path(run_id)) is None for run_id in self.run_ids):
+            self._watch.stop()
+            self.reload()
+
     def _on_table_checkpoint_changed(self, index: int) -> None:
         self.scatter.select_checkpoint(index)
+        row = self.rows[index]
+        self.actions.set_checkpoint(Path(row["run_id"]), row["step"])
 
     def _on_scatter_checkpoint_changed(self, index: int) -> None:
         self.table.select_checkpoint(index)
+        row = self.rows[index]
+        self.actions.set_checkpoint(Path(row["run_id"]), row["step"])

@@ -1,5 +1,7 @@
-"""The checkpoints of the compared runs as a table: one row per checkpoint, the store's
-numbers, probe and benchmark scores when a run has them, the recommended one marked."""
+"""The checkpoints of the compared runs as a table: one row per checkpoint (and the base model
+when it was scored), the store's numbers, probe and benchmark scores with their standard
+error when a run has them, the recommended one marked, a general task that drops more than
+3 points below the base model in red."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ COLUMNS = ("run", "step", "tokens seen", "domain ppl", "general ppl", "domain ga
 VALUE_ROLE = Qt.ItemDataRole.UserRole + 1
 """The raw number behind a cell's text (None when unknown)."""
 RECOMMENDED_BACKGROUND = "#fff3cd"
+DROP_BACKGROUND = "#f8d7da"
 
 
 def _text(column: str, value: Any) -> str:
@@ -30,7 +33,14 @@ def _text(column: str, value: Any) -> str:
         return f"{int(value):,}"
     if column in ("domain ppl", "general ppl"):
         return f"{value:.3f}"
+    if isinstance(value, float) and column not in COLUMNS:  # a benchmark or probe score
+        return _score(value)
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _score(value: float) -> str:
+    """An accuracy as 0.667; a perplexity of millions as 5.044e+07, not 50436560.488."""
+    return f"{value:.3f}" if abs(value) < 1000 else f"{value:.4g}"
 
 
 class CheckpointTable(QTableWidget):
@@ -61,8 +71,11 @@ class CheckpointTable(QTableWidget):
                       "domain gain": row["domain_gain"], "forgetting": row["forgetting"],
                       **{name: row["scores"].get(name) for name in self.scores},
                       "mark": self.mark(row)}
+            notes = row.get("notes") or {}
             for j, column in enumerate(self.columns):
-                item = QTableWidgetItem(_text(column, values[column]))
+                note = notes.get(column, {})
+                stderr = f" ± {_score(note['stderr'])}" if note.get("stderr") is not None and values[column] is not None else ""
+                item = QTableWidgetItem(_text(column, values[column]) + stderr)
                 item.setData(VALUE_ROLE, values[column])
                 if column not in ("run", "mark"):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -71,10 +84,18 @@ class CheckpointTable(QTableWidget):
                     font = QFont()
                     font.setBold(True)
                     item.setFont(font)
+                if note.get("warning"):
+                    item.setText("▼ " + item.text())
+                    item.setBackground(QBrush(QColor(DROP_BACKGROUND)))
+                    item.setToolTip(note["warning"])
+                elif stderr:
+                    item.setToolTip(f"{column}: {values[column]:.4f}, standard error {note['stderr']:.4f} (lm-eval)")
                 self.setItem(i, j, item)
 
     @staticmethod
     def mark(row: dict[str, Any]) -> str:
+        if row.get("base"):
+            return "base model"
         if not row["exists"]:
             return "deleted"
         return "★ recommended" if row["recommended"] else "Pareto front" if row["pareto"] else ""

@@ -119,6 +119,9 @@ class MainWindow(QMainWindow):
                                toolTip=compare_tip),
             "generate": QAction("Generate…", self, triggered=self.open_generation,
                                 toolTip="Continue a prompt with the base model and checkpoints"),
+            "evaluate": QAction("Evaluate…", self, triggered=self.open_evaluate,
+                                toolTip="Score the base model and checkpoints on lm-eval tasks and "
+                                "knowledge probes, in the background"),
             "export": QAction("Export checkpoint…", self, triggered=self._on_export),
             "rename": QAction("Rename…", self, triggered=self._on_rename),
             "delete": QAction("Delete…", self, triggered=self._on_delete),
@@ -211,6 +214,7 @@ class MainWindow(QMainWindow):
         from .compare import CompareWindow
 
         window = CompareWindow(self.db, self.selected_ids(), parent=None)
+        window.resize(1250, 850)  # the table, the scatter and the per-task scores side by side
         self.windows.append(window)
         window.show()
         return window
@@ -221,6 +225,18 @@ class MainWindow(QMainWindow):
         self.windows.append(window)
         window.show()
         return window
+
+    def open_evaluate(self):
+        """The Evaluate dialog for the selected run, its recommended checkpoint ticked; the
+        monitor opens on the evaluation's progress once it starts."""
+        from .evaluate_dialog import EvaluateDialog
+
+        run_id = self.selected_ids()[0]
+        steps = [c["step"] for c in store.run_checkpoints(self.db, run_id) if c["recommended"]]
+        self.evaluate_dialog = EvaluateDialog(Path(run_id), steps, parent=self)
+        self.evaluate_dialog.started.connect(self.open_monitor)
+        self.evaluate_dialog.show()
+        return self.evaluate_dialog
 
     def _on_export(self) -> None:
         run_id = self.selected_ids()[0]

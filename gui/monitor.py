@@ -32,6 +32,7 @@ from cpt_studio.core.events import read_events
 from cpt_studio.core.runs import RunPaths, effective_state, request_stop, start_worker, worker_pid
 
 from .charts import RunCharts
+from .eval_progress import EvalProgress
 from .series import RunSeries
 
 CHUNK_BYTES = 128 * 1024
@@ -40,7 +41,7 @@ REDRAW_SECONDS = 0.5
 """While catching up with a long file, redraw at most this often (a frame of 100,000
 points costs ~40 ms); once caught up, every new event is drawn at the next tick."""
 PHASE_COLOURS = {"loading": "#6c757d", "tokenizing": "#17a2b8", "baseline": "#6f42c1",
-                 "training": "#28a745", "evaluating": "#fd7e14", "saving": "#007bff",
+                 "training": "#28a745", "evaluating": "#fd7e14", "probing": "#17becf", "saving": "#007bff",
                  "done": "#343a40", "error": "#dc3545"}
 
 
@@ -73,7 +74,11 @@ class MonitorWindow(QWidget):
         self.banner.setStyleSheet("background:#f8d7da; color:#721c24; border:1px solid #dc3545; padding:8px;")
         guard = self.config.get("guard", {})
         threshold = guard.get("threshold", 0.15) if guard.get("enabled", True) else None
-        self.charts = RunCharts(self.series, threshold, self.config.get("eval", {}).get("interval"))
+        benchmarks = self.config.get("benchmarks") or {}
+        self.charts = RunCharts(self.series, threshold, self.config.get("eval", {}).get("interval"),
+                                probes=bool(benchmarks.get("probes_during_training")),
+                                checkpoint_interval=(self.config.get("checkpoints") or {}).get("interval"))
+        self.evaluation = EvalProgress(self.paths)
         self.readout = QLabel(" ")
         self.charts.crosshair_moved.connect(self.readout.setText)
         self.log = QPlainTextEdit(readOnly=True, maximumBlockCount=500)
@@ -85,6 +90,7 @@ class MonitorWindow(QWidget):
         layout.addLayout(self._header())
         layout.addWidget(self.progress)
         layout.addWidget(self.banner)
+        layout.addWidget(self.evaluation)
         layout.addWidget(self.readout)
         layout.addWidget(splitter, stretch=1)
 
@@ -94,13 +100,17 @@ class MonitorWindow(QWidget):
         self.x_axis.currentTextChanged.connect(self._on_x_axis_changed)
         self.stop_button = QPushButton("Stop and save", clicked=self._on_stop_clicked)
         self.resume_button = QPushButton("Resume", clicked=self._on_resume_clicked)
+        self.evaluate_button = QPushButton("Evaluate…", clicked=self._on_evaluate_clicked,
+                                           toolTip="Score the base model and checkpoints on lm-eval "
+                                           "tasks and knowledge probes, in the background")
         folder = QPushButton("Open folder", clicked=lambda: QDesktopServices.openUrl(
             QUrl.fromLocalFile(str(self.paths.root))))
         row = QHBoxLayout()
         for widget in (self.phase, self.progress_text):
             row.addWidget(widget)
         row.addStretch(1)
-        for widget in (QLabel("x-axis:"), self.x_axis, self.stop_button, self.resume_button, folder):
+        for widget in (QLabel("x-axis:"), self.x_axis, self.stop_button, self.resume_button,
+                       self.evaluate_button, folder):
             row.addWidget(widget)
         return row
 
@@ -136,6 +146,7 @@ class MonitorWindow(QWidget):
         state = effective_state(self.paths.root, self.series.status or None)
         self._show_state(state)
         self._tail_log()
+        self.evaluation.poll()
 
     def _show_state(self, state: dict) -> None:
         name = state.get("state", "created")
@@ -211,6 +222,13 @@ class MonitorWindow(QWidget):
             return
         start_worker(self.paths.root, resume=True, detach=True, accept_changed_corpus=bool(changed))
         self.resume_button.setEnabled(False)
+
+    def _on_evaluate_clicked(self) -> None:
+        from .evaluate_dialog import EvaluateDialog
+
+        self.evaluate_dialog = EvaluateDialog(self.paths.root, parent=self)
+        self.evaluate_dialog.started.connect(lambda _run: self.evaluation.poll())
+        self.evaluate_dialog.show()
 
     def confirm_changed_corpus(self, changed: str) -> bool:
         """Ask before resuming on corpus files that changed since the run started."""

@@ -14,6 +14,7 @@ import numpy as np
 STEP_FIELDS = ("step", "tokens", "time", "loss", "lr", "grad_norm", "tokens_per_second",
                "replay_fraction", "ewc_penalty")
 EVAL_FIELDS = ("step", "tokens", "time", "domain_ppl", "general_ppl", "forgetting", "domain_gain")
+PROBE_FIELDS = ("step", "value")
 
 
 class Column:
@@ -72,6 +73,8 @@ class RunSeries:
         self.evals = Table(EVAL_FIELDS)
         self.checkpoints: list[dict] = []
         self.guard: list[dict] = []
+        self.probes: dict[str, Table] = {}
+        """Knowledge probes scored during training (live probe events), by "task metric"."""
         self.baseline: dict | None = None
         self.status: dict = {}
         self.total_steps: int | None = None
@@ -80,8 +83,9 @@ class RunSeries:
         self.last_time: float | None = None
 
     def add(self, events: list[dict]) -> None:
-        if events:
-            self.last_time = events[-1].get("time", self.last_time)
+        run_events = [e for e in events if e["type"] in ("step", "eval", "checkpoint", "status")]
+        if run_events:  # not the scores an evaluation adds later: they would stretch "elapsed"
+            self.last_time = run_events[-1].get("time", self.last_time)
         for event in events:
             handler = getattr(self, f"_on_{event['type']}", None)
             if handler:
@@ -98,6 +102,11 @@ class RunSeries:
     def _on_checkpoint(self, event: dict) -> None:
         self.checkpoints.append(event)
 
+    def _on_probe(self, event: dict) -> None:
+        if event.get("live") and event.get("primary"):
+            key = f"{event.get('task')} {event.get('metric')}"
+            self.probes.setdefault(key, Table(PROBE_FIELDS)).append(event)
+
     def _on_guard(self, event: dict) -> None:
         self.guard.append(event)
 
@@ -111,6 +120,8 @@ class RunSeries:
         if resumed_from is not None:
             self.steps.keep_until(resumed_from)
             self.evals.keep_until(resumed_from)
+            for table in self.probes.values():
+                table.keep_until(resumed_from)
             self.checkpoints = [c for c in self.checkpoints if c["step"] <= resumed_from]
 
     @property

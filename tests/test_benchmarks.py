@@ -224,3 +224,16 @@ def test_presets_are_bundled_and_a_user_copy_in_the_data_folder_wins(tmp_path, m
     (data_dir() / "eval-presets.json").write_text("{not json")
     with pytest.raises(ValueError, match="eval-presets.json: cannot read the task presets"):
         load_presets()
+
+
+def test_task_availability_builds_the_registry_only_for_names_the_folders_lack(tmp_path, monkeypatch):
+    """The GUI's task picker: local names are checked without the registry's ~15 s index."""
+    names = write_probe_tasks(read_probes(write_probes(tmp_path / "probes.jsonl")), tmp_path / "tasks")
+    asked = []
+    local = benchmarks.task_manager([tmp_path / "tasks"], registry=False)
+    monkeypatch.setattr(benchmarks, "task_manager", lambda folders, registry: asked.append(registry) or local)
+    assert benchmarks.task_availability(names, [tmp_path / "tasks"]) == (names, {})
+    assert asked == [False]
+    runnable, unavailable = benchmarks.task_availability(["probes_mc", "no_such_task"], [tmp_path / "tasks"])
+    assert asked == [False, False, True] and runnable == ["probes_mc"]
+    assert "not a task of lm-eval's registry" in unavailable["no_such_task"]

@@ -74,3 +74,42 @@ def three_runs(db, root: Path) -> list[str]:
                                  benchmarks={20: {"medqa": 0.40 + p / 1000}})
                for p, points in ((0, REPLAY_0), (5, REPLAY_5), (15, REPLAY_15))]
     return [index_run(db, folder) for folder in folders]
+
+
+def add_scores(folder: Path, scores: list[tuple]) -> Path:
+    """Append lm-eval scores to a run written above, as the evaluation worker writes them:
+    (step, task, kind, metric, value, stderr) per score; the first metric of a task is its
+    headline one. Step 0 is the base model."""
+    out = EventWriter(folder / "events.jsonl")
+    seen: set[tuple] = set()
+    for step, task, kind, metric, value, stderr in scores:
+        primary = (step, task) not in seen
+        seen.add((step, task))
+        out.emit("probe" if kind == "probe" else "benchmark", step,
+                 checkpoint="base" if step == 0 else f"checkpoint-{step}", task=task, kind=kind,
+                 metric=metric, value=value, stderr=stderr, num_fewshot=0, limit=None, samples=50,
+                 task_version=1, harness_version="0.4.13", higher_is_better=metric != "perplexity",
+                 primary=primary, cached=False)
+    out.close()
+    return folder
+
+
+EVALUATED = [(0, "medqa_4options", "domain", "acc", 0.31, 0.021),
+             (0, "arc_challenge", "general", "acc", 0.42, 0.014),
+             (0, "probes_mc", "probe", "acc", 0.33, 0.19),
+             (20, "medqa_4options", "domain", "acc", 0.36, 0.021),
+             (20, "arc_challenge", "general", "acc", 0.41, 0.014),
+             (20, "probes_mc", "probe", "acc", 0.67, 0.19),
+             (40, "medqa_4options", "domain", "acc", 0.38, 0.021),
+             (40, "arc_challenge", "general", "acc", 0.37, 0.014),
+             (40, "probes_mc", "probe", "acc", 0.83, 0.15)]
+"""Base, 20 and 40 scored: arc_challenge drops 5 points at 40 (more than the 3-point limit)
+and 1 point at 20; medqa and the probes rise."""
+
+
+def evaluated_run(db, root: Path) -> str:
+    """Replay 0% with EVALUATED's scores, indexed; its id."""
+    from cpt_studio.core.store import index_run
+
+    folder = write_compare_run(root / "evaluated", "evaluated", 0.0, 2e-5, REPLAY_0)
+    return index_run(db, add_scores(folder, EVALUATED))

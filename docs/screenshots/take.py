@@ -3,6 +3,8 @@
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py [RUN_DIR]
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py --history RUN_DIR [PROMPT]
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py compare   # only compare-*.png
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py evaluation  # evaluate-dialog.png,
+                                                        # compare-scores.png, monitor-probes.png
 
 The wizard is filled with the demo's setup (the demo model and corpus). The monitor shows
 RUN_DIR if given (take it while a run is going), else the newest run in the data folder.
@@ -98,6 +100,104 @@ def compare_example(app) -> None:
         compare(app, db, three_runs(db, Path(root)))
 
 
+def evaluation_example(app) -> None:
+    """evaluate-dialog.png (the medical preset checked for availability here, offline: its
+    registry tasks are marked unavailable; the demo's probe file), compare-scores.png (a run
+    with base and checkpoint scores, a general task dropping 5 points) and monitor-probes.png
+    (a run that scored its probes at every checkpoint, and a finished evaluation)."""
+    import tempfile
+
+    from cpt_studio.core.store import open_store
+    from cpt_studio.core.testing.compare_runs import evaluated_run
+
+    with tempfile.TemporaryDirectory() as root:
+        root = Path(root)
+        run_dir = probe_run(root / "probed")
+        dialog_shot(app, run_dir)
+        db = open_store(":memory:")
+        run_id = evaluated_run(db, root / "runs")
+        from cpt_studio.gui.compare import CompareWindow
+
+        window = CompareWindow(db, [run_id])
+        window.resize(1300, 950)
+        window.show()
+        window.table.selectRow(next(i for i, row in enumerate(window.rows) if row["recommended"]))
+        settle(app)
+        window.grab().save(str(HERE / "compare-scores.png"))
+        from cpt_studio.gui.monitor import MonitorWindow
+
+        monitor = MonitorWindow(run_dir)
+        monitor.resize(1200, 1100)
+        monitor.show()
+        monitor.catch_up()
+        monitor._poll_state()
+        monitor.charts.move_crosshair(30.0)
+        settle(app)
+        monitor.grab().save(str(HERE / "monitor-probes.png"))
+
+
+def dialog_shot(app, run_dir: Path) -> None:
+    from cpt_studio.gui.evaluate_dialog import EvaluateDialog
+
+    dialog = EvaluateDialog(run_dir, [30])
+    dialog.show()
+    dialog.presets.setCurrentText("medical")
+    dialog.limit.setValue(50)
+    settle(app, [dialog._availability_job] if dialog._availability_job else [])
+    settle(app, [dialog._availability_job] if dialog._availability_job else [])
+    dialog.grab().save(str(HERE / "evaluate-dialog.png"))
+
+
+def probe_run(folder: Path) -> Path:
+    """A finished demo-like run written by hand: 40 steps, evaluations and checkpoints every 10,
+    live probe scores at each checkpoint, and a finished evaluation job."""
+    import math
+
+    from cpt_studio.core.config import BenchmarkConfig, RunConfig
+    from cpt_studio.core.evaljob import write_run_probes
+    from cpt_studio.core.events import EventWriter
+    from cpt_studio.core.paths import resource_path
+    from cpt_studio.core.runs import RunPaths
+
+    paths = RunPaths(folder)
+    probes = str(resource_path("demo", "probes.jsonl"))
+    config = RunConfig(name="demo-probes")
+    config.checkpoints.interval = 10
+    config.benchmarks = BenchmarkConfig(probes=probes, probes_during_training=True)
+    folder.mkdir(parents=True)
+    (folder / "logs").mkdir()
+    paths.config.write_text(config.to_json())
+    write_run_probes(folder, probes)
+    out = EventWriter(paths.events)
+    out.emit("status", 0, state="running", phase="training", total_steps=40, total_tokens=40 * 4096)
+    for step in range(0, 41):
+        if step:
+            out.emit("step", step, tokens=step * 4096, loss=3.2 - 0.6 * (1 - math.exp(-step / 12)),
+                     lr=1e-4 * min(1.0, step / 4) * (0.55 + 0.45 * math.cos(math.pi * step / 40)),
+                     grad_norm=1.0, tokens_per_second=95.0 + 0.5 * math.sin(step))
+        if step % 10 == 0:
+            gain, forgetting = 0.25 * (1 - math.exp(-step / 15)), 0.004 * step
+            out.emit("eval", step, tokens=step * 4096, baseline=step == 0, domain_ppl=18 * (1 - gain),
+                     general_ppl=12 * (1 + forgetting), domain_gain=gain, forgetting=forgetting)
+            for task, base, rise in (("probes_cloze", 0.08, 0.5), ("probes_mc", 0.4, 0.45)):
+                out.emit("probe", step, task=task, metric="acc", kind="probe", primary=True, live=True,
+                         value=round(base + rise * (1 - math.exp(-step / 14)), 3))
+            if step:
+                (paths.checkpoints / f"checkpoint-{step}").mkdir(parents=True)
+                out.emit("checkpoint", step, tokens=step * 4096, path=f"checkpoints/checkpoint-{step}")
+    out.emit("status", 40, state="finished", phase="done", exit_code=0)
+    out.close()
+    paths.eval_dir.mkdir(exist_ok=True)
+    progress = EventWriter(paths.eval_events)
+    unavailable = {"medqa_4options": "its data is not in the local datasets cache and the Hub cannot "
+                   "be reached; run once with a network connection to cache it"}
+    progress.emit("status", None, state="running", phase="checking", message="checking 3 task(s)")
+    progress.emit("status", None, state="finished", phase="done", done=4, total=4, unavailable=unavailable,
+                  message="evaluation finished: 8 score(s)")
+    progress.close()
+    return folder
+
+
 def history_and_generation(app, run_dir: Path, prompt: str) -> None:
     """history.png: the run history with RUN_DIR's folder of runs; generation.png: RUN_DIR's
     base model and checkpoints continuing `prompt`."""
@@ -134,6 +234,10 @@ def main() -> None:
     if sys.argv[1:2] == ["--history"]:
         history_and_generation(app, Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3
                                else "The patient received")
+        print(f"saved in {HERE}")
+        return
+    if sys.argv[1:] == ["evaluation"]:
+        evaluation_example(app)
         print(f"saved in {HERE}")
         return
     compare_example(app)

@@ -1,0 +1,94 @@
+"""The run's evaluation job in the monitor: phase, the checkpoint and task being scored,
+done / total, ETA, the tasks skipped as unavailable, and a Stop button. Read from
+RUN/eval/events.jsonl (cpt_studio.core.evaljob); hidden until a run has been evaluated.
+
+    progress = EvalProgress(RunPaths(run_dir))
+    progress.poll()       # the monitor's timer calls it
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
+
+from cpt_studio.core.estimate import format_duration
+from cpt_studio.core.events import read_events
+from cpt_studio.core.runs import RunPaths, eval_worker_pid, request_eval_stop
+
+STATE_COLOURS = {"running": "#fd7e14", "finished": "#28a745", "stopped": "#6c757d",
+                 "failed": "#dc3545"}
+
+
+class EvalProgress(QWidget):
+    state_changed = Signal(str)
+    """'running', 'finished', 'stopped' or 'failed' (a worker that died without saying so)."""
+
+    def __init__(self, paths: RunPaths, parent=None):
+        super().__init__(parent)
+        self.paths = paths
+        self.status: dict = {}
+        self.unavailable: dict[str, str] = {}
+        self._offset, self._state = 0, None
+        self.chip = QLabel("evaluation")
+        self.text = QLabel("", wordWrap=True)
+        self.bar = QProgressBar(textVisible=True, maximumWidth=220)
+        self.stop_button = QPushButton("Stop evaluation", clicked=self._on_stop_clicked,
+                                       toolTip="Stop after the task in progress (its scores are kept)")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.chip)
+        layout.addWidget(self.text, stretch=1)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.stop_button)
+        self.hide()
+
+    def poll(self) -> None:
+        if not self.paths.eval_events.exists():
+            return
+        events, self._offset = read_events(self.paths.eval_events, self._offset)
+        for event in events:
+            if event.get("type") == "status":
+                if event.get("message", "").startswith("checking"):
+                    self.unavailable = {}  # a new job
+                self.status = event
+                self.unavailable.update(event.get("unavailable") or {})
+        if self.status:
+            self._show()
+
+    def state(self) -> str:
+        """The job's state, 'failed' when its worker died without a final status."""
+        state = self.status.get("state", "running")
+        if state == "running" and eval_worker_pid(self.paths.root) is None:
+            return "failed"
+        return state
+
+    def _show(self) -> None:
+        state, status = self.state(), self.status
+        self.show()
+        self.chip.setText(f"evaluation: {status.get('phase', state) if state == 'running' else state}")
+        self.chip.setStyleSheet(f"background:{STATE_COLOURS.get(state, '#6c757d')}; color:white; "
+                                "border-radius:8px; padding:2px 10px; font-weight:bold;")
+        done, total = status.get("done"), status.get("total")
+        if total:
+            self.bar.setRange(0, total)
+            self.bar.setValue(done or 0)
+            self.bar.setFormat(f"{done or 0} / {total} tasks")
+        eta = status.get("eta_seconds")
+        message = status.get("message", "")
+        if state == "failed" and status.get("state") == "running":
+            message = f"the evaluation worker ended without a final status; see {self.paths.eval_log}"
+        parts = [message + (f"   ETA {format_duration(eta)}" if eta and state == "running" else "")]
+        if self.unavailable:
+            parts.append("unavailable, skipped: " + ", ".join(self.unavailable))
+        self.text.setText("\n".join(parts))
+        self.text.setToolTip("\n".join(f"{n}: {r}" for n, r in self.unavailable.items()))
+        self.stop_button.setEnabled(state == "running" and not self.paths.eval_stop.exists())
+        if state != self._state:
+            self._state = state
+            self.state_changed.emit(state)
+
+    def _on_stop_clicked(self) -> None:
+        request_eval_stop(self.paths.root)
+        self.stop_button.setEnabled(False)
+        self.text.setText(self.text.text() + "\nstop requested: the evaluation stops after the "
+                          "task in progress")
