@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .corpus import CorpusError, SourceSpec
+from .disk import DiskFullError
 from .models import ModelError
 
 
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args) or 0
-    except (CorpusError, ModelError, ValueError, LookupError, FileNotFoundError, FileExistsError) as exc:
+    except (CorpusError, ModelError, ValueError, LookupError, FileNotFoundError, FileExistsError,
+            DiskFullError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

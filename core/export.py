@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .disk import disk_full_as_error, folder_size, require_free_space
 from .events import read_events, timeline
 from .generate import checkpoint_folder, is_adapter, load_for_generation
 from .runs import RunPaths, read_json
@@ -38,13 +39,23 @@ def export_checkpoint(run_dir: Path | str, step: int, dest: Path | str, *,
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     adapter = is_adapter(source)
-    if adapter and merge_lora:
-        _save_merged(source, tmp)
-    else:
-        shutil.copytree(source, tmp, ignore=lambda _d, names: [n for n in names if n in TRAINING_STATE])
-    kind = "merged" if adapter and merge_lora else "adapter" if adapter else "full"
-    card = model_card(config, step, kind, checkpoint_scores(run_dir, step), _report(run_dir, tmp))
-    (tmp / "README.md").write_text(card, encoding="utf-8")
+    merged = adapter and merge_lora
+    what, fix = f"the export of checkpoint-{step}", "free space on that disk or choose another destination"
+    if not merged:  # a copy: its size is known (a merged model's is the base model's, found when written)
+        require_free_space(dest.parent, sum(folder_size(f) for f in source.iterdir()
+                                            if f.name not in TRAINING_STATE), what, fix)
+    try:
+        with disk_full_as_error(dest.parent, what, fix):
+            if merged:
+                _save_merged(source, tmp)
+            else:
+                shutil.copytree(source, tmp, ignore=lambda _d, names: [n for n in names if n in TRAINING_STATE])
+            kind = "merged" if merged else "adapter" if adapter else "full"
+            card = model_card(config, step, kind, checkpoint_scores(run_dir, step), _report(run_dir, tmp))
+            (tmp / "README.md").write_text(card, encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written is left beside dest
+        raise
     if dest.exists():
         dest.rmdir()  # empty, checked above
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .disk import disk_full_as_error
 from .events import ProgressCallback
 from .paths import data_dir
 
@@ -431,7 +432,9 @@ def import_gguf(gguf_path: str | Path, dest: Path | None = None,
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.importing-", dir=dest.parent))
     try:
-        _convert_gguf(gguf_path, tmp, progress)
+        with disk_full_as_error(dest.parent, f"the import of {gguf_path.name}",
+                                "free space on that disk or choose another destination (--dest)"):
+            _convert_gguf(gguf_path, tmp, progress)
         _move_into_place(tmp, dest, gguf_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

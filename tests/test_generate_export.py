@@ -136,3 +136,23 @@ def test_cli_generate_and_export(runs, tmp_path):
     assert (tmp_path / "out" / "model.safetensors").exists()
     again = cli("export", str(runs["lora"]), "6", str(tmp_path / "out"))
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_export_onto_a_full_disk_says_so_and_leaves_nothing_behind(runs, tmp_path, monkeypatch, capsys, merge):
+    import errno
+    from shutil import _ntuple_diskusage
+
+    from cpt_studio.core import disk
+    from cpt_studio.core.cli import main
+
+    if merge:  # the size of a merged model is found when written: the write itself fails
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr("cpt_studio.core.export._save_merged", full)
+    else:
+        monkeypatch.setattr(disk.shutil, "disk_usage", lambda path: _ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    assert main(["export", str(runs["lora"]), "6", str(tmp_path / "out")] + (["--merge"] if merge else [])) == 2
+    error = capsys.readouterr().err
+    assert "export of checkpoint-6" in error and "choose another destination" in error
+    assert list(tmp_path.iterdir()) == []  # no export folder, no half-written temp folder
