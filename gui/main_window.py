@@ -4,6 +4,10 @@ On start it indexes every run folder (so runs started while the app was closed a
 re-attaches: a running run's monitor shows its live curves whatever started it. The history
 filters by model and state; the selected runs can be monitored, compared, generated with,
 exported, renamed, deleted, or opened in the file manager (buttons and a context menu).
+
+The history refreshes every REFRESH_MS off the GUI thread (`load_history` in a
+BackgroundRefresh: indexing, the store query, the worker-process checks); the GUI thread
+only fills the table with the result.
 """
 
 from __future__ import annotations
@@ -40,13 +44,15 @@ from cpt_studio.core.runs import run_state, runs_dir, start_worker, worker_pid
 
 from .checkpoint_actions import export_with_dialog
 from .generation import GenerationWindow
-from .jobs import Job
+from .jobs import BackgroundRefresh, Job
 from .monitor import MonitorWindow
 from .wizard import RunWizard
 
 COLUMNS = ("name", "state", "base model", "started", "tokens", "domain gain", "forgetting")
 STATES = ("created", "running", "finished", "stopped", "failed")
 HAS_COMPARE = importlib.util.find_spec("cpt_studio.gui.compare") is not None
+REFRESH_MS = 3000
+"""How often the history re-reads the run folders (new runs, the state of running ones)."""
 
 
 class MainWindow(QMainWindow):
@@ -55,6 +61,13 @@ class MainWindow(QMainWindow):
         self.runs_root = Path(runs_root or runs_dir())
         self.db = store.open_store()
         self.monitors: dict[str, MonitorWindow] = {}
+        self.runs: list[dict] = []
+        """The runs the table shows, as load_history returned them."""
+        self._to_forget: dict[str, bool] = {}
+        """Runs to remove from the history at the next refresh: id -> also delete the folder."""
+        self.history = BackgroundRefresh(load_history, self._history_arguments, parent=self)
+        self.history.finished.connect(self._on_history_loaded)
+        self.history.failed.connect(self._on_history_failed)
         self.settings = QSettings("cpt-studio", "cpt-studio")
         self.setWindowTitle("CPT Studio")
         self.table = QTableWidget(0, len(COLUMNS), objectName="runs")
@@ -84,7 +97,7 @@ class MainWindow(QMainWindow):
         self._menus()
         self.resize(1000, 500)
         self.refresh()
-        self._timer = QTimer(self, interval=3000, timeout=self.refresh)
+        self._timer = QTimer(self, interval=REFRESH_MS, timeout=self.history.request)
         self._timer.start()
 
     def _menus(self) -> None:
@@ -167,22 +180,29 @@ class MainWindow(QMainWindow):
 
     # --- runs ---------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Index every run folder, then list the runs that pass the filters, with their live
-        state, keeping the selection."""
-        forgotten = _forgotten()
-        for folder in store.run_folders(self.runs_root) if self.runs_root.exists() else []:
-            if str(folder.resolve()) in forgotten:
-                continue
-            row = self.db["runs"].get(str(folder.resolve())) if self._known(folder) else None
-            if row is None or row["state"] in (None, "running", "created"):
-                store.index_run(self.db, folder)
+        """Reload the history in the background (a load in flight is stale: its filters or
+        the store changed); the table follows when the result arrives, keeping the selection."""
+        self.history.restart()
+
+    def _history_arguments(self) -> tuple:
+        forget, self._to_forget = self._to_forget, {}
+        return (self.runs_root, self.state_filter.currentData(),
+                self.model_filter.text().strip() or None, forget)
+
+    def _on_history_loaded(self, runs: list[dict]) -> None:
+        if self.statusBar().currentMessage().startswith(HISTORY_FAILED):
+            self.statusBar().clearMessage()
+        self._show_runs(runs)
+
+    def _on_history_failed(self, message: str) -> None:
+        self.statusBar().showMessage(f"{HISTORY_FAILED}: {message}")
+
+    def _show_runs(self, runs: list[dict]) -> None:
         selected = self.selected_ids()
-        self.runs = store.list_runs(self.db, state=self.state_filter.currentData(),
-                                    model=self.model_filter.text().strip() or None)
-        self.table.setRowCount(len(self.runs))
-        for i, run in enumerate(self.runs):
-            state = run_state(Path(run["id"])).get("state", run["state"])
-            cells = (run["name"], state, Path(run["model"] or "").name or run["model"],
+        self.runs = runs
+        self.table.setRowCount(len(runs))
+        for i, run in enumerate(runs):
+            cells = (run["name"], run["live_state"], Path(run["model"] or "").name or run["model"],
                      time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started"])) if run["started"] else "",
                      f"{run['tokens'] or 0:,}", _percent(run["domain_gain"]), _percent(run["forgetting"]))
             for j, text in enumerate(cells):
@@ -190,9 +210,6 @@ class MainWindow(QMainWindow):
                 item.setData(Qt.ItemDataRole.UserRole, run["id"])
                 self.table.setItem(i, j, item)
         self.select_runs(selected)
-
-    def _known(self, folder: Path) -> bool:
-        return self.db["runs"].count_where("id = ?", [str(folder.resolve())]) > 0
 
     def open_monitor(self, run_dir: Path) -> MonitorWindow:
         key = str(Path(run_dir).resolve())
@@ -285,17 +302,10 @@ class MainWindow(QMainWindow):
         return confirmed, box.checkBox().isChecked()
 
     def delete_runs(self, run_ids: list[str], with_folder: bool) -> None:
-        """Forget the runs; delete their folders too when asked. A kept folder is not indexed
-        again by refresh."""
-        forgotten = _forgotten()
-        for run_id in run_ids:
-            store.delete_run(self.db, run_id)
-            if with_folder:
-                shutil.rmtree(run_id, ignore_errors=True)
-                forgotten.discard(run_id)
-            else:
-                forgotten.add(run_id)
-        forgotten_file().write_text(json.dumps(sorted(forgotten), indent=1), encoding="utf-8")
+        """Forget the runs; delete their folders too when asked (forget_runs, done by the next
+        history load, so that it never races an indexing in flight). They leave the table now."""
+        self._to_forget.update(dict.fromkeys(run_ids, with_folder))
+        self._show_runs([run for run in self.runs if run["id"] not in run_ids])
         self.refresh()
 
     def _on_open_run_folder(self) -> None:
@@ -343,6 +353,57 @@ class MainWindow(QMainWindow):
         self.demo_button.setText("Demo")
         self.demo_button.setEnabled(True)
         QMessageBox.warning(self, "Demo", f"The demo could not start:\n{message}")
+
+
+HISTORY_FAILED = "The run history could not be refreshed"
+
+
+def load_history(runs_root: Path, state: str | None, model: str | None,
+                 forget: dict[str, bool] | None = None) -> list[dict]:
+    """The history as the table shows it (runs newest first, filtered by state and model, as
+    store.list_runs; each with "live_state", run_state's reading of its worker process).
+    First forgets the runs in `forget` (id -> also delete the folder) and indexes the run
+    folders that may have changed. Slow (file reads, SQLite writes, psutil): the main window
+    calls it off the GUI thread, so it opens its own store connection (an SQLite connection
+    belongs to the thread that opened it)."""
+    db = store.open_store()
+    try:
+        if forget:
+            forget_runs(db, forget)
+        index_run_folders(db, Path(runs_root))
+        runs = store.list_runs(db, state=state, model=model)
+    finally:
+        db.close()
+    for run in runs:
+        run["live_state"] = run_state(Path(run["id"])).get("state", run["state"])
+    return runs
+
+
+def index_run_folders(db, runs_root: Path) -> None:
+    """Index the run folders under `runs_root` that the store lacks or that may still change
+    (running, created), leaving out the forgotten ones."""
+    forgotten = _forgotten()
+    for folder in store.run_folders(runs_root) if runs_root.exists() else []:
+        run_id = str(folder.resolve())
+        if run_id in forgotten:
+            continue
+        known = db["runs"].count_where("id = ?", [run_id]) > 0
+        if not known or db["runs"].get(run_id)["state"] in (None, "running", "created"):
+            store.index_run(db, folder)
+
+
+def forget_runs(db, forget: dict[str, bool]) -> None:
+    """Remove runs from the store (id -> also delete the folder); a kept folder is listed in
+    forgotten_file() and not indexed again."""
+    forgotten = _forgotten()
+    for run_id, with_folder in forget.items():
+        store.delete_run(db, run_id)
+        if with_folder:
+            shutil.rmtree(run_id, ignore_errors=True)
+            forgotten.discard(run_id)
+        else:
+            forgotten.add(run_id)
+    forgotten_file().write_text(json.dumps(sorted(forgotten), indent=1), encoding="utf-8")
 
 
 def forgotten_file() -> Path:

@@ -269,6 +269,7 @@ def test_evaluate_from_the_run_history_opens_the_dialog_on_the_selected_run(qtbo
     events.close()
     window = MainWindow(runs_root=run_dir.parent)
     qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: not window.history.busy)  # the history loads off the GUI thread
     assert not window.run_buttons["evaluate"].isEnabled()  # nothing selected
     window.select_runs([str(run_dir.resolve())])
     assert window.run_buttons["evaluate"].isEnabled()

@@ -3,11 +3,12 @@ model and a checkpoint of a tiny-model run; the history filters by state and mod
 deletes (with the folder when asked), and exports a checkpoint from the selected run."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFileDialog, QInputDialog
+from PySide6.QtWidgets import QApplication, QFileDialog, QInputDialog
 
 from cpt_studio.core import store
 from cpt_studio.core.config import CheckpointConfig, ModelConfig, RunConfig, ScheduleConfig
@@ -106,11 +107,22 @@ def history(qtbot, tmp_path):
             "fin": fake_run(root, "fin", "/models/qwen-1.5b", "finished")}
     window = MainWindow(runs_root=root)
     qtbot.addWidget(window)
+    wait_for_history(window)
     return window, runs
 
 
 def names(window) -> list[str]:
+    """The names the table lists once the history load in flight (off the GUI thread) is shown."""
+    wait_for_history(window)
     return sorted(window.table.item(r, 0).text() for r in range(window.table.rowCount()))
+
+
+def wait_for_history(window, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while window.history.busy:
+        assert time.monotonic() < deadline, "the run history did not load"
+        QApplication.processEvents()
+        time.sleep(0.005)
 
 
 def test_history_filters_by_state_and_model(history):
