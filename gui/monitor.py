@@ -1,9 +1,14 @@
 """The run monitor: live charts, progress, the worker's log, Stop and Resume, for one run folder.
 
-It reads only the run folder (DESIGN.md): the frozen config.json, events.jsonl (tailed in
-chunks, so a 100,000-event file never blocks the window), logs/worker.log, and the
-worker's pid. Opening a running run re-attaches to it; closing the window never stops it.
+It reads only the run folder: the frozen config.json, events.jsonl, logs/worker.log, and
+the worker's pid. Opening a running run re-attaches to it; closing the window never stops it.
 When the worker dies, a red banner with the exit code and the log's tail appears at once.
+
+The reading is done off the GUI thread by two BackgroundRefresh loads: `read_chunk` tails
+events.jsonl in chunks (a 100,000-event file is read and parsed in the background, chunk
+after chunk, and never blocks the window), `check_worker` asks psutil whether the worker
+lives and reads the log's tail. The GUI thread adds the parsed events to the RunSeries and
+draws.
 """
 
 from __future__ import annotations
@@ -33,10 +38,13 @@ from cpt_studio.core.runs import RunPaths, effective_state, request_stop, start_
 
 from .charts import RunCharts
 from .eval_progress import EvalProgress
+from .jobs import BackgroundRefresh
 from .series import RunSeries
 
 CHUNK_BYTES = 128 * 1024
-"""Events read per timer tick: about 700 events, parsed in a few milliseconds."""
+"""Events read per background load: about 700 events, added to the series in a few ms."""
+LOG_LINES = 200
+"""Lines of logs/worker.log shown under the charts."""
 REDRAW_SECONDS = 0.5
 """While catching up with a long file, redraw at most this often (a frame of 100,000
 points costs ~40 ms); once caught up, every new event is drawn at the next tick."""
@@ -55,13 +63,22 @@ class MonitorWindow(QWidget):
         self.series = RunSeries()
         self._offset, self._state = 0, None
         self._dirty, self._drawn_at = False, 0.0
+        self._checked_status = self.series.status
+        """The status event the shown state was checked against (check_worker)."""
         self.setWindowTitle(f"CPT Studio — {self.config.get('name', 'run')} ({self.paths.root.name})")
         self._build()
-        self._timer = QTimer(self, interval=poll_ms, timeout=self.poll)
+        self.reader = BackgroundRefresh(read_chunk, lambda: (self.paths.events, self._offset), parent=self)
+        self.reader.finished.connect(self._on_chunk_read)
+        self.reader.failed.connect(self._on_read_failed)
+        self.worker_check = BackgroundRefresh(check_worker, lambda: (self.paths, self.series.status),
+                                              parent=self)
+        self.worker_check.finished.connect(self._on_worker_checked)
+        self.worker_check.failed.connect(self._on_read_failed)
+        self._timer = QTimer(self, interval=poll_ms, timeout=self.reader.request)
         self._slow = QTimer(self, interval=1000, timeout=self._poll_state)
         self._timer.start()
         self._slow.start()
-        self.poll()
+        self.reader.request()
         self._poll_state()
 
     # --- layout -----------------------------------------------------------------------
@@ -72,6 +89,9 @@ class MonitorWindow(QWidget):
         self.progress = QProgressBar(textVisible=True)
         self.banner = QLabel(wordWrap=True, visible=False)
         self.banner.setStyleSheet("background:#f8d7da; color:#721c24; border:1px solid #dc3545; padding:8px;")
+        self.read_error = QLabel(wordWrap=True, visible=False)
+        """Why the run folder could not be read (a broken events.jsonl line, a missing file)."""
+        self.read_error.setStyleSheet("background:#fff3cd; color:#856404; border:1px solid #ffc107; padding:4px;")
         guard = self.config.get("guard", {})
         threshold = guard.get("threshold", 0.15) if guard.get("enabled", True) else None
         benchmarks = self.config.get("benchmarks") or {}
@@ -90,6 +110,7 @@ class MonitorWindow(QWidget):
         layout.addLayout(self._header())
         layout.addWidget(self.progress)
         layout.addWidget(self.banner)
+        layout.addWidget(self.read_error)
         layout.addWidget(self.evaluation)
         layout.addWidget(self.readout)
         layout.addWidget(splitter, stretch=1)
@@ -120,20 +141,40 @@ class MonitorWindow(QWidget):
 
     # --- polling ----------------------------------------------------------------------
     def poll(self) -> int:
-        """Read the next chunk of events and redraw; returns how many were read."""
-        if not self.paths.events.exists():
-            return 0
-        before = self._offset
-        events, self._offset = read_events(self.paths.events, self._offset, CHUNK_BYTES)
+        """Read the next chunk of events on this thread and draw it; returns how many were
+        read. The timer reads in the background instead (self.reader); catch_up uses this."""
+        chunk = read_chunk(self.paths.events, self._offset)
+        self._add_chunk(chunk)
+        return len(chunk[1])
+
+    def _on_chunk_read(self, chunk: tuple[int, list[dict], int]) -> None:
+        if self._add_chunk(chunk):
+            self.reader.request()  # a long file: the next chunk at once, not at the next tick
+
+    def _add_chunk(self, chunk: tuple[int, list[dict], int]) -> bool:
+        """Add a chunk read from the current offset and draw (at most every REDRAW_SECONDS
+        while catching up); returns whether more events are waiting. A chunk read from an
+        older offset (catch_up read it meanwhile) is dropped."""
+        start, events, end = chunk
+        if start != self._offset:
+            return False
+        self._offset = end
+        self.read_error.hide()
         if events:
             self.series.add(events)
             self._dirty = True
-        caught_up = self._offset - before < CHUNK_BYTES // 2
+        caught_up = end - start < CHUNK_BYTES // 2
         if self._dirty and (caught_up or time.monotonic() - self._drawn_at > REDRAW_SECONDS):
             self.charts.refresh()
             self._update_header()
             self._dirty, self._drawn_at = False, time.monotonic()
-        return len(events)
+        if self.series.status is not self._checked_status:
+            self.worker_check.restart()  # a new status event: check the worker against it now
+        return not caught_up
+
+    def _on_read_failed(self, message: str) -> None:
+        self.read_error.setText(f"Could not read the run folder: {message}")
+        self.read_error.show()
 
     def catch_up(self) -> None:
         """Read and draw everything written so far (tests, and the screenshots)."""
@@ -143,46 +184,42 @@ class MonitorWindow(QWidget):
         self._update_header()
 
     def _poll_state(self) -> None:
-        state = effective_state(self.paths.root, self.series.status or None)
-        self._show_state(state)
-        self._tail_log()
+        """Check the worker in the background (self.worker_check); the evaluation's progress."""
+        self.worker_check.request()
         self.evaluation.poll()
 
-    def _show_state(self, state: dict) -> None:
+    def _on_worker_checked(self, checked: dict) -> None:
+        if checked["status"] is not self.series.status:
+            return  # a newer status event came meanwhile: worker_check runs again with it
+        self._checked_status = checked["status"]
+        self._show_state(checked["state"], checked["running"], checked["log"])
+        self._tail_log(checked["log"])
+
+    def _show_state(self, state: dict, running: bool, log: str) -> None:
         name = state.get("state", "created")
-        running = name == "running" and worker_pid(self.paths.root) is not None
         self.stop_button.setEnabled(running)
         self.resume_button.setEnabled(name in ("stopped", "failed") and not running)
         if name == "failed":
-            self._show_failure(state)
+            self._show_failure(state, log)
         else:
             self.banner.hide()
         if name != self._state:
             self._state = name
             self.state_changed.emit(name)
 
-    def _show_failure(self, state: dict) -> None:
+    def _show_failure(self, state: dict, log: str) -> None:
         code = state.get("exit_code")
-        tail = state.get("traceback") or self._log_tail(15)
+        tail = state.get("traceback") or "\n".join(log.splitlines()[-15:])
         self.banner.setText(f"<b>Failed{f', exit code {code}' if code is not None else ''}:</b> "
                             f"{state.get('message', '')}<pre>{_escape(tail[-1500:])}</pre>")
         self.banner.show()
         self.phase.setText("error")
         self.phase.setStyleSheet(self._chip(PHASE_COLOURS["error"]))
 
-    def _tail_log(self) -> None:
-        text = self._log_tail(200)
+    def _tail_log(self, text: str) -> None:
         if text != self.log.toPlainText():
             self.log.setPlainText(text)
             self.log.verticalScrollBar().setValue(self.log.verticalScrollBar().maximum())
-
-    def _log_tail(self, lines: int) -> str:
-        if not self.paths.log.exists():
-            return ""
-        with open(self.paths.log, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
 
     def _update_header(self) -> None:
         status, last = self.series.status, self.series.last_step
@@ -239,6 +276,38 @@ class MonitorWindow(QWidget):
             "stay the evaluation set and are kept out of training.",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
         return answer == QMessageBox.StandardButton.Yes
+
+
+def read_chunk(events: Path, offset: int) -> tuple[int, list[dict], int]:
+    """(offset, the complete events of the next CHUNK_BYTES from it, the offset after them);
+    no events while the file does not exist yet. Raises ValueError naming the file and the
+    byte offset of the chunk when a line in it is not JSON."""
+    if not events.exists():
+        return offset, [], offset
+    try:
+        read, end = read_events(events, offset, CHUNK_BYTES)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{events}: a line after byte {offset} is not a JSON event ({err.msg})") from err
+    return offset, read, end
+
+
+def check_worker(paths: RunPaths, status: dict) -> dict:
+    """The run's state against its last status event `status` (effective_state: "failed" when
+    the worker died without saying so), whether its worker process lives (psutil), and the
+    last LOG_LINES lines of its log, as {"status", "state", "running", "log"}."""
+    state = effective_state(paths.root, status or None)
+    running = state.get("state") == "running" and worker_pid(paths.root) is not None
+    return {"status": status, "state": state, "running": running, "log": log_tail(paths.log, LOG_LINES)}
+
+
+def log_tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of a log file (read from its last 64 KiB); "" before it exists."""
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 64 * 1024))
+        return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
 
 
 def _escape(text: str) -> str:
