@@ -1,9 +1,11 @@
 """The live charts of one run: loss, learning rate, perplexities, forgetting, throughput.
 
 Stacked pyqtgraph plots sharing the x-axis (steps or tokens), drawn from a RunSeries.
-Curves downsample and clip to the view, so 100,000 points per curve stay smooth. One
-crosshair is synced across the charts and reads out every value at that step; an empty
-chart says why it is empty; right-click gives pyqtgraph's Export (PNG, SVG, CSV).
+Curves get the series' full columns and pyqtgraph reduces what it draws (`downsample`), so
+100,000 points per curve stay smooth. Guard decisions are red vertical lines on every
+chart, created once each and moved when the x-axis unit changes. One crosshair is synced
+across the charts and reads out every value at that step; an empty chart says why it is
+empty; right-click gives pyqtgraph's Export (PNG, SVG, CSV).
 """
 
 from __future__ import annotations
@@ -16,36 +18,17 @@ from scipy.signal import lfilter
 from .series import RunSeries
 
 EMA_ALPHA = 0.05
-MAX_POINTS = 4000
-"""Points handed to a curve: above this, the visible part is reduced to the min and max of
-each of MAX_POINTS / 2 bins, which draws the same picture at a fraction of the cost."""
 
 
-def decimate(x: np.ndarray, y: np.ndarray, lo: float | None = None, hi: float | None = None,
-             max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """The points of (x, y) within [lo, hi] (x ascending), reduced to at most `max_points`
-    by keeping each bin's minimum and maximum, so spikes survive.
-
-    Written by hand: pyqtgraph's own peak downsampling does the same, but per frame and over
-    every point, which costs tens of milliseconds per frame at 100,000 points."""
-    if lo is not None and len(x):
-        start = max(int(np.searchsorted(x, lo, side="left")) - 1, 0)
-        stop = min(int(np.searchsorted(x, hi, side="right")) + 1, len(x))
-        x, y = x[start:stop], y[start:stop]
-    if len(x) <= max_points:
-        return x, y
-    bins = max_points // 2
-    size = -(-len(x) // bins)
-    usable = len(x) // size * size
-    xs, ys = x[:usable].reshape(-1, size), y[:usable].reshape(-1, size)
-    with np.errstate(all="ignore"):
-        low, high = np.nanargmin(np.where(np.isnan(ys), np.inf, ys), axis=1), np.nanargmax(
-            np.where(np.isnan(ys), -np.inf, ys), axis=1)
-    rows = np.arange(len(xs))
-    first, second = np.minimum(low, high), np.maximum(low, high)
-    px = np.column_stack([xs[rows, first], xs[rows, second]]).ravel()
-    py = np.column_stack([ys[rows, first], ys[rows, second]]).ravel()
-    return np.concatenate([px, x[usable:]]), np.concatenate([py, y[usable:]])
+def downsample(curve: pg.PlotDataItem) -> pg.PlotDataItem:
+    """The one place where curves are reduced for drawing (the monitor's and the comparison
+    overlay's): every curve is handed its full data, and pyqtgraph draws only the part in
+    view (clip to view), in about 5 bins per pixel column, each drawn as its maximum and
+    minimum ("peak"), so a loss spike stays visible; zooming in shows every point. Measured at
+    100,000 points per curve: as fast as reducing the data by hand before handing it over."""
+    curve.setDownsampling(auto=True, method="peak")
+    curve.setClipToView(True)
+    return curve
 
 
 class ReadableAxis(pg.AxisItem):
@@ -67,10 +50,7 @@ COLOURS = {"domain": "#1f77b4", "general": "#d62728", "loss": "#b0b0b0", "ema": 
 
 def _curve(plot: pg.PlotItem, colour: str, name: str, width: float = 1.5, dashed: bool = False):
     pen = pg.mkPen(colour, width=width, style=pg.QtCore.Qt.PenStyle.DashLine if dashed else None)
-    item = plot.plot([], [], pen=pen, name=name)
-    item.setDownsampling(auto=True, method="peak")
-    item.setClipToView(True)
-    return item
+    return downsample(plot.plot([], [], pen=pen, name=name))
 
 
 class RunCharts(pg.GraphicsLayoutWidget):
@@ -86,9 +66,10 @@ class RunCharts(pg.GraphicsLayoutWidget):
         self.series, self.x_key = series, "step"
         self.guard_threshold, self.eval_interval = guard_threshold, eval_interval
         self._ema = np.zeros(0)
-        self.full: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.plots: dict[str, pg.PlotItem] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
+        self.guard_markers: dict[tuple, list[pg.InfiniteLine]] = {}
+        """(step, time) of a guard event -> its line on each chart, in self.plots' order."""
         self._build()
         self._crosshair()
 
@@ -112,8 +93,6 @@ class RunCharts(pg.GraphicsLayoutWidget):
         for plot in self.plots.values():
             if plot is not first:
                 plot.setXLink(first)
-        self._zoom = pg.SignalProxy(first.vb.sigXRangeChanged, rateLimit=10,
-                                    slot=lambda *_: self._on_x_range_changed())
 
     def _plot(self, key: str, title: str, curves: list[str]) -> None:
         plot = self.addPlot(row=len(self.plots), col=0, title=f"<span style='color:#333'>{title}</span>",
@@ -161,6 +140,7 @@ class RunCharts(pg.GraphicsLayoutWidget):
             self._drawn_probes = probes
             self._probe_curves()
             self._empty_messages()
+        self._guard_markers()
         if sizes == getattr(self, "_drawn_sizes", None):
             return
         if sizes[0] != getattr(self, "_drawn_sizes", (None,))[0] or sizes[2:] != self._drawn_sizes[2:]:
@@ -179,43 +159,34 @@ class RunCharts(pg.GraphicsLayoutWidget):
             self._baselines(ex)
         self._drawn_sizes = sizes
         self._empty_messages()
-        self._guard_markers()
 
     def _probe_curves(self) -> None:
         """One curve per probe task's headline metric, in %; x in tokens is read off the steps."""
         if not self.show_probes:
             return
-        steps = self.series.steps
         for i, (key, table) in enumerate(self.series.probes.items()):
             if key not in self.curves:
-                self.curves[key] = self.plots["probes"].plot(
+                self.curves[key] = downsample(self.plots["probes"].plot(
                     [], [], pen=pg.mkPen(PROBE_COLOURS[i % len(PROBE_COLOURS)], width=1.8), name=key,
-                    symbol="o", symbolSize=6, symbolBrush=PROBE_COLOURS[i % len(PROBE_COLOURS)])
+                    symbol="o", symbolSize=6, symbolBrush=PROBE_COLOURS[i % len(PROBE_COLOURS)]))
                 names = ", ".join(f"<span style='color:{PROBE_COLOURS[k % len(PROBE_COLOURS)]}'>{name}</span>"
                                   for k, name in enumerate(self.series.probes))  # a legend would hide points
                 self.plots["probes"].setTitle(f"<span style='color:#333'>knowledge probes: accuracy % "
                                               f"(at each checkpoint)</span>: {names}")
-            x = table["step"].values
-            if self.x_key == "tokens":
-                x = (np.interp(x, steps["step"].values, steps["tokens"].values) if len(steps)
-                     else np.full(len(x), np.nan))
-            self.curves[key].setData(x, table["value"].values * 100)
+            self.curves[key].setData(self._x_at_steps(table["step"].values), table["value"].values * 100)
+
+    def _x_at_steps(self, at: np.ndarray) -> np.ndarray:
+        """The x-axis positions of steps `at`: the steps, or in tokens the tokens the steps
+        table records there (interpolated; NaN before the first step event)."""
+        if self.x_key == "step":
+            return at
+        steps = self.series.steps
+        if not len(steps):
+            return np.full(len(at), np.nan)
+        return np.interp(at, steps["step"].values, steps[self.x_key].values)
 
     def _set(self, name: str, x: np.ndarray, y: np.ndarray) -> None:
-        """Keep the whole curve; hand the chart what its visible range needs."""
-        self.full[name] = (x, y)
-        self._draw(name)
-
-    def _draw(self, name: str) -> None:
-        x, y = self.full[name]
-        lo = hi = None
-        if len(x) > MAX_POINTS and not self.plots["loss"].vb.autoRangeEnabled()[0]:
-            lo, hi = self.plots["loss"].vb.viewRange()[0]  # zoomed in: finer detail there
-        self.curves[name].setData(*decimate(x, y, lo, hi))
-
-    def _on_x_range_changed(self) -> None:
-        for name in self.full:
-            self._draw(name)
+        self.curves[name].setData(x, y)  # the full columns: downsample() reduces what is drawn
 
     def _update_ema(self, loss: np.ndarray) -> None:
         """Extend the EMA incrementally (scipy's lfilter carries the state across calls);
@@ -267,14 +238,39 @@ class RunCharts(pg.GraphicsLayoutWidget):
                 label.setPos((x0 + x1) / 2, (y0 + y1) / 2)
 
     def _guard_markers(self) -> None:
-        if len(getattr(self, "_drawn_guard", [])) == len(self.series.guard):
+        """A red line on every chart per guard decision, created once, placed in the x-axis
+        unit; placed again when the unit or the steps (their tokens) change."""
+        placed = (len(self.series.guard), self.series.steps.version, self.x_key)
+        if placed == getattr(self, "_placed_guard", None):
             return
-        self._drawn_guard = list(self.series.guard)
+        self._placed_guard = placed
         for event in self.series.guard:
-            x = event.get(self.x_key, event.get("step"))
-            for plot in self.plots.values():
-                plot.addItem(pg.InfiniteLine(x, angle=90, pen=pg.mkPen(COLOURS["guard"], width=2)),
-                             ignoreBounds=True)
+            key = (event.get("step"), event.get("time"))
+            if key not in self.guard_markers:
+                self.guard_markers[key] = [self._guard_line(plot, event, label=i == 0)
+                                           for i, plot in enumerate(self.plots.values())]
+            x = self._guard_x(event)
+            for line in self.guard_markers[key]:
+                line.setVisible(bool(np.isfinite(x)))
+                if np.isfinite(x):
+                    line.setPos(x)
+
+    def _guard_x(self, event: dict) -> float:
+        """A guard decision's place on the x-axis: its own value in that unit when it records
+        one, else its step's (in tokens: NaN before the first step event)."""
+        if event.get(self.x_key) is not None:
+            return float(event[self.x_key])
+        return float(self._x_at_steps(np.array([event.get("step") or 0], dtype=float))[0])
+
+    @staticmethod
+    def _guard_line(plot: pg.PlotItem, event: dict, label: bool) -> pg.InfiniteLine:
+        text = f"guard: {event.get('action', 'decision')} at step {event.get('step')}"
+        line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(COLOURS["guard"], width=2),
+                               label=text if label else None,
+                               labelOpts={"position": 0.85, "color": COLOURS["guard"]})
+        line.setToolTip("\n".join(str(event.get(f)) for f in ("reason", "message", "remedy") if event.get(f)))
+        plot.addItem(line, ignoreBounds=True)
+        return line
 
     # --- crosshair --------------------------------------------------------------------
     def _on_mouse_moved(self, event) -> None:

@@ -181,6 +181,7 @@ def test_closing_leaves_the_worker_running_and_a_new_window_reattaches(qtbot, tm
     try:
         again = MainWindow(runs_root=tmp_path / "runs")
         qtbot.addWidget(again)
+        qtbot.waitUntil(lambda: not again.history.busy)  # the history loads off the GUI thread
         states = [again.table.item(r, 1).text() for r in range(again.table.rowCount())]
         assert states == ["running"]
         monitor = again.open_monitor(run_dir)
@@ -231,13 +232,24 @@ def test_repainting_the_charts_does_not_leak_references_to_none(qtbot, tmp_path)
     assert sys.getrefcount(None) - before > -100  # 6.12.0 loses about 300 here
 
 
-def test_long_curves_are_decimated_keeping_spikes_and_zoomed_detail():
-    from cpt_studio.gui.charts import MAX_POINTS, decimate
+def test_long_curves_keep_spikes_and_show_every_point_when_zoomed(qtbot):
+    import pyqtgraph as pg
 
+    from cpt_studio.gui.charts import downsample
+
+    plot = pg.PlotWidget()
+    qtbot.addWidget(plot)
+    plot.resize(800, 300)
+    plot.show()
     x = np.arange(100_000, dtype=float)
     y = np.sin(x / 1000)
     y[54_321] = 50.0  # a loss spike must stay visible
-    dx, dy = decimate(x, y)
-    assert len(dx) <= MAX_POINTS and dy.max() == 50.0 and np.all(np.diff(dx) >= 0)
-    zx, zy = decimate(x, y, 54_000, 55_000)  # zoomed in: every point of the view
-    assert zx[0] <= 54_000 and zx[-1] >= 55_000 and len(zx) == 1003 and 50.0 in zy
+    curve = downsample(plot.plot(x, y))
+    qtbot.waitUntil(lambda: len(curve.getData()[0]) < len(x))  # laid out: pyqtgraph reduces it
+    dx, dy = curve.getData()
+    assert len(dx) <= 2 * 5 * 800 and dy.max() == 50.0 and np.all(np.diff(dx) >= 0)
+    plot.setXRange(54_000, 55_000, padding=0)  # zoomed in: every point of the view, no more
+    qtbot.wait(10)
+    zx, zy = curve.getData()
+    assert zx[0] <= 54_000 and zx[-1] >= 55_000 and len(zx) <= 1003 and np.array_equal(zx, np.unique(zx))
+    assert set(range(54_000, 55_001)) <= set(zx.astype(int)) and 50.0 in zy
