@@ -132,9 +132,12 @@ def test_deleting_runs_waits_for_the_indexing_in_flight(qtbot, tmp_path, monkeyp
     window = MainWindow(runs_root=tmp_path / "runs")
     qtbot.addWidget(window)
     wait_idle(qtbot, window.history)
-    monkeypatch.setattr(store, "index_run", slowed(store.index_run, []))
+    indexing = threading.Event()
+    index_run = slowed(store.index_run, [])
+    monkeypatch.setattr(store, "index_run", lambda *args: indexing.set() or index_run(*args))
     write_run(tmp_path / "runs", "fin")  # a new folder: the next load indexes it, slowly
     window.refresh()
+    qtbot.waitUntil(indexing.is_set)
     window.delete_runs([str(runs["law"].resolve())], with_folder=False)  # while "fin" is indexed
     assert names(window) == ["med"]  # gone from the table at once
     wait_idle(qtbot, window.history)
