@@ -8,7 +8,7 @@ import pyqtgraph as pg
 
 from cpt_studio.core.store import run_evaluations, run_metrics
 
-from .charts import ReadableAxis, downsample
+from .charts import ReadableAxis, downsampled_curve
 from .compare_scatter import run_colour
 
 METRICS = (("loss", "training loss"), ("domain_ppl", "domain perplexity"),
@@ -75,9 +75,9 @@ class RunOverlay(pg.GraphicsLayoutWidget):
         for metric, (x, y) in data.items():
             pen = pg.mkPen(colour, width=1 if metric == "loss" else 2)
             symbol = None if metric == "loss" else "o"
-            self.curves[(metric, run_id)] = downsample(self.plots[metric].plot(
-                np.asarray(x, dtype=float), np.asarray(y, dtype=float), pen=pen, name=self.labels[run_id],
-                symbol=symbol, symbolSize=5, symbolBrush=colour, symbolPen=colour))
+            self.curves[(metric, run_id)] = downsampled_curve(
+                self.plots[metric], np.asarray(x, dtype=float), np.asarray(y, dtype=float), pen=pen,
+                name=self.labels[run_id], symbol=symbol, symbolSize=5, symbolBrush=colour, symbolPen=colour)
 
     def _empty_messages(self) -> None:
         """A chart no run has data for says why, in its middle."""

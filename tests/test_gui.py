@@ -235,7 +235,7 @@ def test_repainting_the_charts_does_not_leak_references_to_none(qtbot, tmp_path)
 def test_long_curves_keep_spikes_and_show_every_point_when_zoomed(qtbot):
     import pyqtgraph as pg
 
-    from cpt_studio.gui.charts import downsample
+    from cpt_studio.gui.charts import BINS_PER_PIXEL, downsampled_curve
 
     plot = pg.PlotWidget()
     qtbot.addWidget(plot)
@@ -244,10 +244,10 @@ def test_long_curves_keep_spikes_and_show_every_point_when_zoomed(qtbot):
     x = np.arange(100_000, dtype=float)
     y = np.sin(x / 1000)
     y[54_321] = 50.0  # a loss spike must stay visible
-    curve = downsample(plot.plot(x, y))
+    curve = downsampled_curve(plot.getPlotItem(), x, y)
     qtbot.waitUntil(lambda: len(curve.getData()[0]) < len(x))  # laid out: pyqtgraph reduces it
     dx, dy = curve.getData()
-    assert len(dx) <= 2 * 5 * 800 and dy.max() == 50.0 and np.all(np.diff(dx) >= 0)
+    assert len(dx) <= 2 * BINS_PER_PIXEL * 800 and dy.max() == 50.0 and np.all(np.diff(dx) >= 0)
     plot.setXRange(54_000, 55_000, padding=0)  # zoomed in: every point of the view, no more
     qtbot.wait(10)
     zx, zy = curve.getData()
