@@ -100,6 +100,11 @@ class MainWindow(QMainWindow):
         self._timer = QTimer(self, interval=REFRESH_MS, timeout=self.history.request)
         self._timer.start()
 
+    def closeEvent(self, event) -> None:
+        """Closing stops the refreshes (monitors left open go on reading their runs)."""
+        self._timer.stop()
+        super().closeEvent(event)
+
     def _menus(self) -> None:
         menu = self.menuBar().addMenu("&File")
         menu.addAction(QAction("&New run…", self, shortcut=QKeySequence.StandardKey.New, triggered=self.open_wizard))

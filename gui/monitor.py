@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 
 from cpt_studio.core.estimate import format_duration
 from cpt_studio.core.events import read_events
-from cpt_studio.core.runs import RunPaths, effective_state, request_stop, start_worker, worker_pid
+from cpt_studio.core.runs import RunPaths, effective_state, request_stop, start_worker
 
 from .charts import RunCharts
 from .eval_progress import EvalProgress
@@ -138,6 +138,12 @@ class MonitorWindow(QWidget):
     @staticmethod
     def _chip(colour: str) -> str:
         return f"background:{colour}; color:white; border-radius:8px; padding:2px 10px; font-weight:bold;"
+
+    def closeEvent(self, event) -> None:
+        """Closing stops the reading, never the run (a run opened again gets a new monitor)."""
+        self._timer.stop()
+        self._slow.stop()
+        super().closeEvent(event)
 
     # --- polling ----------------------------------------------------------------------
     def poll(self) -> int:
@@ -295,9 +301,9 @@ def check_worker(paths: RunPaths, status: dict) -> dict:
     """The run's state against its last status event `status` (effective_state: "failed" when
     the worker died without saying so), whether its worker process lives (psutil), and the
     last LOG_LINES lines of its log, as {"status", "state", "running", "log"}."""
-    state = effective_state(paths.root, status or None)
-    running = state.get("state") == "running" and worker_pid(paths.root) is not None
-    return {"status": status, "state": state, "running": running, "log": log_tail(paths.log, LOG_LINES)}
+    state = effective_state(paths.root, status or None)  # "running" only while the worker lives
+    return {"status": status, "state": state, "running": state.get("state") == "running",
+            "log": log_tail(paths.log, LOG_LINES)}
 
 
 def log_tail(path: Path, lines: int) -> str:
