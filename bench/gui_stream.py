@@ -21,11 +21,13 @@ Prints the longest stall and the 99th percentile of each phase (target: under 10
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -149,23 +151,67 @@ def write_events(path: Path, n: int, seconds: float) -> None:
 
 
 class Heartbeat:
-    """Ticks every 5 ms on the GUI thread; a tick that comes late measures a stall."""
+    """Ticks every 5 ms on the GUI thread; a tick that comes late measures a stall. With
+    `explain`, a StallSampler says which code the GUI thread was in during the stalls."""
+
+    explain = False
 
     def __init__(self, interval_ms: int = 5):
         self.interval, self.gaps = interval_ms, []
         self.clock = QElapsedTimer()
         self.clock.start()
+        self.last_tick = time.monotonic()
         self.timer = QTimer(interval=interval_ms, timeout=self._tick)
         self.timer.start()
+        self.sampler = StallSampler(self) if self.explain else None
 
     def _tick(self) -> None:
         self.gaps.append(self.clock.restart())
+        self.last_tick = time.monotonic()
 
     def report(self, name: str) -> tuple[float, float]:
         gaps = sorted(self.gaps + [self.clock.elapsed()])  # and the gap still open now
         longest, p99 = gaps[-1], gaps[int(0.99 * (len(gaps) - 1))]
         print(f"{name:<28} longest stall {longest:>5} ms   99th percentile {p99:>4} ms   ({len(gaps):,} ticks)")
+        if self.sampler:
+            self.sampler.report()
         return longest, p99
+
+
+class StallSampler(threading.Thread):
+    """--explain: while the heartbeat is more than LATE seconds late, sample the GUI thread's
+    Python stack every 10 ms; report() prints the code seen most (a stall inside Qt, such as
+    painting, shows as the event loop's caller)."""
+
+    LATE = 0.05
+
+    def __init__(self, beat: Heartbeat):
+        super().__init__(daemon=True)
+        self.beat, self.gui = beat, threading.main_thread().ident
+        self.samples: collections.Counter = collections.Counter()
+        self.start()
+
+    def run(self) -> None:
+        while self.beat.timer.isActive():
+            time.sleep(0.01)
+            if time.monotonic() - self.beat.last_tick > self.LATE:
+                frame = sys._current_frames().get(self.gui)
+                self.samples[_where(frame)] += 1
+
+    def report(self) -> None:
+        for where, count in self.samples.most_common(6):
+            print(f"     {count * 10:>6} ms in {where}")
+
+
+def _where(frame, depth: int = 3) -> str:
+    """The innermost `depth` frames of the app, pyqtgraph or this bench, innermost first."""
+    names = []
+    while frame is not None and len(names) < depth:
+        path = frame.f_code.co_filename
+        if any(part in path for part in ("cpt_studio", "wt-", "pyqtgraph", "gui_stream")):
+            names.append(f"{Path(path).name}:{frame.f_code.co_name}:{frame.f_lineno}")
+        frame = frame.f_back
+    return " < ".join(names)
 
 
 def run_until(app, done, timeout: float) -> None:
@@ -197,6 +243,8 @@ def main() -> None:
     parser.add_argument("--history-seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=20.0, help="the live run's events per second")
     parser.add_argument("--only", choices=("monitor", "history"), help="run only these phases")
+    parser.add_argument("--explain", action="store_true",
+                        help="also print where the GUI thread was during the stalls")
     parser.add_argument("--write-events", nargs=3, metavar=("PATH", "N", "SECONDS"),
                         help="internal: be the event writer process")
     parser.add_argument("--live-run", nargs=3, metavar=("RUN", "FIRST_STEP", "RATE"),
@@ -211,6 +259,7 @@ def main() -> None:
         live_run(Path(run), int(first), float(rate))
         return
     app = QApplication([])
+    Heartbeat.explain = args.explain
     stalls = []
     if args.only != "history":
         stalls += monitor_phases(app, args)
@@ -243,13 +292,14 @@ def monitor_phases(app, args) -> list[float]:
         beat = Heartbeat()
         run_until(app, lambda: len(again.series.steps) >= args.events, 120)
         reopen = beat.report("2. re-open the full file")
+        beat.timer.stop()
         print(f"   caught up with {len(again.series.steps):,} steps")
         again.close()
     return [live[0], reopen[0]]
 
 
 def history_phases(app, args) -> list[float]:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         os.environ["CPT_STUDIO_HOME"] = str(Path(tmp) / "home")
         folders, live = make_history(Path(tmp), args.runs, args.history_events)
         writer = live_writer_process(live, args.history_events + 1, args.rate)
@@ -290,7 +340,7 @@ def history_stalls(app, args, runs_root: Path, runs: int, live: Path) -> list[fl
           f"{args.history_seconds:.0f} s")
     monitor.close()
     window.close()
-    run_loop(0.5)
+    run_until(app, lambda: not getattr(window, "history", None) or not window.history.busy, 30)
     return [opened[0], steady[0]]
 
 
