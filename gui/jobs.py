@@ -9,9 +9,9 @@ The window never freezes on validation, token counting or a cache scan. A Job ke
 itself alive until it has reported.
 
 Periodic work (the run history's refresh, the monitor's reading of events.jsonl and its
-check of the worker process) is a `BackgroundRefresh`: one Job at a time, timer ticks
-folded into the one in flight, a result made stale by a change dropped. The GUI thread
-only applies the results to its widgets.
+check of the worker process) is a `BackgroundRefresh`: one load at a time, timer ticks
+folded into the one in flight, a result made stale by a change dropped, errors reported.
+The GUI thread only applies the results to its widgets.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import atexit
 import traceback
 from collections.abc import Callable
 
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import QObject, QThread, QThreadPool, Signal
 
 _running: set[Job] = set()
 EXIT_WAIT_MS = 10_000
@@ -60,11 +60,32 @@ class Job(QObject):
         _running.discard(self)
 
 
+REFRESH_THREADS = 4
+"""Threads shared by every BackgroundRefresh: their loads are short, and never wait behind
+a long Job (an export, a generation)."""
+_refresh_pool: QThreadPool | None = None
+
+
+def _pool() -> QThreadPool:
+    global _refresh_pool
+    if _refresh_pool is None:
+        _refresh_pool = QThreadPool()
+        _refresh_pool.setMaxThreadCount(REFRESH_THREADS)
+    return _refresh_pool
+
+
+def in_flight() -> int:
+    """How many Jobs and background loads have not reported yet."""
+    return len(_running) + (_refresh_pool.activeThreadCount() if _refresh_pool else 0)
+
+
 @atexit.register
 def _wait_for_running_jobs() -> None:
     for job in list(_running):
         job._thread.quit()  # its event loop ends once the call in progress returns
         job._thread.wait(EXIT_WAIT_MS)
+    if _refresh_pool is not None:
+        _refresh_pool.waitForDone(EXIT_WAIT_MS)
 
 
 class BackgroundRefresh(QObject):
@@ -77,55 +98,63 @@ class BackgroundRefresh(QObject):
         filter.textChanged.connect(history.restart)  # the load in flight is stale: load again
 
     `arguments` is called on the GUI thread when a load starts, so each load reads the
-    state of the widgets at its start. A result that `restart` made stale is dropped."""
+    state of the widgets at its start. A result that `restart` made stale is dropped. Loads
+    run in a thread pool of their own (no thread is started and joined per load: under load,
+    joining one stalled the GUI thread)."""
 
     finished = Signal(object)
     failed = Signal(str)
+    _loaded = Signal(object, object)
+    """(result, None) or (None, the error message), emitted from the pool's thread."""
 
     def __init__(self, load: Callable, arguments: Callable[[], tuple] = tuple, parent=None):
         super().__init__(parent)
         self._load, self._arguments = load, arguments
-        self._job: Job | None = None
-        self._stale = False
+        self._busy = self._stale = False
+        self._loaded.connect(self._on_loaded)  # queued: this object lives in the GUI thread
 
     @property
     def busy(self) -> bool:
         """A load is in flight."""
-        return self._job is not None
+        return self._busy
 
     def request(self) -> None:
         """Load now, unless a load is in flight (its result will do)."""
-        if self._job is None:
+        if not self._busy:
             self._start()
 
     def restart(self) -> None:
         """What the load reads has changed: drop the result of the load in flight, if any,
         and load again once it ends."""
-        if self._job is None:
-            self._start()
-        else:
+        if self._busy:
             self._stale = True
+        else:
+            self._start()
 
     def _start(self) -> None:
-        self._stale = False
-        self._job = Job(self._load, *self._arguments())
-        self._job.finished.connect(self._on_done)
-        self._job.failed.connect(self._on_failed)
-        self._job.start()
+        self._busy, self._stale = True, False
+        load, args = self._load, self._arguments()
+        _pool().start(lambda: self._run(load, args))
 
-    def _on_done(self, result) -> None:
-        self._job = None
+    def _run(self, load: Callable, args: tuple) -> None:
+        """In the pool's thread."""
+        try:
+            outcome = (load(*args), None)
+        except Exception as exc:  # noqa: BLE001 — every failure is shown to the user
+            outcome = (None, f"{exc}" or traceback.format_exc())
+        try:
+            self._loaded.emit(*outcome)
+        except RuntimeError:  # the window that asked was closed and deleted meanwhile
+            pass
+
+    def _on_loaded(self, result, error: str | None) -> None:
+        self._busy = False
         if self._stale:
             self._start()
+        elif error is not None:
+            self.failed.emit(error)
         else:
             self.finished.emit(result)
-
-    def _on_failed(self, message: str) -> None:
-        self._job = None
-        if self._stale:
-            self._start()
-        else:
-            self.failed.emit(message)
 
 
 class _Worker(QObject):

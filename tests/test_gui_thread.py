@@ -287,4 +287,4 @@ def _no_job_left_running(qtbot):
     yield
     from cpt_studio.gui import jobs
 
-    qtbot.waitUntil(lambda: not jobs._running, timeout=30_000)
+    qtbot.waitUntil(lambda: jobs.in_flight() == 0, timeout=30_000)
