@@ -59,7 +59,7 @@ class MainWindow(QMainWindow):
     def __init__(self, runs_root: Path | None = None):
         super().__init__()
         self.runs_root = Path(runs_root or runs_dir())
-        self.db = store.open_store()
+        self._db = None
         self.monitors: dict[str, MonitorWindow] = {}
         self.runs: list[dict] = []
         """The runs the table shows, as load_history returned them."""
@@ -99,6 +99,14 @@ class MainWindow(QMainWindow):
         self.refresh()
         self._timer = QTimer(self, interval=REFRESH_MS, timeout=self.history.request)
         self._timer.start()
+
+    @property
+    def db(self):
+        """The store, for the actions on selected runs; opened at the first one, not when the
+        window opens (the history loads with a connection of its own, off the GUI thread)."""
+        if self._db is None:
+            self._db = store.open_store()
+        return self._db
 
     def closeEvent(self, event) -> None:
         """Closing stops the refreshes (monitors left open go on reading their runs)."""

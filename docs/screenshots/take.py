@@ -5,6 +5,7 @@
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py compare   # only compare-*.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py evaluation  # evaluate-dialog.png,
                                                         # compare-scores.png, monitor-probes.png
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py guard  # monitor-guard-markers.png
 
 The wizard is filled with the demo's setup (the demo model and corpus). The monitor shows
 RUN_DIR if given (take it while a run is going), else the newest run in the data folder.
@@ -24,10 +25,12 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 
 
 def settle(app, jobs=()) -> None:
+    """Process events until `jobs` (Jobs, or BackgroundRefresh loads) have reported."""
     import time
 
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and any(j._thread.isRunning() for j in jobs):
+    while time.monotonic() < deadline and any(j.busy if hasattr(j, "busy") else j._thread.isRunning()
+                                              for j in jobs):
         app.processEvents()
         time.sleep(0.05)
     for _ in range(20):
@@ -70,7 +73,7 @@ def monitor(app, run_dir: Path) -> None:
     steps = window.series.steps["step"].values
     if len(steps):
         window.charts.move_crosshair(float(steps[len(steps) * 2 // 3]))
-    settle(app)
+    settle(app, [window.worker_check])
     window.grab().save(str(HERE / "monitor.png"))
 
 
@@ -132,7 +135,7 @@ def evaluation_example(app) -> None:
         monitor.catch_up()
         monitor._poll_state()
         monitor.charts.move_crosshair(30.0)
-        settle(app)
+        settle(app, [monitor.worker_check])
         monitor.grab().save(str(HERE / "monitor-probes.png"))
 
 
@@ -198,6 +201,69 @@ def probe_run(folder: Path) -> Path:
     return folder
 
 
+def guard_example(app) -> None:
+    """monitor-guard-markers.png: a run whose guard rolled back twice (red lines on every
+    chart, at the steps of its decisions), drawn against steps."""
+    import tempfile
+
+    from cpt_studio.gui.monitor import MonitorWindow
+
+    with tempfile.TemporaryDirectory() as root:
+        monitor = MonitorWindow(guard_run(Path(root) / "guarded"))
+        monitor.resize(1200, 950)
+        monitor.show()
+        monitor.catch_up()
+        monitor._poll_state()
+        monitor.charts.move_crosshair(70.0)
+        settle(app, [monitor.worker_check])
+        monitor.grab().save(str(HERE / "monitor-guard-markers.png"))
+
+
+def guard_run(folder: Path) -> Path:
+    """A finished run written by hand: 120 steps, evaluations every 10 and checkpoints every 20;
+    forgetting passes the 15% threshold at step 50 and at step 90, and the guard rolls back
+    to the last good checkpoint with a lower learning rate each time (resumed_from)."""
+    import math
+
+    from cpt_studio.core.config import RunConfig
+    from cpt_studio.core.events import EventWriter
+    from cpt_studio.core.runs import RunPaths
+
+    paths = RunPaths(folder)
+    config = RunConfig(name="demo-guard")
+    config.eval.interval, config.checkpoints.interval = 10, 20
+    (folder / "logs").mkdir(parents=True)
+    paths.config.write_text(config.to_json())
+    out = EventWriter(paths.events)
+    out.emit("status", 0, state="running", phase="training", total_steps=120, total_tokens=120 * 4096)
+    out.emit("eval", 0, tokens=0, baseline=True, domain_ppl=18.0, general_ppl=12.0, domain_gain=0.0,
+             forgetting=0.0)
+    forgetting_at = {0: 0.0}  # step -> forgetting, as evaluated
+    for start, last, peak, slope in ((0, 50, 1e-4, 0.0032), (40, 90, 5e-5, 0.0005), (80, 120, 2.5e-5, -0.0003)):
+        if start:  # the guard's rollback: the worker resumes from the checkpoint at `start`
+            out.emit("status", start, state="running", phase="training", resumed_from=start)
+        for step in range(start + 1, last + 1):
+            out.emit("step", step, tokens=step * 4096, loss=3.2 - 0.6 * (1 - math.exp(-step / 25))
+                     + 0.03 * math.sin(step * 1.7), lr=peak * min(1.0, step / 5), grad_norm=1.0,
+                     tokens_per_second=95.0 + 0.5 * math.sin(step))
+            if step % 10 == 0:
+                forgetting = forgetting_at[start] + slope * (step - start)
+                forgetting_at[step] = forgetting
+                gain = 0.25 * (1 - math.exp(-step / 30))
+                out.emit("eval", step, tokens=step * 4096, domain_ppl=18 * (1 - gain),
+                         general_ppl=12 * (1 + forgetting), domain_gain=gain, forgetting=forgetting)
+            if step % 20 == 0:
+                out.emit("checkpoint", step, tokens=step * 4096, path=f"checkpoints/checkpoint-{step}")
+        if forgetting > 0.15:
+            out.emit("guard", last, reason=f"forgetting {forgetting:.0%} above the 15% threshold",
+                     trigger="forgetting", action="rollback", threshold=0.15, forgetting=forgetting,
+                     rolled_back_to=f"checkpoints/checkpoint-{last - 10}", rolled_back_to_step=last - 10,
+                     remedy="learning rate x0.5")
+    out.emit("status", 120, state="finished", phase="done", exit_code=0)
+    out.close()
+    return folder
+
+
 def history_and_generation(app, run_dir: Path, prompt: str) -> None:
     """history.png: the run history with RUN_DIR's folder of runs; generation.png: RUN_DIR's
     base model and checkpoints continuing `prompt`."""
@@ -210,6 +276,7 @@ def history_and_generation(app, run_dir: Path, prompt: str) -> None:
     window = MainWindow(runs_root=run_dir.parent)
     window.resize(1100, 450)
     window.show()
+    settle(app, [window.history])  # the history loads off the GUI thread
     window.select_runs([str(run_dir.resolve())])
     settle(app)
     window.grab().save(str(HERE / "history.png"))
@@ -238,6 +305,10 @@ def main() -> None:
         return
     if sys.argv[1:] == ["evaluation"]:
         evaluation_example(app)
+        print(f"saved in {HERE}")
+        return
+    if sys.argv[1:] == ["guard"]:
+        guard_example(app)
         print(f"saved in {HERE}")
         return
     compare_example(app)
