@@ -3,6 +3,7 @@ the monitor's reading of events.jsonl run in background jobs (a slow one leaves 
 loop turning), one at a time, stale results dropped, errors shown; guard markers are drawn
 once each and follow the x-axis unit; curves are downsampled in one place only."""
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -143,6 +144,31 @@ def test_deleting_runs_waits_for_the_indexing_in_flight(qtbot, tmp_path, monkeyp
     wait_idle(qtbot, window.history)
     assert names(window) == ["fin", "med"] and runs["law"].exists()
     assert [r["name"] for r in store.list_runs(window.db)] == ["fin", "med"]
+
+
+def test_a_running_run_is_indexed_again_only_when_its_events_change_and_not_too_often(qtbot, tmp_path,
+                                                                                       monkeypatch):
+    run_dir = write_run(tmp_path / "runs", "live", state="running")
+    indexed = []
+    monkeypatch.setattr(store, "index_run", slowed(store.index_run, indexed))  # 0.5 s each
+    monkeypatch.setattr(main_window, "INDEX_SHARE", 0.25)  # so: not again for 2 s
+    window = MainWindow(runs_root=tmp_path / "runs")
+    qtbot.addWidget(window)
+    wait_idle(qtbot, window.history)
+    qtbot.wait(2_000)
+
+    def refresh_after(step: int | None) -> int:
+        if step:
+            with open(RunPaths(run_dir).events, "a") as f:
+                f.write(json.dumps({"type": "step", "step": step, "tokens": step * 100, "loss": 3.0}) + "\n")
+        window.refresh()
+        wait_idle(qtbot, window.history)
+        return len(indexed)
+
+    assert refresh_after(None) == 1  # unchanged: not read again
+    assert refresh_after(21) == 2 and window.runs[0]["steps"] == 21
+    assert refresh_after(22) == 2  # changed, but too soon after an indexing of 0.5 s
+    assert window.runs[0]["live_state"] == "failed"  # its state is read all the same
 
 
 # -- the monitor ----------------------------------------------------------------------------
