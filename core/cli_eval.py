@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .cli_runs import run_folder
-from .events import read_events
+from .events import EventTail, Phase, StatusEvent
 from .runs import RunPaths
 
 
@@ -104,12 +104,13 @@ def follow_evaluation(run_dir: Path, process) -> int:
     """Print the job's progress lines until the worker exits; Ctrl-C asks it to stop."""
     from .runs import request_eval_stop
 
-    path, offset = RunPaths(run_dir).eval_events, _size(RunPaths(run_dir).eval_events)
+    path = RunPaths(run_dir).eval_events
+    tail = EventTail(path, _size(path))
     try:
         while True:
-            offset = _print_progress(path, offset)
+            _print_progress(tail)
             if process.poll() is not None:
-                _print_progress(path, offset)
+                _print_progress(tail)
                 break
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -126,19 +127,17 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def _print_progress(path: Path, offset: int) -> int:
-    if not path.exists():
-        return offset
-    events, offset = read_events(path, offset)
-    for event in events:
-        eta = event.get("eta_seconds")
-        counts = f" [{event['done']}/{event['total']}]" if event.get("total") else ""
-        print(f"[{event.get('state')}]{counts} {event.get('message', '')}"
+def _print_progress(tail: EventTail) -> None:
+    for event in tail.read():
+        if not isinstance(event, StatusEvent):
+            continue
+        eta, state = event.eta_seconds, event.state.value if event.state else None
+        counts = f" [{event.done}/{event.total}]" if event.total else ""
+        print(f"[{state}]{counts} {event.message or ''}"
               + (f" (about {eta / 60:.1f} min left)" if eta else ""), flush=True)
-        if event.get("phase") == "evaluating":  # the first report lists what is skipped
+        if event.phase == Phase.EVALUATING:  # the first report lists what is skipped
             for name, reason in (event.get("unavailable") or {}).items():
                 print(f"  unavailable, skipped: {name}: {reason}")
-    return offset
 
 
 def tasks_command(args) -> int:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from .disk import disk_full_as_error, folder_size, require_free_space
-from .events import read_events, timeline
 from .generate import checkpoint_folder, is_adapter, load_for_generation
 from .runs import RunPaths, read_json
+from .timeline import RunTimeline
 
 TRAINING_STATE = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin",
                   "trainer_state.json", "README.md"}
@@ -85,8 +85,7 @@ def _save_merged(source: Path, folder: Path) -> None:
 def checkpoint_scores(run_dir: Path | str, step: int) -> dict[str, Any]:
     """The baseline evaluation, the evaluation at `step`, and any benchmark or probe events
     at `step`, from the run's events (the last of each when a resume repeated a step)."""
-    path = RunPaths(Path(run_dir)).events
-    events = timeline(read_events(path)[0]) if path.is_file() else []
+    events = [event.to_dict() for event in RunTimeline.load(RunPaths(Path(run_dir)).events).events]
     evals = [e for e in events if e.get("type") == "eval"]
     return {"baseline": next((e for e in evals if e.get("baseline")), None),
             "at_step": next((e for e in reversed(evals) if e.get("step") == step), None),

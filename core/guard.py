@@ -149,14 +149,15 @@ class Decision:
     message: str
     state: GuardState
 
-    def event_fields(self, threshold: float, base_replay: float, target_path: str | None) -> dict:
-        """The fields of the 'guard' event (and of the store's guard row); `target_path` is
-        the rolled-back-to checkpoint's folder, relative to the run folder."""
-        return {"reason": self.trigger.message, "trigger": self.trigger.reason,
-                "action": self.action, "threshold": threshold, "rolled_back_to": target_path,
-                "rolled_back_to_step": self.rolled_back_to, "remedy": self.remedy,
+    def event_fields(self, threshold: float | None, base_replay: float) -> dict:
+        """The fields of the 'guard' event (cpt_studio.core.events.GuardEvent), named as in the
+        decision record of guard.json: `reason` is the trigger's reason, `rolled_back_to` the
+        step resumed from, `message` the sentence."""
+        return {"reason": self.trigger.reason, "message": self.message,
+                "action": self.action, "threshold": threshold, "rolled_back_to": self.rolled_back_to,
+                "remedy": self.remedy,
                 "rollbacks": self.state.rollbacks, "lr_scale": self.state.lr_scale,
-                "replay_ratio": self.state.replay_ratio(base_replay), "message": self.message,
+                "replay_ratio": self.state.replay_ratio(base_replay),
                 **self.trigger.numbers}
 
 

@@ -18,9 +18,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .events import read_events, timeline
 from .recommend import MAX_GENERAL_DROP, checkpoint_scores, general_drops, recommendation
 from .runs import RunPaths, read_json
+from .timeline import RunTimeline
 
 CHART = "scores.png"
 
@@ -29,7 +29,7 @@ def build_report(run_dir: Path | str) -> dict[str, Any]:
     """Everything report.md shows, as plain data (see the module docstring)."""
     paths = RunPaths(Path(run_dir))
     config = read_json(paths.config)
-    events = timeline(read_events(paths.events)[0]) if paths.events.is_file() else []
+    events = [event.to_dict() for event in RunTimeline.load(paths.events).events]
     scores = [e for e in events if e.get("type") in ("benchmark", "probe") and e.get("metric")]
     max_drop = (config.get("benchmarks") or {}).get("max_general_drop", MAX_GENERAL_DROP)
     tasks = task_tables(scores)

@@ -309,7 +309,7 @@ def run_state(run_dir: Path) -> dict:
     """The last status event, corrected when the worker died without saying so."""
     paths = RunPaths(Path(run_dir))
     status = last_event(paths.events, "status") if paths.events.exists() else None
-    return effective_state(run_dir, status)
+    return effective_state(run_dir, status.to_dict() if status else None)
 
 
 def effective_state(run_dir: Path, status: dict | None) -> dict:

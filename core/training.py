@@ -31,7 +31,7 @@ from .config import RunConfig
 from .data import RunData, evaluation_sets, prepare_run_data
 from .disk import DiskFullError, disk_full_as_error, folder_size, require_free_space
 from .evaluation import EvalSet, domain_gain, forgetting
-from .events import EventWriter, read_events, timeline
+from .events import EvalEvent, EventWriter, StepEvent
 from .ewc import EwcPenalty, EwcState, prepare_ewc
 from .guard import (
     Decision,
@@ -48,6 +48,7 @@ from .plan import plan_steps
 from .preflight import require
 from .recommend import checkpoint_scores, recommended
 from .runs import CHECKPOINT_PREFIX, RunPaths, checkpoint_step, last_checkpoint, list_checkpoints
+from .timeline import RunTimeline
 from .tokenizer_ext import extend_for_run, lora_token_rows
 
 
@@ -378,13 +379,13 @@ class RunMonitor(TrainerCallback):
     def _restore_evaluations(self, step: int) -> None:
         """The evaluations and step losses up to the checkpoint resumed from, as the run's
         timeline has them (a rolled-back stretch does not count)."""
-        for event in timeline(read_events(self.paths.events)[0]):
-            if event["type"] == "eval" and event["step"] <= step:
-                self.evals[event["step"]] = event
-                if event.get("baseline"):
-                    self.baseline = {k: v for k, v in event.items() if k.endswith("_ppl")}
-            elif event["type"] == "step" and event["step"] <= step:
-                self.losses[event["step"]] = event["loss"]
+        timeline = RunTimeline.load(self.paths.events)
+        for event in timeline.of(EvalEvent):
+            if event.step <= step:
+                self.evals[event.step] = fields = event.to_dict()
+                if event.baseline:
+                    self.baseline = {k: v for k, v in fields.items() if k.endswith("_ppl")}
+        self.losses.update({e.step: e.loss for e in timeline.of(StepEvent) if e.step <= step})
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self._train_seconds = time.monotonic() - self._step_started
@@ -439,10 +440,8 @@ class RunMonitor(TrainerCallback):
             decision.state.save(self.paths.root)
             if target is not None:
                 discard_checkpoints_after(self.paths.root, target)
-            path = (str((self.paths.checkpoints / f"{CHECKPOINT_PREFIX}{target}").relative_to(self.paths.root))
-                    if target is not None else None)
             self.events.emit("guard", step, **decision.event_fields(
-                guard.threshold, self.config.corpus.replay_ratio, path))
+                guard.threshold, self.config.corpus.replay_ratio))
 
 
 def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = False) -> str:
@@ -550,9 +549,8 @@ def _out_of_memory(trainer: CPTTrainer, paths: RunPaths, events: EventWriter,
     decision.state.save(paths.root)
     if decision.rolled_back_to is not None:
         discard_checkpoints_after(paths.root, decision.rolled_back_to)
-    path = str(last.relative_to(paths.root)) if decision.rolled_back_to is not None else None
-    events.emit("guard", decision.step, **decision.event_fields(None, trainer.monitor.config.corpus.replay_ratio,
-                                                                path))
+    events.emit("guard", decision.step,
+                **decision.event_fields(None, trainer.monitor.config.corpus.replay_ratio))
     return decision
 
 

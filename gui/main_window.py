@@ -9,8 +9,6 @@ exported, renamed, deleted, or opened in the file manager (buttons and a context
 from __future__ import annotations
 
 import importlib.util
-import json
-import shutil
 import time
 from pathlib import Path
 
@@ -35,7 +33,6 @@ from PySide6.QtWidgets import (
 )
 
 from cpt_studio.core import store
-from cpt_studio.core.paths import data_dir
 from cpt_studio.core.runs import run_state, runs_dir, start_worker, worker_pid
 
 from .checkpoint_actions import export_with_dialog
@@ -169,7 +166,7 @@ class MainWindow(QMainWindow):
     def refresh(self) -> None:
         """Index every run folder, then list the runs that pass the filters, with their live
         state, keeping the selection."""
-        forgotten = _forgotten()
+        forgotten = store.forgotten_runs()
         for folder in store.run_folders(self.runs_root) if self.runs_root.exists() else []:
             if str(folder.resolve()) in forgotten:
                 continue
@@ -287,15 +284,8 @@ class MainWindow(QMainWindow):
     def delete_runs(self, run_ids: list[str], with_folder: bool) -> None:
         """Forget the runs; delete their folders too when asked. A kept folder is not indexed
         again by refresh."""
-        forgotten = _forgotten()
         for run_id in run_ids:
-            store.delete_run(self.db, run_id)
-            if with_folder:
-                shutil.rmtree(run_id, ignore_errors=True)
-                forgotten.discard(run_id)
-            else:
-                forgotten.add(run_id)
-        forgotten_file().write_text(json.dumps(sorted(forgotten), indent=1), encoding="utf-8")
+            store.forget_run(self.db, run_id, delete_folder=with_folder)
         self.refresh()
 
     def _on_open_run_folder(self) -> None:
@@ -343,16 +333,6 @@ class MainWindow(QMainWindow):
         self.demo_button.setText("Demo")
         self.demo_button.setEnabled(True)
         QMessageBox.warning(self, "Demo", f"The demo could not start:\n{message}")
-
-
-def forgotten_file() -> Path:
-    return data_dir() / "forgotten_runs.json"
-
-
-def _forgotten() -> set[str]:
-    """Runs deleted from the history whose folders were kept: refresh does not index them."""
-    path = forgotten_file()
-    return set(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else set()
 
 
 def _percent(value) -> str:

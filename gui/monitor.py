@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from cpt_studio.core.estimate import format_duration
-from cpt_studio.core.events import read_events
+from cpt_studio.core.events import Phase
 from cpt_studio.core.runs import RunPaths, effective_state, request_stop, start_worker, worker_pid
 
 from .charts import RunCharts
@@ -40,9 +40,12 @@ CHUNK_BYTES = 128 * 1024
 REDRAW_SECONDS = 0.5
 """While catching up with a long file, redraw at most this often (a frame of 100,000
 points costs ~40 ms); once caught up, every new event is drawn at the next tick."""
-PHASE_COLOURS = {"loading": "#6c757d", "tokenizing": "#17a2b8", "baseline": "#6f42c1",
-                 "training": "#28a745", "evaluating": "#fd7e14", "probing": "#17becf", "saving": "#007bff",
-                 "done": "#343a40", "error": "#dc3545"}
+PHASE_COLOURS = {Phase.LOADING: "#6c757d", Phase.IMPORTING: "#6c757d", Phase.TOKENIZER: "#17a2b8",
+                 Phase.TOKENIZING: "#17a2b8", Phase.FISHER: "#6f42c1", Phase.BASELINE: "#6f42c1",
+                 Phase.TRAINING: "#28a745", Phase.EVALUATING: "#fd7e14", Phase.PROBING: "#17becf",
+                 Phase.SAVING: "#007bff", Phase.CHECKING: "#fd7e14", Phase.DONE: "#343a40",
+                 Phase.ERROR: "#dc3545"}
+"""The chip's colour for every phase a worker reports (cpt_studio.core.events.Phase)."""
 
 
 class MonitorWindow(QWidget):
@@ -52,8 +55,8 @@ class MonitorWindow(QWidget):
         super().__init__(parent)
         self.paths = RunPaths(Path(run_dir))
         self.config = json.loads(self.paths.config.read_text())
-        self.series = RunSeries()
-        self._offset, self._state = 0, None
+        self.series = RunSeries(self.paths.events)
+        self._state = None
         self._dirty, self._drawn_at = False, 0.0
         self.setWindowTitle(f"CPT Studio — {self.config.get('name', 'run')} ({self.paths.root.name})")
         self._build()
@@ -121,14 +124,11 @@ class MonitorWindow(QWidget):
     # --- polling ----------------------------------------------------------------------
     def poll(self) -> int:
         """Read the next chunk of events and redraw; returns how many were read."""
-        if not self.paths.events.exists():
-            return 0
-        before = self._offset
-        events, self._offset = read_events(self.paths.events, self._offset, CHUNK_BYTES)
+        before = self.series.tail.offset
+        events = self.series.update(CHUNK_BYTES)
         if events:
-            self.series.add(events)
             self._dirty = True
-        caught_up = self._offset - before < CHUNK_BYTES // 2
+        caught_up = self.series.tail.offset - before < CHUNK_BYTES // 2
         if self._dirty and (caught_up or time.monotonic() - self._drawn_at > REDRAW_SECONDS):
             self.charts.refresh()
             self._update_header()
@@ -143,7 +143,8 @@ class MonitorWindow(QWidget):
         self._update_header()
 
     def _poll_state(self) -> None:
-        state = effective_state(self.paths.root, self.series.status or None)
+        status = self.series.status
+        state = effective_state(self.paths.root, status.to_dict() if status else None)
         self._show_state(state)
         self._tail_log()
         self.evaluation.poll()
@@ -185,7 +186,8 @@ class MonitorWindow(QWidget):
             return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
 
     def _update_header(self) -> None:
-        status, last = self.series.status, self.series.last_step
+        status = self.series.status.to_dict() if self.series.status else {}
+        last = self.series.last_step
         phase = status.get("phase", "created")
         self.phase.setText(phase if status.get("state") != "failed" else "error")
         self.phase.setStyleSheet(self._chip(PHASE_COLOURS.get(phase, "#6c757d")))
