@@ -11,6 +11,9 @@
     cpt-studio desktop install | uninstall       # the app in a Linux desktop's applications menu
     cpt-studio evaluate RUN [--checkpoints 10,20] [--tasks a,b] [--probes FILE] [--limit N] [--detach]
     cpt-studio tasks [WORD] | report RUN
+    cpt-studio settings [WORD]                   # every setting of a config file, with its help
+
+An option that sets a RunConfig field shows that field's docstring as its help (option_help).
 """
 
 from __future__ import annotations
@@ -54,7 +57,31 @@ def _parser() -> argparse.ArgumentParser:
     inspect.set_defaults(run=_corpus_inspect)
     _tokenizer_commands(commands)
     _run_commands(commands)
+    settings = commands.add_parser("settings", help="every setting of a run config file: its path, "
+                                   "type, default and meaning")
+    settings.add_argument("query", nargs="?", default="", metavar="WORD",
+                          help="only the settings whose path or help contains WORD (any case)")
+    settings.set_defaults(run=_settings)
     return parser
+
+
+def option_help(path: str, default: str | None = None) -> str:
+    """The help of an option that sets the RunConfig field at `path`: the field's docstring
+    (cpt_studio.core.config_help), the field's path, and `default` (else the field's default;
+    a {} in it stands for the field's default)."""
+    from .config_help import format_default, setting
+
+    found = setting(path)
+    default = (default or "default {}").replace("{}", format_default(found.default))
+    text = f"{found.help} ({path} in a config file; {default})".strip()
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
+def _settings(args) -> int:
+    from .config_help import find_settings, format_settings
+
+    print(format_settings(args.query))
+    return 0 if find_settings(args.query) else 1
 
 
 def _version() -> str:
@@ -73,12 +100,11 @@ def _tokenizer_commands(commands) -> None:
         "extend", help="find domain words to add as tokens and show them with the fertility before "
                        "and after; changes nothing unless --apply")
     extend.add_argument("target", help="a RunConfig JSON file, or a run folder that has not trained yet")
-    extend.add_argument("--vocab-size", type=int, help="size of the domain BPE (default: the config's)")
-    extend.add_argument("--min-frequency", type=int, help="a new word must occur this often in the domain training text")
-    extend.add_argument("--max-new-tokens", type=int, help="add at most this many tokens")
-    extend.add_argument("--min-length", type=int, help="a new word must have this many characters")
-    extend.add_argument("--pattern", dest="token_pattern", help="a regular expression each new word must "
-                        "match in full (default: letters only)")
+    for option, name in (("--vocab-size", "vocab_size"), ("--min-frequency", "min_frequency"),
+                         ("--max-new-tokens", "max_new_tokens"), ("--min-length", "min_length"),
+                         ("--pattern", "token_pattern")):
+        extend.add_argument(option, dest=name, type=str if name == "token_pattern" else int,
+                            help=option_help(f"tokenizer.{name}", "default: the config's, {} unless it sets one"))
     extend.add_argument("--top", type=int, default=20, help="candidates to list (default 20)")
     extend.add_argument("--json", action="store_true", help="print everything as JSON")
     extend.add_argument("--apply", action="store_true", help="save the extension into the run folder (for a "
@@ -90,7 +116,7 @@ def _run_commands(commands) -> None:
     from . import cli_runs
 
     train = commands.add_parser("train", help="start a run from a config file (JSON)")
-    train.add_argument("config", help="a RunConfig JSON file")
+    train.add_argument("config", help="a RunConfig JSON file (`cpt-studio settings` lists its settings)")
     train.add_argument("--dry-run", action="store_true", help="print the plan (steps, memory, time, warnings) and stop")
     train.add_argument("--probe", type=int, default=0, metavar="STEPS",
                        help="with --dry-run: measure the speed with a few real steps")
@@ -109,7 +135,8 @@ def _run_commands(commands) -> None:
                       help="end the worker at once (and its children) instead of asking it to save and stop")
     stop.set_defaults(run=cli_runs.stop)
     demo = commands.add_parser("demo", help="a short real CPT run on the demo model and corpus")
-    demo.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the demo's own)")
+    demo.add_argument("--steps", type=int, default=None,
+                      help=option_help("schedule.max_steps", "default: the demo's own"))
     demo.set_defaults(run=cli_runs.demo)
     gguf = commands.add_parser("import-gguf", help="import a GGUF file once into an HF model folder")
     gguf.add_argument("file")
@@ -190,10 +217,10 @@ def _checkpoint_commands(commands) -> None:
 
 
 def _source_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--text-field", default="text", help="JSONL/Parquet field with the text (default: text)")
+    parser.add_argument("--text-field", default="text", help=option_help("corpus.domain[].text_field"))
     parser.add_argument("--txt-mode", choices=["file", "blocks"], default="file",
-                        help="plain text: one document per file, or per blank-line-separated block")
-    parser.add_argument("--skip-bad", action="store_true", help="leave out bad records and count them")
+                        help=option_help("corpus.domain[].txt_mode"))
+    parser.add_argument("--skip-bad", action="store_true", help=option_help("corpus.skip_bad"))
 
 
 def _specs(args) -> list[SourceSpec]:

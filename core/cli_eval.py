@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from .cli import option_help
 from .cli_runs import run_folder
 from .events import EventTail, Phase, StatusEvent
 from .runs import RunPaths
@@ -29,10 +30,11 @@ def add_commands(commands) -> None:
     evaluate.add_argument("--tasks", metavar="NAMES", help="comma-separated lm-eval tasks (default: the "
                           "run's benchmark settings); the run's domain tasks and preset domain tasks "
                           "count as domain, the others as general")
-    evaluate.add_argument("--probes", metavar="FILE", help="a knowledge-probe file (JSONL)")
-    evaluate.add_argument("--limit", type=int, help="score at most N examples per task")
-    evaluate.add_argument("--fewshot", type=int, help="few-shot examples per question")
-    evaluate.add_argument("--batch-size", type=int)
+    evaluate.add_argument("--probes", metavar="FILE", help=option_help(
+        "benchmarks.probes", "default: the run's, none when --tasks is given"))
+    evaluate.add_argument("--limit", type=int, help=option_help("benchmarks.limit", "default: the run's"))
+    evaluate.add_argument("--fewshot", type=int, help=option_help("benchmarks.num_fewshot", "default: the run's"))
+    evaluate.add_argument("--batch-size", type=int, help=option_help("benchmarks.batch_size", "default: the run's"))
     evaluate.add_argument("--detach", action="store_true", help="run in the background and return at once")
     evaluate.add_argument("--stop", action="store_true", help="ask the run's evaluation to stop")
     evaluate.set_defaults(run=evaluate_command)
