@@ -158,6 +158,11 @@ def _run_commands(commands) -> None:
     rebuild = store.add_parser("rebuild", help="re-index every run folder into the store")
     rebuild.add_argument("roots", nargs="*", help="folders holding run folders (default: the data folder's runs)")
     rebuild.set_defaults(run=cli_runs.rebuild)
+    forget = store.add_parser("forget", help="remove a run from the history (rebuild keeps it out)")
+    forget.add_argument("run_ref", metavar="RUN", help="run folder, name, or a unique prefix of its folder name")
+    forget.add_argument("--delete-folder", action="store_true",
+                        help="also delete the run's folder with its checkpoints")
+    forget.set_defaults(run=cli_runs.forget)
 
 
 def _desktop_commands(commands) -> None:

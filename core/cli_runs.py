@@ -207,6 +207,21 @@ def rebuild(args) -> int:
     return 0
 
 
+def forget(args) -> int:
+    from . import store
+    from .runs import worker_pid
+
+    db = store.open_store()
+    run_id = store.get_run(db, args.run_ref)["id"]
+    if args.delete_folder and worker_pid(Path(run_id)) is not None:
+        raise ValueError(f"{run_id} is still training; stop it first (`cpt-studio stop {run_id}`)")
+    store.forget_run(db, run_id, delete_folder=args.delete_folder)
+    print(f"removed from the history: {run_id}"
+          + (" (folder deleted)" if args.delete_folder else
+             "; its folder is kept and `cpt-studio store rebuild` leaves it out"))
+    return 0
+
+
 def run_folder(run_ref: str) -> Path:
     """A run given by folder (even one the store has not seen), name or folder-name prefix."""
     from . import store

@@ -516,3 +516,15 @@ def test_a_guard_event_written_before_the_field_names_were_aligned_reads_the_sam
     assert (old.reason, old.message, old.rolled_back_to) == (
         "forgetting", "forgetting 16% passed the threshold", 10)
     assert old.extra == {}
+
+
+def test_cli_store_forget_keeps_the_run_out_of_rebuild(three_runs, tmp_path, capsys):
+    from cpt_studio.core.cli import main
+
+    db_path = store.default_db_path()
+    store.rebuild(store.open_store(db_path), [tmp_path / "runs"])
+    assert main(["store", "forget", "2025-06-01-med-b"]) == 0
+    assert "rebuild` leaves it out" in capsys.readouterr().out
+    assert main(["store", "rebuild", str(tmp_path / "runs")]) == 0
+    assert [r["name"] for r in store.list_runs(store.open_store(db_path))] == ["law", "med-a"]
+    assert main(["store", "forget", "no-such-run"]) != 0
