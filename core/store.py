@@ -5,7 +5,7 @@
     print(format_runs(list_runs(db)))       # what `cpt-studio runs` prints
     print(format_run(db, "2025-06-01-med")) # what `cpt-studio show RUN` prints
 
-The folders are the truth (DESIGN.md, "A run is a folder"); the store is a cache of them
+The folders are the truth (docs/architecture.md, "A run is a folder"); the store is a cache of them
 for the history and comparison views, and `rebuild` recreates it from the folders. A
 run's id is the absolute path of its folder. The functions a person calls by hand
 (get_run, rename_run, delete_run, format_run) also accept a run's name or a unique
