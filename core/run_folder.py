@@ -27,7 +27,7 @@ store indexes it and can be rebuilt from it). Its layout:
           checkpoint-220/          it is renamed into checkpoints/           .staged_checkpoint(220)
       eval/                        the evaluation job (never the training's) .eval_dir
         request.json               what to evaluate                          .eval_request
-        events.jsonl               its progress (its scores: <run>/events)   .eval_events
+        events.jsonl               its progress (scores go to the run's)     .eval_events
         stop                       a stop request to the evaluation worker   .eval_stop
         worker.pid                 the evaluation worker's pid               .eval_pid
         tasks/                     lm-eval task files written for the run    .eval_tasks
@@ -40,6 +40,10 @@ store indexes it and can be rebuilt from it). Its layout:
     paths.checkpoint(200)            # <run>/checkpoints/checkpoint-200
     list_checkpoints(run_dir)        # complete checkpoints, oldest first
     checkpoint_label(0)              # "base model"; checkpoint_label(200): "checkpoint-200"
+
+Checkpoints are written in .staging/ and renamed into checkpoints/; the tokenizer folder,
+guard.json, the pid files and an update of config.json are written beside their target under
+a .tmp name and renamed: a reader never sees half of one.
 
 A checkpoint folder holds the HF Trainer's files (model weights, optimizer.pt,
 trainer_state.json...): those are HF's, named by HF and, where we must name them, by the
@@ -67,6 +71,7 @@ WORKER_LOG = "worker.log"
 EVAL_LOG = "eval.log"
 HELDOUT = "heldout"
 HELDOUT_SUFFIX = ".jsonl"
+"""A held-out file is its corpus's name and this (so not a name of its own in RUN_FILES)."""
 CORPUS_RECORD = "corpus.json"
 TOKENIZER = "tokenizer"
 TOKENIZER_RECORD = "extension.json"

@@ -41,10 +41,10 @@ def write_compare_run(folder: Path, name: str, replay_ratio: float, peak_lr: flo
         out.emit("step", step, tokens=tokens, loss=3.0 - 0.02 * step - replay_ratio,
                  lr=peak_lr, tokens_per_second=5000.0)
         if step in points:
-            path = paths.relative(paths.checkpoints / f"step-{step:06d}")  # any name: the events say where
-            (folder / path).mkdir(parents=True)
+            saved = paths.checkpoints / f"step-{step:06d}"  # any name: the checkpoint event says where
+            saved.mkdir(parents=True)
             out.emit("eval", step, baseline=False, tokens=tokens, **_scores(*points[step]))
-            out.emit("checkpoint", step, tokens=tokens, path=path)
+            out.emit("checkpoint", step, tokens=tokens, path=paths.relative(saved))
         for benchmark, score in (benchmarks or {}).get(step, {}).items():
             out.emit("benchmark", step, checkpoint=f"checkpoint-{step}", kind="domain",
                      task=benchmark, metric="acc", value=score, primary=True, higher_is_better=True)
