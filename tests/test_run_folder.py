@@ -7,7 +7,8 @@ docstring. A name with a dot or a dash (config.json, checkpoint-) is found anywh
 string, as a whole name (tokenizer_config.json is not config.json); a plain word (eval,
 checkpoints, logs...) only where a path is built: beside a `/`, as an argument of Path() or
 joinpath(), or as a part of a slash-separated string. The names come from the module itself
-(RUN_FILES), so a new run file is covered as soon as it is declared there.
+(RUN_FILES), so a new run file is covered as soon as it is declared there. Nor does any
+module import what run_folder defines from another module (no re-export stands in for it).
 """
 
 from __future__ import annotations
@@ -112,6 +113,20 @@ def run_file_spellings(source: str, names: tuple[str, ...] = RUN_FILES) -> list[
     return found
 
 
+OWN_NAMES = {name for name, value in vars(run_folder).items()
+             if getattr(value, "__module__", None) == run_folder.__name__ or name.isupper()}
+"""What run_folder defines: RunPaths, the checkpoint helpers, the names."""
+
+
+def imports_from_elsewhere(source: str) -> list[tuple[int, str, str]]:
+    """(line, name, module) for each run_folder name that `source` imports from another module."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").rsplit(".", 1)[-1] != "run_folder":
+            found += [(node.lineno, a.name, node.module or ".") for a in node.names if a.name in OWN_NAMES]
+    return found
+
+
 def _modules() -> list[Path]:
     folders = [Path(cpt_studio.core.__file__).parent, Path(cpt_studio.gui.__file__).parent]
     return sorted(p for folder in folders for p in folder.rglob("*.py"))
@@ -131,6 +146,22 @@ def test_no_module_but_run_folder_spells_a_run_file():
     assert not problems, ("use cpt_studio.core.run_folder (RunPaths, checkpoint_dirname...) "
                           "instead:\n" + "\n".join(problems))
     assert used == set(ALLOWED), f"allowed but no longer spelled, remove: {set(ALLOWED) - used}"
+
+
+def test_run_folder_names_are_imported_from_run_folder():
+    problems = []
+    for path in _modules():
+        module = path.resolve().relative_to(PACKAGE_ROOT).as_posix()
+        if module not in TEMPORARY:
+            problems += [f"{module}:{line}: {name} from {source}"
+                         for line, name, source in imports_from_elsewhere(path.read_text(encoding="utf-8"))]
+    assert not problems, "import these from cpt_studio.core.run_folder:\n" + "\n".join(problems)
+
+
+def test_the_import_check_finds_a_planted_import():
+    assert imports_from_elsewhere("from .runs import RunPaths, create_run") == [(1, "RunPaths", "runs")]
+    assert imports_from_elsewhere("from cpt_studio.core.generate import checkpoint_folder")
+    assert imports_from_elsewhere("from .run_folder import RunPaths\nfrom .runs import create_run") == []
 
 
 def test_the_scan_covers_the_whole_package():

@@ -46,7 +46,7 @@ def write_compare_run(folder: Path, name: str, replay_ratio: float, peak_lr: flo
             out.emit("eval", step, baseline=False, tokens=tokens, **_scores(*points[step]))
             out.emit("checkpoint", step, tokens=tokens, path=paths.relative(saved))
         for benchmark, score in (benchmarks or {}).get(step, {}).items():
-            out.emit("benchmark", step, checkpoint=f"checkpoint-{step}", kind="domain",
+            out.emit("benchmark", step, checkpoint=checkpoint_dirname(step), kind="domain",
                      task=benchmark, metric="acc", value=score, primary=True, higher_is_better=True)
     out.emit("status", last, state="finished", phase="done", exit_code=0)
     out.close()
