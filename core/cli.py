@@ -27,6 +27,7 @@ from pathlib import Path
 from .corpus import CorpusError, SourceSpec
 from .disk import DiskFullError
 from .models import ModelError
+from .run_folder import GENERATIONS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,7 +201,7 @@ def _checkpoint_commands(commands) -> None:
     from . import cli_runs
 
     generate = commands.add_parser("generate", help="continue a prompt with the base model and "
-                                   "checkpoints, side by side (kept in the run's generations.jsonl)")
+                                   f"checkpoints, side by side (kept in the run's {GENERATIONS})")
     generate.add_argument("run_ref", metavar="RUN", help="run folder, name, or a unique prefix of its folder name")
     generate.add_argument("--prompt", required=True)
     generate.add_argument("--checkpoints", default=None, metavar="STEPS",
@@ -267,7 +268,8 @@ def _corpus_inspect(args) -> int:
 def _tokenizer_extend(args) -> int:
     from .config import RunConfig
     from .models import load_tokenizer
-    from .runs import RunPaths, create_run
+    from .run_folder import RunPaths
+    from .runs import create_run
     from .tokenizer_ext import apply_extension, format_preview, preview_for_config
 
     target = Path(args.target)

@@ -18,7 +18,7 @@ from pathlib import Path
 from .cli import option_help
 from .cli_runs import run_folder
 from .events import EventTail, Phase, StatusEvent
-from .runs import RunPaths
+from .run_folder import RunPaths
 
 
 def add_commands(commands) -> None:
@@ -90,7 +90,7 @@ def _preset_domain_tasks() -> set[str]:
 
 
 def _steps(run_dir: Path, text: str | None) -> list[int]:
-    from .runs import checkpoint_step, list_checkpoints
+    from .run_folder import checkpoint_step, list_checkpoints
 
     if text:
         try:
@@ -159,6 +159,6 @@ def report_command(args) -> int:
 
     run_dir = run_folder(args.run_ref)
     folder = write_report(run_dir)
-    print((folder / "report.md").read_text(encoding="utf-8"))
+    print(RunPaths(run_dir).report_markdown.read_text(encoding="utf-8"))
     print(f"written to {folder}")
     return 0

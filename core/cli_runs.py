@@ -21,7 +21,8 @@ from .events import (
     StatusEvent,
     StepEvent,
 )
-from .runs import RunPaths, create_run, kill_worker, request_stop, start_worker, worker_pid
+from .run_folder import RunPaths, checkpoint_label, checkpoint_step, list_checkpoints
+from .runs import create_run, kill_worker, request_stop, start_worker, worker_pid
 from .timeline import RunTimeline
 
 
@@ -42,7 +43,7 @@ def train(args) -> int:
 def resume(args) -> int:
     run_dir = Path(args.run_dir).resolve()
     if not RunPaths(run_dir).config.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no {RunPaths(run_dir).config.name})")
     if worker_pid(run_dir):
         raise ValueError(f"{run_dir} is still running (worker pid {worker_pid(run_dir)}); stop it first")
     if not args.accept_changed_corpus:
@@ -133,7 +134,7 @@ class ProgressPrinter(RunTimeline):
     def on_probe(self, event: ScoreEvent) -> None:
         if event.primary:
             stderr = f" ± {event.stderr:.3f}" if event.stderr is not None else ""
-            print(f"  {event.task} {event.metric} ({'base model' if event.step == 0 else f'checkpoint-{event.step}'}): "
+            print(f"  {event.task} {event.metric} ({checkpoint_label(event.step)}): "
                   f"{event.value:.3f}{stderr}", flush=True)
 
     on_benchmark = on_probe
@@ -158,7 +159,7 @@ def _print_failure(run_dir: Path, code: int, status: StatusEvent | None) -> None
     print(f"\nfailed, exit code {code}: {failed.message if failed else 'no final status'}", file=sys.stderr)
     log = RunPaths(run_dir).log
     if log.exists():
-        print("last lines of logs/worker.log:\n" + "\n".join(log.read_text().splitlines()[-15:]), file=sys.stderr)
+        print(f"last lines of {RunPaths(run_dir).relative(log)}:\n" + "\n".join(log.read_text().splitlines()[-15:]), file=sys.stderr)
 
 
 def demo(args) -> int:
@@ -236,7 +237,6 @@ def generate(args) -> int:
     import json
 
     from .generate import GenerationSettings, compare_generations
-    from .runs import checkpoint_step, list_checkpoints
 
     run_dir = run_folder(args.run_ref)
     steps = ([int(s) for s in args.checkpoints.split(",") if s.strip()] if args.checkpoints

@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .runs import RunPaths, record_pid
+from .run_folder import RunPaths
+from .runs import record_pid
 from .worker import _index, _log_to_file, record_failure
 
 
@@ -23,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = RunPaths(args.run_dir.resolve())
     if not paths.eval_request.exists():
-        print(f"error: {paths.root} has no evaluation request (eval/request.json)", file=sys.stderr)
+        print(f"error: {paths.root} has no evaluation request ({paths.relative(paths.eval_request)})",
+              file=sys.stderr)
         return 2
     record_pid(paths.eval_pid)
     _log_to_file(paths.eval_log)

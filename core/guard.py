@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .config import GuardConfig
+from .run_folder import RunPaths, checkpoint_dirname
 
-GUARD_FILE = "guard.json"
 LR_FACTOR = 0.5
 """The 'lr' remedy multiplies the learning rate by this."""
 REPLAY_STEP = 0.05
@@ -124,7 +124,7 @@ class GuardState:
 
     @classmethod
     def load(cls, run_dir: Path) -> GuardState:
-        path = Path(run_dir) / GUARD_FILE
+        path = RunPaths(Path(run_dir)).guard_state
         if not path.exists():
             return cls()
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -132,7 +132,7 @@ class GuardState:
                                            "micro_batch", "grad_accum") if k in data})
 
     def save(self, run_dir: Path) -> None:
-        path = Path(run_dir) / GUARD_FILE
+        path = RunPaths(Path(run_dir)).guard_state
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
         tmp.replace(path)
@@ -245,4 +245,4 @@ def _noted(state: GuardState, trigger: Trigger, step: int, action: str,
 
 
 def _keep(target: int | None) -> str:
-    return f"; checkpoint-{target} is the last one under the threshold" if target is not None else ""
+    return f"; {checkpoint_dirname(target)} is the last one under the threshold" if target is not None else ""

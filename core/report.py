@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .recommend import MAX_GENERAL_DROP, checkpoint_scores, general_drops, recommendation
-from .runs import RunPaths, read_json
+from .run_folder import RunPaths, read_json
 from .timeline import RunTimeline
-
-CHART = "scores.png"
 
 
 def build_report(run_dir: Path | str) -> dict[str, Any]:
@@ -135,10 +133,9 @@ def write_report(run_dir: Path | str) -> Path:
         raise ValueError(f"{paths.root} has no benchmark or probe scores yet; run "
                          f"`cpt-studio evaluate {paths.root}` first")
     paths.report.mkdir(parents=True, exist_ok=True)
-    chart = write_chart(report, paths.report / CHART)
-    (paths.report / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    (paths.report / "report.md").write_text(report_markdown(report, chart.name if chart else None),
-                                            encoding="utf-8")
+    chart = write_chart(report, paths.report_chart)
+    paths.report_data.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    paths.report_markdown.write_text(report_markdown(report, chart.name if chart else None), encoding="utf-8")
     return paths.report
 
 

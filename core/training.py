@@ -47,7 +47,14 @@ from .models import load_model_and_tokenizer
 from .plan import plan_steps
 from .preflight import require
 from .recommend import checkpoint_scores, recommended
-from .runs import CHECKPOINT_PREFIX, RunPaths, checkpoint_step, last_checkpoint, list_checkpoints
+from .run_folder import (
+    RunPaths,
+    checkpoint_config,
+    checkpoint_dirname,
+    checkpoint_step,
+    last_checkpoint,
+    list_checkpoints,
+)
 from .timeline import RunTimeline
 from .tokenizer_ext import extend_for_run, lora_token_rows
 
@@ -171,8 +178,8 @@ class CPTTrainer(Trainer):
         """Write into the staging folder, then rename into checkpoints/: a checkpoint that
         exists is complete. The disk is checked first against the checkpoint's expected size;
         a disk that fills during the write leaves no partial checkpoint behind."""
-        name = f"{CHECKPOINT_PREFIX}{self.state.global_step}"
-        staged, final = self.run.staging / name, self.run.checkpoints / name
+        step = self.state.global_step
+        name, staged, final = checkpoint_dirname(step), self.run.staged_checkpoint(step), self.run.checkpoint(step)
         fix = (f"free space on that disk (or lower checkpoints.keep), then `cpt-studio resume "
                f"{self.run.root}` continues from the last complete checkpoint")
         if self.args.should_save:
@@ -182,7 +189,7 @@ class CPTTrainer(Trainer):
                 super()._save_checkpoint(model, trial)
                 if not self.args.should_save:
                     return
-                shutil.copy(self.run.config, staged / "run_config.json")
+                shutil.copy(self.run.config, checkpoint_config(staged))
         except DiskFullError:
             shutil.rmtree(staged, ignore_errors=True)
             raise
@@ -526,7 +533,7 @@ def _train_with_guard(config: RunConfig, hardware: Hardware, paths: RunPaths, ev
         if decision is None or decision.action != "rollback":
             return trainer, decision
         guard_state = decision.state
-        checkpoint = paths.checkpoints / f"{CHECKPOINT_PREFIX}{decision.rolled_back_to}"
+        checkpoint = paths.checkpoint(decision.rolled_back_to)
         del trainer  # its optimizer state goes before the next attempt makes its own
         model.zero_grad(set_to_none=True)
         gc.collect()

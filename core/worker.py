@@ -15,7 +15,8 @@ import traceback
 from pathlib import Path
 
 from .events import EventWriter
-from .runs import RunPaths, write_pid
+from .run_folder import RunPaths
+from .runs import write_pid
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = RunPaths(args.run_dir.resolve())
     if not paths.config.exists():
-        print(f"error: {paths.root} is not a run folder (no config.json)", file=sys.stderr)
+        print(f"error: {paths.root} is not a run folder (no {paths.config.name})", file=sys.stderr)
         return 2
     write_pid(paths.root)
     _log_to_file(paths.log)

@@ -13,7 +13,8 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QW
 
 from cpt_studio.core.estimate import format_duration
 from cpt_studio.core.events import EventTail, Phase, StatusEvent
-from cpt_studio.core.runs import RunPaths, eval_worker_pid, request_eval_stop
+from cpt_studio.core.run_folder import RunPaths
+from cpt_studio.core.runs import eval_worker_pid, request_eval_stop
 
 STATE_COLOURS = {"running": "#fd7e14", "finished": "#28a745", "stopped": "#6c757d",
                  "failed": "#dc3545"}

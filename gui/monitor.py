@@ -29,7 +29,8 @@ from PySide6.QtWidgets import (
 
 from cpt_studio.core.estimate import format_duration
 from cpt_studio.core.events import Phase
-from cpt_studio.core.runs import RunPaths, effective_state, request_stop, start_worker, worker_pid
+from cpt_studio.core.run_folder import RunPaths
+from cpt_studio.core.runs import effective_state, request_stop, start_worker, worker_pid
 
 from .charts import RunCharts
 from .eval_progress import EvalProgress

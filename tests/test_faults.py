@@ -18,7 +18,8 @@ from cpt_studio.core.config import CheckpointConfig, EvalConfig, ScheduleConfig
 from cpt_studio.core.disk import DiskFullError, folder_size
 from cpt_studio.core.events import read_events
 from cpt_studio.core.guard import GuardState, out_of_memory
-from cpt_studio.core.runs import RunPaths, create_run, list_checkpoints
+from cpt_studio.core.run_folder import RunPaths, list_checkpoints
+from cpt_studio.core.runs import create_run
 from cpt_studio.core.store import index_run, open_store, run_metrics
 from cpt_studio.core.testing.run_helpers import events_of, history, tiny_run_config
 from cpt_studio.core.training import train

@@ -17,7 +17,8 @@ from cpt_studio.core.guard import (
     rollback_target,
 )
 from cpt_studio.core.mixing import ReplayMixer
-from cpt_studio.core.runs import RunPaths, create_run, list_checkpoints
+from cpt_studio.core.run_folder import RunPaths, list_checkpoints
+from cpt_studio.core.runs import create_run
 from cpt_studio.core.testing.corpus_files import write_distant_corpus
 from cpt_studio.core.testing.run_helpers import events_of, history, timeline_of, tiny_run_config
 from cpt_studio.core.training import CPTTrainer, rotate_checkpoints, train

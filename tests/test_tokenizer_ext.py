@@ -15,7 +15,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from cpt_studio.core import tokenizer_ext
 from cpt_studio.core.config import CheckpointConfig, MethodConfig, ScheduleConfig, TokenizerConfig
 from cpt_studio.core.data import prepare_run_data
-from cpt_studio.core.runs import RunPaths, create_run, list_checkpoints
+from cpt_studio.core.run_folder import RunPaths, list_checkpoints
+from cpt_studio.core.runs import create_run
 from cpt_studio.core.testing.corpus_files import make_documents
 from cpt_studio.core.testing.run_helpers import events_of, last_per_step, tiny_run_config
 from cpt_studio.core.testing.tiny_model import TRAINING_TEXT, build_tiny_model, train_tiny_tokenizer

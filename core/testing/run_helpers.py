@@ -16,7 +16,8 @@ from cpt_studio.core.config import (
 )
 from cpt_studio.core.corpus import SourceSpec
 from cpt_studio.core.events import parse_event, read_events
-from cpt_studio.core.runs import RunPaths, create_run, start_worker
+from cpt_studio.core.run_folder import RunPaths
+from cpt_studio.core.runs import create_run, start_worker
 from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
 from cpt_studio.core.timeline import RunTimeline
 
