@@ -49,7 +49,8 @@ from .recommend import (
     pareto_front,
     recommendation,
 )
-from .runs import RunPaths, runs_dir
+from .run_folder import RunPaths
+from .runs import runs_dir
 from .timeline import RunTimeline
 
 DISPLAY_NAME_FILE = "display_name"

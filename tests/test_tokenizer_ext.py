@@ -259,7 +259,7 @@ def test_cli_previews_without_changing_anything_and_applies_into_a_run(tmp_path,
     applied = cli(str(run_dir), "--vocab-size", "600", "--min-frequency", "5", "--apply")
     assert applied.returncode == 0, applied.stderr
     assert "' tacrolimus'" in applied.stdout and f"applied into {run_dir}" in applied.stdout
-    record = json.loads((RunPaths(run_dir).tokenizer / "extension.json").read_text())
+    record = json.loads((RunPaths(run_dir).tokenizer_record).read_text())
     assert record["new_tokens"] == figures["new_tokens"]
     settings = json.loads(RunPaths(run_dir).config.read_text())["tokenizer"]
     assert settings["extend"] and settings["min_frequency"] == 5
