@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -31,7 +32,7 @@ from cpt_studio.core.config import BatchConfig, CheckpointConfig, ScheduleConfig
 from cpt_studio.core.guard import GuardState
 from cpt_studio.core.mixing import ReplayMixer
 from cpt_studio.core.recipe import Hardware
-from cpt_studio.core.runs import RunPaths, checkpoint_step, list_checkpoints
+from cpt_studio.core.runs import RunPaths
 from cpt_studio.core.testing.run_helpers import tiny_run_config
 from cpt_studio.core.training import CPTTrainer, RunMonitor, training_arguments
 
@@ -158,8 +159,8 @@ def runs(tiny_model_dir, tmp_path_factory):
     paths.root.mkdir()
     paths.config.write_text(config.to_json())
     mixer = ReplayMixer(ROWS, 0, 0.0, SEQS_PER_STEP, seed=config.seed)
-    saved: list[int] = []
-    monitor = SimpleNamespace(on_checkpoint=lambda path, step: saved.append(step),
+    saved: dict[int, Path] = {}  # step: the checkpoint CPTTrainer reports, renamed into place
+    monitor = SimpleNamespace(on_checkpoint=lambda path, step: saved.setdefault(step, path),
                               protected_steps=set)
 
     def trainer(guard_state: GuardState) -> ProbeTrainer:
@@ -172,9 +173,10 @@ def runs(tiny_model_dir, tmp_path_factory):
 
     first = trainer(GuardState())
     _train(first)
-    saved_first = list(saved)
-    checkpoint = next((p for p in list_checkpoints(paths.root) if checkpoint_step(p) == INTERVAL), None)
-    assert checkpoint is not None, _changed("_save_checkpoint", f"No checkpoint-{INTERVAL} in checkpoints/.")
+    saved_first = sorted(saved)
+    checkpoint = saved.get(INTERVAL)
+    assert checkpoint is not None and checkpoint.is_dir(), _changed(
+        "_save_checkpoint", f"No checkpoint at step {INTERVAL} (saved: {saved}).")
     contents = sorted(p.name for p in checkpoint.iterdir())
     resumed = trainer(GuardState(lr_scale=0.5))
     _train(resumed, resume_from_checkpoint=str(checkpoint))
