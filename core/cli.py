@@ -13,7 +13,8 @@
     cpt-studio tasks [WORD] | report RUN
     cpt-studio settings [WORD]                   # every setting of a config file, with its help
 
-An option that sets a RunConfig field shows that field's docstring as its help (option_help).
+An option that sets a RunConfig field shows that field's docstring as its help
+(cpt_studio.core.config_help.option_help).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from .config_help import find_settings, format_settings, option_help
 from .corpus import CorpusError, SourceSpec
 from .disk import DiskFullError
 from .models import ModelError
@@ -66,21 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def option_help(path: str, default: str | None = None) -> str:
-    """The help of an option that sets the RunConfig field at `path`: the field's docstring
-    (cpt_studio.core.config_help), the field's path, and `default` (else the field's default;
-    a {} in it stands for the field's default)."""
-    from .config_help import format_default, setting
-
-    found = setting(path)
-    default = (default or "default {}").replace("{}", format_default(found.default))
-    text = f"{found.help} ({path} in a config file; {default})".strip()
-    return text.replace("%", "%%")  # argparse formats help with %
-
-
 def _settings(args) -> int:
-    from .config_help import find_settings, format_settings
-
     print(format_settings(args.query))
     return 0 if find_settings(args.query) else 1
 

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import option_help
 from .cli_runs import run_folder
+from .config_help import option_help
 from .events import EventTail, Phase, StatusEvent
 from .run_folder import RunPaths
 

@@ -130,6 +130,16 @@ def setting_help(path: str) -> str:
     return setting(path).help
 
 
+def option_help(path: str, default: str | None = None) -> str:
+    """The help of a command-line option that sets the RunConfig field at `path`: the field's
+    docstring, the field's path, and `default` (else the field's default; a {} in it stands for
+    the field's default), with % escaped for argparse."""
+    found = setting(path)
+    default = (default or "default {}").replace("{}", format_default(found.default))
+    text = f"{found.help} ({path} in a config file; {default})".strip()
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
 def undocumented() -> list[str]:
     """The settings whose field has no docstring (empty when the source cannot be read)."""
     if not any(s.help for s in settings().values()):

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .models import load_model_and_tokenizer, load_tokenizer_from_folder
 from .run_folder import (
     CHECKPOINT_CONFIG,
     CONFIG,
@@ -26,6 +27,9 @@ from .run_folder import (
     checkpoint_folder,
     read_json,
 )
+
+# torch, peft (seconds to import) and tokenizer_ext (which imports torch) are imported where a
+# model is loaded or run, so that reading a run's generations or finding a checkpoint is cheap.
 
 BASE = "base"
 
@@ -65,15 +69,13 @@ def is_adapter(folder: Path) -> bool:
 
 def load_for_generation(source: str | Path) -> tuple[Any, Any]:
     """(model, tokenizer) for a model spec, a full checkpoint, or a LoRA checkpoint."""
-    from .models import _load_tokenizer, load_model_and_tokenizer
-
     folder = Path(source)
     if not is_adapter(folder):
         return load_model_and_tokenizer(source, trust_remote_code=_trust(folder))
     base_spec = _run_config(folder)["model"]["name_or_path"]
     model, _ = load_model_and_tokenizer(base_spec, trust_remote_code=_trust(folder),
                                         allow_pickle=_trust(folder, "allow_pickle"))
-    tokenizer = _load_tokenizer(folder, _trust(folder))  # an adapter folder has no config.json
+    tokenizer = load_tokenizer_from_folder(folder, _trust(folder))  # an adapter folder has no config.json
     return _with_adapter(model, tokenizer, folder), tokenizer
 
 

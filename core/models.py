@@ -26,6 +26,9 @@ from .disk import disk_full_as_error
 from .events import ProgressCallback
 from .paths import data_dir
 
+# torch, transformers and huggingface_hub are imported inside the functions that use them: they
+# take seconds to import, and the desktop app imports this module when it starts.
+
 log = logging.getLogger(__name__)
 
 DEMO_REPO_ID = "HuggingFaceTB/SmolLM2-135M"
@@ -630,7 +633,7 @@ def load_model_and_tokenizer(path: str | Path, *, dtype: Any = None,
         kwargs["dtype"] = dtype
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
-    tokenizer = _load_tokenizer(folder, trust_remote_code)
+    tokenizer = load_tokenizer_from_folder(folder, trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except (OSError, ValueError, ImportError) as exc:
@@ -640,10 +643,14 @@ def load_model_and_tokenizer(path: str | Path, *, dtype: Any = None,
 
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> Any:
     """The tokenizer of a model spec, as load_model_and_tokenizer gives it, without the weights."""
-    return _load_tokenizer(resolve_model(str(path), trust_remote_code=trust_remote_code), trust_remote_code)
+    return load_tokenizer_from_folder(resolve_model(str(path), trust_remote_code=trust_remote_code),
+                                      trust_remote_code)
 
 
-def _load_tokenizer(folder: Path, trust_remote_code: bool) -> Any:
+def load_tokenizer_from_folder(folder: Path, trust_remote_code: bool = False) -> Any:
+    """The tokenizer saved in `folder` (a model folder, a checkpoint, or an adapter folder,
+    which has no config.json), its pad token falling back to eos; ModelError when it cannot
+    be loaded."""
     from transformers import AutoTokenizer
 
     try:

@@ -21,7 +21,6 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, default_da
 from .config import RunConfig
 from .data import RunData, evaluation_sets, prepare_run_data
 from .disk import DiskFullError, disk_full_as_error, folder_size, require_free_space
+from .evaljob import probe_live, write_run_probes
 from .evaluation import EvalSet, domain_gain, forgetting
 from .events import EvalEvent, EventWriter, StepEvent
 from .ewc import EwcPenalty, EwcState, prepare_ewc
@@ -44,8 +44,8 @@ from .guard import (
 )
 from .mixing import MixingSampler, ReplayMixer
 from .models import load_model_and_tokenizer
-from .plan import plan_steps
 from .preflight import require
+from .recipe import Hardware, apply_method, optimizer_steps, resolve_hardware, scheduler_settings
 from .recommend import checkpoint_scores, recommended
 from .run_folder import (
     RunPaths,
@@ -56,57 +56,7 @@ from .run_folder import (
     list_checkpoints,
 )
 from .timeline import RunTimeline
-from .tokenizer_ext import extend_for_run, lora_token_rows
-
-
-@dataclass
-class Hardware:
-    device: str
-    precision: str
-    attention: str
-    gradient_checkpointing: bool
-
-    @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-
-
-def resolve_hardware(config: RunConfig) -> Hardware:
-    """Turn the 'auto' settings into what this machine will use."""
-    cuda = torch.cuda.is_available()
-    system = config.system
-    precision = system.precision
-    if precision == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    attention = system.attention
-    if attention == "auto":
-        attention = "flash_attention_2" if cuda and _flash_attn_installed() else "sdpa"
-    checkpointing = cuda if system.gradient_checkpointing == "auto" else system.gradient_checkpointing == "on"
-    return Hardware("cuda" if cuda else "cpu", precision, attention, checkpointing)
-
-
-def _flash_attn_installed() -> bool:
-    try:
-        import flash_attn  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def scheduler_settings(config: RunConfig, total_steps: int) -> tuple[str, dict, int]:
-    """The Trainer's scheduler name, its kwargs, and the warmup steps."""
-    schedule = config.schedule
-    warmup = math.ceil(total_steps * schedule.warmup_ratio)
-    decay_steps = {"linear": total_steps - warmup,
-                   "wsd": max(1, round(total_steps * schedule.decay_ratio))}
-    if schedule.decay == "cosine":
-        return "cosine_with_min_lr", {"min_lr_rate": schedule.min_lr_ratio}, warmup
-    if schedule.decay == "constant":
-        return "constant_with_warmup", {}, warmup
-    # linear = warmup-stable-decay with no stable phase and a linear decay to the minimum
-    kind = "linear" if schedule.decay == "linear" else "cosine"
-    return "warmup_stable_decay", {"num_decay_steps": decay_steps[schedule.decay], "decay_type": kind,
-                                   "min_lr_ratio": schedule.min_lr_ratio}, warmup
+from .tokenizer_ext import extend_for_run
 
 
 def training_arguments(config: RunConfig, hardware: Hardware, paths: RunPaths,
@@ -358,8 +308,6 @@ class RunMonitor(TrainerCallback):
         """The knowledge probes at this step (benchmarks.probes_during_training), live."""
         if not self.probe_tasks or self.trainer is None:
             return
-        from .evaljob import probe_live
-
         self.events.emit("status", step, state="running", phase="probing", message="knowledge probes")
         probe_live(model, self.trainer.processing_class, self.paths.root, self.probe_tasks, step,
                    self.config.benchmarks, self.events)
@@ -467,7 +415,7 @@ def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = 
         trust_remote_code=config.model.trust_remote_code, allow_pickle=config.model.allow_pickle)
     model.config.use_cache = False  # with the cache on, packed documents attend to each other
     tokenizer, new_token_ids = extend_for_run(model, tokenizer, config, paths.root, events)
-    model = _apply_method(model, config, new_token_ids)
+    model = apply_method(model, config, new_token_ids)
     events.emit("status", None, state="running", phase="tokenizing", message="preparing the corpus")
     data = prepare_run_data(config.corpus, config.eval, tokenizer, paths.root,
                             seq_len=config.batch.seq_len, seed=config.seed, progress=events,
@@ -500,8 +448,6 @@ def _live_probe_tasks(config: RunConfig, paths: RunPaths) -> list[str]:
     settings = config.benchmarks
     if not (settings.probes_during_training and settings.probes):
         return []
-    from .evaljob import write_run_probes
-
     return write_run_probes(paths.root, settings.probes)
 def record_separator(config: RunConfig, paths: RunPaths, tokens) -> None:
     """Write the separator the run uses into its config.json (when it was left to the
@@ -588,7 +534,7 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
                   probe_tasks: list[str] = ()) -> CPTTrainer:
     guard_state = guard_state or GuardState()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    total_steps = plan_steps(config, len(data.domain.train), data.general is not None, world_size)
+    total_steps = optimizer_steps(config, len(data.domain.train), data.general is not None, world_size)
     mixer = data.mixer(config.batch.micro_batch * config.batch.grad_accum * world_size,  # OOM halving keeps it
                        on_new_pass=lambda name, n, step: events.emit(
                            "log", step, level="info", message=f"{name} corpus: pass {n} begins"),
@@ -603,20 +549,3 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
                       train_dataset=data.dataset, data_collator=default_data_collator,
                       processing_class=tokenizer, callbacks=[monitor], mixer=mixer, run=paths,
                       monitor=monitor, keep=config.checkpoints.keep, ewc=penalty)
-
-
-def _apply_method(model, config: RunConfig, new_token_ids: list[int] | tuple = ()):
-    if config.method.kind != "lora":
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    method = config.method
-    # New tokens' rows must learn, but LoRA freezes the embeddings. trainable_token_indices
-    # trains only those rows (a tied lm_head follows them); modules_to_save would train whole
-    # copies of the embedding and lm_head matrices, with gradients and optimizer state for
-    # every row of the vocabulary. (Either way peft saves the resized matrices in each
-    # checkpoint, so the adapter loads on a base resized to the checkpoint's vocabulary.)
-    lora = LoraConfig(r=method.lora_rank, lora_alpha=method.lora_alpha, lora_dropout=method.lora_dropout,
-                      target_modules=list(method.target_modules), task_type="CAUSAL_LM",
-                      trainable_token_indices=lora_token_rows(model, list(new_token_ids)))
-    return get_peft_model(model, lora)

@@ -158,7 +158,8 @@ def test_a_run_protects_its_best_recommended_and_rollback_checkpoints(tmp_path, 
     from types import SimpleNamespace
 
     from cpt_studio.core.events import EventWriter
-    from cpt_studio.core.training import Hardware, RunMonitor
+    from cpt_studio.core.recipe import Hardware
+    from cpt_studio.core.training import RunMonitor
 
     config = tiny_run_config(tiny_model_dir, tmp_path / "data", guard=GuardConfig(threshold=0.15),
                              checkpoints=CheckpointConfig(interval=10, keep=1, recommend_max_forgetting=0.03))

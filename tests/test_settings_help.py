@@ -10,12 +10,13 @@ import pytest
 from PySide6.QtWidgets import QWidget
 
 from cpt_studio.core import config_help
-from cpt_studio.core.cli import main, option_help
+from cpt_studio.core.cli import main
 from cpt_studio.core.config import BatchConfig, RunConfig
 from cpt_studio.core.config_help import (
     REQUIRED,
     attribute_docstrings,
     format_settings,
+    option_help,
     sections,
     setting,
     setting_help,
