@@ -1,4 +1,4 @@
-"""The forgetting guard (DESIGN.md, pipeline step 7): when a run goes wrong, go back to the
+"""The forgetting guard (docs/architecture.md, training): when a run goes wrong, go back to the
 last good checkpoint, change a setting, and continue.
 
     trigger = forgetting_trigger(0.19, threshold=0.15)          # or loss_trigger(loss, history, ...)

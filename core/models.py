@@ -1,4 +1,4 @@
-"""Base models: find, describe, resolve, import (GGUF) and load them (DESIGN.md, pipeline step 1).
+"""Base models: find, describe, resolve, import (GGUF) and load them (docs/architecture.md, base model).
 
 A model is named by a *spec*: a local HF folder, a .gguf file (imported once into an HF
 folder), or a hub id (the local HF cache; downloaded only when the caller allows it).

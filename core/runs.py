@@ -1,4 +1,4 @@
-"""A run is a folder (DESIGN.md; its layout: cpt_studio.core.run_folder): its creation, and control
+"""A run is a folder (its layout: cpt_studio.core.run_folder): its creation, and control
 of its worker process.
 
     run_dir = create_run(config)                 # <data>/runs/<name>-<time>/config.json

@@ -1,4 +1,4 @@
-"""Domain tokenizer extension (DESIGN.md, pipeline step 3): whole domain words become tokens,
+"""Domain tokenizer extension (docs/architecture.md, tokenizer extension): whole domain words become tokens,
 and their embedding and lm_head rows start as the mean of the rows of the pieces they replace.
 
     preview = preview_for_config(config)      # reads the corpus, writes nothing

@@ -1,6 +1,6 @@
 """The run monitor: live charts, progress, the worker's log, Stop and Resume, for one run folder.
 
-It reads only the run folder (DESIGN.md): the frozen config.json, events.jsonl (tailed in
+It reads only the run folder (cpt_studio.core.run_folder): the frozen config.json, events.jsonl (tailed in
 chunks, so a 100,000-event file never blocks the window), logs/worker.log, and the
 worker's pid. Opening a running run re-attaches to it; closing the window never stops it.
 When the worker dies, a red banner with the exit code and the log's tail appears at once.

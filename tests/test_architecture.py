@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import re
 from pathlib import Path
 
 import grimp
@@ -95,3 +96,21 @@ def private_imports(folder: Path) -> list[str]:
 def test_no_module_imports_another_modules_private_names(folder):
     assert private_imports(ROOT / folder) == [], (
         "a name another module needs is public: rename it (no leading underscore) in its one home")
+
+
+def test_the_repository_points_to_no_document_outside_it():
+    """A clone is all a contributor has: no file names design notes that are not in it."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True,
+                           check=True).stdout.split()
+    outside = re.compile(r"\b(DESIGN|FACTS|STYLE|UX)\.md\b|\.\./shared\b")
+    found = [f"{name}:{number}" for name in files if not name.endswith((".png", ".gguf"))
+             and (root / name).is_file()
+             for number, line in enumerate((root / name).read_text(errors="replace").splitlines(), 1)
+             if outside.search(line) and name != "tests/test_architecture.py"]
+    assert found == [], "point to docs/architecture.md or the module docstring instead:\n" + "\n".join(found)
+    assert (root / "docs" / "architecture.md").is_file()
+    assert "docs/architecture.md" in (root / "README.md").read_text()
