@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import CorpusConfig, EvalConfig, EvalSetSpec
+from .config import CorpusConfig, EvalConfig, EvalSetSpec, RunConfig
 from .corpus import CorpusError, SourceSpec, validate
 from .document_tokens import DocumentTokens, document_tokens
 from .evaluation import EvalSet, heldout_rows
@@ -156,8 +156,6 @@ def changed_corpus(run_dir: Path, corpus: CorpusConfig | None = None) -> str | N
     """What changed in the corpus since the run started, in words, or None (the run's own
     config.json names the corpus unless `corpus` is given)."""
     if corpus is None:
-        from .config import RunConfig
-
         corpus = RunConfig.load(RunPaths(Path(run_dir)).config).corpus
     changed = changed_corpora_record(run_dir, {"domain": corpus.domain, "general": corpus.general})
     return "; ".join(f"{name}: {', '.join(files)}" for name, files in changed.items()) or None

@@ -37,6 +37,8 @@ from .benchmarks import (
 )
 from .config import BenchmarkConfig, RunConfig
 from .events import EventWriter
+from .generate import load_for_generation
+from .models import load_tokenizer, resolve_model
 from .probes import read_probes, write_probe_tasks
 from .run_folder import (
     RunPaths,
@@ -46,6 +48,7 @@ from .run_folder import (
     list_checkpoints,
 )
 from .runs import eval_worker_pid, start_eval_worker
+from .store import index_run, open_store, run_checkpoints
 
 BASE_STEP = 0
 PROBE_PREFIX = "probes"
@@ -263,8 +266,6 @@ def evaluate_at_end(run_dir: Path) -> EvalOutcome | None:
     settings = RunConfig.load(paths.config).benchmarks
     if not (settings.configured and settings.at_end):
         return None
-    from .store import index_run, open_store, run_checkpoints
-
     db = open_store()
     rows = run_checkpoints(db, index_run(db, paths.root))
     step = next((r["step"] for r in rows if r["recommended"]), None)
@@ -281,8 +282,6 @@ def _limit(request: EvalRequest, kind: str) -> int | None:
 
 def _cached_base_scores(job: _Job, manager) -> dict[str, list[Score]]:
     """The base model's scores already computed for these settings, by task."""
-    from .models import load_tokenizer, resolve_model
-
     spec = job.config.model
     folder = resolve_model(spec.name_or_path, trust_remote_code=spec.trust_remote_code)
     fingerprint = model_fingerprint(folder, load_tokenizer(folder, trust_remote_code=spec.trust_remote_code))
@@ -295,8 +294,6 @@ def _cached_base_scores(job: _Job, manager) -> dict[str, list[Score]]:
 
 def _load(job: _Job, step: int):
     """lm-eval's model for a checkpoint: loaded as the run trained it (cpt_studio.core.generate)."""
-    from .generate import load_for_generation
-
     source = (job.config.model.name_or_path if step == BASE_STEP
               else checkpoint_folder(job.paths.root, step))
     job.report(f"loading {'the base model' if step == BASE_STEP else checkpoint_dirname(step)}")

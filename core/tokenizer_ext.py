@@ -55,6 +55,7 @@ from typing import Any
 from .config import RunConfig, TokenizerConfig
 from .data import corpus_texts
 from .events import ProgressCallback
+from .models import load_tokenizer
 from .run_folder import RunPaths, list_checkpoints, tokenizer_record
 from .tokenstore import backend_tokenizer, tokenizer_fingerprint
 
@@ -489,8 +490,6 @@ def texts_for_config(config: RunConfig) -> ExtensionTexts:
 def preview_for_config(config: RunConfig, base_tokenizer=None) -> ExtensionPreview:
     """The preview for a run config, with its base model's tokenizer unless one is given."""
     if base_tokenizer is None:
-        from .models import load_tokenizer
-
         base_tokenizer = load_tokenizer(config.model.name_or_path,
                                         trust_remote_code=config.model.trust_remote_code)
     return preview_extension(base_tokenizer, texts_for_config(config), config.tokenizer)
