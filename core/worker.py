@@ -93,12 +93,14 @@ def record_failure(events: Path, exc: BaseException, what: str) -> None:
 
 
 def update_store(run_dir: Path) -> None:
-    """Bring the run store up to date; a store problem is logged, never raised: the run folder
-    stays the source of truth."""
+    """Bring the run store up to date, unless the run was removed from the history meanwhile
+    (store.forget_run); a store problem is logged, never raised: the run folder stays the
+    source of truth."""
     try:
-        from .store import index_run, open_store
+        from .store import forgotten_runs, index_run, open_store
 
-        index_run(open_store(), run_dir)
+        if str(Path(run_dir).resolve()) not in forgotten_runs():
+            index_run(open_store(), run_dir)
     except Exception:  # noqa: BLE001 — a store problem must not fail a finished run
         logging.getLogger("cpt_studio.core.worker").exception("could not update the run store")
 

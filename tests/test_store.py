@@ -528,3 +528,13 @@ def test_cli_store_forget_keeps_the_run_out_of_rebuild(three_runs, tmp_path, cap
     assert main(["store", "rebuild", str(tmp_path / "runs")]) == 0
     assert [r["name"] for r in store.list_runs(store.open_store(db_path))] == ["law", "med-a"]
     assert main(["store", "forget", "no-such-run"]) != 0
+
+
+def test_a_run_forgotten_while_it_trained_stays_out_when_its_worker_ends(three_runs, tmp_path):
+    from cpt_studio.core.worker import update_store
+
+    db = store.open_store(store.default_db_path())
+    store.rebuild(db, [tmp_path / "runs"])
+    run_id = store.forget_run(db, "2025-06-02-law")
+    update_store(Path(run_id))  # what the worker does when the run ends
+    assert "law" not in [r["name"] for r in store.list_runs(db)]
