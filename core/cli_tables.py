@@ -117,7 +117,10 @@ def _loss_lines(loss: list[tuple]) -> list[str]:
 
 
 def _guard_lines(guard: list[dict[str, Any]]) -> list[str]:
-    return [_field("guard", f"step {g['step']}: {g['reason']}; {g['action']}"
+    """Each decision as the guard put it (its message), or, for a row indexed before messages
+    were kept, from its parts."""
+    return [_field("guard", f"step {g['step']}: {g['message']}" if g.get("message") else
+                   f"step {g['step']}: {g['reason']}; {g['action']}"
                    + (f" to step {g['rolled_back_to']}" if g["rolled_back_to"] is not None else "")
                    + (f"; {g['remedy']}" if g["remedy"] else "")) for g in guard]
 

@@ -58,7 +58,7 @@ EVAL_FIELDS = ("domain_ppl", "general_ppl", "domain_loss", "general_loss", "forg
                "domain_gain", "domain_bpb", "general_bpb")
 CHECKPOINT_EVAL_FIELDS = ("domain_ppl", "general_ppl", "forgetting", "domain_gain", "domain_bpb",
                           "general_bpb")
-GUARD_FIELDS = ("reason", "action", "forgetting", "threshold", "rolled_back_to", "remedy")
+GUARD_FIELDS = ("reason", "action", "forgetting", "threshold", "rolled_back_to", "remedy", "message")
 SCORE_FIELDS = frozenset(EVAL_FIELDS + ("best_domain_gain", "threshold"))
 """Number columns that may hold a NaN (stored as "nan", cpt_studio.core.store._storable)."""
 BENCHMARK_FIELDS = ("checkpoint", "task", "kind", "metric", "value", "stderr", "num_fewshot",
@@ -90,7 +90,8 @@ TABLE_COLUMNS: dict[str, dict[str, type]] = {
                     "recommended": int,  # the run's recommended checkpoint (core.recommend)
                     "pareto": int},  # on the Pareto front of domain gain against forgetting
     "guard": {"run_id": str, "step": int, "time": float, "reason": str, "action": str,
-              "forgetting": float, "threshold": float, "rolled_back_to": int, "remedy": str},
+              "forgetting": float, "threshold": float, "rolled_back_to": int, "remedy": str,
+              "message": str},  # the decision in a sentence
     "events": {"run_id": str, "step": int, "time": float, "type": str,
                "data": str},  # the whole event, JSON
     "benchmarks": {"run_id": str, "step": int, "time": float,  # step 0: the base model
@@ -100,7 +101,10 @@ TABLE_COLUMNS: dict[str, dict[str, type]] = {
                    "limit": int, "samples": int, "task_version": str, "harness_version": str,
                    "higher_is_better": int, "primary": int, "cached": int},
 }
-"""Each table's columns. The store's schema changes only through MIGRATIONS below."""
+"""Each table's columns now. The store's schema changes only through MIGRATIONS below: a column
+added here is added to an existing store by a new migration (and named in ADDED_SINCE_M001)."""
+ADDED_SINCE_M001 = {"runs": ("events_offset",), "guard": ("message",)}
+"""Columns that later migrations add, so that m001 creates the tables as they were then."""
 TABLES = tuple(TABLE_COLUMNS)
 INDEXES = {"metrics": ("run_id", "name", "step"), "evaluations": ("run_id", "step"),
            "checkpoints": ("run_id", "step"), "guard": ("run_id", "step"),
@@ -117,7 +121,7 @@ def m001_tables(db: sqlite_utils.Database) -> None:
     """The tables as of store version 3 (the last before migrations); create(transform=True)
     also brings a store made by an earlier version to them (added columns, column types)."""
     for name, columns in TABLE_COLUMNS.items():
-        columns = {k: v for k, v in columns.items() if k != "events_offset"}
+        columns = {k: v for k, v in columns.items() if k not in ADDED_SINCE_M001.get(name, ())}
         db[name].create(columns, pk="id" if name == "runs" else None, transform=True,
                         not_null={"run_id"} if name != "runs" else None)
         if name in INDEXES:
@@ -126,9 +130,12 @@ def m001_tables(db: sqlite_utils.Database) -> None:
 
 @MIGRATIONS()
 def m002_incremental_index(db: sqlite_utils.Database) -> None:
-    """runs.events_offset: where the next index of a run reads on from; the guard's
-    rolled_back_to becomes the step (it was the checkpoint's path): rows are read again."""
+    """runs.events_offset: where the next index of a run reads on from; guard.message: the
+    decision in a sentence; the guard's rolled_back_to becomes the step (it was the checkpoint's
+    path). Rows indexed before keep their `reason` (then a sentence) until the run is indexed
+    again."""
     db["runs"].add_column("events_offset", int)
+    db["guard"].add_column("message", str)
     for row in db["guard"].rows_where("typeof(rolled_back_to) = 'text'", select="rowid, rolled_back_to"):
         found = re.search(r"(\d+)$", row["rolled_back_to"])
         db.execute("UPDATE guard SET rolled_back_to = ? WHERE rowid = ?",
@@ -179,9 +186,12 @@ def open_store(path: Path | str | None = None) -> sqlite_utils.Database:
         db = sqlite_utils.Database(sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000))
         db.enable_wal()
     if MIGRATIONS.pending(db):
-        db.conn.execute("BEGIN IMMEDIATE")  # two processes opening an old store: one migrates
-        db.conn.execute("COMMIT")
-        MIGRATIONS.apply(db)
+        # Two processes opening an old (or new) store at once: the first takes the write lock
+        # and migrates; the second waits for it (busy timeout), then finds nothing pending.
+        # sqlite-utils' apply() nests each migration in a savepoint of this transaction.
+        with writing(db):
+            if MIGRATIONS.pending(db):
+                MIGRATIONS.apply(db)
     return db
 
 

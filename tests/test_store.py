@@ -99,7 +99,9 @@ def _eval_and_checkpoint(out: EventWriter, folder, step: int) -> list[dict]:
 def _ending(out: EventWriter, state: str, steps: int) -> list[dict]:
     if state == "running":
         return []
-    events = [out.emit("guard", 25, reason="forgetting", message="forgetting 16.0% passed the threshold",
+    events = [out.emit("guard", 25, reason="forgetting",
+                       message="forgetting 16.0% passed the threshold 15% at step 25: rolled back to "
+                               "step 20; learning rate x0.5",
                        action="rollback", forgetting=0.16, threshold=0.15,
                        rolled_back_to=20, remedy="learning rate x0.5"),
               out.emit("log", steps, message="saving the last checkpoint")]
@@ -373,7 +375,7 @@ def test_format_run_shows_the_key_numbers(db, run):
     assert f"best domain gain  +{last['domain_gain'] * 100:.1f}% at step 30" in text
     assert "checkpoints/step-000010 (deleted)" in text
     assert "checkpoints/step-000030 (deleted)" not in text
-    assert "rollback to step 20" in text
+    assert "guard             step 25: forgetting 16.0% passed the threshold 15% at step 25: rolled back to step 20" in text
 
 
 def test_format_runs_has_a_line_per_run(db, three_runs):
@@ -538,3 +540,24 @@ def test_a_run_forgotten_while_it_trained_stays_out_when_its_worker_ends(three_r
     run_id = store.forget_run(db, "2025-06-02-law")
     update_store(Path(run_id))  # what the worker does when the run ends
     assert "law" not in [r["name"] for r in store.list_runs(db)]
+
+
+def test_two_processes_opening_an_old_store_at_once_both_get_it(tmp_path):
+    """One migrates, the other waits for it and finds nothing pending (no 'database is locked')."""
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_SCHEMA)
+    conn.close()
+    script = ("import sys, time; from cpt_studio.core import store; t = float(sys.argv[2]); "
+              "time.sleep(max(0, t - time.time())); db = store.open_store(sys.argv[1]); "
+              "print(len(store.MIGRATIONS.pending(db)))")
+    start = str(time.time() + 3)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), start], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outcomes = [(p.wait(60), *p.communicate()) for p in procs]
+    assert [(code, out.strip()) for code, out, _ in outcomes] == [(0, "0")] * 3, outcomes
+    assert [r["rolled_back_to"] for r in store.open_store(path)["guard"].rows] == [20]
