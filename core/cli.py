@@ -151,6 +151,8 @@ def _run_commands(commands) -> None:
     forget.add_argument("run_ref", metavar="RUN", help="run folder, name, or a unique prefix of its folder name")
     forget.add_argument("--delete-folder", action="store_true",
                         help="also delete the run's folder with its checkpoints")
+    forget.add_argument("--undo", action="store_true",
+                        help="bring a forgotten run back into the history (RUN: its folder)")
     forget.set_defaults(run=cli_runs.forget)
 
 

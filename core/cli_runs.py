@@ -113,10 +113,6 @@ class ProgressPrinter(RunTimeline):
         if event.message and event.state:
             print(f"[{event.state.value}] {event.message}")
 
-    def on_resume(self, step: int) -> None:
-        super().on_resume(step)
-        print(f"  resumed from step {step}: the steps after it are trained again")
-
     def on_step(self, event: StepEvent) -> None:
         if time.monotonic() - self.last_line <= 5:
             return
@@ -213,13 +209,17 @@ def forget(args) -> int:
     from .runs import worker_pid
 
     db = store.open_store()
+    if args.undo:
+        print(f"back in the history: {store.remember_run(db, args.run_ref)}")
+        return 0
     run_id = store.get_run(db, args.run_ref)["id"]
     if args.delete_folder and worker_pid(Path(run_id)) is not None:
         raise ValueError(f"{run_id} is still training; stop it first (`cpt-studio stop {run_id}`)")
     store.forget_run(db, run_id, delete_folder=args.delete_folder)
     print(f"removed from the history: {run_id}"
           + (" (folder deleted)" if args.delete_folder else
-             "; its folder is kept and `cpt-studio store rebuild` leaves it out"))
+             f"; its folder is kept and `cpt-studio store rebuild` leaves it out "
+             f"(`cpt-studio store forget --undo {run_id}` brings it back)"))
     return 0
 
 

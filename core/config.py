@@ -126,7 +126,8 @@ class MethodConfig:
     lora_dropout: float = 0.0
     """Dropout probability on each LoRA adapter's input (peft's lora_dropout; 0: none)."""
     target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
-    """Modules that get adapters: by default every attention and MLP projection."""
+    """Modules that get LoRA adapters (peft's target_modules, by name): by default every attention
+    and MLP projection."""
 
     def validate(self) -> list[str]:
         problems = []

@@ -370,7 +370,7 @@ def read_events(path: Path, offset: int = 0, max_bytes: int = -1) -> tuple[list[
     them), and the offset to continue from; the raw form under EventTail.
 
     A last line without its newline is not returned (it is still being written). Raises
-    json.JSONDecodeError for a line that is not JSON."""
+    json.JSONDecodeError for a line that is not a JSON object in UTF-8."""
     events: list[dict[str, Any]] = []
     with open(path, "rb") as f:
         f.seek(offset)
@@ -378,8 +378,20 @@ def read_events(path: Path, offset: int = 0, max_bytes: int = -1) -> tuple[list[
     end = data.rfind(b"\n") + 1
     for line in data[:end].splitlines():
         if line.strip():
-            events.append(json.loads(line))
+            events.append(read_line(line))
     return events, offset + end
+
+
+def read_line(line: bytes) -> dict[str, Any]:
+    """One line of an events file as its JSON object; json.JSONDecodeError for anything else."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise json.JSONDecodeError(f"not UTF-8 ({err.reason})", repr(line), err.start) from err
+    event = json.loads(text)
+    if not isinstance(event, dict):
+        raise json.JSONDecodeError("not a JSON object", text, 0)
+    return event
 
 
 class EventTail:

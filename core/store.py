@@ -40,6 +40,7 @@ from .events import (
     ProbeEvent,
     StatusEvent,
     StepEvent,
+    read_line,
 )
 from .paths import data_dir
 from .recommend import (
@@ -78,7 +79,8 @@ TABLE_COLUMNS: dict[str, dict[str, type]] = {
              "config": str,  # the frozen RunConfig, JSON
              "error": str,  # the message of a failed run
              "recommendation": str,  # why the recommended checkpoint is the one (core.recommend)
-             "events_offset": int},  # bytes of events.jsonl indexed: the next index reads on
+             "events_offset": int,  # bytes of events.jsonl indexed: the next index reads on
+             "events_seen": str},  # the last bytes indexed, to tell a replaced file
     "metrics": {"run_id": str, "step": int, "tokens": int, "time": float, "name": str,
                 "value": float},
     "evaluations": {"run_id": str, "step": int, "tokens": int, "time": float,
@@ -103,7 +105,7 @@ TABLE_COLUMNS: dict[str, dict[str, type]] = {
 }
 """Each table's columns now. The store's schema changes only through MIGRATIONS below: a column
 added here is added to an existing store by a new migration (and named in ADDED_SINCE_M001)."""
-ADDED_SINCE_M001 = {"runs": ("events_offset",), "guard": ("message",)}
+ADDED_SINCE_M001 = {"runs": ("events_offset", "events_seen"), "guard": ("message",)}
 """Columns that later migrations add, so that m001 creates the tables as they were then."""
 TABLES = tuple(TABLE_COLUMNS)
 INDEXES = {"metrics": ("run_id", "name", "step"), "evaluations": ("run_id", "step"),
@@ -130,16 +132,22 @@ def m001_tables(db: sqlite_utils.Database) -> None:
 
 @MIGRATIONS()
 def m002_incremental_index(db: sqlite_utils.Database) -> None:
-    """runs.events_offset: where the next index of a run reads on from; guard.message: the
-    decision in a sentence; the guard's rolled_back_to becomes the step (it was the checkpoint's
-    path). Rows indexed before keep their `reason` (then a sentence) until the run is indexed
-    again."""
+    """runs.events_offset: where the next index of a run reads on from;
+    the guard's rolled_back_to becomes the step (it was the checkpoint's path)."""
     db["runs"].add_column("events_offset", int)
-    db["guard"].add_column("message", str)
     for row in db["guard"].rows_where("typeof(rolled_back_to) = 'text'", select="rowid, rolled_back_to"):
         found = re.search(r"(\d+)$", row["rolled_back_to"])
         db.execute("UPDATE guard SET rolled_back_to = ? WHERE rowid = ?",
                    [int(found.group(1)) if found else None, row["rowid"]])
+
+
+@MIGRATIONS()
+def m003_guard_message_and_seen_bytes(db: sqlite_utils.Database) -> None:
+    """guard.message: the decision in a sentence (rows indexed before keep their `reason`, then
+    a sentence, until the run is indexed again); runs.events_seen: the last bytes indexed, so
+    that an events file replaced by another as long is read again from the start."""
+    db["guard"].add_column("message", str)
+    db["runs"].add_column("events_seen", str)
 
 
 # -- opening -------------------------------------------------------------------------------
@@ -219,17 +227,35 @@ def index_run(db: sqlite_utils.Database, run_dir: Path | str) -> str:
                              "delete that line, or move the run folder out of the runs folder") from err
         reason = _mark_checkpoints(db, run_id, run_dir, config)
         db["runs"].upsert({**_run_row(db, run_id, run_dir, config, row if offset else None, indexer),
-                           "recommendation": reason, "events_offset": indexer.tail.offset}, pk="id")
+                           "recommendation": reason, "events_offset": indexer.tail.offset,
+                           "events_seen": _seen(events, indexer.tail.offset)}, pk="id")
     return run_id
+
+
+SEEN_BYTES = 256
+"""How much of the start and of the end of what was indexed is kept to recognise the file."""
 
 
 def _resume_offset(row: dict | None, config: dict, events: Path) -> int:
     """Where to read on from: 0 (everything again) unless the run was indexed before with this
-    config and its events file has not shrunk since (it only grows while a run lives)."""
+    config and its events file still holds, where the last index stopped, the bytes it saw
+    there (a live run's file only grows; a replaced or edited one is read again)."""
     if row is None or not row.get("events_offset") or row["config"] != json.dumps(config):
         return 0
-    size = events.stat().st_size if events.exists() else 0
-    return row["events_offset"] if size >= row["events_offset"] else 0
+    offset = row["events_offset"]
+    return offset if _seen(events, offset) == row.get("events_seen") else 0
+
+
+def _seen(events: Path, offset: int) -> str | None:
+    """The first and the last SEEN_BYTES of the file's first `offset` bytes, as hex (None when
+    the file is shorter): enough to tell a file replaced by another, without reading it all. An
+    edit in the middle of the indexed part goes unnoticed until `store rebuild`."""
+    if not events.exists() or events.stat().st_size < offset:
+        return None
+    with open(events, "rb") as f:
+        head = f.read(min(offset, SEEN_BYTES))
+        f.seek(max(0, offset - SEEN_BYTES))
+        return (head + f.read(offset - max(0, offset - SEEN_BYTES))).hex()
 
 
 def index_runs(db: sqlite_utils.Database, root: Path | None = None) -> list[str]:
@@ -286,11 +312,12 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
 
 
 def _bad_line(path: Path) -> int | None:
-    with open(path, encoding="utf-8", errors="replace") as f:
+    """The number of the first line that is not an event (a JSON object in UTF-8)."""
+    with open(path, "rb") as f:
         for number, line in enumerate(f, start=1):
             try:
                 if line.strip():
-                    json.loads(line)
+                    read_line(line)
             except json.JSONDecodeError:
                 return number
     return None
@@ -591,6 +618,16 @@ def forget_run(db: sqlite_utils.Database, run: str | Path, *, delete_folder: boo
         shutil.rmtree(run_id, ignore_errors=True)
     forgotten = forgotten_runs()
     forgotten.add(run_id) if Path(run_id).is_dir() else forgotten.discard(run_id)
+    _forgotten_path().write_text(json.dumps(sorted(forgotten), indent=1), encoding="utf-8")
+    return run_id
+
+
+def remember_run(db: sqlite_utils.Database, run_dir: Path | str) -> str:
+    """Bring a forgotten run (its folder kept) back into the history; returns its id.
+    Raises FileNotFoundError for a folder that is not a run's."""
+    run_id = str(Path(run_dir).expanduser().resolve())
+    forgotten = forgotten_runs() - {run_id}
+    index_run(db, run_id)
     _forgotten_path().write_text(json.dumps(sorted(forgotten), indent=1), encoding="utf-8")
     return run_id
 

@@ -426,7 +426,8 @@ def test_a_resumed_run_keeps_the_resumed_attempts_numbers(tmp_path):
 # -- incremental indexing, forgetting, migrations ---------------------------------------------
 
 def _without_offset(tables: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    runs = [{k: v for k, v in row.items() if k != "events_offset"} for row in tables["runs"]]
+    runs = [{k: v for k, v in row.items() if k not in ("events_offset", "events_seen")}
+            for row in tables["runs"]]
     return {**tables, "runs": runs}
 
 
@@ -445,9 +446,10 @@ def test_a_running_run_is_indexed_from_the_last_byte_read(db, tmp_path):
         out.emit("step", step, **_step_fields(step))
     _eval_and_checkpoint(out, folder, 15)
     _ending(out, "finished", 15)
-    # An early line changed in place: an incremental index never reads it again.
+    # A line in the middle changed in place: an incremental index never reads it again.
     text = events_file.read_bytes()
-    events_file.write_bytes(text[:10] + b"X" + text[11:])
+    middle = len(text) // 2
+    events_file.write_bytes(text[:middle] + b"X" + text[middle + 1:])
     store.index_run(db, folder)
     incremental = _without_offset(snapshot(db, run_id))
     events_file.write_bytes(text)
@@ -501,7 +503,8 @@ def test_a_store_made_before_migrations_is_migrated(tmp_path):
     conn.executescript(OLD_SCHEMA)
     conn.close()
     db = store.open_store(path)
-    assert [m.name for m in store.MIGRATIONS.applied(db)] == ["m001_tables", "m002_incremental_index"]
+    assert [m.name for m in store.MIGRATIONS.applied(db)] == [
+        "m001_tables", "m002_incremental_index", "m003_guard_message_and_seen_bytes"]
     assert {"recommendation", "events_offset"} <= set(db["runs"].columns_dict)
     assert {"domain_bpb", "recommended", "pareto"} <= set(db["checkpoints"].columns_dict)
     assert [r["rolled_back_to"] for r in db["guard"].rows] == [20]
@@ -530,6 +533,9 @@ def test_cli_store_forget_keeps_the_run_out_of_rebuild(three_runs, tmp_path, cap
     assert main(["store", "rebuild", str(tmp_path / "runs")]) == 0
     assert [r["name"] for r in store.list_runs(store.open_store(db_path))] == ["law", "med-a"]
     assert main(["store", "forget", "no-such-run"]) != 0
+    assert main(["store", "forget", "--undo", str(tmp_path / "runs" / "2025-06-01-med-b")]) == 0
+    assert store.forgotten_runs() == set()
+    assert len(store.list_runs(store.open_store(db_path))) == 3
 
 
 def test_a_run_forgotten_while_it_trained_stays_out_when_its_worker_ends(three_runs, tmp_path):
@@ -561,3 +567,25 @@ def test_two_processes_opening_an_old_store_at_once_both_get_it(tmp_path):
     outcomes = [(p.wait(60), *p.communicate()) for p in procs]
     assert [(code, out.strip()) for code, out, _ in outcomes] == [(0, "0")] * 3, outcomes
     assert [r["rolled_back_to"] for r in store.open_store(path)["guard"].rows] == [20]
+
+
+def test_an_events_file_replaced_by_another_as_long_is_read_again(db, run):
+    run_id = store.index_run(db, run.folder)
+    events_file = run.folder / "events.jsonl"
+    text = events_file.read_text()
+    another = text.replace('"loss": 2.', '"loss": 9.').replace("loading model", "loading MODEL")
+    events_file.write_text(another)  # as long: another run's file copied over, say
+    store.index_run(db, run.folder)
+    fresh = store.open_store(":memory:")
+    store.index_run(fresh, run.folder)
+    assert store.run_metrics(db, run_id, "loss") == store.run_metrics(fresh, run_id, "loss")
+    assert store.run_metrics(db, run_id, "loss")[0][2] == pytest.approx(9.99)
+
+
+@pytest.mark.parametrize("line", [b"[1, 2]", b"null", b"3", b'{"type": "step", "step": 1, "loss": "\xff"}'])
+def test_a_line_that_is_not_an_event_is_named_with_its_number(db, run, line):
+    events_file = run.folder / "events.jsonl"
+    lines = events_file.read_bytes().split(b"\n")
+    events_file.write_bytes(b"\n".join(lines[:3] + [line] + lines[3:]))
+    with pytest.raises(ValueError, match=r"events.jsonl line 4: not a JSON event"):
+        store.index_run(db, run.folder)
