@@ -58,7 +58,7 @@ def balance(run: dict) -> tuple[float, float]:
     from cpt_studio.core.data import prepare_run_data
     from cpt_studio.core.ewc import prepare_ewc
     from cpt_studio.core.models import load_model_and_tokenizer
-    from cpt_studio.core.runs import list_checkpoints
+    from cpt_studio.core.run_folder import list_checkpoints
 
     config = run["config"]
     model, tokenizer = load_model_and_tokenizer(config.model.name_or_path)

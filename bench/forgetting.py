@@ -58,7 +58,8 @@ def run_config(name: str, steps: int, fisher_sequences: int, strength: float | N
 def run(name: str, args, root: Path) -> dict:
     """One run by the worker, in its own process; its numbers from the events."""
     from cpt_studio.core.events import read_events
-    from cpt_studio.core.runs import RunPaths, create_run, start_worker
+    from cpt_studio.core.run_folder import RunPaths
+    from cpt_studio.core.runs import create_run, start_worker
 
     config = run_config(name, args.steps, args.fisher_sequences, args.strength)
     run_dir = create_run(config, root)
@@ -91,7 +92,7 @@ def balance_strength(replay: dict, fisher_sequences: int) -> tuple[float, float]
     from cpt_studio.core.data import prepare_run_data
     from cpt_studio.core.ewc import prepare_ewc
     from cpt_studio.core.models import load_model_and_tokenizer
-    from cpt_studio.core.runs import list_checkpoints
+    from cpt_studio.core.run_folder import list_checkpoints
 
     config = RunConfig.from_dict(replay["config"])
     config.ewc.enabled, config.ewc.sequences = True, fisher_sequences

@@ -82,7 +82,7 @@ def write_history_run(run_dir: Path, events: int, final: str | None) -> None:
     """Step events with an evaluation every 50 steps, a checkpoint every 500 and a guard
     decision, then the final status (`final`; None: the run is still going, or died)."""
     from cpt_studio.core.events import EventWriter
-    from cpt_studio.core.runs import RunPaths
+    from cpt_studio.core.run_folder import RunPaths
 
     out = EventWriter(RunPaths(run_dir).events)
     out.emit("status", 0, state="running", phase="training", total_steps=events * 10,
@@ -119,7 +119,8 @@ def live_writer_process(run_dir: Path, first_step: int, rate: float):
 def live_run(run_dir: Path, first_step: int, rate: float) -> None:
     """Be the live run's worker: record this process's pid, then append `rate` events/s."""
     from cpt_studio.core.events import EventWriter
-    from cpt_studio.core.runs import RunPaths, write_pid
+    from cpt_studio.core.run_folder import RunPaths
+    from cpt_studio.core.runs import write_pid
 
     write_pid(run_dir)
     out = EventWriter(RunPaths(run_dir).events)

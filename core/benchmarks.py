@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .paths import data_dir, resource_path
+from .tokenstore import tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +260,6 @@ def _number(value: Any) -> float | None:
 def model_fingerprint(folder: Path, tokenizer) -> str:
     """A hash of a model folder's config, its weight files (name, size, first and last MiB)
     and the tokenizer: the same model gives the same fingerprint without reading every byte."""
-    from .tokenstore import tokenizer_fingerprint
-
     digest = hashlib.sha256(tokenizer_fingerprint(tokenizer).encode())
     folder = Path(folder)
     for path in sorted(folder.iterdir()):

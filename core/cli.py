@@ -11,6 +11,10 @@
     cpt-studio desktop install | uninstall       # the app in a Linux desktop's applications menu
     cpt-studio evaluate RUN [--checkpoints 10,20] [--tasks a,b] [--probes FILE] [--limit N] [--detach]
     cpt-studio tasks [WORD] | report RUN
+    cpt-studio settings [WORD]                   # every setting of a config file, with its help
+
+An option that sets a RunConfig field shows that field's docstring as its help
+(cpt_studio.core.config_help.option_help).
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from .config_help import find_settings, format_settings, option_help
 from .corpus import CorpusError, SourceSpec
 from .disk import DiskFullError
 from .models import ModelError
+from .run_folder import GENERATIONS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     inspect.set_defaults(run=_corpus_inspect)
     _tokenizer_commands(commands)
     _run_commands(commands)
+    settings = commands.add_parser("settings", help="every setting of a run config file: its path, "
+                                   "type, default and meaning")
+    settings.add_argument("query", nargs="?", default="", metavar="WORD",
+                          help="only the settings whose path or help contains WORD (any case)")
+    settings.set_defaults(run=_settings)
     return parser
+
+
+def _settings(args) -> int:
+    print(format_settings(args.query))
+    return 0 if find_settings(args.query) else 1
 
 
 def _version() -> str:
@@ -73,12 +89,11 @@ def _tokenizer_commands(commands) -> None:
         "extend", help="find domain words to add as tokens and show them with the fertility before "
                        "and after; changes nothing unless --apply")
     extend.add_argument("target", help="a RunConfig JSON file, or a run folder that has not trained yet")
-    extend.add_argument("--vocab-size", type=int, help="size of the domain BPE (default: the config's)")
-    extend.add_argument("--min-frequency", type=int, help="a new word must occur this often in the domain training text")
-    extend.add_argument("--max-new-tokens", type=int, help="add at most this many tokens")
-    extend.add_argument("--min-length", type=int, help="a new word must have this many characters")
-    extend.add_argument("--pattern", dest="token_pattern", help="a regular expression each new word must "
-                        "match in full (default: letters only)")
+    for option, name in (("--vocab-size", "vocab_size"), ("--min-frequency", "min_frequency"),
+                         ("--max-new-tokens", "max_new_tokens"), ("--min-length", "min_length"),
+                         ("--pattern", "token_pattern")):
+        extend.add_argument(option, dest=name, type=str if name == "token_pattern" else int,
+                            help=option_help(f"tokenizer.{name}", "default: the config's, {} unless it sets one"))
     extend.add_argument("--top", type=int, default=20, help="candidates to list (default 20)")
     extend.add_argument("--json", action="store_true", help="print everything as JSON")
     extend.add_argument("--apply", action="store_true", help="save the extension into the run folder (for a "
@@ -90,7 +105,7 @@ def _run_commands(commands) -> None:
     from . import cli_runs
 
     train = commands.add_parser("train", help="start a run from a config file (JSON)")
-    train.add_argument("config", help="a RunConfig JSON file")
+    train.add_argument("config", help="a RunConfig JSON file (`cpt-studio settings` lists its settings)")
     train.add_argument("--dry-run", action="store_true", help="print the plan (steps, memory, time, warnings) and stop")
     train.add_argument("--probe", type=int, default=0, metavar="STEPS",
                        help="with --dry-run: measure the speed with a few real steps")
@@ -109,7 +124,8 @@ def _run_commands(commands) -> None:
                       help="end the worker at once (and its children) instead of asking it to save and stop")
     stop.set_defaults(run=cli_runs.stop)
     demo = commands.add_parser("demo", help="a short real CPT run on the demo model and corpus")
-    demo.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the demo's own)")
+    demo.add_argument("--steps", type=int, default=None,
+                      help=option_help("schedule.max_steps", "default: the demo's own"))
     demo.set_defaults(run=cli_runs.demo)
     gguf = commands.add_parser("import-gguf", help="import a GGUF file once into an HF model folder")
     gguf.add_argument("file")
@@ -131,6 +147,13 @@ def _run_commands(commands) -> None:
     rebuild = store.add_parser("rebuild", help="re-index every run folder into the store")
     rebuild.add_argument("roots", nargs="*", help="folders holding run folders (default: the data folder's runs)")
     rebuild.set_defaults(run=cli_runs.rebuild)
+    forget = store.add_parser("forget", help="remove a run from the history (rebuild keeps it out)")
+    forget.add_argument("run_ref", metavar="RUN", help="run folder, name, or a unique prefix of its folder name")
+    forget.add_argument("--delete-folder", action="store_true",
+                        help="also delete the run's folder with its checkpoints")
+    forget.add_argument("--undo", action="store_true",
+                        help="bring a forgotten run back into the history (RUN: its folder)")
+    forget.set_defaults(run=cli_runs.forget)
 
 
 def _desktop_commands(commands) -> None:
@@ -168,7 +191,7 @@ def _checkpoint_commands(commands) -> None:
     from . import cli_runs
 
     generate = commands.add_parser("generate", help="continue a prompt with the base model and "
-                                   "checkpoints, side by side (kept in the run's generations.jsonl)")
+                                   f"checkpoints, side by side (kept in the run's {GENERATIONS})")
     generate.add_argument("run_ref", metavar="RUN", help="run folder, name, or a unique prefix of its folder name")
     generate.add_argument("--prompt", required=True)
     generate.add_argument("--checkpoints", default=None, metavar="STEPS",
@@ -190,10 +213,10 @@ def _checkpoint_commands(commands) -> None:
 
 
 def _source_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--text-field", default="text", help="JSONL/Parquet field with the text (default: text)")
+    parser.add_argument("--text-field", default="text", help=option_help("corpus.domain[].text_field"))
     parser.add_argument("--txt-mode", choices=["file", "blocks"], default="file",
-                        help="plain text: one document per file, or per blank-line-separated block")
-    parser.add_argument("--skip-bad", action="store_true", help="leave out bad records and count them")
+                        help=option_help("corpus.domain[].txt_mode"))
+    parser.add_argument("--skip-bad", action="store_true", help=option_help("corpus.skip_bad"))
 
 
 def _specs(args) -> list[SourceSpec]:
@@ -235,7 +258,8 @@ def _corpus_inspect(args) -> int:
 def _tokenizer_extend(args) -> int:
     from .config import RunConfig
     from .models import load_tokenizer
-    from .runs import RunPaths, create_run
+    from .run_folder import RunPaths
+    from .runs import create_run
     from .tokenizer_ext import apply_extension, format_preview, preview_for_config
 
     target = Path(args.target)

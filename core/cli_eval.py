@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from .cli_runs import run_folder
-from .events import read_events
-from .runs import RunPaths
+from .config_help import option_help
+from .events import EventTail, Phase, StatusEvent
+from .run_folder import RunPaths
 
 
 def add_commands(commands) -> None:
@@ -29,10 +30,11 @@ def add_commands(commands) -> None:
     evaluate.add_argument("--tasks", metavar="NAMES", help="comma-separated lm-eval tasks (default: the "
                           "run's benchmark settings); the run's domain tasks and preset domain tasks "
                           "count as domain, the others as general")
-    evaluate.add_argument("--probes", metavar="FILE", help="a knowledge-probe file (JSONL)")
-    evaluate.add_argument("--limit", type=int, help="score at most N examples per task")
-    evaluate.add_argument("--fewshot", type=int, help="few-shot examples per question")
-    evaluate.add_argument("--batch-size", type=int)
+    evaluate.add_argument("--probes", metavar="FILE", help=option_help(
+        "benchmarks.probes", "default: the run's, none when --tasks is given"))
+    evaluate.add_argument("--limit", type=int, help=option_help("benchmarks.limit", "default: the run's"))
+    evaluate.add_argument("--fewshot", type=int, help=option_help("benchmarks.num_fewshot", "default: the run's"))
+    evaluate.add_argument("--batch-size", type=int, help=option_help("benchmarks.batch_size", "default: the run's"))
     evaluate.add_argument("--detach", action="store_true", help="run in the background and return at once")
     evaluate.add_argument("--stop", action="store_true", help="ask the run's evaluation to stop")
     evaluate.set_defaults(run=evaluate_command)
@@ -88,7 +90,7 @@ def _preset_domain_tasks() -> set[str]:
 
 
 def _steps(run_dir: Path, text: str | None) -> list[int]:
-    from .runs import checkpoint_step, list_checkpoints
+    from .run_folder import checkpoint_step, list_checkpoints
 
     if text:
         try:
@@ -104,12 +106,13 @@ def follow_evaluation(run_dir: Path, process) -> int:
     """Print the job's progress lines until the worker exits; Ctrl-C asks it to stop."""
     from .runs import request_eval_stop
 
-    path, offset = RunPaths(run_dir).eval_events, _size(RunPaths(run_dir).eval_events)
+    path = RunPaths(run_dir).eval_events
+    tail = EventTail(path, _size(path))
     try:
         while True:
-            offset = _print_progress(path, offset)
+            _print_progress(tail)
             if process.poll() is not None:
-                _print_progress(path, offset)
+                _print_progress(tail)
                 break
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -126,19 +129,17 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def _print_progress(path: Path, offset: int) -> int:
-    if not path.exists():
-        return offset
-    events, offset = read_events(path, offset)
-    for event in events:
-        eta = event.get("eta_seconds")
-        counts = f" [{event['done']}/{event['total']}]" if event.get("total") else ""
-        print(f"[{event.get('state')}]{counts} {event.get('message', '')}"
+def _print_progress(tail: EventTail) -> None:
+    for event in tail.read():
+        if not isinstance(event, StatusEvent):
+            continue
+        eta, state = event.eta_seconds, event.state.value if event.state else None
+        counts = f" [{event.done}/{event.total}]" if event.total else ""
+        print(f"[{state}]{counts} {event.message or ''}"
               + (f" (about {eta / 60:.1f} min left)" if eta else ""), flush=True)
-        if event.get("phase") == "evaluating":  # the first report lists what is skipped
+        if event.phase == Phase.EVALUATING:  # the first report lists what is skipped
             for name, reason in (event.get("unavailable") or {}).items():
                 print(f"  unavailable, skipped: {name}: {reason}")
-    return offset
 
 
 def tasks_command(args) -> int:
@@ -158,6 +159,6 @@ def report_command(args) -> int:
 
     run_dir = run_folder(args.run_ref)
     folder = write_report(run_dir)
-    print((folder / "report.md").read_text(encoding="utf-8"))
+    print(RunPaths(run_dir).report_markdown.read_text(encoding="utf-8"))
     print(f"written to {folder}")
     return 0

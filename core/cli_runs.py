@@ -12,8 +12,18 @@ import time
 from pathlib import Path
 
 from .config import RunConfig
-from .events import read_events
-from .runs import RunPaths, create_run, kill_worker, request_stop, start_worker, worker_pid
+from .events import (
+    CheckpointEvent,
+    EvalEvent,
+    GuardEvent,
+    ScoreEvent,
+    State,
+    StatusEvent,
+    StepEvent,
+)
+from .run_folder import RunPaths, checkpoint_label, checkpoint_step, list_checkpoints
+from .runs import create_run, kill_worker, request_stop, start_worker, worker_pid
+from .timeline import RunTimeline
 
 
 def train(args) -> int:
@@ -33,7 +43,7 @@ def train(args) -> int:
 def resume(args) -> int:
     run_dir = Path(args.run_dir).resolve()
     if not RunPaths(run_dir).config.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no {RunPaths(run_dir).config.name})")
     if worker_pid(run_dir):
         raise ValueError(f"{run_dir} is still running (worker pid {worker_pid(run_dir)}); stop it first")
     if not args.accept_changed_corpus:
@@ -70,12 +80,12 @@ def stop(args) -> int:
 def follow(run_dir: Path, process) -> int:
     """Print progress lines and the evaluation table until the worker exits.
     Ctrl-C asks the run to stop (it saves a checkpoint); a second Ctrl-C leaves it running."""
-    offset, printer = 0, _Printer()
+    printer = ProgressPrinter(RunPaths(run_dir).events)
     try:
         while True:
-            offset = _print_new(RunPaths(run_dir).events, offset, printer)
+            printer.update()
             if process.poll() is not None:
-                _print_new(RunPaths(run_dir).events, offset, printer)
+                printer.update()
                 break
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -86,67 +96,66 @@ def follow(run_dir: Path, process) -> int:
         except KeyboardInterrupt:
             return 130
     if process.returncode:
-        _print_failure(run_dir, process.returncode)
+        _print_failure(run_dir, process.returncode, printer.status)
     return process.returncode
 
 
-def _print_new(path: Path, offset: int, printer) -> int:
-    if not path.exists():
-        return offset
-    events, offset = read_events(path, offset)
-    for event in events:
-        printer(event)
-    return offset
+class ProgressPrinter(RunTimeline):
+    """The run's timeline as the CLI prints it: one line per evaluation (the perplexity
+    table), a progress line every few seconds, checkpoints, guard decisions and scores."""
 
-
-class _Printer:
-    """One line per evaluation (the perplexity table), a progress line every few steps."""
-
-    def __init__(self):
-        self.total_steps = None
+    def __init__(self, path: Path):
+        super().__init__(path)
         self.header_done = False
-        self.last_progress = 0.0
+        self.last_line = 0.0
 
-    def __call__(self, event: dict) -> None:
-        kind = event["type"]
-        if kind == "status":
-            self.total_steps = event.get("total_steps", self.total_steps)
-            if event.get("message") and event.get("state"):
-                print(f"[{event['state']}] {event['message']}")
-        elif kind == "eval":
-            self._eval(event)
-        elif kind == "step" and time.monotonic() - self.last_progress > 5:
-            self.last_progress = time.monotonic()
-            total = f"/{self.total_steps}" if self.total_steps else ""
-            print(f"  step {event['step']}{total}  loss {event['loss']:.4f}  lr {event['lr']:.3g}  "
-                  f"{event['tokens_per_second']:,.0f} tokens/s", flush=True)
-        elif kind == "checkpoint":
-            print(f"  checkpoint saved: {event['path']}")
-        elif kind == "guard":
-            print(f"  guard: {event.get('message') or event.get('reason')}", flush=True)
-        elif kind in ("probe", "benchmark") and event.get("primary"):
-            model = "base model" if event["step"] == 0 else f"checkpoint-{event['step']}"
-            stderr = f" ± {event['stderr']:.3f}" if event.get("stderr") is not None else ""
-            print(f"  {event['task']} {event['metric']} ({model}): {event['value']:.3f}{stderr}", flush=True)
+    def on_status(self, event: StatusEvent) -> None:
+        if event.message and event.state:
+            print(f"[{event.state.value}] {event.message}")
 
-    def _eval(self, event: dict) -> None:
+    def on_step(self, event: StepEvent) -> None:
+        if time.monotonic() - self.last_line <= 5:
+            return
+        self.last_line = time.monotonic()
+        total = f"/{self.total_steps}" if self.total_steps else ""
+        print(f"  step {event.step}{total}  loss {event.loss:.4f}  lr {event.lr or 0:.3g}  "
+              f"{event.tokens_per_second or 0:,.0f} tokens/s", flush=True)
+
+    def on_checkpoint(self, event: CheckpointEvent) -> None:
+        print(f"  checkpoint saved: {event.path}")
+
+    def on_guard(self, event: GuardEvent) -> None:
+        print(f"  guard: {event.message or event.reason}", flush=True)
+
+    def on_probe(self, event: ScoreEvent) -> None:
+        if event.primary:
+            stderr = f" ± {event.stderr:.3f}" if event.stderr is not None else ""
+            print(f"  {event.task} {event.metric} ({checkpoint_label(event.step)}): "
+                  f"{event.value:.3f}{stderr}", flush=True)
+
+    on_benchmark = on_probe
+
+    def on_eval(self, event: EvalEvent) -> None:
         if not self.header_done:
             print(f"{'step':>7} {'tokens':>11} {'domain ppl':>11} {'general ppl':>12} "
                   f"{'domain gain':>12} {'forgetting':>11}")
             self.header_done = True
-        general = event.get("general_ppl")
-        print(f"{event['step']:>7} {event['tokens']:>11,} {event['domain_ppl']:>11.3f} "
-              f"{general if general is not None else float('nan'):>12.3f} "
-              f"{event['domain_gain']:>12.2%} {event.get('forgetting', 0.0):>11.2%}", flush=True)
+        nan = float("nan")
+        print(f"{event.step:>7} {event.tokens or 0:>11,} {_or(event.domain_ppl, nan):>11.3f} "
+              f"{_or(event.general_ppl, nan):>12.3f} {_or(event.domain_gain, nan):>12.2%} "
+              f"{_or(event.forgetting, 0.0):>11.2%}", flush=True)
 
 
-def _print_failure(run_dir: Path, code: int) -> None:
-    events = read_events(RunPaths(run_dir).events)[0] if RunPaths(run_dir).events.exists() else []
-    failed = next((e for e in reversed(events) if e.get("state") == "failed"), None)
-    print(f"\nfailed, exit code {code}: {failed['message'] if failed else 'no final status'}", file=sys.stderr)
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _print_failure(run_dir: Path, code: int, status: StatusEvent | None) -> None:
+    failed = status if status is not None and status.state == State.FAILED else None
+    print(f"\nfailed, exit code {code}: {failed.message if failed else 'no final status'}", file=sys.stderr)
     log = RunPaths(run_dir).log
     if log.exists():
-        print("last lines of logs/worker.log:\n" + "\n".join(log.read_text().splitlines()[-15:]), file=sys.stderr)
+        print(f"last lines of {RunPaths(run_dir).relative(log)}:\n" + "\n".join(log.read_text().splitlines()[-15:]), file=sys.stderr)
 
 
 def demo(args) -> int:
@@ -169,19 +178,19 @@ def import_gguf(args) -> int:
 
 
 def list_runs(args) -> int:
-    from . import store
+    from . import cli_tables, store
 
     db = store.open_store()
-    print(store.format_runs(store.list_runs(db, state=args.state, model=args.model)))
+    print(cli_tables.format_runs(store.list_runs(db, state=args.state, model=args.model)))
     return 0
 
 
 def show(args) -> int:
-    from . import store
+    from . import cli_tables, store
 
     db = store.open_store()
     run = store.get_run(db, args.run_ref)
-    print(store.format_run(db, run["id"]))
+    print(cli_tables.format_run(db, run["id"]))
     return 0
 
 
@@ -192,6 +201,25 @@ def rebuild(args) -> int:
     roots = [Path(r) for r in args.roots] or [runs_dir()]
     count = store.rebuild(store.open_store(), roots)
     print(f"indexed {count} run(s) from {', '.join(map(str, roots))}")
+    return 0
+
+
+def forget(args) -> int:
+    from . import store
+    from .runs import worker_pid
+
+    db = store.open_store()
+    if args.undo:
+        print(f"back in the history: {store.remember_run(db, args.run_ref)}")
+        return 0
+    run_id = store.get_run(db, args.run_ref)["id"]
+    if args.delete_folder and worker_pid(Path(run_id)) is not None:
+        raise ValueError(f"{run_id} is still training; stop it first (`cpt-studio stop {run_id}`)")
+    store.forget_run(db, run_id, delete_folder=args.delete_folder)
+    print(f"removed from the history: {run_id}"
+          + (" (folder deleted)" if args.delete_folder else
+             f"; its folder is kept and `cpt-studio store rebuild` leaves it out "
+             f"(`cpt-studio store forget --undo {run_id}` brings it back)"))
     return 0
 
 
@@ -209,7 +237,6 @@ def generate(args) -> int:
     import json
 
     from .generate import GenerationSettings, compare_generations
-    from .runs import checkpoint_step, list_checkpoints
 
     run_dir = run_folder(args.run_ref)
     steps = ([int(s) for s in args.checkpoints.split(",") if s.strip()] if args.checkpoints

@@ -29,7 +29,6 @@ SHORT_NAMES = {"corpus.replay_ratio": "replay", "schedule.peak_lr": "lr",
 """Legend words for the settings people vary most; others use their last part."""
 PERCENT_SETTINGS = {"corpus.replay_ratio", "guard.threshold", "checkpoints.recommend_max_forgetting"}
 SCORE_EVENTS = ("probe", "benchmark")
-NOT_SCORES = ("type", "time", "step", "tokens", "name")
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -100,21 +99,13 @@ def run_labels(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
 
 
 def checkpoint_extras(events: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
-    """Probe and benchmark scores by step: an lm-eval score {"task": "medqa", "metric": "acc",
-    "value": 0.41} gives the column "medqa acc"; an event {"name": "medqa", "score": 0.41} gives
-    the column "medqa"; its other numbers give "medqa <field>" ("benchmark <field>" when
-    the event has no name)."""
+    """Probe and benchmark scores by step (benchmark and probe events, cpt_studio.core.events.
+    ScoreEvent, one metric each): {"task": "medqa", "metric": "acc", "value": 0.41} gives the
+    column "medqa acc"; a later score of the same step, task and metric replaces it."""
     extras: dict[int, dict[str, float]] = {}
     for event in events:
-        scores = extras.setdefault(event.get("step"), {})
-        if event.get("task") and event.get("metric"):  # cpt_studio.core.evaljob: one metric per event
-            scores[f"{event['task']} {event['metric']}"] = event.get("value")
-            continue
-        name = event.get("name")
-        for field, value in event.items():
-            if field not in NOT_SCORES and _is_number(value):
-                column = str(name) if name and field == "score" else f"{name or event['type']} {field}"
-                scores[column] = value
+        if event.get("task") and event.get("metric"):
+            extras.setdefault(event.get("step"), {})[f"{event['task']} {event['metric']}"] = event.get("value")
     return extras
 
 

@@ -4,8 +4,8 @@
     problems = config.validate()        # every problem at once, each with its fix
     path.write_text(config.to_json())
 
-Each field carries its documentation in the docstring below it; the GUI and the CLI show
-those words. validate() is the only place that decides whether a config can run.
+Each field carries its documentation in the docstring below it; the GUI's tooltips and the
+CLI's help show those words (core/config_help.py reads them). validate() is the only place that decides whether a config can run.
 """
 
 from __future__ import annotations
@@ -124,9 +124,10 @@ class MethodConfig:
     lora_alpha: int = 128
     """LoRA scaling numerator: the update is scaled by alpha / r."""
     lora_dropout: float = 0.0
-    """Dropout on the LoRA input."""
+    """Dropout probability on each LoRA adapter's input (peft's lora_dropout; 0: none)."""
     target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
-    """Modules that get adapters: by default every attention and MLP projection."""
+    """Modules that get LoRA adapters (peft's target_modules, by name): by default every attention
+    and MLP projection."""
 
     def validate(self) -> list[str]:
         problems = []
@@ -162,9 +163,11 @@ class ScheduleConfig:
     decay_ratio: float = 0.2
     """wsd only: fraction of the steps spent in the final decay."""
     weight_decay: float = 0.1
-    """AdamW weight decay."""
+    """AdamW's decoupled weight decay (torch.optim.AdamW through the HF Trainer, which spares
+    biases and norm weights)."""
     max_grad_norm: float = 1.0
-    """Gradient clipping by global norm (0 turns it off)."""
+    """Gradient clipping: the L2 norm of all gradients together is scaled down to at most this
+    before each optimizer step (0 turns it off)."""
     max_steps: int | None = None
     """Optimizer steps to run; when unset, token_budget decides, else one pass over the domain corpus."""
     token_budget: int | None = None
@@ -196,11 +199,12 @@ class BatchConfig:
     """How many tokens each optimizer step sees."""
 
     micro_batch: int = 4
-    """Sequences per forward pass on each device."""
+    """Sequences (of seq_len tokens) per forward pass on each device."""
     grad_accum: int = 8
     """Micro-batches accumulated into one optimizer step."""
     seq_len: int = 1024
-    """Tokens per packed sequence."""
+    """Tokens per packed sequence: the documents, each ended by the separator, are laid end to
+    end and cut into rows of this length (no token dropped)."""
 
     def validate(self) -> list[str]:
         problems = []

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import CorpusConfig, EvalConfig, EvalSetSpec
+from .config import CorpusConfig, EvalConfig, EvalSetSpec, RunConfig
 from .corpus import CorpusError, SourceSpec, validate
 from .document_tokens import DocumentTokens, document_tokens
 from .evaluation import EvalSet, heldout_rows
@@ -39,10 +39,8 @@ from .heldout import (
 )
 from .mixing import ReplayMixer
 from .packing import PackedSequences
+from .run_folder import RunPaths
 from .tokenstore import TokenStore, corpus_fingerprint, prepare
-
-CORPUS_RECORD = "corpus.json"
-"""In the run's heldout/ folder: each corpus's fingerprint and files when the run started."""
 
 
 class CorpusChangedError(ValueError):
@@ -110,7 +108,7 @@ def _part(name: str, specs: list[SourceSpec], corpus: CorpusConfig, size: EvalCo
           tokens: DocumentTokens, run_dir: Path, seq_len: int, seed: int, progress) -> CorpusPart:
     tagged = (lambda event: progress({**event, "corpus": name})) if progress else None
     store = prepare(specs, tokenizer, skip_bad=corpus.skip_bad, progress=tagged)
-    path = run_dir / "heldout" / f"{name}.jsonl"
+    path = RunPaths(run_dir).heldout(name)
     if path.exists():  # a resume: the held-out set is the one the run started with
         saved = SavedHeldout.read(path)
         train_ids = _resumed_training_ids(name, store, specs, saved, run_dir)
@@ -135,7 +133,7 @@ def _resumed_training_ids(name: str, store: TokenStore, specs: list[SourceSpec],
 
 
 def _record_corpus(run_dir: Path, name: str, specs: list[SourceSpec]) -> None:
-    path = run_dir / "heldout" / CORPUS_RECORD
+    path = RunPaths(run_dir).corpus_record
     record = json.loads(path.read_text()) if path.exists() else {}
     fingerprint, files = corpus_fingerprint(specs)
     record[name] = {"fingerprint": fingerprint, "files": files}
@@ -145,7 +143,7 @@ def _record_corpus(run_dir: Path, name: str, specs: list[SourceSpec]) -> None:
 def changed_corpora_record(run_dir: Path, corpora: dict[str, list[SourceSpec]]) -> dict[str, list[str]]:
     """The corpora (name: files) whose content differs from the run's start; {} for a run that
     has not started or recorded nothing."""
-    path = Path(run_dir) / "heldout" / CORPUS_RECORD
+    path = RunPaths(Path(run_dir)).corpus_record
     record = json.loads(path.read_text()) if path.exists() else {}
     changed = {}
     for name, specs in corpora.items():
@@ -158,9 +156,7 @@ def changed_corpus(run_dir: Path, corpus: CorpusConfig | None = None) -> str | N
     """What changed in the corpus since the run started, in words, or None (the run's own
     config.json names the corpus unless `corpus` is given)."""
     if corpus is None:
-        from .config import RunConfig
-
-        corpus = RunConfig.load(Path(run_dir) / "config.json").corpus
+        corpus = RunConfig.load(RunPaths(Path(run_dir)).config).corpus
     changed = changed_corpora_record(run_dir, {"domain": corpus.domain, "general": corpus.general})
     return "; ".join(f"{name}: {', '.join(files)}" for name, files in changed.items()) or None
 

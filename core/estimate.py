@@ -1,6 +1,6 @@
 """Memory and time estimates before a run: pure arithmetic, no weights loaded.
 
-The memory model follows what the worker actually does (DESIGN.md, Train):
+The memory model follows what the worker actually does (cpt_studio.core.recipe, training):
 
 * Full-parameter training keeps the weights in fp32 and runs the forward under autocast
   (HF Trainer with ``bf16=True``/``fp16=True`` is mixed precision, not pure 16-bit).
@@ -233,7 +233,7 @@ FLOPS_PER_TOKEN_PER_PARAM = 6
 
 CPU_FLOPS = 8.0e10
 """Effective FLOP/s of full-parameter training on 2 CPU cores, calibrated on the measured
-~100 tokens/s of the 135M SmolLM2 (FACTS.md): 6 x 134.5e6 x 100 = 8.1e10."""
+~100 tokens/s of the 135M SmolLM2 measured on a 2-core machine: 6 x 134.5e6 x 100 = 8.1e10."""
 
 CUDA_PEAK_FLOPS = 300e12
 CUDA_MFU = 0.40

@@ -37,8 +37,18 @@ from .benchmarks import (
 )
 from .config import BenchmarkConfig, RunConfig
 from .events import EventWriter
+from .generate import load_for_generation
+from .models import load_tokenizer, resolve_model
 from .probes import read_probes, write_probe_tasks
-from .runs import RunPaths, eval_worker_pid, start_eval_worker
+from .run_folder import (
+    RunPaths,
+    checkpoint_dirname,
+    checkpoint_folder,
+    checkpoint_step,
+    list_checkpoints,
+)
+from .runs import eval_worker_pid, start_eval_worker
+from .store import index_run, open_store, run_checkpoints
 
 BASE_STEP = 0
 PROBE_PREFIX = "probes"
@@ -110,8 +120,6 @@ def _refuse_bad(run_dir: Path, request: EvalRequest) -> None:
     if pid:
         raise ValueError(f"{run_dir} is already being evaluated (pid {pid}); wait for it, or stop "
                          f"it with `cpt-studio evaluate {run_dir} --stop`")
-    from .generate import checkpoint_folder
-
     for step in request.checkpoints:
         if step != BASE_STEP:
             checkpoint_folder(run_dir, step)  # FileNotFoundError naming the kept steps
@@ -203,7 +211,7 @@ def _needs_registry(paths: RunPaths, request: EvalRequest, kinds: dict[str, str]
 def _evaluate_checkpoint(job: _Job, step: int, manager, outcome: EvalOutcome,
                          should_stop: Callable[[], bool]) -> bool:
     """Score every task on one checkpoint; False when a stop request ended it early."""
-    label = "base" if step == BASE_STEP else f"checkpoint-{step}"
+    label = "base" if step == BASE_STEP else checkpoint_dirname(step)
     cached = _cached_base_scores(job, manager) if step == BASE_STEP else {}
     lm = None
     for name, kind in job.kinds.items():
@@ -226,7 +234,7 @@ def _evaluate_checkpoint(job: _Job, step: int, manager, outcome: EvalOutcome,
 def emit_scores(events: EventWriter, step: int, kind: str, scores: list[Score],
                 **fields) -> list[dict]:
     """One `benchmark` event per score (`probe` for probe tasks) at `step` (0: the base model)."""
-    label = "base" if step == BASE_STEP else f"checkpoint-{step}"
+    label = "base" if step == BASE_STEP else checkpoint_dirname(step)
     return [events.emit("probe" if kind == "probe" else "benchmark", step, checkpoint=label,
                         kind=kind, **fields, **score.to_dict()) for score in scores]
 
@@ -258,9 +266,6 @@ def evaluate_at_end(run_dir: Path) -> EvalOutcome | None:
     settings = RunConfig.load(paths.config).benchmarks
     if not (settings.configured and settings.at_end):
         return None
-    from .runs import checkpoint_step, list_checkpoints
-    from .store import index_run, open_store, run_checkpoints
-
     db = open_store()
     rows = run_checkpoints(db, index_run(db, paths.root))
     step = next((r["step"] for r in rows if r["recommended"]), None)
@@ -277,8 +282,6 @@ def _limit(request: EvalRequest, kind: str) -> int | None:
 
 def _cached_base_scores(job: _Job, manager) -> dict[str, list[Score]]:
     """The base model's scores already computed for these settings, by task."""
-    from .models import load_tokenizer, resolve_model
-
     spec = job.config.model
     folder = resolve_model(spec.name_or_path, trust_remote_code=spec.trust_remote_code)
     fingerprint = model_fingerprint(folder, load_tokenizer(folder, trust_remote_code=spec.trust_remote_code))
@@ -291,10 +294,8 @@ def _cached_base_scores(job: _Job, manager) -> dict[str, list[Score]]:
 
 def _load(job: _Job, step: int):
     """lm-eval's model for a checkpoint: loaded as the run trained it (cpt_studio.core.generate)."""
-    from .generate import checkpoint_folder, load_for_generation
-
     source = (job.config.model.name_or_path if step == BASE_STEP
               else checkpoint_folder(job.paths.root, step))
-    job.report(f"loading {'the base model' if step == BASE_STEP else f'checkpoint-{step}'}")
+    job.report(f"loading {'the base model' if step == BASE_STEP else checkpoint_dirname(step)}")
     model, tokenizer = load_for_generation(source)
     return wrap_model(model, tokenizer, job.request.batch_size)

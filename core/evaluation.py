@@ -1,4 +1,4 @@
-"""Held-out perplexity, bits per byte, forgetting and domain gain (DESIGN.md, steps 7 and 8).
+"""Held-out perplexity, bits per byte, forgetting and domain gain (docs/architecture.md).
 
     result = heldout_perplexity(model, rows, batch_size=8)   # rows: PackedSequences
     result.bits_per_byte(text_bytes)                          # comparable across tokenizers

@@ -13,8 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .runs import RunPaths, record_pid
-from .worker import _index, _log_to_file, record_failure
+from .run_folder import RunPaths
+from .runs import record_pid
+from .worker import log_to_file, record_failure, update_store
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,18 +24,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = RunPaths(args.run_dir.resolve())
     if not paths.eval_request.exists():
-        print(f"error: {paths.root} has no evaluation request (eval/request.json)", file=sys.stderr)
+        print(f"error: {paths.root} has no evaluation request ({paths.relative(paths.eval_request)})",
+              file=sys.stderr)
         return 2
     record_pid(paths.eval_pid)
-    _log_to_file(paths.eval_log)
+    log_to_file(paths.eval_log)
     try:
+        # inside the try, as in cpt_studio.core.worker: an import failure is a failed status event
         from .benchmarks import go_offline_unless_reachable
 
         go_offline_unless_reachable()
         from .evaljob import evaluate_run, load_request
 
         evaluate_run(paths.root, load_request(paths.root))
-        _index(paths.root)
+        update_store(paths.root)
         return 0
     except BaseException as exc:  # noqa: BLE001 — every failure must reach the events
         record_failure(paths.eval_events, exc, "evaluation")

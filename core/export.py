@@ -18,9 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from .disk import disk_full_as_error, folder_size, require_free_space
-from .events import read_events, timeline
-from .generate import checkpoint_folder, is_adapter, load_for_generation
-from .runs import RunPaths, read_json
+from .generate import is_adapter, load_for_generation
+from .run_folder import (
+    RunPaths,
+    checkpoint_config,
+    checkpoint_dirname,
+    checkpoint_folder,
+    read_json,
+)
+from .timeline import RunTimeline
 
 TRAINING_STATE = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin",
                   "trainer_state.json", "README.md"}
@@ -40,7 +46,7 @@ def export_checkpoint(run_dir: Path | str, step: int, dest: Path | str, *,
     shutil.rmtree(tmp, ignore_errors=True)
     adapter = is_adapter(source)
     merged = adapter and merge_lora
-    what, fix = f"the export of checkpoint-{step}", "free space on that disk or choose another destination"
+    what, fix = f"the export of {checkpoint_dirname(step)}", "free space on that disk or choose another destination"
     if not merged:  # a copy: its size is known (a merged model's is the base model's, found when written)
         require_free_space(dest.parent, sum(folder_size(f) for f in source.iterdir()
                                             if f.name not in TRAINING_STATE), what, fix)
@@ -65,12 +71,12 @@ def export_checkpoint(run_dir: Path | str, step: int, dest: Path | str, *,
 
 def _report(run_dir: Path, folder: Path) -> str | None:
     """The run's evaluation report (`cpt-studio report`), its chart copied beside the card."""
-    report = RunPaths(run_dir).report
-    if not (report / "report.md").is_file():
+    paths = RunPaths(run_dir)
+    if not paths.report_markdown.is_file():
         return None
-    for chart in report.glob("*.png"):
+    for chart in paths.report.glob("*.png"):
         shutil.copy(chart, folder / chart.name)
-    return (report / "report.md").read_text(encoding="utf-8")
+    return paths.report_markdown.read_text(encoding="utf-8")
 
 
 def _save_merged(source: Path, folder: Path) -> None:
@@ -78,15 +84,14 @@ def _save_merged(source: Path, folder: Path) -> None:
     merged = model.merge_and_unload()
     merged.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    if (source / "run_config.json").is_file():
-        shutil.copy(source / "run_config.json", folder / "run_config.json")
+    if checkpoint_config(source).is_file():
+        shutil.copy(checkpoint_config(source), checkpoint_config(folder))
 
 
 def checkpoint_scores(run_dir: Path | str, step: int) -> dict[str, Any]:
     """The baseline evaluation, the evaluation at `step`, and any benchmark or probe events
     at `step`, from the run's events (the last of each when a resume repeated a step)."""
-    path = RunPaths(Path(run_dir)).events
-    events = timeline(read_events(path)[0]) if path.is_file() else []
+    events = [event.to_dict() for event in RunTimeline.load(RunPaths(Path(run_dir)).events).events]
     evals = [e for e in events if e.get("type") == "eval"]
     return {"baseline": next((e for e in evals if e.get("baseline")), None),
             "at_step": next((e for e in reversed(evals) if e.get("step") == step), None),

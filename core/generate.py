@@ -18,9 +18,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .runs import CHECKPOINT_PREFIX, RunPaths, read_json
+from .models import load_model_and_tokenizer, load_tokenizer_from_folder
+from .run_folder import (
+    CHECKPOINT_CONFIG,
+    CONFIG,
+    RunPaths,
+    checkpoint_config,
+    checkpoint_folder,
+    read_json,
+)
 
-GENERATIONS_FILE = "generations.jsonl"
+# torch, peft (seconds to import) and tokenizer_ext (which imports torch) are imported where a
+# model is loaded or run, so that reading a run's generations or finding a checkpoint is cheap.
+
 BASE = "base"
 
 
@@ -53,33 +63,19 @@ def checkpoint_name(step: int) -> str:
     return f"step {step}"
 
 
-def checkpoint_folder(run_dir: Path | str, step: int) -> Path:
-    """The folder of a run's checkpoint at `step`; an error naming the ones that exist."""
-    from .runs import checkpoint_step, list_checkpoints
-
-    folder = RunPaths(Path(run_dir)).checkpoints / f"{CHECKPOINT_PREFIX}{step}"
-    if not folder.is_dir():
-        kept = ", ".join(str(checkpoint_step(p)) for p in list_checkpoints(Path(run_dir))) or "none"
-        raise FileNotFoundError(f"{run_dir} has no checkpoint at step {step} (kept: {kept}); "
-                                "choose one of those steps")
-    return folder
-
-
 def is_adapter(folder: Path) -> bool:
     return (Path(folder) / "adapter_config.json").is_file()
 
 
 def load_for_generation(source: str | Path) -> tuple[Any, Any]:
     """(model, tokenizer) for a model spec, a full checkpoint, or a LoRA checkpoint."""
-    from .models import _load_tokenizer, load_model_and_tokenizer
-
     folder = Path(source)
     if not is_adapter(folder):
         return load_model_and_tokenizer(source, trust_remote_code=_trust(folder))
     base_spec = _run_config(folder)["model"]["name_or_path"]
     model, _ = load_model_and_tokenizer(base_spec, trust_remote_code=_trust(folder),
                                         allow_pickle=_trust(folder, "allow_pickle"))
-    tokenizer = _load_tokenizer(folder, _trust(folder))  # an adapter folder has no config.json
+    tokenizer = load_tokenizer_from_folder(folder, _trust(folder))  # an adapter folder has no config.json
     return _with_adapter(model, tokenizer, folder), tokenizer
 
 
@@ -101,12 +97,12 @@ def _with_adapter(model, tokenizer, folder: Path):
 
 def _run_config(checkpoint: Path) -> dict:
     """The run's config as frozen with the checkpoint, else the run folder's."""
-    for path in (checkpoint / "run_config.json", checkpoint.parent.parent / "config.json"):
+    for path in (checkpoint_config(checkpoint), RunPaths.of_checkpoint(checkpoint).config):
         if path.is_file():
             return read_json(path)
     raise FileNotFoundError(f"{checkpoint} holds an adapter but neither it nor its run folder "
-                            "has a run config naming the base model; copy the run's config.json "
-                            "into it as run_config.json")
+                            f"has a run config naming the base model; copy the run's {CONFIG} "
+                            f"into it as {CHECKPOINT_CONFIG}")
 
 
 def _trust(folder: Path, setting: str = "trust_remote_code") -> bool:
@@ -165,13 +161,13 @@ def compare_generations(run_dir: Path | str, prompt: str, checkpoints: list[int]
 
 
 def _keep(run_dir: Path, record: dict) -> None:
-    with open(run_dir / GENERATIONS_FILE, "a", encoding="utf-8") as f:
+    with open(RunPaths(run_dir).generations, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def read_generations(run_dir: Path | str) -> list[dict]:
     """The generations kept with a run, oldest first."""
-    path = Path(run_dir) / GENERATIONS_FILE
+    path = RunPaths(Path(run_dir)).generations
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

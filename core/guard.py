@@ -1,4 +1,4 @@
-"""The forgetting guard (DESIGN.md, pipeline step 7): when a run goes wrong, go back to the
+"""The forgetting guard (docs/architecture.md, training): when a run goes wrong, go back to the
 last good checkpoint, change a setting, and continue.
 
     trigger = forgetting_trigger(0.19, threshold=0.15)          # or loss_trigger(loss, history, ...)
@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .config import GuardConfig
+from .run_folder import RunPaths, checkpoint_dirname
 
-GUARD_FILE = "guard.json"
 LR_FACTOR = 0.5
 """The 'lr' remedy multiplies the learning rate by this."""
 REPLAY_STEP = 0.05
@@ -124,7 +124,7 @@ class GuardState:
 
     @classmethod
     def load(cls, run_dir: Path) -> GuardState:
-        path = Path(run_dir) / GUARD_FILE
+        path = RunPaths(Path(run_dir)).guard_state
         if not path.exists():
             return cls()
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -132,7 +132,7 @@ class GuardState:
                                            "micro_batch", "grad_accum") if k in data})
 
     def save(self, run_dir: Path) -> None:
-        path = Path(run_dir) / GUARD_FILE
+        path = RunPaths(Path(run_dir)).guard_state
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
         tmp.replace(path)
@@ -149,14 +149,15 @@ class Decision:
     message: str
     state: GuardState
 
-    def event_fields(self, threshold: float, base_replay: float, target_path: str | None) -> dict:
-        """The fields of the 'guard' event (and of the store's guard row); `target_path` is
-        the rolled-back-to checkpoint's folder, relative to the run folder."""
-        return {"reason": self.trigger.message, "trigger": self.trigger.reason,
-                "action": self.action, "threshold": threshold, "rolled_back_to": target_path,
-                "rolled_back_to_step": self.rolled_back_to, "remedy": self.remedy,
+    def event_fields(self, threshold: float | None, base_replay: float) -> dict:
+        """The fields of the 'guard' event (cpt_studio.core.events.GuardEvent), named as in the
+        decision record of guard.json: `reason` is the trigger's reason, `rolled_back_to` the
+        step resumed from, `message` the sentence."""
+        return {"reason": self.trigger.reason, "message": self.message,
+                "action": self.action, "threshold": threshold, "rolled_back_to": self.rolled_back_to,
+                "remedy": self.remedy,
                 "rollbacks": self.state.rollbacks, "lr_scale": self.state.lr_scale,
-                "replay_ratio": self.state.replay_ratio(base_replay), "message": self.message,
+                "replay_ratio": self.state.replay_ratio(base_replay),
                 **self.trigger.numbers}
 
 
@@ -244,4 +245,4 @@ def _noted(state: GuardState, trigger: Trigger, step: int, action: str,
 
 
 def _keep(target: int | None) -> str:
-    return f"; checkpoint-{target} is the last one under the threshold" if target is not None else ""
+    return f"; {checkpoint_dirname(target)} is the last one under the threshold" if target is not None else ""

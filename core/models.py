@@ -1,4 +1,4 @@
-"""Base models: find, describe, resolve, import (GGUF) and load them (DESIGN.md, pipeline step 1).
+"""Base models: find, describe, resolve, import (GGUF) and load them (docs/architecture.md, base model).
 
 A model is named by a *spec*: a local HF folder, a .gguf file (imported once into an HF
 folder), or a hub id (the local HF cache; downloaded only when the caller allows it).
@@ -25,6 +25,9 @@ from typing import Any
 from .disk import disk_full_as_error
 from .events import ProgressCallback
 from .paths import data_dir
+
+# torch, transformers and huggingface_hub are imported inside the functions that use them: they
+# take seconds to import, and the desktop app imports this module when it starts.
 
 log = logging.getLogger(__name__)
 
@@ -630,7 +633,7 @@ def load_model_and_tokenizer(path: str | Path, *, dtype: Any = None,
         kwargs["dtype"] = dtype
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
-    tokenizer = _load_tokenizer(folder, trust_remote_code)
+    tokenizer = load_tokenizer_from_folder(folder, trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except (OSError, ValueError, ImportError) as exc:
@@ -640,10 +643,14 @@ def load_model_and_tokenizer(path: str | Path, *, dtype: Any = None,
 
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> Any:
     """The tokenizer of a model spec, as load_model_and_tokenizer gives it, without the weights."""
-    return _load_tokenizer(resolve_model(str(path), trust_remote_code=trust_remote_code), trust_remote_code)
+    return load_tokenizer_from_folder(resolve_model(str(path), trust_remote_code=trust_remote_code),
+                                      trust_remote_code)
 
 
-def _load_tokenizer(folder: Path, trust_remote_code: bool) -> Any:
+def load_tokenizer_from_folder(folder: Path, trust_remote_code: bool = False) -> Any:
+    """The tokenizer saved in `folder` (a model folder, a checkpoint, or an adapter folder,
+    which has no config.json), its pad token falling back to eos; ModelError when it cannot
+    be loaded."""
     from transformers import AutoTokenizer
 
     try:

@@ -8,7 +8,7 @@ mean predicting across documents). The last row is completed
 with padding whose labels are -100, so it adds nothing to the loss. Position ids restart
 at 0 at every document start and at every row start: with no attention mask and the cache
 off, transformers then keeps each document from attending to the others in the row
-(shared/FACTS.md, packing).
+(checked by tests/test_packing.py: a document packed second has the logits it has alone).
 
 Rows are cut lazily from the memory-mapped store, so packing costs no copy of the corpus.
 """

@@ -27,6 +27,19 @@ from .estimate import (
     format_duration,
 )
 from .models import load_model_and_tokenizer
+from .preflight import require
+from .recipe import (
+    apply_method,
+    ewc_group_size,
+    lora_size,
+    optimizer_steps,
+    resolve_hardware,
+    scheduler_settings,
+)
+from .stats import corpus_stats
+
+# transformers is imported inside the functions that use it: it takes seconds to import, and
+# the desktop app imports this module when it starts (the wizard's schedule and summary pages).
 
 
 @dataclass
@@ -49,22 +62,8 @@ class Plan:
     """How each document is packed: BOS (if any) + document + separator, and why that separator."""
 
 
-def plan_steps(config: RunConfig, domain_rows: int, has_general: bool, world_size: int = 1) -> int:
-    """Optimizer steps: max_steps, else the token budget, else one pass over the domain rows."""
-    per_step = config.batch.micro_batch * config.batch.grad_accum * world_size
-    if config.schedule.max_steps:
-        return config.schedule.max_steps
-    if config.schedule.token_budget:
-        return max(1, math.ceil(config.schedule.token_budget / (per_step * config.batch.seq_len)))
-    domain_per_step = per_step * (1 - config.corpus.replay_ratio if has_general else 1)
-    return max(1, math.ceil(domain_rows / domain_per_step))
-
-
 def plan_run(config: RunConfig, *, probe_steps: int = 0) -> Plan:
     from transformers import AutoTokenizer
-
-    from .preflight import require
-    from .stats import corpus_stats
 
     checked = require(config)  # the config, the model, the settings, the corpus: every problem
     folder, model_config = checked.folder, checked.model_config
@@ -72,12 +71,10 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0) -> Plan:
     domain = corpus_stats(config.corpus.domain, tokenizer, preview=0, skip_bad=config.corpus.skip_bad)
     general = (corpus_stats(config.corpus.general, tokenizer, preview=0, skip_bad=config.corpus.skip_bad)
                if config.corpus.general else None)
-    from .training import resolve_hardware
-
     hardware = resolve_hardware(config)
     train_share = 1 - _heldout_share(config, domain.documents)
     domain_rows = math.ceil((domain.tokens + domain.documents) * train_share / config.batch.seq_len)
-    steps = plan_steps(config, domain_rows, general is not None)
+    steps = optimizer_steps(config, domain_rows, general is not None)
     per_step = config.batch.micro_batch * config.batch.grad_accum
     tokens_per_step = per_step * config.batch.seq_len
     parameters, trainable, ewc_params = _parameter_counts(model_config, config)
@@ -127,31 +124,8 @@ def _parameter_counts(model_config, config: RunConfig) -> tuple[int, int, int | 
         model = AutoModelForCausalLM.from_config(model_config, trust_remote_code=config.model.trust_remote_code)
     parameters = sum(p.numel() for p in model.parameters())  # .parameters() counts tied weights once
     if config.method.kind != "lora":
-        return parameters, parameters, _ewc_group_size(model, config)
-    return parameters, _lora_size(model, config), _ewc_group_size(model, config)
-
-
-def _lora_size(model, config: RunConfig, group: str = "trainable") -> int:
-    """Adapter parameters LoRA adds (those of one EWC group's modules only, with `group`)."""
-    from .ewc import in_group
-
-    rank, targets = config.method.lora_rank, set(config.method.target_modules)
-    return sum(rank * (m.in_features + m.out_features) for name, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets
-               and in_group(f"{name}.lora_A.weight", group))
-
-
-def _ewc_group_size(model, config: RunConfig) -> int | None:
-    """Weights EWC keeps a Fisher and a reference copy of (cpt_studio.core.ewc's groups, trainable only)."""
-    from .ewc import embedding_names, in_group
-
-    if not config.ewc.enabled:
-        return None
-    group = config.ewc.group
-    if config.method.kind == "lora":  # only adapters train: the base is never copied
-        return _lora_size(model, config, group)
-    embeddings = embedding_names(model) if group == "embeddings" else frozenset()
-    return sum(p.numel() for name, p in model.named_parameters() if in_group(name, group, embeddings))
+        return parameters, parameters, ewc_group_size(model, config)
+    return parameters, lora_size(model, config), ewc_group_size(model, config)
 
 
 def _memory(config: RunConfig, model_config, hardware, parameters: int, trainable: int,
@@ -170,13 +144,11 @@ def _memory(config: RunConfig, model_config, hardware, parameters: int, trainabl
 def probe_speed(config: RunConfig, steps: int = 3) -> float:
     """Tokens per second of real full-size training steps on this machine (the first step,
     which pays for allocation and kernel selection, is not counted)."""
-    from .training import _apply_method, resolve_hardware
-
     hardware = resolve_hardware(config)
     model, _ = load_model_and_tokenizer(config.model.name_or_path, attn_implementation=hardware.attention,
                                         trust_remote_code=config.model.trust_remote_code,
                                         allow_pickle=config.model.allow_pickle)
-    model = _apply_method(model, config).to(hardware.device).train()
+    model = apply_method(model, config).to(hardware.device).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     shape = (config.batch.micro_batch, config.batch.seq_len)
     ids = torch.randint(0, model.config.vocab_size, shape, device=hardware.device)
@@ -216,8 +188,6 @@ def format_plan(plan: Plan) -> str:
 def lr_schedule(config: RunConfig, total_steps: int) -> list[float]:
     """The learning rate of every optimizer step, from the Trainer's own scheduler."""
     from transformers import get_scheduler
-
-    from .training import scheduler_settings
 
     name, kwargs, warmup = scheduler_settings(config, total_steps)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.schedule.peak_lr)

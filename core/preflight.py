@@ -20,7 +20,11 @@ import torch
 from .config import RunConfig
 from .corpus import SourceSpec, validate
 from .document_tokens import DocumentTokens, SeparatorError, document_tokens
-from .models import ModelError, check_model
+from .models import ModelError, check_model, load_tokenizer_from_folder
+from .recipe import ewc_group_size, flash_attn_installed
+
+# transformers is imported inside the functions that use it: it takes seconds to import, and
+# the desktop app imports this module when it starts (the wizard's model and summary pages).
 
 
 @dataclass
@@ -56,8 +60,6 @@ def preflight(config: RunConfig, *, read_corpus: bool = True) -> Preflight:
 def _check_model(config: RunConfig, checked: Preflight) -> None:
     from transformers import AutoConfig
 
-    from .models import _load_tokenizer
-
     if not config.model.name_or_path:
         return  # config.validate() said so
     model = config.model
@@ -65,7 +67,7 @@ def _check_model(config: RunConfig, checked: Preflight) -> None:
         checked.folder = check_model(model.name_or_path, allow_download=model.allow_download,
                                      trust_remote_code=model.trust_remote_code, allow_pickle=model.allow_pickle)
         checked.model_config = AutoConfig.from_pretrained(checked.folder, trust_remote_code=model.trust_remote_code)
-        tokenizer = _load_tokenizer(checked.folder, model.trust_remote_code)
+        tokenizer = load_tokenizer_from_folder(checked.folder, model.trust_remote_code)
     except (ModelError, OSError, ValueError) as exc:
         checked.problems.append(f"model.name_or_path: {exc}")
         return
@@ -88,8 +90,6 @@ def model_problems(config: RunConfig, model_config, folder: Path) -> list[str]:
     """Settings this model cannot do: a sequence longer than its context, LoRA targets it
     lacks, gradient checkpointing or an attention kernel it does not support, an EWC group
     with no weights in it."""
-    from .plan import _ewc_group_size
-
     problems = []
     text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
     context = getattr(text, "max_position_embeddings", None)
@@ -112,7 +112,7 @@ def model_problems(config: RunConfig, model_config, folder: Path) -> list[str]:
                         "set it to off or auto")
     if config.system.attention == "sdpa" and not getattr(model, "_supports_sdpa", True):
         problems.append(f"system.attention: {type(model).__name__} has no SDPA attention; use eager or auto")
-    if config.ewc.enabled and _ewc_group_size(model, config) == 0:
+    if config.ewc.enabled and ewc_group_size(model, config) == 0:
         problems.append(f"ewc.group: the model has no weights in group {config.ewc.group!r}; "
                         "choose 'trainable' or another group")
     return problems
@@ -139,11 +139,9 @@ def machine_problems(config: RunConfig) -> list[str]:
     if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         problems.append("system.precision: this GPU does not support bf16; use fp16 or fp32 (or auto)")
     if attention == "flash_attention_2":
-        from .training import _flash_attn_installed
-
         if not cuda:
             problems.append("system.attention: flash_attention_2 needs a CUDA GPU; use sdpa (or auto)")
-        elif not _flash_attn_installed():
+        elif not flash_attn_installed():
             problems.append("system.attention: flash_attention_2 is not installed (pip install "
                             "flash-attn); use sdpa (or auto)")
     return problems

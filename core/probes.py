@@ -1,7 +1,7 @@
 """Knowledge probes: facts the model should learn, written as JSONL, run as lm-eval tasks.
 
     probes = read_probes(Path("probes.jsonl"))        # CorpusError listing file:line problems
-    names = write_probe_tasks(probes, run_dir / "eval" / "tasks", "probes")
+    names = write_probe_tasks(probes, RunPaths(run_dir).eval_tasks, "probes")
     # ["probes_cloze", "probes_mc"]: lm-eval task YAML + data, found with TaskManager(include_path=...)
 
 One probe per line, either kind in the same file:

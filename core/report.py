@@ -18,18 +18,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .events import read_events, timeline
 from .recommend import MAX_GENERAL_DROP, checkpoint_scores, general_drops, recommendation
-from .runs import RunPaths, read_json
-
-CHART = "scores.png"
+from .run_folder import RunPaths, read_json
+from .timeline import RunTimeline
 
 
 def build_report(run_dir: Path | str) -> dict[str, Any]:
     """Everything report.md shows, as plain data (see the module docstring)."""
     paths = RunPaths(Path(run_dir))
     config = read_json(paths.config)
-    events = timeline(read_events(paths.events)[0]) if paths.events.is_file() else []
+    events = [event.to_dict() for event in RunTimeline.load(paths.events).events]
     scores = [e for e in events if e.get("type") in ("benchmark", "probe") and e.get("metric")]
     max_drop = (config.get("benchmarks") or {}).get("max_general_drop", MAX_GENERAL_DROP)
     tasks = task_tables(scores)
@@ -135,10 +133,9 @@ def write_report(run_dir: Path | str) -> Path:
         raise ValueError(f"{paths.root} has no benchmark or probe scores yet; run "
                          f"`cpt-studio evaluate {paths.root}` first")
     paths.report.mkdir(parents=True, exist_ok=True)
-    chart = write_chart(report, paths.report / CHART)
-    (paths.report / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    (paths.report / "report.md").write_text(report_markdown(report, chart.name if chart else None),
-                                            encoding="utf-8")
+    chart = write_chart(report, paths.report_chart)
+    paths.report_data.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    paths.report_markdown.write_text(report_markdown(report, chart.name if chart else None), encoding="utf-8")
     return paths.report
 
 

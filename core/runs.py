@@ -1,4 +1,5 @@
-"""A run is a folder (DESIGN.md): its layout, its creation, and control of its worker process.
+"""A run is a folder (its layout: cpt_studio.core.run_folder): its creation, and control
+of its worker process.
 
     run_dir = create_run(config)                 # <data>/runs/<name>-<time>/config.json
     process = start_worker(run_dir, detach=True) # python -m cpt_studio.core.worker RUN_DIR
@@ -10,7 +11,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import subprocess
@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -26,84 +25,7 @@ import psutil
 from .config import RunConfig
 from .events import last_event
 from .paths import data_dir
-
-CHECKPOINT_PREFIX = "checkpoint-"
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.json"
-
-    @property
-    def events(self) -> Path:
-        return self.root / "events.jsonl"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def staging(self) -> Path:
-        """Where the Trainer writes a checkpoint before it is renamed into checkpoints/."""
-        return self.root / "checkpoints" / ".staging"
-
-    @property
-    def tokenizer(self) -> Path:
-        """The run's extended tokenizer and its record (extension.json), when it extends one."""
-        return self.root / "tokenizer"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "logs" / "worker.log"
-
-    @property
-    def stop_request(self) -> Path:
-        return self.root / "stop"
-
-    @property
-    def pid(self) -> Path:
-        return self.root / "worker.pid"
-
-    @property
-    def eval_dir(self) -> Path:
-        """Evaluation jobs (lm-eval tasks and probes): their own progress, stop and pid files,
-        so that an evaluation never changes the training run's state."""
-        return self.root / "eval"
-
-    @property
-    def eval_tasks(self) -> Path:
-        """lm-eval task YAML and data written for the run (the probe tasks)."""
-        return self.eval_dir / "tasks"
-
-    @property
-    def eval_events(self) -> Path:
-        """The evaluation job's progress (status events); its scores go to events.jsonl."""
-        return self.eval_dir / "events.jsonl"
-
-    @property
-    def eval_request(self) -> Path:
-        return self.eval_dir / "request.json"
-
-    @property
-    def eval_stop(self) -> Path:
-        return self.eval_dir / "stop"
-
-    @property
-    def eval_pid(self) -> Path:
-        return self.eval_dir / "worker.pid"
-
-    @property
-    def eval_log(self) -> Path:
-        return self.root / "logs" / "eval.log"
-
-    @property
-    def report(self) -> Path:
-        """report.md, report.json and the chart written by `cpt-studio report`."""
-        return self.root / "report"
+from .run_folder import RunPaths
 
 
 def runs_dir() -> Path:
@@ -123,27 +45,10 @@ def create_run(config: RunConfig, root: Path | None = None) -> Path:
     while run_dir.exists():  # two runs started in the same second
         suffix += 1
         run_dir = base.with_name(f"{base.name}-{suffix}")
-    (run_dir / "logs").mkdir(parents=True)
-    RunPaths(run_dir).config.write_text(config.to_json())
+    paths = RunPaths(run_dir)
+    paths.logs.mkdir(parents=True)
+    paths.config.write_text(config.to_json())
     return run_dir
-
-
-def checkpoint_step(path: Path) -> int:
-    return int(path.name[len(CHECKPOINT_PREFIX):])
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints (renamed into place), oldest first."""
-    folder = RunPaths(Path(run_dir)).checkpoints
-    if not folder.exists():
-        return []
-    found = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(rf"{CHECKPOINT_PREFIX}\d+", p.name)]
-    return sorted(found, key=checkpoint_step)
-
-
-def last_checkpoint(run_dir: Path) -> Path | None:
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
 
 
 def start_worker(run_dir: Path, *, resume: bool = False, detach: bool = False,
@@ -178,7 +83,7 @@ CLAIM_STALE_SECONDS = 60.0
 @contextmanager
 def _claim(paths: RunPaths) -> Iterator[None]:
     """Hold `worker.claim` (created exclusively) while checking for a live worker and starting one."""
-    claim = paths.root / "worker.claim"
+    claim = paths.claim
     try:
         fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
@@ -309,17 +214,15 @@ def run_state(run_dir: Path) -> dict:
     """The last status event, corrected when the worker died without saying so."""
     paths = RunPaths(Path(run_dir))
     status = last_event(paths.events, "status") if paths.events.exists() else None
-    return effective_state(run_dir, status)
+    return effective_state(run_dir, status.to_dict() if status else None)
 
 
 def effective_state(run_dir: Path, status: dict | None) -> dict:
     """A run's last status event, corrected when the worker died without saying so."""
     state = dict(status or {"state": "created"})
     if state.get("state") == "running" and worker_pid(run_dir) is None:
+        paths = RunPaths(Path(run_dir))
         state.update(state="failed", message="the worker process ended without a final status "
-                     "(killed, or out of memory); see logs/worker.log", phase="error")
+                     f"(killed, or out of memory); see {paths.relative(paths.log)}", phase="error")
     return state
 
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

@@ -5,7 +5,7 @@
     print(format_runs(list_runs(db)))       # what `cpt-studio runs` prints
     print(format_run(db, "2025-06-01-med")) # what `cpt-studio show RUN` prints
 
-The folders are the truth (DESIGN.md, "A run is a folder"); the store is a cache of them
+The folders are the truth (docs/architecture.md, "A run is a folder"); the store is a cache of them
 for the history and comparison views, and `rebuild` recreates it from the folders. A
 run's id is the absolute path of its folder. The functions a person calls by hand
 (get_run, rename_run, delete_run, format_run) also accept a run's name or a unique
@@ -19,16 +19,29 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from sqlite_utils.migrations import Migrations
 
-from .events import read_events, timeline
+from .events import (
+    FINAL_STATES,
+    BenchmarkEvent,
+    CheckpointEvent,
+    EvalEvent,
+    Event,
+    GuardEvent,
+    ProbeEvent,
+    StatusEvent,
+    StepEvent,
+    read_line,
+)
 from .paths import data_dir
 from .recommend import (
     MAX_GENERAL_DROP,
@@ -37,16 +50,16 @@ from .recommend import (
     pareto_front,
     recommendation,
 )
+from .run_folder import RunPaths
 from .runs import runs_dir
+from .timeline import RunTimeline
 
 DISPLAY_NAME_FILE = "display_name"
-FINAL_STATES = ("finished", "stopped", "failed")
-TABLES = ("runs", "metrics", "evaluations", "checkpoints", "guard", "events", "benchmarks")
 EVAL_FIELDS = ("domain_ppl", "general_ppl", "domain_loss", "general_loss", "forgetting",
                "domain_gain", "domain_bpb", "general_bpb")
 CHECKPOINT_EVAL_FIELDS = ("domain_ppl", "general_ppl", "forgetting", "domain_gain", "domain_bpb",
                           "general_bpb")
-GUARD_FIELDS = ("reason", "action", "forgetting", "threshold", "rolled_back_to", "remedy")
+GUARD_FIELDS = ("reason", "action", "forgetting", "threshold", "rolled_back_to", "remedy", "message")
 SCORE_FIELDS = frozenset(EVAL_FIELDS + ("best_domain_gain", "threshold"))
 """Number columns that may hold a NaN (stored as "nan", cpt_studio.core.store._storable)."""
 BENCHMARK_FIELDS = ("checkpoint", "task", "kind", "metric", "value", "stderr", "num_fewshot",
@@ -54,74 +67,87 @@ BENCHMARK_FIELDS = ("checkpoint", "task", "kind", "metric", "value", "stderr", "
                     "primary", "cached")
 NOT_METRICS = ("type", "time", "step", "tokens")
 """Fields of a step event that are not curves; every other number is one (loss, lr, ...)."""
-OWN_TABLE = ("step", "eval", "checkpoint", "guard")
-"""Event types with a table of their own; the others are kept whole in `events`."""
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,  -- absolute path of the run folder
-    name TEXT, model TEXT,
-    state TEXT, phase TEXT, message TEXT,  -- from the last status event
-    started REAL, updated REAL, finished REAL,  -- unix seconds
-    steps INTEGER, total_steps INTEGER, tokens INTEGER,
-    domain_gain REAL, forgetting REAL,  -- latest evaluation
-    best_domain_gain REAL,
-    config TEXT,  -- the frozen RunConfig, JSON
-    error TEXT,  -- the message of a failed run
-    recommendation TEXT  -- why the recommended checkpoint is the one (cpt_studio.core.recommend)
-);
-CREATE TABLE IF NOT EXISTS metrics (
-    run_id TEXT NOT NULL, step INTEGER, tokens INTEGER, time REAL,
-    name TEXT NOT NULL, value REAL
-);
-CREATE INDEX IF NOT EXISTS metrics_run_name_step ON metrics (run_id, name, step);
-CREATE TABLE IF NOT EXISTS evaluations (
-    run_id TEXT NOT NULL, step INTEGER, tokens INTEGER, time REAL,
-    domain_ppl REAL, general_ppl REAL, domain_loss REAL, general_loss REAL,
-    forgetting REAL, domain_gain REAL, baseline INTEGER,
-    domain_bpb REAL, general_bpb REAL  -- bits per byte: comparable across tokenizers
-);
-CREATE INDEX IF NOT EXISTS evaluations_run ON evaluations (run_id, step);
-CREATE TABLE IF NOT EXISTS checkpoints (
-    run_id TEXT NOT NULL, step INTEGER, tokens INTEGER, time REAL,
-    path TEXT,  -- relative to the run folder
-    "exists" INTEGER,  -- 0 once rotation deleted the folder
-    domain_ppl REAL, general_ppl REAL, forgetting REAL, domain_gain REAL,
-    recommended INTEGER,  -- 1 for the run's recommended checkpoint (cpt_studio.core.recommend)
-    pareto INTEGER,  -- 1 when on the Pareto front of domain gain against forgetting
-    domain_bpb REAL, general_bpb REAL
-);
-CREATE INDEX IF NOT EXISTS checkpoints_run ON checkpoints (run_id, step);
-CREATE TABLE IF NOT EXISTS guard (
-    run_id TEXT NOT NULL, step INTEGER, time REAL,
-    reason TEXT, action TEXT, forgetting REAL, threshold REAL,
-    rolled_back_to, remedy  -- kept as the worker wrote them (a path, a step, a sentence)
-);
-CREATE INDEX IF NOT EXISTS guard_run ON guard (run_id, step);
-CREATE TABLE IF NOT EXISTS events (
-    run_id TEXT NOT NULL, step INTEGER, time REAL, type TEXT,
-    data TEXT  -- the whole event, JSON
-);
-CREATE INDEX IF NOT EXISTS events_run_type ON events (run_id, type);
-CREATE TABLE IF NOT EXISTS benchmarks (
-    run_id TEXT NOT NULL, step INTEGER, time REAL,  -- step 0: the base model
-    checkpoint TEXT,  -- "base" or the checkpoint's folder name
-    task TEXT, kind TEXT,  -- kind: domain, general or probe
-    metric TEXT, value REAL, stderr REAL,
-    num_fewshot INTEGER, "limit" INTEGER, samples INTEGER,
-    task_version TEXT, harness_version TEXT,
-    higher_is_better INTEGER, "primary" INTEGER, cached INTEGER
-);
-CREATE INDEX IF NOT EXISTS benchmarks_run ON benchmarks (run_id, task, step);
-PRAGMA user_version = 3;
-"""
-ADDED_COLUMNS = {"checkpoints": {"recommended": int, "pareto": int, "domain_bpb": float,
-                                  "general_bpb": float},
-                  "evaluations": {"domain_bpb": float, "general_bpb": float},
-                  "runs": {"recommendation": str}}
-"""Columns added since a table was first created: an older store gains them when opened."""
+TABLE_COLUMNS: dict[str, dict[str, type]] = {
+    "runs": {"id": str,  # absolute path of the run folder
+             "name": str, "model": str,
+             "state": str, "phase": str, "message": str,  # from the last status event
+             "started": float, "updated": float, "finished": float,  # unix seconds
+             "steps": int, "total_steps": int, "tokens": int,
+             "domain_gain": float, "forgetting": float,  # latest evaluation
+             "best_domain_gain": float,
+             "config": str,  # the frozen RunConfig, JSON
+             "error": str,  # the message of a failed run
+             "recommendation": str,  # why the recommended checkpoint is the one (core.recommend)
+             "events_offset": int,  # bytes of events.jsonl indexed: the next index reads on
+             "events_seen": str},  # the last bytes indexed, to tell a replaced file
+    "metrics": {"run_id": str, "step": int, "tokens": int, "time": float, "name": str,
+                "value": float},
+    "evaluations": {"run_id": str, "step": int, "tokens": int, "time": float,
+                    **dict.fromkeys(EVAL_FIELDS, float), "baseline": int},
+    "checkpoints": {"run_id": str, "step": int, "tokens": int, "time": float,
+                    "path": str,  # relative to the run folder
+                    "exists": int,  # 0 once rotation deleted the folder
+                    **dict.fromkeys(CHECKPOINT_EVAL_FIELDS, float),
+                    "recommended": int,  # the run's recommended checkpoint (core.recommend)
+                    "pareto": int},  # on the Pareto front of domain gain against forgetting
+    "guard": {"run_id": str, "step": int, "time": float, "reason": str, "action": str,
+              "forgetting": float, "threshold": float, "rolled_back_to": int, "remedy": str,
+              "message": str},  # the decision in a sentence
+    "events": {"run_id": str, "step": int, "time": float, "type": str,
+               "data": str},  # the whole event, JSON
+    "benchmarks": {"run_id": str, "step": int, "time": float,  # step 0: the base model
+                   "checkpoint": str,  # "base" or the checkpoint's folder name
+                   "task": str, "kind": str,  # kind: domain, general or probe
+                   "metric": str, "value": float, "stderr": float, "num_fewshot": int,
+                   "limit": int, "samples": int, "task_version": str, "harness_version": str,
+                   "higher_is_better": int, "primary": int, "cached": int},
+}
+"""Each table's columns now. The store's schema changes only through MIGRATIONS below: a column
+added here is added to an existing store by a new migration (and named in ADDED_SINCE_M001)."""
+ADDED_SINCE_M001 = {"runs": ("events_offset", "events_seen"), "guard": ("message",)}
+"""Columns that later migrations add, so that m001 creates the tables as they were then."""
+TABLES = tuple(TABLE_COLUMNS)
+INDEXES = {"metrics": ("run_id", "name", "step"), "evaluations": ("run_id", "step"),
+           "checkpoints": ("run_id", "step"), "guard": ("run_id", "step"),
+           "events": ("run_id", "type"), "benchmarks": ("run_id", "task", "step")}
 DEFAULT_RECOMMEND_MAX_FORGETTING = 0.03
 """The forgetting target of a run whose config predates CheckpointConfig.recommend_max_forgetting."""
+
+MIGRATIONS = Migrations("cpt_studio.store")
+"""The store's schema history (sqlite-utils' migrations, recorded in _sqlite_migrations)."""
+
+
+@MIGRATIONS()
+def m001_tables(db: sqlite_utils.Database) -> None:
+    """The tables as of store version 3 (the last before migrations); create(transform=True)
+    also brings a store made by an earlier version to them (added columns, column types)."""
+    for name, columns in TABLE_COLUMNS.items():
+        columns = {k: v for k, v in columns.items() if k not in ADDED_SINCE_M001.get(name, ())}
+        db[name].create(columns, pk="id" if name == "runs" else None, transform=True,
+                        not_null={"run_id"} if name != "runs" else None)
+        if name in INDEXES:
+            db[name].create_index(INDEXES[name], if_not_exists=True)
+
+
+@MIGRATIONS()
+def m002_incremental_index(db: sqlite_utils.Database) -> None:
+    """runs.events_offset: where the next index of a run reads on from;
+    the guard's rolled_back_to becomes the step (it was the checkpoint's path)."""
+    db["runs"].add_column("events_offset", int)
+    for row in db["guard"].rows_where("typeof(rolled_back_to) = 'text'", select="rowid, rolled_back_to"):
+        found = re.search(r"(\d+)$", row["rolled_back_to"])
+        db.execute("UPDATE guard SET rolled_back_to = ? WHERE rowid = ?",
+                   [int(found.group(1)) if found else None, row["rowid"]])
+
+
+@MIGRATIONS()
+def m003_guard_message_and_seen_bytes(db: sqlite_utils.Database) -> None:
+    """guard.message: the decision in a sentence (rows indexed before keep their `reason`, then
+    a sentence, until the run is indexed again); runs.events_seen: the last bytes indexed, so
+    that an events file replaced by another as long is read again from the start."""
+    db["guard"].add_column("message", str)
+    db["runs"].add_column("events_seen", str)
 
 
 # -- opening -------------------------------------------------------------------------------
@@ -154,7 +180,8 @@ def default_db_path() -> Path:
 
 
 def open_store(path: Path | str | None = None) -> sqlite_utils.Database:
-    """Open the store, creating its tables if needed; ":memory:" gives a throwaway one.
+    """Open the store, bringing its schema up to date (MIGRATIONS); ":memory:" gives a
+    throwaway one.
 
     WAL lets the GUI read while the CLI or another window writes."""
     if str(path) == ":memory:":
@@ -166,45 +193,100 @@ def open_store(path: Path | str | None = None) -> sqlite_utils.Database:
         # BUSY_TIMEOUT_MS for the other's transaction instead of failing "database is locked".
         db = sqlite_utils.Database(sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000))
         db.enable_wal()
-    db.executescript(SCHEMA)
-    for table, columns in ADDED_COLUMNS.items():
-        for name, kind in columns.items():
-            if name not in db[table].columns_dict:
-                db[table].add_column(name, kind)
+    if MIGRATIONS.pending(db):
+        # Two processes opening an old (or new) store at once: the first takes the write lock
+        # and migrates; the second waits for it (busy timeout), then finds nothing pending.
+        # sqlite-utils' apply() nests each migration in a savepoint of this transaction.
+        with writing(db):
+            if MIGRATIONS.pending(db):
+                MIGRATIONS.apply(db)
     return db
 
 
 # -- indexing ------------------------------------------------------------------------------
 
 def index_run(db: sqlite_utils.Database, run_dir: Path | str) -> str:
-    """(Re)index one run folder from its files, in one transaction; returns the run's id."""
+    """Index one run folder, from where its last indexing stopped reading events.jsonl (all
+    of it the first time, or when the file or the config changed since); returns its id.
+
+    Raises FileNotFoundError for a folder without config.json and ValueError (naming the file
+    and line) for a config or an event line that is not JSON."""
     run_dir = Path(run_dir).expanduser().resolve()
     config = _read_config(run_dir)
-    events = _read_run_events(run_dir / "events.jsonl")
-    run_id = str(run_dir)
+    run_id, events = str(run_dir), RunPaths(run_dir).events
+    row = db["runs"].get(run_id) if db["runs"].count_where("id = ?", [run_id]) else None
+    offset = _resume_offset(row, config, events)
+    indexer = _Indexer(db, run_id, events, offset)
     with writing(db):
-        _delete_rows(db, run_id)
-        checkpoints, reason = _checkpoint_rows(run_id, run_dir, events, config)
-        db["runs"].insert({**_run_row(run_id, run_dir, config, events), "recommendation": reason})
-        db["metrics"].insert_all(_metric_rows(run_id, events))
-        db["evaluations"].insert_all(_evaluation_rows(run_id, events))
-        db["checkpoints"].insert_all(checkpoints)
-        db["guard"].insert_all(_guard_rows(run_id, events))
-        db["events"].insert_all(_other_rows(run_id, events))
-        db["benchmarks"].insert_all(_benchmark_rows(run_id, events))
+        if offset == 0:
+            _delete_rows(db, run_id)
+        try:
+            indexer.update()
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{events} line {_bad_line(events)}: not a JSON event ({err.msg}); "
+                             "delete that line, or move the run folder out of the runs folder") from err
+        reason = _mark_checkpoints(db, run_id, run_dir, config)
+        db["runs"].upsert({**_run_row(db, run_id, run_dir, config, row if offset else None, indexer),
+                           "recommendation": reason, "events_offset": indexer.tail.offset,
+                           "events_seen": _seen(events, indexer.tail.offset)}, pk="id")
     return run_id
+
+
+SEEN_BYTES = 256
+"""How much of the start and of the end of what was indexed is kept to recognise the file."""
+
+
+def _resume_offset(row: dict | None, config: dict, events: Path) -> int:
+    """Where to read on from: 0 (everything again) unless the run was indexed before with this
+    config and its events file still holds, where the last index stopped, the bytes it saw
+    there (a live run's file only grows; a replaced or edited one is read again)."""
+    if row is None or not row.get("events_offset") or row["config"] != json.dumps(config):
+        return 0
+    offset = row["events_offset"]
+    return offset if _seen(events, offset) == row.get("events_seen") else 0
+
+
+def _seen(events: Path, offset: int) -> str | None:
+    """The first and the last SEEN_BYTES of the file's first `offset` bytes, as hex (None when
+    the file is shorter): enough to tell a file replaced by another, without reading it all. An
+    edit in the middle of the indexed part goes unnoticed until `store rebuild`."""
+    if not events.exists() or events.stat().st_size < offset:
+        return None
+    with open(events, "rb") as f:
+        head = f.read(min(offset, SEEN_BYTES))
+        f.seek(max(0, offset - SEEN_BYTES))
+        return (head + f.read(offset - max(0, offset - SEEN_BYTES))).hex()
+
+
+def index_runs(db: sqlite_utils.Database, root: Path | None = None) -> list[str]:
+    """Index (incrementally) every run folder directly under `root` (default: the runs
+    folder) except those forgotten (forget_run); returns their ids. A folder that cannot be
+    indexed is skipped here (`store rebuild` names it)."""
+    root = Path(root) if root else runs_dir()
+    forgotten, ids = forgotten_runs(), []
+    for folder in run_folders(root) if root.is_dir() else []:
+        if str(folder.resolve()) in forgotten:
+            continue
+        try:
+            ids.append(index_run(db, folder))
+        except (OSError, ValueError):
+            continue
+    return ids
 
 
 def rebuild(db: sqlite_utils.Database, roots: list[Path] | None = None) -> int:
     """Empty the store and index every run folder directly under each root (default: the
-    runs folder); returns how many. All or nothing: a bad folder leaves the store as it was."""
+    runs folder), except those forgotten (forget_run); returns how many. All or nothing: a
+    bad folder leaves the store as it was."""
     if roots is None:
         roots = [runs_dir()]
     roots = [Path(root).expanduser() for root in roots]
     for root in roots:
         if not root.is_dir():
             raise FileNotFoundError(f"runs folder {root} does not exist; check the path")
-    folders = [folder for root in roots for folder in run_folders(root)]
+    forgotten = forgotten_runs()
+    folders = [folder for root in roots for folder in run_folders(root)
+               if str(folder.resolve()) not in forgotten]
     with writing(db):
         for table in TABLES:
             db[table].delete_where()
@@ -216,35 +298,26 @@ def rebuild(db: sqlite_utils.Database, roots: list[Path] | None = None) -> int:
 def run_folders(root: Path) -> list[Path]:
     """The run folders directly under `root`: those with a config.json and an events.jsonl."""
     return sorted(folder for folder in Path(root).iterdir()
-                  if (folder / "config.json").is_file() and (folder / "events.jsonl").is_file())
+                  if RunPaths(folder).config.is_file() and RunPaths(folder).events.is_file())
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.json"
+    path = RunPaths(run_dir).config
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.json")
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {path.name}")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err}); restore the run's config") from err
 
 
-def _read_run_events(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []  # the worker has not written its first event yet
-    try:
-        return timeline(read_events(path)[0])
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} line {_bad_line(path)}: not a JSON event ({err.msg}); delete "
-                         "that line, or move the run folder out of the runs folder") from err
-
-
 def _bad_line(path: Path) -> int | None:
-    with open(path, encoding="utf-8", errors="replace") as f:
+    """The number of the first line that is not an event (a JSON object in UTF-8)."""
+    with open(path, "rb") as f:
         for number, line in enumerate(f, start=1):
             try:
                 if line.strip():
-                    json.loads(line)
+                    read_line(line)
             except json.JSONDecodeError:
                 return number
     return None
@@ -257,10 +330,94 @@ def _delete_rows(db: sqlite_utils.Database, run_id: str) -> None:
 
 # -- rows from events ----------------------------------------------------------------------
 
-def _run_row(run_id: str, run_dir: Path, config: dict, events: list[dict]) -> dict[str, Any]:
-    return {"id": run_id, "name": _display_name(run_dir, config),
-            "model": _model_name(config.get("model")), **_progress(events),
-            **_scores(_of_type(events, "eval")), "config": json.dumps(config)}
+class _Indexer(RunTimeline):
+    """The run's new events as rows: each type into its table as it is applied, and a resume
+    deletes the rows it supersedes (the timeline's rule, cpt_studio.core.timeline)."""
+
+    def __init__(self, db: sqlite_utils.Database, run_id: str, events: Path, offset: int):
+        super().__init__(events, offset)
+        self.db, self.run_id = db, run_id
+
+    def on_resume(self, step: int) -> None:
+        super().on_resume(step)
+        for table in ("metrics", "evaluations", "checkpoints", "benchmarks"):
+            self.db[table].delete_where("run_id = ? and step > ?", [self.run_id, step])
+        self.db["events"].delete_where("run_id = ? and step > ? and type in ('probe', 'benchmark')",
+                                       [self.run_id, step])
+
+    def on_step(self, event: StepEvent) -> None:
+        self.db["metrics"].insert_all(
+            {**self._where(event), "tokens": event.tokens, "name": name, "value": _storable(value)}
+            for name, value in event.to_dict().items()
+            if name not in NOT_METRICS and _is_number(value))
+
+    def on_eval(self, event: EvalEvent) -> None:
+        self.db["evaluations"].insert({**self._where(event), "tokens": event.tokens,
+                                       **{f: _storable(event.get(f)) for f in EVAL_FIELDS},
+                                       "baseline": bool(event.baseline)})
+
+    def on_checkpoint(self, event: CheckpointEvent) -> None:
+        """A re-save of a step replaces its row; scores missing from the event come from the
+        step's last evaluation."""
+        self.db["checkpoints"].delete_where("run_id = ? and step = ?", [self.run_id, event.step])
+        scores = next(self.db["evaluations"].rows_where(
+            "run_id = ? and step = ?", [self.run_id, event.step], order_by="rowid desc", limit=1), {})
+        self.db["checkpoints"].insert({
+            **self._where(event), "tokens": event.tokens, "path": event.path,
+            **{f: _storable(_first_known(event.get(f), _number(scores.get(f))))
+               for f in CHECKPOINT_EVAL_FIELDS}})
+
+    def on_guard(self, event: GuardEvent) -> None:
+        self.db["guard"].insert({**self._where(event),
+                                 **{f: _storable(_plain(event.get(f))) for f in GUARD_FIELDS}})
+
+    def on_benchmark(self, event: BenchmarkEvent | ProbeEvent) -> None:
+        if event.metric:
+            self.db["benchmarks"].insert({**self._where(event),
+                                          **{f: _plain(getattr(event, f)) for f in BENCHMARK_FIELDS}})
+        self._whole(event)
+
+    on_probe = on_benchmark
+
+    def on_status(self, event: StatusEvent) -> None:
+        self._whole(event)
+
+    def on_log(self, event: Event) -> None:
+        self._whole(event)
+
+    def _whole(self, event: Event) -> None:
+        self.db["events"].insert({**self._where(event), "type": event.TYPE,
+                                  "data": json.dumps(event.to_dict())})
+
+    def _where(self, event: Event) -> dict[str, Any]:
+        return {"run_id": self.run_id, "step": event.step, "time": event.time}
+
+
+def _run_row(db: sqlite_utils.Database, run_id: str, run_dir: Path, config: dict,
+             before: dict | None, new: RunTimeline) -> dict[str, Any]:
+    """The run's summary: `before` (the row as the last index left it; None when indexing from
+    the start) updated with the new events, and the figures read back from the tables."""
+    row = {"id": run_id, "name": _display_name(run_dir, config),
+           "model": _model_name(config.get("model")), "config": json.dumps(config)}
+    kept = {k: before[k] for k in ("state", "phase", "message", "started", "updated", "finished",
+                                   "total_steps", "error")} if before else {}
+    row.update(kept)
+    row.update(_status_fields(new.status) if new.status else {})
+    row["started"] = row.get("started") or new.started
+    row["updated"] = new.updated or row.get("updated")
+    row["total_steps"] = new.total_steps or row.get("total_steps")
+    last = next(db["metrics"].rows_where("run_id = ?", [run_id], order_by="rowid desc", limit=1), None)
+    row.update(steps=last["step"] if last else 0, tokens=last["tokens"] if last else 0)
+    return {**row, **_scores(run_evaluations(db, run_id))}
+
+
+def _status_fields(status: StatusEvent) -> dict[str, Any]:
+    """What the last status event says: where the run is, and how a failed run failed."""
+    state = status.state.value if status.state else None
+    return {"state": state, "phase": status.phase.value if status.phase else None,
+            "message": status.message,
+            "finished": status.time if status.state in FINAL_STATES else None,
+            "error": _error(status) if state == "failed" else None}
 
 
 def _display_name(run_dir: Path, config: dict) -> str:
@@ -276,28 +433,9 @@ def _model_name(model: Any) -> str:
     return str(model or "")
 
 
-def _progress(events: list[dict]) -> dict[str, Any]:
-    """What the status and step events say: where the run is and how far it got."""
-    statuses = _of_type(events, "status")
-    status = statuses[-1] if statuses else {}
-    steps = _of_type(events, "step")
-    state = status.get("state")
-    return {
-        "state": state, "phase": status.get("phase"), "message": status.get("message"),
-        "started": events[0].get("time") if events else None,
-        "updated": events[-1].get("time") if events else None,
-        "finished": status.get("time") if state in FINAL_STATES else None,
-        "steps": steps[-1].get("step") if steps else 0,
-        "total_steps": _last_known(statuses, "total_steps"),
-        "tokens": steps[-1].get("tokens") if steps else 0,
-        "error": _error(status) if state == "failed" else None,
-    }
-
-
-def _error(status: dict) -> str:
-    code = status.get("exit_code")
-    message = status.get("message") or "the worker failed"
-    return message if code is None else f"{message} (exit code {code})"
+def _error(status: StatusEvent) -> str:
+    message = status.message or "the worker failed"
+    return message if status.exit_code is None else f"{message} (exit code {status.exit_code})"
 
 
 def _scores(evals: list[dict]) -> dict[str, Any]:
@@ -308,44 +446,22 @@ def _scores(evals: list[dict]) -> dict[str, Any]:
             "best_domain_gain": max(trained, default=None)}
 
 
-def _metric_rows(run_id: str, events: list[dict]):
-    for event in _of_type(events, "step"):
-        for name, value in event.items():
-            if name not in NOT_METRICS and _is_number(value):
-                yield {"run_id": run_id, "step": event.get("step"), "tokens": event.get("tokens"),
-                       "time": event.get("time"), "name": name, "value": _storable(value)}
-
-
-def _evaluation_rows(run_id: str, events: list[dict]):
-    for event in _of_type(events, "eval"):
-        yield {**_where(run_id, event), "tokens": event.get("tokens"),
-               **{field: _storable(event.get(field)) for field in EVAL_FIELDS},
-               "baseline": bool(event.get("baseline"))}
-
-
-def _checkpoint_rows(run_id: str, run_dir: Path, events: list[dict],
-                     config: dict) -> tuple[list[dict[str, Any]], str]:
-    """One row per checkpoint, with its scores, and the recommended one and the Pareto front
-    marked among those that still exist; and the reason for the recommendation."""
-    scores_at = {e.get("step"): e for e in _of_type(events, "eval")}  # the last eval per step
-    latest = {e.get("path"): e for e in _of_type(events, "checkpoint")}  # a re-save replaces
-    rows = []
-    for path, event in latest.items():
-        scores = scores_at.get(event.get("step"), {})
-        rows.append({**_where(run_id, event), "tokens": event.get("tokens"), "path": path,
-                     "exists": bool(path) and (run_dir / path).is_dir(),
-                     **{field: _first_known(event.get(field), scores.get(field))
-                        for field in CHECKPOINT_EVAL_FIELDS}})
-    kept = checkpoint_scores(row for row in rows if row["exists"])
+def _mark_checkpoints(db: sqlite_utils.Database, run_id: str, run_dir: Path, config: dict) -> str:
+    """Mark which checkpoints still exist, the recommended one and the Pareto front among
+    them; returns the reason for the recommendation ("" without checkpoints)."""
+    rows = run_checkpoints(db, run_id)
     for row in rows:
-        row.update({field: _storable(row[field]) for field in CHECKPOINT_EVAL_FIELDS})
-    drops = general_drops(e for e in events if e.get("type") == "benchmark")
-    best, reason = recommendation(kept, _target(config), drops=drops, max_drop=_max_drop(config))
+        row["exists"] = bool(row["path"]) and (run_dir / row["path"]).is_dir()
+    kept = checkpoint_scores(row for row in rows if row["exists"])
+    drops = general_drops(run_benchmarks(db, run_id))
+    best, reason = recommendation(kept, target_forgetting(config), drops=drops, max_drop=_max_drop(config))
     front = set(pareto_front(kept))
     for row in rows:
-        row["recommended"] = row["exists"] and row["step"] == best
-        row["pareto"] = row["exists"] and row["step"] in front
-    return rows, reason if rows else ""
+        db.execute("UPDATE checkpoints SET \"exists\" = ?, recommended = ?, pareto = ? "
+                   "WHERE run_id = ? AND step = ?",
+                   [row["exists"], row["exists"] and row["step"] == best,
+                    row["exists"] and row["step"] in front, run_id, row["step"]])
+    return reason if rows else ""
 
 
 def _max_drop(config: dict) -> float:
@@ -355,43 +471,11 @@ def _max_drop(config: dict) -> float:
     return MAX_GENERAL_DROP if value is None else float(value)
 
 
-def _target(config: dict) -> float:
+def target_forgetting(config: dict) -> float:
     """The run's forgetting target for the recommended checkpoint."""
     checkpoints = config.get("checkpoints")
     target = checkpoints.get("recommend_max_forgetting") if isinstance(checkpoints, dict) else None
     return DEFAULT_RECOMMEND_MAX_FORGETTING if target is None else float(target)
-
-
-def _guard_rows(run_id: str, events: list[dict]):
-    for event in _of_type(events, "guard"):
-        yield {**_where(run_id, event),
-               **{field: _storable(_plain(event.get(field))) for field in GUARD_FIELDS}}
-
-
-def _benchmark_rows(run_id: str, events: list[dict]):
-    """One row per score of a benchmark or probe event (cpt_studio.core.evaljob)."""
-    for event in events:
-        if event.get("type") in ("benchmark", "probe") and event.get("metric"):
-            yield {**_where(run_id, event),
-                   **{f: _plain(event.get(f)) for f in BENCHMARK_FIELDS}}
-
-
-def _other_rows(run_id: str, events: list[dict]):
-    for event in events:
-        if event.get("type") not in OWN_TABLE:
-            yield {**_where(run_id, event), "type": event.get("type"), "data": json.dumps(event)}
-
-
-def _where(run_id: str, event: dict) -> dict[str, Any]:
-    return {"run_id": run_id, "step": event.get("step"), "time": event.get("time")}
-
-
-def _of_type(events: list[dict], type: str) -> list[dict]:
-    return [event for event in events if event.get("type") == type]
-
-
-def _last_known(events: list[dict], field: str) -> Any:
-    return next((e[field] for e in reversed(events) if e.get(field) is not None), None)
 
 
 def _first_known(*values: Any) -> Any:
@@ -519,12 +603,43 @@ def _rows(db: sqlite_utils.Database, table: str, run_id: str,
 
 # -- changing ------------------------------------------------------------------------------
 
-def delete_run(db: sqlite_utils.Database, run: str | Path) -> str:
-    """Forget a run (its rows only; deleting its folder is the caller's choice); returns its id."""
+FORGOTTEN_FILE = "forgotten_runs.json"
+"""In the data folder: runs removed from the history whose folders were kept."""
+
+
+def forget_run(db: sqlite_utils.Database, run: str | Path, *, delete_folder: bool = False) -> str:
+    """Remove a run from the history (its rows) and, when asked, delete its folder with its
+    checkpoints; returns its id. A kept folder is remembered as forgotten, so that neither
+    index_runs nor rebuild brings it back (an explicit index_run does)."""
     run_id = get_run(db, run)["id"]
     with writing(db):
         _delete_rows(db, run_id)
+    if delete_folder:
+        shutil.rmtree(run_id, ignore_errors=True)
+    forgotten = forgotten_runs()
+    forgotten.add(run_id) if Path(run_id).is_dir() else forgotten.discard(run_id)
+    _forgotten_path().write_text(json.dumps(sorted(forgotten), indent=1), encoding="utf-8")
     return run_id
+
+
+def remember_run(db: sqlite_utils.Database, run_dir: Path | str) -> str:
+    """Bring a forgotten run (its folder kept) back into the history; returns its id.
+    Raises FileNotFoundError for a folder that is not a run's."""
+    run_id = str(Path(run_dir).expanduser().resolve())
+    forgotten = forgotten_runs() - {run_id}
+    index_run(db, run_id)
+    _forgotten_path().write_text(json.dumps(sorted(forgotten), indent=1), encoding="utf-8")
+    return run_id
+
+
+def forgotten_runs() -> set[str]:
+    """The ids (folder paths) of runs removed from the history whose folders were kept."""
+    path = _forgotten_path()
+    return set(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else set()
+
+
+def _forgotten_path() -> Path:
+    return data_dir() / FORGOTTEN_FILE
 
 
 def rename_run(db: sqlite_utils.Database, run: str | Path, name: str) -> str:
@@ -540,189 +655,3 @@ def rename_run(db: sqlite_utils.Database, run: str | Path, name: str) -> str:
         (folder / DISPLAY_NAME_FILE).write_text(name + "\n", encoding="utf-8")
     db["runs"].update(run_id, {"name": name})
     return run_id
-
-
-# -- text for the CLI ----------------------------------------------------------------------
-
-RUNS_HEADER = ("name", "state", "model", "started", "steps", "tokens", "domain gain",
-               "forgetting")
-RIGHT_ALIGNED = {"steps", "tokens", "domain gain", "forgetting"}
-
-
-def format_runs(rows: list[dict[str, Any]]) -> str:
-    """The runs as a plain-text table, one line each (what `cpt-studio runs` prints)."""
-    if not rows:
-        return "no runs"
-    cells = [RUNS_HEADER] + [_run_cells(row) for row in rows]
-    return _table(cells, [name in RIGHT_ALIGNED for name in RUNS_HEADER])
-
-
-def _run_cells(row: dict[str, Any]) -> tuple[str, ...]:
-    steps = str(row["steps"] or 0)
-    if row["total_steps"]:
-        steps += f"/{row['total_steps']}"
-    return (row["name"] or "", row["state"] or "-", _shorten(row["model"] or "-"),
-            _when(row["started"]), steps, _count(row["tokens"]),
-            _percent(row["domain_gain"]), _percent(row["forgetting"]))
-
-
-def _table(cells: list[tuple[str, ...]], right: list[bool]) -> str:
-    widths = [max(len(row[i]) for row in cells) for i in range(len(right))]
-    return "\n".join(_line(row, widths, right) for row in cells)
-
-
-def _line(cells: tuple[str, ...], widths: list[int], right: list[bool]) -> str:
-    padded = (cell.rjust(width) if r else cell.ljust(width)
-              for cell, width, r in zip(cells, widths, right, strict=True))
-    return "  ".join(padded).rstrip()
-
-
-def format_run(db: sqlite_utils.Database, run: str | Path) -> str:
-    """The key numbers of one run's curves (what `cpt-studio show RUN` prints)."""
-    row = get_run(db, run)
-    evals = run_evaluations(db, row["id"])
-    lines = _summary_lines(row) + _perplexity_lines(evals) + _gain_lines(evals)
-    lines += _loss_lines(run_metrics(db, row["id"], "loss"))
-    lines += _guard_lines(run_guard(db, row["id"]))
-    checkpoints = run_checkpoints(db, row["id"])
-    lines += _recommended_lines(checkpoints, _target(row["config"]), row.get("recommendation"))
-    lines += _benchmark_lines(run_benchmarks(db, row["id"]))
-    lines += _checkpoint_lines(checkpoints)
-    return "\n".join(lines)
-
-
-def _summary_lines(row: dict[str, Any]) -> list[str]:
-    total = f" of {row['total_steps']:,}" if row["total_steps"] else ""
-    message = f": {row['message']}" if row["message"] else ""
-    lines = [
-        _field("run", row["name"]),
-        _field("folder", row["id"]),
-        _field("model", row["model"] or "-"),
-        _field("state", f"{row['state'] or 'not started'} ({row['phase'] or '-'}){message}"),
-        _field("started", f"{_when(row['started'])}, ended {_when(row['finished'])}"),
-        _field("steps", f"{row['steps'] or 0:,}{total}"),
-        _field("tokens", f"{row['tokens'] or 0:,}"),
-    ]
-    return lines + ([_field("error", row["error"])] if row["error"] else [])
-
-
-def _perplexity_lines(evals: list[dict[str, Any]]) -> list[str]:
-    baseline = next((e for e in evals if e["baseline"]), None)
-    last = next((e for e in reversed(evals) if not e["baseline"]), None)
-    if not baseline and not last:
-        return [_field("perplexity", "no evaluation yet")]
-    return [_field("perplexity", f"{'baseline':>8}  {'last':>8}")] + [
-        _field(f"  {label}", f"{_ppl(baseline, field):>8}  {_ppl(last, field):>8}")
-        for label, field in (("domain", "domain_ppl"), ("general", "general_ppl"))]
-
-
-def _gain_lines(evals: list[dict[str, Any]]) -> list[str]:
-    trained = [e for e in evals if not e["baseline"]]
-    best = max((e for e in trained if _finite(e["domain_gain"])),
-               key=lambda e: e["domain_gain"], default=None)
-    worst = max((e for e in trained if _finite(e["forgetting"])),
-                key=lambda e: e["forgetting"], default=None)
-    return [_field("best domain gain", f"{_percent(best and best['domain_gain'])}{_at(best)}"),
-            _field("max forgetting", f"{_percent(worst and worst['forgetting'])}{_at(worst)}")]
-
-
-def _loss_lines(loss: list[tuple]) -> list[str]:
-    if not loss:
-        return [_field("loss", "no steps yet")]
-    low = min((p for p in loss if _finite(p[2])), key=lambda point: point[2], default=None)
-    lowest = f"min {low[2]:.4f} at step {low[0]}" if low else "no finite value"
-    bad = sum(1 for p in loss if _is_number(p[2]) and not math.isfinite(p[2]))
-    return [_field("loss", f"first {loss[0][2]:.4f}, last {loss[-1][2]:.4f}, {lowest}"
-                           + (f"; {bad} non-finite step(s)" if bad else ""))]
-
-
-def _guard_lines(guard: list[dict[str, Any]]) -> list[str]:
-    return [_field("guard", f"step {g['step']}: {g['reason']}; {g['action']}"
-                   + (f" to {g['rolled_back_to']}" if g["rolled_back_to"] is not None else "")
-                   + (f"; {g['remedy']}" if g["remedy"] else "")) for g in guard]
-
-
-def _recommended_lines(checkpoints: list[dict[str, Any]], target: float,
-                       reason: str | None = None) -> list[str]:
-    best = next((c for c in checkpoints if c["recommended"]), None)
-    front = sorted((c for c in checkpoints if c["pareto"]), key=lambda c: c["forgetting"])
-    if best is None:
-        text = (f"none: no checkpoint forgets at most {target:.1%}" if checkpoints
-                else "none yet")
-    else:
-        text = (f"step {best['step']} ({best['path']}): domain gain {_percent(best['domain_gain'])}, "
-                f"forgetting {_percent(best['forgetting'])}, within the {target:.1%} target")
-    lines = [_field("recommended", text)]
-    if reason:
-        lines.append(_field("  why", reason))
-    if front:
-        points = ", ".join(f"step {c['step']} ({_percent(c['domain_gain'])} gain, "
-                           f"{_percent(c['forgetting'])} forgetting)" for c in front)
-        lines.append(_field("pareto front", points))
-    return lines
-
-
-def _benchmark_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """The headline metric of each task, base and each evaluated checkpoint."""
-    latest = {(r["task"], r["step"]): r for r in rows if r["primary"]}
-    tasks = list(dict.fromkeys(task for task, _ in latest))
-    lines = []
-    for task in tasks:
-        scores = sorted((step, r) for (t, step), r in latest.items() if t == task)
-        kind, metric = scores[0][1]["kind"], scores[0][1]["metric"]
-        values = ", ".join(f"{'base' if step == 0 else f'step {step}'} {r['value']:.3f}"
-                           for step, r in scores)
-        lines.append(_field(f"  {task}", f"{metric} ({kind}): {values}"))
-    return [_field("benchmarks", "")] + lines if lines else []
-
-
-def _field(label: str, value: str) -> str:
-    return f"{label:<18}{value}"
-
-
-def _checkpoint_lines(checkpoints: list[dict[str, Any]]) -> list[str]:
-    if not checkpoints:
-        return [_field("checkpoints", "none")]
-    cells = [("  step", "tokens", "domain ppl", "general ppl", "domain gain", "forgetting",
-              "", "path")]
-    cells += [(f"  {c['step']}", _count(c["tokens"]), _ppl(c, "domain_ppl"),
-               _ppl(c, "general_ppl"), _percent(c["domain_gain"]), _percent(c["forgetting"]),
-               _mark(c), c["path"] + ("" if c["exists"] else " (deleted)")) for c in checkpoints]
-    return ["checkpoints", _table(cells, [True] * 6 + [False, False])]
-
-
-def _mark(checkpoint: dict[str, Any]) -> str:
-    return "recommended" if checkpoint["recommended"] else "pareto" if checkpoint["pareto"] else ""
-
-
-def _ppl(event: dict[str, Any] | None, field: str) -> str:
-    value = event and event.get(field)
-    return f"{value:.2f}" if value is not None else "-"
-
-
-def _at(event: dict[str, Any] | None) -> str:
-    return f" at step {event['step']}" if event else ""
-
-
-def _percent(fraction: float | None) -> str:
-    if fraction is None:
-        return "-"
-    return f"{fraction * 100:+.1f}%" if math.isfinite(fraction) else str(fraction)
-
-
-def _count(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
-
-
-def _when(timestamp: float | None) -> str:
-    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M") if timestamp else "-"
-
-
-def _shorten(text: str, most: int = 40) -> str:
-    """Long model paths keep their end, which names the model."""
-    return text if len(text) <= most else "…" + text[-(most - 1):]

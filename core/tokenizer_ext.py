@@ -1,4 +1,4 @@
-"""Domain tokenizer extension (DESIGN.md, pipeline step 3): whole domain words become tokens,
+"""Domain tokenizer extension (docs/architecture.md, tokenizer extension): whole domain words become tokens,
 and their embedding and lm_head rows start as the mean of the rows of the pieces they replace.
 
     preview = preview_for_config(config)      # reads the corpus, writes nothing
@@ -55,7 +55,8 @@ from typing import Any
 from .config import RunConfig, TokenizerConfig
 from .data import corpus_texts
 from .events import ProgressCallback
-from .runs import RunPaths, list_checkpoints
+from .models import load_tokenizer
+from .run_folder import RunPaths, list_checkpoints, tokenizer_record
 from .tokenstore import backend_tokenizer, tokenizer_fingerprint
 
 PAD_MULTIPLE = 64
@@ -65,8 +66,6 @@ TRAINING_SAMPLE_CHARACTERS = 50_000_000
 megabytes find the frequent domain words, and counting words is done in Python."""
 HELDOUT_SAMPLE_CHARACTERS = 5_000_000
 """Fertility before and after is measured on at most about this much held-out text per corpus."""
-RECORD = "extension.json"
-"""Written beside the extended tokenizer: the base it extends, the new tokens, the figures."""
 METASPACE = "▁"
 
 
@@ -491,8 +490,6 @@ def texts_for_config(config: RunConfig) -> ExtensionTexts:
 def preview_for_config(config: RunConfig, base_tokenizer=None) -> ExtensionPreview:
     """The preview for a run config, with its base model's tokenizer unless one is given."""
     if base_tokenizer is None:
-        from .models import load_tokenizer
-
         base_tokenizer = load_tokenizer(config.model.name_or_path,
                                         trust_remote_code=config.model.trust_remote_code)
     return preview_extension(base_tokenizer, texts_for_config(config), config.tokenizer)
@@ -532,21 +529,21 @@ def save_extension(preview: ExtensionPreview, folder: Path, base_tokenizer, *,
     shutil.rmtree(tmp, ignore_errors=True)
     preview.extension.tokenizer.save_pretrained(tmp)
     record = {"base_tokenizer": tokenizer_fingerprint(base_tokenizer), **preview.to_dict()}
-    (tmp / RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
+    tokenizer_record(tmp).write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
     if overwrite:
         shutil.rmtree(folder, ignore_errors=True)
     try:
         os.rename(tmp, folder)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
-        if not (folder / RECORD).exists():
+        if not tokenizer_record(folder).exists():
             raise
     return folder
 
 
 def load_extension(folder: Path, base_tokenizer) -> tuple[Any, dict]:
     """The saved extended tokenizer and its record; refuses one made for another base."""
-    record = json.loads((Path(folder) / RECORD).read_text(encoding="utf-8"))
+    record = json.loads(tokenizer_record(folder).read_text(encoding="utf-8"))
     if record["base_tokenizer"] != tokenizer_fingerprint(base_tokenizer):
         raise ExtensionError(f"{folder} extends another base tokenizer than this run's model; "
                              "delete that folder to derive the extension again from this model")
@@ -577,7 +574,7 @@ def extend_for_run(model, tokenizer, config: RunConfig, run_dir: Path,
     if not config.tokenizer.extend:
         return tokenizer, []
     folder = RunPaths(Path(run_dir)).tokenizer
-    if not (folder / RECORD).exists():
+    if not tokenizer_record(folder).exists():
         _report(progress, "finding domain tokens in the training documents")
         save_extension(preview_for_config(config, tokenizer), folder, tokenizer, overwrite=False)
     extended, record = load_extension(folder, tokenizer)

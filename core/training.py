@@ -21,7 +21,6 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,8 +29,9 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, default_da
 from .config import RunConfig
 from .data import RunData, evaluation_sets, prepare_run_data
 from .disk import DiskFullError, disk_full_as_error, folder_size, require_free_space
+from .evaljob import probe_live, write_run_probes
 from .evaluation import EvalSet, domain_gain, forgetting
-from .events import EventWriter, read_events, timeline
+from .events import EvalEvent, EventWriter, StepEvent
 from .ewc import EwcPenalty, EwcState, prepare_ewc
 from .guard import (
     Decision,
@@ -44,61 +44,19 @@ from .guard import (
 )
 from .mixing import MixingSampler, ReplayMixer
 from .models import load_model_and_tokenizer
-from .plan import plan_steps
 from .preflight import require
+from .recipe import Hardware, apply_method, optimizer_steps, resolve_hardware, scheduler_settings
 from .recommend import checkpoint_scores, recommended
-from .runs import CHECKPOINT_PREFIX, RunPaths, checkpoint_step, last_checkpoint, list_checkpoints
-from .tokenizer_ext import extend_for_run, lora_token_rows
-
-
-@dataclass
-class Hardware:
-    device: str
-    precision: str
-    attention: str
-    gradient_checkpointing: bool
-
-    @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-
-
-def resolve_hardware(config: RunConfig) -> Hardware:
-    """Turn the 'auto' settings into what this machine will use."""
-    cuda = torch.cuda.is_available()
-    system = config.system
-    precision = system.precision
-    if precision == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    attention = system.attention
-    if attention == "auto":
-        attention = "flash_attention_2" if cuda and _flash_attn_installed() else "sdpa"
-    checkpointing = cuda if system.gradient_checkpointing == "auto" else system.gradient_checkpointing == "on"
-    return Hardware("cuda" if cuda else "cpu", precision, attention, checkpointing)
-
-
-def _flash_attn_installed() -> bool:
-    try:
-        import flash_attn  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def scheduler_settings(config: RunConfig, total_steps: int) -> tuple[str, dict, int]:
-    """The Trainer's scheduler name, its kwargs, and the warmup steps."""
-    schedule = config.schedule
-    warmup = math.ceil(total_steps * schedule.warmup_ratio)
-    decay_steps = {"linear": total_steps - warmup,
-                   "wsd": max(1, round(total_steps * schedule.decay_ratio))}
-    if schedule.decay == "cosine":
-        return "cosine_with_min_lr", {"min_lr_rate": schedule.min_lr_ratio}, warmup
-    if schedule.decay == "constant":
-        return "constant_with_warmup", {}, warmup
-    # linear = warmup-stable-decay with no stable phase and a linear decay to the minimum
-    kind = "linear" if schedule.decay == "linear" else "cosine"
-    return "warmup_stable_decay", {"num_decay_steps": decay_steps[schedule.decay], "decay_type": kind,
-                                   "min_lr_ratio": schedule.min_lr_ratio}, warmup
+from .run_folder import (
+    RunPaths,
+    checkpoint_config,
+    checkpoint_dirname,
+    checkpoint_step,
+    last_checkpoint,
+    list_checkpoints,
+)
+from .timeline import RunTimeline
+from .tokenizer_ext import extend_for_run
 
 
 def training_arguments(config: RunConfig, hardware: Hardware, paths: RunPaths,
@@ -170,8 +128,8 @@ class CPTTrainer(Trainer):
         """Write into the staging folder, then rename into checkpoints/: a checkpoint that
         exists is complete. The disk is checked first against the checkpoint's expected size;
         a disk that fills during the write leaves no partial checkpoint behind."""
-        name = f"{CHECKPOINT_PREFIX}{self.state.global_step}"
-        staged, final = self.run.staging / name, self.run.checkpoints / name
+        step = self.state.global_step
+        name, staged, final = checkpoint_dirname(step), self.run.staged_checkpoint(step), self.run.checkpoint(step)
         fix = (f"free space on that disk (or lower checkpoints.keep), then `cpt-studio resume "
                f"{self.run.root}` continues from the last complete checkpoint")
         if self.args.should_save:
@@ -181,7 +139,7 @@ class CPTTrainer(Trainer):
                 super()._save_checkpoint(model, trial)
                 if not self.args.should_save:
                     return
-                shutil.copy(self.run.config, staged / "run_config.json")
+                shutil.copy(self.run.config, checkpoint_config(staged))
         except DiskFullError:
             shutil.rmtree(staged, ignore_errors=True)
             raise
@@ -350,8 +308,6 @@ class RunMonitor(TrainerCallback):
         """The knowledge probes at this step (benchmarks.probes_during_training), live."""
         if not self.probe_tasks or self.trainer is None:
             return
-        from .evaljob import probe_live
-
         self.events.emit("status", step, state="running", phase="probing", message="knowledge probes")
         probe_live(model, self.trainer.processing_class, self.paths.root, self.probe_tasks, step,
                    self.config.benchmarks, self.events)
@@ -378,13 +334,13 @@ class RunMonitor(TrainerCallback):
     def _restore_evaluations(self, step: int) -> None:
         """The evaluations and step losses up to the checkpoint resumed from, as the run's
         timeline has them (a rolled-back stretch does not count)."""
-        for event in timeline(read_events(self.paths.events)[0]):
-            if event["type"] == "eval" and event["step"] <= step:
-                self.evals[event["step"]] = event
-                if event.get("baseline"):
-                    self.baseline = {k: v for k, v in event.items() if k.endswith("_ppl")}
-            elif event["type"] == "step" and event["step"] <= step:
-                self.losses[event["step"]] = event["loss"]
+        timeline = RunTimeline.load(self.paths.events)
+        for event in timeline.of(EvalEvent):
+            if event.step <= step:
+                self.evals[event.step] = fields = event.to_dict()
+                if event.baseline:
+                    self.baseline = {k: v for k, v in fields.items() if k.endswith("_ppl")}
+        self.losses.update({e.step: e.loss for e in timeline.of(StepEvent) if e.step <= step})
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self._train_seconds = time.monotonic() - self._step_started
@@ -439,10 +395,8 @@ class RunMonitor(TrainerCallback):
             decision.state.save(self.paths.root)
             if target is not None:
                 discard_checkpoints_after(self.paths.root, target)
-            path = (str((self.paths.checkpoints / f"{CHECKPOINT_PREFIX}{target}").relative_to(self.paths.root))
-                    if target is not None else None)
             self.events.emit("guard", step, **decision.event_fields(
-                guard.threshold, self.config.corpus.replay_ratio, path))
+                guard.threshold, self.config.corpus.replay_ratio))
 
 
 def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = False) -> str:
@@ -461,7 +415,7 @@ def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = 
         trust_remote_code=config.model.trust_remote_code, allow_pickle=config.model.allow_pickle)
     model.config.use_cache = False  # with the cache on, packed documents attend to each other
     tokenizer, new_token_ids = extend_for_run(model, tokenizer, config, paths.root, events)
-    model = _apply_method(model, config, new_token_ids)
+    model = apply_method(model, config, new_token_ids)
     events.emit("status", None, state="running", phase="tokenizing", message="preparing the corpus")
     data = prepare_run_data(config.corpus, config.eval, tokenizer, paths.root,
                             seq_len=config.batch.seq_len, seed=config.seed, progress=events,
@@ -494,8 +448,6 @@ def _live_probe_tasks(config: RunConfig, paths: RunPaths) -> list[str]:
     settings = config.benchmarks
     if not (settings.probes_during_training and settings.probes):
         return []
-    from .evaljob import write_run_probes
-
     return write_run_probes(paths.root, settings.probes)
 def record_separator(config: RunConfig, paths: RunPaths, tokens) -> None:
     """Write the separator the run uses into its config.json (when it was left to the
@@ -527,7 +479,7 @@ def _train_with_guard(config: RunConfig, hardware: Hardware, paths: RunPaths, ev
         if decision is None or decision.action != "rollback":
             return trainer, decision
         guard_state = decision.state
-        checkpoint = paths.checkpoints / f"{CHECKPOINT_PREFIX}{decision.rolled_back_to}"
+        checkpoint = paths.checkpoint(decision.rolled_back_to)
         del trainer  # its optimizer state goes before the next attempt makes its own
         model.zero_grad(set_to_none=True)
         gc.collect()
@@ -550,9 +502,8 @@ def _out_of_memory(trainer: CPTTrainer, paths: RunPaths, events: EventWriter,
     decision.state.save(paths.root)
     if decision.rolled_back_to is not None:
         discard_checkpoints_after(paths.root, decision.rolled_back_to)
-    path = str(last.relative_to(paths.root)) if decision.rolled_back_to is not None else None
-    events.emit("guard", decision.step, **decision.event_fields(None, trainer.monitor.config.corpus.replay_ratio,
-                                                                path))
+    events.emit("guard", decision.step,
+                **decision.event_fields(None, trainer.monitor.config.corpus.replay_ratio))
     return decision
 
 
@@ -583,7 +534,7 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
                   probe_tasks: list[str] = ()) -> CPTTrainer:
     guard_state = guard_state or GuardState()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    total_steps = plan_steps(config, len(data.domain.train), data.general is not None, world_size)
+    total_steps = optimizer_steps(config, len(data.domain.train), data.general is not None, world_size)
     mixer = data.mixer(config.batch.micro_batch * config.batch.grad_accum * world_size,  # OOM halving keeps it
                        on_new_pass=lambda name, n, step: events.emit(
                            "log", step, level="info", message=f"{name} corpus: pass {n} begins"),
@@ -598,20 +549,3 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
                       train_dataset=data.dataset, data_collator=default_data_collator,
                       processing_class=tokenizer, callbacks=[monitor], mixer=mixer, run=paths,
                       monitor=monitor, keep=config.checkpoints.keep, ewc=penalty)
-
-
-def _apply_method(model, config: RunConfig, new_token_ids: list[int] | tuple = ()):
-    if config.method.kind != "lora":
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    method = config.method
-    # New tokens' rows must learn, but LoRA freezes the embeddings. trainable_token_indices
-    # trains only those rows (a tied lm_head follows them); modules_to_save would train whole
-    # copies of the embedding and lm_head matrices, with gradients and optimizer state for
-    # every row of the vocabulary. (Either way peft saves the resized matrices in each
-    # checkpoint, so the adapter loads on a base resized to the checkpoint's vocabulary.)
-    lora = LoraConfig(r=method.lora_rank, lora_alpha=method.lora_alpha, lora_dropout=method.lora_dropout,
-                      target_modules=list(method.target_modules), task_type="CAUSAL_LM",
-                      trainable_token_indices=lora_token_rows(model, list(new_token_ids)))
-    return get_peft_model(model, lora)

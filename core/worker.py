@@ -4,6 +4,10 @@
 It writes its pid, sends the libraries' logging to logs/worker.log (its stdout and
 stderr are that file too, when started by cpt_studio.core.runs.start_worker), trains, and always
 ends with a status event: finished, stopped, or failed with the traceback's tail.
+
+`log_to_file`, `record_failure` and `update_store` serve the evaluation worker too
+(cpt_studio.core.evalworker). The engine's modules are imported inside `try` blocks: a failure
+to import them (a broken torch install) is a failed status event like any other failure.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import traceback
 from pathlib import Path
 
 from .events import EventWriter
-from .runs import RunPaths, write_pid
+from .run_folder import RunPaths
+from .runs import write_pid
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,15 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = RunPaths(args.run_dir.resolve())
     if not paths.config.exists():
-        print(f"error: {paths.root} is not a run folder (no config.json)", file=sys.stderr)
+        print(f"error: {paths.root} is not a run folder (no {paths.config.name})", file=sys.stderr)
         return 2
     write_pid(paths.root)
-    _log_to_file(paths.log)
+    log_to_file(paths.log)
     try:
-        from .training import train
+        from .training import train  # inside the try: see the module's docstring
 
         final = train(paths.root, resume=args.resume, accept_changed_corpus=args.accept_changed_corpus)
-        _index(paths.root)
+        update_store(paths.root)
         if final == "finished":
             _evaluate_at_end(paths)
         return 0
@@ -43,12 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _log_to_file(path: Path) -> None:
+def log_to_file(path: Path) -> None:
+    """Send the libraries' logging (transformers' at INFO) to the file at `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    import transformers
+    import transformers  # here, not at the top: a wrong RUN_DIR is refused before seconds of imports
 
     transformers.logging.set_verbosity_info()
     transformers.logging.disable_default_handler()
@@ -64,7 +70,7 @@ def _evaluate_at_end(paths: RunPaths) -> None:
 
         go_offline_unless_reachable()
         if evaluate_at_end(paths.root) is not None:
-            _index(paths.root)
+            update_store(paths.root)
     except Exception as exc:  # noqa: BLE001
         logging.getLogger("cpt_studio.core.worker").exception("the end-of-run evaluation failed")
         EventWriter(paths.eval_events).emit("status", None, state="failed", phase="error",
@@ -73,7 +79,7 @@ def _evaluate_at_end(paths: RunPaths) -> None:
 
 def _record_failure(paths: RunPaths, exc: BaseException) -> None:
     record_failure(paths.events, exc, "run")
-    _index(paths.root)
+    update_store(paths.root)
 
 
 def record_failure(events: Path, exc: BaseException, what: str) -> None:
@@ -86,12 +92,15 @@ def record_failure(events: Path, exc: BaseException, what: str) -> None:
                              message=f"{type(exc).__name__}: {message}", traceback=tail)
 
 
-def _index(run_dir: Path) -> None:
-    """Bring the run store up to date; the run folder stays the source of truth."""
+def update_store(run_dir: Path) -> None:
+    """Bring the run store up to date, unless the run was removed from the history meanwhile
+    (store.forget_run); a store problem is logged, never raised: the run folder stays the
+    source of truth."""
     try:
-        from .store import index_run, open_store
+        from .store import forgotten_runs, index_run, open_store
 
-        index_run(open_store(), run_dir)
+        if str(Path(run_dir).resolve()) not in forgotten_runs():
+            index_run(open_store(), run_dir)
     except Exception:  # noqa: BLE001 — a store problem must not fail a finished run
         logging.getLogger("cpt_studio.core.worker").exception("could not update the run store")
 

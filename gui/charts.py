@@ -15,6 +15,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Signal
 from scipy.signal import lfilter
 
+from cpt_studio.core.events import GuardEvent
+
 from .series import RunSeries
 
 EMA_ALPHA = 0.05
@@ -255,7 +257,7 @@ class RunCharts(pg.GraphicsLayoutWidget):
             return
         self._placed_guard = placed
         for event in self.series.guard:
-            key = (event.get("step"), event.get("time"))
+            key = (event.step, event.time)
             if key not in self.guard_markers:
                 self.guard_markers[key] = [self._guard_line(plot, event, label=i == 0)
                                            for i, plot in enumerate(self.plots.values())]
@@ -265,16 +267,17 @@ class RunCharts(pg.GraphicsLayoutWidget):
                 if np.isfinite(x):
                     line.setPos(x)
 
-    def _guard_x(self, event: dict) -> float:
+    def _guard_x(self, event: GuardEvent) -> float:
         """A guard decision's place on the x-axis: its own value in that unit when it records
         one, else its step's (in tokens: NaN before the first step event)."""
-        if event.get(self.x_key) is not None:
-            return float(event[self.x_key])
-        return float(self._x_at_steps(np.array([event.get("step") or 0], dtype=float))[0])
+        own = event.get(self.x_key)
+        if own is not None:
+            return float(own)
+        return float(self._x_at_steps(np.array([event.step or 0], dtype=float))[0])
 
     @staticmethod
-    def _guard_line(plot: pg.PlotItem, event: dict, label: bool) -> pg.InfiniteLine:
-        text = f"guard: {event.get('action', 'decision')} at step {event.get('step')}"
+    def _guard_line(plot: pg.PlotItem, event: GuardEvent, label: bool) -> pg.InfiniteLine:
+        text = f"guard: {event.get('action', 'decision')} at step {event.step}"
         line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(COLOURS["guard"], width=2),
                                label=text if label else None,
                                labelOpts={"position": 0.85, "color": COLOURS["guard"]})

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QMessageBox, QPushButton
 
 from cpt_studio.core.export import export_checkpoint
 from cpt_studio.core.generate import is_adapter
+from cpt_studio.core.run_folder import RunPaths
 
 from .jobs import Job
 
@@ -30,7 +31,7 @@ def export_with_dialog(parent: QWidget, run_dir: Path, step: int) -> Job | None:
     if not folder:
         return None
     merge = False
-    if is_adapter(Path(run_dir) / "checkpoints" / f"checkpoint-{step}"):
+    if is_adapter(RunPaths(Path(run_dir)).checkpoint(step)):
         answer = QMessageBox.question(
             parent, "Export", "This checkpoint is a LoRA adapter. Merge it into the base model's "
             "weights?\n\nYes: a full model folder. No: the adapter alone (load it with peft).")

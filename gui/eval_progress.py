@@ -12,8 +12,9 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
 from cpt_studio.core.estimate import format_duration
-from cpt_studio.core.events import read_events
-from cpt_studio.core.runs import RunPaths, eval_worker_pid, request_eval_stop
+from cpt_studio.core.events import EventTail, Phase, StatusEvent
+from cpt_studio.core.run_folder import RunPaths
+from cpt_studio.core.runs import eval_worker_pid, request_eval_stop
 
 STATE_COLOURS = {"running": "#fd7e14", "finished": "#28a745", "stopped": "#6c757d",
                  "failed": "#dc3545"}
@@ -28,7 +29,7 @@ class EvalProgress(QWidget):
         self.paths = paths
         self.status: dict = {}
         self.unavailable: dict[str, str] = {}
-        self._offset, self._state = 0, None
+        self._tail, self._state = EventTail(paths.eval_events), None
         self.chip = QLabel("evaluation")
         self.text = QLabel("", wordWrap=True)
         self.bar = QProgressBar(textVisible=True, maximumWidth=220)
@@ -43,14 +44,11 @@ class EvalProgress(QWidget):
         self.hide()
 
     def poll(self) -> None:
-        if not self.paths.eval_events.exists():
-            return
-        events, self._offset = read_events(self.paths.eval_events, self._offset)
-        for event in events:
-            if event.get("type") == "status":
-                if event.get("message", "").startswith("checking"):
+        for event in self._tail.read():
+            if isinstance(event, StatusEvent):
+                if event.phase == Phase.CHECKING:
                     self.unavailable = {}  # a new job
-                self.status = event
+                self.status = event.to_dict()
                 self.unavailable.update(event.get("unavailable") or {})
         if self.status:
             self._show()

@@ -34,7 +34,7 @@ from cpt_studio.core.config import RunConfig
 from cpt_studio.core.corpus import CorpusError
 from cpt_studio.core.evaljob import EvalRequest, start_evaluation
 from cpt_studio.core.probes import CLOZE, read_probes
-from cpt_studio.core.runs import RunPaths, checkpoint_step, list_checkpoints
+from cpt_studio.core.run_folder import RunPaths, checkpoint_label, checkpoint_step, list_checkpoints
 
 from .jobs import Job
 
@@ -88,7 +88,7 @@ class EvaluateDialog(QDialog):
         kept = [checkpoint_step(p) for p in list_checkpoints(self.paths.root)]
         chosen = set(steps) or set(kept[-1:])
         for step in (s for s in kept if s != 0):
-            item = QListWidgetItem(f"checkpoint-{step}")
+            item = QListWidgetItem(checkpoint_label(step))
             item.setData(Qt.ItemDataRole.UserRole, step)
             item.setCheckState(Qt.CheckState.Checked if step in chosen else Qt.CheckState.Unchecked)
             self.checkpoints.addItem(item)

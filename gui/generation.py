@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from cpt_studio.core import store
 from cpt_studio.core.generate import GenerationSettings, compare_generations, read_generations
+from cpt_studio.core.run_folder import GENERATIONS
 
 from .checkpoint_actions import CheckpointActions
 from .jobs import Job
@@ -131,7 +132,7 @@ class GenerationWindow(QWidget):
 
     def _on_generated(self, outputs: dict[str, str]) -> None:
         self.generate_button.setEnabled(True)
-        self.status.setText("Done; kept in the run's generations.jsonl.")
+        self.status.setText(f"Done; kept in the run's {GENERATIONS}.")
         self.show_outputs(outputs)
 
     def _on_failed(self, message: str) -> None:

@@ -13,8 +13,6 @@ only fills the table with the result.
 from __future__ import annotations
 
 import importlib.util
-import json
-import shutil
 import time
 from pathlib import Path
 
@@ -39,8 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from cpt_studio.core import store
-from cpt_studio.core.paths import data_dir
-from cpt_studio.core.runs import RunPaths, run_state, runs_dir, start_worker, worker_pid
+from cpt_studio.core.runs import run_state, runs_dir, start_worker, worker_pid
 
 from .checkpoint_actions import export_with_dialog
 from .generation import GenerationWindow
@@ -53,11 +50,6 @@ STATES = ("created", "running", "finished", "stopped", "failed")
 HAS_COMPARE = importlib.util.find_spec("cpt_studio.gui.compare") is not None
 REFRESH_MS = 3000
 """How often the history re-reads the run folders (new runs, the state of running ones)."""
-INDEX_SHARE = 0.1
-"""At most this share of the time goes to re-indexing one run that is still going (index_run
-reads its whole events file): a run whose indexing took t seconds is indexed again t /
-INDEX_SHARE seconds later at the soonest, and not at all while its events file is unchanged.
-Its state in the table is read at every refresh all the same."""
 
 
 class MainWindow(QMainWindow):
@@ -70,8 +62,6 @@ class MainWindow(QMainWindow):
         """The runs the table shows, as load_history returned them."""
         self._to_forget: dict[str, bool] = {}
         """Runs to remove from the history at the next refresh: id -> also delete the folder."""
-        self._indexed: dict[str, tuple] = {}
-        """What index_run_folders last indexed (used by the history loads only, one at a time)."""
         self.history = BackgroundRefresh(load_history, self._history_arguments, parent=self)
         self.history.finished.connect(self._on_history_loaded)
         self.history.failed.connect(self._on_history_failed)
@@ -207,7 +197,7 @@ class MainWindow(QMainWindow):
     def _history_arguments(self) -> tuple:
         forget, self._to_forget = self._to_forget, {}
         return (self.runs_root, self.state_filter.currentData(),
-                self.model_filter.text().strip() or None, forget, self._indexed)
+                self.model_filter.text().strip() or None, forget)
 
     def _on_history_loaded(self, runs: list[dict]) -> None:
         if self.statusBar().currentMessage().startswith(HISTORY_FAILED):
@@ -322,8 +312,8 @@ class MainWindow(QMainWindow):
         return confirmed, box.checkBox().isChecked()
 
     def delete_runs(self, run_ids: list[str], with_folder: bool) -> None:
-        """Forget the runs; delete their folders too when asked (forget_runs, done by the next
-        history load, so that it never races an indexing in flight). They leave the table now."""
+        """Forget the runs; delete their folders too when asked (store.forget_run, by the
+        next history load, so that it never races an indexing in flight). They leave the table now."""
         self._to_forget.update(dict.fromkeys(run_ids, with_folder))
         self._show_runs([run for run in self.runs if run["id"] not in run_ids])
         self.refresh()
@@ -379,18 +369,18 @@ HISTORY_FAILED = "The run history could not be refreshed"
 
 
 def load_history(runs_root: Path, state: str | None, model: str | None,
-                 forget: dict[str, bool] | None = None, indexed: dict[str, tuple] | None = None) -> list[dict]:
+                 forget: dict[str, bool] | None = None) -> list[dict]:
     """The history as the table shows it (runs newest first, filtered by state and model, as
     store.list_runs; each with "live_state", run_state's reading of its worker process).
-    First forgets the runs in `forget` (id -> also delete the folder) and indexes the run
-    folders that may have changed (index_run_folders, with `indexed`). Slow (file reads,
-    SQLite writes, psutil): the main window calls it off the GUI thread, so it opens its own
-    store connection (an SQLite connection belongs to the thread that opened it)."""
+    First forgets the runs in `forget` (id -> also delete the folder, store.forget_run) and
+    indexes the run folders that may have changed. Slow (file reads, SQLite writes, psutil):
+    the main window calls it off the GUI thread, so it opens its own store connection (an
+    SQLite connection belongs to the thread that opened it)."""
     db = store.open_store()
     try:
-        if forget:
-            forget_runs(db, forget)
-        index_run_folders(db, Path(runs_root), {} if indexed is None else indexed)
+        for run_id, with_folder in (forget or {}).items():
+            store.forget_run(db, run_id, delete_folder=with_folder)
+        index_run_folders(db, Path(runs_root))
         runs = store.list_runs(db, state=state, model=model)
     finally:
         db.close()
@@ -399,55 +389,17 @@ def load_history(runs_root: Path, state: str | None, model: str | None,
     return runs
 
 
-def index_run_folders(db, runs_root: Path, indexed: dict[str, tuple]) -> None:
+def index_run_folders(db, runs_root: Path) -> None:
     """Index the run folders under `runs_root` that the store lacks or that may still change
-    (running, created), leaving out the forgotten ones. `indexed` (run id -> (its events
-    file's size and mtime, when it may be indexed again), updated here) spares the runs that
-    may still change but did not, or not long enough ago (INDEX_SHARE)."""
-    forgotten = _forgotten()
+    (running, created; index_run reads on from where it stopped), leaving out the forgotten ones."""
+    forgotten = store.forgotten_runs()
     for folder in store.run_folders(runs_root) if runs_root.exists() else []:
         run_id = str(folder.resolve())
         if run_id in forgotten:
             continue
-        if db["runs"].count_where("id = ?", [run_id]) > 0:
-            if db["runs"].get(run_id)["state"] not in (None, "running", "created"):
-                continue
-            stamp, due = indexed.get(run_id, (None, 0.0))
-            if stamp == _stamp(folder) or time.monotonic() < due:
-                continue
-        stamp, started = _stamp(folder), time.monotonic()  # events added meanwhile change the stamp
-        store.index_run(db, folder)
-        indexed[run_id] = (stamp, started + (time.monotonic() - started) / INDEX_SHARE)
-
-
-def _stamp(folder: Path) -> tuple[int, int]:
-    """The size and modification time of a run's events file: it changes when an event is added."""
-    info = RunPaths(folder).events.stat()
-    return info.st_size, info.st_mtime_ns
-
-
-def forget_runs(db, forget: dict[str, bool]) -> None:
-    """Remove runs from the store (id -> also delete the folder); a kept folder is listed in
-    forgotten_file() and not indexed again."""
-    forgotten = _forgotten()
-    for run_id, with_folder in forget.items():
-        store.delete_run(db, run_id)
-        if with_folder:
-            shutil.rmtree(run_id, ignore_errors=True)
-            forgotten.discard(run_id)
-        else:
-            forgotten.add(run_id)
-    forgotten_file().write_text(json.dumps(sorted(forgotten), indent=1), encoding="utf-8")
-
-
-def forgotten_file() -> Path:
-    return data_dir() / "forgotten_runs.json"
-
-
-def _forgotten() -> set[str]:
-    """Runs deleted from the history whose folders were kept: refresh does not index them."""
-    path = forgotten_file()
-    return set(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else set()
+        known = db["runs"].count_where("id = ?", [run_id]) > 0
+        if not known or db["runs"].get(run_id)["state"] in (None, "running", "created"):
+            store.index_run(db, folder)
 
 
 def _percent(value) -> str:

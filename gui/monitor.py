@@ -1,7 +1,8 @@
 """The run monitor: live charts, progress, the worker's log, Stop and Resume, for one run folder.
 
-It reads only the run folder: the frozen config.json, events.jsonl, logs/worker.log, and
-the worker's pid. Opening a running run re-attaches to it; closing the window never stops it.
+It reads only the run folder (cpt_studio.core.run_folder): the frozen config.json, events.jsonl,
+logs/worker.log, and the worker's pid. Opening a running run re-attaches to it; closing the
+window never stops it.
 When the worker dies, a red banner with the exit code and the log's tail appears at once.
 
 The reading is done off the GUI thread by two BackgroundRefresh loads: `read_chunk` tails
@@ -33,8 +34,9 @@ from PySide6.QtWidgets import (
 )
 
 from cpt_studio.core.estimate import format_duration
-from cpt_studio.core.events import read_events
-from cpt_studio.core.runs import RunPaths, effective_state, request_stop, start_worker
+from cpt_studio.core.events import Event, EventTail, Phase, StatusEvent
+from cpt_studio.core.run_folder import RunPaths
+from cpt_studio.core.runs import effective_state, request_stop, start_worker
 
 from .charts import RunCharts
 from .eval_progress import EvalProgress
@@ -53,9 +55,12 @@ with the window's 99th-percentile stall near 130 ms instead of 80 ms (2 shared c
 REDRAW_SECONDS = 0.5
 """While catching up with a long file, redraw at most this often (a frame of 100,000
 points costs ~40 ms); once caught up, every new event is drawn at the next tick."""
-PHASE_COLOURS = {"loading": "#6c757d", "tokenizing": "#17a2b8", "baseline": "#6f42c1",
-                 "training": "#28a745", "evaluating": "#fd7e14", "probing": "#17becf", "saving": "#007bff",
-                 "done": "#343a40", "error": "#dc3545"}
+PHASE_COLOURS = {Phase.LOADING: "#6c757d", Phase.IMPORTING: "#6c757d", Phase.TOKENIZER: "#17a2b8",
+                 Phase.TOKENIZING: "#17a2b8", Phase.FISHER: "#6f42c1", Phase.BASELINE: "#6f42c1",
+                 Phase.TRAINING: "#28a745", Phase.EVALUATING: "#fd7e14", Phase.PROBING: "#17becf",
+                 Phase.SAVING: "#007bff", Phase.CHECKING: "#fd7e14", Phase.DONE: "#343a40",
+                 Phase.ERROR: "#dc3545"}
+"""The chip's colour for every phase a worker reports (cpt_studio.core.events.Phase)."""
 
 
 class MonitorWindow(QWidget):
@@ -65,7 +70,7 @@ class MonitorWindow(QWidget):
         super().__init__(parent)
         self.paths = RunPaths(Path(run_dir))
         self.config = json.loads(self.paths.config.read_text())
-        self.series = RunSeries()
+        self.series = RunSeries()  # fed events read off the GUI thread (read_chunk)
         self._offset, self._state = 0, None
         self._dirty, self._drawn_at = False, 0.0
         self._checked_status = self.series.status
@@ -159,11 +164,11 @@ class MonitorWindow(QWidget):
         self._add_chunk(chunk)
         return len(chunk[1])
 
-    def _on_chunk_read(self, chunk: tuple[int, list[dict], int]) -> None:
+    def _on_chunk_read(self, chunk: tuple[int, list[Event], int]) -> None:
         if self._add_chunk(chunk):
             self._next_chunk.start()  # a long file: the next chunk soon, not at the next tick
 
-    def _add_chunk(self, chunk: tuple[int, list[dict], int]) -> bool:
+    def _add_chunk(self, chunk: tuple[int, list[Event], int]) -> bool:
         """Add a chunk read from the current offset and draw (at most every REDRAW_SECONDS
         while catching up); returns whether more events are waiting. A chunk read from an
         older offset (catch_up read it meanwhile) is dropped."""
@@ -234,7 +239,8 @@ class MonitorWindow(QWidget):
             self.log.verticalScrollBar().setValue(self.log.verticalScrollBar().maximum())
 
     def _update_header(self) -> None:
-        status, last = self.series.status, self.series.last_step
+        status = self.series.status.to_dict() if self.series.status else {}
+        last = self.series.last_step
         phase = status.get("phase", "created")
         self.phase.setText(phase if status.get("state") != "failed" else "error")
         self.phase.setStyleSheet(self._chip(PHASE_COLOURS.get(phase, "#6c757d")))
@@ -290,24 +296,23 @@ class MonitorWindow(QWidget):
         return answer == QMessageBox.StandardButton.Yes
 
 
-def read_chunk(events: Path, offset: int) -> tuple[int, list[dict], int]:
-    """(offset, the complete events of the next CHUNK_BYTES from it, the offset after them);
-    no events while the file does not exist yet. Raises ValueError naming the file and the
-    byte offset of the chunk when a line in it is not JSON."""
-    if not events.exists():
-        return offset, [], offset
+def read_chunk(events: Path, offset: int) -> tuple[int, list[Event], int]:
+    """(offset, the typed events of the next CHUNK_BYTES from it, the offset after them), read
+    with EventTail; no events while the file does not exist yet. Raises ValueError naming the
+    file and the byte offset of the chunk when a line in it is not a JSON event."""
+    tail = EventTail(events, offset)
     try:
-        read, end = read_events(events, offset, CHUNK_BYTES)
+        read = tail.read(CHUNK_BYTES)
     except json.JSONDecodeError as err:
         raise ValueError(f"{events}: a line after byte {offset} is not a JSON event ({err.msg})") from err
-    return offset, read, end
+    return offset, read, tail.offset
 
 
-def check_worker(paths: RunPaths, status: dict) -> dict:
+def check_worker(paths: RunPaths, status: StatusEvent | None) -> dict:
     """The run's state against its last status event `status` (effective_state: "failed" when
     the worker died without saying so), whether its worker process lives (psutil), and the
     last LOG_LINES lines of its log, as {"status", "state", "running", "log"}."""
-    state = effective_state(paths.root, status or None)  # "running" only while the worker lives
+    state = effective_state(paths.root, status.to_dict() if status else None)  # running: it lives
     return {"status": status, "state": state, "running": state.get("state") == "running",
             "log": log_tail(paths.log, LOG_LINES)}
 

@@ -1,7 +1,7 @@
 """The curves of one run, built incrementally from its events (no Qt here).
 
-    series = RunSeries()
-    series.add(events)            # in file order; a resume drops the steps it replaces
+    series = RunSeries(RunPaths(run_dir).events)
+    series.update(CHUNK_BYTES)    # reads on from the last update; a resume drops what it replaces
     series.steps["loss"].values   # numpy views, ready for a chart
 
 Growing numpy columns keep 100,000 points per curve cheap to append and to draw.
@@ -9,7 +9,19 @@ Growing numpy columns keep 100,000 points per curve cheap to append and to draw.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from cpt_studio.core.events import (
+    CheckpointEvent,
+    EvalEvent,
+    Event,
+    GuardEvent,
+    ProbeEvent,
+    StepEvent,
+)
+from cpt_studio.core.timeline import RunTimeline
 
 STEP_FIELDS = ("step", "tokens", "time", "loss", "lr", "grad_norm", "tokens_per_second",
                "replay_fraction", "ewc_penalty")
@@ -50,7 +62,7 @@ class Table:
     def __getitem__(self, name: str) -> Column:
         return self.columns[name]
 
-    def append(self, event: dict) -> None:
+    def append(self, event: Event) -> None:
         self.version += 1
         for name, column in self.columns.items():
             column.append(event.get(name))
@@ -67,62 +79,49 @@ class Table:
         return len(self.columns["step"])
 
 
-class RunSeries:
-    def __init__(self):
+class RunSeries(RunTimeline):
+    """The run's timeline (cpt_studio.core.timeline) with its curves as numpy columns; a resume
+    truncates them as the timeline drops what it supersedes."""
+
+    def __init__(self, path: Path | None = None):
+        super().__init__(path)
         self.steps = Table(STEP_FIELDS)
         self.evals = Table(EVAL_FIELDS)
-        self.checkpoints: list[dict] = []
-        self.guard: list[dict] = []
         self.probes: dict[str, Table] = {}
         """Knowledge probes scored during training (live probe events), by "task metric"."""
-        self.baseline: dict | None = None
-        self.status: dict = {}
-        self.total_steps: int | None = None
-        self.total_tokens: int | None = None
-        self.started: float | None = None
-        self.last_time: float | None = None
 
-    def add(self, events: list[dict]) -> None:
-        run_events = [e for e in events if e["type"] in ("step", "eval", "checkpoint", "status")]
-        if run_events:  # not the scores an evaluation adds later: they would stretch "elapsed"
-            self.last_time = run_events[-1].get("time", self.last_time)
-        for event in events:
-            handler = getattr(self, f"_on_{event['type']}", None)
-            if handler:
-                handler(event)
+    def add(self, events: list[Event]) -> None:
+        """Apply events (typed, in file order) that were read elsewhere."""
+        self.feed(events)
 
-    def _on_step(self, event: dict) -> None:
+    @property
+    def checkpoints(self) -> list[CheckpointEvent]:
+        return self.of(CheckpointEvent)
+
+    @property
+    def guard(self) -> list[GuardEvent]:
+        return self.of(GuardEvent)
+
+    @property
+    def last_time(self) -> float | None:
+        """Time of the run's last own event (not the scores an evaluation adds later: they
+        would stretch "elapsed")."""
+        return self.last_progress
+
+    def on_step(self, event: StepEvent) -> None:
         self.steps.append(event)
 
-    def _on_eval(self, event: dict) -> None:
+    def on_eval(self, event: EvalEvent) -> None:
         self.evals.append(event)
-        if event.get("baseline"):
-            self.baseline = {"domain_ppl": event.get("domain_ppl"), "general_ppl": event.get("general_ppl")}
 
-    def _on_checkpoint(self, event: dict) -> None:
-        self.checkpoints.append(event)
+    def on_probe(self, event: ProbeEvent) -> None:
+        if event.live and event.primary:
+            self.probes.setdefault(f"{event.task} {event.metric}", Table(PROBE_FIELDS)).append(event)
 
-    def _on_probe(self, event: dict) -> None:
-        if event.get("live") and event.get("primary"):
-            key = f"{event.get('task')} {event.get('metric')}"
-            self.probes.setdefault(key, Table(PROBE_FIELDS)).append(event)
-
-    def _on_guard(self, event: dict) -> None:
-        self.guard.append(event)
-
-    def _on_status(self, event: dict) -> None:
-        self.started = self.started or event.get("time")
-        if event.get("state"):
-            self.status = event
-        self.total_steps = event.get("total_steps", self.total_steps)
-        self.total_tokens = event.get("total_tokens", self.total_tokens)
-        resumed_from = event.get("resumed_from")
-        if resumed_from is not None:
-            self.steps.keep_until(resumed_from)
-            self.evals.keep_until(resumed_from)
-            for table in self.probes.values():
-                table.keep_until(resumed_from)
-            self.checkpoints = [c for c in self.checkpoints if c["step"] <= resumed_from]
+    def on_resume(self, step: int) -> None:
+        super().on_resume(step)
+        for table in (self.steps, self.evals, *self.probes.values()):
+            table.keep_until(step)
 
     @property
     def last_step(self) -> dict | None:

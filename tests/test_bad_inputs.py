@@ -20,7 +20,8 @@ from cpt_studio.core.config import RunConfig
 from cpt_studio.core.data import prepare_run_data
 from cpt_studio.core.events import read_events
 from cpt_studio.core.paths import data_dir
-from cpt_studio.core.runs import RunPaths, create_run
+from cpt_studio.core.run_folder import RunPaths
+from cpt_studio.core.runs import create_run
 from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
 
 

@@ -53,9 +53,10 @@ def test_run_labels_fall_back_to_the_name_when_only_the_name_differs():
 
 
 def test_checkpoint_extras_gives_one_column_per_benchmark_and_probe():
-    events = [{"type": "benchmark", "step": 20, "name": "medqa", "score": 0.41, "time": 1.0},
-              {"type": "probe", "step": 20, "recall": 0.7, "tokens": 100}]
-    assert checkpoint_extras(events) == {20: {"medqa": 0.41, "probe recall": 0.7}}
+    events = [{"type": "benchmark", "step": 20, "task": "medqa", "metric": "acc", "value": 0.41},
+              {"type": "probe", "step": 20, "task": "probes_cloze", "metric": "acc", "value": 0.7},
+              {"type": "benchmark", "step": 20, "task": "medqa", "metric": "acc", "value": 0.43}]
+    assert checkpoint_extras(events) == {20: {"medqa acc": 0.43, "probes_cloze acc": 0.7}}
 
 
 # -- the window, offscreen -----------------------------------------------------------------
@@ -92,7 +93,7 @@ def test_table_shows_the_stores_numbers_and_marks_the_recommended(window, db):
                      "Pareto front", "Pareto front", "★ recommended"]
     runs = [table.item(r, 0).text() for r in range(table.rowCount())]
     assert runs == ["replay 0%, lr 2e-05"] * 4 + ["replay 15%, lr 1e-05"] * 3
-    medqa = [table.value(r, "medqa") for r in range(table.rowCount())]
+    medqa = [table.value(r, "medqa acc") for r in range(table.rowCount())]
     assert medqa == [None, 0.41, None, 0.44, None, None, None]
 
 

@@ -68,8 +68,9 @@ def test_a_run_with_two_general_sets_has_two_forgetting_curves_and_the_guard_wat
 def test_the_guard_set_names_the_forgetting_the_guard_acts_on(tiny_model_dir, tmp_path):
     from cpt_studio.core.events import EventWriter
     from cpt_studio.core.mixing import ReplayMixer
-    from cpt_studio.core.runs import RunPaths
-    from cpt_studio.core.training import Hardware, RunMonitor
+    from cpt_studio.core.recipe import Hardware
+    from cpt_studio.core.run_folder import RunPaths
+    from cpt_studio.core.training import RunMonitor
 
     config = tiny_run_config(tiny_model_dir, tmp_path / "data")
     config.eval.guard_set = "code"

@@ -22,7 +22,8 @@ from cpt_studio.core.ewc import (
     normalise,
     weights_fingerprint,
 )
-from cpt_studio.core.runs import create_run, list_checkpoints
+from cpt_studio.core.run_folder import list_checkpoints
+from cpt_studio.core.runs import create_run
 from cpt_studio.core.testing.run_helpers import events_of, tiny_run_config
 from cpt_studio.core.training import train
 

@@ -16,11 +16,12 @@ import torch
 from cpt_studio.core import training
 from cpt_studio.core.config import CheckpointConfig, EvalConfig, ScheduleConfig
 from cpt_studio.core.disk import DiskFullError, folder_size
-from cpt_studio.core.events import read_events, timeline
+from cpt_studio.core.events import read_events
 from cpt_studio.core.guard import GuardState, out_of_memory
-from cpt_studio.core.runs import RunPaths, create_run, list_checkpoints
+from cpt_studio.core.run_folder import RunPaths, list_checkpoints
+from cpt_studio.core.runs import create_run
 from cpt_studio.core.store import index_run, open_store, run_metrics
-from cpt_studio.core.testing.run_helpers import events_of, tiny_run_config
+from cpt_studio.core.testing.run_helpers import events_of, history, tiny_run_config
 from cpt_studio.core.training import train
 from cpt_studio.core.worker import main as worker_main
 
@@ -68,9 +69,9 @@ def test_killed_then_resumed_loses_at_most_one_interval(tmp_path, tiny_model_dir
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert events_of(run_dir, "status")[-1]["state"] == "finished"
     assert _resumed_from(run_dir) == resumes_from  # the last complete checkpoint, one interval back at most
-    history = timeline(events_of(run_dir))
-    assert [e["step"] for e in history if e["type"] == "step"] == list(range(1, 31))
-    assert [e["step"] for e in history if e["type"] == "eval"] == [0, 10, 20, 30]
+    kept = history(run_dir)
+    assert [e["step"] for e in kept if e["type"] == "step"] == list(range(1, 31))
+    assert [e["step"] for e in kept if e["type"] == "eval"] == [0, 10, 20, 30]
     assert all(_complete(c) for c in list_checkpoints(run_dir))
     assert [c.name for c in list_checkpoints(run_dir)][-1] == "checkpoint-30"
     assert not any((RunPaths(run_dir).staging).glob("*"))  # the cut-off write was cleared away
@@ -127,10 +128,10 @@ def test_a_step_out_of_memory_resumes_with_half_the_micro_batch_and_the_same_los
     assert train(run_dir) == "finished"
 
     [guard] = events_of(run_dir, "guard")
-    assert guard["trigger"] == "out of memory" and guard["rolled_back_to_step"] == 0
+    assert guard["reason"] == "out of memory" and guard["rolled_back_to"] == 0
     assert guard["remedy"].startswith("micro-batch 4 -> 2, gradient accumulation 5 -> 10")
     assert json.loads((run_dir / "guard.json").read_text())["micro_batch"] == 2
-    ours = {e["step"]: e for e in timeline(events_of(run_dir)) if e["type"] == "step"}
+    ours = {e["step"]: e for e in history(run_dir) if e["type"] == "step"}
     reference = {e["step"]: e for e in events_of(clean, "step")}
     assert sorted(ours) == sorted(reference) == list(range(1, 13))
     for step, event in ours.items():  # same sequences per optimizer step: same losses and replay

@@ -18,7 +18,8 @@ from cpt_studio.core.generate import (
     generate,
     read_generations,
 )
-from cpt_studio.core.runs import RunPaths, create_run
+from cpt_studio.core.run_folder import RunPaths
+from cpt_studio.core.runs import create_run
 from cpt_studio.core.testing.run_helpers import events_of, tiny_run_config
 from cpt_studio.core.training import train
 

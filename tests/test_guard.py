@@ -7,7 +7,7 @@ import pytest
 
 from cpt_studio.core import store
 from cpt_studio.core.config import CheckpointConfig, EvalConfig, GuardConfig, ScheduleConfig
-from cpt_studio.core.events import read_events, timeline
+from cpt_studio.core.events import read_events
 from cpt_studio.core.guard import (
     GuardState,
     Trigger,
@@ -17,9 +17,10 @@ from cpt_studio.core.guard import (
     rollback_target,
 )
 from cpt_studio.core.mixing import ReplayMixer
-from cpt_studio.core.runs import RunPaths, create_run, list_checkpoints
+from cpt_studio.core.run_folder import RunPaths, list_checkpoints
+from cpt_studio.core.runs import create_run
 from cpt_studio.core.testing.corpus_files import write_distant_corpus
-from cpt_studio.core.testing.run_helpers import events_of, tiny_run_config
+from cpt_studio.core.testing.run_helpers import events_of, history, timeline_of, tiny_run_config
 from cpt_studio.core.training import CPTTrainer, rotate_checkpoints, train
 
 # -- decisions -----------------------------------------------------------------------------
@@ -74,8 +75,10 @@ def test_a_rollback_halves_the_lr_and_remedies_accumulate():
     assert first.remedy == "learning rate x0.5 (peak 2e-05 -> 1e-05)"
     second = _decide(first.state)
     assert second.state.lr_scale == 0.25 and second.state.rollbacks == 2
-    fields = second.event_fields(0.15, 0.05, "checkpoints/checkpoint-10")
-    assert fields["action"] == "rollback" and fields["rolled_back_to"] == "checkpoints/checkpoint-10"
+    fields = second.event_fields(0.15, 0.05)
+    assert fields["action"] == "rollback" and fields["rolled_back_to"] == 10
+    assert fields["reason"] == "forgetting" and fields["message"] == second.message
+    assert fields["reason"] == second.state.decisions[-1]["reason"]  # the event names what guard.json names
     assert fields["forgetting"] == 0.2 and fields["threshold"] == 0.15 and fields["remedy"] == second.remedy
     assert [d["action"] for d in second.state.decisions] == ["rollback", "rollback"]
 
@@ -155,7 +158,8 @@ def test_a_run_protects_its_best_recommended_and_rollback_checkpoints(tmp_path, 
     from types import SimpleNamespace
 
     from cpt_studio.core.events import EventWriter
-    from cpt_studio.core.training import Hardware, RunMonitor
+    from cpt_studio.core.recipe import Hardware
+    from cpt_studio.core.training import RunMonitor
 
     config = tiny_run_config(tiny_model_dir, tmp_path / "data", guard=GuardConfig(threshold=0.15),
                              checkpoints=CheckpointConfig(interval=10, keep=1, recommend_max_forgetting=0.03))
@@ -179,7 +183,7 @@ def test_the_timeline_keeps_guard_events_across_the_rollback():
     events += [{"type": "guard", "step": 10, "action": "rollback"},
                {"type": "status", "step": 5, "resumed_from": 5}]
     events += [{"type": "step", "step": s, "again": True} for s in range(6, 9)]
-    kept = timeline(events)
+    kept = timeline_of(events)
     assert [e["step"] for e in kept if e["type"] == "step"] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert all(e.get("again") for e in kept if e["type"] == "step" and e["step"] > 5)
     assert [e["step"] for e in kept if e["type"] == "guard"] == [10]
@@ -211,7 +215,7 @@ def test_forgetting_rolls_back_halves_the_lr_then_stops_when_rollbacks_run_out(t
 
     events = read_events(RunPaths(run_dir).events)[0]
     first, last = [e for e in events if e["type"] == "guard"]
-    assert (first["step"], first["action"], first["rolled_back_to"]) == (15, "rollback", "checkpoints/checkpoint-10")
+    assert (first["step"], first["action"], first["rolled_back_to"]) == (15, "rollback", 10)
     assert first["forgetting"] > first["threshold"] == 0.15 and first["remedy"].startswith("learning rate x0.5")
     assert last["action"] == "stop" and last["step"] > 10
     status = events[-1]
@@ -267,9 +271,9 @@ def test_a_bad_loss_rolls_back_and_the_remedy_survives_a_resume(tmp_path, tiny_m
     assert train(run_dir) == "finished"
 
     [guard] = events_of(run_dir, "guard")
-    assert (guard["step"], guard["trigger"], guard["rolled_back_to"]) == (13, reason, "checkpoints/checkpoint-10")
+    assert (guard["step"], guard["reason"], guard["rolled_back_to"]) == (13, reason, 10)
     assert "replay ratio 5% -> 10%" in guard["remedy"] and "learning rate x0.5" in guard["remedy"]
-    steps = [e for e in timeline(read_events(RunPaths(run_dir).events)[0]) if e["type"] == "step"]
+    steps = [e for e in history(run_dir) if e["type"] == "step"]
     assert [e["step"] for e in steps] == list(range(1, 21)) and all(math.isfinite(e["loss"]) for e in steps)
     assert {e["replay_fraction"] for e in steps if e["step"] <= 10} == {0.05}
     assert {e["replay_fraction"] for e in steps if e["step"] > 10} == {0.10}  # 2 of 20 sequences
@@ -281,7 +285,7 @@ def test_a_bad_loss_rolls_back_and_the_remedy_survives_a_resume(tmp_path, tiny_m
             import shutil
             shutil.rmtree(path)
     assert train(run_dir, resume=True) == "finished"
-    again = [e for e in timeline(read_events(RunPaths(run_dir).events)[0]) if e["type"] == "step"]
+    again = [e for e in history(run_dir) if e["type"] == "step"]
     assert {e["step"]: e["lr"] for e in again} == pytest.approx(halved, rel=1e-9)
     assert {e["replay_fraction"] for e in again if e["step"] > 15} == {0.10}
     assert max(e["step"] for e in events_of(run_dir, "guard")) == 13  # nothing new to guard against

@@ -13,7 +13,8 @@ from PySide6.QtCore import Qt
 from cpt_studio.core import store
 from cpt_studio.core.compare import comparison_rows, score_notes, task_charts
 from cpt_studio.core.events import EventWriter
-from cpt_studio.core.runs import RunPaths, create_run
+from cpt_studio.core.run_folder import RunPaths
+from cpt_studio.core.runs import create_run
 from cpt_studio.core.testing.compare_runs import EVALUATED, evaluated_run
 from cpt_studio.core.testing.run_helpers import tiny_run_config
 from cpt_studio.gui import evaluate_dialog

@@ -3,7 +3,6 @@ the monitor's reading of events.jsonl run in background jobs (a slow one leaves 
 loop turning), one at a time, stale results dropped, errors shown; guard markers are drawn
 once each and follow the x-axis unit; curves are downsampled in one place only."""
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from PySide6.QtCore import QTimer
 from cpt_studio.core import store
 from cpt_studio.core.config import ModelConfig, RunConfig
 from cpt_studio.core.events import EventWriter
-from cpt_studio.core.runs import RunPaths
+from cpt_studio.core.run_folder import RunPaths
 from cpt_studio.gui import main_window, monitor
 from cpt_studio.gui.charts import COLOURS
 from cpt_studio.gui.main_window import MainWindow
@@ -146,37 +145,12 @@ def test_deleting_runs_waits_for_the_indexing_in_flight(qtbot, tmp_path, monkeyp
     assert [r["name"] for r in store.list_runs(window.db)] == ["fin", "med"]
 
 
-def test_a_running_run_is_indexed_again_only_when_its_events_change_and_not_too_often(qtbot, tmp_path,
-                                                                                       monkeypatch):
-    run_dir = write_run(tmp_path / "runs", "live", state="running")
-    indexed = []
-    monkeypatch.setattr(store, "index_run", slowed(store.index_run, indexed))  # 0.5 s each
-    monkeypatch.setattr(main_window, "INDEX_SHARE", 0.25)  # so: not again for 2 s
-    window = MainWindow(runs_root=tmp_path / "runs")
-    qtbot.addWidget(window)
-    wait_idle(qtbot, window.history)
-    qtbot.wait(2_000)
-
-    def refresh_after(step: int | None) -> int:
-        if step:
-            with open(RunPaths(run_dir).events, "a") as f:
-                f.write(json.dumps({"type": "step", "step": step, "tokens": step * 100, "loss": 3.0}) + "\n")
-        window.refresh()
-        wait_idle(qtbot, window.history)
-        return len(indexed)
-
-    assert refresh_after(None) == 1  # unchanged: not read again
-    assert refresh_after(21) == 2 and window.runs[0]["steps"] == 21
-    assert refresh_after(22) == 2  # changed, but too soon after an indexing of 0.5 s
-    assert window.runs[0]["live_state"] == "failed"  # its state is read all the same
-
-
 # -- the monitor ----------------------------------------------------------------------------
 
 def test_the_monitor_reads_events_and_checks_the_worker_off_the_gui_thread(qtbot, tmp_path, monkeypatch):
     run_dir = write_run(tmp_path, "run", steps=30)
     ticks, reads, checks = Ticks(), [], []
-    monkeypatch.setattr(monitor, "read_events", slowed(monitor.read_events, reads, ticks))
+    monkeypatch.setattr(monitor, "read_chunk", slowed(monitor.read_chunk, reads, ticks))
     monkeypatch.setattr(monitor, "effective_state", slowed(monitor.effective_state, checks))
     window = MonitorWindow(run_dir, poll_ms=50)
     qtbot.addWidget(window)
@@ -233,7 +207,7 @@ def test_guard_markers_are_drawn_once_each_and_follow_the_x_axis_unit(qtbot, tmp
     qtbot.addWidget(window)
     window.catch_up()
     charts = window.charts
-    assert list(charts.guard_markers) == [(12, window.series.guard[0]["time"])]
+    assert list(charts.guard_markers) == [(12, window.series.guard[0].time)]
     out = EventWriter(RunPaths(run_dir).events)
     for step in range(31, 41):
         append_step(out, step)

@@ -11,7 +11,8 @@ from safetensors.torch import load_file, save_file
 from cpt_studio.core import store
 from cpt_studio.core.cli import main as cli_main
 from cpt_studio.core.events import EventWriter
-from cpt_studio.core.runs import create_run, list_checkpoints
+from cpt_studio.core.run_folder import list_checkpoints
+from cpt_studio.core.runs import create_run
 from cpt_studio.core.testing.run_helpers import events_of, tiny_run_config
 from cpt_studio.core.testing.tiny_model import build_tiny_model
 

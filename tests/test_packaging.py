@@ -18,8 +18,8 @@ import pytest
 from cpt_studio.core.config import EvalConfig, ScheduleConfig
 from cpt_studio.core.desktop import desktop_files, install_desktop_entry, uninstall_desktop_entry
 from cpt_studio.core.paths import APP_ID, resource_path
+from cpt_studio.core.run_folder import RunPaths
 from cpt_studio.core.runs import (
-    RunPaths,
     kill_worker,
     run_state,
     worker_command,

@@ -58,7 +58,7 @@ def test_only_the_chosen_documents_are_packed(store, tiny_tokenizer):
 
 def test_packed_documents_do_not_attend_to_each_other(tmp_path, tiny_model_dir, tiny_tokenizer):
     """What the position ids are for: logits of a document packed second equal the logits
-    of that document alone (transformers' packed-sequence masking, FACTS.md)."""
+    of that document alone (transformers' packed-sequence masking: position ids that restart per document)."""
     texts = ["the patient received tacrolimus twice daily.", "a court of appeal reviewed the judgment."]
     store = prepare([SourceSpec(str(write_jsonl(tmp_path / "two.jsonl", texts)))], tiny_tokenizer)
     eos = tiny_tokenizer.eos_token_id

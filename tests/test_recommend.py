@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from cpt_studio.core import store
+from cpt_studio.core import cli_tables, store
 from cpt_studio.core.events import EventWriter
 from cpt_studio.core.recommend import CheckpointScore, checkpoint_scores, pareto_front, recommended
 
@@ -72,7 +72,7 @@ def test_the_store_marks_the_recommended_checkpoint_and_the_front(tmp_path):
     assert sorted(s for s, row in rows.items() if row["pareto"]) == [10, 20, 30, 40, 50]
     assert rows[40]["domain_gain"] == pytest.approx(0.15) and rows[40]["forgetting"] == pytest.approx(0.029)
 
-    text = store.format_run(db, run_id)
+    text = cli_tables.format_run(db, run_id)
     assert "recommended       step 40 (checkpoints/checkpoint-40): domain gain +15.0%, forgetting +2.9%" in text
     assert "pareto front      step 10 (+5.0% gain, +1.0% forgetting), step 50" in text
     line = next(line for line in text.splitlines() if line.rstrip().endswith("checkpoints/checkpoint-40"))
@@ -86,7 +86,7 @@ def test_the_runs_own_target_decides(tmp_path):
     run_id = store.index_run(db, tmp_path / "run")
     assert [c["step"] for c in store.run_checkpoints(db, run_id) if c["recommended"]] == [50]
     write_run(tmp_path / "strict", NUMBERS, target=0.001)
-    text = store.format_run(db, store.index_run(db, tmp_path / "strict"))
+    text = cli_tables.format_run(db, store.index_run(db, tmp_path / "strict"))
     assert "recommended       none: no checkpoint forgets at most 0.1%" in text
 
 

@@ -2,7 +2,7 @@
 
 import json
 
-from cpt_studio.core import store
+from cpt_studio.core import cli_tables, store
 from cpt_studio.core.events import EventWriter
 from cpt_studio.core.report import build_report, write_report
 from cpt_studio.core.runs import create_run
@@ -49,7 +49,7 @@ def test_the_report_warns_of_a_general_drop_over_3_points_and_recommends_around_
     db = store.open_store(":memory:")
     run_id = store.index_run(db, run_dir)
     assert [c["step"] for c in store.run_checkpoints(db, run_id) if c["recommended"]] == [10]
-    shown = store.format_run(db, run_id)
+    shown = cli_tables.format_run(db, run_id)
     assert "ruled out: arc_easy drops 5.0 points" in shown and "arc_easy" in shown.split("benchmarks")[-1]
     assert len(store.run_benchmarks(db, run_id)) == 6
 

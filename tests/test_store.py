@@ -4,12 +4,13 @@ import json
 import math
 import shutil
 import sqlite3
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 import cpt_studio.core.events
-from cpt_studio.core import store
+from cpt_studio.core import cli_tables, store
 from cpt_studio.core.events import EventWriter
 from cpt_studio.core.paths import data_dir
 
@@ -98,9 +99,11 @@ def _eval_and_checkpoint(out: EventWriter, folder, step: int) -> list[dict]:
 def _ending(out: EventWriter, state: str, steps: int) -> list[dict]:
     if state == "running":
         return []
-    events = [out.emit("guard", 25, reason="forgetting 16.0% passed the threshold",
+    events = [out.emit("guard", 25, reason="forgetting",
+                       message="forgetting 16.0% passed the threshold 15% at step 25: rolled back to "
+                               "step 20; learning rate x0.5",
                        action="rollback", forgetting=0.16, threshold=0.15,
-                       rolled_back_to="checkpoints/step-000020", remedy="learning rate x0.5"),
+                       rolled_back_to=20, remedy="learning rate x0.5"),
               out.emit("log", steps, message="saving the last checkpoint")]
     if state == "failed":
         return events + [out.emit("status", steps, state="failed", phase="training",
@@ -355,9 +358,9 @@ def test_rename_refuses_an_empty_name(db, three_runs):
         store.rename_run(db, "2025-06-02", "  ")
 
 
-def test_delete_run_removes_its_rows_not_its_folder(db, run):
+def test_forget_run_removes_its_rows_not_its_folder(db, run):
     run_id = store.index_run(db, run.folder)
-    assert store.delete_run(db, "2025-06-01-med") == run_id
+    assert store.forget_run(db, "2025-06-01-med") == run_id
     assert all(rows == [] for rows in snapshot(db, run_id).values())
     assert (run.folder / "events.jsonl").exists()
 
@@ -365,22 +368,22 @@ def test_delete_run_removes_its_rows_not_its_folder(db, run):
 # -- what the CLI prints -------------------------------------------------------------------
 
 def test_format_run_shows_the_key_numbers(db, run):
-    text = store.format_run(db, store.index_run(db, run.folder))
+    text = cli_tables.format_run(db, store.index_run(db, run.folder))
     last = of_type(run.events, "eval")[-1]
     for number in (BASE_DOMAIN_PPL, BASE_GENERAL_PPL, last["domain_ppl"], last["general_ppl"]):
         assert f"{number:.2f}" in text
     assert f"best domain gain  +{last['domain_gain'] * 100:.1f}% at step 30" in text
     assert "checkpoints/step-000010 (deleted)" in text
     assert "checkpoints/step-000030 (deleted)" not in text
-    assert "rollback to checkpoints/step-000020" in text
+    assert "guard             step 25: forgetting 16.0% passed the threshold 15% at step 25: rolled back to step 20" in text
 
 
 def test_format_runs_has_a_line_per_run(db, three_runs):
-    lines = store.format_runs(store.list_runs(db)).splitlines()
+    lines = cli_tables.format_runs(store.list_runs(db)).splitlines()
     assert lines[0].split()[:3] == ["name", "state", "model"]
     assert lines[1].split()[:2] == ["law", "running"]
     assert "10/10" in lines[2] and "+10.0%" in lines[2]
-    assert store.format_runs([]) == "no runs"
+    assert cli_tables.format_runs([]) == "no runs"
 
 
 # -- the database file ---------------------------------------------------------------------
@@ -418,3 +421,171 @@ def test_a_resumed_run_keeps_the_resumed_attempts_numbers(tmp_path):
     run_id = index_run(db, run_dir)
     assert [(s, v) for s, _, v in run_metrics(db, run_id, "loss")] == [
         (1, 11.0), (2, 12.0), (3, 13.0), (4, 14.0), (5, 15.0), (6, 6.0), (7, 7.0), (8, 8.0)]
+
+
+# -- incremental indexing, forgetting, migrations ---------------------------------------------
+
+def _without_offset(tables: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    runs = [{k: v for k, v in row.items() if k not in ("events_offset", "events_seen")}
+            for row in tables["runs"]]
+    return {**tables, "runs": runs}
+
+
+def test_a_running_run_is_indexed_from_the_last_byte_read(db, tmp_path):
+    """Indexed while it grows (a resume among the new events), the store holds what one index
+    of the finished file holds; and a second index reads only what was added."""
+    folder = tmp_path / "runs" / "live"
+    write_run(folder, state="running", steps=12, eval_every=5, torn=False)
+    run_id = store.index_run(db, folder)
+    events_file = folder / "events.jsonl"
+    offset = db["runs"].get(run_id)["events_offset"]
+    assert offset == events_file.stat().st_size
+    out = EventWriter(events_file)
+    out.emit("status", 10, state="running", phase="training", resumed_from=10)
+    for step in range(11, 16):
+        out.emit("step", step, **_step_fields(step))
+    _eval_and_checkpoint(out, folder, 15)
+    _ending(out, "finished", 15)
+    # A line in the middle changed in place: an incremental index never reads it again.
+    text = events_file.read_bytes()
+    middle = len(text) // 2
+    events_file.write_bytes(text[:middle] + b"X" + text[middle + 1:])
+    store.index_run(db, folder)
+    incremental = _without_offset(snapshot(db, run_id))
+    events_file.write_bytes(text)
+    fresh = store.open_store(":memory:")
+    assert _without_offset(snapshot(fresh, store.index_run(fresh, folder))) == incremental
+    steps = [s for s, _, _ in store.run_metrics(db, run_id, "loss")]
+    assert steps == list(range(1, 16))  # 11 and 12 of the first attempt replaced
+    assert store.get_run(db, run_id)["state"] == "finished"
+
+
+def test_a_changed_or_shorter_events_file_is_indexed_again(db, run):
+    run_id = store.index_run(db, run.folder)
+    events_file = run.folder / "events.jsonl"
+    lines = events_file.read_text().splitlines(keepends=True)
+    events_file.write_text("".join(lines[:5]))  # replaced by a shorter file: read from the start
+    store.index_run(db, run.folder)
+    assert store.get_run(db, run_id)["steps"] == 3
+
+
+def test_a_forgotten_run_stays_out_of_index_runs_and_rebuild(db, three_runs, tmp_path):
+    root = tmp_path / "runs"
+    forgotten = store.forget_run(db, "2025-06-01-med-a")
+    assert store.forgotten_runs() == {forgotten}
+    assert forgotten not in store.index_runs(db, root)
+    assert store.rebuild(db, [root]) == 2
+    assert [r["name"] for r in store.list_runs(db)] == ["law", "med-b"]
+    assert (root / "2025-06-01-med-a").is_dir()  # the folder was kept
+
+
+def test_forget_run_can_delete_the_folder(db, three_runs, tmp_path):
+    run_id = store.forget_run(db, "2025-06-02-law", delete_folder=True)
+    assert not Path(run_id).exists() and run_id not in store.forgotten_runs()
+    assert store.rebuild(db, [tmp_path / "runs"]) == 2
+
+
+OLD_SCHEMA = """
+CREATE TABLE runs (id TEXT PRIMARY KEY, name TEXT, model TEXT, state TEXT, phase TEXT,
+    message TEXT, started REAL, updated REAL, finished REAL, steps INTEGER, total_steps INTEGER,
+    tokens INTEGER, domain_gain REAL, forgetting REAL, best_domain_gain REAL, config TEXT, error TEXT);
+CREATE TABLE guard (run_id TEXT NOT NULL, step INTEGER, time REAL, reason TEXT, action TEXT,
+    forgetting REAL, threshold REAL, rolled_back_to, remedy);
+INSERT INTO guard VALUES ('/r', 25, 1.0, 'forgetting 16%', 'rollback', 0.16, 0.15,
+    'checkpoints/checkpoint-20', 'learning rate x0.5');
+PRAGMA user_version = 2;
+"""
+
+
+def test_a_store_made_before_migrations_is_migrated(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_SCHEMA)
+    conn.close()
+    db = store.open_store(path)
+    assert [m.name for m in store.MIGRATIONS.applied(db)] == [
+        "m001_tables", "m002_incremental_index", "m003_guard_message_and_seen_bytes"]
+    assert {"recommendation", "events_offset"} <= set(db["runs"].columns_dict)
+    assert {"domain_bpb", "recommended", "pareto"} <= set(db["checkpoints"].columns_dict)
+    assert [r["rolled_back_to"] for r in db["guard"].rows] == [20]
+    assert store.MIGRATIONS.pending(store.open_store(path)) == []  # applied once
+
+
+def test_a_guard_event_written_before_the_field_names_were_aligned_reads_the_same(db, tmp_path):
+    from cpt_studio.core.events import GuardEvent, parse_event
+
+    old = parse_event({"type": "guard", "step": 13, "reason": "forgetting 16% passed the threshold",
+                       "trigger": "forgetting", "action": "rollback",
+                       "rolled_back_to": "checkpoints/checkpoint-10", "rolled_back_to_step": 10})
+    assert isinstance(old, GuardEvent)
+    assert (old.reason, old.message, old.rolled_back_to) == (
+        "forgetting", "forgetting 16% passed the threshold", 10)
+    assert old.extra == {}
+
+
+def test_cli_store_forget_keeps_the_run_out_of_rebuild(three_runs, tmp_path, capsys):
+    from cpt_studio.core.cli import main
+
+    db_path = store.default_db_path()
+    store.rebuild(store.open_store(db_path), [tmp_path / "runs"])
+    assert main(["store", "forget", "2025-06-01-med-b"]) == 0
+    assert "rebuild` leaves it out" in capsys.readouterr().out
+    assert main(["store", "rebuild", str(tmp_path / "runs")]) == 0
+    assert [r["name"] for r in store.list_runs(store.open_store(db_path))] == ["law", "med-a"]
+    assert main(["store", "forget", "no-such-run"]) != 0
+    assert main(["store", "forget", "--undo", str(tmp_path / "runs" / "2025-06-01-med-b")]) == 0
+    assert store.forgotten_runs() == set()
+    assert len(store.list_runs(store.open_store(db_path))) == 3
+
+
+def test_a_run_forgotten_while_it_trained_stays_out_when_its_worker_ends(three_runs, tmp_path):
+    from cpt_studio.core.worker import update_store
+
+    db = store.open_store(store.default_db_path())
+    store.rebuild(db, [tmp_path / "runs"])
+    run_id = store.forget_run(db, "2025-06-02-law")
+    update_store(Path(run_id))  # what the worker does when the run ends
+    assert "law" not in [r["name"] for r in store.list_runs(db)]
+
+
+def test_two_processes_opening_an_old_store_at_once_both_get_it(tmp_path):
+    """One migrates, the other waits for it and finds nothing pending (no 'database is locked')."""
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_SCHEMA)
+    conn.close()
+    script = ("import sys, time; from cpt_studio.core import store; t = float(sys.argv[2]); "
+              "time.sleep(max(0, t - time.time())); db = store.open_store(sys.argv[1]); "
+              "print(len(store.MIGRATIONS.pending(db)))")
+    start = str(time.time() + 3)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), start], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outcomes = [(p.wait(60), *p.communicate()) for p in procs]
+    assert [(code, out.strip()) for code, out, _ in outcomes] == [(0, "0")] * 3, outcomes
+    assert [r["rolled_back_to"] for r in store.open_store(path)["guard"].rows] == [20]
+
+
+def test_an_events_file_replaced_by_another_as_long_is_read_again(db, run):
+    run_id = store.index_run(db, run.folder)
+    events_file = run.folder / "events.jsonl"
+    text = events_file.read_text()
+    another = text.replace('"loss": 2.', '"loss": 9.').replace("loading model", "loading MODEL")
+    events_file.write_text(another)  # as long: another run's file copied over, say
+    store.index_run(db, run.folder)
+    fresh = store.open_store(":memory:")
+    store.index_run(fresh, run.folder)
+    assert store.run_metrics(db, run_id, "loss") == store.run_metrics(fresh, run_id, "loss")
+    assert store.run_metrics(db, run_id, "loss")[0][2] == pytest.approx(9.99)
+
+
+@pytest.mark.parametrize("line", [b"[1, 2]", b"null", b"3", b'{"type": "step", "step": 1, "loss": "\xff"}'])
+def test_a_line_that_is_not_an_event_is_named_with_its_number(db, run, line):
+    events_file = run.folder / "events.jsonl"
+    lines = events_file.read_bytes().split(b"\n")
+    events_file.write_bytes(b"\n".join(lines[:3] + [line] + lines[3:]))
+    with pytest.raises(ValueError, match=r"events.jsonl line 4: not a JSON event"):
+        store.index_run(db, run.folder)

@@ -15,7 +15,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from cpt_studio.core import tokenizer_ext
 from cpt_studio.core.config import CheckpointConfig, MethodConfig, ScheduleConfig, TokenizerConfig
 from cpt_studio.core.data import prepare_run_data
-from cpt_studio.core.runs import RunPaths, create_run, list_checkpoints
+from cpt_studio.core.run_folder import RunPaths, list_checkpoints
+from cpt_studio.core.runs import create_run
 from cpt_studio.core.testing.corpus_files import make_documents
 from cpt_studio.core.testing.run_helpers import events_of, last_per_step, tiny_run_config
 from cpt_studio.core.testing.tiny_model import TRAINING_TEXT, build_tiny_model, train_tiny_tokenizer
@@ -258,7 +259,7 @@ def test_cli_previews_without_changing_anything_and_applies_into_a_run(tmp_path,
     applied = cli(str(run_dir), "--vocab-size", "600", "--min-frequency", "5", "--apply")
     assert applied.returncode == 0, applied.stderr
     assert "' tacrolimus'" in applied.stdout and f"applied into {run_dir}" in applied.stdout
-    record = json.loads((RunPaths(run_dir).tokenizer / "extension.json").read_text())
+    record = json.loads((RunPaths(run_dir).tokenizer_record).read_text())
     assert record["new_tokens"] == figures["new_tokens"]
     settings = json.loads(RunPaths(run_dir).config.read_text())["tokenizer"]
     assert settings["extend"] and settings["min_frequency"] == 5

@@ -9,7 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cpt_studio.core.config import CheckpointConfig, MethodConfig, ScheduleConfig
-from cpt_studio.core.runs import create_run, list_checkpoints, request_stop, start_worker
+from cpt_studio.core.run_folder import list_checkpoints
+from cpt_studio.core.runs import create_run, request_stop, start_worker
 from cpt_studio.core.testing.run_helpers import (
     events_of,
     kill,

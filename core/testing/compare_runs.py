@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from cpt_studio.core.events import EventWriter
+from cpt_studio.core.run_folder import RunPaths, checkpoint_dirname
 
 BASE_DOMAIN_PPL, BASE_GENERAL_PPL = 40.0, 20.0
 TOKENS_PER_STEP = 4096
@@ -28,8 +29,9 @@ def write_compare_run(folder: Path, name: str, replay_ratio: float, peak_lr: flo
               "corpus": {"replay_ratio": replay_ratio, "skip_bad": False},
               "schedule": {"peak_lr": peak_lr, "warmup_ratio": 0.01, "decay": "cosine"},
               "checkpoints": {"interval": 10, "recommend_max_forgetting": 0.03}}
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-    out = EventWriter(folder / "events.jsonl")
+    paths = RunPaths(folder)
+    paths.config.write_text(json.dumps(config, indent=2))
+    out = EventWriter(paths.events)
     last = checkpoints[-1][0]
     out.emit("status", 0, state="running", phase="training", total_steps=last)
     out.emit("eval", 0, baseline=True, tokens=0, **_scores(0.0, 0.0))
@@ -39,12 +41,13 @@ def write_compare_run(folder: Path, name: str, replay_ratio: float, peak_lr: flo
         out.emit("step", step, tokens=tokens, loss=3.0 - 0.02 * step - replay_ratio,
                  lr=peak_lr, tokens_per_second=5000.0)
         if step in points:
-            path = f"checkpoints/step-{step:06d}"
-            (folder / path).mkdir(parents=True)
+            saved = paths.checkpoints / f"step-{step:06d}"  # any name: the checkpoint event says where
+            saved.mkdir(parents=True)
             out.emit("eval", step, baseline=False, tokens=tokens, **_scores(*points[step]))
-            out.emit("checkpoint", step, tokens=tokens, path=path)
+            out.emit("checkpoint", step, tokens=tokens, path=paths.relative(saved))
         for benchmark, score in (benchmarks or {}).get(step, {}).items():
-            out.emit("benchmark", step, name=benchmark, score=score)
+            out.emit("benchmark", step, checkpoint=checkpoint_dirname(step), kind="domain",
+                     task=benchmark, metric="acc", value=score, primary=True, higher_is_better=True)
     out.emit("status", last, state="finished", phase="done", exit_code=0)
     out.close()
     return folder
@@ -80,13 +83,13 @@ def add_scores(folder: Path, scores: list[tuple]) -> Path:
     """Append lm-eval scores to a run written above, as the evaluation worker writes them:
     (step, task, kind, metric, value, stderr) per score; the first metric of a task is its
     headline one. Step 0 is the base model."""
-    out = EventWriter(folder / "events.jsonl")
+    out = EventWriter(RunPaths(folder).events)
     seen: set[tuple] = set()
     for step, task, kind, metric, value, stderr in scores:
         primary = (step, task) not in seen
         seen.add((step, task))
         out.emit("probe" if kind == "probe" else "benchmark", step,
-                 checkpoint="base" if step == 0 else f"checkpoint-{step}", task=task, kind=kind,
+                 checkpoint="base" if step == 0 else checkpoint_dirname(step), task=task, kind=kind,
                  metric=metric, value=value, stderr=stderr, num_fewshot=0, limit=None, samples=50,
                  task_version=1, harness_version="0.4.13", higher_is_better=metric != "perplexity",
                  primary=primary, cached=False)

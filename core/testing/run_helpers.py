@@ -15,9 +15,11 @@ from cpt_studio.core.config import (
     ScheduleConfig,
 )
 from cpt_studio.core.corpus import SourceSpec
-from cpt_studio.core.events import read_events
-from cpt_studio.core.runs import RunPaths, create_run, start_worker
+from cpt_studio.core.events import parse_event, read_events
+from cpt_studio.core.run_folder import RunPaths
+from cpt_studio.core.runs import create_run, start_worker
 from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
+from cpt_studio.core.timeline import RunTimeline
 
 
 def tiny_run_config(model_dir: Path, data_dir: Path, **sections) -> RunConfig:
@@ -43,6 +45,19 @@ def events_of(run_dir: Path, kind: str | None = None) -> list[dict]:
     path = RunPaths(run_dir).events
     events = read_events(path)[0] if path.exists() else []
     return [e for e in events if kind is None or e["type"] == kind]
+
+
+def history(run_dir: Path, kind: str | None = None) -> list[dict]:
+    """The run's events as its timeline keeps them (resumes applied), as written."""
+    kept = RunTimeline.load(RunPaths(run_dir).events).events
+    return [e.to_dict() for e in kept if kind is None or e.TYPE == kind]
+
+
+def timeline_of(events: list[dict]) -> list[dict]:
+    """What RunTimeline keeps of events given as dicts (resumes applied), as dicts."""
+    timeline = RunTimeline()
+    timeline.feed(parse_event(event) for event in events)
+    return [e.to_dict() for e in timeline.events]
 
 
 def last_per_step(events: list[dict]) -> dict[int, dict]:

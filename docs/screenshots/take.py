@@ -160,7 +160,7 @@ def probe_run(folder: Path) -> Path:
     from cpt_studio.core.evaljob import write_run_probes
     from cpt_studio.core.events import EventWriter
     from cpt_studio.core.paths import resource_path
-    from cpt_studio.core.runs import RunPaths
+    from cpt_studio.core.run_folder import RunPaths
 
     paths = RunPaths(folder)
     probes = str(resource_path("demo", "probes.jsonl"))
@@ -168,7 +168,7 @@ def probe_run(folder: Path) -> Path:
     config.checkpoints.interval = 10
     config.benchmarks = BenchmarkConfig(probes=probes, probes_during_training=True)
     folder.mkdir(parents=True)
-    (folder / "logs").mkdir()
+    paths.logs.mkdir()
     paths.config.write_text(config.to_json())
     write_run_probes(folder, probes)
     out = EventWriter(paths.events)
@@ -186,8 +186,8 @@ def probe_run(folder: Path) -> Path:
                 out.emit("probe", step, task=task, metric="acc", kind="probe", primary=True, live=True,
                          value=round(base + rise * (1 - math.exp(-step / 14)), 3))
             if step:
-                (paths.checkpoints / f"checkpoint-{step}").mkdir(parents=True)
-                out.emit("checkpoint", step, tokens=step * 4096, path=f"checkpoints/checkpoint-{step}")
+                paths.checkpoint(step).mkdir(parents=True)
+                out.emit("checkpoint", step, tokens=step * 4096, path=paths.relative(paths.checkpoint(step)))
     out.emit("status", 40, state="finished", phase="done", exit_code=0)
     out.close()
     paths.eval_dir.mkdir(exist_ok=True)
@@ -227,7 +227,7 @@ def guard_run(folder: Path) -> Path:
 
     from cpt_studio.core.config import RunConfig
     from cpt_studio.core.events import EventWriter
-    from cpt_studio.core.runs import RunPaths
+    from cpt_studio.core.run_folder import RunPaths
 
     paths = RunPaths(folder)
     config = RunConfig(name="demo-guard")
@@ -269,7 +269,7 @@ def history_and_generation(app, run_dir: Path, prompt: str) -> None:
     base model and checkpoints continuing `prompt`."""
     from PySide6.QtCore import Qt
 
-    from cpt_studio.core.runs import checkpoint_step, list_checkpoints
+    from cpt_studio.core.run_folder import checkpoint_step, list_checkpoints
     from cpt_studio.gui.generation import GenerationWindow
     from cpt_studio.gui.main_window import MainWindow
 

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 from cpt_studio.core.corpus import Document, SourceSpec, read_sources, validate
 
 from ..jobs import Job
+from ..setting_help import explain
 from .base import ConfigPage
 
 PREVIEW_DOCUMENTS = 3
@@ -102,6 +103,12 @@ class CorpusPage(ConfigPage):
         self.skip_bad = QCheckBox("Skip bad records (they are left out and counted)", objectName="skip_bad")
         self.heldout = QDoubleSpinBox(objectName="heldout_percent", suffix=" %", decimals=1,
                                       minimum=0.1, maximum=49.0, value=2.0)
+        explain(self.domain, "corpus.domain")
+        explain(self.general, "corpus.general")
+        explain(self.text_field, "corpus.domain[].text_field", "corpus.general[].text_field")
+        explain(self.txt_mode, "corpus.domain[].txt_mode", "corpus.general[].txt_mode")
+        explain(self.skip_bad, "corpus.skip_bad")
+        explain(self.heldout, "eval.heldout_fraction")
         form = QFormLayout()
         form.addRow("Text field (JSONL, Parquet):", self.text_field)
         form.addRow("Plain text: one document per", self.txt_mode)

@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout,
 
 from cpt_studio.core.config import GUARD_REMEDIES
 
+from ..setting_help import explain
 from .base import ConfigPage
 
 
@@ -35,6 +36,11 @@ class EvalPage(ConfigPage):
         for key in GUARD_REMEDIES:
             self.remedy.addItem(self.REMEDY_WORDS[key], key)
         self.rollbacks = QSpinBox(objectName="guard_rollbacks", maximum=100)
+        for widget, path in ((self.interval, "eval.interval"), (self.max_tokens, "eval.max_tokens"),
+                             (self.checkpoint_interval, "checkpoints.interval"), (self.keep, "checkpoints.keep"),
+                             (self.guard, "guard.enabled"), (self.threshold, "guard.threshold"),
+                             (self.remedy, "guard.remedy"), (self.rollbacks, "guard.max_rollbacks")):
+            explain(widget, path)
         form.addRow(self.guard)
         form.addRow("Roll back above:", self.threshold)
         form.addRow("Then:", self.remedy)

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
 
 from cpt_studio.core.config import EWC_GROUPS
 
+from ..setting_help import explain
 from .base import ConfigPage
 
 
@@ -32,6 +33,10 @@ class MethodPage(ConfigPage):
         self.rank = QSpinBox(objectName="lora_rank", minimum=1, maximum=1024)
         self.alpha = QSpinBox(objectName="lora_alpha", minimum=1, maximum=4096)
         self.targets = QLineEdit(objectName="lora_targets")
+        for widget, path in ((self.full, "method.kind"), (self.lora, "method.kind"),
+                             (self.rank, "method.lora_rank"), (self.alpha, "method.lora_alpha"),
+                             (self.targets, "method.target_modules")):
+            explain(widget, path)
         form = QFormLayout()
         form.addRow("LoRA rank:", self.rank)
         form.addRow("LoRA alpha:", self.alpha)
@@ -46,6 +51,9 @@ class MethodPage(ConfigPage):
         self.ewc_strength = QLineEdit(objectName="ewc_strength")
         self.ewc_group = QComboBox(objectName="ewc_group")
         self.ewc_group.addItems(EWC_GROUPS)
+        for widget, path in ((self.ewc, "ewc.enabled"), (self.ewc_strength, "ewc.strength"),
+                             (self.ewc_group, "ewc.group")):
+            explain(widget, path)
         ewc_form = QFormLayout()
         ewc_form.addRow("EWC strength (lambda):", self.ewc_strength)
         ewc_form.addRow("EWC covers:", self.ewc_group)

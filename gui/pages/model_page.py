@@ -18,6 +18,7 @@ from cpt_studio.core.models import check_model, model_info, scan_cached_models
 from cpt_studio.core.preflight import model_choice_problems
 
 from ..jobs import Job
+from ..setting_help import explain
 from .base import ConfigPage
 
 
@@ -59,6 +60,9 @@ class ModelPage(ConfigPage):
         self.trust = QCheckBox("Trust the model's own code (only for repositories you trust)")
         self.allow_pickle = QCheckBox("Allow pickle weights (.bin; they can run code: only models you trust)",
                                       objectName="allow_pickle")
+        explain(self.path, "model.name_or_path")
+        explain(self.trust, "model.trust_remote_code")
+        explain(self.allow_pickle, "model.allow_pickle")
         self.info = QLabel("Choose a model to see its size and memory needs.", wordWrap=True, objectName="model_info")
         row = QHBoxLayout()
         for widget in (self.path, folder, gguf):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QDoubleSpinBox, QFormLayout, QLabel, QSpinBox
 
+from ..setting_help import explain
 from .base import ConfigPage
 
 GUIDANCE = ("5% replay is the usual minimum. Use more (10-20%) when the domain is far from general "
@@ -21,6 +22,9 @@ class ReplayPage(ConfigPage):
         self.micro = QSpinBox(objectName="micro_batch", minimum=1, maximum=1024)
         self.accum = QSpinBox(objectName="grad_accum", minimum=1, maximum=4096)
         self.seq_len = QSpinBox(objectName="seq_len", minimum=16, maximum=131072, singleStep=256)
+        for widget, path in ((self.replay, "corpus.replay_ratio"), (self.micro, "batch.micro_batch"),
+                             (self.accum, "batch.grad_accum"), (self.seq_len, "batch.seq_len")):
+            explain(widget, path)
         self.per_step = QLabel(objectName="per_step")
         form = QFormLayout()
         form.addRow("Replay ratio:", self.replay)

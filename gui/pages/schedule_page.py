@@ -10,6 +10,7 @@ from cpt_studio.core.config import DECAYS
 from cpt_studio.core.plan import lr_schedule
 
 from ..charts import ReadableAxis
+from ..setting_help import explain
 from .base import ConfigPage
 
 PREVIEW_STEPS = 1000
@@ -26,6 +27,10 @@ class SchedulePage(ConfigPage):
         self.decay.addItems(DECAYS)
         self.min_ratio = QDoubleSpinBox(objectName="min_lr_percent", suffix=" % of peak", maximum=100)
         self.steps = QSpinBox(objectName="max_steps", maximum=10_000_000, specialValueText="one pass over the domain corpus")
+        for widget, path in ((self.peak, "schedule.peak_lr"), (self.warmup, "schedule.warmup_ratio"),
+                             (self.decay, "schedule.decay"), (self.min_ratio, "schedule.min_lr_ratio"),
+                             (self.steps, "schedule.max_steps")):
+            explain(widget, path)
         form = QFormLayout()
         form.addRow("Peak learning rate:", self.peak)
         form.addRow("Warmup:", self.warmup)

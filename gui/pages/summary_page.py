@@ -21,6 +21,7 @@ from cpt_studio.core.plan import format_plan, plan_run
 from cpt_studio.core.preflight import preflight
 
 from ..jobs import Job
+from ..setting_help import explain
 from .base import ConfigPage
 
 
@@ -32,6 +33,8 @@ class SummaryPage(ConfigPage):
         self.name = QLineEdit(objectName="run_name")
         self.separator = QLineEdit(objectName="separator",
                                    placeholderText="automatic: the tokenizer's end-of-text token")
+        explain(self.name, "name")
+        explain(self.separator, "corpus.separator")
         self.summary = QPlainTextEdit(readOnly=True, objectName="summary")
         self.plan = QLabel("", wordWrap=True, objectName="plan")
         buttons = QHBoxLayout()

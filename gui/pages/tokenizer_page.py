@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QCheckBox, QFormLayout, QLabel, QPlainTextEdit, QP
 from cpt_studio.core.config import RunConfig
 
 from ..jobs import Job
+from ..setting_help import explain
 from .base import ConfigPage
 
 
@@ -26,6 +27,10 @@ class TokenizerPage(ConfigPage):
         self.vocab = QSpinBox(objectName="domain_vocab", minimum=256, maximum=200_000, singleStep=1000)
         self.min_frequency = QSpinBox(objectName="min_frequency", minimum=1, maximum=1_000_000)
         self.max_new = QSpinBox(objectName="max_new_tokens", minimum=1, maximum=100_000)
+        for widget, path in ((self.extend, "tokenizer.extend"), (self.vocab, "tokenizer.vocab_size"),
+                             (self.min_frequency, "tokenizer.min_frequency"),
+                             (self.max_new, "tokenizer.max_new_tokens")):
+            explain(widget, path)
         form = QFormLayout()
         form.addRow("Domain vocabulary to learn:", self.vocab)
         form.addRow("Minimum frequency:", self.min_frequency)

@@ -1,0 +1,131 @@
+"""The training recipe's setup, one home for what the run (cpt_studio.core.training) does and
+its plan (cpt_studio.core.plan) predicts, so that the two cannot disagree:
+
+    hardware = resolve_hardware(config)        # device, precision, attention kernel, checkpointing
+    steps = optimizer_steps(config, domain_rows, has_general)
+    name, kwargs, warmup = scheduler_settings(config, steps)   # the Trainer's learning-rate schedule
+    model = apply_method(model, config)        # full fine-tuning as is, or LoRA adapters on top
+
+and what the method trains, counted on a model built on the meta device (no weights):
+`lora_size`, `ewc_group_size`. Preflight checks use the same counts and `flash_attn_installed`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .config import RunConfig
+from .ewc import embedding_names, in_group
+from .tokenizer_ext import lora_token_rows
+
+
+@dataclass
+class Hardware:
+    device: str
+    """The device the run trains on: cuda or cpu."""
+    precision: str
+    """bf16 or fp16 (mixed precision: fp32 weights, 16-bit autocast), or fp32."""
+    attention: str
+    """The attention kernel given to transformers: flash_attention_2, sdpa or eager."""
+    gradient_checkpointing: bool
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+
+def resolve_hardware(config: RunConfig) -> Hardware:
+    """Turn the 'auto' settings into what this machine will use."""
+    cuda = torch.cuda.is_available()
+    system = config.system
+    precision = system.precision
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    attention = system.attention
+    if attention == "auto":
+        attention = "flash_attention_2" if cuda and flash_attn_installed() else "sdpa"
+    checkpointing = cuda if system.gradient_checkpointing == "auto" else system.gradient_checkpointing == "on"
+    return Hardware("cuda" if cuda else "cpu", precision, attention, checkpointing)
+
+
+def flash_attn_installed() -> bool:
+    """Whether the optional flash-attn package (the `gpu` extra) can be imported."""
+    try:
+        import flash_attn  # noqa: F401 — the probe itself: an optional package
+    except ImportError:
+        return False
+    return True
+
+
+def optimizer_steps(config: RunConfig, domain_rows: int, has_general: bool, world_size: int = 1) -> int:
+    """Optimizer steps: max_steps, else the token budget, else one pass over the domain rows
+    (sequences of batch.seq_len tokens; with a general corpus, replay takes its share of each step)."""
+    per_step = config.batch.micro_batch * config.batch.grad_accum * world_size
+    if config.schedule.max_steps:
+        return config.schedule.max_steps
+    if config.schedule.token_budget:
+        return max(1, math.ceil(config.schedule.token_budget / (per_step * config.batch.seq_len)))
+    domain_per_step = per_step * (1 - config.corpus.replay_ratio if has_general else 1)
+    return max(1, math.ceil(domain_rows / domain_per_step))
+
+
+def scheduler_settings(config: RunConfig, total_steps: int) -> tuple[str, dict, int]:
+    """The Trainer's scheduler name, its kwargs, and the warmup steps."""
+    schedule = config.schedule
+    warmup = math.ceil(total_steps * schedule.warmup_ratio)
+    decay_steps = {"linear": total_steps - warmup,
+                   "wsd": max(1, round(total_steps * schedule.decay_ratio))}
+    if schedule.decay == "cosine":
+        return "cosine_with_min_lr", {"min_lr_rate": schedule.min_lr_ratio}, warmup
+    if schedule.decay == "constant":
+        return "constant_with_warmup", {}, warmup
+    # linear = warmup-stable-decay with no stable phase and a linear decay to the minimum
+    kind = "linear" if schedule.decay == "linear" else "cosine"
+    return "warmup_stable_decay", {"num_decay_steps": decay_steps[schedule.decay], "decay_type": kind,
+                                   "min_lr_ratio": schedule.min_lr_ratio}, warmup
+
+
+def apply_method(model, config: RunConfig, new_token_ids: list[int] | tuple = ()):
+    """The model to train: `model` itself for full fine-tuning, or a peft model with LoRA
+    adapters on method.target_modules (and the rows of `new_token_ids`, the tokens the run
+    added, trainable in the embeddings)."""
+    if config.method.kind != "lora":
+        return model
+    # peft takes seconds to import: only a LoRA run pays for it, not the app's start.
+    from peft import LoraConfig, get_peft_model
+
+    method = config.method
+    # New tokens' rows must learn, but LoRA freezes the embeddings. trainable_token_indices
+    # trains only those rows (a tied lm_head follows them); modules_to_save would train whole
+    # copies of the embedding and lm_head matrices, with gradients and optimizer state for
+    # every row of the vocabulary. (Either way peft saves the resized matrices in each
+    # checkpoint, so the adapter loads on a base resized to the checkpoint's vocabulary.)
+    lora = LoraConfig(r=method.lora_rank, lora_alpha=method.lora_alpha, lora_dropout=method.lora_dropout,
+                      target_modules=list(method.target_modules), task_type="CAUSAL_LM",
+                      trainable_token_indices=lora_token_rows(model, list(new_token_ids)))
+    return get_peft_model(model, lora)
+
+
+# -- what the method trains (on a model built on the meta device) ---------------------------
+
+def lora_size(model, config: RunConfig, group: str = "trainable") -> int:
+    """Adapter parameters LoRA adds (those of one EWC group's modules only, with `group`)."""
+    rank, targets = config.method.lora_rank, set(config.method.target_modules)
+    return sum(rank * (m.in_features + m.out_features) for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets
+               and in_group(f"{name}.lora_A.weight", group))
+
+
+def ewc_group_size(model, config: RunConfig) -> int | None:
+    """Weights EWC keeps a Fisher and a reference copy of (cpt_studio.core.ewc's groups, trainable
+    only); None without EWC."""
+    if not config.ewc.enabled:
+        return None
+    group = config.ewc.group
+    if config.method.kind == "lora":  # only adapters train: the base is never copied
+        return lora_size(model, config, group)
+    embeddings = embedding_names(model) if group == "embeddings" else frozenset()
+    return sum(p.numel() for name, p in model.named_parameters() if in_group(name, group, embeddings))
