@@ -332,33 +332,51 @@ def _delete_rows(db: sqlite_utils.Database, run_id: str) -> None:
 
 class _Indexer(RunTimeline):
     """The run's new events as rows: each type into its table as it is applied, and a resume
-    deletes the rows it supersedes (the timeline's rule, cpt_studio.core.timeline)."""
+    deletes the rows it supersedes (the timeline's rule, cpt_studio.core.timeline). Rows are
+    kept and inserted in batches (one insert per row costs sqlite-utils a schema look-up)."""
 
     def __init__(self, db: sqlite_utils.Database, run_id: str, events: Path, offset: int):
         super().__init__(events, offset)
         self.db, self.run_id = db, run_id
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+
+    def update(self, max_bytes: int = -1) -> list[Event]:
+        events = super().update(max_bytes)
+        self.flush()
+        return events
+
+    def flush(self) -> None:
+        """Insert the rows kept so far, table by table, in the order they came."""
+        for table, rows in self.rows.items():
+            self.db[table].insert_all(rows, batch_size=500)
+        self.rows = {}
+
+    def _add(self, table: str, *rows: dict[str, Any]) -> None:
+        self.rows.setdefault(table, []).extend(rows)
 
     def on_resume(self, step: int) -> None:
         super().on_resume(step)
+        self.flush()
         for table in ("metrics", "evaluations", "checkpoints", "benchmarks"):
             self.db[table].delete_where("run_id = ? and step > ?", [self.run_id, step])
         self.db["events"].delete_where("run_id = ? and step > ? and type in ('probe', 'benchmark')",
                                        [self.run_id, step])
 
     def on_step(self, event: StepEvent) -> None:
-        self.db["metrics"].insert_all(
+        self._add("metrics", *(
             {**self._where(event), "tokens": event.tokens, "name": name, "value": _storable(value)}
             for name, value in event.to_dict().items()
-            if name not in NOT_METRICS and _is_number(value))
+            if name not in NOT_METRICS and _is_number(value)))
 
     def on_eval(self, event: EvalEvent) -> None:
-        self.db["evaluations"].insert({**self._where(event), "tokens": event.tokens,
-                                       **{f: _storable(event.get(f)) for f in EVAL_FIELDS},
-                                       "baseline": bool(event.baseline)})
+        self._add("evaluations", {**self._where(event), "tokens": event.tokens,
+                                  **{f: _storable(event.get(f)) for f in EVAL_FIELDS},
+                                  "baseline": bool(event.baseline)})
 
     def on_checkpoint(self, event: CheckpointEvent) -> None:
         """A re-save of a step replaces its row; scores missing from the event come from the
         step's last evaluation."""
+        self.flush()
         self.db["checkpoints"].delete_where("run_id = ? and step = ?", [self.run_id, event.step])
         scores = next(self.db["evaluations"].rows_where(
             "run_id = ? and step = ?", [self.run_id, event.step], order_by="rowid desc", limit=1), {})
@@ -368,13 +386,13 @@ class _Indexer(RunTimeline):
                for f in CHECKPOINT_EVAL_FIELDS}})
 
     def on_guard(self, event: GuardEvent) -> None:
-        self.db["guard"].insert({**self._where(event),
-                                 **{f: _storable(_plain(event.get(f))) for f in GUARD_FIELDS}})
+        self._add("guard", {**self._where(event),
+                            **{f: _storable(_plain(event.get(f))) for f in GUARD_FIELDS}})
 
     def on_benchmark(self, event: BenchmarkEvent | ProbeEvent) -> None:
         if event.metric:
-            self.db["benchmarks"].insert({**self._where(event),
-                                          **{f: _plain(getattr(event, f)) for f in BENCHMARK_FIELDS}})
+            self._add("benchmarks", {**self._where(event),
+                                     **{f: _plain(getattr(event, f)) for f in BENCHMARK_FIELDS}})
         self._whole(event)
 
     on_probe = on_benchmark
@@ -386,8 +404,8 @@ class _Indexer(RunTimeline):
         self._whole(event)
 
     def _whole(self, event: Event) -> None:
-        self.db["events"].insert({**self._where(event), "type": event.TYPE,
-                                  "data": json.dumps(event.to_dict())})
+        self._add("events", {**self._where(event), "type": event.TYPE,
+                             "data": json.dumps(event.to_dict())})
 
     def _where(self, event: Event) -> dict[str, Any]:
         return {"run_id": self.run_id, "step": event.step, "time": event.time}
