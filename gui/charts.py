@@ -10,6 +10,8 @@ empty; right-click gives pyqtgraph's Export (PNG, SVG, CSV).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Signal
@@ -141,35 +143,57 @@ class RunCharts(pg.GraphicsLayoutWidget):
             plot.setLabel("bottom", "tokens seen" if key == "tokens" else "optimizer step")
         self.refresh()
 
-    def refresh(self) -> None:
+    def refresh(self, most: int | None = None) -> bool:
         """Hand the curves their data; plots whose data did not change are left alone (a
-        frame of 100,000 points is the expensive part)."""
-        steps, evals = self.series.steps, self.series.evals
-        sizes = (steps.version, evals.version, self.x_key)
+        frame of 100,000 points is the expensive part). `most`: give new data to at most this
+        many plots now, the others at the next refresh: plots changed together are painted in
+        one frame, one GUI-thread stall (a live monitor passes 1). Returns whether every plot
+        is up to date."""
         probes = (sum(t.version for t in self.series.probes.values()), self.x_key)
         if probes != getattr(self, "_drawn_probes", None):
             self._drawn_probes = probes
             self._probe_curves()
             self._empty_messages()
         self._guard_markers()
-        if sizes == getattr(self, "_drawn_sizes", None):
-            return
-        if sizes[0] != getattr(self, "_drawn_sizes", (None,))[0] or sizes[2:] != self._drawn_sizes[2:]:
-            x = steps[self.x_key].values
-            loss = steps["loss"].values
-            self._update_ema(loss)
-            self._set("loss", x, loss)
-            self._set("ema", x, self._ema)
-            self._set("lr", x, steps["lr"].values)
-            self._set("speed", x, steps["tokens_per_second"].values)
-        if sizes[1:] != getattr(self, "_drawn_sizes", (None, None, None))[1:]:
-            ex = evals[self.x_key].values
-            self.curves["domain"].setData(ex, evals["domain_ppl"].values)
-            self.curves["general"].setData(ex, evals["general_ppl"].values)
-            self.curves["forgetting"].setData(ex, evals["forgetting"].values * 100)
-            self._baselines(ex)
-        self._drawn_sizes = sizes
-        self._empty_messages()
+        drawn = self.__dict__.setdefault("_drawn", {})
+        pending = [(key, version, draw) for key, version, draw in self._plot_updates()
+                   if drawn.get(key) != version]
+        for key, version, draw in pending[:most]:
+            draw()
+            drawn[key] = version
+        if pending:
+            self._empty_messages()
+        return most is None or len(pending) <= most
+
+    def _plot_updates(self) -> list[tuple[str, tuple, Callable[[], None]]]:
+        """(plot, the version of its data, how to draw it), in the order they are drawn."""
+        steps, evals = self.series.steps.version, self.series.evals.version
+        return [("loss", (steps, self.x_key), self._draw_loss),
+                ("ppl", (evals, self.x_key), self._draw_perplexity),
+                ("forgetting", (evals, self.x_key), self._draw_forgetting),
+                ("lr", (steps, self.x_key), lambda: self._set("lr", self._x(), self.series.steps["lr"].values)),
+                ("speed", (steps, self.x_key),
+                 lambda: self._set("speed", self._x(), self.series.steps["tokens_per_second"].values))]
+
+    def _x(self) -> np.ndarray:
+        return self.series.steps[self.x_key].values
+
+    def _draw_loss(self) -> None:
+        loss = self.series.steps["loss"].values
+        self._update_ema(loss)
+        self._set("loss", self._x(), loss)
+        self._set("ema", self._x(), self._ema)
+
+    def _draw_perplexity(self) -> None:
+        evals = self.series.evals
+        ex = evals[self.x_key].values
+        self.curves["domain"].setData(ex, evals["domain_ppl"].values)
+        self.curves["general"].setData(ex, evals["general_ppl"].values)
+        self._baselines(ex)
+
+    def _draw_forgetting(self) -> None:
+        evals = self.series.evals
+        self.curves["forgetting"].setData(evals[self.x_key].values, evals["forgetting"].values * 100)
 
     def _probe_curves(self) -> None:
         """One curve per probe task's headline metric, in %; x in tokens is read off the steps."""
