@@ -3,10 +3,12 @@ done / total, ETA, the tasks skipped as unavailable, and a Stop button. Read fro
 RUN/eval/events.jsonl (cpt_studio.core.evaljob); hidden until a run has been evaluated.
 
     progress = EvalProgress(RunPaths(run_dir))
-    progress.poll()       # the monitor's timer calls it
+    progress.poll()       # the monitor's timer calls it; the file and psutil are read off the GUI thread
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
@@ -16,8 +18,17 @@ from cpt_studio.core.events import EventTail, Phase, StatusEvent
 from cpt_studio.core.run_folder import RunPaths
 from cpt_studio.core.runs import eval_worker_pid, request_eval_stop
 
+from .jobs import BackgroundRefresh
+
 STATE_COLOURS = {"running": "#fd7e14", "finished": "#28a745", "stopped": "#6c757d",
                  "failed": "#dc3545"}
+
+
+def read_evaluation(tail: EventTail, run_dir: Path) -> tuple[list[StatusEvent], bool]:
+    """Off the GUI thread: the evaluation job's new status events, and whether its worker
+    lives (psutil)."""
+    events = [event for event in tail.read() if isinstance(event, StatusEvent)]
+    return events, eval_worker_pid(run_dir) is not None
 
 
 class EvalProgress(QWidget):
@@ -29,7 +40,11 @@ class EvalProgress(QWidget):
         self.paths = paths
         self.status: dict = {}
         self.unavailable: dict[str, str] = {}
-        self._tail, self._state = EventTail(paths.eval_events), None
+        self._tail, self._state, self._alive = EventTail(paths.eval_events), None, False
+        self.loader = BackgroundRefresh(read_evaluation, lambda: (self._tail, paths.root), parent=self)
+        self.loader.finished.connect(self._on_read)
+        self.loader.failed.connect(lambda message: self.text.setText(f"could not read the evaluation's "
+                                                                     f"progress: {message}"))
         self.chip = QLabel("evaluation")
         self.text = QLabel("", wordWrap=True)
         self.bar = QProgressBar(textVisible=True, maximumWidth=220)
@@ -44,21 +59,23 @@ class EvalProgress(QWidget):
         self.hide()
 
     def poll(self) -> None:
-        for event in self._tail.read():
-            if isinstance(event, StatusEvent):
-                if event.phase == Phase.CHECKING:
-                    self.unavailable = {}  # a new job
-                self.status = event.to_dict()
-                self.unavailable.update(event.get("unavailable") or {})
+        """Read the job's progress in the background (read_evaluation); shown when it comes."""
+        self.loader.request()
+
+    def _on_read(self, result: tuple[list[StatusEvent], bool]) -> None:
+        events, self._alive = result
+        for event in events:
+            if event.phase == Phase.CHECKING:
+                self.unavailable = {}  # a new job
+            self.status = event.to_dict()
+            self.unavailable.update(event.get("unavailable") or {})
         if self.status:
             self._show()
 
     def state(self) -> str:
         """The job's state, 'failed' when its worker died without a final status."""
         state = self.status.get("state", "running")
-        if state == "running" and eval_worker_pid(self.paths.root) is None:
-            return "failed"
-        return state
+        return "failed" if state == "running" and not self._alive else state
 
     def _show(self) -> None:
         state, status = self.state(), self.status

@@ -182,6 +182,7 @@ def test_the_monitor_shows_the_evaluations_progress_and_stops_it(qtbot, run_dir,
     qtbot.addWidget(monitor)
     monitor.show()
     shown = monitor.evaluation
+    qtbot.waitUntil(lambda: shown.isVisible(), timeout=5000)  # read in the background
     assert shown.isVisible() and shown.chip.text() == "evaluation: evaluating"
     assert "checkpoint-20: probes_mc   ETA 2 m" in shown.text.text()
     assert "unavailable, skipped: arc_easy" in shown.text.text() and shown.bar.text() == "3 / 6 tasks"
@@ -189,6 +190,7 @@ def test_the_monitor_shows_the_evaluations_progress_and_stops_it(qtbot, run_dir,
     assert paths.eval_stop.exists() and not shown.stop_button.isEnabled()
     monkeypatch.setattr(eval_progress, "eval_worker_pid", lambda run: None)  # died silently
     monitor._poll_state()
+    qtbot.waitUntil(lambda: shown.chip.text() != "evaluation: evaluating", timeout=5000)
     assert shown.chip.text() == "evaluation: failed" and "without a final status" in shown.text.text()
 
 

@@ -162,6 +162,23 @@ def test_the_monitor_reads_events_and_checks_the_worker_off_the_gui_thread(qtbot
     assert all(thread is not gui for thread, _ in checks)
 
 
+def test_the_evaluations_progress_is_read_off_the_gui_thread(qtbot, tmp_path, monkeypatch):
+    from cpt_studio.core.events import EventWriter
+    from cpt_studio.core.run_folder import RunPaths
+    from cpt_studio.gui import eval_progress
+
+    run_dir = write_run(tmp_path, "run", steps=5)
+    EventWriter(RunPaths(run_dir).eval_events).emit("status", None, state="running", phase="evaluating",
+                                                    message="base: probes_mc", done=1, total=4)
+    ticks, looked = Ticks(), []
+    monkeypatch.setattr(eval_progress, "eval_worker_pid", slowed(lambda run: 4242, looked, ticks))
+    window = MonitorWindow(run_dir, poll_ms=50)
+    qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: window.evaluation.chip.text() == "evaluation: evaluating", timeout=30_000)
+    gui = threading.main_thread()
+    assert looked and all(thread is not gui and during > 0 for thread, during in looked)
+
+
 def test_a_chunk_read_before_catch_up_is_not_added_twice(qtbot, tmp_path):
     run_dir = write_run(tmp_path, "run", steps=30)
     window = MonitorWindow(run_dir)  # starts a background read from offset 0
