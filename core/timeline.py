@@ -51,6 +51,9 @@ class RunTimeline:
     def __init__(self, path: Path | None = None, offset: int = 0):
         self.tail = EventTail(path, offset) if path is not None else None
         self.events: list[Event] = []
+        self._by_type: dict[type, list[Event]] = {}
+        """The kept events again, by type: of() without a scan of them all (the monitor asks for
+        the guard events and checkpoints at every redraw)."""
         self.status: StatusEvent | None = None
         """The last status event that names a state (running, finished, stopped, failed)."""
         self.total_steps: int | None = None
@@ -90,6 +93,7 @@ class RunTimeline:
             self.total_steps = event.total_steps or self.total_steps
             self.total_tokens = event.total_tokens or self.total_tokens
         self.events.append(event)
+        self._by_type.setdefault(type(event), []).append(event)
         if event.time is not None:
             self.started = self.started or event.time
             self.updated = event.time
@@ -101,14 +105,17 @@ class RunTimeline:
 
     def on_resume(self, step: int) -> None:
         """Drop what an earlier attempt logged after `step`."""
-        self.events = [e for e in self.events
-                       if not isinstance(e, SUPERSEDED_BY_RESUME) or (e.step or 0) <= step]
+        def kept(events: list[Event]) -> list[Event]:
+            return [e for e in events if not isinstance(e, SUPERSEDED_BY_RESUME) or (e.step or 0) <= step]
+
+        self.events = kept(self.events)
+        self._by_type = {kind: kept(events) for kind, events in self._by_type.items()}
 
     # -- what the timeline holds -------------------------------------------------------------
 
     def of(self, kind: type[E]) -> list[E]:
-        """The kept events of one type, in order."""
-        return [event for event in self.events if type(event) is kind]
+        """The kept events of one type, in order (a list of the timeline's own: do not change it)."""
+        return self._by_type.get(kind, [])
 
     @property
     def baseline(self) -> EvalEvent | None:
