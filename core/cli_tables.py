@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlite_utils
 
+from .recommend import is_finite_number, is_number
 from .store import (
     get_run,
     run_benchmarks,
@@ -98,9 +99,9 @@ def _perplexity_lines(evals: list[dict[str, Any]]) -> list[str]:
 
 def _gain_lines(evals: list[dict[str, Any]]) -> list[str]:
     trained = [e for e in evals if not e["baseline"]]
-    best = max((e for e in trained if _finite(e["domain_gain"])),
+    best = max((e for e in trained if is_finite_number(e["domain_gain"])),
                key=lambda e: e["domain_gain"], default=None)
-    worst = max((e for e in trained if _finite(e["forgetting"])),
+    worst = max((e for e in trained if is_finite_number(e["forgetting"])),
                 key=lambda e: e["forgetting"], default=None)
     return [_field("best domain gain", f"{_percent(best and best['domain_gain'])}{_at(best)}"),
             _field("max forgetting", f"{_percent(worst and worst['forgetting'])}{_at(worst)}")]
@@ -109,9 +110,9 @@ def _gain_lines(evals: list[dict[str, Any]]) -> list[str]:
 def _loss_lines(loss: list[tuple]) -> list[str]:
     if not loss:
         return [_field("loss", "no steps yet")]
-    low = min((p for p in loss if _finite(p[2])), key=lambda point: point[2], default=None)
+    low = min((p for p in loss if is_finite_number(p[2])), key=lambda point: point[2], default=None)
     lowest = f"min {low[2]:.4f} at step {low[0]}" if low else "no finite value"
-    bad = sum(1 for p in loss if _is_number(p[2]) and not math.isfinite(p[2]))
+    bad = sum(1 for p in loss if is_number(p[2]) and not math.isfinite(p[2]))
     return [_field("loss", f"first {loss[0][2]:.4f}, last {loss[-1][2]:.4f}, {lowest}"
                            + (f"; {bad} non-finite step(s)" if bad else ""))]
 
@@ -157,14 +158,6 @@ def _benchmark_lines(rows: list[dict[str, Any]]) -> list[str]:
                            for step, r in scores)
         lines.append(_field(f"  {task}", f"{metric} ({kind}): {values}"))
     return [_field("benchmarks", "")] + lines if lines else []
-
-
-def _finite(value: Any) -> bool:
-    return _is_number(value) and math.isfinite(value)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _field(label: str, value: str) -> str:

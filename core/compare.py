@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .recommend import MAX_GENERAL_DROP
+from .recommend import MAX_GENERAL_DROP, is_number
 from .report import task_tables
 from .store import get_run, run_benchmarks, run_checkpoints, run_evaluations, run_events
 
@@ -200,7 +200,7 @@ def _bpb_gains(row: dict[str, Any], baseline: Mapping[str, Any]) -> dict[str, An
     value is missing: a run from before bits per byte was measured)."""
     def ratio(field: str) -> float | None:
         value, base = row.get(field), baseline.get(field)
-        return value / base if _is_number(value) and _is_number(base) and base else None
+        return value / base if is_number(value) and is_number(base) and base else None
 
     domain, general = ratio("domain_bpb"), ratio("general_bpb")
     return {**row, "domain_gain": None if domain is None else 1 - domain,
@@ -212,5 +212,3 @@ def score_columns(rows: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(name for row in rows for name in row["scores"]))
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

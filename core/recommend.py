@@ -38,7 +38,7 @@ def checkpoint_scores(rows: Iterable[Mapping[str, Any]]) -> list[CheckpointScore
     scores = []
     for row in rows:
         gain, forgetting, step = row.get("domain_gain"), row.get("forgetting"), row.get("step")
-        if step and _finite(gain) and _finite(forgetting):
+        if step and is_finite_number(gain) and is_finite_number(forgetting):
             scores.append(CheckpointScore(int(step), float(gain), float(forgetting)))
     return scores
 
@@ -83,7 +83,7 @@ def general_drops(rows: Iterable[Mapping[str, Any]]) -> dict[int, tuple[float, s
     replacing earlier ones of the same step, task and metric."""
     latest = {(r["step"], r["task"]): r for r in rows
               if r.get("kind") == "general" and r.get("primary") and r.get("higher_is_better", True)
-              and _finite(r.get("value"))}
+              and is_finite_number(r.get("value"))}
     drops: dict[int, tuple[float, str]] = {}
     for (step, task), row in latest.items():
         base = latest.get((0, task))
@@ -106,5 +106,11 @@ def pareto_front(scores: Iterable[CheckpointScore]) -> list[int]:
     return front
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def is_number(value: Any) -> bool:
+    """An int or float that is not a bool (JSON true is not a score)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """A number (is_number) that is neither NaN nor infinite."""
+    return is_number(value) and math.isfinite(value)

@@ -47,6 +47,8 @@ from .recommend import (
     MAX_GENERAL_DROP,
     checkpoint_scores,
     general_drops,
+    is_finite_number,
+    is_number,
     pareto_front,
     recommendation,
 )
@@ -366,7 +368,7 @@ class _Indexer(RunTimeline):
         self._add("metrics", *(
             {**self._where(event), "tokens": event.tokens, "name": name, "value": _storable(value)}
             for name, value in event.to_dict().items()
-            if name not in NOT_METRICS and _is_number(value)))
+            if name not in NOT_METRICS and is_number(value)))
 
     def on_eval(self, event: EvalEvent) -> None:
         self._add("evaluations", {**self._where(event), "tokens": event.tokens,
@@ -458,7 +460,7 @@ def _error(status: StatusEvent) -> str:
 
 def _scores(evals: list[dict]) -> dict[str, Any]:
     trained = [e["domain_gain"] for e in evals
-               if not e.get("baseline") and _finite(e.get("domain_gain"))]
+               if not e.get("baseline") and is_finite_number(e.get("domain_gain"))]
     return {"domain_gain": _storable(evals[-1].get("domain_gain")) if evals else None,
             "forgetting": _storable(evals[-1].get("forgetting")) if evals else None,
             "best_domain_gain": max(trained, default=None)}
@@ -500,10 +502,6 @@ def _first_known(*values: Any) -> Any:
     return next((value for value in values if value is not None), None)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 NAN = "nan"
 """How a NaN is stored: SQLite turns a NaN REAL into NULL, which would read as 'not measured'."""
 
@@ -514,10 +512,6 @@ def _storable(value: Any) -> Any:
 
 def _number(value: Any) -> Any:
     return math.nan if value == NAN else value
-
-
-def _finite(value: Any) -> bool:
-    return _is_number(value) and math.isfinite(value)
 
 
 def _plain(value: Any) -> Any:
