@@ -127,16 +127,8 @@ def evaluation_example(app) -> None:
         window.table.selectRow(next(i for i, row in enumerate(window.rows) if row["recommended"]))
         settle(app)
         window.grab().save(str(HERE / "compare-scores.png"))
-        from cpt_studio.gui.monitor import MonitorWindow
 
-        monitor = MonitorWindow(run_dir)
-        monitor.resize(1200, 1100)
-        monitor.show()
-        monitor.catch_up()
-        monitor._poll_state()
-        monitor.charts.move_crosshair(30.0)
-        settle(app, [monitor.worker_check])
-        monitor.grab().save(str(HERE / "monitor-probes.png"))
+        monitor_shot(app, run_dir, (1200, 1100), 30.0, "monitor-probes.png")
 
 
 def dialog_shot(app, run_dir: Path) -> None:
@@ -206,17 +198,23 @@ def guard_example(app) -> None:
     chart, at the steps of its decisions), drawn against steps."""
     import tempfile
 
-    from cpt_studio.gui.monitor import MonitorWindow
 
     with tempfile.TemporaryDirectory() as root:
-        monitor = MonitorWindow(guard_run(Path(root) / "guarded"))
-        monitor.resize(1200, 950)
-        monitor.show()
-        monitor.catch_up()
-        monitor._poll_state()
-        monitor.charts.move_crosshair(70.0)
-        settle(app, [monitor.worker_check])
-        monitor.grab().save(str(HERE / "monitor-guard-markers.png"))
+        monitor_shot(app, guard_run(Path(root) / "guarded"), (1200, 950), 70.0, "monitor-guard-markers.png")
+
+
+def monitor_shot(app, run_dir: Path, size: tuple[int, int], crosshair: float, name: str) -> None:
+    """The monitor of `run_dir`, caught up, the crosshair at step `crosshair`, saved as `name`."""
+    from cpt_studio.gui.monitor import MonitorWindow
+
+    monitor = MonitorWindow(run_dir)
+    monitor.resize(*size)
+    monitor.show()
+    monitor.catch_up()
+    monitor._poll_state()
+    monitor.charts.move_crosshair(crosshair)
+    settle(app, [monitor.worker_check])
+    monitor.grab().save(str(HERE / name))
 
 
 def guard_run(folder: Path) -> Path:
