@@ -394,6 +394,28 @@ def read_line(line: bytes) -> dict[str, Any]:
     return event
 
 
+class EventsFileError(ValueError):
+    """A line of an events file that is not an event, named by file and line, with the fix."""
+
+    def __init__(self, path: Path, line: int, reason: str):
+        self.path, self.line, self.reason = path, line, reason
+        super().__init__(f"{path} line {line}: not a JSON event ({reason}); delete that line, or "
+                         "move the run folder out of the runs folder")
+
+
+def _bad_line(path: Path, offset: int) -> int:
+    """The number of the first line from byte `offset` on that is not an event."""
+    with open(path, "rb") as f:
+        before = f.read(offset).count(b"\n")  # read only when reporting an error
+        for number, line in enumerate(f, start=before + 1):
+            try:
+                if line.strip():
+                    read_line(line)
+            except json.JSONDecodeError:
+                return number
+    return before + 1
+
+
 class EventTail:
     """Typed events of an events.jsonl, from where the last read stopped: the one way the
     store, the CLI and the GUI read a run's events (through cpt_studio.core.timeline).
@@ -406,9 +428,14 @@ class EventTail:
         """Bytes read so far: the next read starts here."""
 
     def read(self, max_bytes: int = -1) -> list[Event]:
+        """The events written since the last read. Raises EventsFileError (a ValueError naming
+        the file and line) for a line that is not an event; the offset then stays where it was."""
         if not self.path.exists():
             return []
-        raw, self.offset = read_events(self.path, self.offset, max_bytes)
+        try:
+            raw, self.offset = read_events(self.path, self.offset, max_bytes)
+        except json.JSONDecodeError as err:
+            raise EventsFileError(self.path, _bad_line(self.path, self.offset), err.msg) from err
         return [parse_event(data) for data in raw]
 
 

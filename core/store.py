@@ -40,7 +40,6 @@ from .events import (
     ProbeEvent,
     StatusEvent,
     StepEvent,
-    read_line,
 )
 from .paths import data_dir
 from .recommend import (
@@ -222,11 +221,7 @@ def index_run(db: sqlite_utils.Database, run_dir: Path | str) -> str:
     with writing(db):
         if offset == 0:
             _delete_rows(db, run_id)
-        try:
-            indexer.update()
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{events} line {_bad_line(events)}: not a JSON event ({err.msg}); "
-                             "delete that line, or move the run folder out of the runs folder") from err
+        indexer.update()  # EventsFileError names a bad line
         reason = _mark_checkpoints(db, run_id, run_dir, config)
         db["runs"].upsert({**_run_row(db, run_id, run_dir, config, row if offset else None, indexer),
                            "recommendation": reason, "events_offset": indexer.tail.offset,
@@ -311,18 +306,6 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err}); restore the run's config") from err
-
-
-def _bad_line(path: Path) -> int | None:
-    """The number of the first line that is not an event (a JSON object in UTF-8)."""
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, start=1):
-            try:
-                if line.strip():
-                    read_line(line)
-            except json.JSONDecodeError:
-                return number
-    return None
 
 
 def _delete_rows(db: sqlite_utils.Database, run_id: str) -> None:

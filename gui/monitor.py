@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from cpt_studio.core.estimate import format_duration
-from cpt_studio.core.events import Event, EventTail, Phase, StatusEvent
+from cpt_studio.core.events import Event, EventsFileError, EventTail, Phase, StatusEvent
 from cpt_studio.core.run_folder import RunPaths
 from cpt_studio.core.runs import effective_state, request_stop, start_worker
 
@@ -307,8 +307,9 @@ def read_chunk(events: Path, offset: int) -> tuple[int, list[Event], int]:
     tail = EventTail(events, offset)
     try:
         read = tail.read(CHUNK_BYTES)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{events}: a line after byte {offset} is not a JSON event ({err.msg})") from err
+    except EventsFileError as err:
+        raise ValueError(f"{events}: a line after byte {offset} is not a JSON event "
+                         f"(line {err.line}: {err.reason})") from err
     return offset, read, tail.offset
 
 

@@ -161,3 +161,21 @@ def test_the_guard_event_names_its_fields_as_the_decision_record_does():
     assert record_fields <= {f for f in GuardEvent.__dataclass_fields__}
     event = make_event("guard", step=13, reason="loss spike", action="stop")
     assert event.rolled_back_to is None and event.reason == "loss spike"
+
+
+def test_a_bad_line_is_named_by_file_and_line_whichever_reader_meets_it(tmp_path, capsys):
+    """The tail names it (so the store, the CLI and the GUI do), even read from an offset."""
+    from cpt_studio.core.events import EventsFileError
+
+    path = tmp_path / "events.jsonl"
+    writer = EventWriter(path)
+    writer.emit("step", 1, loss=1.0)
+    tail = EventTail(path)
+    tail.read()
+    writer.emit("step", 2, loss=1.0)
+    with open(path, "a") as f:
+        f.write("[1, 2]\n")
+    with pytest.raises(EventsFileError, match=r"events.jsonl line 3: not a JSON event \(not a JSON object\)"):
+        tail.read()
+    with pytest.raises(ValueError, match="line 3"):
+        RunTimeline.load(path)
