@@ -64,9 +64,11 @@ class ConfigPage(QWizardPage):
                 signal.connect(self._on_edited)
 
     def input_widgets(self) -> list:
-        """The widgets of this page a user edits settings with (INPUT_WIDGETS), read-only ones left out."""
+        """The widgets of this page a user edits settings with (INPUT_WIDGETS), read-only and
+        display_only ones left out."""
         return [w for w in self.findChildren(QWidget) if isinstance(w, INPUT_WIDGETS)
-                and not (isinstance(w, (QLineEdit, QAbstractSpinBox)) and w.isReadOnly())]
+                and not (isinstance(w, (QLineEdit, QAbstractSpinBox)) and w.isReadOnly())
+                and not w.property(DISPLAY_ONLY)]
 
     @property
     def config(self) -> RunConfig:
@@ -128,6 +130,16 @@ class ConfigPage(QWizardPage):
     def show_notice(self, text: str) -> None:
         self.notice.setText(text)
         self.notice.setVisible(bool(text))
+
+
+DISPLAY_ONLY = "display_only"
+"""The Qt property of a widget of an input kind that only shows something (display_only)."""
+
+
+def display_only(widget: QWidget) -> QWidget:
+    """Mark a widget of an input kind (a list of problems...) as showing results, not a setting."""
+    widget.setProperty(DISPLAY_ONLY, True)
+    return widget
 
 
 def _edited_signals(widget) -> list:

@@ -25,7 +25,7 @@ from cpt_studio.core.corpus import Document, SourceSpec, read_sources, validate
 
 from ..jobs import Job
 from ..setting_help import explain
-from .base import ConfigPage
+from .base import ConfigPage, display_only
 
 PREVIEW_DOCUMENTS = 3
 
@@ -117,7 +117,7 @@ class CorpusPage(ConfigPage):
         form.addRow("Held out for evaluation:", self.heldout)
         self.check_button = QPushButton("Check corpus", clicked=self.start_check, objectName="check_corpus")
         self.report = QLabel("", wordWrap=True, objectName="corpus_report")
-        self.problem_list = QListWidget(objectName="corpus_problems")
+        self.problem_list = display_only(QListWidget(objectName="corpus_problems"))
         self.problem_list.setMaximumHeight(110)
         self.problem_list.hide()
         for widget in (self.domain, self.general):
