@@ -334,7 +334,7 @@ class MainWindow(QMainWindow):
             self.open_monitor(Path(folder))
 
     # --- new runs -----------------------------------------------------------------------
-    def open_wizard(self, config: RunConfig | None = None) -> RunWizard:
+    def open_wizard(self, *, config: RunConfig | None = None) -> RunWizard:
         self.wizard = RunWizard(config, runs_root=self.runs_root, parent=self)
         self.wizard.run_started.connect(self._on_run_started)
         self.wizard.show()
@@ -353,7 +353,7 @@ class MainWindow(QMainWindow):
         except ConfigError as exc:
             QMessageBox.warning(self, "New run from this run", "\n".join(exc.problems))
             return None
-        wizard = self.open_wizard(config)
+        wizard = self.open_wizard(config=config)
         wizard.notify(f"The settings of {name or Path(run_dir).name}, as a new run named '{config.name}'.")
         return wizard
 

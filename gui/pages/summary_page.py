@@ -36,6 +36,7 @@ class SummaryPage(ConfigPage):
         self.plan = QLabel("", wordWrap=True, objectName="plan")
         buttons = QHBoxLayout()
         buttons.addWidget(QPushButton("Estimate time and memory", clicked=self.start_plan))
+        buttons.addStretch(1)
         row = QHBoxLayout()
         row.addWidget(QLabel("Run name:"))
         row.addWidget(self.name)
