@@ -265,3 +265,22 @@ def test_copy_cli_command_saves_the_setup_and_the_command_runs_it(qtbot, tmp_pat
     assert done.returncode == 0, done.stderr[-2000:]
     assert "30 optimizer steps of 6 sequences (576 tokens)" in done.stdout  # this setup's steps and batch
     assert not (home / "runs").exists() or not any((home / "runs").iterdir())  # a dry run starts nothing
+
+
+def test_save_setup_on_the_first_page_writes_the_setup_that_load_brings_back(qtbot, tmp_path, setup_file, monkeypatch):
+    wizard = open_wizard(qtbot, tmp_path)
+    load_with_button(wizard, monkeypatch, setup_file)
+    wizard.currentPage().trust.setChecked(True)  # an edit on the page shown, written as it is made
+    target = tmp_path / "elsewhere" / "my setup.json"
+    target.parent.mkdir()
+    offered = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda parent, title, default, *a, **k: offered.append(default) or (str(target), ""))
+    click(wizard, "Save setup…")
+    assert offered == [str(setup_file)]  # the file the setup came from is offered first
+    assert wizard.currentPage().notice.text() == f"Saved the setup to {target}"
+    saved = RunConfig.load(target)
+    assert saved.to_dict() == wizard.config.to_dict() and saved.model.trust_remote_code
+    again = open_wizard(qtbot, tmp_path)
+    load_with_button(again, monkeypatch, target)
+    assert again.config.to_dict() == saved.to_dict() and again.currentPage().trust.isChecked()
