@@ -6,6 +6,12 @@ of its worker process.
     worker_process(run_dir)                      # psutil.Process while it lives, else None
     kill_worker(run_dir)                         # when a stop request is not answered
     request_stop(run_dir)                        # the worker saves, says "stopped", exits 0
+
+A setup is a RunConfig in a file, which `cpt-studio train FILE` runs and the wizard loads:
+
+    save_setup(config)               # <data>/setups/<name>.json (a free name; this setup's own file if it exists)
+    train_command(path)              # "cpt-studio train '/path/my setup.json'", quoted for a POSIX shell
+    clone_config(run_dir, taken)     # a run's settings under a fresh name ("New run from this run")
 """
 
 from __future__ import annotations
@@ -13,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,8 +46,7 @@ def create_run(config: RunConfig, root: Path | None = None) -> Path:
     problems = config.validate()
     if problems:
         raise ValueError("the run cannot start:\n" + "\n".join(f"  {p}" for p in problems))
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.name).strip("-") or "run"
-    base = Path(root or runs_dir()) / f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = Path(root or runs_dir()) / f"{file_name(config.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir, suffix = base, 1
     while run_dir.exists():  # two runs started in the same second
         suffix += 1
@@ -49,6 +55,70 @@ def create_run(config: RunConfig, root: Path | None = None) -> Path:
     paths.logs.mkdir(parents=True)
     paths.config.write_text(config.to_json())
     return run_dir
+
+
+def file_name(name: str) -> str:
+    """A run's name as a file or folder name: every run of characters other than letters,
+    digits, '_', '.' and '-' becomes one '-' ("pharma (2)" -> "pharma-2"); "run" if none is left."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
+
+
+def setups_dir() -> Path:
+    """The data folder's setups/, where setups are saved unless the user chooses a file."""
+    path = data_dir() / "setups"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_setup(config: RunConfig, path: Path | None = None) -> Path:
+    """Write `config` to `path` (JSON, as RunConfig.load reads it); returns the file.
+
+    Without `path`: setups_dir()/<name>.json, or <name>-2.json, -3... when that file holds
+    another setup; a file that already holds exactly this setup is reused, not copied."""
+    if path is None:
+        path = setups_dir() / f"{file_name(config.name)}.json"
+        number = 1
+        while path.exists() and not setup_holds(path, config):
+            number += 1
+            path = path.with_name(f"{file_name(config.name)}-{number}.json")
+    path = Path(path)
+    path.write_text(config.to_json(), encoding="utf-8")
+    return path
+
+
+def setup_holds(path: Path, config: RunConfig) -> bool:
+    """Whether the setup file `path` reads back as exactly `config`."""
+    try:
+        return RunConfig.load(path).to_dict() == config.to_dict()
+    except ValueError:  # ConfigError: not a setup this version reads
+        return False
+
+
+def train_command(setup: Path) -> str:
+    """The command line that runs the setup file: `cpt-studio train /abs/path.json`, each word
+    quoted for a POSIX shell (shlex.quote), so spaces and quotes in the path survive."""
+    return shlex.join(["cpt-studio", "train", str(Path(setup).resolve())])
+
+
+def clone_config(run_dir: Path, taken: Iterable[str] = (), name: str | None = None) -> RunConfig:
+    """A run's settings for a new run ("New run from this run"): its config.json (one written by
+    an older version too: settings it lacks take their defaults) under a fresh name made from
+    `name` (default: the config's) that is none of `taken` (see fresh_name). ConfigError when
+    the file cannot be read, with every problem."""
+    config = RunConfig.load(RunPaths(Path(run_dir)).config)
+    config.name = fresh_name(name or config.name, taken)
+    return config
+
+
+def fresh_name(name: str, taken: Iterable[str]) -> str:
+    """`name` numbered with the first " (N)", N >= 2, that is not in `taken`:
+    "pharma" -> "pharma (2)"; "pharma (2)" -> "pharma (3)" (a number it had is replaced)."""
+    base = re.sub(r" \(\d+\)$", "", name.strip()) or "run"
+    taken = set(taken)
+    number = 2
+    while f"{base} ({number})" in taken:
+        number += 1
+    return f"{base} ({number})"
 
 
 def start_worker(run_dir: Path, *, resume: bool = False, detach: bool = False,

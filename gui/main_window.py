@@ -37,7 +37,8 @@ from PySide6.QtWidgets import (
 )
 
 from cpt_studio.core import store
-from cpt_studio.core.runs import run_state, runs_dir, start_worker, worker_pid
+from cpt_studio.core.config import ConfigError, RunConfig
+from cpt_studio.core.runs import clone_config, run_state, runs_dir, start_worker, worker_pid
 
 from .checkpoint_actions import export_with_dialog
 from .generation import GenerationWindow
@@ -146,6 +147,8 @@ class MainWindow(QMainWindow):
                                 toolTip="Score the base model and checkpoints on lm-eval tasks and "
                                 "knowledge probes, in the background"),
             "export": QAction("Export checkpoint…", self, triggered=self._on_export),
+            "new_run": QAction("New run from this run…", self, triggered=self._on_new_run_from,
+                               toolTip="Open the setup wizard on this run's settings, under a new name"),
             "rename": QAction("Rename…", self, triggered=self._on_rename),
             "delete": QAction("Delete…", self, triggered=self._on_delete),
             "folder": QAction("Open folder", self, triggered=self._on_open_run_folder),
@@ -225,6 +228,7 @@ class MainWindow(QMainWindow):
         key = str(Path(run_dir).resolve())
         if key not in self.monitors or not self.monitors[key].isVisible():
             self.monitors[key] = MonitorWindow(Path(run_dir))
+            self.monitors[key].new_run_requested.connect(self.new_run_from)
             self.monitors[key].resize(1200, 950)
         self.monitors[key].show()
         self.monitors[key].raise_()
@@ -330,11 +334,28 @@ class MainWindow(QMainWindow):
             self.open_monitor(Path(folder))
 
     # --- new runs -----------------------------------------------------------------------
-    def open_wizard(self) -> RunWizard:
-        self.wizard = RunWizard(runs_root=self.runs_root, parent=self)
+    def open_wizard(self, *, config: RunConfig | None = None) -> RunWizard:
+        self.wizard = RunWizard(config, runs_root=self.runs_root, parent=self)
         self.wizard.run_started.connect(self._on_run_started)
         self.wizard.show()
         return self.wizard
+
+    def _on_new_run_from(self) -> None:
+        self.new_run_from(Path(self.selected_ids()[0]))
+
+    def new_run_from(self, run_dir: Path) -> RunWizard | None:
+        """The wizard on the run's settings under a fresh name (core.runs.clone_config)."""
+        runs = store.list_runs(self.db)
+        run_id = str(Path(run_dir).resolve())
+        name = next((run["name"] for run in runs if run["id"] == run_id), None)
+        try:
+            config = clone_config(Path(run_dir), [run["name"] for run in runs], name)
+        except ConfigError as exc:
+            QMessageBox.warning(self, "New run from this run", "\n".join(exc.problems))
+            return None
+        wizard = self.open_wizard(config=config)
+        wizard.notify(f"The settings of {name or Path(run_dir).name}, as a new run named '{config.name}'.")
+        return wizard
 
     def _on_run_started(self, run_dir: Path) -> None:
         self.refresh()

@@ -68,6 +68,9 @@ PHASE_COLOURS = {Phase.LOADING: "#6c757d", Phase.IMPORTING: "#6c757d", Phase.TOK
 
 class MonitorWindow(QWidget):
     state_changed = Signal(str)
+    new_run_requested = Signal(Path)
+    """Sent with the run folder when "New run from this run" is pressed (the main window opens
+    the wizard on the run's settings)."""
 
     def __init__(self, run_dir: Path, parent=None, poll_ms: int = 250):
         super().__init__(parent)
@@ -138,6 +141,9 @@ class MonitorWindow(QWidget):
         self.evaluate_button = QPushButton("Evaluate…", clicked=self._on_evaluate_clicked,
                                            toolTip="Score the base model and checkpoints on lm-eval "
                                            "tasks and knowledge probes, in the background")
+        self.new_run_button = QPushButton("New run from this run…", toolTip="Open the setup wizard "
+                                          "on this run's settings, under a new name",
+                                          clicked=lambda: self.new_run_requested.emit(self.paths.root))
         folder = QPushButton("Open folder", clicked=lambda: QDesktopServices.openUrl(
             QUrl.fromLocalFile(str(self.paths.root))))
         row = QHBoxLayout()
@@ -145,7 +151,7 @@ class MonitorWindow(QWidget):
             row.addWidget(widget)
         row.addStretch(1)
         for widget in (QLabel("x-axis:"), self.x_axis, self.stop_button, self.resume_button,
-                       self.evaluate_button, folder):
+                       self.evaluate_button, self.new_run_button, folder):
             row.addWidget(widget)
         return row
 

@@ -112,15 +112,13 @@ def test_resume_asks_before_going_on_with_a_changed_corpus(qtbot, tmp_path, mode
 
 
 def test_loading_a_broken_setup_lists_every_problem(qtbot, tmp_path, monkeypatch):
-    from cpt_studio.gui.pages import summary_page
-    from cpt_studio.gui.pages.summary_page import SummaryPage
+    from cpt_studio.gui import wizard as wizard_module
 
     broken = tmp_path / "setup.json"
     broken.write_text('{"batch": {"seq_len": "long"}, "schedule": {"peak": 1}}')
-    monkeypatch.setattr(summary_page.QFileDialog, "getOpenFileName", lambda *a, **k: (str(broken), ""))
+    monkeypatch.setattr(wizard_module.QFileDialog, "getOpenFileName", lambda *a, **k: (str(broken), ""))
     wizard = _wizard(qtbot, tmp_path)
-    summary = next(wizard.page(i) for i in wizard.pageIds() if isinstance(wizard.page(i), SummaryPage))
-    summary._on_load()
-    text = summary.problems.text()
+    wizard.button(wizard_module.LOAD).click()  # on the first page: Load setup is there on every page
+    text = wizard.currentPage().problems.text()
     assert f"{broken}: batch.seq_len: expected a whole number" in text
     assert f"{broken}: schedule.peak: unknown setting" in text

@@ -203,3 +203,39 @@ def test_every_setting_the_wizard_writes_has_a_widget_with_its_tooltip(wizard, m
     assert missing == []
     for path in written:
         assert any(w.toolTip() for w in explained[path])
+
+
+def _tooltip_shown(widget: QWidget) -> str:
+    """The tooltip Qt shows over `widget`: its own, else its nearest parent's (a tooltip event
+    that a widget without one ignores goes on to its parent, up to the window)."""
+    while widget is not None:
+        if widget.toolTip():
+            return widget.toolTip()
+        if widget.isWindow():
+            return ""
+        widget = widget.parentWidget()
+    return ""
+
+
+def test_every_input_widget_on_every_page_shows_its_settings_help(wizard):
+    """Every widget a user edits a setting with (line edits, spin boxes, combo boxes, check and
+    radio buttons, source lists) shows a tooltip made from the setting's docstring."""
+    inputs = [(type(page).__name__, widget) for page in wizard.pages for widget in page.input_widgets()]
+    assert len(inputs) >= 35
+    missing = [f"{page}: {type(w).__name__} {w.objectName() or w.accessibleName() or '(unnamed)'}"
+               for page, w in inputs if "In a config file:" not in _tooltip_shown(w)]
+    assert missing == []
+
+
+def test_a_tooltip_event_over_a_source_list_shows_the_corpus_help(wizard):
+    """The walk above is Qt's: the list inside the domain sources box shows the box's help."""
+    from PySide6.QtCore import QEvent, QPoint
+    from PySide6.QtGui import QHelpEvent
+    from PySide6.QtWidgets import QApplication, QToolTip
+
+    sources = next(page for page in wizard.pages if hasattr(page, "domain")).domain.list
+    where = QPoint(5, 5)
+    QApplication.sendEvent(sources.viewport(), QHelpEvent(QEvent.Type.ToolTip, where, sources.mapToGlobal(where)))
+    assert QToolTip.isVisible() and _words(QToolTip.text()).startswith(_words(setting_help("corpus.domain")))
+    assert _tooltip_shown(sources.viewport()) == QToolTip.text()
+    QToolTip.hideText()

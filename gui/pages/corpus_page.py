@@ -4,6 +4,8 @@ the user chooses to skip bad records)."""
 
 from __future__ import annotations
 
+from dataclasses import astuple
+
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -23,7 +25,7 @@ from cpt_studio.core.corpus import Document, SourceSpec, read_sources, validate
 
 from ..jobs import Job
 from ..setting_help import explain
-from .base import ConfigPage
+from .base import ConfigPage, display_only
 
 PREVIEW_DOCUMENTS = 3
 
@@ -115,7 +117,7 @@ class CorpusPage(ConfigPage):
         form.addRow("Held out for evaluation:", self.heldout)
         self.check_button = QPushButton("Check corpus", clicked=self.start_check, objectName="check_corpus")
         self.report = QLabel("", wordWrap=True, objectName="corpus_report")
-        self.problem_list = QListWidget(objectName="corpus_problems")
+        self.problem_list = display_only(QListWidget(objectName="corpus_problems"))
         self.problem_list.setMaximumHeight(110)
         self.problem_list.hide()
         for widget in (self.domain, self.general):
@@ -148,15 +150,19 @@ class CorpusPage(ConfigPage):
         config.corpus.skip_bad = self.skip_bad.isChecked()
         config.eval.heldout_fraction = round(self.heldout.value() / 100, 6)
 
+    def _sources(self) -> tuple[list[SourceSpec], list[SourceSpec]]:
+        """The domain and general sources as the run will read them: the config's, into which
+        the widgets' edits go (a loaded setup may give each source its own text field)."""
+        return list(self.config.corpus.domain), list(self.config.corpus.general)
+
     def _key(self) -> tuple:
-        return (tuple(self.domain.paths()), tuple(self.general.paths()), self.text_field.text(),
-                self.txt_mode.currentText())
+        return tuple(tuple(astuple(spec) for spec in specs) for specs in self._sources())
 
     def start_check(self) -> Job:
         self.check_button.setEnabled(False)
         self.report.setText("Checking every record…")
         key = self._key()
-        job = Job(check_corpus, self._specs(self.domain.paths()), self._specs(self.general.paths()))
+        job = Job(check_corpus, *self._sources())
         job.finished.connect(lambda result: self._on_checked(key, result))
         job.failed.connect(lambda message: self.report.setText(f"⚠ {message}"))
         job.failed.connect(lambda _: self.check_button.setEnabled(True))
@@ -184,8 +190,7 @@ class CorpusPage(ConfigPage):
     def corpus_problems(self) -> list[str]:
         """Every bad record, checking now if the sources changed since the last check."""
         if self._checked != self._key():
-            self._on_checked(self._key(), check_corpus(self._specs(self.domain.paths()),
-                                                       self._specs(self.general.paths())))
+            self._on_checked(self._key(), check_corpus(*self._sources()))
         return [str(p) for report, _ in self._result.values() for p in report.problems]
 
     def validatePage(self) -> bool:

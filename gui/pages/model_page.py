@@ -60,6 +60,7 @@ class ModelPage(ConfigPage):
         self.trust = QCheckBox("Trust the model's own code (only for repositories you trust)")
         self.allow_pickle = QCheckBox("Allow pickle weights (.bin; they can run code: only models you trust)",
                                       objectName="allow_pickle")
+        explain(self.cached, "model.name_or_path")
         explain(self.path, "model.name_or_path")
         explain(self.trust, "model.trust_remote_code")
         explain(self.allow_pickle, "model.allow_pickle")

@@ -55,15 +55,13 @@ class SchedulePage(ConfigPage):
         self.decay.currentTextChanged.connect(self._on_changed)
 
     def load(self, config) -> None:
-        self._loading = True  # the widgets' change signals must not store half-loaded values
         schedule = config.schedule
         self.peak.setText(f"{schedule.peak_lr:g}")
         self.warmup.setValue(schedule.warmup_ratio * 100)
         self.decay.setCurrentText(schedule.decay)
         self.min_ratio.setValue(schedule.min_lr_ratio * 100)
         self.steps.setValue(schedule.max_steps or 0)
-        self._loading = False
-        self._on_changed()
+        self._draw(config)
 
     def store(self, config) -> None:
         schedule = config.schedule
@@ -76,21 +74,23 @@ class SchedulePage(ConfigPage):
         schedule.min_lr_ratio = round(self.min_ratio.value() / 100, 6)
         schedule.max_steps = self.steps.value() or None
 
-    _loading = False
-
     def _on_changed(self) -> None:
-        if self.wizard() is None or self._loading:
+        if self.wizard() is None or self._loading:  # reload() draws once the widgets are loaded
             return
-        self.store(self.config)
-        problems = [p for p in self.config.validate() if p.startswith("schedule:")]
-        warnings = [w for w in self.config.warnings() if "learning rate" in w]
+        self.commit()
+        self._draw(self.config)
+
+    def _draw(self, config) -> None:
+        """The warning and the plot of the learning rate per step for `config`."""
+        problems = [p for p in config.validate() if p.startswith("schedule:")]
+        warnings = [w for w in config.warnings() if "learning rate" in w]
         self.warning.setText("\n".join(problems + warnings))
         if problems:
             return
-        steps = self.config.schedule.max_steps or PREVIEW_STEPS
-        rates = lr_schedule(self.config, steps)
+        steps = config.schedule.max_steps or PREVIEW_STEPS
+        rates = lr_schedule(config, steps)
         self.curve.setData(list(range(1, steps + 1)), rates)
-        warmup = -(-steps * self.config.schedule.warmup_ratio // 1)
+        warmup = -(-steps * config.schedule.warmup_ratio // 1)
         self.warmup_region.setRegion((0, max(warmup, 0)))
-        suffix = "" if self.config.schedule.max_steps else f" (shape over {PREVIEW_STEPS} steps)"
+        suffix = "" if config.schedule.max_steps else f" (shape over {PREVIEW_STEPS} steps)"
         self.plot.setTitle(f"learning rate per step{suffix}")

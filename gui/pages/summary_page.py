@@ -1,14 +1,11 @@
 """Page 8, the summary: the run as the user will read it, the plan (steps, time, memory),
-the warnings, save/load of the setup, the CLI command, and Start."""
+the warnings, and Start (the wizard's buttons save and load the setup and copy its CLI command)."""
 
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
-from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
-    QFileDialog,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -16,7 +13,7 @@ from PySide6.QtWidgets import (
     QPushButton,
 )
 
-from cpt_studio.core.config import ConfigError, RunConfig
+from cpt_studio.core.config import RunConfig
 from cpt_studio.core.plan import format_plan, plan_run
 from cpt_studio.core.preflight import preflight
 
@@ -38,9 +35,8 @@ class SummaryPage(ConfigPage):
         self.summary = QPlainTextEdit(readOnly=True, objectName="summary")
         self.plan = QLabel("", wordWrap=True, objectName="plan")
         buttons = QHBoxLayout()
-        for label, slot in (("Estimate time and memory", self.start_plan), ("Save setup…", self._on_save),
-                            ("Load setup…", self._on_load), ("Copy CLI command", self._on_copy_command)):
-            buttons.addWidget(QPushButton(label, clicked=slot))
+        buttons.addWidget(QPushButton("Estimate time and memory", clicked=self.start_plan))
+        buttons.addStretch(1)
         row = QHBoxLayout()
         row.addWidget(QLabel("Run name:"))
         row.addWidget(self.name)
@@ -69,44 +65,24 @@ class SummaryPage(ConfigPage):
     def validatePage(self) -> bool:
         """The whole config, every page's problems, and what the model and this machine cannot
         do with it (cpt_studio.core.preflight; the worker reads and checks the corpus as it tokenizes)."""
-        self.store(self.config)
+        self.commit()
         problems = preflight(self.config, read_corpus=False).problems
         self.show_problems(problems)
         return not problems
 
     def _on_name_changed(self) -> None:
-        if self.wizard():
-            self.store(self.config)
+        if self.wizard() and not self._loading:
+            self.commit()
             self.summary.setPlainText(describe(self.config))
 
     def start_plan(self) -> Job:
-        self.store(self.config)
+        self.commit()
         self.plan.setText("Estimating: tokenizing the corpora and reading the model…")
         job = Job(plan_run, RunConfig.from_dict(self.config.to_dict()))
         job.finished.connect(lambda plan: self.plan.setText(f"<pre>{html.escape(format_plan(plan))}</pre>"))
         job.failed.connect(lambda message: self.plan.setText(f"⚠ {message}"))
         self._job = job.start()
         return job
-
-    def _on_save(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save setup", f"{self.config.name}.json", "JSON (*.json)")
-        if path:
-            self.store(self.config)
-            Path(path).write_text(self.config.to_json())
-
-    def _on_load(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load setup", filter="JSON (*.json)")
-        if path:
-            try:
-                self.wizard().config = RunConfig.load(Path(path))
-            except ConfigError as exc:  # every problem of the file, each with its setting
-                self.show_problems(exc.problems)
-                return
-            self.load(self.wizard().config)
-
-    def _on_copy_command(self) -> None:
-        QGuiApplication.clipboard().setText(f"cpt-studio train {self.config.name}.json  "
-                                            "# after 'Save setup…' to that file")
 
 
 def describe(config: RunConfig) -> str:

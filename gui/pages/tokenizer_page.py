@@ -68,7 +68,7 @@ class TokenizerPage(ConfigPage):
     def start_preview(self) -> Job:
         from cpt_studio.core.tokenizer_ext import format_preview, preview_for_config
 
-        self.store(self.config)
+        self.commit()
         config = RunConfig.from_dict(self.config.to_dict())
         self.preview.setPlainText("Training a domain BPE on the training documents…")
         job = Job(lambda: format_preview(preview_for_config(config)))
