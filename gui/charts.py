@@ -236,6 +236,7 @@ class RunCharts(pg.GraphicsLayoutWidget):
         self.lines = {}
         for key, plot in [("track", self.track_plot), *self.plots.items()]:
             line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999999", width=1))
+            line.setVisible(False)  # until the mouse comes: a hidden line costs no frame time
             plot.addItem(line, ignoreBounds=True)
             self.lines[key] = line
         self._proxy = pg.SignalProxy(self.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse_moved)
@@ -468,6 +469,7 @@ class RunCharts(pg.GraphicsLayoutWidget):
     def move_crosshair(self, x: float) -> str:
         for line in self.lines.values():
             line.setPos(x)
+            line.setVisible(True)
         text = self.readout(x)
         self.crosshair_moved.emit(text)
         return text
