@@ -229,6 +229,8 @@ class RunCharts(pg.GraphicsLayoutWidget):
             self.curves[name] = _curve(plot, COLOURS[CURVES[name][0]], width=1 if name == "loss" else 1.8,
                                        dashed=name.endswith("_base"))
         plot.empty_label = pg.TextItem("", color="#888888", anchor=(0.5, 0.5))
+        plot.empty_label.setVisible(False)
+        plot.sigRangeChanged.connect(lambda *_: self._place_label(plot))  # it stays in the middle
         plot.addItem(plot.empty_label, ignoreBounds=True)
         self.plots[key] = plot
 
@@ -355,11 +357,19 @@ class RunCharts(pg.GraphicsLayoutWidget):
         messages = self.empty_messages()
         for key, text in messages.items():
             label = self.plots[key].empty_label
+            if label.isVisible() != bool(text):
+                self.plots[key].getAxis("left").setStyle(showValues=not text)  # no made-up scale
             label.setText(text)
             label.setVisible(bool(text))  # a shown TextItem is re-placed at every frame
-            if text:
-                (x0, x1), (y0, y1) = self.plots[key].viewRange()
-                label.setPos((x0 + x1) / 2, (y0 + y1) / 2)
+            self._place_label(self.plots[key])
+
+    @staticmethod
+    def _place_label(plot: pg.PlotItem) -> None:
+        """An empty chart's message in its middle, a little above (where a threshold line of
+        an empty chart lies)."""
+        if plot.empty_label.isVisible():
+            (x0, x1), (y0, y1) = plot.viewRange()
+            plot.empty_label.setPos((x0 + x1) / 2, y0 + 0.72 * (y1 - y0))
 
     def empty_messages(self) -> dict[str, str]:
         """What each chart says while it has nothing to draw ("" once it has), in this run's

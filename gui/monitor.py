@@ -78,7 +78,7 @@ PHASE_COLOURS = {Phase.LOADING: "#6c757d", Phase.IMPORTING: "#6c757d", Phase.TOK
 DETAILS_LINES = 12
 """Lines of the traceback the opened "Details" shows at most (it scrolls): it takes its room
 from the charts, and the window keeps its size."""
-CHART_HEIGHT = 110
+CHART_HEIGHT = 95
 """Pixels each chart keeps at least: a smaller window scrolls the charts."""
 RESUME_TIP = "Continue from the last complete checkpoint"
 

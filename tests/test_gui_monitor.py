@@ -88,6 +88,10 @@ def test_empty_charts_say_why_in_this_runs_terms(qtbot, tmp_path):
     assert said["loss"] == said["grad_norm"] == "waiting for the first training step"
     assert said["forgetting"] == "no general corpus or general evaluation set: no forgetting curve"
     assert said["ppl"] == "step-0 baseline measured; evaluation every 500 steps: first point at step 500"
+    qtbot.wait(50)  # ranged on the baseline: the message follows into the chart's middle
+    plot = quiet.charts.plots["ppl"]
+    assert plot.empty_label.isVisible() and plot.vb.sceneBoundingRect().contains(plot.empty_label.mapToScene(0, 0))
+    assert not plot.getAxis("left").style["showValues"]  # no made-up scale on an empty chart
     general = open_monitor(qtbot, live(write_monitor_run(tmp_path / "b", steps=10, end="running", total_steps=2000,
                                                          config=monitor_config("r", eval={"interval": 500}))))
     assert general.charts.empty_messages()["forgetting"] == ("evaluation every 500 steps: first point at "
