@@ -21,6 +21,7 @@ from .events import (
     StatusEvent,
     StepEvent,
 )
+from .failure import failure_of
 from .run_folder import RunPaths, checkpoint_label, checkpoint_step, list_checkpoints
 from .runs import create_run, kill_worker, request_stop, start_worker, worker_pid
 from .timeline import RunTimeline
@@ -151,11 +152,14 @@ def _or(value: float | None, default: float) -> float:
 
 
 def _print_failure(run_dir: Path, code: int, status: StatusEvent | None) -> None:
+    """The failure's sentence, as the monitor shows it (cpt_studio.core.failure), then the log's tail."""
     failed = status if status is not None and status.state == State.FAILED else None
-    print(f"\nfailed, exit code {code}: {failed.message if failed else 'no final status'}", file=sys.stderr)
     log = RunPaths(run_dir).log
-    if log.exists():
-        print(f"last lines of {RunPaths(run_dir).relative(log)}:\n" + "\n".join(log.read_text().splitlines()[-15:]), file=sys.stderr)
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else ""
+    sentence = failure_of(failed.to_dict(), tail).sentence if failed else "no final status"
+    print(f"\nfailed, exit code {code}: {sentence}", file=sys.stderr)
+    if tail:
+        print(f"last lines of {RunPaths(run_dir).relative(log)}:\n{tail}", file=sys.stderr)
 
 
 def demo(args) -> int:

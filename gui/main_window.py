@@ -230,11 +230,29 @@ class MainWindow(QMainWindow):
             self.monitors[key] = MonitorWindow(Path(run_dir))
             self.monitors[key].new_run_requested.connect(self.new_run_from)
             self.monitors[key].resize(1200, 950)
+            self.monitors[key].checkpoint_clicked.connect(self.open_checkpoint)
         self.monitors[key].show()
         self.monitors[key].raise_()
         recent = [key] + [r for r in self.settings.value("recent_runs", [], list) if r != key]
         self.settings.setValue("recent_runs", recent[:10])
         return self.monitors[key]
+
+    def open_checkpoint(self, run_dir: str, step: int) -> QWidget | None:
+        """The comparison view of `run_dir` with its checkpoint at `step` selected (a click on
+        a checkpoint's marker in the monitor)."""
+        if not HAS_COMPARE:
+            return None
+        from .compare import CompareWindow
+
+        run_id = store.index_run(self.db, run_dir)  # a live run: its latest checkpoints
+        window = CompareWindow(self.db, [run_id], parent=None)
+        window.resize(1250, 850)
+        rows = [i for i, row in enumerate(window.rows) if row["run_id"] == run_id and row["step"] == step]
+        if rows:
+            window.table.select_checkpoint(rows[0])
+        self.windows.append(window)
+        window.show()
+        return window
 
     def _on_open_monitor(self) -> None:
         self.open_monitor(Path(self.selected_ids()[0]))

@@ -61,7 +61,9 @@ class RunOverlay(pg.GraphicsLayoutWidget):
         for axis in ("left", "bottom"):
             plot.getAxis(axis).setPen("#666666")
             plot.getAxis(axis).setTextPen("#333333")
-        plot.addLegend(offset=LEGEND_OFFSETS[metric], labelTextColor="#333333")
+        # semi-opaque, in the corner its curves leave free: a curve passing under it stays visible
+        plot.addLegend(offset=LEGEND_OFFSETS[metric], labelTextColor="#333333",
+                       brush=pg.mkBrush(255, 255, 255, 200), pen=pg.mkPen("#cccccc"))
         self.plots[metric] = plot
 
     def _draw_run(self, run_id: str, colour: str) -> None:

@@ -6,6 +6,8 @@
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py evaluation  # evaluate-dialog.png,
                                                         # compare-scores.png, monitor-probes.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py guard  # monitor-guard-markers.png
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py failure  # monitor-failed.png,
+                                                                      # monitor-stopped.png
 
 The wizard is filled with the demo's setup (the demo model and corpus). The monitor shows
 RUN_DIR if given (take it while a run is going), else the newest run in the data folder.
@@ -203,6 +205,35 @@ def guard_example(app) -> None:
         monitor_shot(app, guard_run(Path(root) / "guarded"), (1200, 950), 70.0, "monitor-guard-markers.png")
 
 
+def failure_example(app) -> None:
+    """monitor-failed.png: a run that ran out of memory, its sentence with the traceback opened
+    under Details; monitor-stopped.png: a stopped run (no ETA), with its markers (evaluations,
+    checkpoints, a guard rollback and the resume from step 40) and the crosshair's readout."""
+    import tempfile
+
+    import torch
+
+    from cpt_studio.core.testing.monitor_runs import write_monitor_run
+    from cpt_studio.gui.monitor import MonitorWindow
+
+    with tempfile.TemporaryDirectory() as root:
+        oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 23.64 GiB total "
+                                     "capacity; 21.90 GiB already allocated)")
+        failed = write_monitor_run(Path(root) / "failed", steps=90, end="failed", error=oom)
+        monitor = MonitorWindow(failed)
+        monitor.resize(1200, 950)
+        monitor.show()
+        monitor.catch_up()
+        monitor._poll_state()
+        settle(app, [monitor.worker_check])
+        monitor.details_button.setChecked(True)
+        monitor.charts.move_crosshair(60.0)
+        settle(app)
+        monitor.grab().save(str(HERE / "monitor-failed.png"))
+        stopped = write_monitor_run(Path(root) / "stopped", steps=120, end="stopped", total_steps=300)
+        monitor_shot(app, stopped, (1200, 950), 80.0, "monitor-stopped.png")
+
+
 def monitor_shot(app, run_dir: Path, size: tuple[int, int], crosshair: float, name: str) -> None:
     """The monitor of `run_dir`, caught up, the crosshair at step `crosshair`, saved as `name`."""
     from cpt_studio.gui.monitor import MonitorWindow
@@ -303,6 +334,10 @@ def main() -> None:
         return
     if sys.argv[1:] == ["evaluation"]:
         evaluation_example(app)
+        print(f"saved in {HERE}")
+        return
+    if sys.argv[1:] == ["failure"]:
+        failure_example(app)
         print(f"saved in {HERE}")
         return
     if sys.argv[1:] == ["guard"]:
