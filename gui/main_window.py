@@ -372,8 +372,12 @@ class MainWindow(QMainWindow):
 
     def confirm_demo(self) -> Job | None:
         """Say what the demo does and how long it takes; start it if the user agrees."""
-        answer = QMessageBox.question(self, "Demo", describe_demo() + "\n\nStart the demo?")
+        answer = self.demo_box().exec()
         return self.start_demo() if answer == QMessageBox.StandardButton.Yes else None
+
+    def demo_box(self) -> QMessageBox:
+        return QMessageBox(QMessageBox.Icon.Question, "Demo", describe_demo() + "\n\nStart the demo?",
+                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
 
     def start_demo(self) -> Job:
         """The demo run (imports the demo model first if needed, off the GUI thread)."""

@@ -120,8 +120,8 @@ def test_delete_shows_the_folders_size_and_removes_it(qtbot, window, runs_root, 
 def test_demo_says_what_it_will_do_and_how_long_before_it_starts(window, monkeypatch):
     asked, started = [], []
     monkeypatch.setattr(window, "start_demo", lambda: started.append(True))
-    monkeypatch.setattr(QMessageBox, "question", lambda _p, _t, text: asked.append(text) or answer)
-    answer = QMessageBox.StandardButton.No
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: asked.append(box.text()) or answer)
+    answer = QMessageBox.StandardButton.Cancel
     window.demo_button.click()
     assert started == [] and len(asked) == 1
     text = asked[0]
