@@ -9,6 +9,8 @@ tokens) while showing the domain perplexity fall.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .config import (
     BatchConfig,
     BenchmarkConfig,
@@ -19,8 +21,6 @@ from .config import (
     RunConfig,
     ScheduleConfig,
 )
-from pathlib import Path
-
 from .corpus import SourceSpec
 from .estimate import estimate_time, format_duration
 from .models import DEMO_GGUF_PACKAGE, DEMO_REPO_ID, demo_model_path, demo_model_source

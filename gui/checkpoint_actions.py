@@ -17,7 +17,12 @@ from PySide6.QtCore import QSettings, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QMessageBox, QPushButton, QWidget
 
-from cpt_studio.core.export import default_export_name, destination_problem, export_checkpoint, export_size
+from cpt_studio.core.export import (
+    default_export_name,
+    destination_problem,
+    export_checkpoint,
+    export_size,
+)
 from cpt_studio.core.generate import is_adapter
 from cpt_studio.core.run_folder import RunPaths, read_json
 
