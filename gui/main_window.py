@@ -13,14 +13,11 @@ only fills the table with the result.
 from __future__ import annotations
 
 import importlib.util
-import math
-import time
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
-    QApplication,
     QCheckBox,
     QComboBox,
     QFileDialog,
@@ -32,11 +29,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QMessageBox,
     QPushButton,
-    QStyle,
-    QStyledItemDelegate,
-    QStyleOptionProgressBar,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -49,12 +42,11 @@ from cpt_studio.core.runs import run_state, runs_dir, start_worker, worker_pid
 
 from .checkpoint_actions import export_with_dialog
 from .generation import GenerationWindow
+from .history_table import COLUMNS, ProgressDelegate, history_items
 from .jobs import BackgroundRefresh, Job
 from .monitor import MonitorWindow
 from .wizard import RunWizard
 
-COLUMNS = ("name", "state", "progress", "method", "replay", "steps", "base model", "started", "tokens",
-           "domain gain", "forgetting")
 STATES = ("created", "running", "finished", "stopped", "failed")
 HAS_COMPARE = importlib.util.find_spec("cpt_studio.gui.compare") is not None
 REFRESH_MS = 3000
@@ -229,11 +221,7 @@ class MainWindow(QMainWindow):
         self.table.setSortingEnabled(False)  # else each new cell moves its row while filling
         self.table.setRowCount(len(runs))
         for i, run in enumerate(runs):
-            for j, (text, value) in enumerate(history_cells(run)):
-                item = HistoryCell(text, value)
-                item.setData(Qt.ItemDataRole.UserRole, run["id"])
-                if j == COLUMNS.index("progress") and run["live_state"] == "running" and value is not None:
-                    item.setData(PROGRESS_ROLE, value)
+            for j, item in enumerate(history_items(run)):
                 self.table.setItem(i, j, item)
         self.table.setSortingEnabled(True)
         if runs and not self._columns_sized:  # once: later the user's widths stay
@@ -439,70 +427,3 @@ def index_run_folders(db, runs_root: Path) -> None:
         known = db["runs"].count_where("id = ?", [run_id]) > 0
         if not known or db["runs"].get(run_id)["state"] in (None, "running", "created"):
             store.index_run(db, folder)
-
-
-def _percent(value) -> str:
-    return "" if value is None else f"{value:+.1%}"
-
-
-def history_cells(run: dict) -> list[tuple[str, object]]:
-    """The run's row as (text, the value it sorts by) per column of COLUMNS: numbers sort as
-    numbers, a missing value first."""
-    config = run.get("config") or {}
-    method, corpus = config.get("method") or {}, config.get("corpus") or {}
-    lora = method.get("kind") == "lora"
-    replay = corpus.get("replay_ratio")
-    done, planned = run.get("steps") or 0, run.get("total_steps") or (config.get("schedule") or {}).get("max_steps")
-    fraction = min(done / planned, 1.0) if planned else None
-    model = Path(run["model"] or "").name or run["model"] or ""
-    started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started"])) if run["started"] else ""
-    return [(run["name"], (run["name"] or "").lower()), (run["live_state"] or "", run["live_state"] or ""),
-            ("" if fraction is None else f"{fraction:.0%}", fraction),
-            (f"LoRA r={method.get('lora_rank')}" if lora else "full",
-             (1, method.get("lora_rank") or 0) if lora else (2, 0)),
-            ("" if replay is None else f"{replay:.0%}", replay),
-            (f"{done:,}/{planned:,}" if planned else f"{done:,}", done),
-            (model, model.lower()), (started, run["started"]), (f"{run['tokens'] or 0:,}", run["tokens"] or 0),
-            (_percent(run["domain_gain"]), run["domain_gain"]), (_percent(run["forgetting"]), run["forgetting"])]
-
-
-SORT_ROLE = Qt.ItemDataRole.UserRole + 1
-PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 2
-"""A running run's progress cell: the fraction done, drawn as a bar (ProgressDelegate)."""
-
-
-class HistoryCell(QTableWidgetItem):
-    """A cell of the history: its text, sorted by its value (numbers as numbers, not text)."""
-
-    def __init__(self, text: str, value):
-        super().__init__(str(text))
-        self.setData(SORT_ROLE, value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            self.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-
-    def __lt__(self, other: QTableWidgetItem) -> bool:
-        return _sort_key(self.data(SORT_ROLE)) < _sort_key(other.data(SORT_ROLE))
-
-
-def _sort_key(value) -> tuple:
-    """Missing values first, then numbers (NaN with the missing ones), then text."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return (0,)
-    return (1, value) if not isinstance(value, str) else (2, value)
-
-
-class ProgressDelegate(QStyledItemDelegate):
-    """Draws a running run's progress cell as a progress bar with its percent."""
-
-    def paint(self, painter, option, index) -> None:
-        fraction = index.data(PROGRESS_ROLE)
-        if fraction is None:
-            super().paint(painter, option, index)
-            return
-        bar = QStyleOptionProgressBar()
-        bar.rect = option.rect.adjusted(2, 3, -2, -3)
-        bar.minimum, bar.maximum, bar.progress = 0, 100, round(fraction * 100)
-        bar.text, bar.textVisible = f"{fraction:.0%}", True
-        bar.state = option.state | QStyle.StateFlag.State_Enabled | QStyle.StateFlag.State_Horizontal
-        bar.textAlignment = Qt.AlignmentFlag.AlignCenter
-        QApplication.style().drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter)

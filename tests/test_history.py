@@ -11,7 +11,8 @@ from PySide6.QtWidgets import QMessageBox
 from cpt_studio.core.events import EventWriter
 from cpt_studio.core.run_folder import RunPaths
 from cpt_studio.core.testing.compare_runs import REPLAY_0, REPLAY_15, write_compare_run
-from cpt_studio.gui.main_window import COLUMNS, MainWindow
+from cpt_studio.gui.history_table import COLUMNS, PROGRESS_ROLE
+from cpt_studio.gui.main_window import MainWindow
 
 CHECKPOINT_BYTES = 300_000
 
@@ -70,7 +71,7 @@ def test_the_history_shows_method_replay_steps_and_progress(window):
         "replay-50": ("full", "50%", "100/100", "100%"), "lora-8": ("LoRA r=8", "10%", "10/40", "25%")}
     assert rows["lora-8"]["state"] == "running"
     progress = COLUMNS.index("progress")
-    bars = [window.table.item(r, progress).data(Qt.ItemDataRole.UserRole + 2) for r in range(4)]
+    bars = [window.table.item(r, progress).data(PROGRESS_ROLE) for r in range(4)]
     assert sorted(b for b in bars if b is not None) == [0.25]  # a bar for the running run only
     window.grab().save("/tmp/shots-history/history.png")
 
