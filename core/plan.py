@@ -26,8 +26,10 @@ from .estimate import (
     format_bytes,
     format_duration,
 )
+from .events import ProgressCallback
 from .models import load_model_and_tokenizer
 from .preflight import require
+from .progress import Progress, tick
 from .recipe import (
     apply_method,
     ewc_group_size,
@@ -62,15 +64,22 @@ class Plan:
     """How each document is packed: BOS (if any) + document + separator, and why that separator."""
 
 
-def plan_run(config: RunConfig, *, probe_steps: int = 0) -> Plan:
+def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | None = None) -> Plan:
+    """`progress` hears the stages done of PLAN_STAGES, and every tokenized batch (raising
+    cpt_studio.core.progress.Cancelled there stops the plan; the token cache keeps nothing
+    half-written)."""
     from transformers import AutoTokenizer
 
+    tick(progress, 0, PLAN_STAGES, "checking the setup and reading the corpora")
     checked = require(config)  # the config, the model, the settings, the corpus: every problem
     folder, model_config = checked.folder, checked.model_config
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    domain = corpus_stats(config.corpus.domain, tokenizer, preview=0, skip_bad=config.corpus.skip_bad)
-    general = (corpus_stats(config.corpus.general, tokenizer, preview=0, skip_bad=config.corpus.skip_bad)
+    domain = corpus_stats(config.corpus.domain, tokenizer, preview=0, skip_bad=config.corpus.skip_bad,
+                          progress=_stage(progress, 1, "tokenizing the domain corpus"))
+    general = (corpus_stats(config.corpus.general, tokenizer, preview=0, skip_bad=config.corpus.skip_bad,
+                            progress=_stage(progress, 2, "tokenizing the general corpus"))
                if config.corpus.general else None)
+    tick(progress, 3, PLAN_STAGES, "reading the model's shapes")
     hardware = resolve_hardware(config)
     train_share = 1 - _heldout_share(config, domain.documents)
     domain_rows = math.ceil((domain.tokens + domain.documents) * train_share / config.batch.seq_len)
@@ -87,6 +96,18 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0) -> Plan:
                 hardware.gradient_checkpointing, parameters, trainable, memory, estimate,
                 config.warnings(domain.tokens) + plan_warnings(config, steps, memory, hardware),
                 checked.tokens.describe())
+
+
+PLAN_STAGES = 4
+"""plan_run's stages for its progress: the checks, the domain and general corpora, the model."""
+
+
+def _stage(progress: Progress | None, stage: int, what: str) -> ProgressCallback | None:
+    """The tokenizer's progress events as stage `stage` of PLAN_STAGES, with its counts."""
+    if progress is None:
+        return None
+    return lambda event: progress(stage, PLAN_STAGES, f"{what}: {event.get('documents', 0):,} documents, "
+                                                      f"{event.get('tokens', 0):,} tokens")
 
 
 def plan_warnings(config: RunConfig, steps: int, memory: MemoryEstimate, hardware) -> list[str]:

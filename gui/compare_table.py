@@ -61,6 +61,7 @@ class CheckpointTable(QTableWidget):
         self.horizontalHeader().setStretchLastSection(True)
         self._fill()
         self.resizeColumnsToContents()
+        self.resizeRowsToContents()  # a run's name, and the settings that differ below it
         self.itemSelectionChanged.connect(self._on_selection_changed)
 
     def _fill(self) -> None:

@@ -13,7 +13,6 @@ only fills the table with the result.
 from __future__ import annotations
 
 import importlib.util
-import time
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl
@@ -31,22 +30,24 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from cpt_studio.core import store
 from cpt_studio.core.config import ConfigError, RunConfig
+from cpt_studio.core.demo import describe_demo
+from cpt_studio.core.estimate import format_bytes
+from cpt_studio.core.run_folder import disk_usage
 from cpt_studio.core.runs import clone_config, run_state, runs_dir, start_worker, worker_pid
 
 from .checkpoint_actions import export_with_dialog
 from .generation import GenerationWindow
+from .history_table import COLUMNS, ProgressDelegate, history_items
 from .jobs import BackgroundRefresh, Job
 from .monitor import MonitorWindow
 from .wizard import RunWizard
 
-COLUMNS = ("name", "state", "base model", "started", "tokens", "domain gain", "forgetting")
 STATES = ("created", "running", "finished", "stopped", "failed")
 HAS_COMPARE = importlib.util.find_spec("cpt_studio.gui.compare") is not None
 REFRESH_MS = 3000
@@ -61,6 +62,7 @@ class MainWindow(QMainWindow):
         self.monitors: dict[str, MonitorWindow] = {}
         self.runs: list[dict] = []
         """The runs the table shows, as load_history returned them."""
+        self._columns_sized = False
         self._to_forget: dict[str, bool] = {}
         """Runs to remove from the history at the next refresh: id -> also delete the folder."""
         self.history = BackgroundRefresh(load_history, self._history_arguments, parent=self)
@@ -77,10 +79,15 @@ class MainWindow(QMainWindow):
         self.table.itemSelectionChanged.connect(self._on_selection_changed)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setWordWrap(False)
+        self.table.setSortingEnabled(True)  # by any column; numbers as numbers (HistoryCell)
+        self.table.sortByColumn(COLUMNS.index("started"), Qt.SortOrder.DescendingOrder)
+        self.table.setItemDelegateForColumn(COLUMNS.index("progress"), ProgressDelegate(self.table))
         self.table.cellDoubleClicked.connect(self._on_run_double_clicked)
         buttons = QHBoxLayout()
         self.new_button = QPushButton("New run…", clicked=self.open_wizard)
-        self.demo_button = QPushButton("Demo", clicked=self.start_demo)
+        self.demo_button = QPushButton("Demo", clicked=self.confirm_demo)
+        self.demo_button.setToolTip(describe_demo())
         for widget in (self.new_button, self.demo_button, QPushButton("Refresh", clicked=self.refresh)):
             buttons.addWidget(widget)
         buttons.addStretch(1)
@@ -211,17 +218,18 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"{HISTORY_FAILED}: {message}")
 
     def _show_runs(self, runs: list[dict]) -> None:
+        """Fill the table (sorted as its header says), keeping the selected runs selected."""
         selected = self.selected_ids()
         self.runs = runs
+        self.table.setSortingEnabled(False)  # else each new cell moves its row while filling
         self.table.setRowCount(len(runs))
         for i, run in enumerate(runs):
-            cells = (run["name"], run["live_state"], Path(run["model"] or "").name or run["model"],
-                     time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started"])) if run["started"] else "",
-                     f"{run['tokens'] or 0:,}", _percent(run["domain_gain"]), _percent(run["forgetting"]))
-            for j, text in enumerate(cells):
-                item = QTableWidgetItem(str(text))
-                item.setData(Qt.ItemDataRole.UserRole, run["id"])
+            for j, item in enumerate(history_items(run)):
                 self.table.setItem(i, j, item)
+        self.table.setSortingEnabled(True)
+        if runs and not self._columns_sized:  # once: later the user's widths stay
+            self.table.resizeColumnsToContents()
+            self._columns_sized = True
         self.select_runs(selected)
 
     def open_monitor(self, run_dir: Path) -> MonitorWindow:
@@ -299,12 +307,11 @@ class MainWindow(QMainWindow):
         label, ok = QInputDialog.getItem(self, "Export checkpoint", "Checkpoint:", labels, first, False)
         if ok:
             step = checkpoints[labels.index(label)]["step"]
-            self._export_job = export_with_dialog(self, Path(run_id), step)
+            self._export_job = export_with_dialog(self, Path(run_id), step)  # it reports the end
             if self._export_job is not None:
+                self.statusBar().showMessage(f"exporting step {step}…")
                 self._export_job.finished.connect(
                     lambda folder: self.statusBar().showMessage(f"exported to {folder}"))
-                self._export_job.failed.connect(
-                    lambda message: QMessageBox.warning(self, "Export", message))
 
     def _on_rename(self) -> None:
         run = store.get_run(self.db, self.selected_ids()[0])
@@ -325,13 +332,24 @@ class MainWindow(QMainWindow):
             self.delete_runs(run_ids, with_folder)
 
     def confirm_delete(self, run_ids: list[str]) -> tuple[bool, bool]:
-        """(delete?, also the folders?) from a confirmation with an 'also delete' checkbox."""
+        """(delete?, also the folders?) from a confirmation with an 'also delete' checkbox that
+        says what the folders hold."""
+        box = self.delete_box(run_ids)
+        confirmed = box.exec() == QMessageBox.StandardButton.Yes
+        return confirmed, box.checkBox().isChecked()
+
+    def delete_box(self, run_ids: list[str]) -> QMessageBox:
+        """The confirmation: the runs, and 'also delete the folder (1.2 GiB, 3 checkpoints)'."""
+        usage = [disk_usage(Path(r)) for r in run_ids if Path(r).is_dir()]
+        size, checkpoints = sum(u[0] for u in usage), sum(u[1] for u in usage)
+        folders = "the folder" if len(run_ids) == 1 else f"the {len(usage)} folders"
         box = QMessageBox(QMessageBox.Icon.Warning, "Delete",
                           f"Remove {len(run_ids)} run(s) from the history?\n" + "\n".join(run_ids),
                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
-        box.setCheckBox(QCheckBox("Also delete the run folder(s) with their checkpoints"))
-        confirmed = box.exec() == QMessageBox.StandardButton.Yes
-        return confirmed, box.checkBox().isChecked()
+        box.also_delete = QCheckBox(f"Also delete {folders} ({format_bytes(size)}, {checkpoints} "
+                                    f"checkpoint{'s' if checkpoints != 1 else ''})", enabled=bool(usage))
+        box.setCheckBox(box.also_delete)  # kept by the box: PySide does not hand it over
+        return box
 
     def delete_runs(self, run_ids: list[str], with_folder: bool) -> None:
         """Forget the runs; delete their folders too when asked (store.forget_run, by the
@@ -378,6 +396,15 @@ class MainWindow(QMainWindow):
     def _on_run_started(self, run_dir: Path) -> None:
         self.refresh()
         self.open_monitor(run_dir)
+
+    def confirm_demo(self) -> Job | None:
+        """Say what the demo does and how long it takes; start it if the user agrees."""
+        answer = self.demo_box().exec()
+        return self.start_demo() if answer == QMessageBox.StandardButton.Yes else None
+
+    def demo_box(self) -> QMessageBox:
+        return QMessageBox(QMessageBox.Icon.Question, "Demo", describe_demo() + "\n\nStart the demo?",
+                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
 
     def start_demo(self) -> Job:
         """The demo run (imports the demo model first if needed, off the GUI thread)."""
@@ -439,7 +466,3 @@ def index_run_folders(db, runs_root: Path) -> None:
         known = db["runs"].count_where("id = ?", [run_id]) > 0
         if not known or db["runs"].get(run_id)["state"] in (None, "running", "created"):
             store.index_run(db, folder)
-
-
-def _percent(value) -> str:
-    return "" if value is None else f"{value:+.1%}"

@@ -9,7 +9,7 @@ import pyqtgraph as pg
 from cpt_studio.core.store import run_evaluations, run_metrics
 
 from .charts import ReadableAxis, downsampled_curve
-from .compare_scatter import run_colour
+from .compare_scatter import legend_html, run_colour
 
 METRICS = (("loss", "training loss"), ("domain_ppl", "domain perplexity"),
            ("general_ppl", "general perplexity"), ("forgetting", "forgetting %"))
@@ -79,7 +79,7 @@ class RunOverlay(pg.GraphicsLayoutWidget):
             symbol = None if metric == "loss" else "o"
             self.curves[(metric, run_id)] = downsampled_curve(
                 self.plots[metric], np.asarray(x, dtype=float), np.asarray(y, dtype=float), pen=pen,
-                name=self.labels[run_id], symbol=symbol, symbolSize=5, symbolBrush=colour, symbolPen=colour)
+                name=legend_html(self.labels[run_id]), symbol=symbol, symbolSize=5, symbolBrush=colour, symbolPen=colour)
 
     def _empty_messages(self) -> None:
         """A chart no run has data for says why, in its middle."""

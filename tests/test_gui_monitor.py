@@ -10,7 +10,7 @@ import numpy as np
 import pyqtgraph as pg
 import pytest
 import torch
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
 from cpt_studio.core.failure import NOT_RESUMABLE_TIP

@@ -8,6 +8,8 @@
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py guard  # monitor-guard-markers.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py failure  # monitor-failed.png,
                                                                       # monitor-stopped.png
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py dialogs  # export-done.png,
+                                                        # demo-confirm.png, wizard-2-corpus-progress.png
 
 The wizard is filled with the demo's setup (the demo model and corpus). The monitor shows
 RUN_DIR if given (take it while a run is going), else the newest run in the data folder.
@@ -293,6 +295,37 @@ def guard_run(folder: Path) -> Path:
     return folder
 
 
+def dialogs_example(app) -> None:
+    """export-done.png: the message at the end of an export; demo-confirm.png: what the Demo
+    button says before it starts; wizard-2-corpus-progress.png: a corpus check in progress (its
+    bar, what it is reading, Cancel), staged at file 2 of 5."""
+    import tempfile
+
+    from cpt_studio.core.demo import demo_config
+    from cpt_studio.gui.checkpoint_actions import show_export_done
+    from cpt_studio.gui.main_window import MainWindow
+    from cpt_studio.gui.wizard import RunWizard
+
+    window = MainWindow(runs_root=Path(tempfile.mkdtemp()))
+    box = show_export_done(window, 200, Path.home() / "models" / "demo-step-200")
+    settle(app)
+    box.grab().save(str(HERE / "export-done.png"))
+    box = window.demo_box()
+    box.show()
+    settle(app)
+    box.grab().save(str(HERE / "demo-confirm.png"))
+    wizard = RunWizard(config=demo_config())
+    wizard.show()
+    wizard.next()
+    page = wizard.currentPage()
+    page.check_button.setEnabled(False)
+    page.report.setText("Checking every record…")
+    page.progress.show()
+    page.progress.show_progress(1, 5, "domain corpus: 24,000 documents read, file 2 of 5")
+    settle(app)
+    wizard.grab().save(str(HERE / "wizard-2-corpus-progress.png"))
+
+
 def history_and_generation(app, run_dir: Path, prompt: str) -> None:
     """history.png: the run history with RUN_DIR's folder of runs; generation.png: RUN_DIR's
     base model and checkpoints continuing `prompt`."""
@@ -339,6 +372,9 @@ def main() -> None:
     if sys.argv[1:] == ["failure"]:
         failure_example(app)
         print(f"saved in {HERE}")
+        return
+    if sys.argv[1:] == ["dialogs"]:
+        dialogs_example(app)
         return
     if sys.argv[1:] == ["guard"]:
         guard_example(app)

@@ -17,6 +17,7 @@ from cpt_studio.core.config import RunConfig
 from cpt_studio.core.plan import format_plan, plan_run
 from cpt_studio.core.preflight import preflight
 
+from ..job_progress import JobProgress
 from ..jobs import Job
 from ..setting_help import explain
 from .base import ConfigPage
@@ -35,8 +36,10 @@ class SummaryPage(ConfigPage):
         self.summary = QPlainTextEdit(readOnly=True, objectName="summary")
         self.plan = QLabel("", wordWrap=True, objectName="plan")
         buttons = QHBoxLayout()
-        buttons.addWidget(QPushButton("Estimate time and memory", clicked=self.start_plan))
+        self.estimate_button = QPushButton("Estimate time and memory", clicked=self.start_plan)
+        buttons.addWidget(self.estimate_button)
         buttons.addStretch(1)
+        self.progress = JobProgress()
         row = QHBoxLayout()
         row.addWidget(QLabel("Run name:"))
         row.addWidget(self.name)
@@ -45,6 +48,7 @@ class SummaryPage(ConfigPage):
         self.layout_.addLayout(row)
         self.layout_.addWidget(self.summary)
         self.layout_.addLayout(buttons)
+        self.layout_.addWidget(self.progress)
         self.layout_.addWidget(self.plan)
         self.finish_layout()
         self.name.textChanged.connect(self._on_name_changed)
@@ -78,9 +82,14 @@ class SummaryPage(ConfigPage):
     def start_plan(self) -> Job:
         self.commit()
         self.plan.setText("Estimating: tokenizing the corpora and reading the model…")
-        job = Job(plan_run, RunConfig.from_dict(self.config.to_dict()))
+        job = Job(plan_run, RunConfig.from_dict(self.config.to_dict()), cancellable=True)
         job.finished.connect(lambda plan: self.plan.setText(f"<pre>{html.escape(format_plan(plan))}</pre>"))
         job.failed.connect(lambda message: self.plan.setText(f"⚠ {message}"))
+        job.cancelled.connect(lambda: self.plan.setText("Estimate cancelled."))
+        self.estimate_button.setEnabled(False)
+        for signal in (job.finished, job.failed, job.cancelled):
+            signal.connect(lambda *_: self.estimate_button.setEnabled(True))
+        self.progress.watch(job)
         self._job = job.start()
         return job
 
