@@ -535,7 +535,7 @@ class RunConfig:
             notes.append("the guard has no general corpus to measure forgetting on: it watches "
                          "only the loss (non-finite values and spikes)")
         if domain_tokens is not None:
-            notes.append(_token_band(domain_tokens))
+            notes.append(token_band(domain_tokens))
         return notes
 
     def to_dict(self) -> dict:
@@ -571,7 +571,7 @@ class RunConfig:
         return cls.from_json(text, str(path))
 
 
-def _token_band(tokens: int) -> str:
+def token_band(tokens: int) -> str:
     """What a domain corpus of this size can be expected to give (practice, not promise)."""
     if tokens < 100_000_000:
         return (f"{tokens:,} domain tokens is a small corpus (under 100M): expect a small, "
