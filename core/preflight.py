@@ -273,8 +273,17 @@ def mojibake(text: str) -> tuple[str, str, int] | None:
         return None
     match = BADNESS_RE.search(text)
     start, end = (match.start(), match.end()) if match else (0, 0)
-    passage = text[max(0, start - 8):end + 8]
-    return passage, ftfy.fix_encoding(passage), start
+    return (passage := _words_around(text, start, end)), ftfy.fix_encoding(passage), start
+
+
+def _words_around(text: str, start: int, end: int, reach: int = 24) -> str:
+    """text[start:end] with up to `reach` characters either side, cut at whole words."""
+    left, right = max(0, start - reach), min(len(text), end + reach)
+    if left > 0 and " " in text[left:start]:
+        left = text.index(" ", left, start) + 1
+    if right < len(text) and " " in text[end:right]:
+        right = text.rindex(" ", end, right)
+    return text[left:right]
 
 
 def _where(doc: Document, offset: int) -> str:
