@@ -22,6 +22,7 @@ from cpt_studio.core.recipe import Hardware, resolve_hardware
 from ..jobs import Job
 from ..setting_help import explain
 from .base import ConfigPage
+from .pending import wait_while
 
 
 def describe_model(spec: str, seq_len: int, micro_batch: int, allow_pickle: bool = False,
@@ -84,6 +85,7 @@ class ModelPage(ConfigPage):
         self.layout_.addWidget(self.allow_pickle)
         self.layout_.addWidget(self.info)
         self.finish_layout()
+        self._describing = False
         self._scan = Job(scan_cached_models)
         self._scan.finished.connect(self._on_scanned)
         self._scan.start()
@@ -101,6 +103,7 @@ class ModelPage(ConfigPage):
 
     def validatePage(self) -> bool:
         """The model must be one that can be trained (cpt_studio.core.preflight's checks of the model)."""
+        wait_while(lambda: self._describing)  # both import transformers
         problems = self.page_problems() or model_choice_problems(self.config)
         self.show_problems(problems)
         return not problems
@@ -137,6 +140,11 @@ class ModelPage(ConfigPage):
         batch = self.config.batch
         self._describe = Job(describe_model, spec, batch.seq_len, batch.micro_batch,
                              self.allow_pickle.isChecked(), resolve_hardware(self.config))
-        self._describe.finished.connect(self.info.setText)
-        self._describe.failed.connect(lambda message: self.info.setText(f"⚠ {message}"))
+        self._describe.finished.connect(self._on_described)
+        self._describe.failed.connect(lambda message: self._on_described(f"⚠ {message}"))
+        self._describing = True
         self._describe.start()
+
+    def _on_described(self, text: str) -> None:
+        self.info.setText(text)
+        self._describing = False

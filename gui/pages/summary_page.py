@@ -24,6 +24,7 @@ from ..job_progress import JobProgress
 from ..jobs import Job
 from ..setting_help import explain
 from .base import ConfigPage
+from .pending import wait_while
 
 
 class SummaryPage(ConfigPage):
@@ -77,6 +78,7 @@ class SummaryPage(ConfigPage):
         """The whole config, every page's problems, and what the model and this machine cannot
         do with it (cpt_studio.core.preflight; the worker reads and checks the corpus as it tokenizes)."""
         self.commit()
+        wait_while(lambda: self._checking)  # both import transformers
         checked = preflight(self.config, read_corpus=False)
         self.show_checks(checked)
         return not checked.problems
