@@ -56,6 +56,8 @@ MOJIBAKE_EXAMPLES = 3
 
 @dataclass
 class Preflight:
+    """What `preflight` found, and what it resolved on the way (for the plan)."""
+
     problems: list[str] = field(default_factory=list)
     """What blocks the run: each a sentence naming the setting and the fix."""
     warnings: list[str] = field(default_factory=list)
@@ -345,6 +347,8 @@ def passes_warnings(config: RunConfig, size: RunSize) -> list[str]:
         return []
     setting, value = (("schedule.max_steps", config.schedule.max_steps) if config.schedule.max_steps
                       else ("schedule.token_budget", config.schedule.token_budget))
+    if not value:
+        return []  # neither is set: the run makes one pass
     most = max(1, int(value * PASSES_WARNING / size.passes))
     return [f"{setting}: the run trains on about {size.planned_domain_tokens:,} domain tokens, "
             f"{size.passes:.1f} passes over the domain corpus's {size.domain_tokens:,} (beyond "
@@ -363,7 +367,8 @@ def device_memory(device: str) -> tuple[int, int]:
 
 
 def memory_words(size: RunSize) -> str:
-    """The memory rating in words: "fits (2.9 GiB of 21.8 GiB RAM free; tight above 75%)"."""
+    """The memory rating in words: "fits (4.5 GiB of 21.8 GiB RAM free, 23.5 GiB in all; tight
+    above 75%, exceeds above all of it)"."""
     where = "GPU memory" if size.hardware.device == "cuda" else "RAM"
     return (f"{size.memory.rating(size.free_memory)} ({format_bytes(size.memory.total)} of "
             f"{format_bytes(size.free_memory)} {where} free, {format_bytes(size.total_memory)} in all; "
