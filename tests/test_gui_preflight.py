@@ -69,7 +69,7 @@ def test_the_model_page_memory_follows_the_batch_and_precision(qtbot, tmp_path, 
     wizard.config.batch.micro_batch, wizard.config.batch.seq_len = 8, 128  # as the later pages set them
     wizard.config.system.precision, wizard.config.system.gradient_checkpointing = "fp32", "on"
     _go_to(wizard, SummaryPage)
-    page = _go_to(wizard, ModelPage)  # shown again: recomputed
+    page = _go_to(wizard, ModelPage)  # shown again (Back): recomputed
     qtbot.waitUntil(lambda: "CPT at 8 x 128 tokens" in page.info.text(), timeout=30_000)
     assert "full CPT at 8 x 128 tokens, fp32, checkpointing on: about" in page.info.text()
     assert "bf16" not in page.info.text()

@@ -1,6 +1,6 @@
 """Page 1, the base model: a cached model, a folder, or a GGUF file; its size and the memory
 full and LoRA CPT need at the chosen batch, sequence length, precision and gradient
-checkpointing (set on later pages: recomputed each time the page is shown)."""
+checkpointing (set on later pages: recomputed when the page is shown again after a change)."""
 
 from __future__ import annotations
 
@@ -86,6 +86,8 @@ class ModelPage(ConfigPage):
         self.layout_.addWidget(self.info)
         self.finish_layout()
         self._describing = False
+        self._described: tuple | None = None
+        """What the model's description was last asked for (_describing_what)."""
         self._scan = Job(scan_cached_models)
         self._scan.finished.connect(self._on_scanned)
         self._scan.start()
@@ -94,7 +96,13 @@ class ModelPage(ConfigPage):
         self.path.setText(config.model.name_or_path)
         self.trust.setChecked(config.model.trust_remote_code)
         self.allow_pickle.setChecked(config.model.allow_pickle)
-        self._on_model_changed()  # the batch and precision may have changed on later pages
+
+    def showEvent(self, event) -> None:
+        """Each time the page is shown, the memory follows the batch, sequence length and
+        precision set on later pages since (described again only when one of them changed)."""
+        super().showEvent(event)
+        if self.wizard() is not None and self._described != self._describing_what():
+            self._on_model_changed()
 
     def store(self, config) -> None:
         config.model.name_or_path = self.path.text().strip()
@@ -137,13 +145,18 @@ class ModelPage(ConfigPage):
         if not spec or not hasattr(self.wizard(), "config"):  # editing ends as the wizard closes
             return
         self.info.setText("Reading the model…")
-        batch = self.config.batch
-        self._describe = Job(describe_model, spec, batch.seq_len, batch.micro_batch,
-                             self.allow_pickle.isChecked(), resolve_hardware(self.config))
+        self._described = self._describing_what()
+        self._describe = Job(describe_model, *self._described)
         self._describe.finished.connect(self._on_described)
         self._describe.failed.connect(lambda message: self._on_described(f"⚠ {message}"))
         self._describing = True
         self._describe.start()
+
+    def _describing_what(self) -> tuple:
+        """describe_model's arguments for the model typed and the config's batch and hardware."""
+        batch = self.config.batch
+        return (self.path.text().strip(), batch.seq_len, batch.micro_batch, self.allow_pickle.isChecked(),
+                resolve_hardware(self.config))
 
     def _on_described(self, text: str) -> None:
         self.info.setText(text)

@@ -68,6 +68,11 @@ class SummaryPage(ConfigPage):
         self.show_problems(problems)
         self.plan.setText("" if problems else "Press 'Estimate time and memory' for the plan "
                                                 "(it tokenizes the corpora once; the run reuses them).")
+        if self.isVisible():  # a setup loaded while the page is shown; else showEvent checks
+            self.check()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
         self.check()
 
     def store(self, config) -> None:
