@@ -368,11 +368,11 @@ def device_memory(device: str) -> tuple[int, int]:
 
 def memory_words(size: RunSize) -> str:
     """The memory rating in words: "fits (4.5 GiB of 21.8 GiB RAM free, 23.5 GiB in all; tight
-    above 75%, exceeds above all of it)"."""
+    above 75%)"; "exceeds" when the estimate is above the free memory."""
     where = "GPU memory" if size.hardware.device == "cuda" else "RAM"
     return (f"{size.memory.rating(size.free_memory)} ({format_bytes(size.memory.total)} of "
             f"{format_bytes(size.free_memory)} {where} free, {format_bytes(size.total_memory)} in all; "
-            f"tight above {TIGHT_FRACTION:.0%}, exceeds above all of it)")
+            f"tight above {TIGHT_FRACTION:.0%})")
 
 
 def memory_warnings(config: RunConfig, size: RunSize) -> list[str]:
