@@ -36,7 +36,9 @@ def train(args) -> int:
         return 0
     from .preflight import require
 
-    require(config)  # before the run folder exists: a refused run leaves nothing behind
+    checked = require(config)  # before the run folder exists: a refused run leaves nothing behind
+    for warning in checked.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     run_dir = create_run(config)
     return _launch(run_dir, resume=False, detach=args.detach)
 

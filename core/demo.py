@@ -17,6 +17,7 @@ from .config import (
     CheckpointConfig,
     CorpusConfig,
     EvalConfig,
+    EvalSetSpec,
     ModelConfig,
     RunConfig,
     ScheduleConfig,
@@ -41,7 +42,10 @@ def demo_config(steps: int | None = None, model_path: str | None = None) -> RunC
                             general=[SourceSpec(str(demo / "general.jsonl"))], replay_ratio=0.05),
         schedule=ScheduleConfig(peak_lr=5e-5, warmup_ratio=0.1, max_steps=steps),
         batch=BatchConfig(micro_batch=4, grad_accum=1, seq_len=256),
-        eval=EvalConfig(interval=max(1, steps // 3), heldout_count=8, batch_size=8),
+        # forgetting is also measured on prose and code from outside the replay corpus, where
+        # replay does not hide it (the general held-out slice is the text replay trains on)
+        eval=EvalConfig(interval=max(1, steps // 3), heldout_count=8, batch_size=8,
+                        sets=[EvalSetSpec("prose_code", str(demo / "general_eval.jsonl"))]),
         checkpoints=CheckpointConfig(interval=max(1, steps // 3), keep=2),
         # knowledge probes on the demo text: scored on the base model and the recommended
         # checkpoint when the run finishes (about a minute on 2 cores)

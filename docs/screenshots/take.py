@@ -10,6 +10,8 @@
                                                                       # monitor-stopped.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py dialogs  # export-done.png,
                                                         # demo-confirm.png, wizard-2-corpus-progress.png
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py preflight [FOLDER]
+                                                        # wizard-8-summary-warnings.png
 
 The wizard is filled with the demo's setup (the demo model and corpus). The monitor shows
 RUN_DIR if given (take it while a run is going), else the newest run in the data folder.
@@ -59,11 +61,39 @@ def wizard_pages(app) -> None:
         elif name == "5-tokenizer" and page.preview_button.isEnabled():
             jobs = [page.start_preview()]
         elif name == "8-summary":
-            jobs = [page.start_plan()]
+            jobs = [page._check_job, page.start_plan()]
         settle(app, jobs)
         wizard.grab().save(str(HERE / f"wizard-{name}.png"))
         if i < len(names) - 1:
             wizard.next()
+
+
+def summary_warnings(app, folder: Path = HERE) -> None:
+    """wizard-8-summary-warnings.png: the demo's setup changed to trip pre-flight warnings (no
+    independent general evaluation set, an evaluation interval longer than the run, a corpus
+    file with double-encoded text), with the plan estimated."""
+    import tempfile
+
+    from cpt_studio.core.corpus import SourceSpec
+    from cpt_studio.core.demo import demo_config
+    from cpt_studio.core.testing.corpus_files import write_jsonl
+    from cpt_studio.gui.pages.summary_page import SummaryPage
+    from cpt_studio.gui.wizard import RunWizard
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = demo_config()
+        extra = write_jsonl(Path(tmp) / "scraped.jsonl", ["Tacrolimus levels rose after the cafÃ© visit.",
+                                                          "A normal note.", "The patientâ€™s trough was 8."])
+        config.corpus.domain.append(SourceSpec(str(extra)))
+        config.eval.sets, config.eval.interval = [], 60
+        wizard = RunWizard(config=config)
+        wizard.resize(1000, 900)
+        wizard.show()
+        while not isinstance(wizard.currentPage(), SummaryPage):
+            wizard.next()
+        page = wizard.currentPage()
+        settle(app, [page._check_job, page.start_plan()])
+        wizard.grab().save(str(folder / "wizard-8-summary-warnings.png"))
 
 
 def monitor(app, run_dir: Path) -> None:
@@ -375,6 +405,10 @@ def main() -> None:
         return
     if sys.argv[1:] == ["dialogs"]:
         dialogs_example(app)
+        return
+    if sys.argv[1:2] == ["preflight"]:  # [FOLDER]: where to save (default: here)
+        summary_warnings(app, Path(sys.argv[2]) if len(sys.argv) > 2 else HERE)
+        print("saved")
         return
     if sys.argv[1:] == ["guard"]:
         guard_example(app)
