@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 from PySide6 import __version__ as pyside_version
+from PySide6.QtGui import QTextCursor, QTextDocument
 from PySide6.QtWidgets import QDialog, QMessageBox, QTextBrowser, QVBoxLayout, QWidget
 
 from cpt_studio.core.paths import data_dir
@@ -21,6 +22,8 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 """The repository root when the package runs from a checkout (editable installs too)."""
 FIRST_SECTION_NOT_FOR_USERS = "## For contributors"
 LICENSE_URL = "https://www.apache.org/licenses/LICENSE-2.0"
+PICTURE_WIDTH = 760
+"""Pixels: the README's screenshots, scaled to fit the tour's window."""
 
 
 def readme() -> str:
@@ -50,6 +53,24 @@ def tour_markdown(text: str, pictures: Path | None) -> str:
     return re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", picture, text)
 
 
+def fit_pictures(document: QTextDocument, width: int) -> None:
+    """Scale every picture of `document` to `width` pixels (the height follows)."""
+    block = document.begin()
+    while block.isValid():
+        fragments = block.begin()
+        while not fragments.atEnd():
+            fragment = fragments.fragment()
+            if fragment.charFormat().isImageFormat():
+                picture = fragment.charFormat().toImageFormat()
+                picture.setWidth(width)
+                cursor = QTextCursor(document)
+                cursor.setPosition(fragment.position())
+                cursor.setPosition(fragment.position() + fragment.length(), QTextCursor.MoveMode.KeepAnchor)
+                cursor.setCharFormat(picture)
+            fragments += 1
+        block = block.next()
+
+
 class TourWindow(QDialog):
     """The tour: the README's sections for users, with its links and (from a checkout) pictures."""
 
@@ -61,6 +82,7 @@ class TourWindow(QDialog):
         if pictures:
             self.browser.setSearchPaths([str(pictures)])
         self.browser.setMarkdown(tour_markdown(readme(), pictures))
+        fit_pictures(self.browser.document(), PICTURE_WIDTH)
         layout = QVBoxLayout(self)
         layout.addWidget(self.browser)
         self.resize(860, 760)

@@ -204,7 +204,35 @@ def style_plot(view: pg.GraphicsView) -> None:
         elif isinstance(item, pg.PlotItem) and item.titleLabel.text:
             item.titleLabel.setText(_recolour_greys(item.titleLabel.text, scheme.text),
                                     color=scheme.text)
+        elif isinstance(item, pg.PlotDataItem):
+            _recolour_black_curve(item, scheme)
 
+
+NEAR_BLACK = 60
+"""A neutral pen darker than this (lightness 0-255) is drawn in the text colour on dark."""
+
+
+def _recolour_black_curve(curve: pg.PlotDataItem, scheme: Colours) -> None:
+    """A black or near-black grey curve (an average drawn over a lighter one) would vanish on
+    dark: there it takes the text colour, and gets its own back on light."""
+    original = getattr(curve, "_light_pen", None)
+    if original is None:
+        if curve.opts.get("pen") is None:
+            return
+        pen = pg.mkPen(curve.opts["pen"])  # a colour, a tuple, a dict or a QPen
+        if pen.color().lightness() >= NEAR_BLACK or pen.color().saturation() > 20:
+            return
+        curve._light_pen = original = pen
+    if scheme is DARK:
+        dark = pg.mkPen(original)
+        dark.setColor(QColor(scheme.text))
+        curve.setPen(dark)
+    else:
+        curve.setPen(original)
+
+
+ON_TINT = "#212529"
+"""Text on a light tinted background (a highlighted table cell) in either scheme."""
 
 CSS_PROPERTY = "cpt_theme_css"
 """The widget property holding a themed stylesheet's template (re-rendered on a change)."""

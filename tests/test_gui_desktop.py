@@ -120,7 +120,8 @@ def test_dark_theme_darkens_the_palette_and_the_charts_live(window, qtbot, light
     plot = pg.PlotWidget(background="w", title="<span style='color:#333'>loss</span>")
     plot.plotItem.getAxis("left").setTextPen("#333333")
     legend = plot.addLegend(labelTextColor="#333333")
-    plot.plot([0, 1], [1, 0], name="loss")
+    plot.plot([0, 1], [1, 0], name="loss", pen="#b0b0b0")
+    average = plot.plot([0, 1], [1, 0], name="EMA", pen=pg.mkPen("#222222", width=2))
     qtbot.addWidget(plot)
     plot.show()
     dialog = window.open_preferences()
@@ -132,6 +133,7 @@ def test_dark_theme_darkens_the_palette_and_the_charts_live(window, qtbot, light
     assert plot.plotItem.getAxis("left").textPen().color().lightness() > 180
     assert legend.opts["labelTextColor"].lightness() > 180
     assert "color:#dddddd" in plot.plotItem.titleLabel.text
+    assert average.opts["pen"].color().lightness() > 180 and average.opts["pen"].width() == 2
     dialog.accept()
     from cpt_studio.gui.preferences import saved_theme
     assert saved_theme() == "dark"
@@ -149,6 +151,7 @@ def test_dark_theme_darkens_the_palette_and_the_charts_live(window, qtbot, light
     assert app.palette().color(QPalette.ColorRole.Window).lightness() > 180
     assert plot.backgroundBrush().color().lightness() > 240 and later.backgroundBrush().color().lightness() > 240
     assert themed.styleSheet() == f"color:{theme.LIGHT.muted};"
+    assert average.opts["pen"].color().name() == "#222222"
 
 
 def test_system_theme_follows_the_desktops_colour_scheme(light_again):
