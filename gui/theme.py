@@ -197,6 +197,8 @@ def style_plot(view: pg.GraphicsView) -> None:
             item.setTextPen(scheme.text)
         elif isinstance(item, pg.LegendItem):
             item.setLabelTextColor(scheme.text)
+            for _sample, label in item.items:  # setLabelTextColor leaves shown labels as they were
+                label.setText(label.text, color=scheme.text)
             if item.opts.get("brush") is not None:
                 background = QColor(scheme.background)
                 background.setAlpha(200)
@@ -206,10 +208,27 @@ def style_plot(view: pg.GraphicsView) -> None:
                                     color=scheme.text)
         elif isinstance(item, pg.PlotDataItem):
             _recolour_black_curve(item, scheme)
+        elif isinstance(item, pg.TextItem):
+            _recolour_black_text(item, scheme)
 
 
 NEAR_BLACK = 60
 """A neutral pen darker than this (lightness 0-255) is drawn in the text colour on dark."""
+
+
+def near_black(colour: QColor) -> bool:
+    """A black or dark grey (drawn for a white background): it would vanish on dark."""
+    return colour.lightness() < NEAR_BLACK and colour.saturation() <= 20
+
+
+def _recolour_black_text(text: pg.TextItem, scheme: Colours) -> None:
+    """Dark grey text in a chart (a bar's value) takes the text colour on dark."""
+    original = getattr(text, "_light_colour", None)
+    if original is None:
+        if not near_black(text.color):
+            return
+        text._light_colour = original = QColor(text.color)
+    text.setColor(scheme.text if scheme is DARK else original)
 
 
 def _recolour_black_curve(curve: pg.PlotDataItem, scheme: Colours) -> None:
@@ -220,7 +239,7 @@ def _recolour_black_curve(curve: pg.PlotDataItem, scheme: Colours) -> None:
         if curve.opts.get("pen") is None:
             return
         pen = pg.mkPen(curve.opts["pen"])  # a colour, a tuple, a dict or a QPen
-        if pen.color().lightness() >= NEAR_BLACK or pen.color().saturation() > 20:
+        if not near_black(pen.color()):
             return
         curve._light_pen = original = pen
     if scheme is DARK:
