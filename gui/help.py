@@ -1,8 +1,8 @@
 """Help ▸ Tour (the README's sections for users, rendered) and Help ▸ About.
 
-The README ships inside the installed package's metadata (pyproject's `readme`), so the
-tour reads it from there; run from a checkout without an install, it reads the repository's
-file. Its pictures are shown when the repository's docs/ folder is there to show them.
+The README ships inside the installed package's metadata (pyproject's `readme`), so an
+installed app reads it from there; run from a checkout, the tour reads the repository's file.
+Its pictures are shown when the repository's docs/ folder is there to show them.
 """
 
 from __future__ import annotations
@@ -27,19 +27,20 @@ PICTURE_WIDTH = 760
 
 
 def readme() -> str:
-    """The README's text: the installed package's description, else the repository's file.
-    Raises FileNotFoundError when neither is there (a broken install)."""
+    """The README's text: the repository's file when running from a checkout (it may be newer
+    than the install), else the installed package's description. Raises FileNotFoundError
+    when neither is there (a broken install)."""
+    path = REPOSITORY / "README.md"
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
     try:
         text = metadata.metadata(DISTRIBUTION).get_payload()
     except metadata.PackageNotFoundError:
         text = None
-    if text:
-        return text
-    path = REPOSITORY / "README.md"
-    if not path.is_file():
+    if not text:
         raise FileNotFoundError(f"the README is neither in {DISTRIBUTION}'s metadata nor at {path}; "
                                 "reinstall cpt-studio")
-    return path.read_text(encoding="utf-8")
+    return text
 
 
 def tour_markdown(text: str, pictures: Path | None) -> str:

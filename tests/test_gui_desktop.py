@@ -198,6 +198,15 @@ def test_help_shows_the_readmes_tour_and_about_the_version(window):
     box.close()
 
 
+def test_an_installed_app_reads_the_tour_from_the_packages_metadata(monkeypatch, tmp_path):
+    from cpt_studio.gui import help as app_help
+
+    monkeypatch.setattr(app_help, "REPOSITORY", tmp_path)  # no checkout around the package
+    text = app_help.tour_markdown(app_help.readme(), None)
+    assert text.startswith("# CPT Studio") and "## The desktop app" in text
+    assert "![" not in text and "For contributors" not in text  # no pictures to show
+
+
 def test_shortcuts_are_the_usual_ones(window):
     shortcuts = {a.text(): a.shortcut().toString() for a in window.findChildren(type(window.quit_action))}
     assert shortcuts["&New run…"] == "Ctrl+N" and shortcuts["&Open run folder…"] == "Ctrl+O"
