@@ -109,7 +109,11 @@ def test_preferences_switch_the_data_folder_and_the_history_follows(window, tmp_
 def test_preferences_refuse_a_data_folder_that_cannot_be_made(window, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
+    window.setGeometry(60, 40, 700, 500)
+    window.show()
     dialog = window.open_preferences()
+    centre, middle = dialog.frameGeometry().center(), window.frameGeometry().center()
+    assert abs(centre.x() - middle.x()) < 20 and abs(centre.y() - middle.y()) < 40  # over its window
     dialog.folder.setText(str(blocker / "home"))
     dialog.accept()
     assert dialog.isVisible() and "cannot be used as the data folder" in dialog.error.text()
