@@ -14,12 +14,14 @@ still read on dark.
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass
 
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication, QStyleFactory, QWidget
+from shiboken6 import isValid
 
 THEMES = ("system", "light", "dark")
 """The choices offered in Preferences."""
@@ -44,6 +46,9 @@ DARK = Colours(background="#1e1e1e", text="#dddddd", axis="#9a9a9a", muted="#a8a
                error="#ff6b6b", warning="#e0b46a", success="#5cc46f")
 
 _state = {"choice": "system", "scheme": "light", "native_style": None, "filter": None}
+_themed: weakref.WeakSet = weakref.WeakSet()
+"""The plot views shown and the styled() widgets: restyled when the theme changes. (Not
+QApplication.allWidgets(): wrapping every widget, some half-deleted, can crash PySide.)"""
 
 
 def current_scheme() -> str:
@@ -106,8 +111,9 @@ def apply_theme(app: QApplication, choice: str) -> str:
 
     Forced schemes use the Fusion style with a light or dark palette (and tell the platform,
     for title bars); "system" goes back to the platform's style and palette, with the dark
-    Fusion palette when the desktop is dark but its palette is not. Open charts and themed
-    labels are restyled at once; raises ValueError on an unknown choice."""
+    Fusion palette when the desktop is dark but its palette is not. Charts shown since the
+    first call and themed labels are restyled at once (so the app calls it at start, before
+    any window); raises ValueError on an unknown choice."""
     if choice not in THEMES:
         raise ValueError(f"unknown theme {choice!r}; choose one of {', '.join(THEMES)}")
     if _state["native_style"] is None:
@@ -150,7 +156,9 @@ def _on_system_scheme_changed(_scheme) -> None:
 
 def _restyle_everything(app: QApplication) -> None:
     pg.setConfigOptions(background=colour("background"), foreground=colour("text"))
-    for widget in app.allWidgets():
+    for widget in list(_themed):
+        if not isValid(widget):  # its C++ side was deleted
+            continue
         if isinstance(widget, pg.GraphicsView):
             style_plot(widget)
         template = widget.property(CSS_PROPERTY)
@@ -164,6 +172,7 @@ class _PlotStyler(QObject):
 
     def eventFilter(self, watched, event) -> bool:
         if event.type() == QEvent.Type.Show and isinstance(watched, pg.GraphicsView):
+            _themed.add(watched)
             style_plot(watched)
         return False
 
@@ -268,4 +277,5 @@ def styled(widget: QWidget, template: str) -> QWidget:
     returns the widget, so that it can wrap a constructor."""
     widget.setProperty(CSS_PROPERTY, template)
     widget.setStyleSheet(render(template))
+    _themed.add(widget)
     return widget

@@ -43,7 +43,9 @@ def window(qtbot, tmp_path):
 
 @pytest.fixture
 def light_again():
-    """The theme is the application's: put the light one back after the test."""
+    """The app's start (a theme applied before any window), and the light theme put back
+    after the test: the theme is the application's."""
+    theme.apply_theme(QApplication.instance(), "light")
     yield
     theme.apply_theme(QApplication.instance(), "light")
 
