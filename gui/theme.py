@@ -231,13 +231,17 @@ def near_black(colour: QColor) -> bool:
 
 
 def _recolour_black_text(text: pg.TextItem, scheme: Colours) -> None:
-    """Dark grey text in a chart (a bar's value) takes the text colour on dark."""
-    original = getattr(text, "_light_colour", None)
-    if original is None:
-        if not near_black(text.color):
-            return
-        text._light_colour = original = QColor(text.color)
-    text.setColor(scheme.text if scheme is DARK else original)
+    """Dark grey text in a chart (a bar's value) takes the text colour on dark, and a white
+    label box (a marker's label) the chart's background."""
+    if not hasattr(text, "_light_colour"):
+        text._light_colour = QColor(text.color) if near_black(text.color) else None
+        white = text.fill.style() != Qt.BrushStyle.NoBrush and text.fill.color().lightness() > 240
+        text._light_fill = pg.mkBrush(text.fill) if white else None
+    if text._light_colour is not None:
+        text.setColor(scheme.text if scheme is DARK else text._light_colour)
+    if text._light_fill is not None:
+        text.fill = pg.mkBrush(scheme.background) if scheme is DARK else text._light_fill
+        text.update()
 
 
 def _recolour_black_curve(curve: pg.PlotDataItem, scheme: Colours) -> None:

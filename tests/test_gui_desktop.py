@@ -132,7 +132,9 @@ def test_dark_theme_darkens_the_palette_and_the_charts_live(window, qtbot, light
     plot.plot([0, 1], [1, 0], name="loss", pen="#b0b0b0")
     average = plot.plot([0, 1], [1, 0], name="EMA", pen=pg.mkPen("#222222", width=2))
     value = pg.TextItem("40.0", color="#333333")
+    marker = pg.TextItem("guard: rollback at step 50", color="#dc3545", fill="w")
     plot.addItem(value)
+    plot.addItem(marker)
     qtbot.addWidget(plot)
     plot.show()
     dialog = window.open_preferences()
@@ -145,6 +147,7 @@ def test_dark_theme_darkens_the_palette_and_the_charts_live(window, qtbot, light
     assert legend.opts["labelTextColor"].lightness() > 180
     assert all("#dddddd" in label.item.toHtml() for _sample, label in legend.items)  # drawn so
     assert value.color.lightness() > 180
+    assert marker.fill.color().lightness() < 60 and marker.color.name() == "#dc3545"
     assert "color:#dddddd" in plot.plotItem.titleLabel.text
     assert average.opts["pen"].color().lightness() > 180 and average.opts["pen"].width() == 2
     dialog.accept()
@@ -165,6 +168,7 @@ def test_dark_theme_darkens_the_palette_and_the_charts_live(window, qtbot, light
     assert plot.backgroundBrush().color().lightness() > 240 and later.backgroundBrush().color().lightness() > 240
     assert themed.styleSheet() == f"color:{theme.LIGHT.muted};"
     assert average.opts["pen"].color().name() == "#222222" and value.color.name() == "#333333"
+    assert marker.fill.color().name() == "#ffffff"
 
 
 def test_system_theme_follows_the_desktops_colour_scheme(light_again):
