@@ -40,9 +40,10 @@ THEME = {"name": "light"}
 """The theme the screenshots are taken in (--theme)."""
 
 
-def save(widget, name: str) -> None:
-    """`widget`'s screenshot as `name` (light theme) or NAME-dark.png (dark)."""
-    path = HERE / name
+def save(widget, name: str, folder: Path | None = None) -> None:
+    """`widget`'s screenshot as `name` (light theme) or NAME-dark.png (dark), in `folder`
+    (default: this one)."""
+    path = (folder or HERE) / name
     if THEME["name"] == "dark":
         path = path.with_name(f"{path.stem}-dark{path.suffix}")
     widget.grab().save(str(path))
@@ -111,7 +112,7 @@ def summary_warnings(app, folder: Path = HERE) -> None:
             wizard.next()
         page = wizard.currentPage()
         settle(app, [page._check_job, page.start_plan()])
-        wizard.grab().save(str(folder / "wizard-8-summary-warnings.png"))
+        save(wizard, "wizard-8-summary-warnings.png", folder)
 
 
 def monitor(app, run_dir: Path) -> None:
