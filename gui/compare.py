@@ -33,6 +33,7 @@ from .compare_scores import TaskScoresChart
 from .compare_table import CheckpointTable
 from .config_table import ConfigTable
 from .overlay import RunOverlay
+from .theme import styled
 
 
 class CompareWindow(QWidget):
@@ -78,7 +79,7 @@ class CompareWindow(QWidget):
                       "★ recommended: the most domain gain within the run's forgetting target, no "
                       "general benchmark dropping more than 3 points. Click a point or a row to find "
                       "it in the other; ▼ red: a general task drops more than 3 points.")
-        hint.setStyleSheet("color:#555;")
+        styled(hint, "color:{muted};")
         hint.setWordWrap(True)
         self.reasons = QLabel(self._reasons(), wordWrap=True, objectName="reasons",
                               textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)

@@ -171,7 +171,8 @@ def test_a_checkpoint_marker_opens_the_comparison_on_that_checkpoint(qtbot, tmp_
     monitor = main.open_monitor(run_dir)
     qtbot.addWidget(monitor)
     monitor.checkpoint_clicked.emit(str(run_dir), 80)
-    compare = main.windows[-1]
+    compare = main.tabs.currentWidget()  # the comparison opens as a tab of the main window
+    assert compare is main.tabs.of_kind("compare")[(str(run_dir.resolve()),)]
     qtbot.addWidget(compare)
     row = compare.table.selected_checkpoint()
     assert row is not None and compare.rows[row]["step"] == 80

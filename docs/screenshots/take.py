@@ -12,6 +12,13 @@
                                                         # demo-confirm.png, wizard-2-corpus-progress.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py preflight [FOLDER]
                                                         # wizard-8-summary-warnings.png
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py desktop  # main-window-history.png,
+                          # main-window-monitor.png, preferences.png, help-tour.png
+
+Each takes the light theme's screenshots, NAME.png; with `--theme dark` first, the dark
+theme's, NAME-dark.png (the charts too):
+
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py --theme dark guard
 
 The wizard is filled with the demo's setup (the demo model and corpus). The monitor shows
 RUN_DIR if given (take it while a run is going), else the newest run in the data folder.
@@ -28,6 +35,18 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 HERE = Path(__file__).resolve().parent
 
 from PySide6.QtWidgets import QApplication  # noqa: E402
+
+THEME = {"name": "light"}
+"""The theme the screenshots are taken in (--theme)."""
+
+
+def save(widget, name: str, folder: Path | None = None) -> None:
+    """`widget`'s screenshot as `name` (light theme) or NAME-dark.png (dark), in `folder`
+    (default: this one)."""
+    path = (folder or HERE) / name
+    if THEME["name"] == "dark":
+        path = path.with_name(f"{path.stem}-dark{path.suffix}")
+    widget.grab().save(str(path))
 
 
 def settle(app, jobs=()) -> None:
@@ -63,7 +82,7 @@ def wizard_pages(app) -> None:
         elif name == "8-summary":
             jobs = [page._check_job, page.start_plan()]
         settle(app, jobs)
-        wizard.grab().save(str(HERE / f"wizard-{name}.png"))
+        save(wizard, f"wizard-{name}.png")
         if i < len(names) - 1:
             wizard.next()
 
@@ -93,7 +112,7 @@ def summary_warnings(app, folder: Path = HERE) -> None:
             wizard.next()
         page = wizard.currentPage()
         settle(app, [page._check_job, page.start_plan()])
-        wizard.grab().save(str(folder / "wizard-8-summary-warnings.png"))
+        save(wizard, "wizard-8-summary-warnings.png", folder)
 
 
 def monitor(app, run_dir: Path) -> None:
@@ -108,7 +127,7 @@ def monitor(app, run_dir: Path) -> None:
     if len(steps):
         window.charts.move_crosshair(float(steps[len(steps) * 2 // 3]))
     settle(app, [window.worker_check])
-    window.grab().save(str(HERE / "monitor.png"))
+    save(window, "monitor.png")
 
 
 def compare(app, db, run_ids: list[str]) -> None:
@@ -123,7 +142,7 @@ def compare(app, db, run_ids: list[str]) -> None:
     for index, name in enumerate(("checkpoints", "curves", "settings")):
         window.tabs.setCurrentIndex(index)
         settle(app)
-        window.grab().save(str(HERE / f"compare-{name}.png"))
+        save(window, f"compare-{name}.png")
 
 
 def compare_example(app) -> None:
@@ -160,7 +179,7 @@ def evaluation_example(app) -> None:
         window.show()
         window.table.selectRow(next(i for i, row in enumerate(window.rows) if row["recommended"]))
         settle(app)
-        window.grab().save(str(HERE / "compare-scores.png"))
+        save(window, "compare-scores.png")
 
         monitor_shot(app, run_dir, (1200, 1100), 30.0, "monitor-probes.png")
 
@@ -174,7 +193,7 @@ def dialog_shot(app, run_dir: Path) -> None:
     dialog.limit.setValue(50)
     settle(app, [dialog._availability_job] if dialog._availability_job else [])
     settle(app, [dialog._availability_job] if dialog._availability_job else [])
-    dialog.grab().save(str(HERE / "evaluate-dialog.png"))
+    save(dialog, "evaluate-dialog.png")
 
 
 def probe_run(folder: Path) -> Path:
@@ -261,7 +280,7 @@ def failure_example(app) -> None:
         monitor.details_button.setChecked(True)
         monitor.charts.move_crosshair(60.0)
         settle(app)
-        monitor.grab().save(str(HERE / "monitor-failed.png"))
+        save(monitor, "monitor-failed.png")
         stopped = write_monitor_run(Path(root) / "stopped", steps=120, end="stopped", total_steps=300)
         monitor_shot(app, stopped, (1200, 950), 80.0, "monitor-stopped.png")
 
@@ -277,7 +296,7 @@ def monitor_shot(app, run_dir: Path, size: tuple[int, int], crosshair: float, na
     monitor._poll_state()
     monitor.charts.move_crosshair(crosshair)
     settle(app, [monitor.worker_check])
-    monitor.grab().save(str(HERE / name))
+    save(monitor, name)
 
 
 def guard_run(folder: Path) -> Path:
@@ -339,11 +358,11 @@ def dialogs_example(app) -> None:
     window = MainWindow(runs_root=Path(tempfile.mkdtemp()))
     box = show_export_done(window, 200, Path.home() / "models" / "demo-step-200")
     settle(app)
-    box.grab().save(str(HERE / "export-done.png"))
+    save(box, "export-done.png")
     box = window.demo_box()
     box.show()
     settle(app)
-    box.grab().save(str(HERE / "demo-confirm.png"))
+    save(box, "demo-confirm.png")
     wizard = RunWizard(config=demo_config())
     wizard.show()
     wizard.next()
@@ -353,7 +372,7 @@ def dialogs_example(app) -> None:
     page.progress.show()
     page.progress.show_progress(1, 5, "domain corpus: 24,000 documents read, file 2 of 5")
     settle(app)
-    wizard.grab().save(str(HERE / "wizard-2-corpus-progress.png"))
+    save(wizard, "wizard-2-corpus-progress.png")
 
 
 def history_and_generation(app, run_dir: Path, prompt: str) -> None:
@@ -371,7 +390,7 @@ def history_and_generation(app, run_dir: Path, prompt: str) -> None:
     settle(app, [window.history])  # the history loads off the GUI thread
     window.select_runs([str(run_dir.resolve())])
     settle(app)
-    window.grab().save(str(HERE / "history.png"))
+    save(window, "history.png")
     generation = GenerationWindow(window.db, str(run_dir.resolve()))
     generation.resize(1200, 700)
     generation.show()
@@ -383,13 +402,62 @@ def history_and_generation(app, run_dir: Path, prompt: str) -> None:
             item.setCheckState(Qt.CheckState.Checked)
     generation.max_tokens.setValue(40)
     settle(app, [generation.generate()])
-    generation.grab().save(str(HERE / "generation.png"))
+    save(generation, "generation.png")
+
+
+def desktop_example(app) -> None:
+    """main-window-history.png and main-window-monitor.png (the main window on two
+    hand-written runs, then the guarded run's monitor in its tab), preferences.png,
+    help-tour.png. A throwaway data folder and settings: the user's are left alone."""
+    import tempfile
+
+    from PySide6.QtCore import QSettings
+
+    from cpt_studio.gui.main_window import MainWindow
+
+    with tempfile.TemporaryDirectory() as root:
+        root = Path(root)
+        os.environ["CPT_STUDIO_HOME"] = str(root / "home")
+        QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(root / "settings"))
+        guarded = guard_run(root / "runs" / "demo-guard")
+        probe_run(root / "runs" / "demo-probes")
+        window = MainWindow(runs_root=root / "runs")
+        window.resize(1200, 900)
+        window.show()
+        settle(app, [window.history])
+        window.select_runs([str(guarded.resolve())])
+        settle(app)
+        save(window, "main-window-history.png")
+        monitor = window.open_monitor(guarded)
+        monitor.catch_up()
+        monitor._poll_state()
+        monitor.charts.move_crosshair(70.0)
+        settle(app, [monitor.worker_check])
+        save(window, "main-window-monitor.png")
+        dialog = window.open_preferences()
+        settle(app)
+        save(dialog, "preferences.png")
+        dialog.reject()
+        tour = window.open_tour()
+        settle(app)
+        save(tour, "help-tour.png")
+        window.tabs.close_all()
+        window.close()
 
 
 def main() -> None:
     from cpt_studio.core.runs import runs_dir
+    from cpt_studio.gui.theme import apply_theme
 
+    if sys.argv[1:2] == ["--theme"]:
+        THEME["name"] = sys.argv[2]
+        del sys.argv[1:3]
     app = QApplication([])
+    apply_theme(app, THEME["name"])
+    if sys.argv[1:] == ["desktop"]:
+        desktop_example(app)
+        print(f"saved in {HERE}")
+        return
     if sys.argv[1:2] == ["--history"]:
         history_and_generation(app, Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3
                                else "The patient received")
