@@ -29,6 +29,7 @@ from cpt_studio.core.smoothing import LOSS_SMOOTHING, EmaState, smoothed_loss
 
 from .markers import MarkerTrack
 from .series import RunSeries
+from .theme import colour as theme_colour
 
 BINS_PER_PIXEL = 2.0
 """Downsampling bins per pixel column of a chart (pyqtgraph's autoDownsampleFactor, 5 by
@@ -408,10 +409,10 @@ class RunCharts(pg.GraphicsLayoutWidget):
         return f"evaluation every {interval:,} steps: first point at step {interval:,}"
 
     def _no_forgetting(self, ended: bool) -> str:
+        if np.isfinite(self.series.evals["forgetting"].values).any():  # whatever the config says
+            return ""
         if not self.forgetting_source:
             return "no general corpus or general evaluation set: no forgetting curve"
-        if np.isfinite(self.series.evals["forgetting"].values).any():
-            return ""
         if ended:
             return "the run ended before its first evaluation after the baseline"
         return self._next_evaluation()
@@ -446,7 +447,7 @@ class RunCharts(pg.GraphicsLayoutWidget):
             style = pg.QtCore.Qt.PenStyle.DashLine if dashed else pg.QtCore.Qt.PenStyle.SolidLine
             line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(colour, width=2, style=style),
                                    label=text if i == 0 else None,
-                                   labelOpts={"position": position, "color": colour, "fill": (255, 255, 255, 200)})
+                                   labelOpts={"position": position, "color": colour, "fill": _label_fill()})
             line.setToolTip(tip or text)
             plot.addItem(line, ignoreBounds=True)
             lines.append(line)
@@ -530,3 +531,10 @@ class RunCharts(pg.GraphicsLayoutWidget):
         if np.isfinite(forgetting):
             parts.append(f"forgetting {forgetting:+.1%}")
         return parts
+
+
+def _label_fill() -> pg.QtGui.QColor:
+    """A marker label's box: the chart's background in the theme shown, a little see-through."""
+    fill = pg.QtGui.QColor(theme_colour("background"))
+    fill.setAlpha(200)
+    return fill

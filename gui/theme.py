@@ -235,12 +235,16 @@ def _recolour_black_text(text: pg.TextItem, scheme: Colours) -> None:
     label box (a marker's label) the chart's background."""
     if not hasattr(text, "_light_colour"):
         text._light_colour = QColor(text.color) if near_black(text.color) else None
-        white = text.fill.style() != Qt.BrushStyle.NoBrush and text.fill.color().lightness() > 240
-        text._light_fill = pg.mkBrush(text.fill) if white else None
+        fill = text.fill.color()
+        boxed = text.fill.style() != Qt.BrushStyle.NoBrush and (  # white, or made on dark (_label_fill)
+            fill.lightness() > 240 or QColor(fill.rgb()).name() == DARK.background)
+        text._fill_alpha = fill.alpha() if boxed else None
     if text._light_colour is not None:
         text.setColor(scheme.text if scheme is DARK else text._light_colour)
-    if text._light_fill is not None:
-        text.fill = pg.mkBrush(scheme.background) if scheme is DARK else text._light_fill
+    if text._fill_alpha is not None:
+        background = QColor(scheme.background)
+        background.setAlpha(text._fill_alpha)
+        text.fill = pg.mkBrush(background)
         text.update()
 
 

@@ -272,3 +272,16 @@ def test_quit_ends_the_app_while_a_detached_run_keeps_training(tmp_path):
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_a_monitors_marker_labels_made_on_dark_follow_the_theme(window, qtbot, tmp_path, light_again):
+    from cpt_studio.core.testing.monitor_runs import write_monitor_run
+
+    theme.apply_theme(QApplication.instance(), "dark")
+    monitor = window.open_monitor(write_monitor_run(tmp_path / "runs" / "guarded", steps=120))
+    qtbot.waitUntil(lambda: bool(monitor.charts.guard_markers))
+    labels = [line.label for lines in monitor.charts.guard_markers.values() for line in lines
+              if getattr(line, "label", None)]
+    assert labels and all(label.fill.color().lightness() < 60 for label in labels)  # no white box on dark
+    theme.apply_theme(QApplication.instance(), "light")
+    assert all(label.fill.color().lightness() > 240 for label in labels)

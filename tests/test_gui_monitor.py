@@ -100,6 +100,9 @@ def test_empty_charts_say_why_in_this_runs_terms(qtbot, tmp_path):
     assert label.isVisible() and "first point at step 500" in label.textItem.toPlainText()
     ended = open_monitor(qtbot, write_monitor_run(tmp_path / "c", steps=0, end="failed"))
     assert ended.charts.empty_messages()["loss"] == "the run ended before its first training step"
+    # a run whose events carry forgetting (an evaluation set the config names otherwise) shows its curve
+    measured = open_monitor(qtbot, write_monitor_run(tmp_path / "d", steps=30, end="finished", config=config))
+    assert measured.charts.empty_messages()["forgetting"] == ""
 
 
 def marked(window, row: str) -> list[float]:
