@@ -193,14 +193,19 @@ def open_store(path: Path | str | None = None) -> sqlite_utils.Database:
         # Two windows, or the CLI and the app, may write at once: a writer waits up to
         # BUSY_TIMEOUT_MS for the other's transaction instead of failing "database is locked".
         db = sqlite_utils.Database(sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000))
-        db.enable_wal()
-    if MIGRATIONS.pending(db):
-        # Two processes opening an old (or new) store at once: the first takes the write lock
-        # and migrates; the second waits for it (busy timeout), then finds nothing pending.
-        # sqlite-utils' apply() nests each migration in a savepoint of this transaction.
-        with writing(db):
-            if MIGRATIONS.pending(db):
-                MIGRATIONS.apply(db)
+    try:
+        if str(path) != ":memory:":
+            db.enable_wal()
+        if MIGRATIONS.pending(db):
+            # Two processes opening an old (or new) store at once: the first takes the write lock
+            # and migrates; the second waits for it (busy timeout), then finds nothing pending.
+            # sqlite-utils' apply() nests each migration in a savepoint of this transaction.
+            with writing(db):
+                if MIGRATIONS.pending(db):
+                    MIGRATIONS.apply(db)
+    except BaseException:  # a store that cannot be opened leaves no connection behind
+        db.close()
+        raise
     return db
 
 

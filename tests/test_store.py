@@ -589,3 +589,17 @@ def test_a_line_that_is_not_an_event_is_named_with_its_number(db, run, line):
     events_file.write_bytes(b"\n".join(lines[:3] + [line] + lines[3:]))
     with pytest.raises(ValueError, match=r"events.jsonl line 4: not a JSON event"):
         store.index_run(db, run.folder)
+
+
+def test_a_store_that_cannot_be_opened_leaves_no_connection_open(tmp_path, monkeypatch):
+    """The history retries every few seconds: a failing open must not leak a connection each time."""
+    broken = tmp_path / "cpt-studio.db"
+    broken.write_bytes(b"not a database " * 100)
+    opened = []
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: opened.append(connect(*a, **k)) or opened[-1])
+    with pytest.raises(sqlite3.DatabaseError):
+        store.open_store(broken)
+    assert len(opened) == 1
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        opened[0].execute("select 1")
