@@ -284,3 +284,14 @@ def test_save_setup_on_the_first_page_writes_the_setup_that_load_brings_back(qtb
     again = open_wizard(qtbot, tmp_path)
     load_with_button(again, monkeypatch, target)
     assert again.config.to_dict() == saved.to_dict() and again.currentPage().trust.isChecked()
+
+
+def test_a_setup_loaded_on_the_first_page_describes_its_model_there(qtbot, tmp_path, setup_file, monkeypatch):
+    """The model page said "Choose a model to see its size…" under the loaded model's path."""
+    wizard = open_wizard(qtbot, tmp_path)
+    page = wizard.currentPage()
+    load_with_button(wizard, monkeypatch, setup_file)
+    seq_len = RunConfig.load(setup_file).batch.seq_len
+    qtbot.waitUntil(lambda: "tokens" in page.info.text() and "Choose a model" not in page.info.text(),
+                    timeout=30_000)
+    assert f"x {seq_len} tokens" in page.info.text()
