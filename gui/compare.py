@@ -87,7 +87,7 @@ class CompareWindow(QWidget):
         self.notes = QLabel("<br>".join(f"⚠ {html.escape(note)}" for note in notes), wordWrap=True,
                             objectName="comparison_notes", visible=bool(notes),
                             textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.notes.setStyleSheet("color:#8a5300;")
+        styled(self.notes, "color:{warning};")
         charts = QSplitter(Qt.Orientation.Horizontal)
         charts.addWidget(self.scatter)
         charts.addWidget(self.scores)

@@ -272,3 +272,20 @@ def test_quit_ends_the_app_while_a_detached_run_keeps_training(tmp_path):
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_the_wizards_problems_and_warnings_stay_readable_on_dark(qtbot, light_again, tmp_path):
+    """The pages' problems (dark red) and the LR warning (dark brown) were fixed light-theme
+    colours: on the dark theme they could hardly be read."""
+    from cpt_studio.gui.pages.schedule_page import SchedulePage
+    from cpt_studio.gui.wizard import RunWizard
+
+    wizard = RunWizard(runs_root=tmp_path / "runs")
+    qtbot.addWidget(wizard)
+    theme.apply_theme(QApplication.instance(), "dark")
+    schedule = next(page for page in wizard.pages if isinstance(page, SchedulePage))
+    for page in wizard.pages:
+        assert page.problems.styleSheet() == f"color:{theme.DARK.error};", type(page).__name__
+    assert schedule.warning.styleSheet() == f"color:{theme.DARK.warning};"
+    theme.apply_theme(QApplication.instance(), "light")
+    assert wizard.pages[0].problems.styleSheet() == f"color:{theme.LIGHT.error};"
