@@ -11,7 +11,8 @@ the wizard's summary all call these, so what one refuses the others refuse with 
 Each sentence starts with the setting's dotted path and ends with the fix.
 
 The checks that need the planned run's size (its steps, tokens, memory and time) are
-`run_warnings`, which cpt_studio.core.plan calls once it has counted the corpus.
+`run_warnings`, which cpt_studio.core.plan calls once it has counted the corpus; the interval
+checks need only the step count, so `preflight` runs them itself when schedule.max_steps sets it.
 No weights are loaded: the model is built on the meta device for its module names.
 """
 
@@ -91,6 +92,8 @@ def preflight(config: RunConfig, *, read_corpus: bool = True) -> Preflight:
     if read_corpus:
         checked.problems += corpus_problems(config)
     checked.warnings += heldout_warnings(config) + mojibake_warnings(config)
+    if config.schedule.max_steps:  # the run's length is known without counting the corpus
+        checked.warnings += interval_warnings(config, config.schedule.max_steps)
     return checked
 
 
@@ -323,13 +326,16 @@ class RunSize:
 
 
 def run_warnings(config: RunConfig, size: RunSize) -> list[str]:
-    """What the planned run will do that the settings may not have meant."""
-    return (interval_warnings(config, size.steps) + passes_warnings(config, size)
+    """What the planned run will do that the settings may not have meant (the interval
+    warnings only when schedule.max_steps is unset: with it, `preflight` gives them)."""
+    intervals = [] if config.schedule.max_steps else interval_warnings(config, size.steps)
+    return (intervals + passes_warnings(config, size)
             + memory_warnings(config, size) + eval_share_warnings(config, size)
             + _cpu_precision_warnings(size.hardware))
 
 
 def interval_warnings(config: RunConfig, steps: int) -> list[str]:
+    """eval.interval or checkpoints.interval longer than a run of `steps` optimizer steps."""
     notes, run = [], f"the run's {steps} step{'s' if steps != 1 else ''}"
     if config.checkpoints.interval > steps:
         notes.append(f"checkpoints.interval: {config.checkpoints.interval} is more than {run}, so the only "

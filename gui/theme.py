@@ -208,6 +208,9 @@ def style_plot(view: pg.GraphicsView) -> None:
             item.setLabelTextColor(scheme.text)
             for _sample, label in item.items:  # setLabelTextColor leaves shown labels as they were
                 label.setText(label.text, color=scheme.text)
+            for sample, _label in item.items:  # a sample drawn from a scatter's own pen
+                if isinstance(getattr(sample, "item", None), pg.ScatterPlotItem):
+                    _recolour_black_spots(sample.item, scheme)
             if item.opts.get("brush") is not None:
                 background = QColor(scheme.background)
                 background.setAlpha(200)
@@ -219,6 +222,8 @@ def style_plot(view: pg.GraphicsView) -> None:
             _recolour_black_curve(item, scheme)
         elif isinstance(item, pg.TextItem):
             _recolour_black_text(item, scheme)
+        elif isinstance(item, pg.ScatterPlotItem):
+            _recolour_black_spots(item, scheme)
 
 
 NEAR_BLACK = 60
@@ -265,6 +270,40 @@ def _recolour_black_curve(curve: pg.PlotDataItem, scheme: Colours) -> None:
         curve.setPen(dark)
     else:
         curve.setPen(original)
+
+
+def _recolour_black_spots(scatter: pg.ScatterPlotItem, scheme: Colours) -> None:
+    """Black outlines of scatter points (a recommended checkpoint's star, a selection ring),
+    the scatter's default pen and each point's own, take the text colour on dark and get their
+    own back on light; coloured outlines keep their colours."""
+    if not hasattr(scatter, "_light_pen"):
+        pen = pg.mkPen(scatter.opts["pen"])
+        scatter._light_pen = pen if near_black(pen.color()) else None
+    if scatter._light_pen is not None:
+        scatter.setPen(_on_scheme(scatter._light_pen, scheme))
+    if not len(scatter.data):
+        return
+    spot_pens = list(scatter.data["pen"])
+    light = [getattr(pen, "_light_pen", pen) for pen in spot_pens]  # as first drawn
+    if not any(pen is not None and near_black(pg.mkPen(pen).color()) for pen in light):
+        return
+    pens = []
+    for pen in light:
+        if pen is None or not near_black(pg.mkPen(pen).color()):
+            pens.append(pen)
+            continue
+        shown = _on_scheme(pg.mkPen(pen), scheme)
+        shown._light_pen = pg.mkPen(pen)  # the colour it had on light, for the way back
+        pens.append(shown)
+    scatter.setPen(pens)
+
+
+def _on_scheme(light_pen, scheme: Colours):
+    """`light_pen` (near-black) as drawn on `scheme`: the text colour on dark."""
+    pen = pg.mkPen(light_pen)
+    if scheme is DARK:
+        pen.setColor(QColor(scheme.text))
+    return pen
 
 
 ON_TINT = "#212529"

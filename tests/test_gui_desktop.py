@@ -285,3 +285,45 @@ def test_a_monitors_marker_labels_made_on_dark_follow_the_theme(window, qtbot, t
     assert labels and all(label.fill.color().lightness() < 60 for label in labels)  # no white box on dark
     theme.apply_theme(QApplication.instance(), "light")
     assert all(label.fill.color().lightness() > 240 for label in labels)
+
+
+def test_the_wizards_problems_and_warnings_stay_readable_on_dark(qtbot, light_again, tmp_path):
+    """The pages' problems (dark red) and the LR warning (dark brown) were fixed light-theme
+    colours: on the dark theme they could hardly be read."""
+    from cpt_studio.gui.pages.schedule_page import SchedulePage
+    from cpt_studio.gui.wizard import RunWizard
+
+    wizard = RunWizard(runs_root=tmp_path / "runs")
+    qtbot.addWidget(wizard)
+    theme.apply_theme(QApplication.instance(), "dark")
+    schedule = next(page for page in wizard.pages if isinstance(page, SchedulePage))
+    for page in wizard.pages:
+        assert page.problems.styleSheet() == f"color:{theme.DARK.error};", type(page).__name__
+    assert schedule.warning.styleSheet() == f"color:{theme.DARK.warning};"
+    theme.apply_theme(QApplication.instance(), "light")
+    assert wizard.pages[0].problems.styleSheet() == f"color:{theme.LIGHT.error};"
+
+
+def test_black_outlines_of_scatter_points_and_their_legend_sample_read_on_dark(qtbot, light_again):
+    """The comparison's recommended star and selection ring were black outlines: on the dark
+    chart background they vanished."""
+    plot = pg.PlotWidget(background="w")
+    star = pg.ScatterPlotItem(spots=[{"pos": (1, 1), "symbol": "star", "pen": pg.mkPen("#000000", width=2.5)},
+                                     {"pos": (2, 2), "pen": pg.mkPen("#1f77b4")}])
+    ring = pg.ScatterPlotItem(size=22, pen=pg.mkPen("#000000", width=2), brush=None, symbol="s")
+    sample = pg.ScatterPlotItem(symbol="star", size=14, brush=None, pen=pg.mkPen("#000000", width=2))
+    plot.addItem(star)
+    plot.addItem(ring)
+    plot.addLegend().addItem(sample, "recommended (★)")
+    qtbot.addWidget(plot)
+    plot.show()
+    theme.apply_theme(QApplication.instance(), "dark")
+    pens = [pg.mkPen(p) for p in star.data["pen"]]
+    assert pens[0].color().lightness() > 180 and pens[0].widthF() == 2.5
+    assert pens[1].color().name() == "#1f77b4"  # a coloured outline keeps its colour
+    ring.setData(pos=[(1, 1)])  # selected after the switch: the default pen
+    assert ring.opts["pen"].color().lightness() > 180
+    assert sample.opts["pen"].color().lightness() > 180
+    theme.apply_theme(QApplication.instance(), "light")
+    assert pg.mkPen(star.data["pen"][0]).color().name() == "#000000"
+    assert ring.opts["pen"].color().name() == "#000000" and sample.opts["pen"].color().name() == "#000000"

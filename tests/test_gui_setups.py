@@ -288,3 +288,14 @@ def test_save_setup_on_the_first_page_writes_the_setup_that_load_brings_back(qtb
         recent,  # File ▸ Open Recent lists the setups loaded and saved, newest first
     )
     assert recent.recent("setups")[:2] == [str(target.resolve()), str(setup_file.resolve())]
+
+
+def test_a_setup_loaded_on_the_first_page_describes_its_model_there(qtbot, tmp_path, setup_file, monkeypatch):
+    """The model page said "Choose a model to see its size…" under the loaded model's path."""
+    wizard = open_wizard(qtbot, tmp_path)
+    page = wizard.currentPage()
+    load_with_button(wizard, monkeypatch, setup_file)
+    seq_len = RunConfig.load(setup_file).batch.seq_len
+    qtbot.waitUntil(lambda: "tokens" in page.info.text() and "Choose a model" not in page.info.text(),
+                    timeout=30_000)
+    assert f"x {seq_len} tokens" in page.info.text()

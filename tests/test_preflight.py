@@ -84,6 +84,17 @@ def test_intervals_longer_than_the_run_are_warnings_in_optimizer_steps(tiny_mode
     assert "the only checkpoint is the final one" in _one(warnings, "checkpoints.interval")
 
 
+def test_intervals_longer_than_a_fixed_step_count_are_warned_before_any_estimate(tiny_model_dir, tmp_path):
+    """schedule.max_steps gives the run's length without counting the corpus: the wizard's
+    summary (which runs only `preflight` until Estimate is pressed) must not say "no warnings"."""
+    config = _config(tiny_model_dir, tmp_path, schedule=ScheduleConfig(peak_lr=2e-5, max_steps=4))
+    config.eval.interval = config.checkpoints.interval = 10
+    warnings = preflight(config, read_corpus=False).warnings
+    assert _one(warnings, "eval.interval").startswith("eval.interval: 10 is more than the run's 4 steps")
+    assert "the only checkpoint is the final one" in _one(warnings, "checkpoints.interval")
+    assert len([w for w in plan_run(config).warnings if w.startswith("eval.interval: 10 is more")]) == 1
+
+
 def test_many_passes_over_the_domain_corpus_are_a_warning_that_says_how_many(tiny_model_dir, tmp_path):
     config = _config(tiny_model_dir, tmp_path, schedule=ScheduleConfig(peak_lr=2e-5, max_steps=200))
     config.eval.interval = config.checkpoints.interval = 100

@@ -47,7 +47,7 @@ class ConfigPage(QWizardPage):
         self.setSubTitle(subtitle)
         self.layout_ = QVBoxLayout(self)
         self.problems = QLabel(wordWrap=True, objectName="problems")
-        styled(self.problems, "color:{error};")
+        styled(self.problems, "color:{error};")  # the theme's red: readable on dark too
         self.problems.hide()
         self.notice = QLabel(wordWrap=True, objectName="notice",
                              textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)

@@ -97,6 +97,13 @@ class ModelPage(ConfigPage):
         self.trust.setChecked(config.model.trust_remote_code)
         self.allow_pickle.setChecked(config.model.allow_pickle)
 
+    def reload(self, config) -> None:
+        """As ConfigPage.reload; a setup loaded while this page is shown is described at once
+        (else showEvent describes it)."""
+        super().reload(config)
+        if self.isVisible() and self.wizard() is not None and self._described != self._describing_what():
+            self._on_model_changed()
+
     def showEvent(self, event) -> None:
         """Each time the page is shown, the memory follows the batch, sequence length and
         precision set on later pages since (described again only when one of them changed)."""
