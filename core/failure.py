@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .run_folder import CHECKPOINT_PREFIX, CHECKPOINTS
+
 OUT_OF_MEMORY = "out of memory"
 MISSING_FILE = "missing file"
 CORRUPT_CHECKPOINT = "corrupt checkpoint"
@@ -47,7 +49,7 @@ _CONFIG_TEXT = re.compile(r"^the run cannot start|^\d+ problem\(s\) in the confi
 _EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?\w*(?:Error|Exception|Interrupt|Exit)\b(:|$)")
 _TARGETS = re.compile(r"Target modules? (.*?) not found in the base model", re.S)
 _MISSING = re.compile(r"(\S+): does not exist")
-_CHECKPOINT = re.compile(r"(checkpoints?/)?(checkpoint-\d+)")
+_CHECKPOINT = re.compile(rf"({re.escape(CHECKPOINTS)}/)?({re.escape(CHECKPOINT_PREFIX)}\d+)")
 _CORRUPT_TEXT = re.compile(r"deserializ|HeaderTooLarge|incomplete metadata|PytorchStreamReader|"
                            r"invalid load key|unexpected EOF|Expecting value|file is truncated|"
                            r"not a zip file|damaged", re.I)
@@ -121,7 +123,7 @@ def _classify(types: set[str], text: str, last: str, config: Mapping[str, Any] |
     if checkpoint and _CORRUPT_TEXT.search(text):
         name = checkpoint.group(2)
         return Failure(CORRUPT_CHECKPOINT, f"The checkpoint {name} cannot be read (damaged or "
-                       f"incomplete): delete checkpoints/{name}, then Resume from the one before it.", True)
+                       f"incomplete): delete {CHECKPOINTS}/{name}, then Resume from the one before it.", True)
     if types & _CONFIG_TYPES or _CONFIG_TEXT.search(text):
         return Failure(CONFIGURATION, _configuration(text), False)
     return Failure(UNKNOWN, f"{last or 'the run failed'} (see Details for the traceback).", True)

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from cpt_studio.core.events import EventWriter
-from cpt_studio.core.run_folder import RunPaths, checkpoint_dirname
+from cpt_studio.core.run_folder import RunPaths
 
 TOKENS_PER_STEP = 4096
 EVAL_EVERY, CHECKPOINT_EVERY = 20, 40
@@ -89,4 +89,4 @@ def _step(out: EventWriter, step: int) -> None:
         out.emit("eval", step, tokens=tokens, domain_ppl=30.0 * (1 - 0.002 * step),
                  general_ppl=10.0 * (1 + forgetting), forgetting=forgetting, domain_gain=0.002 * step)
     if step % CHECKPOINT_EVERY == 0:
-        out.emit("checkpoint", step, tokens=tokens, path=f"checkpoints/{checkpoint_dirname(step)}")
+        out.emit("checkpoint", step, tokens=tokens, path=RunPaths(Path()).checkpoint(step).as_posix())
