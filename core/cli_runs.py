@@ -33,11 +33,15 @@ def train(args) -> int:
 
         print(format_plan(plan_run(config, probe_steps=args.probe)))
         return 0
+    if config.stage == "sft":  # its starting checkpoint resolved, its data checked, preflight
+        from .sft_run import create_sft_run
+
+        return launch(create_sft_run(config), resume=False, detach=args.detach)
     from .preflight import require
 
     require(config)  # before the run folder exists: a refused run leaves nothing behind
     run_dir = create_run(config)
-    return _launch(run_dir, resume=False, detach=args.detach)
+    return launch(run_dir, resume=False, detach=args.detach)
 
 
 def resume(args) -> int:
@@ -50,10 +54,10 @@ def resume(args) -> int:
         from .data import refuse_changed_corpus
 
         refuse_changed_corpus(RunConfig.load(RunPaths(run_dir).config).corpus, run_dir)
-    return _launch(run_dir, resume=True, detach=args.detach, accept_changed_corpus=args.accept_changed_corpus)
+    return launch(run_dir, resume=True, detach=args.detach, accept_changed_corpus=args.accept_changed_corpus)
 
 
-def _launch(run_dir: Path, *, resume: bool, detach: bool, accept_changed_corpus: bool = False) -> int:
+def launch(run_dir: Path, *, resume: bool, detach: bool, accept_changed_corpus: bool = False) -> int:
     process = start_worker(run_dir, resume=resume, detach=detach, accept_changed_corpus=accept_changed_corpus)
     print(f"run folder: {run_dir}")
     if detach:
@@ -163,7 +167,7 @@ def demo(args) -> int:
 
     run_dir = create_run(demo_config(steps=args.steps))
     started = time.monotonic()
-    code = _launch(run_dir, resume=False, detach=False)
+    code = launch(run_dir, resume=False, detach=False)
     print(f"demo wall time: {time.monotonic() - started:.0f} s")
     return code
 

@@ -45,7 +45,7 @@ from .document_tokens import DocumentTokens
 from .evaluation import EvalSet
 from .events import EventWriter
 from .heldout import training_ids
-from .run_folder import RunPaths, checkpoint_folder, read_json
+from .run_folder import RunPaths, checkpoint_folder, checkpoint_step, last_checkpoint, read_json
 from .runs import create_run
 from .sft_data import (
     ChatTemplate,
@@ -90,7 +90,8 @@ def create_sft_run(config: RunConfig, root: Path | None = None) -> Path:
     """A new run folder for an SFT config (cpt_studio.core.runs.create_run), its examples read
     and checked first (SftDataError with every bad record), its starting weights resolved from
     sft.parent_run/parent_step when set: a full checkpoint's folder, or a LoRA checkpoint merged
-    into start_model/. A run that cannot be created leaves no folder behind."""
+    into start_model/; then the preflight checks (cpt_studio.core.preflight.require). A run that
+    cannot be created, or that preflight refuses, leaves no folder behind."""
     read_examples(config.sft)
     config = copy.deepcopy(config)
     checkpoint = None
@@ -98,15 +99,17 @@ def create_sft_run(config: RunConfig, root: Path | None = None) -> Path:
         checkpoint = checkpoint_folder(config.sft.parent_run, config.sft.parent_step)
         config.model.name_or_path = str(checkpoint)
     run_dir = create_run(config, root)
-    if checkpoint is None or not _is_adapter(checkpoint):
-        return run_dir
     try:
-        merge_start_model(checkpoint, RunPaths(run_dir).start_model)
+        if checkpoint is not None and _is_adapter(checkpoint):
+            merge_start_model(checkpoint, RunPaths(run_dir).start_model)
+            config.model.name_or_path = str(RunPaths(run_dir).start_model)
+            _write_config(RunPaths(run_dir), config)
+        from .preflight import require
+
+        require(config)  # the model, this machine, the general corpus: as for a CPT run
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    config.model.name_or_path = str(RunPaths(run_dir).start_model)
-    _write_config(RunPaths(run_dir), config)
     return run_dir
 
 
@@ -135,6 +138,21 @@ def _write_config(paths: RunPaths, config: RunConfig) -> None:
     staged = paths.config.with_suffix(".json.tmp")
     staged.write_text(config.to_json())
     os.replace(staged, paths.config)
+
+
+def default_checkpoint(run_dir: Path | str) -> tuple[int, str]:
+    """The checkpoint an SFT run starts from unless told otherwise, and why: the run's
+    recommended one (as the store marks it), else its last. FileNotFoundError without one."""
+    from .store import index_run, open_store, run_checkpoints
+
+    db = open_store()
+    rows = [r for r in run_checkpoints(db, index_run(db, run_dir)) if r["recommended"] and r["exists"]]
+    if rows:
+        return int(rows[-1]["step"]), "the recommended checkpoint"
+    last = last_checkpoint(Path(run_dir))
+    if last is None:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint yet; train it (or resume it) first")
+    return checkpoint_step(last), "the last checkpoint (none is recommended)"
 
 
 def parent_of(run_dir: Path | str) -> tuple[str, int] | None:

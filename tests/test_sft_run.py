@@ -135,3 +135,25 @@ def test_an_sft_run_with_bad_data_is_refused_before_a_folder_exists(tmp_path, ti
     assert len(list((tmp_path / "runs").iterdir())) == runs
     with pytest.raises(FileNotFoundError, match="no checkpoint at step 7 \\(kept: 0, 2\\)"):
         sft_config(parent, 7, [str(bad)])
+
+
+def test_cpt_studio_sft_chains_a_run_to_the_default_checkpoint_and_refuses_bad_data(tmp_path, tiny_model_dir, capsys):
+    from cpt_studio.core.cli import main
+    from cpt_studio.core.runs import runs_dir
+
+    parent = _parent(tmp_path, tiny_model_dir, "full")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "Q?", "response": "A."}\nnot json\n')
+    assert main(["sft", str(parent), "--data", str(bad)]) == 2
+    assert f"{bad} line 2: invalid JSON" in capsys.readouterr().err
+    good = tmp_path / "qa.jsonl"
+    good.write_text("".join(json.dumps({"q": q, "a": a}) + "\n" for q, a in PAIRS))
+    assert main(["sft", str(parent), "--data", str(good), "--instruction-field", "q", "--response-field", "a",
+                 "--max-steps", "1", "--name", "pharma SFT"]) == 0
+    assert "checkpoint: step 2" in capsys.readouterr().out
+    [run_dir] = [d for d in runs_dir().iterdir() if d.is_dir()]
+    config = read_json(RunPaths(run_dir).config)
+    assert config["name"] == "pharma SFT" and config["sft"]["instruction_field"] == "q"
+    assert parent_of(run_dir) == (str(parent), 2)
+    assert history(run_dir, "status")[-1]["state"] == "finished"
+    assert RunPaths(run_dir).checkpoint(1).is_dir()
