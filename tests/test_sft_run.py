@@ -46,10 +46,10 @@ def _parent(tmp_path, model_dir, method: str):
     return run_dir
 
 
-def _sft(parent, tmp_path, method: str, steps: int, lr: float, guard: bool = False):
+def _sft(parent, tmp_path, method: str, steps: int, lr: float, guard: bool = False, replay: float = 0.0):
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps({"instruction": q, "response": a}) + "\n" for q, a in PAIRS))
-    config = sft_config(parent, 2, [str(data)], method=method)
+    config = sft_config(parent, 2, [str(data)], method=method, replay_ratio=replay)
     config.schedule.max_steps, config.schedule.peak_lr, config.schedule.warmup_ratio = steps, lr, 0.0
     config.batch.seq_len, config.batch.micro_batch = 128, 4
     config.eval = EvalConfig(interval=steps, heldout_count=2, max_tokens=2000)
@@ -96,8 +96,9 @@ def test_sft_lora_on_a_lora_checkpoint_trains_on_the_merged_cpt_model(tmp_path, 
     from peft import PeftModel
 
     parent = _parent(tmp_path, tiny_model_dir, "lora")
-    run_dir = _sft(parent, tmp_path, "lora", steps=2, lr=1e-3)
+    run_dir = _sft(parent, tmp_path, "lora", steps=2, lr=1e-3, replay=0.5)
     paths = RunPaths(run_dir)
+    assert [e["replay_fraction"] for e in history(run_dir, "step")] == [0.5, 0.5]  # general replay
     assert read_json(paths.config)["model"]["name_or_path"] == str(paths.start_model)
     # start_model/ is the CPT adapter merged into the base, tensor for tensor
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
