@@ -41,6 +41,9 @@ def add_commands(commands) -> None:
                                       "is measured, not replayed"))
     sft.add_argument("--name", help="the run's name (default: the parent's with ' SFT')")
     sft.add_argument("--detach", action="store_true", help="run in the background and return at once")
+    sft.add_argument("--preview", type=int, default=0, metavar="N",
+                     help="print the first N examples as the model will see them (the trained "
+                          "responses between ⟦ ⟧) and the template, then stop")
     sft.set_defaults(run=sft_command)
 
 
@@ -49,6 +52,8 @@ def sft_command(args) -> int:
     from .sft_run import create_sft_run
 
     config = _config(args)
+    if args.preview:
+        return _preview(config, args.preview)
     if config.sft.parent_run:
         print(f"starting from {config.sft.parent_run}, checkpoint at step {config.sft.parent_step}")
     return launch(create_sft_run(config), resume=False, detach=args.detach)
@@ -81,3 +86,20 @@ def _config(args) -> RunConfig:
         if getattr(args, option) is not None:
             setattr(config.schedule, name, getattr(args, option))
     return config
+
+
+def _preview(config: RunConfig, count: int) -> int:
+    """The first examples rendered with the template the run would choose, responses marked."""
+    from .models import load_tokenizer, load_tokenizer_from_folder
+    from .run_folder import checkpoint_folder
+    from .sft_data import choose_template, format_preview, preview, read_examples
+
+    examples = read_examples(config.sft)
+    trust = config.model.trust_remote_code
+    tokenizer = (load_tokenizer_from_folder(checkpoint_folder(config.sft.parent_run, config.sft.parent_step), trust)
+                 if config.sft.parent_run else load_tokenizer(config.model.name_or_path, trust_remote_code=trust))
+    template = choose_template(tokenizer, config.sft.template)
+    print(f"{len(examples):,} examples; template: {template.source}")
+    for example in examples[:count]:
+        print(f"\n--- {example.origin}\n{format_preview(preview(tokenizer, template.text, example.messages))}")
+    return 0

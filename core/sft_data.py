@@ -274,6 +274,22 @@ def response_spans(tokenizer, template: str, messages: list[dict]) -> tuple[str,
     return full, spans
 
 
+def preview(tokenizer, template: str, messages: list[dict]) -> list[tuple[str, bool]]:
+    """The conversation as the model sees it, in pieces of (text, trained): what a preview
+    shows, the trained pieces (the responses) marked."""
+    text, spans = response_spans(tokenizer, template, messages)
+    pieces, at = [], 0
+    for start, end in spans:
+        pieces += [(text[at:start], False), (text[start:end], True)]
+        at = end
+    return [(piece, trained) for piece, trained in pieces + [(text[at:], False)] if piece]
+
+
+def format_preview(pieces: list[tuple[str, bool]]) -> str:
+    """A preview as plain text, each trained piece between ⟦ and ⟧."""
+    return "".join(f"⟦{piece}⟧" if trained else piece for piece, trained in pieces)
+
+
 def tokenize_conversation(tokenizer, template: str, messages: list[dict]) -> tuple[list[int], list[int]]:
     """(input ids, labels) of one conversation: labels equal the ids on response tokens and
     are -100 everywhere else."""

@@ -1,4 +1,5 @@
-"""One CPT run with the HF Trainer, fed by the token store and the replay mixer.
+"""One CPT run with the HF Trainer, fed by the token store and the replay mixer (an SFT run:
+by its packed instruction examples in the domain corpus's place, cpt_studio.core.sft_run).
 
     train(run_dir)               # what `python -m cpt_studio.core.worker RUN_DIR` does
     train(run_dir, resume=True)  # continue from the last complete checkpoint

@@ -17,7 +17,9 @@ from cpt_studio.core.sft_data import (
     SftDataError,
     TemplateError,
     choose_template,
+    format_preview,
     generation_prompt,
+    preview,
     read_examples,
     response_spans,
     tokenize_conversation,
@@ -185,3 +187,9 @@ def test_a_long_example_is_cut_to_the_row_and_one_without_response_left_is_dropp
     tokenized = tokenize_examples(base_tokenizer, template, [long_answer, long_prompt], seq_len=64)
     assert tokenized.cut == 2 and tokenized.dropped == [1]
     assert [len(ids) for ids in tokenized.ids] == [64]
+
+
+def test_a_preview_shows_the_rendered_example_with_the_trained_part_marked(chat_tokenizer):
+    messages = [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": ANSWER}]
+    shown = format_preview(preview(chat_tokenizer, CHATML, messages))
+    assert shown == f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n⟦{ANSWER}<|im_end|>\n⟧"

@@ -149,6 +149,11 @@ def test_cpt_studio_sft_chains_a_run_to_the_default_checkpoint_and_refuses_bad_d
     assert f"{bad} line 2: invalid JSON" in capsys.readouterr().err
     good = tmp_path / "qa.jsonl"
     good.write_text("".join(json.dumps({"q": q, "a": a}) + "\n" for q, a in PAIRS))
+    assert main(["sft", str(parent), "--checkpoint", "2", "--data", str(good), "--instruction-field", "q",
+                 "--response-field", "a", "--preview", "1"]) == 0
+    shown = capsys.readouterr().out
+    assert "10 examples; template: the plain template" in shown and f"⟦{PAIRS[0][1]}<|endoftext|>" in shown
+    assert not runs_dir().exists() or not any(runs_dir().iterdir())  # a preview creates no run
     assert main(["sft", str(parent), "--data", str(good), "--instruction-field", "q", "--response-field", "a",
                  "--max-steps", "1", "--name", "pharma SFT"]) == 0
     assert "checkpoint: step 2" in capsys.readouterr().out
