@@ -535,6 +535,9 @@ class RunConfig:
 
     name: str = "run"
     """A name for the run, shown in the runs list."""
+    stage: str = "cpt"
+    """'cpt' (continual pre-training on the corpus) or 'sft' (instruction tuning on sft.data,
+    loss on the responses only; the general corpus, if any, is replayed and measured)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -547,9 +550,6 @@ class RunConfig:
     ewc: EwcConfig = field(default_factory=EwcConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
     benchmarks: BenchmarkConfig = field(default_factory=BenchmarkConfig)
-    stage: str = "cpt"
-    """'cpt' (continual pre-training on the corpus) or 'sft' (instruction tuning on sft.data,
-    loss on the responses only; the general corpus, if any, is replayed and measured)."""
     sft: SftConfig = field(default_factory=SftConfig)
     seed: int = 0
     """Seed for the held-out split, the data order and the initialisation of new weights."""

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cpt_studio.core.config import CheckpointConfig, EvalConfig, MethodConfig, ScheduleConfig
+from cpt_studio.core.data import CorpusChangedError
 from cpt_studio.core.export import export_checkpoint
 from cpt_studio.core.generate import load_for_generation
 from cpt_studio.core.run_folder import RunPaths, checkpoint_config, read_json
@@ -163,3 +164,21 @@ def test_cpt_studio_sft_chains_a_run_to_the_default_checkpoint_and_refuses_bad_d
     assert parent_of(run_dir) == (str(parent), 2)
     assert history(run_dir, "status")[-1]["state"] == "finished"
     assert RunPaths(run_dir).checkpoint(1).is_dir()
+
+
+def test_a_resumed_sft_run_keeps_its_template_and_its_held_out_examples(tmp_path, tiny_model_dir):
+    import shutil
+
+    parent = _parent(tmp_path, tiny_model_dir, "full")
+    run_dir = _sft(parent, tmp_path, "full", steps=2, lr=1e-3)
+    paths = RunPaths(run_dir)
+    held = paths.heldout("sft").read_text()
+    paths.chat_template.write_text(paths.chat_template.read_text().replace("### Response:", "### Answer:"))
+    shutil.rmtree(paths.checkpoint(2))
+    assert train(run_dir, resume=True) == "finished"  # no checkpoint left: it starts over, in the same folder
+    assert paths.heldout("sft").read_text() == held
+    assert "### Answer:" in AutoTokenizer.from_pretrained(paths.checkpoint(2)).chat_template  # the run's own
+    data = tmp_path / "qa.jsonl"
+    data.write_text(data.read_text() + json.dumps({"instruction": "New?", "response": "Yes."}) + "\n")
+    with pytest.raises(CorpusChangedError, match="the instruction data changed"):
+        train(run_dir, resume=True)
