@@ -21,6 +21,7 @@ from .events import (
     StatusEvent,
     StepEvent,
 )
+from .failure import failure_of
 from .run_folder import RunPaths, checkpoint_label, checkpoint_step, list_checkpoints
 from .runs import create_run, kill_worker, request_stop, start_worker, worker_pid
 from .timeline import RunTimeline
@@ -42,7 +43,9 @@ def train(args) -> int:
         return launch(create_sft_run(config), resume=False, detach=args.detach)
     from .preflight import require
 
-    require(config)  # before the run folder exists: a refused run leaves nothing behind
+    checked = require(config)  # before the run folder exists: a refused run leaves nothing behind
+    for warning in checked.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     run_dir = create_run(config)
     return launch(run_dir, resume=False, detach=args.detach)
 
@@ -158,11 +161,14 @@ def _or(value: float | None, default: float) -> float:
 
 
 def _print_failure(run_dir: Path, code: int, status: StatusEvent | None) -> None:
+    """The failure's sentence, as the monitor shows it (cpt_studio.core.failure), then the log's tail."""
     failed = status if status is not None and status.state == State.FAILED else None
-    print(f"\nfailed, exit code {code}: {failed.message if failed else 'no final status'}", file=sys.stderr)
     log = RunPaths(run_dir).log
-    if log.exists():
-        print(f"last lines of {RunPaths(run_dir).relative(log)}:\n" + "\n".join(log.read_text().splitlines()[-15:]), file=sys.stderr)
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else ""
+    sentence = failure_of(failed.to_dict(), tail).sentence if failed else "no final status"
+    print(f"\nfailed, exit code {code}: {sentence}", file=sys.stderr)
+    if tail:
+        print(f"last lines of {RunPaths(run_dir).relative(log)}:\n{tail}", file=sys.stderr)
 
 
 def demo(args) -> int:

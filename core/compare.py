@@ -4,6 +4,11 @@ checkpoint rows of several runs with their probe and benchmark scores.
     configs = {run["id"]: run["config"] for run in runs}
     config_differences(configs, differences_only=True)  # [("corpus.replay_ratio", {id: 0.05, ...})]
     run_labels(configs)                                   # {id: "replay 5%, lr 2e-05"}
+    run_titles(names, configs)                            # {id: "med-5\nreplay 5%, lr 2e-05"}
+    comparison_notes(db, run_ids)                         # different corpora, held-out sets,
+                                                          # baselines, in sentences
+    outside_target(config, checkpoints)                   # "no checkpoint within the forgetting
+                                                          # target (3%): ..." or None
     comparison_rows(db, run_ids)                          # one dict per checkpoint, all runs
                                                           # (and the base model when it was scored)
     task_charts(db, run_id)                               # per task: base vs checkpoints, stderr,
@@ -15,9 +20,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .recommend import MAX_GENERAL_DROP, is_number
+from .recommend import MAX_GENERAL_DROP, is_finite_number, is_number
 from .report import task_tables
-from .store import get_run, run_benchmarks, run_checkpoints, run_evaluations, run_events
+from .store import (
+    get_run,
+    run_benchmarks,
+    run_checkpoints,
+    run_evaluations,
+    run_events,
+    target_forgetting,
+)
 
 MISSING = object()
 """A setting one run's config lacks (an older config): differs from every value."""
@@ -98,6 +110,90 @@ def run_labels(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     return {run_id: run_label(config, differing) for run_id, config in configs.items()}
 
 
+def unique_names(names: Mapping[str, str]) -> dict[str, str]:
+    """Each run's name, made unique: the second run of a name that several runs share is
+    "name (2)", the third "name (3)", in the order given."""
+    seen: dict[str, int] = {}
+    unique = {}
+    for run_id, name in names.items():
+        seen[name] = seen.get(name, 0) + 1
+        unique[run_id] = name if seen[name] == 1 else f"{name} ({seen[name]})"
+    return unique
+
+
+def run_titles(names: Mapping[str, str], configs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """What labels each run in the comparison: its name (unique_names), and on a second line
+    the settings that differ between these runs (run_labels), e.g. "med-5\nreplay 5%, lr 2e-05";
+    the name alone when only the names differ."""
+    titles = unique_names(names)
+    if all(path == "name" for path, _ in config_differences(configs, differences_only=True)):
+        return titles
+    labels = run_labels(configs)
+    return {run_id: f"{titles[run_id]}\n{labels[run_id]}" for run_id in configs}
+
+
+HELDOUT_SETTINGS = ("seed", "eval.heldout_fraction", "eval.heldout_count", "eval.max_tokens", "eval.sets")
+"""The settings that choose a run's held-out documents (with its corpora)."""
+BASELINE_TOLERANCE = 0.005
+"""Step-0 perplexities closer than this (relative) count as the same baseline."""
+
+
+def comparison_notes(db, run_ids: list[str]) -> list[str]:
+    """What makes these runs' numbers not directly comparable, in sentences: different
+    corpora, different held-out sets (HELDOUT_SETTINGS), different step-0 baselines (domain
+    or general held-out perplexity). Empty for one run, or runs that share all three."""
+    if len(run_ids) < 2:
+        return []
+    runs = {run_id: get_run(db, run_id) for run_id in run_ids}
+    names = unique_names({run_id: run["name"] for run_id, run in runs.items()})
+    flat = {run_id: flatten_config(run["config"]) for run_id, run in runs.items()}
+    notes = []
+    for corpus in ("domain", "general"):
+        paths = {run_id: format_setting("", settings.get(f"corpus.{corpus}", MISSING))
+                 for run_id, settings in flat.items()}
+        if len(set(paths.values())) > 1:
+            notes.append(f"Different {corpus} corpora ({_each(paths, names)}): each run's gain and "
+                         "forgetting are measured on its own held-out text.")
+    if not notes and _differ([[settings.get(path) for path in HELDOUT_SETTINGS] for settings in flat.values()]):
+        notes.append("Different held-out sets (seed or evaluation settings differ): compare domain gain "
+                     "and forgetting, each against the run's own baseline, rather than perplexities.")
+    notes += _baseline_notes(db, run_ids, names)
+    return notes
+
+
+def _baseline_notes(db, run_ids: list[str], names: Mapping[str, str]) -> list[str]:
+    baselines = {run_id: next((e for e in run_evaluations(db, run_id) if e["baseline"]), {})
+                 for run_id in run_ids}
+    notes = []
+    for field, what in (("domain_ppl", "domain"), ("general_ppl", "general")):
+        values = {run_id: b.get(field) for run_id, b in baselines.items() if is_finite_number(b.get(field))}
+        if len(values) > 1 and max(values.values()) > min(values.values()) * (1 + BASELINE_TOLERANCE):
+            shown = {run_id: f"{value:.4g}" for run_id, value in values.items()}
+            notes.append(f"Different baselines: the step-0 {what} perplexity is {_each(shown, names)} "
+                         "(other held-out text or another base model); compare gains and forgetting, "
+                         "not perplexities.")
+    return notes
+
+
+def _each(values: Mapping[str, str], names: Mapping[str, str]) -> str:
+    return "; ".join(f"{names[run_id]}: {value}" for run_id, value in values.items())
+
+
+def outside_target(config: Mapping[str, Any], checkpoints: list[Mapping[str, Any]]) -> str | None:
+    """A sentence when the run has trained checkpoints but none forgets within its forgetting
+    target (cpt_studio.core.store.target_forgetting), with the least forgetting reached; None
+    otherwise (a checkpoint is within it, or none has been measured)."""
+    target = target_forgetting(dict(config))
+    measured = [c for c in checkpoints if c.get("step") and c.get("exists", True)
+                and is_finite_number(c.get("forgetting"))]
+    if not measured or any(c["forgetting"] <= target for c in measured):
+        return None
+    least = min(measured, key=lambda c: c["forgetting"])
+    return (f"no checkpoint within the forgetting target ({target:.1%}): the least forgetting is "
+            f"{least['forgetting']:.2%} (step {least['step']}); more replay, a lower learning rate or "
+            "a higher target (checkpoints.recommend_max_forgetting)")
+
+
 def checkpoint_extras(events: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
     """Probe and benchmark scores by step (benchmark and probe events, cpt_studio.core.events.
     ScoreEvent, one metric each): {"task": "medqa", "metric": "acc", "value": 0.41} gives the
@@ -119,7 +215,7 @@ def gain_basis(configs: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def comparison_rows(db, run_ids: list[str]) -> list[dict[str, Any]]:
-    """Every checkpoint of these runs (store columns, the run's name and label, and its probe
+    """Every checkpoint of these runs (store columns, the run's name and label (run_titles), and its probe
     and benchmark scores at that step), run by run, step by step. A run whose base model was
     scored (step-0 benchmark or probe events) starts with a row for it, its held-out baseline,
     no gain or forgetting, unless the run saved it as checkpoint 0 (the guard does); either
@@ -129,7 +225,8 @@ def comparison_rows(db, run_ids: list[str]) -> list[dict[str, Any]]:
     bits per byte against each run's own step-0 baseline, and "basis" says so."""
     runs = {run_id: get_run(db, run_id) for run_id in run_ids}
     configs = {run_id: run["config"] for run_id, run in runs.items()}
-    labels, basis = run_labels(configs), gain_basis(configs)
+    labels = run_titles({run_id: run["name"] for run_id, run in runs.items()}, configs)
+    basis = gain_basis(configs)
     rows = []
     for run_id, run in runs.items():
         events = [e for kind in SCORE_EVENTS for e in run_events(db, run_id, kind)]

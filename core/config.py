@@ -592,24 +592,27 @@ class RunConfig:
         return problems
 
     def warnings(self, domain_tokens: int | None = None) -> list[str]:
-        """Settings that run but that the field's practice advises against."""
+        """Settings that run but that the field's practice advises against, each sentence
+        starting with the setting's dotted path and ending with the fix (the pre-flight's
+        warnings include these). With `domain_tokens`, also what a corpus of that size gives."""
         notes = []
         cpt = self.stage == "cpt"  # instruction tuning runs at such rates, replay optional
         if cpt and self.schedule.peak_lr > 5e-5:
-            notes.append(f"peak learning rate {self.schedule.peak_lr:g} is above 5e-5: CPT at "
-                         "instruction-tuning rates forgets fast (default 2e-5)")
+            notes.append(f"schedule.peak_lr: a peak learning rate of {self.schedule.peak_lr:g} is above "
+                         "5e-5, and CPT at instruction-tuning rates forgets fast; lower it (default 2e-5)")
         if cpt and self.corpus.replay_ratio == 0:
-            notes.append("replay ratio is 0: nothing reminds the model of general text; "
-                         "5% is the usual minimum, 15% for a domain far from general English")
+            notes.append("corpus.replay_ratio: replay ratio is 0, so nothing reminds the model of general "
+                         "text; 5% is the usual minimum, 15% for a domain far from general English")
         if self.checkpoints.interval % self.eval.interval:
-            notes.append(f"checkpoint interval {self.checkpoints.interval} is not a multiple of the "
-                         f"evaluation interval {self.eval.interval}: every checkpoint is evaluated, "
-                         "so evaluation runs more often than the interval says")
+            notes.append(f"checkpoints.interval: checkpoint interval {self.checkpoints.interval} is not a "
+                         f"multiple of the evaluation interval {self.eval.interval}: every checkpoint is "
+                         "evaluated, so evaluation runs more often than the interval says; make it a "
+                         "multiple of eval.interval")
         if self.guard.enabled and not self.corpus.general:
-            notes.append("the guard has no general corpus to measure forgetting on: it watches "
-                         "only the loss (non-finite values and spikes)")
+            notes.append("corpus.general: the guard has no general corpus to measure forgetting on, so it "
+                         "watches only the loss (non-finite values and spikes); add a general source")
         if domain_tokens is not None:
-            notes.append(_token_band(domain_tokens))
+            notes.append(token_band(domain_tokens))
         return notes
 
     def to_dict(self) -> dict:
@@ -645,7 +648,7 @@ class RunConfig:
         return cls.from_json(text, str(path))
 
 
-def _token_band(tokens: int) -> str:
+def token_band(tokens: int) -> str:
     """What a domain corpus of this size can be expected to give (practice, not promise)."""
     if tokens < 100_000_000:
         return (f"{tokens:,} domain tokens is a small corpus (under 100M): expect a small, "

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .progress import Progress, tick
+
 SUFFIXES = (".jsonl", ".ndjson", ".txt", ".parquet")
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
@@ -33,6 +35,8 @@ _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 BOM = "\ufeff"
+VALIDATE_TICK = 1000
+"""validate() reports its progress (and can be cancelled) every this many records."""
 
 
 @dataclass
@@ -190,17 +194,26 @@ def read_sources(specs: list[SourceSpec]) -> Iterator[Document | Problem]:
         yield from read_source(spec)
 
 
-def validate(specs: list[SourceSpec]) -> ValidationReport:
-    """Read every record of every source and collect all problems (nothing is tokenized)."""
+def validate(specs: list[SourceSpec], progress: Progress | None = None) -> ValidationReport:
+    """Read every record of every source and collect all problems (nothing is tokenized).
+    `progress` hears files done of all files every VALIDATE_TICK records and at each new
+    file (cpt_studio.core.progress: raising Cancelled there stops the check)."""
     report = ValidationReport()
     for spec in specs:
         report.files += [str(p) for p in source_files(spec)[0]]
-    for item in read_sources(specs):
+    started: set[str] = set()
+    for number, item in enumerate(read_sources(specs)):
+        if progress is not None and (item.file not in started or number % VALIDATE_TICK == 0):
+            started.add(item.file)
+            done = min(len(started) - 1, len(report.files))
+            tick(progress, done, len(report.files), f"{report.documents:,} documents read, "
+                 f"file {min(done + 1, len(report.files))} of {len(report.files)}")
         if isinstance(item, Problem):
             report.problems.append(item)
         else:
             report.documents += 1
             report.characters += len(item.text)
+    tick(progress, len(report.files), len(report.files), f"{report.documents:,} documents read")
     if not specs:
         report.problems.append(Problem("(no sources)", None, "add at least one corpus file or folder"))
     return report

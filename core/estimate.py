@@ -229,7 +229,17 @@ def estimate_memory(
 # --- time --------------------------------------------------------------------------------
 
 FLOPS_PER_TOKEN_PER_PARAM = 6
-"""Training costs about 6 FLOPs per parameter per token (2 forward, 4 backward)."""
+"""Full-parameter training costs about 6 FLOPs per parameter per token (2 forward, 4
+backward: the gradients of the activations and of the weights)."""
+
+LORA_FLOPS_PER_TOKEN_PER_PARAM = 4
+"""LoRA on a frozen base costs about 4: the forward (2) and the activations' gradients (2);
+the frozen weights get no gradient (the adapters' own FLOPs are negligible)."""
+
+FORWARD_FLOPS_PER_TOKEN_PER_PARAM = 2
+"""Evaluation is a forward pass: about 2 FLOPs per parameter per token."""
+
+TRAINING_FLOPS = {"full": FLOPS_PER_TOKEN_PER_PARAM, "lora": LORA_FLOPS_PER_TOKEN_PER_PARAM}
 
 CPU_FLOPS = 8.0e10
 """Effective FLOP/s of full-parameter training on 2 CPU cores, calibrated on the measured
@@ -253,24 +263,36 @@ class TimeEstimate:
 
 
 def estimate_time(
-    *, tokens: int, tokens_per_second: float | None, device: str, parameters: int
+    *, tokens: int, tokens_per_second: float | None, device: str, parameters: int,
+    method: str = "full",
 ) -> TimeEstimate:
     """Time to train ``tokens`` tokens: at the measured speed when given (a probe), else at
-    the speed the FLOPs rule gives for ``parameters`` on ``device``."""
+    the speed the FLOPs rule gives for ``parameters`` trained by ``method`` on ``device``
+    (TRAINING_FLOPS: LoRA skips the frozen weights' gradients)."""
     _check(tokens >= 0, f"tokens must not be negative (got {tokens})")
     _check(parameters > 0, f"parameters must be positive (got {parameters})")
     _check(device in DEVICES, f"device must be one of {', '.join(DEVICES)}")
+    _check(method in METHODS, f"method must be one of {', '.join(METHODS)}")
     if tokens_per_second is not None:
         _check(tokens_per_second > 0, f"tokens_per_second must be positive (got {tokens_per_second})")
         return TimeEstimate(tokens / tokens_per_second, float(tokens_per_second), False,
                             "measured by a probe")
     flops = CPU_FLOPS if device == "cpu" else CUDA_PEAK_FLOPS * CUDA_MFU
-    speed = flops / (FLOPS_PER_TOKEN_PER_PARAM * parameters)
+    speed = flops / (TRAINING_FLOPS[method] * parameters)
     where = ("on 2 CPU cores" if device == "cpu"
              else f"on a GPU at {CUDA_MFU:.0%} of {CUDA_PEAK_FLOPS / 1e12:.0f} TFLOP/s bf16")
-    basis = (f"assumed {_speed_words(speed)} tokens/s: a {_params_words(parameters)} model "
-             f"full-parameter {where}")
+    how = "full-parameter" if method == "full" else "with LoRA (frozen base)"
+    basis = f"assumed {_speed_words(speed)} tokens/s: a {_params_words(parameters)} model {how} {where}"
     return TimeEstimate(tokens / speed, speed, True, basis)
+
+
+def estimate_eval_time(*, tokens: int, training: TimeEstimate, method: str = "full") -> float:
+    """Seconds to evaluate ``tokens`` held-out tokens (forward only) on the machine where
+    ``training`` (with ``method``) was estimated or measured: a forward costs
+    FORWARD_FLOPS_PER_TOKEN_PER_PARAM of training's TRAINING_FLOPS[method]."""
+    _check(tokens >= 0, f"tokens must not be negative (got {tokens})")
+    _check(method in METHODS, f"method must be one of {', '.join(METHODS)}")
+    return tokens * FORWARD_FLOPS_PER_TOKEN_PER_PARAM / (TRAINING_FLOPS[method] * training.tokens_per_second)
 
 
 # --- words -------------------------------------------------------------------------------

@@ -267,6 +267,12 @@ class StatusEvent(Event):
     eta_seconds: float | None = None
     exit_code: int | None = None
     traceback: str | None = None
+    """The tail of a failed run's traceback (the monitor's "Details")."""
+    failure: str | None = None
+    """A failed run's kind of failure (cpt_studio.core.failure.KINDS); its `message` is then the
+    sentence saying what went wrong and what to change."""
+    resumable: bool | None = None
+    """False when resuming a failed run cannot help (its settings are the problem)."""
     guard: bool | None = None
     """True when the run ended because the guard stopped it."""
 

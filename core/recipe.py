@@ -112,12 +112,21 @@ def apply_method(model, config: RunConfig, new_token_ids: list[int] | tuple = ()
 
 # -- what the method trains (on a model built on the meta device) ---------------------------
 
+def lora_targets(model, targets) -> dict[str, list[str]]:
+    """For each of `targets` (method.target_modules), the names of the model's linear layers
+    that peft puts an adapter on: peft's rule for a list of names, the module's full name is
+    the target or ends with "." + target ("q_proj", "self_attn.q_proj"). An empty list: the
+    model has no such layer."""
+    linear = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    return {t: [n for n in linear if n == t or n.endswith(f".{t}")] for t in targets}
+
+
 def lora_size(model, config: RunConfig, group: str = "trainable") -> int:
     """Adapter parameters LoRA adds (those of one EWC group's modules only, with `group`)."""
-    rank, targets = config.method.lora_rank, set(config.method.target_modules)
+    rank = config.method.lora_rank
+    names = {n for found in lora_targets(model, config.method.target_modules).values() for n in found}
     return sum(rank * (m.in_features + m.out_features) for name, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets
-               and in_group(f"{name}.lora_A.weight", group))
+               if name in names and in_group(f"{name}.lora_A.weight", group))
 
 
 def ewc_group_size(model, config: RunConfig) -> int | None:

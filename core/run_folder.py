@@ -64,6 +64,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .disk import folder_size
+
 CONFIG = "config.json"
 EVENTS = "events.jsonl"
 GUARD_STATE = "guard.json"
@@ -285,6 +287,12 @@ def checkpoint_label(step: int) -> str:
 def checkpoint_step(path: Path) -> int:
     """The optimizer step of a checkpoint folder (checkpoint-200 -> 200)."""
     return int(Path(path).name[len(CHECKPOINT_PREFIX):])
+
+
+def disk_usage(run_dir: Path) -> tuple[int, int]:
+    """(bytes of every file under the run folder, complete checkpoints in it): what deleting
+    the folder frees."""
+    return folder_size(Path(run_dir)), len(list_checkpoints(Path(run_dir)))
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -56,6 +56,7 @@ from .config import RunConfig, TokenizerConfig
 from .data import corpus_texts
 from .events import ProgressCallback
 from .models import load_tokenizer
+from .progress import Progress, counted, tick
 from .run_folder import RunPaths, list_checkpoints, tokenizer_record
 from .tokenstore import backend_tokenizer, tokenizer_fingerprint
 
@@ -141,14 +142,16 @@ def word_splitter(backend):
     return pre
 
 
-def find_candidates(base_tokenizer, domain_texts: Iterable[str],
-                    settings: TokenizerConfig) -> tuple[list[Candidate], dict[str, int]]:
+def find_candidates(base_tokenizer, domain_texts: Iterable[str], settings: TokenizerConfig,
+                    progress: Progress | None = None) -> tuple[list[Candidate], dict[str, int]]:
     """New whole words of the domain BPE that pass the filters, most tokens saved first, and
-    how many were rejected by each filter. The maximum count is applied by extend_tokenizer."""
+    how many were rejected by each filter. The maximum count is applied by extend_tokenizer.
+    `progress` hears documents done of all, twice over (learning, then counting, the words)."""
     backend = _supported_backend(base_tokenizer)
     texts = list(domain_texts)
-    domain = train_domain_bpe(texts, settings.vocab_size, settings.min_frequency, like=base_tokenizer)
-    words = word_counts(base_tokenizer, texts)
+    domain = train_domain_bpe(counted(texts, len(texts), "learning the domain's words", progress),
+                              settings.vocab_size, settings.min_frequency, like=base_tokenizer)
+    words = word_counts(base_tokenizer, counted(texts, len(texts), "counting the domain's words", progress))
     base_vocab = backend.get_vocab(with_added_tokens=True)
     rule = _word_rule(settings.token_pattern)
     found, rejected = [], Counter()
@@ -461,10 +464,15 @@ def _candidate_dict(candidate: Candidate) -> dict:
     return {**asdict(candidate), "replaces": candidate.replaces, "tokens_saved": candidate.tokens_saved}
 
 
-def preview_extension(base_tokenizer, texts: ExtensionTexts, settings: TokenizerConfig) -> ExtensionPreview:
-    """Find candidates, extend the tokenizer (in memory), and measure it: nothing is written."""
-    candidates, rejected = find_candidates(base_tokenizer, texts.domain_training, settings)
+def preview_extension(base_tokenizer, texts: ExtensionTexts, settings: TokenizerConfig,
+                      progress: Progress | None = None) -> ExtensionPreview:
+    """Find candidates, extend the tokenizer (in memory), and measure it: nothing is written.
+    `progress` (cpt_studio.core.progress) hears documents, then candidates, done of all;
+    raising Cancelled there stops the preview."""
+    candidates, rejected = find_candidates(base_tokenizer, texts.domain_training, settings, progress)
+    tick(progress, 0, len(candidates), f"adding {len(candidates):,} candidate tokens")
     extension = extend_tokenizer(base_tokenizer, candidates, settings.max_new_tokens)
+    tick(progress, len(candidates), len(candidates), "measuring tokens per word before and after")
     result = {"domain": _before_after(base_tokenizer, extension.tokenizer, texts.domain_heldout)}
     changed = None
     if texts.general_heldout:
@@ -487,12 +495,15 @@ def texts_for_config(config: RunConfig) -> ExtensionTexts:
         general.heldout_texts(HELDOUT_SAMPLE_CHARACTERS) if general else [])
 
 
-def preview_for_config(config: RunConfig, base_tokenizer=None) -> ExtensionPreview:
-    """The preview for a run config, with its base model's tokenizer unless one is given."""
+def preview_for_config(config: RunConfig, base_tokenizer=None,
+                       progress: Progress | None = None) -> ExtensionPreview:
+    """The preview for a run config, with its base model's tokenizer unless one is given;
+    `progress` as preview_extension's."""
+    tick(progress, 0, None, "reading the base tokenizer and the training documents")
     if base_tokenizer is None:
         base_tokenizer = load_tokenizer(config.model.name_or_path,
                                         trust_remote_code=config.model.trust_remote_code)
-    return preview_extension(base_tokenizer, texts_for_config(config), config.tokenizer)
+    return preview_extension(base_tokenizer, texts_for_config(config), config.tokenizer, progress)
 
 
 def format_preview(preview: ExtensionPreview, top: int = 20) -> str:

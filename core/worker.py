@@ -13,12 +13,14 @@ to import them (a broken torch install) is a failed status event like any other 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import traceback
 from pathlib import Path
 
 from .events import EventWriter
+from .failure import classify
 from .run_folder import RunPaths
 from .runs import write_pid
 
@@ -78,18 +80,26 @@ def _evaluate_at_end(paths: RunPaths) -> None:
 
 
 def _record_failure(paths: RunPaths, exc: BaseException) -> None:
-    record_failure(paths.events, exc, "run")
+    try:
+        config = json.loads(paths.config.read_text())
+    except (OSError, ValueError):
+        config = None  # the sentence then names no setting's current value
+    record_failure(paths.events, exc, "run", config)
     update_store(paths.root)
 
 
-def record_failure(events: Path, exc: BaseException, what: str) -> None:
-    """A failed status event (one sentence, and the traceback's tail for "Details") and the
-    same in the log: how every background process of a run ends when it fails."""
+def record_failure(events: Path, exc: BaseException, what: str, config: dict | None = None) -> None:
+    """A failed status event and the same in the log: how every background process of a run
+    ends when it fails. Its message is one sentence saying what went wrong and what to change
+    (cpt_studio.core.failure.classify; `config`, the run's config.json, gives the settings it
+    names), `failure` the kind, `resumable` whether resuming can help, and `traceback` the
+    traceback's tail (the monitor's "Details")."""
     tail = "".join(traceback.format_exception(exc))[-4000:]
     logging.getLogger("cpt_studio.core.worker").error("%s failed:\n%s", what, tail)
-    message = str(exc).strip() or type(exc).__name__
+    failure = classify(exc, config)
     EventWriter(events).emit("status", None, state="failed", phase="error", exit_code=1,
-                             message=f"{type(exc).__name__}: {message}", traceback=tail)
+                             message=failure.sentence, failure=failure.kind,
+                             resumable=failure.resumable, traceback=tail)
 
 
 def update_store(run_dir: Path) -> None:

@@ -21,16 +21,27 @@ def app_icon() -> QIcon:
     return icon
 
 
-def main() -> int:
-    app = QApplication(sys.argv)
+def start(argv: list[str]):
+    """The application and its main window, shown: the saved preferences (data folder,
+    theme) applied first. Quitting the main window ends the event loop, whatever else is
+    open; runs it started keep training (detached worker processes). Returns (app, window)."""
+    app = QApplication(argv)
     app.setApplicationName("CPT Studio")
     app.setOrganizationName("cpt-studio")
     app.setDesktopFileName(APP_ID)  # Wayland and taskbars match the window to the desktop entry
     app.setWindowIcon(app_icon())
     from .main_window import MainWindow
+    from .preferences import apply_saved
 
+    apply_saved(app)  # before any window: the runs folder and the palette come from it
     window = MainWindow()
+    window.closed.connect(app.quit)
     window.show()
+    return app, window
+
+
+def main() -> int:
+    app, _window = start(sys.argv)
     return app.exec()
 
 

@@ -1,27 +1,36 @@
-"""The live charts of one run: loss, learning rate, perplexities, forgetting, throughput.
+"""The live charts of one run: loss (raw and smoothed), learning rate, gradient norm,
+perplexities, forgetting, throughput, and the marker track above them.
 
-Stacked pyqtgraph plots sharing the x-axis (steps or tokens), drawn from a RunSeries.
-Curves get the series' full columns and pyqtgraph reduces what it draws (downsampled_curve), so
-100,000 points per curve stay smooth. Guard decisions are red vertical lines on every
-chart, created once each and moved when the x-axis unit changes. One crosshair is synced
-across the charts and reads out every value at that step; an empty chart says why it is
-empty; right-click gives pyqtgraph's Export (PNG, SVG, CSV).
+Stacked pyqtgraph plots sharing the x-axis (steps or tokens), drawn from a RunSeries; only the
+bottom one draws the x-axis (painting the ticks of every plot again was a tenth of a second of
+each frame while catching up with a long file). Curves get the series' full columns and
+pyqtgraph reduces what it draws (downsampled_curve), so 100,000 points per curve stay smooth.
+The marker track (cpt_studio.gui.markers) has a labelled row each for evaluations, checkpoints
+(click one: `checkpoint_clicked`), resumes and guard decisions; resumes and guard decisions
+are also vertical lines on every chart, created once each and moved when the x-axis unit
+changes. Each chart names its curves in its title, in their colours (a legend inside a plot
+hides the data it explains). One crosshair is synced across the charts and reads out every
+value at that step; an empty chart says why it is empty, in this run's terms; right-click
+gives pyqtgraph's Export (PNG, SVG, CSV).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Signal
-from scipy.signal import lfilter
 
-from cpt_studio.core.events import GuardEvent
+from cpt_studio.core.estimate import format_duration
+from cpt_studio.core.events import State
+from cpt_studio.core.smoothing import LOSS_SMOOTHING, EmaState, smoothed_loss
 
+from .markers import MarkerTrack
 from .series import RunSeries
+from .theme import colour as theme_colour
 
-EMA_ALPHA = 0.05
 BINS_PER_PIXEL = 2.0
 """Downsampling bins per pixel column of a chart (pyqtgraph's autoDownsampleFactor, 5 by
 default). Each bin is drawn as its maximum and minimum, so 2 draws the same picture as every
@@ -43,50 +52,135 @@ def downsampled_curve(plot: pg.PlotItem, *args, **kwargs) -> pg.PlotDataItem:
 
 class ReadableAxis(pg.AxisItem):
     """Tick labels with 3 significant digits and no SI prefix (a learning rate reads
-    2e-05, not 20 µ), and real values on a log axis (30, 40, 60, not 1.5, 1.6, 1.8)."""
+    2e-05, not 20 µ), and real values on a log axis (30, 40, 60, not 1.5, 1.6, 1.8).
+
+    On a log axis spanning less than a decade (a perplexity from 9.8 to 10.3), pyqtgraph
+    places its ticks at 1-9 times powers of ten and shows one tick or none; there the ticks
+    are chosen as on a linear axis over the real values (9.8, 9.9, 10, 10.1, ...) and placed
+    at their logarithms, labelled with as many decimals as their spacing needs."""
 
     def __init__(self, orientation: str = "left", **kwargs):
         super().__init__(orientation, **kwargs)
         self.enableAutoSIPrefix(False)
 
+    def tickValues(self, minVal, maxVal, size):
+        minVal, maxVal = sorted((minVal, maxVal))
+        self._short = self.logMode and bool(np.isfinite([minVal, maxVal]).all()) and maxVal - minVal < 1
+        if not self._short:
+            return super().tickValues(minVal, maxVal, size)
+        return short_log_ticks(minVal, maxVal, size, self.tickSpacing)
+
     def tickStrings(self, values, scale, spacing):
-        if self.logMode:
-            return [f"{10 ** v:.3g}" for v in values]
-        return [f"{v:.3g}" for v in values]
+        if not self.logMode:
+            return linear_tick_strings(values, spacing)
+        if getattr(self, "_short", False) and spacing:  # spacing: between the real values
+            decimals = max(0, int(-np.floor(np.log10(spacing) + 1e-9)))
+            return [f"{10 ** v:.{decimals}f}" for v in values]
+        return [f"{10 ** v:.3g}" for v in values]
+
+
+def linear_tick_strings(values, spacing) -> list[str]:
+    """Plain numbers with the decimals their spacing needs (5150, 5200; 2.45, 2.5) from 0.01 to
+    a million, 3 significant digits beyond (2e-05, 1.5e+07): never 5.2e+03 for a throughput."""
+    biggest = max((abs(v) for v in values), default=0)
+    if spacing and 1e-2 <= biggest < 1e6:
+        decimals = max(0, int(-np.floor(np.log10(spacing) + 1e-9)))
+        return [f"{v:.{decimals}f}" for v in values]
+    return [f"{v:.3g}" for v in values]
+
+
+def short_log_ticks(low: float, high: float, size: float, spacing) -> list[tuple[float, list[float]]]:
+    """Ticks of a log axis from 10**low to 10**high (less than a decade): `spacing` (the axis'
+    tickSpacing) chooses them on the real values, as on a linear axis; returned as the axis
+    wants them, (spacing, [log10 of each tick]) per level, major first."""
+    real_low, real_high = 10 ** low, 10 ** high
+    levels = []
+    for step, offset in spacing(real_low, real_high, size)[:2]:
+        first = np.ceil((real_low - offset) / step - 1e-9) * step + offset
+        values = first + step * np.arange(int((real_high - first) / step + 1e-9) + 1)
+        values = values[(values > 0) & (values <= real_high * (1 + 1e-12))]
+        levels.append((step, [float(np.log10(v)) for v in values]))
+    if len(levels) > 1:  # a minor tick is not drawn again where a major one is
+        major = np.array(levels[0][1])
+        levels[1] = (levels[1][0], [v for v in levels[1][1] if not np.isclose(major, v, atol=1e-9).any()])
+    return levels
+
+
 PROBE_COLOURS = ("#17becf", "#e377c2", "#bcbd22", "#7f7f7f", "#ff7f0e")
 COLOURS = {"domain": "#1f77b4", "general": "#d62728", "loss": "#b0b0b0", "ema": "#222222",
-           "lr": "#2ca02c", "forgetting": "#9467bd", "speed": "#8c564b", "guard": "#e41a1c"}
+           "lr": "#2ca02c", "grad_norm": "#e377c2", "forgetting": "#9467bd", "speed": "#8c564b",
+           "guard": "#e41a1c", "resume": "#ff9f1c"}
+CURVES = {"loss": ("loss", "raw"), "ema": ("ema", f"smoothed (EMA β={LOSS_SMOOTHING}, bias-corrected)"),
+          "lr": ("lr", ""), "grad_norm": ("grad_norm", ""), "domain": ("domain", "domain"),
+          "general": ("general", "general"), "domain_base": ("domain", "domain baseline"),
+          "general_base": ("general", "general baseline"), "forgetting": ("forgetting", ""),
+          "speed": ("speed", "")}
+"""Each curve's colour (a COLOURS key) and its name in its chart's title."""
 
 
-def _curve(plot: pg.PlotItem, colour: str, name: str, width: float = 1.5, dashed: bool = False):
+def _curve(plot: pg.PlotItem, colour: str, width: float = 1.5, dashed: bool = False):
     pen = pg.mkPen(colour, width=width, style=pg.QtCore.Qt.PenStyle.DashLine if dashed else None)
-    return downsampled_curve(plot, [], [], pen=pen, name=name)
+    return downsampled_curve(plot, [], [], pen=pen)
+
+
+def _title(text: str, names: list[tuple[str, str]] = ()) -> str:
+    """A chart's title with its curves named in their colours: the legend, outside the data."""
+    legend = "   ".join(f"<span style='color:{colour}'>━ {name}</span>" for colour, name in names)
+    return f"<span style='color:#333'>{text}</span>" + (f"&nbsp;&nbsp;&nbsp;{legend}" if legend else "")
 
 
 class RunCharts(pg.GraphicsLayoutWidget):
     crosshair_moved = Signal(str)
-    """The readout at the crosshair: step, tokens, time and every value."""
+    """The readout at the crosshair: step, tokens, wall time and every value."""
+    checkpoint_clicked = Signal(int)
+    """The step of the checkpoint whose marker was clicked."""
 
     def __init__(self, series: RunSeries, guard_threshold: float | None = 0.15,
                  eval_interval: int | None = None, parent=None, probes: bool = False,
-                 checkpoint_interval: int | None = None):
+                 checkpoint_interval: int | None = None, forgetting_source: bool = True,
+                 max_grad_norm: float | None = None):
+        """`forgetting_source`: the run has a general corpus or a general evaluation set (else
+        its forgetting chart says there is none); `max_grad_norm`: the clipping threshold,
+        drawn on the gradient-norm chart."""
         super().__init__(parent)
         self.show_probes, self.checkpoint_interval = probes, checkpoint_interval
+        self.forgetting_source, self.max_grad_norm = forgetting_source, max_grad_norm
         self.setBackground("w")
         self.series, self.x_key = series, "step"
         self.guard_threshold, self.eval_interval = guard_threshold, eval_interval
-        self._ema = np.zeros(0)
+        self._ema, self._ema_state = np.zeros(0), EmaState()
         self.plots: dict[str, pg.PlotItem] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.guard_markers: dict[tuple, list[pg.InfiniteLine]] = {}
         """(step, time) of a guard event -> its line on each chart, in self.plots' order."""
+        self.resume_markers: dict[int, list[pg.InfiniteLine]] = {}
+        """The n-th resume -> its line on each chart."""
         self._build()
         self._crosshair()
 
+    @classmethod
+    def for_config(cls, series: RunSeries, config: dict, parent=None) -> RunCharts:
+        """The charts for a run's config.json (a dict): its guard threshold, intervals, whether
+        it has a general corpus, probes during training, gradient clipping."""
+        guard = config.get("guard", {})
+        corpus, evaluation = config.get("corpus") or {}, config.get("eval") or {}
+        general_sets = [s for s in evaluation.get("sets") or [] if s.get("kind", "general") == "general"]
+        return cls(series, guard.get("threshold", 0.15) if guard.get("enabled", True) else None,
+                   evaluation.get("interval"), parent,
+                   probes=bool((config.get("benchmarks") or {}).get("probes_during_training")),
+                   checkpoint_interval=(config.get("checkpoints") or {}).get("interval"),
+                   forgetting_source=bool(corpus.get("general") or general_sets) if config.get("corpus") else True,
+                   max_grad_norm=(config.get("schedule") or {}).get("max_grad_norm"))
+
     # --- layout -----------------------------------------------------------------------
     def _build(self) -> None:
+        self.track_plot = self.addPlot(row=0, col=0, axisItems={"left": ReadableAxis("left")})
+        self._style(self.track_plot)
+        self.track = MarkerTrack(self.track_plot, self.series)
+        self.track.checkpoint_clicked.connect(self.checkpoint_clicked)
         self._plot("loss", "training loss", ["loss", "ema"])
         self._plot("lr", "learning rate", ["lr"])
+        self._plot("grad_norm", "gradient norm (before clipping)", ["grad_norm"])
         self._plot("ppl", "held-out perplexity (log)", ["domain", "general", "domain_base", "general_base"])
         self.plots["ppl"].setLogMode(y=True)
         self._plot("forgetting", "forgetting %", ["forgetting"])
@@ -94,19 +188,29 @@ class RunCharts(pg.GraphicsLayoutWidget):
         if self.show_probes:  # benchmarks.probes_during_training: a live knowledge curve
             self._plot("probes", "knowledge probes: accuracy % (at each checkpoint)", [])
             self.plots["probes"].setYRange(0, 100, padding=0.02)  # accuracy: the whole scale
-        if self.guard_threshold is not None:
-            line = pg.InfiniteLine(self.guard_threshold * 100, angle=0, label="guard threshold",
-                                   pen=pg.mkPen(COLOURS["guard"], style=pg.QtCore.Qt.PenStyle.DashLine),
-                                   labelOpts={"position": 0.1, "color": COLOURS["guard"]})
-            self.plots["forgetting"].addItem(line)
-        first = self.plots["loss"]
-        for plot in self.plots.values():
+        self._limits()
+        first, last = self.plots["loss"], list(self.plots.values())[-1]
+        for plot in [self.track_plot, *self.plots.values()]:
             if plot is not first:
                 plot.setXLink(first)
+            if plot is not last:
+                plot.hideAxis("bottom")  # one x-axis, at the bottom
+        last.setLabel("bottom", "optimizer step")
 
-    def _plot(self, key: str, title: str, curves: list[str]) -> None:
-        plot = self.addPlot(row=len(self.plots), col=0, title=f"<span style='color:#333'>{title}</span>",
-                            axisItems={"left": ReadableAxis("left")})
+    def _limits(self) -> None:
+        """Dashed horizontal lines: the guard's threshold, the gradient clipping norm."""
+        threshold = self.guard_threshold if self.forgetting_source else None  # no curve to guard
+        lines = [("forgetting", threshold, lambda v: v * 100, "guard threshold", COLOURS["guard"]),
+                 ("grad_norm", self.max_grad_norm, lambda v: v, "clipped above {:g}", "#999999")]
+        for key, value, scaled, label, colour in lines:
+            if value:
+                line = pg.InfiniteLine(scaled(value), angle=0, label=label.format(value),
+                                       pen=pg.mkPen(colour, style=pg.QtCore.Qt.PenStyle.DashLine),
+                                       labelOpts={"position": 0.1, "color": colour, "anchors": [(0, 0), (0, 0)]})
+                self.plots[key].addItem(line)
+
+    @staticmethod
+    def _style(plot: pg.PlotItem) -> None:
         plot.showGrid(x=False, y=True, alpha=0.15)  # vertical grid lines cost ~half of each frame
         plot.getAxis("left").setWidth(64)  # aligned plots, and room for 2.5e-05
         for axis in ("left", "bottom"):
@@ -115,23 +219,27 @@ class RunCharts(pg.GraphicsLayoutWidget):
             # Drawn from a pixmap until its ticks change: replaying the tick labels was about
             # half of each frame, and a frame is a GUI-thread stall (2 loaded cores: ~80 -> ~40 ms).
             plot.getAxis(axis).setCacheMode(pg.QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
-        if len(curves) > 1:
-            plot.addLegend(offset=(-10, 5))
-        colours = {"loss": "loss", "ema": "ema", "lr": "lr", "domain": "domain", "general": "general",
-                   "domain_base": "domain", "general_base": "general", "forgetting": "forgetting",
-                   "speed": "speed"}
-        names = {"ema": "EMA", "domain_base": "domain baseline", "general_base": "general baseline"}
+
+    def _plot(self, key: str, title: str, curves: list[str]) -> None:
+        plot = self.addPlot(row=len(self.plots) + 1, col=0, axisItems={"left": ReadableAxis("left")})
+        self._style(plot)
+        names = [(COLOURS[CURVES[c][0]], CURVES[c][1] + (" (dashed)" if c.endswith("_base") else ""))
+                 for c in curves if CURVES[c][1]]
+        plot.setTitle(_title(title, names if len(curves) > 1 else []))
         for name in curves:
-            self.curves[name] = _curve(plot, COLOURS[colours[name]], names.get(name, name),
-                                       width=1 if name == "loss" else 1.8, dashed=name.endswith("_base"))
+            self.curves[name] = _curve(plot, COLOURS[CURVES[name][0]], width=1 if name == "loss" else 1.8,
+                                       dashed=name.endswith("_base"))
         plot.empty_label = pg.TextItem("", color="#888888", anchor=(0.5, 0.5))
+        plot.empty_label.setVisible(False)
+        plot.sigRangeChanged.connect(lambda *_: self._place_label(plot))  # it stays in the middle
         plot.addItem(plot.empty_label, ignoreBounds=True)
         self.plots[key] = plot
 
     def _crosshair(self) -> None:
         self.lines = {}
-        for key, plot in self.plots.items():
+        for key, plot in [("track", self.track_plot), *self.plots.items()]:
             line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999999", width=1))
+            line.setVisible(False)  # until the mouse comes: a hidden line costs no frame time
             plot.addItem(line, ignoreBounds=True)
             self.lines[key] = line
         self._proxy = pg.SignalProxy(self.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse_moved)
@@ -139,8 +247,7 @@ class RunCharts(pg.GraphicsLayoutWidget):
     # --- data -------------------------------------------------------------------------
     def set_x_axis(self, key: str) -> None:
         self.x_key = key
-        for plot in self.plots.values():
-            plot.setLabel("bottom", "tokens seen" if key == "tokens" else "optimizer step")
+        list(self.plots.values())[-1].setLabel("bottom", "tokens seen" if key == "tokens" else "optimizer step")
         self.refresh()
 
     def refresh(self, most: int | None = None) -> bool:
@@ -154,26 +261,30 @@ class RunCharts(pg.GraphicsLayoutWidget):
             self._drawn_probes = probes
             self._probe_curves()
             self._empty_messages()
-        self._guard_markers()
+        self._markers()
         drawn = self.__dict__.setdefault("_drawn", {})
         pending = [(key, version, draw) for key, version, draw in self._plot_updates()
                    if drawn.get(key) != version]
         for key, version, draw in pending[:most]:
             draw()
             drawn[key] = version
-        if pending:
+        if pending or self.series.status is not getattr(self, "_status", None):
+            self._status = self.series.status
             self._empty_messages()
         return most is None or len(pending) <= most
 
     def _plot_updates(self) -> list[tuple[str, tuple, Callable[[], None]]]:
         """(plot, the version of its data, how to draw it), in the order they are drawn."""
         steps, evals = self.series.steps.version, self.series.evals.version
+        column = self.series.steps
         return [("loss", (steps, self.x_key), self._draw_loss),
                 ("ppl", (evals, self.x_key), self._draw_perplexity),
                 ("forgetting", (evals, self.x_key), self._draw_forgetting),
-                ("lr", (steps, self.x_key), lambda: self._set("lr", self._x(), self.series.steps["lr"].values)),
+                ("lr", (steps, self.x_key), lambda: self._set("lr", self._x(), column["lr"].values)),
+                ("grad_norm", (steps, self.x_key),
+                 lambda: self._set("grad_norm", self._x(), column["grad_norm"].values)),
                 ("speed", (steps, self.x_key),
-                 lambda: self._set("speed", self._x(), self.series.steps["tokens_per_second"].values))]
+                 lambda: self._set("speed", self._x(), column["tokens_per_second"].values))]
 
     def _x(self) -> np.ndarray:
         return self.series.steps[self.x_key].values
@@ -204,10 +315,8 @@ class RunCharts(pg.GraphicsLayoutWidget):
                 self.curves[key] = downsampled_curve(
                     self.plots["probes"], [], [], pen=pg.mkPen(PROBE_COLOURS[i % len(PROBE_COLOURS)], width=1.8),
                     name=key, symbol="o", symbolSize=6, symbolBrush=PROBE_COLOURS[i % len(PROBE_COLOURS)])
-                names = ", ".join(f"<span style='color:{PROBE_COLOURS[k % len(PROBE_COLOURS)]}'>{name}</span>"
-                                  for k, name in enumerate(self.series.probes))  # a legend would hide points
-                self.plots["probes"].setTitle(f"<span style='color:#333'>knowledge probes: accuracy % "
-                                              f"(at each checkpoint)</span>: {names}")
+                names = [(PROBE_COLOURS[k % len(PROBE_COLOURS)], name) for k, name in enumerate(self.series.probes)]
+                self.plots["probes"].setTitle(_title("knowledge probes: accuracy % (at each checkpoint):", names))
             self.curves[key].setData(self._x_at_steps(table["step"].values), table["value"].values * 100)
 
     def _x_at_steps(self, at: np.ndarray) -> np.ndarray:
@@ -224,23 +333,15 @@ class RunCharts(pg.GraphicsLayoutWidget):
         self.curves[name].setData(x, y)  # the full columns: pyqtgraph reduces what is drawn
 
     def _update_ema(self, loss: np.ndarray) -> None:
-        """Extend the EMA incrementally (scipy's lfilter carries the state across calls);
-        a non-finite loss counts as the last finite one."""
+        """Extend the smoothed loss (cpt_studio.core.smoothing.smoothed_loss) by the new steps;
+        computed again from the start when a resume dropped steps."""
         done = len(self._ema)
         if done > len(loss):  # a resume dropped steps
-            self._ema, done = self._ema[:len(loss)], len(loss)
+            self._ema, self._ema_state, done = np.zeros(0), EmaState(), 0
         if done == len(loss):
             return
-        new = loss[done:].copy()
-        previous = self._ema[-1] if done else new[np.isfinite(new)][:1].sum()
-        bad = ~np.isfinite(new)
-        if bad.any():  # carry the last finite value forward
-            index = np.where(~bad, np.arange(len(new)), -1)
-            np.maximum.accumulate(index, out=index)
-            new = np.where(index >= 0, new[np.maximum(index, 0)], previous)
-        decay = 1 - EMA_ALPHA
-        ema, _ = lfilter([EMA_ALPHA], [1, -decay], new, zi=[decay * previous])
-        self._ema = np.concatenate([self._ema, ema])
+        more, self._ema_state = smoothed_loss(loss[done:], state=self._ema_state)
+        self._ema = np.concatenate([self._ema, more])
 
     def _baselines(self, ex: np.ndarray) -> None:
         base = self.series.baseline
@@ -252,67 +353,125 @@ class RunCharts(pg.GraphicsLayoutWidget):
             if value:
                 self.curves[f"{name}_base"].setData(span, [value, value])
 
+    # --- what an empty chart says -----------------------------------------------------------
     def _empty_messages(self) -> None:
-        no_steps = "waiting for the first training step" if not len(self.series.steps) else ""
-        interval = self.eval_interval
-        first_eval = (f"forgetting appears after the first evaluation, at step {interval}" if interval
-                      else "forgetting appears after the first evaluation")
-        no_evals = first_eval if len(self.series.evals) < 2 else ""
-        messages = {"loss": no_steps, "lr": no_steps, "speed": no_steps,
-                    "ppl": "waiting for the step-0 baseline" if not len(self.series.evals) else "",
-                    "forgetting": no_evals}
+        messages = self.empty_messages()
+        for key, text in messages.items():
+            label = self.plots[key].empty_label
+            if label.isVisible() != bool(text):
+                self.plots[key].getAxis("left").setStyle(showValues=not text)  # no made-up scale
+            label.setText(text)
+            label.setVisible(bool(text))  # a shown TextItem is re-placed at every frame
+            self._place_label(self.plots[key])
+
+    @staticmethod
+    def _place_label(plot: pg.PlotItem) -> None:
+        """An empty chart's message in its middle, a little above (where a threshold line of
+        an empty chart lies)."""
+        if plot.empty_label.isVisible():
+            (x0, x1), (y0, y1) = plot.viewRange()
+            plot.empty_label.setPos((x0 + x1) / 2, y0 + 0.72 * (y1 - y0))
+
+    def empty_messages(self) -> dict[str, str]:
+        """What each chart says while it has nothing to draw ("" once it has), in this run's
+        terms: its evaluation interval, whether it has a general corpus, whether it ended."""
+        status = self.series.status
+        ended = status is not None and status.state in (State.FINISHED, State.STOPPED, State.FAILED)
+        steps = self.series.steps
+        no_steps = "" if len(steps) else ("the run ended before its first training step" if ended
+                                          else "waiting for the first training step")
+        no_grad = no_steps or ("" if np.isfinite(steps["grad_norm"].values).any()
+                               else "the trainer logged no gradient norm")
+        messages = {"loss": no_steps, "lr": no_steps, "speed": no_steps, "grad_norm": no_grad,
+                    "ppl": self._no_perplexity(ended),
+                    "forgetting": self._no_forgetting(ended)}
         if self.show_probes:
             every = f", every {self.checkpoint_interval} steps" if self.checkpoint_interval else ""
             messages["probes"] = ("" if self.series.probes else
                                   f"probe accuracy appears at each checkpoint{every}")
-        for key, text in messages.items():
-            label = self.plots[key].empty_label
-            label.setText(text)
-            label.setVisible(bool(text))  # a shown TextItem is re-placed at every frame
-            if text:
-                (x0, x1), (y0, y1) = self.plots[key].viewRange()
-                label.setPos((x0 + x1) / 2, (y0 + y1) / 2)
+        return messages
 
-    def _guard_markers(self) -> None:
-        """A red line on every chart per guard decision, created once, placed in the x-axis
-        unit; placed again when the unit or the steps (their tokens) change."""
-        placed = (len(self.series.guard), self.series.steps.version, self.x_key)
-        if placed == getattr(self, "_placed_guard", None):
+    def _no_perplexity(self, ended: bool) -> str:
+        evals = len(self.series.evals)
+        if not evals:
+            return "no evaluation was recorded" if ended else "waiting for the step-0 baseline"
+        if evals == 1 and not ended:  # the baseline alone: one point, no line yet
+            return f"step-0 baseline measured; {self._next_evaluation()}"
+        return ""
+
+    def _next_evaluation(self) -> str:
+        """When the first evaluation after the baseline comes, in this run's settings."""
+        interval, total = self.eval_interval, self.series.total_steps
+        if not interval:
+            return "the first point comes at the first evaluation"
+        if total and interval > total:
+            return f"evaluation every {interval:,} steps, longer than the run: first point at the end (step {total:,})"
+        return f"evaluation every {interval:,} steps: first point at step {interval:,}"
+
+    def _no_forgetting(self, ended: bool) -> str:
+        if np.isfinite(self.series.evals["forgetting"].values).any():  # whatever the config says
+            return ""
+        if not self.forgetting_source:
+            return "no general corpus or general evaluation set: no forgetting curve"
+        if ended:
+            return "the run ended before its first evaluation after the baseline"
+        return self._next_evaluation()
+
+    # --- markers ----------------------------------------------------------------------------
+    def _markers(self) -> None:
+        """The marker track, and a line on every chart per guard decision and per resume,
+        created once, placed in the x-axis unit; placed again when the unit or the steps
+        (their tokens) change."""
+        self.track.place(self.x_key, self._x_at_steps)
+        placed = (len(self.series.guard), len(self.series.resumes), self.series.steps.version, self.x_key)
+        if placed == getattr(self, "_placed_lines", None):
             return
-        self._placed_guard = placed
+        self._placed_lines = placed
         for event in self.series.guard:
             key = (event.step, event.time)
             if key not in self.guard_markers:
-                self.guard_markers[key] = [self._guard_line(plot, event, label=i == 0)
-                                           for i, plot in enumerate(self.plots.values())]
-            x = self._guard_x(event)
-            for line in self.guard_markers[key]:
-                line.setVisible(bool(np.isfinite(x)))
-                if np.isfinite(x):
-                    line.setPos(x)
+                text = f"guard: {event.get('action', 'decision')} at step {event.step}"
+                tip = "\n".join(str(event.get(f)) for f in ("reason", "message", "remedy") if event.get(f))
+                self.guard_markers[key] = self._lines(text, tip, COLOURS["guard"], 0.85)
+            self._place(self.guard_markers[key], self._event_x(event))
+        for n, step in enumerate(self.series.resumes):
+            if n not in self.resume_markers:
+                self.resume_markers[n] = self._lines(f"resumed from step {step}", "", COLOURS["resume"], 0.2,
+                                                     dashed=True)
+            self._place(self.resume_markers[n], float(self._x_at_steps(np.array([step], dtype=float))[0]))
 
-    def _guard_x(self, event: GuardEvent) -> float:
-        """A guard decision's place on the x-axis: its own value in that unit when it records
-        one, else its step's (in tokens: NaN before the first step event)."""
+    def _lines(self, text: str, tip: str, colour: str, position: float, dashed: bool = False) -> list:
+        """A vertical line on every chart, labelled on the first."""
+        lines = []
+        for i, plot in enumerate(self.plots.values()):
+            style = pg.QtCore.Qt.PenStyle.DashLine if dashed else pg.QtCore.Qt.PenStyle.SolidLine
+            line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(colour, width=2, style=style),
+                                   label=text if i == 0 else None,
+                                   labelOpts={"position": position, "color": colour, "fill": _label_fill()})
+            line.setToolTip(tip or text)
+            plot.addItem(line, ignoreBounds=True)
+            lines.append(line)
+        return lines
+
+    @staticmethod
+    def _place(lines: list[pg.InfiniteLine], x: float) -> None:
+        for line in lines:
+            line.setVisible(bool(np.isfinite(x)))
+            if np.isfinite(x):
+                line.setPos(x)
+
+    def _event_x(self, event) -> float:
+        """An event's place on the x-axis: its own value in that unit when it records one,
+        else its step's (in tokens: NaN before the first step event)."""
         own = event.get(self.x_key)
         if own is not None:
             return float(own)
         return float(self._x_at_steps(np.array([event.step or 0], dtype=float))[0])
 
-    @staticmethod
-    def _guard_line(plot: pg.PlotItem, event: GuardEvent, label: bool) -> pg.InfiniteLine:
-        text = f"guard: {event.get('action', 'decision')} at step {event.step}"
-        line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(COLOURS["guard"], width=2),
-                               label=text if label else None,
-                               labelOpts={"position": 0.85, "color": COLOURS["guard"]})
-        line.setToolTip("\n".join(str(event.get(f)) for f in ("reason", "message", "remedy") if event.get(f)))
-        plot.addItem(line, ignoreBounds=True)
-        return line
-
     # --- crosshair --------------------------------------------------------------------
     def _on_mouse_moved(self, event) -> None:
         position = event[0]
-        for plot in self.plots.values():
+        for plot in [self.track_plot, *self.plots.values()]:
             if plot.sceneBoundingRect().contains(position):
                 x = plot.vb.mapSceneToView(position).x()
                 self.move_crosshair(x)
@@ -321,28 +480,61 @@ class RunCharts(pg.GraphicsLayoutWidget):
     def move_crosshair(self, x: float) -> str:
         for line in self.lines.values():
             line.setPos(x)
+            line.setVisible(True)
         text = self.readout(x)
         self.crosshair_moved.emit(text)
         return text
 
     def readout(self, x: float) -> str:
-        """Every value at the step nearest to x."""
+        """Every value at the step nearest to x: step, tokens, wall time (and time since the
+        run started), loss and its smoothed value, learning rate, gradient norm, throughput,
+        the last evaluation up to that step (perplexities, forgetting), the probes, and a
+        checkpoint saved at that step."""
         steps = self.series.steps
         if not len(steps):
             return ""
         xs = steps[self.x_key].values
         i = int(np.clip(np.searchsorted(xs, x), 0, len(xs) - 1))
-        parts = [f"step {int(steps['step'].values[i])}", f"tokens {int(steps['tokens'].values[i]):,}",
-                 f"loss {steps['loss'].values[i]:.4f}", f"lr {steps['lr'].values[i]:.3g}",
-                 f"{steps['tokens_per_second'].values[i]:,.0f} tokens/s"]
-        evals = self.series.evals
-        if len(evals):
-            j = int(np.clip(np.searchsorted(evals["step"].values, steps["step"].values[i], side="right") - 1,
-                            0, len(evals) - 1))
-            parts.append(f"domain ppl {evals['domain_ppl'].values[j]:.3f} / general ppl "
-                         f"{evals['general_ppl'].values[j]:.3f} (eval at step {int(evals['step'].values[j])})")
+        step = steps["step"].values[i]
+        parts = [f"step {int(step)}", f"tokens {int(steps['tokens'].values[i]):,}", *self._when(steps["time"].values[i]),
+                 f"loss {steps['loss'].values[i]:.4f}"]
+        if i < len(self._ema):
+            parts.append(f"smoothed {self._ema[i]:.4f}")
+        parts.append(f"lr {steps['lr'].values[i]:.3g}")
+        if np.isfinite(steps["grad_norm"].values[i]):
+            parts.append(f"grad norm {steps['grad_norm'].values[i]:.3g}")
+        parts.append(f"{steps['tokens_per_second'].values[i]:,.0f} tokens/s")
+        parts += self._eval_readout(step)
         for key, table in self.series.probes.items():  # the last probe score up to this step
-            k = int(np.searchsorted(table["step"].values, steps["step"].values[i], side="right")) - 1
+            k = int(np.searchsorted(table["step"].values, step, side="right")) - 1
             if k >= 0:
                 parts.append(f"{key} {table['value'].values[k]:.0%}")
+        if int(step) in self.series.latest_checkpoints():
+            parts.append("checkpoint saved")
         return "   ".join(parts)
+
+    def _when(self, at: float) -> list[str]:
+        if not np.isfinite(at):
+            return []
+        since = f" (+{format_duration(at - self.series.started)})" if self.series.started else ""
+        return [f"wall {time.strftime('%H:%M:%S', time.localtime(at))}{since}"]
+
+    def _eval_readout(self, step: float) -> list[str]:
+        evals = self.series.evals
+        j = int(np.searchsorted(evals["step"].values, step, side="right")) - 1
+        if not len(evals):
+            return []
+        j = max(j, 0)
+        parts = [f"domain ppl {evals['domain_ppl'].values[j]:.3f} / general ppl "
+                 f"{evals['general_ppl'].values[j]:.3f} (eval at step {int(evals['step'].values[j])})"]
+        forgetting = evals["forgetting"].values[j]
+        if np.isfinite(forgetting):
+            parts.append(f"forgetting {forgetting:+.1%}")
+        return parts
+
+
+def _label_fill() -> pg.QtGui.QColor:
+    """A marker label's box: the chart's background in the theme shown, a little see-through."""
+    fill = pg.QtGui.QColor(theme_colour("background"))
+    fill.setAlpha(200)
+    return fill

@@ -13,12 +13,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QSettings, Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QMessageBox, QPushButton, QWidget
 
-from cpt_studio.core.export import export_checkpoint
+from cpt_studio.core.export import (
+    default_export_name,
+    destination_problem,
+    export_checkpoint,
+    export_size,
+)
 from cpt_studio.core.generate import is_adapter
-from cpt_studio.core.run_folder import RunPaths
+from cpt_studio.core.run_folder import RunPaths, read_json
 
 from .jobs import Job
 
@@ -26,17 +32,66 @@ SFT_TIP = "Instruction tuning of a chosen checkpoint comes with the SFT feature"
 
 
 def export_with_dialog(parent: QWidget, run_dir: Path, step: int) -> Job | None:
-    """Ask for a folder (and, for an adapter, whether to merge), then export off the GUI thread."""
-    folder = QFileDialog.getExistingDirectory(parent, f"Export step {step} into a new or empty folder")
-    if not folder:
+    """Ask for a new or empty folder and check it (a file in the way, permission, free space,
+    and a non-empty folder: export into a new folder inside it?) before anything else is asked;
+    for an adapter, ask whether to merge; then export off the GUI thread. When the job ends,
+    a message says where the export is (with Open folder), or why it failed."""
+    config = read_json(RunPaths(Path(run_dir)).config)
+    suggested = Path(QSettings("cpt-studio", "cpt-studio").value("export_folder", str(Path.home()))) / default_export_name(config, step)
+    chosen, _ = QFileDialog.getSaveFileName(
+        parent, f"Export step {step} into a new or empty folder", str(suggested),
+        options=QFileDialog.Option.ShowDirsOnly | QFileDialog.Option.DontConfirmOverwrite)
+    if not chosen:
         return None
+    dest = _checked_destination(parent, Path(chosen), export_size(run_dir, step), default_export_name(config, step))
+    if dest is None:
+        return None
+    QSettings("cpt-studio", "cpt-studio").setValue("export_folder", str(dest.parent))
     merge = False
     if is_adapter(RunPaths(Path(run_dir)).checkpoint(step)):
         answer = QMessageBox.question(
             parent, "Export", "This checkpoint is a LoRA adapter. Merge it into the base model's "
             "weights?\n\nYes: a full model folder. No: the adapter alone (load it with peft).")
         merge = answer == QMessageBox.StandardButton.Yes
-    return Job(export_checkpoint, run_dir, step, Path(folder), merge_lora=merge).start()
+    job = Job(export_checkpoint, run_dir, step, dest, merge_lora=merge)
+    job.finished.connect(lambda folder: show_export_done(parent, step, folder))
+    job.failed.connect(lambda message: QMessageBox.warning(parent, "Export", f"The export failed:\n{message}"))
+    return job.start()
+
+
+def _checked_destination(parent: QWidget, dest: Path, needed: int, name: str) -> Path | None:
+    """`dest`, or a new folder inside it when it is a non-empty folder and the user agrees;
+    None (the user told why) when it cannot take the export."""
+    if dest.is_dir() and any(dest.iterdir()):
+        inside = dest / name
+        answer = QMessageBox.question(
+            parent, "Export", f"{dest} is not empty. Export into a new folder inside it?\n\n{inside}")
+        if answer != QMessageBox.StandardButton.Yes:
+            return None
+        dest = inside
+        if dest.exists():
+            QMessageBox.warning(parent, "Export", f"{dest} already exists; choose a new or empty folder, "
+                                "so that nothing there is overwritten.")
+            return None
+    problem = destination_problem(dest, needed)
+    if problem:
+        QMessageBox.warning(parent, "Export", f"Cannot export into {dest}:\n{problem}")
+        return None
+    return dest
+
+
+def show_export_done(parent: QWidget, step: int, folder: Path) -> QMessageBox:
+    """'Exported step N to FOLDER', with a button that opens the folder (not modal: the app
+    goes on)."""
+    box = QMessageBox(QMessageBox.Icon.Information, "Export finished",
+                      f"Step {step} is exported to:\n{folder}", QMessageBox.StandardButton.Ok, parent,
+                      objectName="export_done")
+    box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    open_button = box.addButton("Open folder", QMessageBox.ButtonRole.ActionRole)
+    open_button.clicked.connect(lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))))
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    box.open()
+    return box
 
 
 class CheckpointActions(QWidget):
@@ -89,6 +144,5 @@ class CheckpointActions(QWidget):
         self.export_finished.emit(folder)
 
     def _on_export_error(self, message: str) -> None:
-        self.export_button.setEnabled(True)
-        QMessageBox.warning(self, "Export", f"The export failed:\n{message}")
+        self.export_button.setEnabled(True)  # export_with_dialog said why
         self.export_failed.emit(message)

@@ -10,12 +10,20 @@ against tokens seen, and their settings side by side. Everything comes from the 
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QLabel, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
-from cpt_studio.core.compare import comparison_rows, run_labels, task_charts
+from cpt_studio.core.compare import (
+    comparison_notes,
+    comparison_rows,
+    outside_target,
+    run_titles,
+    task_charts,
+    unique_names,
+)
 from cpt_studio.core.runs import eval_worker_pid
 from cpt_studio.core.store import get_run, index_run
 
@@ -25,6 +33,7 @@ from .compare_scores import TaskScoresChart
 from .compare_table import CheckpointTable
 from .config_table import ConfigTable
 from .overlay import RunOverlay
+from .theme import styled
 
 
 class CompareWindow(QWidget):
@@ -38,11 +47,12 @@ class CompareWindow(QWidget):
         self.db, self.run_ids = db, list(run_ids)
         self.runs = {run_id: get_run(db, run_id) for run_id in self.run_ids}
         configs = {run_id: run["config"] for run_id, run in self.runs.items()}
-        self.labels = run_labels(configs)
-        names = ", ".join(run["name"] for run in self.runs.values())
-        self.setWindowTitle(f"CPT Studio — compare {names}")
+        self.names = unique_names({run_id: run["name"] for run_id, run in self.runs.items()})
+        self.labels = run_titles(self.names, configs)
+        """Each run's name (unique), then the settings that differ on a second line."""
+        self.setWindowTitle(f"CPT Studio — compare {', '.join(self.names.values())}")
         self.overlay = RunOverlay(db, self.run_ids, self.labels)
-        self.config_table = ConfigTable(configs, {r: run["name"] for r, run in self.runs.items()})
+        self.config_table = ConfigTable(configs, self.names)
         self._watch = QTimer(self, interval=1000, timeout=self._on_evaluation_changed)
         self.tabs = QTabWidget()
         self.tabs.addTab(self._checkpoints_tab(), "Checkpoints")
@@ -69,10 +79,15 @@ class CompareWindow(QWidget):
                       "★ recommended: the most domain gain within the run's forgetting target, no "
                       "general benchmark dropping more than 3 points. Click a point or a row to find "
                       "it in the other; ▼ red: a general task drops more than 3 points.")
-        hint.setStyleSheet("color:#555;")
+        styled(hint, "color:{muted};")
         hint.setWordWrap(True)
         self.reasons = QLabel(self._reasons(), wordWrap=True, objectName="reasons",
                               textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
+        notes = comparison_notes(self.db, self.run_ids)
+        self.notes = QLabel("<br>".join(f"⚠ {html.escape(note)}" for note in notes), wordWrap=True,
+                            objectName="comparison_notes", visible=bool(notes),
+                            textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
+        styled(self.notes, "color:{warning};")
         charts = QSplitter(Qt.Orientation.Horizontal)
         charts.addWidget(self.scatter)
         charts.addWidget(self.scores)
@@ -89,18 +104,23 @@ class CompareWindow(QWidget):
         tab = QWidget()
         layout = QVBoxLayout(tab)
         layout.addWidget(hint)
+        layout.addWidget(self.notes)
         layout.addWidget(self.reasons)
         layout.addWidget(splitter, stretch=1)
         return tab
 
     def _reasons(self) -> str:
-        """Why each run's checkpoint is recommended (or why none is), in the store's words."""
+        """Why each run's checkpoint is recommended, in the store's words, or that none is
+        within the run's forgetting target."""
         lines = []
         for run_id, run in self.runs.items():
-            reason = run.get("recommendation")
-            if reason:
-                who = f"{self.labels[run_id]}: " if len(self.runs) > 1 else ""
-                lines.append(f"<b>{who}recommended</b>: {reason}")
+            who = f"{html.escape(self.names[run_id])}: " if len(self.runs) > 1 else ""
+            checkpoints = [row for row in self.rows if row["run_id"] == run_id]
+            outside = outside_target(run["config"], checkpoints)
+            if outside:
+                lines.append(f"<b>{who}</b>⚠ {html.escape(outside)}")
+            elif run.get("recommendation"):
+                lines.append(f"<b>{who}recommended</b>: {html.escape(run['recommendation'])}")
         return "<br>".join(lines)
 
     def reload(self) -> None:

@@ -4,6 +4,7 @@ point selects that checkpoint (and its table row)."""
 
 from __future__ import annotations
 
+import html
 import math
 from typing import Any
 
@@ -18,6 +19,14 @@ RUN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
 
 def run_colour(i: int) -> str:
     return RUN_COLOURS[i % len(RUN_COLOURS)]
+
+
+def legend_html(title: str) -> str:
+    """A run's title (cpt_studio.core.compare.run_titles: the name, then the settings that
+    differ) as a legend entry: the name, the settings smaller below it."""
+    name, _, settings = title.partition("\n")
+    return html.escape(name) + (f"<br><span style='font-size:7pt'>{html.escape(settings)}</span>"
+                                if settings else "")
 
 
 def _known(row: dict[str, Any]) -> bool:
@@ -61,7 +70,7 @@ class GainForgettingScatter(pg.PlotWidget):
                       "size": 18 if row["recommended"] else 10,
                       "pen": pg.mkPen("#000000", width=2.5) if row["recommended"] else pg.mkPen(colour),
                       "symbol": "star" if row["recommended"] else "o"} for index, row in mine]
-            item = pg.ScatterPlotItem(spots=spots, size=10, brush=pg.mkBrush(colour), name=label,
+            item = pg.ScatterPlotItem(spots=spots, size=10, brush=pg.mkBrush(colour), name=legend_html(label),
                                       hoverable=True, hoverSize=14)
             item.sigClicked.connect(self._on_points_clicked)
             self.addItem(item)

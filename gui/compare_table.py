@@ -14,6 +14,8 @@ from PySide6.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from cpt_studio.core.compare import score_columns
 
+from .theme import ON_TINT
+
 COLUMNS = ("run", "step", "tokens seen", "domain ppl", "general ppl", "domain gain",
            "forgetting")
 VALUE_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -61,6 +63,7 @@ class CheckpointTable(QTableWidget):
         self.horizontalHeader().setStretchLastSection(True)
         self._fill()
         self.resizeColumnsToContents()
+        self.resizeRowsToContents()  # a run's name, and the settings that differ below it
         self.itemSelectionChanged.connect(self._on_selection_changed)
 
     def _fill(self) -> None:
@@ -81,12 +84,14 @@ class CheckpointTable(QTableWidget):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 if row["recommended"]:
                     item.setBackground(QBrush(QColor(RECOMMENDED_BACKGROUND)))
+                    item.setForeground(QBrush(QColor(ON_TINT)))  # readable on dark too
                     font = QFont()
                     font.setBold(True)
                     item.setFont(font)
                 if note.get("warning"):
                     item.setText("▼ " + item.text())
                     item.setBackground(QBrush(QColor(DROP_BACKGROUND)))
+                    item.setForeground(QBrush(QColor(ON_TINT)))
                     item.setToolTip(note["warning"])
                 elif stderr:
                     item.setToolTip(f"{column}: {values[column]:.4f}, standard error {note['stderr']:.4f} (lm-eval)")

@@ -18,6 +18,8 @@ from PySide6.QtWidgets import (
 
 from cpt_studio.core.compare import config_differences, format_setting
 
+from .theme import ON_TINT
+
 DIFFERENT_BACKGROUND = "#fff3cd"
 
 
@@ -50,6 +52,7 @@ class ConfigTable(QWidget):
                 item.setToolTip(f"{path} = {values[run_id]!r}")
                 if path in self.differing:
                     item.setBackground(QBrush(QColor(DIFFERENT_BACKGROUND)))
+                    item.setForeground(QBrush(QColor(ON_TINT)))  # readable on dark too
                 self.table.setItem(i, j, item)
         self.table.resizeColumnsToContents()
 

@@ -37,10 +37,12 @@ from cpt_studio.core.probes import CLOZE, read_probes
 from cpt_studio.core.run_folder import RunPaths, checkpoint_label, checkpoint_step, list_checkpoints
 
 from .jobs import Job
+from .theme import colour, styled
 
 KIND_ROLE = Qt.ItemDataRole.UserRole + 1
-MARKS = {None: ("…", "#6c757d", "checking whether lm-eval can build it here"),
-         True: ("✓", "#1e7e34", "available"), False: ("✗", "#c82333", "unavailable")}
+MARKS = {None: ("…", "muted", "checking whether lm-eval can build it here"),
+         True: ("✓", "success", "available"), False: ("✗", "error", "unavailable")}
+"""Availability: (mark, theme colour role, words)."""
 
 
 class EvaluateDialog(QDialog):
@@ -65,7 +67,7 @@ class EvaluateDialog(QDialog):
         self.ok_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
         self.buttons.accepted.connect(self._on_ok_clicked)
         self.buttons.rejected.connect(self.reject)
-        self.error = QLabel(wordWrap=True, visible=False, styleSheet="color:#c82333;")
+        self.error = styled(QLabel(wordWrap=True, visible=False), "color:{error};")
         layout.addWidget(self.error)
         layout.addWidget(self.buttons)
         for name in self.settings.domain_tasks:
@@ -112,12 +114,13 @@ class EvaluateDialog(QDialog):
         self.results.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
         self.results.setMaximumHeight(110)
         self.results.hide()  # until a search
-        self.search_note = QLabel("", styleSheet="color:#555;")
+        self.search_note = styled(QLabel(""), "color:{muted};")
         self.tasks = QListWidget(objectName="tasks")
         self.tasks.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
         self.tasks.itemSelectionChanged.connect(self._on_task_selection_changed)
-        self.task_detail = QLabel("", wordWrap=True, styleSheet="color:#c82333;",
-                                  textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.task_detail = styled(QLabel("", wordWrap=True,
+                                         textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse),
+                                  "color:{error};")
         top = QHBoxLayout()
         for widget in (QLabel("Preset:"), self.presets, self.search, self.search_button):
             top.addWidget(widget)
@@ -126,7 +129,7 @@ class EvaluateDialog(QDialog):
             add.addWidget(QPushButton(f"Add as {kind}", clicked=lambda _=False, k=kind: self._on_add_clicked(k)))
         add.addWidget(QPushButton("Remove", clicked=self._on_remove_clicked))
         add.addStretch(1)
-        self.availability_note = QLabel("", wordWrap=True, styleSheet="color:#555;")
+        self.availability_note = styled(QLabel("", wordWrap=True), "color:{muted};")
         layout = QVBoxLayout(box)
         for item in (top, self.search_note, self.results, add, self.tasks, self.availability_note,
                      self.task_detail):
@@ -186,10 +189,10 @@ class EvaluateDialog(QDialog):
 
     def _mark(self, item: QListWidgetItem) -> None:
         name = item.data(Qt.ItemDataRole.UserRole)
-        mark, colour, words = MARKS[self.available.get(name)]
+        mark, role, words = MARKS[self.available.get(name)]
         reason = self.reasons.get(name, "")
         item.setText(f"{mark}  {name}   ({item.data(KIND_ROLE)})" + ("   unavailable" if reason else ""))
-        item.setForeground(QBrush(QColor(colour)))
+        item.setForeground(QBrush(QColor(colour(role))))
         item.setToolTip(f"{name}: {reason or words}")
 
     def _check_availability(self) -> None:
@@ -290,12 +293,12 @@ class EvaluateDialog(QDialog):
                 cloze = sum(p.kind == CLOZE for p in probes)
                 self.probe_status.setText(f"{len(probes)} probes: {cloze} cloze, "
                                           f"{len(probes) - cloze} multiple choice")
-                self.probe_status.setStyleSheet("color:#1e7e34;")
+                styled(self.probe_status, "color:{success};")
         if self.probe_problems:
             shown = self.probe_problems[:8] + ([f"… and {len(self.probe_problems) - 8} more"]
                                                if len(self.probe_problems) > 8 else [])
             self.probe_status.setText("\n".join(shown))
-            self.probe_status.setStyleSheet("color:#c82333;")
+            styled(self.probe_status, "color:{error};")
         elif not text:
             self.probe_status.setText("")
         self._update_ok()

@@ -8,6 +8,13 @@
 The window never freezes on validation, token counting or a cache scan. A Job keeps
 itself alive until it has reported.
 
+A long job the user may stop takes a `progress` keyword (cpt_studio.core.progress.Progress):
+
+    job = Job(validate, sources, cancellable=True)   # calls validate(sources, progress=...)
+    job.progressed.connect(bar.show_progress)        # (done, total or -1, what), on the GUI thread
+    job.cancelled.connect(self._on_cancelled)        # instead of finished, after job.cancel()
+    job.cancel()                                     # the work stops at its next progress report
+
 Periodic work (the run history's refresh, the monitor's reading of events.jsonl and its
 check of the worker process) is a `BackgroundRefresh`: one load at a time, timer ticks
 folded into the one in flight, a result made stale by a change dropped, errors reported.
@@ -22,6 +29,8 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QThread, QThreadPool, Signal
 
+from cpt_studio.core.progress import Cancelled
+
 _running: set[Job] = set()
 EXIT_WAIT_MS = 10_000
 """At exit, how long to let a job in flight finish (a QThread destroyed while it runs aborts)."""
@@ -30,9 +39,16 @@ EXIT_WAIT_MS = 10_000
 class Job(QObject):
     finished = Signal(object)
     failed = Signal(str)
+    progressed = Signal(int, int, str)
+    """(done, total, what) from the work's progress reports; total -1 when not known."""
+    cancelled = Signal()
+    """The work stopped after cancel() (neither finished nor failed is emitted)."""
 
-    def __init__(self, fn, *args, **kwargs):
+    def __init__(self, fn, *args, cancellable: bool = False, **kwargs):
         super().__init__()
+        self._cancel_requested = False
+        if cancellable:
+            kwargs["progress"] = self._report
         self._call = (fn, args, kwargs)
         self._thread = QThread()
         self._worker = _Worker(self._call)
@@ -40,11 +56,31 @@ class Job(QObject):
         self._thread.started.connect(self._worker.run)
         self._worker.done.connect(self._on_done)
         self._worker.error.connect(self._on_error)
+        self._worker.stopped.connect(self._on_cancelled)
 
     def start(self) -> Job:
         _running.add(self)
         self._thread.start()
         return self
+
+    def cancel(self) -> None:
+        """Stop the work at its next progress report (a cancellable Job; else it runs on and
+        reports as usual)."""
+        self._cancel_requested = True
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_requested
+
+    def _report(self, done: int, total: int | None, what: str) -> None:
+        """The work's Progress callback, in the job's thread."""
+        if self._cancel_requested:
+            raise Cancelled("cancelled by the user")
+        self.progressed.emit(done, -1 if total is None else total, what)
+
+    def _on_cancelled(self) -> None:
+        self._finish()
+        self.cancelled.emit()
 
     def _on_done(self, result) -> None:
         self._finish()
@@ -160,6 +196,7 @@ class BackgroundRefresh(QObject):
 class _Worker(QObject):
     done = Signal(object)
     error = Signal(str)
+    stopped = Signal()
 
     def __init__(self, call):
         super().__init__()
@@ -169,6 +206,9 @@ class _Worker(QObject):
         fn, args, kwargs = self._call
         try:
             result = fn(*args, **kwargs)
+        except Cancelled:
+            self.stopped.emit()
+            return
         except Exception as exc:  # noqa: BLE001 — every failure is shown to the user
             self.error.emit(f"{exc}" or traceback.format_exc())
             return

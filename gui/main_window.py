@@ -1,4 +1,5 @@
-"""The main window: the run history from the store, New run, Demo, and a monitor per run.
+"""The main window: the run history from the store, New run, Demo, and a tab per monitor,
+comparison and generation opened from it (gui/tabs.py).
 
 On start it indexes every run folder (so runs started while the app was closed appear) and
 re-attaches: a running run's monitor shows its live curves whatever started it. The history
@@ -8,15 +9,18 @@ exported, renamed, deleted, or opened in the file manager (buttons and a context
 The history refreshes every REFRESH_MS off the GUI thread (`load_history` in a
 BackgroundRefresh: indexing, the store query, the worker-process checks); the GUI thread
 only fills the table with the result.
+
+Quit (File ▸ Quit, Ctrl+Q, or closing the window) ends the app: open tabs close, running runs
+keep training (they are detached worker processes) and the app says so first. The window's
+size and position are restored at the next start (gui/geometry.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import time
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, QUrl
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -31,22 +35,29 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from cpt_studio.core import store
 from cpt_studio.core.config import ConfigError, RunConfig
+from cpt_studio.core.demo import describe_demo
+from cpt_studio.core.estimate import format_bytes
+from cpt_studio.core.run_folder import disk_usage
 from cpt_studio.core.runs import clone_config, run_state, runs_dir, start_worker, worker_pid
 
+from . import recent
 from .checkpoint_actions import export_with_dialog
 from .generation import GenerationWindow
+from .geometry import restore_geometry, save_geometry
+from .help import TourWindow, show_about
+from .history_table import COLUMNS, ProgressDelegate, history_items
 from .jobs import BackgroundRefresh, Job
 from .monitor import MonitorWindow
+from .preferences import PreferencesDialog, settings
+from .tabs import WindowTabs
 from .wizard import RunWizard
 
-COLUMNS = ("name", "state", "base model", "started", "tokens", "domain gain", "forgetting")
 STATES = ("created", "running", "finished", "stopped", "failed")
 HAS_COMPARE = importlib.util.find_spec("cpt_studio.gui.compare") is not None
 REFRESH_MS = 3000
@@ -54,19 +65,22 @@ REFRESH_MS = 3000
 
 
 class MainWindow(QMainWindow):
+    closed = Signal()
+    """The user quit (the app's entry point ends the process on it)."""
+
     def __init__(self, runs_root: Path | None = None):
         super().__init__()
         self.runs_root = Path(runs_root or runs_dir())
         self._db = None
-        self.monitors: dict[str, MonitorWindow] = {}
         self.runs: list[dict] = []
         """The runs the table shows, as load_history returned them."""
+        self._columns_sized = False
         self._to_forget: dict[str, bool] = {}
         """Runs to remove from the history at the next refresh: id -> also delete the folder."""
         self.history = BackgroundRefresh(load_history, self._history_arguments, parent=self)
         self.history.finished.connect(self._on_history_loaded)
         self.history.failed.connect(self._on_history_failed)
-        self.settings = QSettings("cpt-studio", "cpt-studio")
+        self.settings = settings()
         self.setWindowTitle("CPT Studio")
         self.table = QTableWidget(0, len(COLUMNS), objectName="runs")
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -77,23 +91,29 @@ class MainWindow(QMainWindow):
         self.table.itemSelectionChanged.connect(self._on_selection_changed)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setWordWrap(False)
+        self.table.setSortingEnabled(True)  # by any column; numbers as numbers (HistoryCell)
+        self.table.sortByColumn(COLUMNS.index("started"), Qt.SortOrder.DescendingOrder)
+        self.table.setItemDelegateForColumn(COLUMNS.index("progress"), ProgressDelegate(self.table))
         self.table.cellDoubleClicked.connect(self._on_run_double_clicked)
         buttons = QHBoxLayout()
         self.new_button = QPushButton("New run…", clicked=self.open_wizard)
-        self.demo_button = QPushButton("Demo", clicked=self.start_demo)
+        self.demo_button = QPushButton("Demo", clicked=self.confirm_demo)
+        self.demo_button.setToolTip(describe_demo())
         for widget in (self.new_button, self.demo_button, QPushButton("Refresh", clicked=self.refresh)):
             buttons.addWidget(widget)
         buttons.addStretch(1)
-        self.windows: list[QWidget] = []  # generation and comparison windows, kept alive
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.addLayout(buttons)
         layout.addLayout(self._filter_row())
         layout.addWidget(self.table)
         layout.addLayout(self._run_buttons())
-        self.setCentralWidget(central)
+        self.tabs = WindowTabs(central, "Runs")
+        self.setCentralWidget(self.tabs)
         self._menus()
-        self.resize(1000, 500)
+        self.resize(1200, 850)  # room for a monitor's charts in a tab
+        restore_geometry(self, "main_window")
         self.refresh()
         self._timer = QTimer(self, interval=REFRESH_MS, timeout=self.history.request)
         self._timer.start()
@@ -106,17 +126,118 @@ class MainWindow(QMainWindow):
             self._db = store.open_store()
         return self._db
 
+    @property
+    def monitors(self) -> dict[str, MonitorWindow]:
+        """The open monitor tabs: {run id (the resolved run folder): monitor}."""
+        return self.tabs.of_kind("monitor")
+
     def closeEvent(self, event) -> None:
-        """Closing stops the refreshes (monitors left open go on reading their runs)."""
+        """Closing the window quits: the user's close (the title bar's button) first says which
+        runs keep training (quit_app); then the tabs close (their reading stops), the
+        refreshes stop and the geometry is saved."""
+        if event.spontaneous() and not self.confirm_quit(self.running_runs()):
+            event.ignore()
+            return
         self._timer.stop()
+        self.tabs.close_all()
+        save_geometry(self, "main_window")
         super().closeEvent(event)
+        self.closed.emit()
+
+    def quit_app(self) -> None:
+        """File ▸ Quit (Ctrl+Q): say which runs keep training in the background, then close the
+        window, which ends the app."""
+        if self.confirm_quit(self.running_runs()):
+            self.close()
+
+    def running_runs(self) -> list[str]:
+        """The runs whose worker is alive: of the history and of the open monitors."""
+        folders = store.run_folders(self.runs_root) if self.runs_root.is_dir() else []
+        candidates = dict.fromkeys([str(f.resolve()) for f in folders] + [r["id"] for r in self.runs]
+                                   + list(self.monitors))
+        return [run_id for run_id in candidates if worker_pid(Path(run_id)) is not None]
+
+    def confirm_quit(self, running: list[str]) -> bool:
+        """Say that `running` runs keep training after the app quits (Quit, or Cancel to stay);
+        True to quit. Nothing to say, nothing asked."""
+        if not running:
+            return True
+        subject = "1 run keeps" if len(running) == 1 else f"{len(running)} runs keep"
+        box = QMessageBox(QMessageBox.Icon.Information, "Quit CPT Studio",
+                          f"{subject} training in the background; reopen CPT Studio to watch them.",
+                          QMessageBox.StandardButton.Cancel, self)
+        quit_button = box.addButton("Quit", QMessageBox.ButtonRole.AcceptRole)
+        box.setDefaultButton(quit_button)
+        box.setDetailedText("\n".join(running))
+        box.exec()
+        return box.clickedButton() is quit_button
 
     def _menus(self) -> None:
+        keys = QKeySequence.StandardKey
         menu = self.menuBar().addMenu("&File")
-        menu.addAction(QAction("&New run…", self, shortcut=QKeySequence.StandardKey.New, triggered=self.open_wizard))
-        menu.addAction(QAction("&Open run folder…", self, shortcut=QKeySequence.StandardKey.Open,
+        menu.addAction(QAction("&New run…", self, shortcut=keys.New, triggered=self.open_wizard))
+        menu.addAction(QAction("&Open run folder…", self, shortcut=keys.Open,
                                triggered=self._on_open_folder))
-        menu.addAction(QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close))
+        menu.addAction(QAction("Open &setup…", self, shortcut=QKeySequence("Ctrl+Shift+O"),
+                               triggered=self._on_open_setup))
+        self.recent_menu = menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self._fill_recent_menu()
+        menu.addSeparator()
+        menu.addAction(QAction("&Close tab", self, shortcut=QKeySequence("Ctrl+W"), triggered=self.tabs.close_current))
+        menu.addAction(QAction("&Preferences…", self, shortcut=QKeySequence("Ctrl+,"),
+                               menuRole=QAction.MenuRole.PreferencesRole, triggered=self.open_preferences))
+        menu.addSeparator()
+        self.quit_action = QAction("&Quit", self, shortcut=QKeySequence("Ctrl+Q"), triggered=self.quit_app,
+                                   menuRole=QAction.MenuRole.QuitRole)
+        menu.addAction(self.quit_action)
+        runs = self.menuBar().addMenu("&Runs")
+        runs.addAction(QAction("&Refresh", self, shortcut=keys.Refresh, triggered=self.refresh))
+        runs.addSeparator()
+        self.run_actions["delete"].setShortcut(keys.Delete)
+        self.run_actions["delete"].setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.table.addAction(self.run_actions["delete"])  # Delete acts on the table's selection only
+        runs.addActions(list(self.run_actions.values()))
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(QAction("CPT Studio &tour", self, shortcut=keys.HelpContents,
+                                    triggered=self.open_tour))
+        help_menu.addAction(QAction("&About CPT Studio", self, menuRole=QAction.MenuRole.AboutRole,
+                                    triggered=lambda: show_about(self)))
+
+    def _fill_recent_menu(self) -> None:
+        """File ▸ Open Recent: run folders (their monitor), then setups (the wizard)."""
+        self.recent_menu.clear()
+        for run in recent.recent("runs"):
+            self.recent_menu.addAction(Path(run).name, lambda run=run: self.open_monitor(Path(run))).setToolTip(run)
+        setups = recent.recent("setups")
+        if setups:
+            self.recent_menu.addSeparator()
+        for setup in setups:
+            self.recent_menu.addAction(Path(setup).name, lambda setup=setup: self.open_setup(Path(setup))).setToolTip(setup)
+        self.recent_menu.addSeparator()
+        clear = self.recent_menu.addAction("Clear menu", recent.clear)
+        clear.setEnabled(bool(self.recent_menu.actions()[:-2]))
+        self.recent_menu.setToolTipsVisible(True)
+
+    def open_preferences(self) -> PreferencesDialog:
+        """Edit ▸ Preferences: the data folder (the history follows it) and the theme."""
+        self.preferences = PreferencesDialog(self)
+        self.preferences.data_folder_changed.connect(self._on_data_folder_changed)
+        self.preferences.open()
+        return self.preferences
+
+    def _on_data_folder_changed(self, _folder: Path) -> None:
+        self.runs_root = runs_dir()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self.refresh()
+
+    def open_tour(self) -> TourWindow:
+        """Help ▸ Tour: the README's sections for users."""
+        self.tour = TourWindow(self)
+        self.tour.show()
+        return self.tour
 
     def _filter_row(self) -> QHBoxLayout:
         self.model_filter = QLineEdit(placeholderText="any model", clearButtonEnabled=True)
@@ -211,30 +332,54 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"{HISTORY_FAILED}: {message}")
 
     def _show_runs(self, runs: list[dict]) -> None:
+        """Fill the table (sorted as its header says), keeping the selected runs selected."""
         selected = self.selected_ids()
         self.runs = runs
+        self.table.setSortingEnabled(False)  # else each new cell moves its row while filling
         self.table.setRowCount(len(runs))
         for i, run in enumerate(runs):
-            cells = (run["name"], run["live_state"], Path(run["model"] or "").name or run["model"],
-                     time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started"])) if run["started"] else "",
-                     f"{run['tokens'] or 0:,}", _percent(run["domain_gain"]), _percent(run["forgetting"]))
-            for j, text in enumerate(cells):
-                item = QTableWidgetItem(str(text))
-                item.setData(Qt.ItemDataRole.UserRole, run["id"])
+            for j, item in enumerate(history_items(run)):
                 self.table.setItem(i, j, item)
+        self.table.setSortingEnabled(True)
+        if runs and not self._columns_sized:  # once: later the user's widths stay
+            self.table.resizeColumnsToContents()
+            self._columns_sized = True
         self.select_runs(selected)
 
     def open_monitor(self, run_dir: Path) -> MonitorWindow:
+        """The run's monitor tab (switched to if open); the run goes first in Open Recent."""
         key = str(Path(run_dir).resolve())
-        if key not in self.monitors or not self.monitors[key].isVisible():
-            self.monitors[key] = MonitorWindow(Path(run_dir))
-            self.monitors[key].new_run_requested.connect(self.new_run_from)
-            self.monitors[key].resize(1200, 950)
-        self.monitors[key].show()
-        self.monitors[key].raise_()
-        recent = [key] + [r for r in self.settings.value("recent_runs", [], list) if r != key]
-        self.settings.setValue("recent_runs", recent[:10])
-        return self.monitors[key]
+        monitor = self.tabs.open(("monitor", key), lambda: self._new_monitor(Path(run_dir)))
+        self._bring_forward()
+        recent.remember("runs", key)
+        return monitor
+
+    def _new_monitor(self, run_dir: Path) -> MonitorWindow:
+        monitor = MonitorWindow(run_dir)
+        monitor.new_run_requested.connect(self.new_run_from)
+        monitor.checkpoint_clicked.connect(self.open_checkpoint)
+        return monitor
+
+    def _bring_forward(self) -> None:
+        """A tab was opened or switched to: the window shows it."""
+        if not self.isVisible():
+            self.show()
+        self.raise_()
+
+    def open_checkpoint(self, run_dir: str, step: int) -> QWidget | None:
+        """The comparison view of `run_dir` with its checkpoint at `step` selected (a click on
+        a checkpoint's marker in the monitor)."""
+        if not HAS_COMPARE:
+            return None
+        from .compare import CompareWindow
+
+        run_id = store.index_run(self.db, run_dir)  # a live run: its latest checkpoints
+        window = self.tabs.open(("compare", (run_id,)), lambda: CompareWindow(self.db, [run_id]))
+        rows = [i for i, row in enumerate(window.rows) if row["run_id"] == run_id and row["step"] == step]
+        if rows:
+            window.table.select_checkpoint(rows[0])
+        self._bring_forward()
+        return window
 
     def _on_open_monitor(self) -> None:
         self.open_monitor(Path(self.selected_ids()[0]))
@@ -244,17 +389,15 @@ class MainWindow(QMainWindow):
             return None
         from .compare import CompareWindow
 
-        window = CompareWindow(self.db, self.selected_ids(), parent=None)
-        window.resize(1250, 850)  # the table, the scatter and the per-task scores side by side
-        self.windows.append(window)
-        window.show()
+        run_ids = self.selected_ids()
+        window = self.tabs.open(("compare", tuple(sorted(run_ids))), lambda: CompareWindow(self.db, run_ids))
+        self._bring_forward()
         return window
 
     def open_generation(self) -> GenerationWindow:
-        window = GenerationWindow(self.db, self.selected_ids()[0])
-        window.resize(1100, 700)
-        self.windows.append(window)
-        window.show()
+        run_id = self.selected_ids()[0]
+        window = self.tabs.open(("generate", run_id), lambda: GenerationWindow(self.db, run_id))
+        self._bring_forward()
         return window
 
     def open_evaluate(self):
@@ -281,12 +424,11 @@ class MainWindow(QMainWindow):
         label, ok = QInputDialog.getItem(self, "Export checkpoint", "Checkpoint:", labels, first, False)
         if ok:
             step = checkpoints[labels.index(label)]["step"]
-            self._export_job = export_with_dialog(self, Path(run_id), step)
+            self._export_job = export_with_dialog(self, Path(run_id), step)  # it reports the end
             if self._export_job is not None:
+                self.statusBar().showMessage(f"exporting step {step}…")
                 self._export_job.finished.connect(
                     lambda folder: self.statusBar().showMessage(f"exported to {folder}"))
-                self._export_job.failed.connect(
-                    lambda message: QMessageBox.warning(self, "Export", message))
 
     def _on_rename(self) -> None:
         run = store.get_run(self.db, self.selected_ids()[0])
@@ -307,13 +449,24 @@ class MainWindow(QMainWindow):
             self.delete_runs(run_ids, with_folder)
 
     def confirm_delete(self, run_ids: list[str]) -> tuple[bool, bool]:
-        """(delete?, also the folders?) from a confirmation with an 'also delete' checkbox."""
+        """(delete?, also the folders?) from a confirmation with an 'also delete' checkbox that
+        says what the folders hold."""
+        box = self.delete_box(run_ids)
+        confirmed = box.exec() == QMessageBox.StandardButton.Yes
+        return confirmed, box.checkBox().isChecked()
+
+    def delete_box(self, run_ids: list[str]) -> QMessageBox:
+        """The confirmation: the runs, and 'also delete the folder (1.2 GiB, 3 checkpoints)'."""
+        usage = [disk_usage(Path(r)) for r in run_ids if Path(r).is_dir()]
+        size, checkpoints = sum(u[0] for u in usage), sum(u[1] for u in usage)
+        folders = "the folder" if len(run_ids) == 1 else f"the {len(usage)} folders"
         box = QMessageBox(QMessageBox.Icon.Warning, "Delete",
                           f"Remove {len(run_ids)} run(s) from the history?\n" + "\n".join(run_ids),
                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
-        box.setCheckBox(QCheckBox("Also delete the run folder(s) with their checkpoints"))
-        confirmed = box.exec() == QMessageBox.StandardButton.Yes
-        return confirmed, box.checkBox().isChecked()
+        box.also_delete = QCheckBox(f"Also delete {folders} ({format_bytes(size)}, {checkpoints} "
+                                    f"checkpoint{'s' if checkpoints != 1 else ''})", enabled=bool(usage))
+        box.setCheckBox(box.also_delete)  # kept by the box: PySide does not hand it over
+        return box
 
     def delete_runs(self, run_ids: list[str], with_folder: bool) -> None:
         """Forget the runs; delete their folders too when asked (store.forget_run, by the
@@ -357,9 +510,34 @@ class MainWindow(QMainWindow):
         wizard.notify(f"The settings of {name or Path(run_dir).name}, as a new run named '{config.name}'.")
         return wizard
 
+    def _on_open_setup(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open setup", str(Path.home()), "JSON (*.json)")
+        if path:
+            self.open_setup(Path(path))
+
+    def open_setup(self, path: Path) -> RunWizard | None:
+        """The wizard on the setup saved in `path` (it goes first in Open Recent); a setup with
+        problems is refused with each of them."""
+        try:
+            config = RunConfig.load(path)
+        except ConfigError as exc:
+            QMessageBox.warning(self, "Open setup", "\n".join(exc.problems))
+            return None
+        recent.remember("setups", path)
+        return self.open_wizard(config=config)
+
     def _on_run_started(self, run_dir: Path) -> None:
         self.refresh()
         self.open_monitor(run_dir)
+
+    def confirm_demo(self) -> Job | None:
+        """Say what the demo does and how long it takes; start it if the user agrees."""
+        answer = self.demo_box().exec()
+        return self.start_demo() if answer == QMessageBox.StandardButton.Yes else None
+
+    def demo_box(self) -> QMessageBox:
+        return QMessageBox(QMessageBox.Icon.Question, "Demo", describe_demo() + "\n\nStart the demo?",
+                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
 
     def start_demo(self) -> Job:
         """The demo run (imports the demo model first if needed, off the GUI thread)."""
@@ -421,7 +599,3 @@ def index_run_folders(db, runs_root: Path) -> None:
         known = db["runs"].count_where("id = ?", [run_id]) > 0
         if not known or db["runs"].get(run_id)["state"] in (None, "running", "created"):
             store.index_run(db, folder)
-
-
-def _percent(value) -> str:
-    return "" if value is None else f"{value:+.1%}"

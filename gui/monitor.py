@@ -3,7 +3,10 @@
 It reads only the run folder (cpt_studio.core.run_folder): the frozen config.json, events.jsonl,
 logs/worker.log, and the worker's pid. Opening a running run re-attaches to it; closing the
 window never stops it.
-When the worker dies, a red banner with the exit code and the log's tail appears at once.
+When the run fails, a red banner says in one sentence what went wrong and what to change
+(cpt_studio.core.failure), with the traceback folded under "Details"; the window keeps its size.
+Resume is off when resuming cannot help (a setting is the problem), and says why. Stop asks
+first. Clicking a checkpoint's marker emits `checkpoint_clicked(run_dir, step)`.
 
 The reading is done off the GUI thread by two BackgroundRefresh loads: `read_chunk` tails
 events.jsonl in chunks (a 100,000-event file is read and parsed in the background, chunk
@@ -22,25 +25,31 @@ from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QComboBox,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QSplitter,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from cpt_studio.core.estimate import format_duration
-from cpt_studio.core.events import Event, EventsFileError, EventTail, Phase, StatusEvent
+from cpt_studio.core.events import Event, EventsFileError, EventTail, Phase, State, StatusEvent
+from cpt_studio.core.failure import NOT_RESUMABLE_TIP, Failure, failure_of
 from cpt_studio.core.run_folder import RunPaths
 from cpt_studio.core.runs import effective_state, request_stop, start_worker
 
 from .charts import RunCharts
 from .eval_progress import EvalProgress
 from .jobs import BackgroundRefresh
+from .markers import TRACK_HEIGHT
 from .series import RunSeries
 
 CHUNK_BYTES = 128 * 1024
@@ -66,11 +75,21 @@ PHASE_COLOURS = {Phase.LOADING: "#6c757d", Phase.IMPORTING: "#6c757d", Phase.TOK
 """The chip's colour for every phase a worker reports (cpt_studio.core.events.Phase)."""
 
 
+DETAILS_LINES = 12
+"""Lines of the traceback the opened "Details" shows at most (it scrolls): it takes its room
+from the charts, and the window keeps its size."""
+CHART_HEIGHT = 95
+"""Pixels each chart keeps at least: a smaller window scrolls the charts."""
+RESUME_TIP = "Continue from the last complete checkpoint"
+
+
 class MonitorWindow(QWidget):
     state_changed = Signal(str)
     new_run_requested = Signal(Path)
     """Sent with the run folder when "New run from this run" is pressed (the main window opens
     the wizard on the run's settings)."""
+    checkpoint_clicked = Signal(str, int)
+    """(run folder, step) of the checkpoint whose marker was clicked: open it in the comparison."""
 
     def __init__(self, run_dir: Path, parent=None, poll_ms: int = 250):
         super().__init__(parent)
@@ -86,7 +105,7 @@ class MonitorWindow(QWidget):
         self.reader = BackgroundRefresh(read_chunk, lambda: (self.paths.events, self._offset), parent=self)
         self.reader.finished.connect(self._on_chunk_read)
         self.reader.failed.connect(self._on_read_failed)
-        self.worker_check = BackgroundRefresh(check_worker, lambda: (self.paths, self.series.status),
+        self.worker_check = BackgroundRefresh(check_worker, lambda: (self.paths, self.series.status, self.config),
                                               parent=self)
         self.worker_check.finished.connect(self._on_worker_checked)
         self.worker_check.failed.connect(self._on_read_failed)
@@ -103,41 +122,77 @@ class MonitorWindow(QWidget):
         self.phase = QLabel("created")
         self.phase.setStyleSheet(self._chip("#6c757d"))
         self.progress_text = QLabel("")
+        # its text never widens the window (a long status message, a narrow window): it is cut
+        self.progress_text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.progress_text.setMinimumWidth(120)
         self.progress = QProgressBar(textVisible=True)
-        self.banner = QLabel(wordWrap=True, visible=False)
-        self.banner.setStyleSheet("background:#f8d7da; color:#721c24; border:1px solid #dc3545; padding:8px;")
+        self.failure_box = self._failure_box()
         self.read_error = QLabel(wordWrap=True, visible=False)
         """Why the run folder could not be read (a broken events.jsonl line, a missing file)."""
         self.read_error.setStyleSheet("background:#fff3cd; color:#856404; border:1px solid #ffc107; padding:4px;")
-        guard = self.config.get("guard", {})
-        threshold = guard.get("threshold", 0.15) if guard.get("enabled", True) else None
-        benchmarks = self.config.get("benchmarks") or {}
-        self.charts = RunCharts(self.series, threshold, self.config.get("eval", {}).get("interval"),
-                                probes=bool(benchmarks.get("probes_during_training")),
-                                checkpoint_interval=(self.config.get("checkpoints") or {}).get("interval"))
+        self.charts = RunCharts.for_config(self.series, self.config)
+        self.charts.checkpoint_clicked.connect(
+            lambda step: self.checkpoint_clicked.emit(str(self.paths.root), step))
         self.evaluation = EvalProgress(self.paths)
-        self.readout = QLabel(" ")
+        self.readout = QLabel(" ", wordWrap=True)
+        """Every value at the crosshair's step; wraps on a narrow window, in two lines' height
+        so that moving the crosshair never moves the charts."""
+        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.readout.setFixedHeight(2 * self.readout.fontMetrics().lineSpacing() + 4)
         self.charts.crosshair_moved.connect(self.readout.setText)
         self.log = QPlainTextEdit(readOnly=True, maximumBlockCount=500)
+        self.charts.setMinimumHeight(CHART_HEIGHT * len(self.charts.plots) + TRACK_HEIGHT)
+        scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(self.charts)  # a small window scrolls the charts rather than squash them
         splitter = QSplitter(orientation=Qt.Orientation.Vertical)
-        splitter.addWidget(self.charts)
+        splitter.addWidget(scroll)
         splitter.addWidget(self.log)
         splitter.setSizes([700, 150])
         layout = QVBoxLayout(self)
         layout.addLayout(self._header())
         layout.addWidget(self.progress)
-        layout.addWidget(self.banner)
+        layout.addWidget(self.failure_box)
         layout.addWidget(self.read_error)
         layout.addWidget(self.evaluation)
         layout.addWidget(self.readout)
         layout.addWidget(splitter, stretch=1)
+
+    def _failure_box(self) -> QFrame:
+        """The failure's sentence (self.banner), and its traceback (self.details) folded under
+        a "Details" toggle; hidden until the run fails. Its height is bounded (the sentence
+        wraps, the traceback scrolls), so showing it takes room from the charts, not the screen."""
+        box = QFrame(visible=False, objectName="failure")
+        box.setStyleSheet("QFrame#failure {background:#f8d7da; border:1px solid #dc3545;}")
+        self.banner = QLabel(wordWrap=True, textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.banner.setStyleSheet("color:#721c24; padding:4px;")
+        self.banner.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+        self.details_button = QToolButton(text="Details", checkable=True, toolTip="Show the traceback")
+        self.details_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.details_button.setArrowType(Qt.ArrowType.RightArrow)
+        self.details_button.toggled.connect(self._on_details_toggled)
+        self.details = QPlainTextEdit(readOnly=True, visible=False)
+        self.details.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.details.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        top = QHBoxLayout()
+        top.addWidget(self.banner, stretch=1)
+        top.addWidget(self.details_button, alignment=Qt.AlignmentFlag.AlignTop)
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(6, 4, 6, 4)
+        layout.addLayout(top)
+        layout.addWidget(self.details)
+        return box
+
+    def _on_details_toggled(self, shown: bool) -> None:
+        self.details.setVisible(shown)
+        self.details_button.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
 
     def _header(self) -> QHBoxLayout:
         self.x_axis = QComboBox()
         self.x_axis.addItems(["steps", "tokens"])
         self.x_axis.currentTextChanged.connect(self._on_x_axis_changed)
         self.stop_button = QPushButton("Stop and save", clicked=self._on_stop_clicked)
-        self.resume_button = QPushButton("Resume", clicked=self._on_resume_clicked)
+        self.resume_button = QPushButton("Resume", clicked=self._on_resume_clicked, toolTip=RESUME_TIP)
         self.evaluate_button = QPushButton("Evaluate…", clicked=self._on_evaluate_clicked,
                                            toolTip="Score the base model and checkpoints on lm-eval "
                                            "tasks and knowledge probes, in the background")
@@ -149,7 +204,7 @@ class MonitorWindow(QWidget):
         row = QHBoxLayout()
         for widget in (self.phase, self.progress_text):
             row.addWidget(widget)
-        row.addStretch(1)
+        row.setStretchFactor(self.progress_text, 1)  # the free room goes to the progress text
         for widget in (QLabel("x-axis:"), self.x_axis, self.stop_button, self.resume_button,
                        self.evaluate_button, self.new_run_button, folder):
             row.addWidget(widget)
@@ -219,27 +274,34 @@ class MonitorWindow(QWidget):
         if checked["status"] is not self.series.status:
             return  # a newer status event came meanwhile: worker_check runs again with it
         self._checked_status = checked["status"]
-        self._show_state(checked["state"], checked["running"], checked["log"])
+        self._show_state(checked["state"], checked["running"], checked["log"], checked.get("failure"))
         self._tail_log(checked["log"])
 
-    def _show_state(self, state: dict, running: bool, log: str) -> None:
+    def _show_state(self, state: dict, running: bool, log: str, failure: Failure | None = None) -> None:
         name = state.get("state", "created")
         self.stop_button.setEnabled(running)
-        self.resume_button.setEnabled(name in ("stopped", "failed") and not running)
+        resumable = failure is None or failure.resumable
+        self.resume_button.setEnabled(name in ("stopped", "failed") and not running and resumable)
+        self.resume_button.setToolTip(RESUME_TIP if resumable else NOT_RESUMABLE_TIP)
         if name == "failed":
-            self._show_failure(state, log)
+            self._show_failure(state, log, failure or failure_of(state, log, self.config))
         else:
-            self.banner.hide()
+            self.failure_box.hide()
         if name != self._state:
             self._state = name
             self.state_changed.emit(name)
 
-    def _show_failure(self, state: dict, log: str) -> None:
+    def _show_failure(self, state: dict, log: str, failure: Failure) -> None:
         code = state.get("exit_code")
-        tail = state.get("traceback") or "\n".join(log.splitlines()[-15:])
         self.banner.setText(f"<b>Failed{f', exit code {code}' if code is not None else ''}:</b> "
-                            f"{state.get('message', '')}<pre>{_escape(tail[-1500:])}</pre>")
-        self.banner.show()
+                            f"{_escape(failure.sentence)}")
+        details = state.get("traceback") or "\n".join(log.splitlines()[-40:])
+        if details != self.details.toPlainText():
+            self.details.setPlainText(details)
+            lines = min(DETAILS_LINES, max(3, len(details.splitlines())))
+            self.details.setFixedHeight(lines * self.details.fontMetrics().lineSpacing() + 12)
+        self.details_button.setEnabled(bool(details))
+        self.failure_box.show()
         self.phase.setText("error")
         self.phase.setStyleSheet(self._chip(PHASE_COLOURS["error"]))
 
@@ -251,30 +313,41 @@ class MonitorWindow(QWidget):
     def _update_header(self) -> None:
         status = self.series.status.to_dict() if self.series.status else {}
         last = self.series.last_step
-        phase = status.get("phase", "created")
-        self.phase.setText(phase if status.get("state") != "failed" else "error")
-        self.phase.setStyleSheet(self._chip(PHASE_COLOURS.get(phase, "#6c757d")))
+        phase, state = status.get("phase", "created"), status.get("state")
+        stopped = state == State.STOPPED.value
+        self.phase.setText("error" if state == "failed" else "stopped" if stopped else phase)
+        self.phase.setStyleSheet(self._chip(PHASE_COLOURS.get("error" if state == "failed" else phase, "#6c757d")))
         total = self.series.total_steps
         if last is None or not total:
-            self.progress_text.setText(status.get("message", ""))
+            failed = state == State.FAILED.value  # its sentence is in the banner
+            self.progress_text.setText("stopped" if stopped else "" if failed else status.get("message", ""))
             return
         step, speed = int(last["step"]), last["tokens_per_second"]
         self.progress.setRange(0, total)
         self.progress.setValue(step)
-        remaining = (total - step) * (last["tokens"] / max(step, 1)) / max(speed, 1e-9)
-        end = time.time() if status.get("state") == "running" else self.series.last_time
+        end = time.time() if state == "running" else self.series.last_time
         elapsed = (end or time.time()) - (self.series.started or time.time())
         self.progress_text.setText(
-            f"step {step:,} / {total:,}   tokens {int(last['tokens']):,}"
+            f"{'stopped at ' if stopped else ''}step {step:,} / {total:,}   tokens {int(last['tokens']):,}"
             f"{f' / {self.series.total_tokens:,}' if self.series.total_tokens else ''}   "
-            f"{step / total:.0%}   elapsed {format_duration(elapsed)}   "
-            f"ETA {format_duration(remaining) if step < total else '-'}   {speed:,.0f} tokens/s")
+            f"{step / total:.0%}   elapsed {format_duration(elapsed)}"
+            f"{self._eta(state, step, total, last)}   {speed:,.0f} tokens/s")
+        self.progress_text.setToolTip(self.progress_text.text())  # all of it, when the window cuts it
+
+    def _eta(self, state: str | None, step: int, total: int, last: dict) -> str:
+        """"   ETA 3 m 20 s" while the run goes on; nothing once it stopped, failed or finished."""
+        if state != State.RUNNING.value or step >= total:
+            return ""
+        speed = max(last["tokens_per_second"], 1e-9)
+        return f"   ETA {format_duration((total - step) * (last['tokens'] / max(step, 1)) / speed)}"
 
     # --- actions ----------------------------------------------------------------------
     def _on_x_axis_changed(self, text: str) -> None:
         self.charts.set_x_axis("tokens" if text == "tokens" else "step")
 
     def _on_stop_clicked(self) -> None:
+        if not self.confirm_stop():
+            return
         request_stop(self.paths.root)
         self.stop_button.setEnabled(False)
         self.progress_text.setText("stop requested: saving a checkpoint at the end of this step")
@@ -294,6 +367,17 @@ class MonitorWindow(QWidget):
         self.evaluate_dialog = EvaluateDialog(self.paths.root, parent=self)
         self.evaluate_dialog.started.connect(lambda _run: self.evaluation.poll())
         self.evaluate_dialog.show()
+
+    def confirm_stop(self) -> bool:
+        """Ask before stopping: the run saves a checkpoint at the end of this step and can be
+        resumed from it."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Stop this run?",
+                          "Stop the run? It saves a checkpoint at the end of the current step, "
+                          "and Resume continues from there.", parent=self)
+        stop = box.addButton("Stop and save", QMessageBox.ButtonRole.AcceptRole)
+        box.setDefaultButton(box.addButton(QMessageBox.StandardButton.Cancel))
+        box.exec()
+        return box.clickedButton() is stop
 
     def confirm_changed_corpus(self, changed: str) -> bool:
         """Ask before resuming on corpus files that changed since the run started."""
@@ -319,13 +403,16 @@ def read_chunk(events: Path, offset: int) -> tuple[int, list[Event], int]:
     return offset, read, tail.offset
 
 
-def check_worker(paths: RunPaths, status: StatusEvent | None) -> dict:
+def check_worker(paths: RunPaths, status: StatusEvent | None, config: dict | None = None) -> dict:
     """The run's state against its last status event `status` (effective_state: "failed" when
-    the worker died without saying so), whether its worker process lives (psutil), and the
-    last LOG_LINES lines of its log, as {"status", "state", "running", "log"}."""
+    the worker died without saying so), whether its worker process lives (psutil), the last
+    LOG_LINES lines of its log, and for a failed run its Failure (the sentence and whether
+    resuming can help; cpt_studio.core.failure), as {"status", "state", "running", "log", "failure"}."""
     state = effective_state(paths.root, status.to_dict() if status else None)  # running: it lives
+    log = log_tail(paths.log, LOG_LINES)
+    failure = failure_of(state, log, config) if state.get("state") == "failed" else None
     return {"status": status, "state": state, "running": state.get("state") == "running",
-            "log": log_tail(paths.log, LOG_LINES)}
+            "log": log, "failure": failure}
 
 
 def log_tail(path: Path, lines: int) -> str:

@@ -9,7 +9,7 @@ import pyqtgraph as pg
 from cpt_studio.core.store import run_evaluations, run_metrics
 
 from .charts import ReadableAxis, downsampled_curve
-from .compare_scatter import run_colour
+from .compare_scatter import legend_html, run_colour
 
 METRICS = (("loss", "training loss"), ("domain_ppl", "domain perplexity"),
            ("general_ppl", "general perplexity"), ("forgetting", "forgetting %"))
@@ -61,7 +61,9 @@ class RunOverlay(pg.GraphicsLayoutWidget):
         for axis in ("left", "bottom"):
             plot.getAxis(axis).setPen("#666666")
             plot.getAxis(axis).setTextPen("#333333")
-        plot.addLegend(offset=LEGEND_OFFSETS[metric], labelTextColor="#333333")
+        # semi-opaque, in the corner its curves leave free: a curve passing under it stays visible
+        plot.addLegend(offset=LEGEND_OFFSETS[metric], labelTextColor="#333333",
+                       brush=pg.mkBrush(255, 255, 255, 200), pen=pg.mkPen("#cccccc"))
         self.plots[metric] = plot
 
     def _draw_run(self, run_id: str, colour: str) -> None:
@@ -77,7 +79,7 @@ class RunOverlay(pg.GraphicsLayoutWidget):
             symbol = None if metric == "loss" else "o"
             self.curves[(metric, run_id)] = downsampled_curve(
                 self.plots[metric], np.asarray(x, dtype=float), np.asarray(y, dtype=float), pen=pen,
-                name=self.labels[run_id], symbol=symbol, symbolSize=5, symbolBrush=colour, symbolPen=colour)
+                name=legend_html(self.labels[run_id]), symbol=symbol, symbolSize=5, symbolBrush=colour, symbolPen=colour)
 
     def _empty_messages(self) -> None:
         """A chart no run has data for says why, in its middle."""

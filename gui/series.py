@@ -89,6 +89,8 @@ class RunSeries(RunTimeline):
         self.evals = Table(EVAL_FIELDS)
         self.probes: dict[str, Table] = {}
         """Knowledge probes scored during training (live probe events), by "task metric"."""
+        self.resumes: list[int] = []
+        """The step each resume went on from (after a stop, a crash or a guard rollback), in order."""
 
     def add(self, events: list[Event]) -> None:
         """Apply events (typed, in file order) that were read elsewhere."""
@@ -120,6 +122,7 @@ class RunSeries(RunTimeline):
 
     def on_resume(self, step: int) -> None:
         super().on_resume(step)
+        self.resumes.append(step)
         for table in (self.steps, self.evals, *self.probes.values()):
             table.keep_until(step)
 

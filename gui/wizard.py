@@ -27,6 +27,7 @@ from cpt_studio.core.runs import (
     train_command,
 )
 
+from . import recent
 from .pages.base import ConfigPage
 from .pages.corpus_page import CorpusPage
 from .pages.eval_page import EvalPage
@@ -112,12 +113,14 @@ class RunWizard(QWizard):
             return False
         self.set_config(config)
         self.saved = Path(path)
+        recent.remember("setups", self.saved)
         self.notify(f"Loaded {path}")
         return True
 
     def save_setup(self, path: Path | None = None) -> Path:
         """Save the setup to `path` (default: the data folder's setups/, see core.runs.save_setup)."""
         self.saved = save_setup(self.config, path)
+        recent.remember("setups", self.saved)
         self.notify(f"Saved the setup to {self.saved}")
         return self.saved
 

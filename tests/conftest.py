@@ -16,6 +16,16 @@ def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("CPT_STUDIO_HOME", str(tmp_path / "cpt-home"))
 
 
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path):
+    """Each test gets its own app settings (recent files, window geometry, preferences), never
+    the user's."""
+    from PySide6.QtCore import QSettings
+
+    for format_ in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+        QSettings.setPath(format_, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

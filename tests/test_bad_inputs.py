@@ -189,5 +189,5 @@ def test_the_dry_run_warns_about_settings_the_run_would_not_honour_as_meant(tmp_
     config = _config(tmp_path, models["good"], checkpoints={"interval": 100}, eval={"interval": 50})
     assert cli_main(["train", _write(tmp_path, config), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "checkpoints.interval 100 is more than the run's 1 step:" in out
-    assert "eval.interval 50 is more than the run's 1 step:" in out
+    assert "checkpoints.interval: 100 is more than the run's 1 step, so the only checkpoint" in out
+    assert "eval.interval: 50 is more than the run's 1 step, so forgetting" in out

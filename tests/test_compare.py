@@ -92,7 +92,7 @@ def test_table_shows_the_stores_numbers_and_marks_the_recommended(window, db):
     assert marks == ["Pareto front", "★ recommended", "Pareto front", "",
                      "Pareto front", "Pareto front", "★ recommended"]
     runs = [table.item(r, 0).text() for r in range(table.rowCount())]
-    assert runs == ["replay 0%, lr 2e-05"] * 4 + ["replay 15%, lr 1e-05"] * 3
+    assert runs == ["replay-0\nreplay 0%, lr 2e-05"] * 4 + ["replay-15\nreplay 15%, lr 1e-05"] * 3
     medqa = [table.value(r, "medqa acc") for r in range(table.rowCount())]
     assert medqa == [None, 0.41, None, 0.44, None, None, None]
 
@@ -136,7 +136,8 @@ def test_overlay_draws_one_curve_per_run_with_its_data(window, db):
                            [e["domain_ppl"] for e in evals])
     assert len(overlay.plots["loss"].listDataItems()) == 2
     legend = [label.text for _, label in overlay.plots["loss"].legend.items]
-    assert legend == ["replay 0%, lr 2e-05", "replay 15%, lr 1e-05"]
+    assert legend == ["replay-0<br><span style='font-size:7pt'>replay 0%, lr 2e-05</span>",
+                      "replay-15<br><span style='font-size:7pt'>replay 15%, lr 1e-05</span>"]
 
 
 def test_show_differences_only_hides_equal_settings(window):
@@ -179,6 +180,85 @@ def test_one_run_without_checkpoints_shows_its_settings_and_says_why_it_is_empty
     other = store.index_run(db, write_compare_run(tmp_path / "full", "full", 0.0, 2e-5, REPLAY_0))
     both = CompareWindow(db, [early, other])
     qtbot.addWidget(both)
-    assert both.labels[early] == "replay 5%, seed -, model -, …"  # a setting both have first
-    assert both.labels[other] == "replay 0%, seed 0, model org/tiny, …"
+    assert both.labels[early] == "early\nreplay 5%, seed -, model -, …"  # a setting both have first
+    assert both.labels[other] == "full\nreplay 0%, seed 0, model org/tiny, …"
     assert [both.table.item(r, 0).text() for r in range(4)] == [both.labels[other]] * 4
+
+
+# -- names, notes and the forgetting target ---------------------------------------------------
+
+def test_runs_are_titled_by_unique_names_with_the_differing_settings_below():
+    from cpt_studio.core.compare import run_titles, unique_names
+
+    assert unique_names({"x": "med", "y": "med", "z": "law", "w": "med"}) == {
+        "x": "med", "y": "med (2)", "z": "law", "w": "med (3)"}
+    same_name = {"a": A, "b": {**B, "name": "a"}}
+    assert run_titles({"a": "a", "b": "a"}, same_name) == {"a": "a\nreplay 5%, EWC -",
+                                                          "b": "a (2)\nreplay 15%, EWC on"}
+    assert run_titles({"a": "a", "c": "c"}, {"a": A, "c": {**A, "name": "c"}}) == {"a": "a", "c": "c"}
+
+
+def test_the_window_labels_runs_of_one_name_apart(qtbot, db, tmp_path):
+    from cpt_studio.core.testing.compare_runs import write_compare_run
+    from cpt_studio.gui.compare import CompareWindow
+
+    ids = [store.index_run(db, write_compare_run(tmp_path / f"run-{i}", "med", replay, 2e-5, REPLAY_15))
+           for i, replay in enumerate((0.05, 0.15))]
+    window = CompareWindow(db, ids)
+    qtbot.addWidget(window)
+    assert window.windowTitle() == "CPT Studio — compare med, med (2)"
+    runs = [window.table.item(r, 0).text() for r in range(window.table.rowCount())]
+    assert runs == ["med\nreplay 5%"] * 3 + ["med (2)\nreplay 15%"] * 3
+    legend = [label.text for _, label in window.scatter.legend.items]
+    assert [text.split("<br>")[0] for text in legend][:2] == ["med", "med (2)"]
+    window.resize(1250, 850)
+    window.show()
+    window.grab().save("/tmp/shots-history/compare-labels.png")
+
+
+def test_a_note_says_when_runs_have_different_corpora_or_baselines(qtbot, db, tmp_path):
+    from cpt_studio.core.compare import comparison_notes
+    from cpt_studio.core.testing.compare_runs import write_compare_run
+    from cpt_studio.gui.compare import CompareWindow
+
+    def run(name, domain, general_baseline=20.0):
+        folder = write_compare_run(tmp_path / name, name, 0.05, 2e-5, REPLAY_15, general_baseline=general_baseline,
+                                   sections={"corpus": {"domain": [{"path": domain}]}})
+        return store.index_run(db, folder)
+
+    same = [run("a", "med.jsonl"), run("b", "med.jsonl")]
+    assert comparison_notes(db, same) == []
+    other_corpus = run("c", "law.jsonl", general_baseline=31.0)
+    notes = comparison_notes(db, [same[0], other_corpus])
+    assert notes[0].startswith("Different domain corpora (a: med.jsonl; c: law.jsonl)")
+    assert notes[1].startswith("Different baselines: the step-0 general perplexity is a: 20; c: 31")
+    window = CompareWindow(db, [same[0], other_corpus])
+    qtbot.addWidget(window)
+    assert not window.notes.isHidden() and "Different domain corpora" in window.notes.text()
+    window.resize(1250, 850)
+    window.show()
+    window.grab().save("/tmp/shots-history/compare-notes.png")
+    assert CompareWindow(db, same).notes.isHidden()
+
+
+def test_no_checkpoint_within_the_forgetting_target_is_said(qtbot, db, tmp_path):
+    from cpt_studio.core.compare import outside_target
+    from cpt_studio.core.testing.compare_runs import write_compare_run
+    from cpt_studio.gui.compare import CompareWindow
+
+    strict = store.index_run(db, write_compare_run(
+        tmp_path / "strict", "strict", 0.0, 2e-5, REPLAY_0,
+        sections={"checkpoints": {"recommend_max_forgetting": 0.005}}))
+    sentence = ("no checkpoint within the forgetting target (0.5%): the least forgetting is 1.00% "
+                "(step 10)")
+    assert outside_target(store.get_run(db, strict)["config"], store.run_checkpoints(db, strict)).startswith(sentence)
+    fine = store.index_run(db, write_compare_run(tmp_path / "fine", "fine", 0.15, 2e-5, REPLAY_15))
+    assert outside_target(store.get_run(db, fine)["config"], store.run_checkpoints(db, fine)) is None
+    window = CompareWindow(db, [strict, fine])
+    qtbot.addWidget(window)
+    text = window.reasons.text()
+    assert f"<b>strict: </b>⚠ {sentence}" in text and "<b>fine: recommended</b>" in text
+    assert "strict: recommended" not in text
+    window.resize(1250, 850)
+    window.show()
+    window.grab().save("/tmp/shots-history/compare-outside-target.png")

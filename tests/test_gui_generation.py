@@ -83,7 +83,7 @@ def test_checkpoint_actions_export_to_the_chosen_folder_and_show_the_hooks(qtbot
     assert not actions.sft_button.isEnabled() and "SFT feature" in actions.sft_button.toolTip()
     actions.set_checkpoint(trained_run, 6)
     assert actions.evaluate_button.isEnabled() and "step 6 and the base model" in actions.evaluate_button.toolTip()
-    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path / "out"))
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "out"), ""))
     with qtbot.waitSignal(actions.export_finished, timeout=60_000) as done:
         actions.export_button.click()
     assert Path(done.args[0]) == tmp_path / "out"

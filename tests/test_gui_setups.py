@@ -284,3 +284,7 @@ def test_save_setup_on_the_first_page_writes_the_setup_that_load_brings_back(qtb
     again = open_wizard(qtbot, tmp_path)
     load_with_button(again, monkeypatch, target)
     assert again.config.to_dict() == saved.to_dict() and again.currentPage().trust.isChecked()
+    from cpt_studio.gui import (
+        recent,  # File ▸ Open Recent lists the setups loaded and saved, newest first
+    )
+    assert recent.recent("setups")[:2] == [str(target.resolve()), str(setup_file.resolve())]

@@ -20,21 +20,25 @@ REPLAY_15 = [(10, 0.03, 0.005), (20, 0.08, 0.01), (30, 0.09, 0.025)]
 
 
 def write_compare_run(folder: Path, name: str, replay_ratio: float, peak_lr: float,
-                      checkpoints: list[tuple[int, float, float]], benchmarks: dict | None = None
+                      checkpoints: list[tuple[int, float, float]], benchmarks: dict | None = None,
+                      *, sections: dict | None = None, general_baseline: float = BASE_GENERAL_PPL
                       ) -> Path:
     """A finished run: a step event per step, an eval and a checkpoint at each point, and
-    `benchmarks` ({step: {"medqa": 0.41}}) as benchmark events."""
+    `benchmarks` ({step: {"medqa": 0.41}}) as benchmark events. `sections` updates the config's
+    sections ({"corpus": {"domain": [...]}}); `general_baseline`: the step-0 general perplexity."""
     folder.mkdir(parents=True)
     config = {"name": name, "seed": 0, "model": {"name_or_path": "org/tiny"},
               "corpus": {"replay_ratio": replay_ratio, "skip_bad": False},
               "schedule": {"peak_lr": peak_lr, "warmup_ratio": 0.01, "decay": "cosine"},
               "checkpoints": {"interval": 10, "recommend_max_forgetting": 0.03}}
+    for section, values in (sections or {}).items():
+        config[section] = {**config.get(section, {}), **values}
     paths = RunPaths(folder)
     paths.config.write_text(json.dumps(config, indent=2))
     out = EventWriter(paths.events)
     last = checkpoints[-1][0]
     out.emit("status", 0, state="running", phase="training", total_steps=last)
-    out.emit("eval", 0, baseline=True, tokens=0, **_scores(0.0, 0.0))
+    out.emit("eval", 0, baseline=True, tokens=0, **_scores(0.0, 0.0, general_baseline))
     points = {step: (gain, forgetting) for step, gain, forgetting in checkpoints}
     for step in range(1, last + 1):
         tokens = step * TOKENS_PER_STEP
@@ -43,7 +47,7 @@ def write_compare_run(folder: Path, name: str, replay_ratio: float, peak_lr: flo
         if step in points:
             saved = paths.checkpoints / f"step-{step:06d}"  # any name: the checkpoint event says where
             saved.mkdir(parents=True)
-            out.emit("eval", step, baseline=False, tokens=tokens, **_scores(*points[step]))
+            out.emit("eval", step, baseline=False, tokens=tokens, **_scores(*points[step], general_baseline))
             out.emit("checkpoint", step, tokens=tokens, path=paths.relative(saved))
         for benchmark, score in (benchmarks or {}).get(step, {}).items():
             out.emit("benchmark", step, checkpoint=checkpoint_dirname(step), kind="domain",
@@ -53,9 +57,9 @@ def write_compare_run(folder: Path, name: str, replay_ratio: float, peak_lr: flo
     return folder
 
 
-def _scores(gain: float, forgetting: float) -> dict:
+def _scores(gain: float, forgetting: float, general_baseline: float = BASE_GENERAL_PPL) -> dict:
     return {"domain_ppl": BASE_DOMAIN_PPL * (1 - gain),
-            "general_ppl": BASE_GENERAL_PPL * (1 + forgetting),
+            "general_ppl": general_baseline * (1 + forgetting),
             "domain_gain": gain, "forgetting": forgetting}
 
 

@@ -6,6 +6,19 @@
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py evaluation  # evaluate-dialog.png,
                                                         # compare-scores.png, monitor-probes.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py guard  # monitor-guard-markers.png
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py failure  # monitor-failed.png,
+                                                                      # monitor-stopped.png
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py dialogs  # export-done.png,
+                                                        # demo-confirm.png, wizard-2-corpus-progress.png
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py preflight [FOLDER]
+                                                        # wizard-8-summary-warnings.png
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py desktop  # main-window-history.png,
+                          # main-window-monitor.png, preferences.png, help-tour.png
+
+Each takes the light theme's screenshots, NAME.png; with `--theme dark` first, the dark
+theme's, NAME-dark.png (the charts too):
+
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py --theme dark guard
 
 The wizard is filled with the demo's setup (the demo model and corpus). The monitor shows
 RUN_DIR if given (take it while a run is going), else the newest run in the data folder.
@@ -22,6 +35,18 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 HERE = Path(__file__).resolve().parent
 
 from PySide6.QtWidgets import QApplication  # noqa: E402
+
+THEME = {"name": "light"}
+"""The theme the screenshots are taken in (--theme)."""
+
+
+def save(widget, name: str, folder: Path | None = None) -> None:
+    """`widget`'s screenshot as `name` (light theme) or NAME-dark.png (dark), in `folder`
+    (default: this one)."""
+    path = (folder or HERE) / name
+    if THEME["name"] == "dark":
+        path = path.with_name(f"{path.stem}-dark{path.suffix}")
+    widget.grab().save(str(path))
 
 
 def settle(app, jobs=()) -> None:
@@ -55,11 +80,39 @@ def wizard_pages(app) -> None:
         elif name == "5-tokenizer" and page.preview_button.isEnabled():
             jobs = [page.start_preview()]
         elif name == "8-summary":
-            jobs = [page.start_plan()]
+            jobs = [page._check_job, page.start_plan()]
         settle(app, jobs)
-        wizard.grab().save(str(HERE / f"wizard-{name}.png"))
+        save(wizard, f"wizard-{name}.png")
         if i < len(names) - 1:
             wizard.next()
+
+
+def summary_warnings(app, folder: Path = HERE) -> None:
+    """wizard-8-summary-warnings.png: the demo's setup changed to trip pre-flight warnings (no
+    independent general evaluation set, an evaluation interval longer than the run, a corpus
+    file with double-encoded text), with the plan estimated."""
+    import tempfile
+
+    from cpt_studio.core.corpus import SourceSpec
+    from cpt_studio.core.demo import demo_config
+    from cpt_studio.core.testing.corpus_files import write_jsonl
+    from cpt_studio.gui.pages.summary_page import SummaryPage
+    from cpt_studio.gui.wizard import RunWizard
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = demo_config()
+        extra = write_jsonl(Path(tmp) / "scraped.jsonl", ["Tacrolimus levels rose after the cafÃ© visit.",
+                                                          "A normal note.", "The patientâ€™s trough was 8."])
+        config.corpus.domain.append(SourceSpec(str(extra)))
+        config.eval.sets, config.eval.interval = [], 60
+        wizard = RunWizard(config=config)
+        wizard.resize(1000, 900)
+        wizard.show()
+        while not isinstance(wizard.currentPage(), SummaryPage):
+            wizard.next()
+        page = wizard.currentPage()
+        settle(app, [page._check_job, page.start_plan()])
+        save(wizard, "wizard-8-summary-warnings.png", folder)
 
 
 def monitor(app, run_dir: Path) -> None:
@@ -74,7 +127,7 @@ def monitor(app, run_dir: Path) -> None:
     if len(steps):
         window.charts.move_crosshair(float(steps[len(steps) * 2 // 3]))
     settle(app, [window.worker_check])
-    window.grab().save(str(HERE / "monitor.png"))
+    save(window, "monitor.png")
 
 
 def compare(app, db, run_ids: list[str]) -> None:
@@ -89,7 +142,7 @@ def compare(app, db, run_ids: list[str]) -> None:
     for index, name in enumerate(("checkpoints", "curves", "settings")):
         window.tabs.setCurrentIndex(index)
         settle(app)
-        window.grab().save(str(HERE / f"compare-{name}.png"))
+        save(window, f"compare-{name}.png")
 
 
 def compare_example(app) -> None:
@@ -126,7 +179,7 @@ def evaluation_example(app) -> None:
         window.show()
         window.table.selectRow(next(i for i, row in enumerate(window.rows) if row["recommended"]))
         settle(app)
-        window.grab().save(str(HERE / "compare-scores.png"))
+        save(window, "compare-scores.png")
 
         monitor_shot(app, run_dir, (1200, 1100), 30.0, "monitor-probes.png")
 
@@ -140,7 +193,7 @@ def dialog_shot(app, run_dir: Path) -> None:
     dialog.limit.setValue(50)
     settle(app, [dialog._availability_job] if dialog._availability_job else [])
     settle(app, [dialog._availability_job] if dialog._availability_job else [])
-    dialog.grab().save(str(HERE / "evaluate-dialog.png"))
+    save(dialog, "evaluate-dialog.png")
 
 
 def probe_run(folder: Path) -> Path:
@@ -203,6 +256,35 @@ def guard_example(app) -> None:
         monitor_shot(app, guard_run(Path(root) / "guarded"), (1200, 950), 70.0, "monitor-guard-markers.png")
 
 
+def failure_example(app) -> None:
+    """monitor-failed.png: a run that ran out of memory, its sentence with the traceback opened
+    under Details; monitor-stopped.png: a stopped run (no ETA), with its markers (evaluations,
+    checkpoints, a guard rollback and the resume from step 40) and the crosshair's readout."""
+    import tempfile
+
+    import torch
+
+    from cpt_studio.core.testing.monitor_runs import write_monitor_run
+    from cpt_studio.gui.monitor import MonitorWindow
+
+    with tempfile.TemporaryDirectory() as root:
+        oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 23.64 GiB total "
+                                     "capacity; 21.90 GiB already allocated)")
+        failed = write_monitor_run(Path(root) / "failed", steps=90, end="failed", error=oom)
+        monitor = MonitorWindow(failed)
+        monitor.resize(1200, 950)
+        monitor.show()
+        monitor.catch_up()
+        monitor._poll_state()
+        settle(app, [monitor.worker_check])
+        monitor.details_button.setChecked(True)
+        monitor.charts.move_crosshair(60.0)
+        settle(app)
+        save(monitor, "monitor-failed.png")
+        stopped = write_monitor_run(Path(root) / "stopped", steps=120, end="stopped", total_steps=300)
+        monitor_shot(app, stopped, (1200, 950), 80.0, "monitor-stopped.png")
+
+
 def monitor_shot(app, run_dir: Path, size: tuple[int, int], crosshair: float, name: str) -> None:
     """The monitor of `run_dir`, caught up, the crosshair at step `crosshair`, saved as `name`."""
     from cpt_studio.gui.monitor import MonitorWindow
@@ -214,7 +296,7 @@ def monitor_shot(app, run_dir: Path, size: tuple[int, int], crosshair: float, na
     monitor._poll_state()
     monitor.charts.move_crosshair(crosshair)
     settle(app, [monitor.worker_check])
-    monitor.grab().save(str(HERE / name))
+    save(monitor, name)
 
 
 def guard_run(folder: Path) -> Path:
@@ -262,6 +344,37 @@ def guard_run(folder: Path) -> Path:
     return folder
 
 
+def dialogs_example(app) -> None:
+    """export-done.png: the message at the end of an export; demo-confirm.png: what the Demo
+    button says before it starts; wizard-2-corpus-progress.png: a corpus check in progress (its
+    bar, what it is reading, Cancel), staged at file 2 of 5."""
+    import tempfile
+
+    from cpt_studio.core.demo import demo_config
+    from cpt_studio.gui.checkpoint_actions import show_export_done
+    from cpt_studio.gui.main_window import MainWindow
+    from cpt_studio.gui.wizard import RunWizard
+
+    window = MainWindow(runs_root=Path(tempfile.mkdtemp()))
+    box = show_export_done(window, 200, Path.home() / "models" / "demo-step-200")
+    settle(app)
+    save(box, "export-done.png")
+    box = window.demo_box()
+    box.show()
+    settle(app)
+    save(box, "demo-confirm.png")
+    wizard = RunWizard(config=demo_config())
+    wizard.show()
+    wizard.next()
+    page = wizard.currentPage()
+    page.check_button.setEnabled(False)
+    page.report.setText("Checking every record…")
+    page.progress.show()
+    page.progress.show_progress(1, 5, "domain corpus: 24,000 documents read, file 2 of 5")
+    settle(app)
+    save(wizard, "wizard-2-corpus-progress.png")
+
+
 def history_and_generation(app, run_dir: Path, prompt: str) -> None:
     """history.png: the run history with RUN_DIR's folder of runs; generation.png: RUN_DIR's
     base model and checkpoints continuing `prompt`."""
@@ -277,7 +390,7 @@ def history_and_generation(app, run_dir: Path, prompt: str) -> None:
     settle(app, [window.history])  # the history loads off the GUI thread
     window.select_runs([str(run_dir.resolve())])
     settle(app)
-    window.grab().save(str(HERE / "history.png"))
+    save(window, "history.png")
     generation = GenerationWindow(window.db, str(run_dir.resolve()))
     generation.resize(1200, 700)
     generation.show()
@@ -289,13 +402,62 @@ def history_and_generation(app, run_dir: Path, prompt: str) -> None:
             item.setCheckState(Qt.CheckState.Checked)
     generation.max_tokens.setValue(40)
     settle(app, [generation.generate()])
-    generation.grab().save(str(HERE / "generation.png"))
+    save(generation, "generation.png")
+
+
+def desktop_example(app) -> None:
+    """main-window-history.png and main-window-monitor.png (the main window on two
+    hand-written runs, then the guarded run's monitor in its tab), preferences.png,
+    help-tour.png. A throwaway data folder and settings: the user's are left alone."""
+    import tempfile
+
+    from PySide6.QtCore import QSettings
+
+    from cpt_studio.gui.main_window import MainWindow
+
+    with tempfile.TemporaryDirectory() as root:
+        root = Path(root)
+        os.environ["CPT_STUDIO_HOME"] = str(root / "home")
+        QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(root / "settings"))
+        guarded = guard_run(root / "runs" / "demo-guard")
+        probe_run(root / "runs" / "demo-probes")
+        window = MainWindow(runs_root=root / "runs")
+        window.resize(1200, 900)
+        window.show()
+        settle(app, [window.history])
+        window.select_runs([str(guarded.resolve())])
+        settle(app)
+        save(window, "main-window-history.png")
+        monitor = window.open_monitor(guarded)
+        monitor.catch_up()
+        monitor._poll_state()
+        monitor.charts.move_crosshair(70.0)
+        settle(app, [monitor.worker_check])
+        save(window, "main-window-monitor.png")
+        dialog = window.open_preferences()
+        settle(app)
+        save(dialog, "preferences.png")
+        dialog.reject()
+        tour = window.open_tour()
+        settle(app)
+        save(tour, "help-tour.png")
+        window.tabs.close_all()
+        window.close()
 
 
 def main() -> None:
     from cpt_studio.core.runs import runs_dir
+    from cpt_studio.gui.theme import apply_theme
 
+    if sys.argv[1:2] == ["--theme"]:
+        THEME["name"] = sys.argv[2]
+        del sys.argv[1:3]
     app = QApplication([])
+    apply_theme(app, THEME["name"])
+    if sys.argv[1:] == ["desktop"]:
+        desktop_example(app)
+        print(f"saved in {HERE}")
+        return
     if sys.argv[1:2] == ["--history"]:
         history_and_generation(app, Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3
                                else "The patient received")
@@ -304,6 +466,17 @@ def main() -> None:
     if sys.argv[1:] == ["evaluation"]:
         evaluation_example(app)
         print(f"saved in {HERE}")
+        return
+    if sys.argv[1:] == ["failure"]:
+        failure_example(app)
+        print(f"saved in {HERE}")
+        return
+    if sys.argv[1:] == ["dialogs"]:
+        dialogs_example(app)
+        return
+    if sys.argv[1:2] == ["preflight"]:  # [FOLDER]: where to save (default: here)
+        summary_warnings(app, Path(sys.argv[2]) if len(sys.argv) > 2 else HERE)
+        print("saved")
         return
     if sys.argv[1:] == ["guard"]:
         guard_example(app)

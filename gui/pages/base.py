@@ -29,6 +29,8 @@ from PySide6.QtWidgets import (
 
 from cpt_studio.core.config import RunConfig
 
+from ..theme import styled
+
 _NEVER = object()
 """A setting this page has not loaded or written yet."""
 INPUT_WIDGETS = (QLineEdit, QAbstractSpinBox, QComboBox, QCheckBox, QRadioButton, QListWidget)
@@ -45,7 +47,7 @@ class ConfigPage(QWizardPage):
         self.setSubTitle(subtitle)
         self.layout_ = QVBoxLayout(self)
         self.problems = QLabel(wordWrap=True, objectName="problems")
-        self.problems.setStyleSheet("color:#b00020;")
+        styled(self.problems, "color:{error};")
         self.problems.hide()
         self.notice = QLabel(wordWrap=True, objectName="notice",
                              textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)

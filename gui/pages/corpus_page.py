@@ -22,7 +22,9 @@ from PySide6.QtWidgets import (
 )
 
 from cpt_studio.core.corpus import Document, SourceSpec, read_sources, validate
+from cpt_studio.core.progress import Progress
 
+from ..job_progress import JobProgress
 from ..jobs import Job
 from ..setting_help import explain
 from .base import ConfigPage, display_only
@@ -30,12 +32,15 @@ from .base import ConfigPage, display_only
 PREVIEW_DOCUMENTS = 3
 
 
-def check_corpus(domain: list[SourceSpec], general: list[SourceSpec]) -> dict:
-    """Validation of both corpora and a short preview of each (runs off the GUI thread)."""
+def check_corpus(domain: list[SourceSpec], general: list[SourceSpec],
+                 progress: Progress | None = None) -> dict:
+    """Validation of both corpora and a short preview of each (runs off the GUI thread);
+    `progress` hears each corpus's files done of all (raising Cancelled there stops it)."""
     result = {}
     for name, specs in (("domain", domain), ("general", general)):
         if specs:
-            report = validate(specs)
+            report = validate(specs, progress and (lambda done, total, what, name=name:
+                                                   progress(done, total, f"{name} corpus: {what}")))
             preview = [d for d in _first_documents(specs)]
             result[name] = (report, preview)
     return result
@@ -116,6 +121,7 @@ class CorpusPage(ConfigPage):
         form.addRow("Plain text: one document per", self.txt_mode)
         form.addRow("Held out for evaluation:", self.heldout)
         self.check_button = QPushButton("Check corpus", clicked=self.start_check, objectName="check_corpus")
+        self.progress = JobProgress()
         self.report = QLabel("", wordWrap=True, objectName="corpus_report")
         self.problem_list = display_only(QListWidget(objectName="corpus_problems"))
         self.problem_list.setMaximumHeight(110)
@@ -125,6 +131,7 @@ class CorpusPage(ConfigPage):
         self.layout_.addLayout(form)
         self.layout_.addWidget(self.skip_bad)
         self.layout_.addWidget(self.check_button)
+        self.layout_.addWidget(self.progress)
         self.layout_.addWidget(self.report)
         self.layout_.addWidget(self.problem_list)
         self.finish_layout()
@@ -162,12 +169,18 @@ class CorpusPage(ConfigPage):
         self.check_button.setEnabled(False)
         self.report.setText("Checking every record…")
         key = self._key()
-        job = Job(check_corpus, *self._sources())
+        job = Job(check_corpus, *self._sources(), cancellable=True)
         job.finished.connect(lambda result: self._on_checked(key, result))
         job.failed.connect(lambda message: self.report.setText(f"⚠ {message}"))
         job.failed.connect(lambda _: self.check_button.setEnabled(True))
+        job.cancelled.connect(self._on_check_cancelled)
+        self.progress.watch(job)
         self._job = job.start()
         return job
+
+    def _on_check_cancelled(self) -> None:
+        self.check_button.setEnabled(True)
+        self.report.setText("Check cancelled: the corpus will be checked when you go on.")
 
     def _on_checked(self, key: tuple, result: dict) -> None:
         self.check_button.setEnabled(True)

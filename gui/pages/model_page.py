@@ -1,5 +1,6 @@
 """Page 1, the base model: a cached model, a folder, or a GGUF file; its size and the memory
-full and LoRA CPT need at the chosen sequence length and precision."""
+full and LoRA CPT need at the chosen batch, sequence length, precision and gradient
+checkpointing (set on later pages: recomputed when the page is shown again after a change)."""
 
 from __future__ import annotations
 
@@ -16,33 +17,42 @@ from PySide6.QtWidgets import (
 from cpt_studio.core.estimate import estimate_memory, format_bytes
 from cpt_studio.core.models import check_model, model_info, scan_cached_models
 from cpt_studio.core.preflight import model_choice_problems
+from cpt_studio.core.recipe import Hardware, resolve_hardware
 
 from ..jobs import Job
 from ..setting_help import explain
 from .base import ConfigPage
+from .pending import wait_while
 
 
-def describe_model(spec: str, seq_len: int, micro_batch: int, allow_pickle: bool = False) -> str:
-    """Parameter count, architecture, and the memory of full and LoRA CPT (bf16, checkpointing)."""
+def describe_model(spec: str, seq_len: int, micro_batch: int, allow_pickle: bool = False,
+                   hardware: Hardware | None = None) -> str:
+    """Parameter count, architecture, and the memory of full and LoRA CPT at `micro_batch` x
+    `seq_len` tokens on `hardware` (the run's device, precision and gradient checkpointing,
+    cpt_studio.core.recipe.resolve_hardware; default: a GPU in bf16 with checkpointing)."""
     from transformers import AutoConfig
 
     from cpt_studio.core.models import resolve_model
 
+    hardware = hardware or Hardware("cuda", "bf16", "sdpa", True)
     check_model(spec, allow_pickle=allow_pickle)  # a model that cannot be trained: its one sentence
     info = model_info(spec)
     config = AutoConfig.from_pretrained(resolve_model(spec)).get_text_config()
     lines = [f"{info.architecture}, {info.parameters or 0:,} parameters, vocabulary {info.vocab_size:,}, "
              f"{'tied' if info.tied_embeddings else 'untied'} embeddings"]
+    where = "GPU memory" if hardware.device == "cuda" else "memory (CPU)"
+    checkpointing = "checkpointing " + ("on" if hardware.gradient_checkpointing else "off")
     for method, trainable in (("full", info.parameters), ("LoRA r=64", int((info.parameters or 0) * 0.02))):
         memory = estimate_memory(
             parameters=info.parameters, trainable=trainable, hidden_size=config.hidden_size,
             num_layers=config.num_hidden_layers, vocab_size=config.vocab_size,
             intermediate_size=getattr(config, "intermediate_size", 4 * config.hidden_size),
             num_heads=config.num_attention_heads, micro_batch=micro_batch, seq_len=seq_len,
-            precision="bf16", method="lora" if method.startswith("LoRA") else "full",
-            gradient_checkpointing=True)
-        lines.append(f"{method} CPT at {micro_batch} x {seq_len} tokens, bf16, checkpointing: "
-                     f"about {format_bytes(memory.total)} of GPU memory")
+            precision=hardware.precision, method="lora" if method.startswith("LoRA") else "full",
+            gradient_checkpointing=hardware.gradient_checkpointing, device=hardware.device,
+            eager_attention=hardware.attention == "eager")
+        lines.append(f"{method} CPT at {micro_batch} x {seq_len} tokens, {hardware.precision}, {checkpointing}: "
+                     f"about {format_bytes(memory.total)} of {where}")
     return "\n".join(lines)
 
 
@@ -75,6 +85,9 @@ class ModelPage(ConfigPage):
         self.layout_.addWidget(self.allow_pickle)
         self.layout_.addWidget(self.info)
         self.finish_layout()
+        self._describing = False
+        self._described: tuple | None = None
+        """What the model's description was last asked for (_describing_what)."""
         self._scan = Job(scan_cached_models)
         self._scan.finished.connect(self._on_scanned)
         self._scan.start()
@@ -84,6 +97,13 @@ class ModelPage(ConfigPage):
         self.trust.setChecked(config.model.trust_remote_code)
         self.allow_pickle.setChecked(config.model.allow_pickle)
 
+    def showEvent(self, event) -> None:
+        """Each time the page is shown, the memory follows the batch, sequence length and
+        precision set on later pages since (described again only when one of them changed)."""
+        super().showEvent(event)
+        if self.wizard() is not None and self._described != self._describing_what():
+            self._on_model_changed()
+
     def store(self, config) -> None:
         config.model.name_or_path = self.path.text().strip()
         config.model.trust_remote_code = self.trust.isChecked()
@@ -91,6 +111,7 @@ class ModelPage(ConfigPage):
 
     def validatePage(self) -> bool:
         """The model must be one that can be trained (cpt_studio.core.preflight's checks of the model)."""
+        wait_while(lambda: self._describing)  # both import transformers
         problems = self.page_problems() or model_choice_problems(self.config)
         self.show_problems(problems)
         return not problems
@@ -124,9 +145,19 @@ class ModelPage(ConfigPage):
         if not spec or not hasattr(self.wizard(), "config"):  # editing ends as the wizard closes
             return
         self.info.setText("Reading the model…")
-        batch = self.config.batch
-        self._describe = Job(describe_model, spec, batch.seq_len, batch.micro_batch,
-                             self.allow_pickle.isChecked())
-        self._describe.finished.connect(self.info.setText)
-        self._describe.failed.connect(lambda message: self.info.setText(f"⚠ {message}"))
+        self._described = self._describing_what()
+        self._describe = Job(describe_model, *self._described)
+        self._describe.finished.connect(self._on_described)
+        self._describe.failed.connect(lambda message: self._on_described(f"⚠ {message}"))
+        self._describing = True
         self._describe.start()
+
+    def _describing_what(self) -> tuple:
+        """describe_model's arguments for the model typed and the config's batch and hardware."""
+        batch = self.config.batch
+        return (self.path.text().strip(), batch.seq_len, batch.micro_batch, self.allow_pickle.isChecked(),
+                resolve_hardware(self.config))
+
+    def _on_described(self, text: str) -> None:
+        self.info.setText(text)
+        self._describing = False

@@ -11,6 +11,7 @@ from cpt_studio.core.plan import lr_schedule
 
 from ..charts import ReadableAxis
 from ..setting_help import explain
+from ..theme import styled
 from .base import ConfigPage
 
 PREVIEW_STEPS = 1000
@@ -38,7 +39,7 @@ class SchedulePage(ConfigPage):
         form.addRow("Final learning rate:", self.min_ratio)
         form.addRow("Optimizer steps:", self.steps)
         self.warning = QLabel(wordWrap=True, objectName="lr_warning")
-        self.warning.setStyleSheet("color:#8a6d3b;")
+        styled(self.warning, "color:{warning};")
         self.plot = pg.PlotWidget(axisItems={"left": ReadableAxis("left")}, background="w")
         self.plot.setMinimumHeight(160)
         self.plot.setLabel("bottom", "optimizer step")

@@ -1,10 +1,13 @@
-"""Page 8, the summary: the run as the user will read it, the plan (steps, time, memory),
-the warnings, and Start (the wizard's buttons save and load the setup and copy its CLI command)."""
+"""Page 8, the summary: the run as the user will read it, the pre-flight's checks (problems
+disable Start, warnings are listed), the plan (steps, time, memory rated against this machine),
+and Start (the wizard's buttons save and load the setup and copy its CLI command)."""
 
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -15,11 +18,13 @@ from PySide6.QtWidgets import (
 
 from cpt_studio.core.config import RunConfig
 from cpt_studio.core.plan import format_plan, plan_run
-from cpt_studio.core.preflight import preflight
+from cpt_studio.core.preflight import Preflight, preflight
 
+from ..job_progress import JobProgress
 from ..jobs import Job
 from ..setting_help import explain
 from .base import ConfigPage
+from .pending import wait_while
 
 
 class SummaryPage(ConfigPage):
@@ -35,8 +40,10 @@ class SummaryPage(ConfigPage):
         self.summary = QPlainTextEdit(readOnly=True, objectName="summary")
         self.plan = QLabel("", wordWrap=True, objectName="plan")
         buttons = QHBoxLayout()
-        buttons.addWidget(QPushButton("Estimate time and memory", clicked=self.start_plan))
+        self.estimate_button = QPushButton("Estimate time and memory", clicked=self.start_plan)
+        buttons.addWidget(self.estimate_button)
         buttons.addStretch(1)
+        self.progress = JobProgress()
         row = QHBoxLayout()
         row.addWidget(QLabel("Run name:"))
         row.addWidget(self.name)
@@ -45,9 +52,13 @@ class SummaryPage(ConfigPage):
         self.layout_.addLayout(row)
         self.layout_.addWidget(self.summary)
         self.layout_.addLayout(buttons)
+        self.layout_.addWidget(self.progress)
         self.layout_.addWidget(self.plan)
+        self.checks = QLabel("", wordWrap=True, objectName="checks", textFormat=Qt.TextFormat.PlainText)
+        self.layout_.addWidget(self.checks)
         self.finish_layout()
         self.name.textChanged.connect(self._on_name_changed)
+        self._blocked = self._checking = False
 
     def load(self, config) -> None:
         self.name.setText(config.name)
@@ -57,6 +68,12 @@ class SummaryPage(ConfigPage):
         self.show_problems(problems)
         self.plan.setText("" if problems else "Press 'Estimate time and memory' for the plan "
                                                 "(it tokenizes the corpora once; the run reuses them).")
+        if self.isVisible():  # a setup loaded while the page is shown; else showEvent checks
+            self.check()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self.check()
 
     def store(self, config) -> None:
         config.name = self.name.text().strip()
@@ -66,9 +83,48 @@ class SummaryPage(ConfigPage):
         """The whole config, every page's problems, and what the model and this machine cannot
         do with it (cpt_studio.core.preflight; the worker reads and checks the corpus as it tokenizes)."""
         self.commit()
-        problems = preflight(self.config, read_corpus=False).problems
-        self.show_problems(problems)
-        return not problems
+        wait_while(lambda: self._checking)  # both import transformers
+        checked = preflight(self.config, read_corpus=False)
+        self.show_checks(checked)
+        return not checked.problems
+
+    def isComplete(self) -> bool:
+        """Start is enabled unless the last check found a problem (validatePage checks again)."""
+        return not self._blocked
+
+    def check(self) -> Job:
+        """The pre-flight (cpt_studio.core.preflight) off the GUI thread: problems shown as the
+        page's problems, warnings listed under the plan."""
+        self.checks.setText("Checking the setup…")
+        self._planned = False  # a plan's checks include these and its memory: they win
+        self._checking = True
+        job = Job(preflight, RunConfig.from_dict(self.config.to_dict()), read_corpus=False)
+        job.finished.connect(self._on_checked)  # a method: no call once the page is gone
+        job.failed.connect(self._on_check_failed)
+        self._check_job = job.start()
+        return job
+
+    def _on_checked(self, checked: Preflight) -> None:
+        if self.sender() is self._check_job:  # not a check of an older config
+            self._checking = False
+            if not self._planned:
+                self.show_checks(checked)
+
+    def _on_check_failed(self, message: str) -> None:
+        if self.sender() is self._check_job:
+            self._checking = False
+            self.checks.setText(f"⚠ {message}")
+
+    def show_checks(self, checked: Preflight, memory: str = "") -> None:
+        """Problems as the page's problems (Start is disabled while there are any); the
+        warnings, and the plan's memory rating in words when there is one, in the checks' label."""
+        self.show_problems(checked.problems)
+        if bool(checked.problems) != self._blocked:
+            self._blocked = bool(checked.problems)
+            self.completeChanged.emit()
+        lines = [f"Memory: {memory}"] if memory else []
+        lines += [f"⚠ {w}" for w in checked.warnings]
+        self.checks.setText("\n".join(lines) if lines else "No warnings: the checks found nothing to change.")
 
     def _on_name_changed(self) -> None:
         if self.wizard() and not self._loading:
@@ -78,15 +134,25 @@ class SummaryPage(ConfigPage):
     def start_plan(self) -> Job:
         self.commit()
         self.plan.setText("Estimating: tokenizing the corpora and reading the model…")
-        job = Job(plan_run, RunConfig.from_dict(self.config.to_dict()))
-        job.finished.connect(lambda plan: self.plan.setText(f"<pre>{html.escape(format_plan(plan))}</pre>"))
+        job = Job(plan_run, RunConfig.from_dict(self.config.to_dict()), cancellable=True)
+        job.finished.connect(self._on_planned)
         job.failed.connect(lambda message: self.plan.setText(f"⚠ {message}"))
+        job.cancelled.connect(lambda: self.plan.setText("Estimate cancelled."))
+        self.estimate_button.setEnabled(False)
+        for signal in (job.finished, job.failed, job.cancelled):
+            signal.connect(lambda *_: self.estimate_button.setEnabled(True))
+        self.progress.watch(job)
         self._job = job.start()
         return job
 
+    def _on_planned(self, plan) -> None:
+        self._planned = True
+        self.plan.setText(f"<pre>{html.escape(format_plan(replace(plan, warnings=[])))}</pre>")
+        self.show_checks(Preflight(warnings=plan.warnings), memory=plan.memory_rating)
+
 
 def describe(config: RunConfig) -> str:
-    """The config in the user's words."""
+    """The config in the user's words (its warnings are the pre-flight's, listed apart)."""
     corpus, schedule, batch, method = config.corpus, config.schedule, config.batch, config.method
     lora = (f"LoRA r={method.lora_rank}, alpha={method.lora_alpha} on {', '.join(method.target_modules)}"
             if method.kind == "lora" else "full-parameter")
@@ -109,5 +175,4 @@ def describe(config: RunConfig) -> str:
         (f"Guard: roll back above {config.guard.threshold:.1%} forgetting, then {config.guard.remedy} "
          f"(at most {config.guard.max_rollbacks} times)" if config.guard.enabled else "Guard: off"),
     ]
-    lines += [f"Warning: {w}" for w in config.warnings()]
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QCheckBox, QFormLayout, QLabel, QPlainTextEdit, QP
 
 from cpt_studio.core.config import RunConfig
 
+from ..job_progress import JobProgress
 from ..jobs import Job
 from ..setting_help import explain
 from .base import ConfigPage
@@ -37,12 +38,14 @@ class TokenizerPage(ConfigPage):
         form.addRow("At most new tokens:", self.max_new)
         self.note = QLabel(wordWrap=True, objectName="tokenizer_note")
         self.preview_button = QPushButton("Preview candidates", clicked=self.start_preview)
+        self.progress = JobProgress()
         self.preview = QPlainTextEdit(readOnly=True, objectName="tokenizer_preview")
         self.preview.setStyleSheet("font-family: monospace;")
         self.layout_.addWidget(self.extend)
         self.layout_.addLayout(form)
         self.layout_.addWidget(self.note)
         self.layout_.addWidget(self.preview_button)
+        self.layout_.addWidget(self.progress)
         self.layout_.addWidget(self.preview, stretch=1)
         self.finish_layout()
         available = extension_available()
@@ -71,8 +74,14 @@ class TokenizerPage(ConfigPage):
         self.commit()
         config = RunConfig.from_dict(self.config.to_dict())
         self.preview.setPlainText("Training a domain BPE on the training documents…")
-        job = Job(lambda: format_preview(preview_for_config(config)))
+        self.preview_button.setEnabled(False)
+        job = Job(lambda progress: format_preview(preview_for_config(config, progress=progress)),
+                  cancellable=True)
         job.finished.connect(self.preview.setPlainText)
         job.failed.connect(lambda message: self.preview.setPlainText(f"⚠ {message}"))
+        job.cancelled.connect(lambda: self.preview.setPlainText("Preview cancelled."))
+        for signal in (job.finished, job.failed, job.cancelled):
+            signal.connect(lambda *_: self.preview_button.setEnabled(True))
+        self.progress.watch(job)
         self._job = job.start()
         return job
