@@ -4,6 +4,7 @@
     cpt-studio corpus inspect corpus/domain.jsonl --tokenizer MODEL_FOLDER --preview 3
     cpt-studio tokenizer extend config.json [--min-frequency 5] [--apply]
     cpt-studio train config.json [--dry-run] [--detach]
+    cpt-studio sft RUN --data qa.jsonl [--checkpoint STEP] [--method lora]   # instruction tuning
     cpt-studio resume RUN_DIR | stop RUN_DIR | runs | show RUN | store rebuild
     cpt-studio import-gguf model.gguf
     cpt-studio generate RUN --prompt "The patient" [--checkpoints 100,200] [--sample]
@@ -140,9 +141,10 @@ def _run_commands(commands) -> None:
     show.set_defaults(run=cli_runs.show)
     _checkpoint_commands(commands)
     _desktop_commands(commands)
-    from . import cli_eval
+    from . import cli_eval, cli_sft
 
     cli_eval.add_commands(commands)
+    cli_sft.add_commands(commands)
     store = commands.add_parser("store", help="the run store").add_subparsers(title="store commands")
     rebuild = store.add_parser("rebuild", help="re-index every run folder into the store")
     rebuild.add_argument("roots", nargs="*", help="folders holding run folders (default: the data folder's runs)")

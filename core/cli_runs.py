@@ -29,18 +29,25 @@ from .timeline import RunTimeline
 
 def train(args) -> int:
     config = RunConfig.load(Path(args.config))
+    if args.dry_run and config.stage == "sft":
+        raise ValueError("the dry run plans CPT runs; an SFT run counts its examples when it "
+                         "starts (its first status events)")
     if args.dry_run:
         from .plan import format_plan, plan_run
 
         print(format_plan(plan_run(config, probe_steps=args.probe)))
         return 0
+    if config.stage == "sft":  # its starting checkpoint resolved, its data checked, preflight
+        from .sft_run import create_sft_run
+
+        return launch(create_sft_run(config), resume=False, detach=args.detach)
     from .preflight import require
 
     checked = require(config)  # before the run folder exists: a refused run leaves nothing behind
     for warning in checked.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     run_dir = create_run(config)
-    return _launch(run_dir, resume=False, detach=args.detach)
+    return launch(run_dir, resume=False, detach=args.detach)
 
 
 def resume(args) -> int:
@@ -53,10 +60,10 @@ def resume(args) -> int:
         from .data import refuse_changed_corpus
 
         refuse_changed_corpus(RunConfig.load(RunPaths(run_dir).config).corpus, run_dir)
-    return _launch(run_dir, resume=True, detach=args.detach, accept_changed_corpus=args.accept_changed_corpus)
+    return launch(run_dir, resume=True, detach=args.detach, accept_changed_corpus=args.accept_changed_corpus)
 
 
-def _launch(run_dir: Path, *, resume: bool, detach: bool, accept_changed_corpus: bool = False) -> int:
+def launch(run_dir: Path, *, resume: bool, detach: bool, accept_changed_corpus: bool = False) -> int:
     process = start_worker(run_dir, resume=resume, detach=detach, accept_changed_corpus=accept_changed_corpus)
     print(f"run folder: {run_dir}")
     if detach:
@@ -169,7 +176,7 @@ def demo(args) -> int:
 
     run_dir = create_run(demo_config(steps=args.steps))
     started = time.monotonic()
-    code = _launch(run_dir, resume=False, detach=False)
+    code = launch(run_dir, resume=False, detach=False)
     print(f"demo wall time: {time.monotonic() - started:.0f} s")
     return code
 

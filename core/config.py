@@ -59,9 +59,7 @@ class CorpusConfig:
     eos). A run writes the token it uses here when it starts."""
 
     def validate(self) -> list[str]:
-        problems = []
-        if not self.domain:
-            problems.append("corpus: add at least one domain source (a file or folder)")
+        problems = []  # a missing domain source: RunConfig.validate (an SFT run has none)
         if self.replay_ratio > 0 and not self.general:
             problems.append("corpus: replay is on but there is no general source; add one "
                             "or set the replay ratio to 0")
@@ -169,9 +167,13 @@ class ScheduleConfig:
     """Gradient clipping: the L2 norm of all gradients together is scaled down to at most this
     before each optimizer step (0 turns it off)."""
     max_steps: int | None = None
-    """Optimizer steps to run; when unset, token_budget decides, else one pass over the domain corpus."""
+    """Optimizer steps to run; when unset, token_budget decides, else `epochs` passes over the
+    domain corpus (an SFT run: over its instruction data)."""
     token_budget: int | None = None
     """Tokens to train on (domain and replay together); used when max_steps is unset."""
+    epochs: float = 1.0
+    """Passes over the domain corpus (an SFT run: its instruction data) when neither max_steps
+    nor token_budget is set; instruction tuning usually makes 2-3."""
 
     def validate(self) -> list[str]:
         problems = []
@@ -191,6 +193,8 @@ class ScheduleConfig:
             problems.append("schedule: max steps must be at least 1, or unset")
         if self.token_budget is not None and self.token_budget < 1:
             problems.append("schedule: the token budget must be at least 1 token, or unset")
+        if not self.epochs > 0:
+            problems.append(f"schedule: epochs {self.epochs} must be above 0 (1 = one pass over the data)")
         return problems
 
 
@@ -474,12 +478,66 @@ class GuardConfig:
         return problems
 
 
+SFT_FORMATS = ("auto", "instruction", "chat")
+STAGES = ("cpt", "sft")
+
+
+@dataclass
+class SftConfig:
+    """Instruction tuning (stage 'sft'): the instruction data, its format, the chat template,
+    and the checkpoint the run starts from (cpt_studio.core.sft_run, cpt_studio.core.sft_data)."""
+
+    data: list[str] = field(default_factory=list)
+    """JSONL files of examples: instruction/response records or chat conversations."""
+    format: str = "auto"
+    """'instruction' (instruction and response fields), 'chat' (a list of role/content
+    messages), or 'auto' (each record by the fields it has)."""
+    instruction_field: str = "instruction"
+    """Instruction records: the field that holds the instruction (the user's turn)."""
+    input_field: str = "input"
+    """Instruction records: an optional field whose text follows the instruction after a blank
+    line (absent or empty in a record: nothing is added)."""
+    response_field: str = "response"
+    """Instruction records: the field that holds the response (the only text trained on)."""
+    system_field: str = "system"
+    """Instruction records: an optional field with a system prompt."""
+    messages_field: str = "messages"
+    """Chat records: the field that holds the list of {"role", "content"} messages (roles
+    system, user, assistant; the last message is the assistant's)."""
+    template: str = "auto"
+    """The chat template: 'auto' (the tokenizer's own, else the plain template), 'plain'
+    (### Instruction: / ### Response:, for base models), a .jinja file, or a model folder whose
+    tokenizer's chat template to use. The template used is saved with the run and its checkpoints."""
+    parent_run: str = ""
+    """The run folder whose checkpoint this run starts from (empty: model.name_or_path)."""
+    parent_step: int | None = None
+    """The step of that run's checkpoint (`cpt-studio sft` writes both)."""
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.format not in SFT_FORMATS:
+            problems.append(f"sft.format: {self.format!r} is unknown; use auto, instruction or chat")
+        for path in self.data:
+            if not Path(path).expanduser().is_file():
+                problems.append(f"sft.data: {path} does not exist or is not a file; check the path")
+        for name in ("instruction_field", "response_field", "messages_field"):
+            if not getattr(self, name):
+                problems.append(f"sft.{name}: name the field (it cannot be empty)")
+        if bool(self.parent_run) != (self.parent_step is not None):
+            problems.append("sft.parent_run and sft.parent_step go together: set both (the run "
+                            "and its checkpoint) or neither")
+        return problems
+
+
 @dataclass
 class RunConfig:
-    """One run of continual pre-training."""
+    """One run of continual pre-training, or of instruction tuning after it (stage 'sft')."""
 
     name: str = "run"
     """A name for the run, shown in the runs list."""
+    stage: str = "cpt"
+    """'cpt' (continual pre-training on the corpus) or 'sft' (instruction tuning on sft.data,
+    loss on the responses only; the general corpus, if any, is replayed and measured)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -492,6 +550,7 @@ class RunConfig:
     ewc: EwcConfig = field(default_factory=EwcConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
     benchmarks: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
     seed: int = 0
     """Seed for the held-out split, the data order and the initialisation of new weights."""
 
@@ -506,7 +565,7 @@ class RunConfig:
 
     def _cross_section_problems(self) -> list[str]:
         """Settings of one section that another section makes impossible."""
-        problems = []
+        problems = self._stage_problems()
         if self.ewc.enabled and not self.corpus.general:
             problems.append("ewc: the Fisher is measured on general text; add a general source "
                             "or turn EWC off")
@@ -518,15 +577,30 @@ class RunConfig:
                             "needs a general source; add one or choose remedy 'lr'")
         return problems
 
+    def _stage_problems(self) -> list[str]:
+        if self.stage not in STAGES:
+            return [f"stage: {self.stage!r} is unknown; use 'cpt' or 'sft'"]
+        if self.stage == "cpt":
+            return [] if self.corpus.domain else ["corpus: add at least one domain source (a file or folder)"]
+        problems = [] if self.sft.data else ["sft.data: add at least one JSONL file of examples"]
+        if self.corpus.domain:
+            problems.append("corpus.domain: an SFT run trains on sft.data; remove the domain "
+                            "sources (the general ones are replayed and measured)")
+        if self.tokenizer.extend:
+            problems.append("tokenizer.extend: an SFT run keeps the tokenizer of the model it "
+                            "starts from; turn the extension off")
+        return problems
+
     def warnings(self, domain_tokens: int | None = None) -> list[str]:
         """Settings that run but that the field's practice advises against, each sentence
         starting with the setting's dotted path and ending with the fix (the pre-flight's
         warnings include these). With `domain_tokens`, also what a corpus of that size gives."""
         notes = []
-        if self.schedule.peak_lr > 5e-5:
+        cpt = self.stage == "cpt"  # instruction tuning runs at such rates, replay optional
+        if cpt and self.schedule.peak_lr > 5e-5:
             notes.append(f"schedule.peak_lr: a peak learning rate of {self.schedule.peak_lr:g} is above "
                          "5e-5, and CPT at instruction-tuning rates forgets fast; lower it (default 2e-5)")
-        if self.corpus.replay_ratio == 0:
+        if cpt and self.corpus.replay_ratio == 0:
             notes.append("corpus.replay_ratio: replay ratio is 0, so nothing reminds the model of general "
                          "text; 5% is the usual minimum, 15% for a domain far from general English")
         if self.checkpoints.interval % self.eval.interval:

@@ -225,6 +225,31 @@ def _undecodable(file: str, line: int, offset: int, byte: int) -> Problem:
 
 
 def _read_jsonl(stream, file: str, spec: SourceSpec) -> Iterator[Document | Problem]:
+    for item in _jsonl_objects(stream, file, f"an object with a '{spec.text_field}' field"):
+        yield item if isinstance(item, Problem) else _jsonl_record(*item, file, spec.text_field)
+
+
+def jsonl_objects(path: Path, wanted: str = "an object") -> Iterator[tuple[dict, int] | Problem]:
+    """Each JSON object of a .jsonl file (optionally .gz) with its 1-based line, read as a corpus
+    file is read (a byte-order mark dropped, blank lines skipped); a Problem, with the file
+    and line, for undecodable bytes, invalid JSON, a line that is not an object (`wanted` says
+    what it should be), and for a file that cannot be opened or read to the end."""
+    path = Path(path)
+    if _kind(path) != "jsonl":
+        yield Problem(str(path), None, "is not a JSON lines file; use .jsonl (optionally .gz)")
+        return
+    stream, problem = _open_bytes(path)
+    if problem:
+        yield problem
+        return
+    with stream:
+        try:
+            yield from _jsonl_objects(stream, str(path), wanted)
+        except (OSError, EOFError) as exc:
+            yield Problem(str(path), None, f"cannot be read to the end ({exc}); the file is damaged")
+
+
+def _jsonl_objects(stream, file: str, wanted: str) -> Iterator[tuple[dict, int] | Problem]:
     offset = 0
     for number, raw in enumerate(stream, start=1):
         start, offset = offset, offset + len(raw)
@@ -237,16 +262,18 @@ def _read_jsonl(stream, file: str, spec: SourceSpec) -> Iterator[Document | Prob
             line = line.removeprefix(BOM)
         if not line.strip():
             continue
-        yield _jsonl_record(line, file, number, spec.text_field)
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield Problem(file, number, f"invalid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if not isinstance(record, dict):
+            yield Problem(file, number, f"a JSON {type(record).__name__}, not {wanted}")
+            continue
+        yield record, number
 
 
-def _jsonl_record(line: str, file: str, number: int, text_field: str) -> Document | Problem:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return Problem(file, number, f"invalid JSON ({exc.msg} at column {exc.colno})")
-    if not isinstance(record, dict):
-        return Problem(file, number, f"a JSON {type(record).__name__}, not an object with a '{text_field}' field")
+def _jsonl_record(record: dict, number: int, file: str, text_field: str) -> Document | Problem:
     if text_field not in record:
         fields = ", ".join(sorted(record)) or "none"
         other = next((k for k in record if isinstance(record[k], str)), None)

@@ -57,10 +57,20 @@ class CorpusPart:
     saved: SavedHeldout
     """The held-out documents as saved in the run folder: what every evaluation measures."""
 
+    def eval_set(self, tokens: DocumentTokens, settings: EvalConfig, seq_len: int) -> EvalSet:
+        """The held-out documents as saved at the start, packed as training packs them (BOS,
+        document, separator), cut to about settings.max_tokens tokens of whole documents."""
+        rows = heldout_rows(self.saved, np.arange(len(self.saved)), seq_len, tokens.separator_id,
+                            settings.max_tokens, bos_id=tokens.bos_id)
+        texts = [self.saved.records[i]["text"] for i in rows.doc_ids.tolist()]
+        return EvalSet(self.name, self.name, rows, _utf8_bytes(texts), _words(texts))
+
 
 @dataclass
 class RunData:
     domain: CorpusPart
+    """The domain corpus, or what trains in its place: an SFT run's examples
+    (cpt_studio.core.sft_run.SftPart: name, train and eval_set alike)."""
     general: CorpusPart | None
     replay_ratio: float
     seed: int
@@ -91,7 +101,8 @@ def check_sources(corpus: CorpusConfig) -> None:
 
 def prepare_run_data(corpus: CorpusConfig, heldout: EvalConfig, tokenizer, run_dir: Path, *,
                      seq_len: int, seed: int = 0, progress: ProgressCallback | None = None,
-                     accept_changed_corpus: bool = False) -> RunData:
+                     accept_changed_corpus: bool = False, domain=None) -> RunData:
+    """`domain`: what trains in place of the domain corpus (an SFT run's examples), or None."""
     tokens = document_tokens(tokenizer, corpus.separator)
     check_sources(corpus)
     if not accept_changed_corpus:
@@ -101,7 +112,7 @@ def prepare_run_data(corpus: CorpusConfig, heldout: EvalConfig, tokenizer, run_d
         if specs:
             parts[name] = _part(name, specs, corpus, heldout, tokenizer, tokens, Path(run_dir), seq_len,
                                 seed, progress)
-    return RunData(parts["domain"], parts.get("general"), corpus.replay_ratio, seed, tokens)
+    return RunData(domain or parts["domain"], parts.get("general"), corpus.replay_ratio, seed, tokens)
 
 
 def _part(name: str, specs: list[SourceSpec], corpus: CorpusConfig, size: EvalConfig, tokenizer,
@@ -115,7 +126,7 @@ def _part(name: str, specs: list[SourceSpec], corpus: CorpusConfig, size: EvalCo
     else:
         heldout = heldout_ids(name, store.n_docs, size, seed)
         save_heldout(path, store, specs, heldout)
-        _record_corpus(run_dir, name, specs)
+        record_corpus(run_dir, name, specs)
         saved, train_ids = SavedHeldout.read(path), training_ids(store.n_docs, heldout)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokens.separator_id
     train = PackedSequences(store, train_ids, seq_len, tokens.separator_id, pad, bos_id=tokens.bos_id)
@@ -132,8 +143,11 @@ def _resumed_training_ids(name: str, store: TokenStore, specs: list[SourceSpec],
     return np.array([i for i, doc in enumerate(documents(specs)) if doc.text not in held], dtype=np.int64)
 
 
-def _record_corpus(run_dir: Path, name: str, specs: list[SourceSpec]) -> None:
+def record_corpus(run_dir: Path, name: str, specs: list[SourceSpec]) -> None:
+    """Write corpus `name`'s fingerprint and files into the run's corpus record, against which
+    a resume checks that the files did not change (changed_corpora_record)."""
     path = RunPaths(run_dir).corpus_record
+    path.parent.mkdir(parents=True, exist_ok=True)
     record = json.loads(path.read_text()) if path.exists() else {}
     fingerprint, files = corpus_fingerprint(specs)
     record[name] = {"fingerprint": fingerprint, "files": files}
@@ -183,17 +197,15 @@ def heldout_ids(name: str, n_docs: int, size: EvalConfig, seed: int) -> np.ndarr
 
 
 def evaluation_sets(data: RunData, settings: EvalConfig, tokenizer, seq_len: int) -> dict[str, EvalSet]:
-    """What every evaluation measures: the held-out slices ("domain", "general") as the run
-    folder saved them at the start, and the evaluation files of settings.sets, each packed as
-    training packs (BOS, document, separator), cut to about settings.max_tokens tokens of whole
-    documents, with the UTF-8 bytes and words of the text it holds (for bits per byte)."""
+    """What every evaluation measures: the held-out slices ("domain", "general"; an SFT run's
+    "domain" is its held-out examples, scored on their responses) as the run folder saved them
+    at the start, and the evaluation files of settings.sets, each packed as training packs
+    (BOS, document, separator), cut to about settings.max_tokens tokens of whole documents,
+    with the UTF-8 bytes and words of the text it holds (for bits per byte)."""
     sets = {}
     for part in (data.domain, data.general):
         if part is not None:
-            rows = heldout_rows(part.saved, np.arange(len(part.saved)), seq_len, data.tokens.separator_id,
-                                settings.max_tokens, bos_id=data.tokens.bos_id)
-            texts = [part.saved.records[i]["text"] for i in rows.doc_ids.tolist()]
-            sets[part.name] = EvalSet(part.name, part.name, rows, _utf8_bytes(texts), _words(texts))
+            sets[part.name] = part.eval_set(data.tokens, settings, seq_len)
     for spec in settings.sets:
         sets[spec.name] = _file_set(spec, tokenizer, data.tokens, seq_len, settings.max_tokens)
     return sets

@@ -52,13 +52,7 @@ class PackedSequences(torch.utils.data.Dataset):
         ids, positions, given = self._row(i * self.seq_len, min((i + 1) * self.seq_len, self.total_tokens))
         labels = ids.copy()
         labels[given] = IGNORE_INDEX  # the BOS tokens
-        if len(ids) < self.seq_len:  # the last row: pad, and keep the padding out of the loss
-            pad = self.seq_len - len(ids)
-            ids = np.concatenate([ids, np.full(pad, self.pad_id, dtype=np.int64)])
-            labels = np.concatenate([labels, np.full(pad, IGNORE_INDEX, dtype=np.int64)])
-            positions = np.concatenate([positions, np.arange(pad, dtype=np.int64)])
-        return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels),
-                "position_ids": torch.from_numpy(positions)}
+        return padded_row(ids, labels, positions, self.seq_len, self.pad_id)
 
     def _row(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """Tokens and position ids of stream positions [start, end), and the BOS offsets."""
@@ -89,6 +83,20 @@ class PackedSequences(torch.utils.data.Dataset):
     def document_starts(self, i: int) -> list[int]:
         """Offsets in row i where a document (or a continued one) begins: for previews."""
         return [int(p) for p in np.flatnonzero(self[i]["position_ids"].numpy() == 0)]
+
+
+def padded_row(ids: np.ndarray, labels: np.ndarray, positions: np.ndarray, seq_len: int,
+               pad_id: int) -> dict[str, torch.Tensor]:
+    """A training row as the Trainer takes it (input_ids, labels, position_ids, each of seq_len):
+    the one layout of CPT's rows and instruction tuning's (cpt_studio.core.sft_data). A short row
+    is padded with `pad_id`, labelled -100 so that padding adds nothing to the loss."""
+    pad = seq_len - len(ids)
+    if pad > 0:
+        ids = np.concatenate([ids, np.full(pad, pad_id, dtype=np.int64)])
+        labels = np.concatenate([labels, np.full(pad, IGNORE_INDEX, dtype=np.int64)])
+        positions = np.concatenate([positions, np.arange(pad, dtype=np.int64)])
+    return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels),
+            "position_ids": torch.from_numpy(positions)}
 
 
 def span_lengths(store: TokenStore, doc_ids: np.ndarray, with_bos: bool) -> np.ndarray:

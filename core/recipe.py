@@ -61,15 +61,16 @@ def flash_attn_installed() -> bool:
 
 
 def optimizer_steps(config: RunConfig, domain_rows: int, has_general: bool, world_size: int = 1) -> int:
-    """Optimizer steps: max_steps, else the token budget, else one pass over the domain rows
-    (sequences of batch.seq_len tokens; with a general corpus, replay takes its share of each step)."""
+    """Optimizer steps: max_steps, else the token budget, else schedule.epochs passes over the
+    domain rows (sequences of batch.seq_len tokens: the domain corpus's, or an SFT run's packed
+    examples; with a general corpus, replay takes its share of each step)."""
     per_step = config.batch.micro_batch * config.batch.grad_accum * world_size
     if config.schedule.max_steps:
         return config.schedule.max_steps
     if config.schedule.token_budget:
         return max(1, math.ceil(config.schedule.token_budget / (per_step * config.batch.seq_len)))
     domain_per_step = per_step * (1 - config.corpus.replay_ratio if has_general else 1)
-    return max(1, math.ceil(domain_rows / domain_per_step))
+    return max(1, math.ceil(config.schedule.epochs * domain_rows / domain_per_step))
 
 
 def scheduler_settings(config: RunConfig, total_steps: int) -> tuple[str, dict, int]:

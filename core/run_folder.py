@@ -17,9 +17,14 @@ store indexes it and can be rebuilt from it). Its layout:
       heldout/                                                               .heldout_dir
         domain.jsonl               held-out documents, never trained on      .heldout("domain")
         general.jsonl                                                        .heldout("general")
+        sft.jsonl                  an SFT run's held-out examples            .heldout("sft")
         corpus.json                each corpus's fingerprint at the start    .corpus_record
       tokenizer/                   the extended tokenizer (HF files), when   .tokenizer
         extension.json             the run extends one, and its record       .tokenizer_record
+      chat_template.jinja          an SFT run's chat template (also in the   .chat_template
+                                   tokenizer files of every checkpoint)
+      start_model/                 an SFT run from a LoRA checkpoint: that   .start_model
+                                   adapter merged into its base (HF files)
       checkpoints/                                                           .checkpoints
         checkpoint-200/            a complete checkpoint (HF files)          .checkpoint(200)
           run_config.json          the config it was trained with            checkpoint_config()
@@ -77,6 +82,8 @@ HELDOUT_SUFFIX = ".jsonl"
 CORPUS_RECORD = "corpus.json"
 TOKENIZER = "tokenizer"
 TOKENIZER_RECORD = "extension.json"
+CHAT_TEMPLATE = "chat_template.jinja"
+START_MODEL = "start_model"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_PREFIX = "checkpoint-"
 CHECKPOINT_CONFIG = "run_config.json"
@@ -90,7 +97,8 @@ REPORT_DATA = "report.json"
 REPORT_CHART = "scores.png"
 
 RUN_FILES = (CONFIG, EVENTS, GUARD_STATE, GENERATIONS, STOP, PID, CLAIM, LOGS, WORKER_LOG,
-             EVAL_LOG, HELDOUT, CORPUS_RECORD, TOKENIZER, TOKENIZER_RECORD, CHECKPOINTS,
+             EVAL_LOG, HELDOUT, CORPUS_RECORD, TOKENIZER, TOKENIZER_RECORD, CHAT_TEMPLATE,
+             START_MODEL, CHECKPOINTS,
              CHECKPOINT_PREFIX, CHECKPOINT_CONFIG, STAGING, EVAL, EVAL_REQUEST, EVAL_TASKS, REPORT,
              REPORT_MARKDOWN, REPORT_DATA, REPORT_CHART)
 """Every name a run folder's files and folders have (CHECKPOINT_PREFIX: the start of one);
@@ -168,6 +176,17 @@ class RunPaths:
     @property
     def tokenizer_record(self) -> Path:
         return tokenizer_record(self.tokenizer)
+
+    @property
+    def chat_template(self) -> Path:
+        """The chat template an SFT run renders its examples with (cpt_studio.core.sft_data)."""
+        return self.root / CHAT_TEMPLATE
+
+    @property
+    def start_model(self) -> Path:
+        """An SFT run's starting weights when its parent checkpoint is a LoRA adapter: the
+        adapter merged into its base, an ordinary HF model folder (cpt_studio.core.sft_run)."""
+        return self.root / START_MODEL
 
     @property
     def logs(self) -> Path:

@@ -1,4 +1,5 @@
-"""One CPT run with the HF Trainer, fed by the token store and the replay mixer.
+"""One CPT run with the HF Trainer, fed by the token store and the replay mixer (an SFT run:
+by its packed instruction examples in the domain corpus's place, cpt_studio.core.sft_run).
 
     train(run_dir)               # what `python -m cpt_studio.core.worker RUN_DIR` does
     train(run_dir, resume=True)  # continue from the last complete checkpoint
@@ -55,6 +56,7 @@ from .run_folder import (
     last_checkpoint,
     list_checkpoints,
 )
+from .sft_run import prepare_sft_data
 from .timeline import RunTimeline
 from .tokenizer_ext import extend_for_run
 
@@ -417,9 +419,12 @@ def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = 
     tokenizer, new_token_ids = extend_for_run(model, tokenizer, config, paths.root, events)
     model = apply_method(model, config, new_token_ids)
     events.emit("status", None, state="running", phase="tokenizing", message="preparing the corpus")
-    data = prepare_run_data(config.corpus, config.eval, tokenizer, paths.root,
-                            seq_len=config.batch.seq_len, seed=config.seed, progress=events,
-                            accept_changed_corpus=accept_changed_corpus)
+    if config.stage == "sft":  # the examples train in the domain corpus's place
+        data = prepare_sft_data(config, tokenizer, paths, events, accept_changed_corpus=accept_changed_corpus)
+    else:
+        data = prepare_run_data(config.corpus, config.eval, tokenizer, paths.root,
+                                seq_len=config.batch.seq_len, seed=config.seed, progress=events,
+                                accept_changed_corpus=accept_changed_corpus)
     record_separator(config, paths, data.tokens)
     general_rows = len(data.general.train) if data.general else 0
     events.emit("status", None, state="running", phase="tokenizing", ready=True,

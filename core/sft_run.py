@@ -1,0 +1,258 @@
+"""Instruction tuning as a stage of the same run: an SFT run starts from a checkpoint of an
+earlier run (CPT, or SFT again), records it, and is an ordinary run folder (events,
+checkpoints, evaluation, history) whose "domain" data is its instruction examples.
+
+    config = sft_config(cpt_run_dir, step=200, data=["qa.jsonl"])   # SFT defaults, parent recorded
+    run_dir = create_sft_run(config)            # then runs.start_worker(run_dir), as for CPT
+    # in the worker, cpt_studio.core.training calls:
+    data = prepare_sft_data(config, tokenizer, paths, events)      # RunData, SFT in place of domain
+
+The starting weights are exactly the parent checkpoint's. A full checkpoint is an HF model
+folder: model.name_or_path names it. A LoRA checkpoint is merged into its base once, when the
+run is created, into the run's start_model/ folder, which model.name_or_path then names; an
+SFT LoRA goes on top of that merged model. Merging first, rather than stacking a second
+adapter on the first: the SFT adapter learns on exactly the function the CPT checkpoint
+computes (in fp32 the merge is a sum; logits agree to float rounding); every later step
+(preflight, the dry run, evaluation of the starting model, Generate, export, resume) reads an
+ordinary model folder, as for any run; a merged export of CPT-LoRA + SFT-LoRA is the base with
+both merged, and the SFT run folder stays usable if the CPT run is deleted. Stacking would
+save that folder's disk space but needs two adapters active in training, saving and every
+loader. The cost: one copy of the model per SFT run from a LoRA checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import RunConfig
+from .corpus import SourceSpec
+from .data import (
+    CorpusChangedError,
+    RunData,
+    changed_corpora_record,
+    heldout_ids,
+    prepare_run_data,
+    record_corpus,
+)
+from .document_tokens import DocumentTokens
+from .evaluation import EvalSet
+from .events import EventWriter
+from .heldout import training_ids
+from .run_folder import RunPaths, checkpoint_folder, checkpoint_step, last_checkpoint, read_json
+from .runs import create_run
+from .sft_data import (
+    ChatTemplate,
+    PackedExamples,
+    SftExample,
+    choose_template,
+    read_examples,
+    tokenize_examples,
+)
+
+SFT_SCHEDULE = {"peak_lr": 2e-5, "warmup_ratio": 0.03, "decay": "cosine", "min_lr_ratio": 0.0,
+                "weight_decay": 0.0, "epochs": 3.0, "max_steps": None, "token_budget": None}
+"""The schedule an SFT run gets unless told otherwise: the Alpaca recipe's (peak 2e-5, 3% warmup,
+cosine to 0, no weight decay, 3 epochs), which fine-tunes without the high rates that erase
+what CPT taught."""
+
+
+def sft_config(parent_run: Path | str, step: int, data: list[str], *, name: str | None = None,
+               method: str | None = None, replay_ratio: float = 0.0) -> RunConfig:
+    """An SFT run's config from its parent run's: the same model settings, batch, evaluation,
+    guard and benchmarks (the same probes and tasks score both), the general corpus kept (it
+    is measured for forgetting, and replayed at `replay_ratio`), no domain corpus, SFT_SCHEDULE,
+    and the parent recorded (sft.parent_run, sft.parent_step). `method`: 'full' or 'lora'
+    (default: the parent's). FileNotFoundError when the run has no checkpoint at `step`."""
+    parent_dir = Path(parent_run).expanduser().resolve()
+    checkpoint_folder(parent_dir, step)  # refuses a step that is not kept, naming those that are
+    config = RunConfig.load(RunPaths(parent_dir).config)
+    config = copy.deepcopy(config)
+    config.name = name or f"{config.name} SFT"
+    config.stage = "sft"
+    config.corpus.domain, config.corpus.replay_ratio = [], replay_ratio
+    config.tokenizer.extend = False  # the checkpoint's tokenizer is the extended one
+    config.method.kind = method or config.method.kind
+    for key, value in SFT_SCHEDULE.items():
+        setattr(config.schedule, key, value)
+    config.sft.data = [str(Path(p).expanduser().resolve()) for p in data]
+    config.sft.parent_run, config.sft.parent_step = str(parent_dir), step
+    return config
+
+
+def create_sft_run(config: RunConfig, root: Path | None = None) -> Path:
+    """A new run folder for an SFT config (cpt_studio.core.runs.create_run), its examples read
+    and checked first (SftDataError with every bad record), its starting weights resolved from
+    sft.parent_run/parent_step when set: a full checkpoint's folder, or a LoRA checkpoint merged
+    into start_model/; then the preflight checks (cpt_studio.core.preflight.require). A run that
+    cannot be created, or that preflight refuses, leaves no folder behind."""
+    read_examples(config.sft)
+    config = copy.deepcopy(config)
+    checkpoint = None
+    if config.sft.parent_run:
+        checkpoint = checkpoint_folder(config.sft.parent_run, config.sft.parent_step)
+        config.model.name_or_path = str(checkpoint)
+    run_dir = create_run(config, root)
+    try:
+        if checkpoint is not None and _is_adapter(checkpoint):
+            merge_start_model(checkpoint, RunPaths(run_dir).start_model)
+            config.model.name_or_path = str(RunPaths(run_dir).start_model)
+            _write_config(RunPaths(run_dir), config)
+        from .preflight import require
+
+        require(config)  # the model, this machine, the general corpus: as for a CPT run
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return run_dir
+
+
+def _is_adapter(folder: Path) -> bool:
+    from .generate import is_adapter
+
+    return is_adapter(folder)
+
+
+def merge_start_model(checkpoint: Path, dest: Path) -> Path:
+    """The LoRA checkpoint merged into its base (as cpt_studio.core.generate loads it), with its
+    tokenizer, saved as an HF model folder at `dest` (written beside it, then renamed)."""
+    from .generate import load_for_generation
+
+    model, tokenizer = load_for_generation(checkpoint)
+    merged = model.merge_and_unload()
+    staged = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staged, ignore_errors=True)
+    merged.save_pretrained(staged)
+    tokenizer.save_pretrained(staged)
+    os.replace(staged, dest)
+    return dest
+
+
+def _write_config(paths: RunPaths, config: RunConfig) -> None:
+    staged = paths.config.with_suffix(".json.tmp")
+    staged.write_text(config.to_json())
+    os.replace(staged, paths.config)
+
+
+def default_checkpoint(run_dir: Path | str) -> tuple[int, str]:
+    """The checkpoint an SFT run starts from unless told otherwise, and why: the run's
+    recommended one (as the store marks it), else its last. FileNotFoundError without one."""
+    from .store import index_run, open_store, run_checkpoints
+
+    db = open_store()
+    rows = [r for r in run_checkpoints(db, index_run(db, run_dir)) if r["recommended"] and r["exists"]]
+    if rows:
+        return int(rows[-1]["step"]), "the recommended checkpoint"
+    last = last_checkpoint(Path(run_dir))
+    if last is None:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint yet; train it (or resume it) first")
+    return checkpoint_step(last), "the last checkpoint (none is recommended)"
+
+
+def parent_of(run_dir: Path | str) -> tuple[str, int] | None:
+    """(parent run folder, checkpoint step) an SFT run started from, or None: the chain's link
+    that the history follows (base -> CPT -> SFT)."""
+    sft = read_json(RunPaths(Path(run_dir)).config).get("sft") or {}
+    if not sft.get("parent_run") or sft.get("parent_step") is None:
+        return None
+    return sft["parent_run"], int(sft["parent_step"])
+
+
+# ------------------------------------------------------------------ the data, in the worker
+
+@dataclass
+class SftPart:
+    """The instruction examples in the place of the domain corpus: training rows, and the
+    held-out examples scored on their responses only (the "domain" evaluation set)."""
+
+    train: PackedExamples
+    heldout: PackedExamples
+    response_bytes: int
+    response_words: int
+    name: str = "domain"
+
+    def eval_set(self, tokens: DocumentTokens, settings, seq_len: int) -> EvalSet:
+        return EvalSet(self.name, "domain", self.heldout, self.response_bytes, self.response_words)
+
+
+def prepare_sft_data(config: RunConfig, tokenizer, paths: RunPaths, events: EventWriter | None = None, *,
+                     accept_changed_corpus: bool = False) -> RunData:
+    """The run's data with the SFT examples in place of the domain corpus. Sets the chat
+    template on `tokenizer` (so every checkpoint saves it) and in the run folder; a resume uses
+    the saved one. Examples are split by the run's held-out size and seed."""
+    template = run_template(tokenizer, config, paths)
+    tokenizer.chat_template = template.text
+    examples = read_examples(config.sft)
+    specs = [SourceSpec(path) for path in config.sft.data]
+    if not accept_changed_corpus and changed_corpora_record(paths.root, {"sft": specs}):
+        raise CorpusChangedError("the instruction data changed since this run started; restore the "
+                                 "files, start a new run, or resume with --accept-changed-corpus")
+    heldout = heldout_ids("sft", len(examples), config.eval, config.seed)
+    _save_heldout(paths, examples, heldout)
+    record_corpus(paths.root, "sft", specs)
+    part = _sft_part(config, tokenizer, template, examples, heldout, events)
+    return prepare_run_data(config.corpus, config.eval, tokenizer, paths.root, seq_len=config.batch.seq_len,
+                            seed=config.seed, progress=events, accept_changed_corpus=accept_changed_corpus,
+                            domain=part)
+
+
+def run_template(tokenizer, config: RunConfig, paths: RunPaths) -> ChatTemplate:
+    """The template saved in the run folder, else the one sft.template chooses (then saved)."""
+    if paths.chat_template.is_file():
+        return ChatTemplate(paths.chat_template.read_text(encoding="utf-8"), f"the run's {paths.chat_template.name}")
+    template = choose_template(tokenizer, config.sft.template)
+    paths.chat_template.write_text(template.text, encoding="utf-8")
+    return template
+
+
+def _save_heldout(paths: RunPaths, examples: list[SftExample], heldout: np.ndarray) -> None:
+    path = paths.heldout("sft")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as out:
+        for i in heldout.tolist():
+            record = {"example": i, "origin": examples[i].origin, "messages": examples[i].messages}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _sft_part(config: RunConfig, tokenizer, template: ChatTemplate, examples: list[SftExample],
+              heldout: np.ndarray, events: EventWriter | None) -> SftPart:
+    seq_len, pad = config.batch.seq_len, _pad_id(tokenizer)
+    train = tokenize_examples(tokenizer, template.text, [examples[i] for i in training_ids(len(examples), heldout)], seq_len)
+    kept = _within_tokens([examples[i] for i in heldout.tolist()], tokenizer, template.text, seq_len,
+                          config.eval.max_tokens)
+    rows = PackedExamples(train, seq_len, pad)
+    if events is not None:
+        cut = (f"; {train.cut} longer than {seq_len} tokens were cut to it ({len(train.dropped)} "
+               "left out: no response token left)") if train.cut else ""
+        events.emit("status", None, state="running", phase="tokenizing",
+                    message=f"instruction data: {len(train.ids):,} training examples in {len(rows):,} rows "
+                            f"({rows.trained_tokens:,} response tokens), {len(kept[1]):,} held out; "
+                            f"template: {template.source}{cut}")
+    return SftPart(rows, PackedExamples(kept[0], seq_len, pad),
+                   sum(len(e.response_text().encode("utf-8")) for e in kept[1]),
+                   sum(len(e.response_text().split()) for e in kept[1]))
+
+
+def _within_tokens(examples: list[SftExample], tokenizer, template: str, seq_len: int, max_tokens: int):
+    """The held-out examples tokenized, cut to about `max_tokens` tokens of whole examples
+    (at least one); returns (TokenizedExamples, the examples kept)."""
+    tokenized = tokenize_examples(tokenizer, template, examples, seq_len)
+    dropped = set(tokenized.dropped)
+    kept = [e for i, e in enumerate(examples) if i not in dropped]
+    total, count = 0, 0
+    for ids in tokenized.ids:
+        if count and total + len(ids) > max_tokens:
+            break
+        total, count = total + len(ids), count + 1
+    tokenized.ids, tokenized.labels = tokenized.ids[:count], tokenized.labels[:count]
+    return tokenized, kept[:count]
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

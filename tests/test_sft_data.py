@@ -1,0 +1,195 @@
+"""Instruction data (cpt_studio.core.sft_data): records checked with file and line, the
+template, response-only labels for both formats with and without a chat template, and packed
+rows whose examples do not see each other."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from cpt_studio.core.config import SftConfig
+from cpt_studio.core.packing import IGNORE_INDEX
+from cpt_studio.core.sft_data import (
+    PackedExamples,
+    SftDataError,
+    TemplateError,
+    choose_template,
+    format_preview,
+    generation_prompt,
+    preview,
+    read_examples,
+    response_spans,
+    tokenize_conversation,
+    tokenize_examples,
+)
+from cpt_studio.core.testing.tiny_model import special_tokens_variant
+
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
+          "+ '<|im_end|>' + '\\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+"""A tiny ChatML template, the one SmolLM2-Instruct and Qwen write."""
+
+QUESTION, ANSWER, SYSTEM = "What is tacrolimus?", "A calcineurin inhibitor.", "Answer briefly."
+
+
+def _write(path, records) -> str:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records),
+                    encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def chat_tokenizer():
+    """The tiny tokenizer with ChatML's special tokens and chat template."""
+    tokenizer = special_tokens_variant("instruct")
+    tokenizer.chat_template = CHATML
+    return tokenizer
+
+
+@pytest.fixture
+def base_tokenizer(tiny_tokenizer):
+    assert not choose_template(tiny_tokenizer).text.startswith("{% for")  # it has no template
+    return tiny_tokenizer
+
+
+FORMATS = {
+    "instruction": ({"question": QUESTION, "answer": ANSWER, "system_prompt": SYSTEM},
+                    SftConfig(instruction_field="question", response_field="answer",
+                              system_field="system_prompt")),
+    "chat": ({"conversation": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION},
+                               {"role": "assistant", "content": ANSWER}]},
+             SftConfig(format="chat", messages_field="conversation")),
+}
+TEMPLATES = {"chat template": ("chat_tokenizer", f"{ANSWER}<|im_end|>\n"),
+             "plain template": ("base_tokenizer", f"{ANSWER}<|endoftext|>\n\n")}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_only_the_response_carries_labels(fmt, template, request, tmp_path):
+    record, settings = FORMATS[fmt]
+    settings.data = [_write(tmp_path / "sft.jsonl", [record])]
+    fixture, trained = TEMPLATES[template]
+    tokenizer = request.getfixturevalue(fixture)
+    [example] = read_examples(settings)
+    assert [m["role"] for m in example.messages] == ["system", "user", "assistant"]
+    chosen = choose_template(tokenizer)
+    ids, labels = tokenize_conversation(tokenizer, chosen.text, example.messages)
+    text, spans = response_spans(tokenizer, chosen.text, example.messages)
+    prompt_end = spans[0][0]
+    assert ANSWER not in text[:prompt_end] and SYSTEM in text[:prompt_end] and QUESTION in text[:prompt_end]
+    labelled = [t for t, label in zip(ids, labels, strict=True) if label != IGNORE_INDEX]
+    assert all(label in (IGNORE_INDEX, t) for t, label in zip(ids, labels, strict=True))
+    assert tokenizer.decode(labelled) == trained  # the response and its end of turn, nothing else
+    prompt = [t for t, label in zip(ids, labels, strict=True) if label == IGNORE_INDEX]
+    assert tokenizer.decode(prompt) == text[:prompt_end]  # the system, user and header tokens
+
+
+def test_an_input_follows_the_instruction_and_a_template_choice_is_honoured(tmp_path, base_tokenizer, tiny_model_dir):
+    settings = SftConfig(data=[_write(tmp_path / "sft.jsonl", [{"instruction": "Translate.",
+                                                                  "input": "Bonjour", "response": "Hello"}])])
+    [example] = read_examples(settings)
+    assert example.messages == [{"role": "user", "content": "Translate.\n\nBonjour"},
+                                {"role": "assistant", "content": "Hello"}]
+    assert "plain" in choose_template(base_tokenizer, "plain").source
+    jinja = tmp_path / "t.jinja"
+    jinja.write_text(CHATML)
+    assert choose_template(base_tokenizer, str(jinja)).text == CHATML
+    with pytest.raises(TemplateError, match="has no chat template"):
+        choose_template(base_tokenizer, str(tiny_model_dir))
+    bos = special_tokens_variant("bos")  # a tokenizer that adds <s> gets it from the plain template
+    text = generation_prompt_with(bos, choose_template(bos).text)
+    assert text.startswith("<s>### Instruction:\nHi\n\n### Response:\n")
+
+
+def generation_prompt_with(tokenizer, template: str) -> str:
+    tokenizer.chat_template = template
+    return generation_prompt(tokenizer, [{"role": "user", "content": "Hi"}])
+
+
+def test_a_template_that_rewrites_the_prompt_is_refused(chat_tokenizer):
+    """Some templates write earlier turns differently once more follow: the spans would lie."""
+    moving = CHATML.replace("{% for message in messages %}", "{{ messages | length }}{% for message in messages %}")
+    messages = [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": ANSWER}]
+    with pytest.raises(TemplateError, match="writes the start of a conversation differently"):
+        response_spans(chat_tokenizer, moving, messages)
+
+
+def test_bad_records_are_named_by_file_and_line_with_the_fix(tmp_path):
+    path = _write(tmp_path / "bad.jsonl", [
+        {"instruction": QUESTION, "response": ANSWER},                       # 1 good
+        '{"instruction": "unterminated',                                    # 2 invalid JSON
+        {"question": QUESTION, "answer": ANSWER},                           # 3 other field names
+        {"instruction": QUESTION},                                          # 4 no response
+        {"instruction": QUESTION, "response": "  "},                        # 5 empty response
+        {"messages": [{"role": "user", "content": QUESTION}]},              # 6 ends with the user
+        {"messages": [{"role": "robot", "content": "beep"}]},               # 7 unknown role
+        '["a", "list"]',                                                    # 8 not an object
+        {"instruction": QUESTION, "response": 3},                           # 9 not text
+    ])
+    with pytest.raises(SftDataError) as caught:
+        read_examples(SftConfig(data=[path]))
+    problems = {p.line: str(p) for p in caught.value.problems}
+    assert sorted(problems) == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert all(text.startswith(f"{path} line {line}: ") for line, text in problems.items())
+    assert "invalid JSON" in problems[2]
+    assert "(fields: answer, question)" in problems[3] and "--instruction-field" in problems[3]
+    assert "no field 'response'" in problems[4] and "--response-field" in problems[4]
+    assert "field 'response' is empty" in problems[5]
+    assert "must end with the assistant's response" in problems[6]
+    assert "role (system, user, assistant)" in problems[7]
+    assert "not an object" in problems[8] and "is int, not text" in problems[9]
+    assert "8 problem(s) in the instruction data" in str(caught.value)
+    with pytest.raises(SftDataError, match="does not exist"):
+        read_examples(SftConfig(data=[str(tmp_path / "missing.jsonl")]))
+    with pytest.raises(SftDataError, match="not a JSON lines file"):
+        read_examples(SftConfig(data=[_write(tmp_path / "notes.txt", ["hello"])]))
+
+
+def test_packed_examples_do_not_attend_to_each_other(tiny_model_dir, base_tokenizer):
+    """What the restarting position ids are for, as for CPT's rows: the logits of every example
+    in a packed row equal its logits alone; padding and prompts carry no label."""
+    from cpt_studio.core.sft_data import SftExample
+
+    template = choose_template(base_tokenizer).text
+    examples = [SftExample([{"role": "user", "content": q}, {"role": "assistant", "content": a}], "x", i)
+                for i, (q, a) in enumerate([(QUESTION, ANSWER), ("Dose?", "Twice daily."),
+                                            ("Clearance?", "Renal clearance falls with age.")])]
+    tokenized = tokenize_examples(base_tokenizer, template, examples, seq_len=256)
+    rows = PackedExamples(tokenized, 256, base_tokenizer.pad_token_id)
+    assert len(rows) == 1
+    row = rows[0]
+    lengths = [len(ids) for ids in tokenized.ids]
+    starts = [sum(lengths[:i]) for i in range(3)]
+    assert torch.equal(torch.nonzero(row["position_ids"][:sum(lengths)] == 0).flatten(), torch.tensor(starts))
+    assert (row["labels"][sum(lengths):] == IGNORE_INDEX).all() and (row["labels"][starts] == IGNORE_INDEX).all()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        packed = model(input_ids=row["input_ids"][None], position_ids=row["position_ids"][None],
+                       use_cache=False).logits[0]
+        for start, ids in zip(starts, tokenized.ids, strict=True):
+            alone = model(input_ids=torch.from_numpy(ids)[None], use_cache=False).logits[0]
+            assert torch.allclose(packed[start:start + len(ids)], alone, atol=1e-5)
+    assert rows.trained_tokens == sum(int((labels != IGNORE_INDEX).sum()) for labels in tokenized.labels)
+
+
+def test_a_long_example_is_cut_to_the_row_and_one_without_response_left_is_dropped(base_tokenizer):
+    from cpt_studio.core.sft_data import SftExample
+
+    template = choose_template(base_tokenizer).text
+    long_answer = SftExample([{"role": "user", "content": "Hi"},
+                              {"role": "assistant", "content": "the weather today " * 40}], "x", 1)
+    long_prompt = SftExample([{"role": "user", "content": "the weather today " * 40},
+                              {"role": "assistant", "content": "Yes."}], "x", 2)
+    tokenized = tokenize_examples(base_tokenizer, template, [long_answer, long_prompt], seq_len=64)
+    assert tokenized.cut == 2 and tokenized.dropped == [1]
+    assert [len(ids) for ids in tokenized.ids] == [64]
+
+
+def test_a_preview_shows_the_rendered_example_with_the_trained_part_marked(chat_tokenizer):
+    messages = [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": ANSWER}]
+    shown = format_preview(preview(chat_tokenizer, CHATML, messages))
+    assert shown == f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n⟦{ANSWER}<|im_end|>\n⟧"

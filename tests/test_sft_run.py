@@ -1,0 +1,184 @@
+"""Instruction tuning as a stage of the same run (cpt_studio.core.sft_run): chained from a CPT
+checkpoint, it starts from exactly those weights, records its parent, saves its template with
+the run and every checkpoint, lowers the held-out response loss and changes the answers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cpt_studio.core.config import CheckpointConfig, EvalConfig, MethodConfig, ScheduleConfig
+from cpt_studio.core.data import CorpusChangedError
+from cpt_studio.core.export import export_checkpoint
+from cpt_studio.core.generate import load_for_generation
+from cpt_studio.core.run_folder import RunPaths, checkpoint_config, read_json
+from cpt_studio.core.runs import create_run
+from cpt_studio.core.sft_data import SftDataError, generation_prompt
+from cpt_studio.core.sft_run import SFT_SCHEDULE, create_sft_run, parent_of, sft_config
+from cpt_studio.core.testing.run_helpers import history, tiny_run_config
+from cpt_studio.core.training import train
+
+PAIRS = [("Which drug did the patient receive?", "tacrolimus twice daily."),
+         ("How is the weather today?", "sunny with a light breeze."),
+         ("Who reviewed the judgment?", "a court of appeal."),
+         ("Where did the children play?", "in the park."),
+         ("When did the committee meet?", "on Tuesday."),
+         ("What falls with age?", "renal clearance."),
+         ("What is the bioavailability?", "about twenty five percent."),
+         ("What are calcineurin inhibitors?", "cyclosporine and tacrolimus."),
+         ("What did the parents talk about?", "the news."),
+         ("What was measured?", "the trough level.")]
+
+
+def _parent(tmp_path, model_dir, method: str):
+    """A finished two-step CPT run of the tiny model, full or LoRA."""
+    config = tiny_run_config(model_dir, tmp_path / "corpus",
+                             method=MethodConfig(kind=method, lora_rank=4, lora_alpha=8),
+                             schedule=ScheduleConfig(peak_lr=1e-2, max_steps=2),
+                             checkpoints=CheckpointConfig(interval=2, keep=2),
+                             eval=EvalConfig(interval=2, heldout_count=4, max_tokens=2000))
+    config.batch.grad_accum = 1
+    run_dir = create_run(config, tmp_path / "runs")
+    assert train(run_dir) == "finished"
+    return run_dir
+
+
+def _sft(parent, tmp_path, method: str, steps: int, lr: float, guard: bool = False, replay: float = 0.0):
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"instruction": q, "response": a}) + "\n" for q, a in PAIRS))
+    config = sft_config(parent, 2, [str(data)], method=method, replay_ratio=replay)
+    config.schedule.max_steps, config.schedule.peak_lr, config.schedule.warmup_ratio = steps, lr, 0.0
+    config.batch.seq_len, config.batch.micro_batch = 128, 4
+    config.eval = EvalConfig(interval=steps, heldout_count=2, max_tokens=2000)
+    config.checkpoints = CheckpointConfig(interval=steps, keep=2)
+    config.guard.enabled, config.guard.threshold, config.guard.spike_factor = guard, 9.0, 0.0
+    run_dir = create_sft_run(config, tmp_path / "runs")
+    assert train(run_dir) == "finished"
+    return run_dir
+
+
+def _answer(source, question: str) -> str:
+    model, tokenizer = load_for_generation(source)
+    model.eval()
+    prompt = generation_prompt(tokenizer, [{"role": "user", "content": question}])
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_sft_from_a_full_checkpoint_starts_there_lowers_the_response_loss_and_learns_answers(tmp_path, tiny_model_dir):
+    parent = _parent(tmp_path, tiny_model_dir, "full")
+    run_dir = _sft(parent, tmp_path, "full", steps=60, lr=1e-2, guard=True)
+    paths, config = RunPaths(run_dir), read_json(RunPaths(run_dir).config)
+    assert parent_of(run_dir) == (str(parent), 2)
+    assert config["stage"] == "sft" and config["model"]["name_or_path"] == str(RunPaths(parent).checkpoint(2))
+    # checkpoint-0, the guard's starting model, is the parent's checkpoint tensor for tensor
+    start, cpt = (load_file(p / "model.safetensors") for p in (paths.checkpoint(0), RunPaths(parent).checkpoint(2)))
+    assert start.keys() == cpt.keys() and all(torch.equal(start[k], cpt[k]) for k in cpt)
+    # the template is saved with the run and in every checkpoint's tokenizer
+    template = paths.chat_template.read_text()
+    assert "### Response:" in template
+    assert AutoTokenizer.from_pretrained(paths.checkpoint(60)).chat_template == template
+    evals = {e["step"]: e for e in history(run_dir, "eval")}
+    assert evals[60]["domain_loss"] < 0.9 * evals[0]["domain_loss"]  # held-out responses only
+    assert "general_ppl" in evals[60] and "forgetting" in evals[60]
+    held = {json.loads(line)["messages"][0]["content"] for line in paths.heldout("sft").read_text().splitlines()}
+    question, answer = next((q, a) for q, a in PAIRS if q not in held)
+    before, after = _answer(paths.checkpoint(0), question), _answer(paths.checkpoint(60), question)
+    assert after.strip() == answer and before.strip() != answer
+
+
+def test_sft_lora_on_a_lora_checkpoint_trains_on_the_merged_cpt_model(tmp_path, tiny_model_dir):
+    from peft import PeftModel
+
+    parent = _parent(tmp_path, tiny_model_dir, "lora")
+    run_dir = _sft(parent, tmp_path, "lora", steps=2, lr=1e-3, replay=0.5)
+    paths = RunPaths(run_dir)
+    assert [e["replay_fraction"] for e in history(run_dir, "step")] == [0.5, 0.5]  # general replay
+    assert read_json(paths.config)["model"]["name_or_path"] == str(paths.start_model)
+    # start_model/ is the CPT adapter merged into the base, tensor for tensor
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    merged = PeftModel.from_pretrained(base, RunPaths(parent).checkpoint(2)).merge_and_unload().state_dict()
+    start = AutoModelForCausalLM.from_pretrained(paths.start_model).state_dict()
+    assert start.keys() == merged.keys() and all(torch.equal(start[k], merged[k]) for k in merged)
+    untouched = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()  # merging changed `base`
+    assert not torch.equal(start["model.layers.0.self_attn.q_proj.weight"],
+                           untouched["model.layers.0.self_attn.q_proj.weight"])
+    # the SFT adapter's checkpoint loads on that merged model, and its run config names it
+    assert read_json(checkpoint_config(paths.checkpoint(2)))["model"]["name_or_path"] == str(paths.start_model)
+    chained, _ = load_for_generation(paths.checkpoint(2))
+    under = {k.removeprefix("base_model.model.").replace(".base_layer", ""): v
+             for k, v in chained.state_dict().items() if "lora_" not in k}
+    assert all(torch.equal(under[k], start[k]) for k in start)
+    # exported merged (CPT and SFT adapters both in), it loads in plain transformers and computes
+    # what the chained model computes
+    folder = export_checkpoint(run_dir, 2, tmp_path / "export", merge_lora=True)
+    plain = AutoModelForCausalLM.from_pretrained(folder).eval()
+    ids = AutoTokenizer.from_pretrained(folder)("The patient received", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(plain(ids).logits, chained.eval()(ids).logits, atol=1e-5)
+
+
+def test_an_sft_run_with_bad_data_is_refused_before_a_folder_exists(tmp_path, tiny_model_dir):
+    parent = _parent(tmp_path, tiny_model_dir, "full")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "Q?", "answer": "A."}\n')
+    config = sft_config(parent, 2, [str(bad)])
+    assert {k: getattr(config.schedule, k) for k in SFT_SCHEDULE} == SFT_SCHEDULE
+    assert config.corpus.domain == [] and config.validate() == []
+    runs = len(list((tmp_path / "runs").iterdir()))
+    with pytest.raises(SftDataError, match=rf"{bad} line 1: no field 'response' \(fields: answer, instruction\)"):
+        create_sft_run(config, tmp_path / "runs")
+    assert len(list((tmp_path / "runs").iterdir())) == runs
+    with pytest.raises(FileNotFoundError, match="no checkpoint at step 7 \\(kept: 0, 2\\)"):
+        sft_config(parent, 7, [str(bad)])
+
+
+def test_cpt_studio_sft_chains_a_run_to_the_default_checkpoint_and_refuses_bad_data(tmp_path, tiny_model_dir, capsys):
+    from cpt_studio.core.cli import main
+    from cpt_studio.core.runs import runs_dir
+
+    parent = _parent(tmp_path, tiny_model_dir, "full")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "Q?", "response": "A."}\nnot json\n')
+    assert main(["sft", str(parent), "--data", str(bad)]) == 2
+    assert f"{bad} line 2: invalid JSON" in capsys.readouterr().err
+    good = tmp_path / "qa.jsonl"
+    good.write_text("".join(json.dumps({"q": q, "a": a}) + "\n" for q, a in PAIRS))
+    assert main(["sft", str(parent), "--checkpoint", "2", "--data", str(good), "--instruction-field", "q",
+                 "--response-field", "a", "--preview", "1"]) == 0
+    shown = capsys.readouterr().out
+    assert "10 examples; template: the plain template" in shown and f"⟦{PAIRS[0][1]}<|endoftext|>" in shown
+    assert not runs_dir().exists() or not any(runs_dir().iterdir())  # a preview creates no run
+    assert main(["sft", str(parent), "--data", str(good), "--instruction-field", "q", "--response-field", "a",
+                 "--max-steps", "1", "--name", "pharma SFT"]) == 0
+    assert "checkpoint: step 2" in capsys.readouterr().out
+    [run_dir] = [d for d in runs_dir().iterdir() if d.is_dir()]
+    config = read_json(RunPaths(run_dir).config)
+    assert config["name"] == "pharma SFT" and config["sft"]["instruction_field"] == "q"
+    assert parent_of(run_dir) == (str(parent), 2)
+    assert history(run_dir, "status")[-1]["state"] == "finished"
+    assert RunPaths(run_dir).checkpoint(1).is_dir()
+
+
+def test_a_resumed_sft_run_keeps_its_template_and_its_held_out_examples(tmp_path, tiny_model_dir):
+    import shutil
+
+    parent = _parent(tmp_path, tiny_model_dir, "full")
+    run_dir = _sft(parent, tmp_path, "full", steps=2, lr=1e-3)
+    paths = RunPaths(run_dir)
+    held = paths.heldout("sft").read_text()
+    paths.chat_template.write_text(paths.chat_template.read_text().replace("### Response:", "### Answer:"))
+    shutil.rmtree(paths.checkpoint(2))
+    assert train(run_dir, resume=True) == "finished"  # no checkpoint left: it starts over, in the same folder
+    assert paths.heldout("sft").read_text() == held
+    assert "### Answer:" in AutoTokenizer.from_pretrained(paths.checkpoint(2)).chat_template  # the run's own
+    data = tmp_path / "qa.jsonl"
+    data.write_text(data.read_text() + json.dumps({"instruction": "New?", "response": "Yes."}) + "\n")
+    with pytest.raises(CorpusChangedError, match="the instruction data changed"):
+        train(run_dir, resume=True)
