@@ -187,15 +187,35 @@ def evaluation_sets(data: RunData, settings: EvalConfig, tokenizer, seq_len: int
     folder saved them at the start, and the evaluation files of settings.sets, each packed as
     training packs (BOS, document, separator), cut to about settings.max_tokens tokens of whole
     documents, with the UTF-8 bytes and words of the text it holds (for bits per byte)."""
+    saved = {part.name: part.saved for part in (data.domain, data.general) if part is not None}
+    return _evaluation_sets(saved, settings, tokenizer, data.tokens, seq_len)
+
+
+def saved_evaluation_sets(run_dir: Path, config: RunConfig, tokenizer) -> dict[str, EvalSet]:
+    """The run's evaluation sets (as evaluation_sets) for a run that has started, from its
+    folder alone: the held-out documents it saved, without reading or tokenizing the training
+    corpus. `tokenizer`: the one the run trained with (a checkpoint's)."""
+    paths = RunPaths(Path(run_dir))
+    saved = {name: SavedHeldout.read(paths.heldout(name)) for name in ("domain", "general")
+             if paths.heldout(name).is_file()}
+    if "domain" not in saved:
+        raise FileNotFoundError(f"{run_dir} has no held-out domain documents "
+                                f"({paths.relative(paths.heldout('domain'))}): the run has not "
+                                "started; start it, or evaluate another run")
+    tokens = document_tokens(tokenizer, config.corpus.separator)
+    return _evaluation_sets(saved, config.eval, tokenizer, tokens, config.batch.seq_len)
+
+
+def _evaluation_sets(saved: dict[str, SavedHeldout], settings: EvalConfig, tokenizer,
+                     tokens: DocumentTokens, seq_len: int) -> dict[str, EvalSet]:
     sets = {}
-    for part in (data.domain, data.general):
-        if part is not None:
-            rows = heldout_rows(part.saved, np.arange(len(part.saved)), seq_len, data.tokens.separator_id,
-                                settings.max_tokens, bos_id=data.tokens.bos_id)
-            texts = [part.saved.records[i]["text"] for i in rows.doc_ids.tolist()]
-            sets[part.name] = EvalSet(part.name, part.name, rows, _utf8_bytes(texts), _words(texts))
+    for name, heldout in saved.items():
+        rows = heldout_rows(heldout, np.arange(len(heldout)), seq_len, tokens.separator_id,
+                            settings.max_tokens, bos_id=tokens.bos_id)
+        texts = [heldout.records[i]["text"] for i in rows.doc_ids.tolist()]
+        sets[name] = EvalSet(name, name, rows, _utf8_bytes(texts), _words(texts))
     for spec in settings.sets:
-        sets[spec.name] = _file_set(spec, tokenizer, data.tokens, seq_len, settings.max_tokens)
+        sets[spec.name] = _file_set(spec, tokenizer, tokens, seq_len, settings.max_tokens)
     return sets
 
 

@@ -30,7 +30,7 @@ from .config import RunConfig
 from .data import RunData, evaluation_sets, prepare_run_data
 from .disk import DiskFullError, disk_full_as_error, folder_size, require_free_space
 from .evaljob import probe_live, write_run_probes
-from .evaluation import EvalSet, domain_gain, forgetting
+from .evaluation import EvalSet, measure_sets, set_changes
 from .events import EvalEvent, EventWriter, StepEvent
 from .ewc import EwcPenalty, EwcState, prepare_ewc
 from .guard import (
@@ -244,8 +244,8 @@ class RunMonitor(TrainerCallback):
         the guard's set (eval.guard_set) or the worst general set (named in forgetting_set)."""
         started = time.monotonic()
         fields = {"tokens": step * self.tokens_per_step}
-        for eval_set in self.eval_sets.values():
-            fields.update(eval_set.measure(model, self.config.eval.batch_size, self.hardware.autocast_dtype))
+        fields.update(measure_sets(model, self.eval_sets, self.config.eval.batch_size,
+                                   self.hardware.autocast_dtype))
         fields["seconds"] = time.monotonic() - started
         if self.baseline is None:
             self.baseline = {k: v for k, v in fields.items() if k.endswith("_ppl")}
@@ -256,18 +256,8 @@ class RunMonitor(TrainerCallback):
         return fields
 
     def _gains(self, fields: dict) -> dict:
-        gains = {}
-        for name, eval_set in self.eval_sets.items():
-            change = domain_gain if eval_set.kind == "domain" else forgetting
-            key = ("domain_gain" if name == "domain" else f"{name}_domain_gain"
-                   if eval_set.kind == "domain" else f"{name}_forgetting")
-            gains[key] = change(fields[f"{name}_ppl"], self.baseline[f"{name}_ppl"])
-        general = {name: gains[f"{name}_forgetting"] for name, s in self.eval_sets.items()
-                   if s.kind == "general"}
-        if general:
-            chosen = self.config.eval.guard_set or max(general, key=general.get)
-            gains["forgetting"], gains["forgetting_set"] = general[chosen], chosen
-        return gains
+        kinds = {name: eval_set.kind for name, eval_set in self.eval_sets.items()}
+        return set_changes(fields, self.baseline, kinds, self.config.eval.guard_set)
 
     def best_step(self) -> int | None:
         """The evaluated checkpoint step with the lowest domain perplexity."""
