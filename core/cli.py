@@ -9,6 +9,7 @@
     cpt-studio generate RUN --prompt "The patient" [--checkpoints 100,200] [--sample]
     cpt-studio export RUN CHECKPOINT_STEP DEST [--merge]
     cpt-studio interpolate RUN --checkpoint STEP --alpha 0,0.5,1 [--export 0.5 --to DEST]
+    cpt-studio suggest-replay config.json        # the domain's distance and a replay ratio
     cpt-studio desktop install | uninstall       # the app in a Linux desktop's applications menu
     cpt-studio evaluate RUN [--checkpoints 10,20] [--tasks a,b] [--probes FILE] [--limit N] [--detach]
     cpt-studio tasks [WORD] | report RUN

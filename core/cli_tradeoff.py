@@ -1,6 +1,7 @@
 """The CLI's trade-off tools: weight interpolation and the replay suggestion.
 
     cpt-studio interpolate RUN --checkpoint 200 --alpha 0,0.25,0.5,0.75,1 [--export 0.5 --to FOLDER]
+    cpt-studio suggest-replay config.json
 
 Each parses nothing (cpt_studio.core.cli did) and calls the library.
 """
@@ -28,6 +29,13 @@ def add_commands(commands) -> None:
                              help="write the model at this α as an HF folder (needs --to)")
     interpolate.add_argument("--to", default=None, metavar="FOLDER", help="a new or empty folder for --export")
     interpolate.set_defaults(run=interpolate_run)
+    suggest = commands.add_parser(
+        "suggest-replay", help="measure how far the domain is from general text for the base "
+        "model, and suggest a replay ratio with the reason")
+    suggest.add_argument("config", help="a RunConfig JSON file (its model, domain and general corpus)")
+    suggest.add_argument("--max-characters", type=int, default=100_000,
+                         help="characters of each corpus sampled (its first documents; default 100000)")
+    suggest.set_defaults(run=suggest_replay_run)
 
 
 def interpolate_run(args) -> int:
@@ -43,4 +51,18 @@ def interpolate_run(args) -> int:
     if args.export is not None:
         folder = export_interpolated(run_dir, args.checkpoint, args.export, Path(args.to))
         print(f"exported α = {args.export:g} to {folder}")
+    return 0
+
+
+def suggest_replay_run(args) -> int:
+    from .config import RunConfig
+    from .domain_distance import format_suggestion, measure_distance, suggest_replay
+
+    config = RunConfig.load(Path(args.config))
+    distance = measure_distance(config, max_characters=args.max_characters)
+    suggestion = suggest_replay(distance)
+    print(format_suggestion(distance, suggestion))
+    if abs(config.corpus.replay_ratio - suggestion.replay_ratio) > 1e-9:
+        print(f"the config's replay ratio is {config.corpus.replay_ratio:.0%}; set corpus.replay_ratio "
+              f"to {suggestion.replay_ratio:g} to follow the suggestion")
     return 0
