@@ -45,7 +45,15 @@ from .guard import (
 from .mixing import MixingSampler, ReplayMixer
 from .models import load_model_and_tokenizer
 from .preflight import require
-from .recipe import Hardware, apply_method, optimizer_steps, resolve_hardware, scheduler_settings
+from .recipe import (
+    EMBEDDING_GROUP,
+    Hardware,
+    apply_method,
+    optimizer_steps,
+    resolve_hardware,
+    scheduler_settings,
+    split_embedding_group,
+)
 from .recommend import checkpoint_scores, recommended
 from .run_folder import (
     RunPaths,
@@ -95,10 +103,19 @@ class CPTTrainer(Trainer):
     guard's learning-rate remedy applied to a restored schedule."""
 
     def __init__(self, *args, mixer: ReplayMixer, run: RunPaths, monitor: RunMonitor,
-                 keep: int, ewc: EwcPenalty | None = None, **kwargs):
+                 keep: int, ewc: EwcPenalty | None = None, embedding_lr_scale: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.mixer, self.run, self.monitor, self.keep, self.ewc = mixer, run, monitor, keep, ewc
+        self.embedding_lr_scale = embedding_lr_scale
         monitor.trainer = self
+
+    def create_optimizer(self, model=None):
+        """The Trainer's AdamW, with the embeddings in a group of their own learning rate
+        (schedule.embedding_lr_scale x the peak; cpt_studio.core.recipe)."""
+        optimizer = super().create_optimizer(model)
+        split_embedding_group(optimizer, self.model if model is None else model,
+                              self.args.learning_rate, self.embedding_lr_scale)
+        return optimizer
 
     def _get_train_sampler(self, train_dataset=None):
         return MixingSampler(self.mixer, end_step=self.args.max_steps)
@@ -233,6 +250,7 @@ class RunMonitor(TrainerCallback):
         self.guard_state = guard_state or GuardState()
         self.ewc, self.resuming = ewc, resuming
         self.losses: dict[int, float] = {}
+        self._embedding_lr: float | None = None
         self.decision: Decision | None = None
         self.trainer: CPTTrainer | None = None  # set by CPTTrainer
 
@@ -347,17 +365,24 @@ class RunMonitor(TrainerCallback):
             self.evaluate(model, step)
         return control
 
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        """The rate of the embeddings' own group at the step just taken (None without one)."""
+        self._embedding_lr = next((g["lr"] for g in getattr(optimizer, "param_groups", ())
+                                   if g.get("name") == EMBEDDING_GROUP), None)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "loss" not in logs:
             return
         step = state.global_step
         if state.is_world_process_zero:
             general = self.mixer.general_in(step - 1) if step else 0
-            penalty = {"ewc_penalty": float(self.ewc.last_penalty)} if self.ewc else {}
+            extra = {"ewc_penalty": float(self.ewc.last_penalty)} if self.ewc else {}
+            if self._embedding_lr is not None:
+                extra["embedding_lr"] = self._embedding_lr
             self.events.emit("step", step, loss=logs["loss"], lr=logs.get("learning_rate"),
                              grad_norm=logs.get("grad_norm"), tokens=step * self.tokens_per_step,
                              tokens_per_second=self.tokens_per_step / max(self._train_seconds, 1e-9),
-                             replay_fraction=general / self.mixer.seqs_per_step, **penalty)
+                             replay_fraction=general / self.mixer.seqs_per_step, **extra)
         # Logging comes after on_step_end's evaluation and before the step's checkpoint is
         # saved: the place to decide, on every process alike (the logged loss is averaged).
         self._watch(step, logs["loss"], control, state.is_world_process_zero)
@@ -538,4 +563,5 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
     return CPTTrainer(model=model, args=args,
                       train_dataset=data.dataset, data_collator=default_data_collator,
                       processing_class=tokenizer, callbacks=[monitor], mixer=mixer, run=paths,
-                      monitor=monitor, keep=config.checkpoints.keep, ewc=penalty)
+                      monitor=monitor, keep=config.checkpoints.keep, ewc=penalty,
+                      embedding_lr_scale=config.schedule.embedding_lr_scale)
