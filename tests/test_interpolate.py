@@ -8,7 +8,13 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from cpt_studio.core.cli import main
-from cpt_studio.core.config import CheckpointConfig, EvalConfig, GuardConfig, MethodConfig, ScheduleConfig
+from cpt_studio.core.config import (
+    CheckpointConfig,
+    EvalConfig,
+    GuardConfig,
+    MethodConfig,
+    ScheduleConfig,
+)
 from cpt_studio.core.interpolate import (
     InterpolationCurve,
     export_interpolated,
