@@ -9,6 +9,8 @@
     cpt-studio import-gguf model.gguf
     cpt-studio generate RUN --prompt "The patient" [--checkpoints 100,200] [--sample]
     cpt-studio export RUN CHECKPOINT_STEP DEST [--merge]
+    cpt-studio interpolate RUN --checkpoint STEP --alpha 0,0.5,1 [--export 0.5 --to DEST]
+    cpt-studio suggest-replay config.json        # the domain's distance and a replay ratio
     cpt-studio desktop install | uninstall       # the app in a Linux desktop's applications menu
     cpt-studio evaluate RUN [--checkpoints 10,20] [--tasks a,b] [--probes FILE] [--limit N] [--detach]
     cpt-studio tasks [WORD] | report RUN
@@ -61,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     inspect.set_defaults(run=_corpus_inspect)
     _tokenizer_commands(commands)
     _run_commands(commands)
+    from . import cli_tradeoff
+
+    cli_tradeoff.add_commands(commands)
     settings = commands.add_parser("settings", help="every setting of a run config file: its path, "
                                    "type, default and meaning")
     settings.add_argument("query", nargs="?", default="", metavar="WORD",

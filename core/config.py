@@ -174,6 +174,12 @@ class ScheduleConfig:
     epochs: float = 1.0
     """Passes over the domain corpus (an SFT run: its instruction data) when neither max_steps
     nor token_budget is set; instruction tuning usually makes 2-3."""
+    embedding_lr_scale: float = 1.0
+    """The learning rate of the input embeddings and the output layer (lm_head; one matrix when
+    they are tied) as a multiple of the peak rate, scaled by the schedule alike: below 1 (e.g.
+    0.1) moves the vocabulary's rows, which every token passes through, less than the rest;
+    1: the peak rate, as every other weight. A tokenizer extension's new rows are in these
+    matrices and follow it."""
 
     def validate(self) -> list[str]:
         problems = []
@@ -195,6 +201,9 @@ class ScheduleConfig:
             problems.append("schedule: the token budget must be at least 1 token, or unset")
         if not self.epochs > 0:
             problems.append(f"schedule: epochs {self.epochs} must be above 0 (1 = one pass over the data)")
+        if not 0 < self.embedding_lr_scale <= 10:
+            problems.append(f"schedule: the embedding LR multiple {self.embedding_lr_scale} must be "
+                            "above 0 and at most 10 (1 = the peak rate, 0.1 = a tenth of it)")
         return problems
 
 
@@ -572,6 +581,11 @@ class RunConfig:
         if self.ewc.enabled and self.ewc.group == "lora" and self.method.kind != "lora":
             problems.append("ewc: group 'lora' needs the LoRA method; choose another group "
                             "or train with LoRA")
+        if (self.schedule.embedding_lr_scale != 1 and self.method.kind == "lora"
+                and not self.tokenizer.extend):
+            problems.append("schedule: the embedding LR multiple acts on the embeddings, which LoRA "
+                            "leaves frozen (only an extended tokenizer's new rows train): set it "
+                            "to 1, or train all weights (method 'full')")
         if self.guard.enabled and self.guard.remedy != "lr" and not self.corpus.general:
             problems.append(f"guard: remedy {self.guard.remedy!r} raises the replay ratio, which "
                             "needs a general source; add one or choose remedy 'lr'")

@@ -58,12 +58,8 @@ class CorpusPart:
     """The held-out documents as saved in the run folder: what every evaluation measures."""
 
     def eval_set(self, tokens: DocumentTokens, settings: EvalConfig, seq_len: int) -> EvalSet:
-        """The held-out documents as saved at the start, packed as training packs them (BOS,
-        document, separator), cut to about settings.max_tokens tokens of whole documents."""
-        rows = heldout_rows(self.saved, np.arange(len(self.saved)), seq_len, tokens.separator_id,
-                            settings.max_tokens, bos_id=tokens.bos_id)
-        texts = [self.saved.records[i]["text"] for i in rows.doc_ids.tolist()]
-        return EvalSet(self.name, self.name, rows, _utf8_bytes(texts), _words(texts))
+        """The held-out documents as saved at the start (heldout_eval_set)."""
+        return heldout_eval_set(self.name, self.saved, tokens, settings, seq_len)
 
 
 @dataclass
@@ -202,13 +198,44 @@ def evaluation_sets(data: RunData, settings: EvalConfig, tokenizer, seq_len: int
     at the start, and the evaluation files of settings.sets, each packed as training packs
     (BOS, document, separator), cut to about settings.max_tokens tokens of whole documents,
     with the UTF-8 bytes and words of the text it holds (for bits per byte)."""
-    sets = {}
-    for part in (data.domain, data.general):
-        if part is not None:
-            sets[part.name] = part.eval_set(data.tokens, settings, seq_len)
-    for spec in settings.sets:
-        sets[spec.name] = _file_set(spec, tokenizer, data.tokens, seq_len, settings.max_tokens)
-    return sets
+    sets = {part.name: part.eval_set(data.tokens, settings, seq_len)
+            for part in (data.domain, data.general) if part is not None}
+    return sets | _file_sets(settings, tokenizer, data.tokens, seq_len)
+
+
+def saved_evaluation_sets(run_dir: Path, config: RunConfig, tokenizer) -> dict[str, EvalSet]:
+    """The run's evaluation sets (as evaluation_sets) for a CPT run that has started, from its
+    folder alone: the held-out documents it saved, without reading or tokenizing the training
+    corpus. `tokenizer`: the one the run trained with (a checkpoint's). An SFT run's held-out
+    examples are scored on their responses only by the run itself: refused here (ValueError)."""
+    if config.stage != "cpt":
+        raise ValueError(f"{run_dir} is an {config.stage.upper()} run: its held-out examples are scored on "
+                         "their responses by the run itself; measure its checkpoints with Evaluate instead")
+    paths = RunPaths(Path(run_dir))
+    saved = {name: SavedHeldout.read(paths.heldout(name)) for name in ("domain", "general")
+             if paths.heldout(name).is_file()}
+    if "domain" not in saved:
+        raise FileNotFoundError(f"{run_dir} has no held-out domain documents "
+                                f"({paths.relative(paths.heldout('domain'))}): the run has not "
+                                "started; start it, or evaluate another run")
+    tokens = document_tokens(tokenizer, config.corpus.separator)
+    sets = {name: heldout_eval_set(name, heldout, tokens, config.eval, config.batch.seq_len)
+            for name, heldout in saved.items()}
+    return sets | _file_sets(config.eval, tokenizer, tokens, config.batch.seq_len)
+
+
+def heldout_eval_set(name: str, saved: SavedHeldout, tokens: DocumentTokens, settings: EvalConfig,
+                     seq_len: int) -> EvalSet:
+    """Held-out documents as saved at the start, packed as training packs them (BOS, document,
+    separator), cut to about settings.max_tokens tokens of whole documents."""
+    rows = heldout_rows(saved, np.arange(len(saved)), seq_len, tokens.separator_id,
+                        settings.max_tokens, bos_id=tokens.bos_id)
+    texts = [saved.records[i]["text"] for i in rows.doc_ids.tolist()]
+    return EvalSet(name, name, rows, _utf8_bytes(texts), _words(texts))
+
+
+def _file_sets(settings: EvalConfig, tokenizer, tokens: DocumentTokens, seq_len: int) -> dict[str, EvalSet]:
+    return {spec.name: _file_set(spec, tokenizer, tokens, seq_len, settings.max_tokens) for spec in settings.sets}
 
 
 def _file_set(spec: EvalSetSpec, tokenizer, tokens: DocumentTokens, seq_len: int, max_tokens: int) -> EvalSet:

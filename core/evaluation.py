@@ -85,6 +85,34 @@ def domain_gain(domain_ppl: float, baseline_domain_ppl: float) -> float:
     return 1 - domain_ppl / baseline_domain_ppl
 
 
+def measure_sets(model, eval_sets: dict[str, EvalSet], batch_size: int = 8,
+                 autocast_dtype: torch.dtype | None = None) -> dict:
+    """Every set's {name}_ppl, _loss, _bpb and _word_ppl for the model now (EvalSet.measure)."""
+    fields = {}
+    for eval_set in eval_sets.values():
+        fields.update(eval_set.measure(model, batch_size, autocast_dtype))
+    return fields
+
+
+def set_changes(fields: dict, baseline: dict, kinds: dict[str, str], guard_set: str = "") -> dict:
+    """Domain gain and forgetting of measured `fields` against the `baseline`'s {name}_ppl, per
+    set and overall. `kinds`: set name -> 'domain' or 'general'. Per set: {name}_domain_gain
+    (domain sets; the held-out slice's is plain domain_gain) and {name}_forgetting (general
+    sets). Overall: forgetting on `guard_set`, or the worst general set when it is empty, named
+    in forgetting_set. The one definition the run's evaluations and interpolation both use."""
+    gains = {}
+    for name, kind in kinds.items():
+        change = domain_gain if kind == "domain" else forgetting
+        key = ("domain_gain" if name == "domain" else f"{name}_domain_gain"
+               if kind == "domain" else f"{name}_forgetting")
+        gains[key] = change(fields[f"{name}_ppl"], baseline[f"{name}_ppl"])
+    general = {name: gains[f"{name}_forgetting"] for name, kind in kinds.items() if kind == "general"}
+    if general:
+        chosen = guard_set or max(general, key=general.get)
+        gains["forgetting"], gains["forgetting_set"] = general[chosen], chosen
+    return gains
+
+
 def heldout_rows(store: TokenStore, heldout: np.ndarray, seq_len: int, eos_id: int,
                  max_tokens: int, bos_id: int | None = None) -> PackedSequences:
     """The held-out documents packed into rows as training packs them (BOS when the tokenizer

@@ -128,6 +128,9 @@ class StepEvent(Event):
     replay_fraction: float | None = None
     """Share of this step's sequences drawn from the general corpus."""
     ewc_penalty: float | None = None
+    embedding_lr: float | None = None
+    """The embeddings' and output layer's learning rate at this step, when it has its own
+    (schedule.embedding_lr_scale); `lr` is the peak-rate groups'."""
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,27 +39,46 @@ def export_checkpoint(run_dir: Path | str, step: int, dest: Path | str, *,
                       merge_lora: bool = False) -> Path:
     """Write the checkpoint at `step` into the new folder `dest`; returns it."""
     run_dir, dest = Path(run_dir).resolve(), Path(dest).expanduser().resolve()
+    refuse_non_empty(dest)
+    source = checkpoint_folder(run_dir, step)
+    config = read_json(RunPaths(run_dir).config)
+    adapter = is_adapter(source)
+    merged = adapter and merge_lora
+    what = f"the export of {checkpoint_dirname(step)}"
+    if not merged:  # a copy: its size is known (a merged model's is the base model's, found when written)
+        require_free_space(dest.parent, export_size(run_dir, step), what, SPACE_FIX)
+
+    def write(folder: Path) -> None:
+        if merged:
+            _save_merged(source, folder)
+        else:
+            shutil.copytree(source, folder, dirs_exist_ok=True,
+                            ignore=lambda _d, names: [n for n in names if n in TRAINING_STATE])
+        kind = "merged" if merged else "adapter" if adapter else "full"
+        card = model_card(config, step, kind, checkpoint_scores(run_dir, step), _report(run_dir, folder))
+        (folder / "README.md").write_text(card, encoding="utf-8")
+    return write_export(dest, what, write)
+
+
+def refuse_non_empty(dest: Path) -> None:
+    """FileExistsError unless `dest` is absent or an empty folder: an export overwrites nothing."""
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise FileExistsError(f"{dest} already exists and is not empty; choose a new or empty "
                               "folder, so nothing there is overwritten")
-    source = checkpoint_folder(run_dir, step)
-    config = read_json(RunPaths(run_dir).config)
+
+
+def write_export(dest: Path | str, what: str, write: Callable[[Path], None]) -> Path:
+    """The new folder `dest`, filled by `write(folder)` in a folder beside it that is then
+    renamed into place, so that it is complete (nothing half-written is left when `write`
+    fails; a full disk raises DiskFullError naming `what`). Returns `dest`."""
+    dest = Path(dest).expanduser().resolve()
+    refuse_non_empty(dest)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    adapter = is_adapter(source)
-    merged = adapter and merge_lora
-    what, fix = f"the export of {checkpoint_dirname(step)}", SPACE_FIX
-    if not merged:  # a copy: its size is known (a merged model's is the base model's, found when written)
-        require_free_space(dest.parent, export_size(run_dir, step), what, fix)
     try:
-        with disk_full_as_error(dest.parent, what, fix):
-            if merged:
-                _save_merged(source, tmp)
-            else:
-                shutil.copytree(source, tmp, ignore=lambda _d, names: [n for n in names if n in TRAINING_STATE])
-            kind = "merged" if merged else "adapter" if adapter else "full"
-            card = model_card(config, step, kind, checkpoint_scores(run_dir, step), _report(run_dir, tmp))
-            (tmp / "README.md").write_text(card, encoding="utf-8")
+        with disk_full_as_error(dest.parent, what, SPACE_FIX):
+            tmp.mkdir(parents=True)
+            write(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written is left beside dest
         raise
@@ -139,7 +159,9 @@ def model_card(config: dict, step: int, kind: str, scores: dict[str, Any],
     the run's evaluation report (Markdown, its headings one level down) when there is one."""
     model = config.get("model", {}).get("name_or_path", "?")
     what = {"full": "full weights", "adapter": "a LoRA adapter (load it with peft on the base "
-            "model)", "merged": "the base model with the LoRA adapter merged in"}[kind]
+            "model)", "merged": "the base model with the LoRA adapter merged in",
+            "interpolated": "weights between the base model's and this checkpoint's (see "
+            "Interpolation below)"}[kind]
     lines = [f"# {config.get('name', 'run')}, step {step}", "",
              f"Continual pre-training of `{model}` with CPT Studio; this folder holds {what}, "
              "with the tokenizer the run trained with.", "", "## Training settings", ""]

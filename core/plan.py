@@ -37,6 +37,7 @@ from .progress import Progress, tick
 from .recipe import (
     apply_method,
     ewc_group_size,
+    learning_rates_text,
     lora_size,
     optimizer_steps,
     resolve_hardware,
@@ -74,6 +75,8 @@ class Plan:
     """What a domain corpus of this size can be expected to give (config.token_band)."""
     evaluation_seconds: float = 0.0
     """All the run's evaluations together (part of neither `time` nor the steps)."""
+    learning_rates: str = ""
+    """Each group's peak learning rate in words, when a group has its own ('' otherwise)."""
 
 
 def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | None = None) -> Plan:
@@ -114,7 +117,8 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | No
                 general.tokens if general else 0, hardware.device, hardware.precision,
                 hardware.gradient_checkpointing, parameters, trainable, memory, estimate,
                 checked.warnings + run_warnings(config, size), checked.tokens.describe(),
-                memory_words(size), token_band(domain.tokens), eval_seconds)
+                memory_words(size), token_band(domain.tokens), eval_seconds,
+                learning_rates_text(config))
 
 
 PLAN_STAGES = 4
@@ -223,6 +227,8 @@ def format_plan(plan: Plan) -> str:
     ]
     lines += [f"  {label:<32}{format_bytes(size):>12}" for label, size in plan.memory.breakdown()]
     lines += [f"corpus         {plan.corpus_note}"] if plan.corpus_note else []
+    if plan.learning_rates:
+        lines.insert(1, f"learning rate  {plan.learning_rates}")
     lines += [f"warning        {w}" for w in plan.warnings]
     return "\n".join(lines)
 

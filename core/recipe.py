@@ -5,6 +5,7 @@ its plan (cpt_studio.core.plan) predicts, so that the two cannot disagree:
     steps = optimizer_steps(config, domain_rows, has_general)
     name, kwargs, warmup = scheduler_settings(config, steps)   # the Trainer's learning-rate schedule
     model = apply_method(model, config)        # full fine-tuning as is, or LoRA adapters on top
+    split_embedding_group(optimizer, model, peak, config.schedule.embedding_lr_scale)  # its own LR
 
 and what the method trains, counted on a model built on the meta device (no weights):
 `lora_size`, `ewc_group_size`. Preflight checks use the same counts and `flash_attn_installed`.
@@ -108,6 +109,49 @@ def apply_method(model, config: RunConfig, new_token_ids: list[int] | tuple = ()
                       target_modules=list(method.target_modules), task_type="CAUSAL_LM",
                       trainable_token_indices=lora_token_rows(model, list(new_token_ids)))
     return get_peft_model(model, lora)
+
+
+# -- learning rate per group ------------------------------------------------------------
+
+EMBEDDING_GROUP = "embeddings"
+"""The name of the optimizer group of the input embeddings and the output layer."""
+
+
+def embedding_parameters(model) -> list[torch.nn.Parameter]:
+    """The trainable weights of the input embeddings and the output layer (a tied matrix
+    once; with LoRA, an extended tokenizer's trainable new rows, which peft keeps in them)."""
+    found = {}
+    for getter in ("get_input_embeddings", "get_output_embeddings"):
+        module = getattr(model, getter, lambda: None)()
+        if module is not None:
+            found.update({id(p): p for p in module.parameters() if p.requires_grad})
+    return list(found.values())
+
+
+def split_embedding_group(optimizer, model, peak_lr: float, scale: float) -> None:
+    """Move the embedding weights (embedding_parameters) out of the optimizer's groups into
+    groups of their own named EMBEDDING_GROUP, with lr = peak_lr x scale and the weight decay
+    of the group they came from. Call it on a new optimizer, before its first step (it holds
+    no state yet) and before the scheduler is made: the schedule then scales each group from
+    its own rate, and the peak-rate groups stay first. Nothing changes when scale is 1."""
+    if scale == 1:
+        return
+    moved = {id(p) for p in embedding_parameters(model)}
+    for group in list(optimizer.param_groups):
+        inside = [p for p in group["params"] if id(p) in moved]
+        if inside and group.get("name") != EMBEDDING_GROUP:
+            group["params"] = [p for p in group["params"] if id(p) not in moved]
+            optimizer.add_param_group({"params": inside, "lr": peak_lr * scale,
+                                       "weight_decay": group["weight_decay"], "name": EMBEDDING_GROUP})
+
+
+def learning_rates_text(config: RunConfig) -> str:
+    """The peak rate of each group in words ('' when every weight has the peak rate)."""
+    schedule = config.schedule
+    if schedule.embedding_lr_scale == 1:
+        return ""
+    return (f"peak {schedule.peak_lr:g}; embeddings and output layer x{schedule.embedding_lr_scale:g} "
+            f"({schedule.peak_lr * schedule.embedding_lr_scale:g}), scheduled alike")
 
 
 # -- what the method trains (on a model built on the meta device) ---------------------------

@@ -36,6 +36,9 @@ store indexes it and can be rebuilt from it). Its layout:
         stop                       a stop request to the evaluation worker   .eval_stop
         worker.pid                 the evaluation worker's pid               .eval_pid
         tasks/                     lm-eval task files written for the run    .eval_tasks
+      interpolation/               weight interpolation (core/interpolate.py)
+        checkpoint-200/
+          curve.json               base -> checkpoint-200, per alpha         .interpolation(200)
       report/                      written by `cpt-studio report`            .report
         report.md                                                            .report_markdown
         report.json                                                          .report_data
@@ -91,6 +94,8 @@ STAGING = ".staging"
 EVAL = "eval"
 EVAL_REQUEST = "request.json"
 EVAL_TASKS = "tasks"
+INTERPOLATION = "interpolation"
+INTERPOLATION_CURVE = "curve.json"
 REPORT = "report"
 REPORT_MARKDOWN = "report.md"
 REPORT_DATA = "report.json"
@@ -100,7 +105,7 @@ RUN_FILES = (CONFIG, EVENTS, GUARD_STATE, GENERATIONS, STOP, PID, CLAIM, LOGS, W
              EVAL_LOG, HELDOUT, CORPUS_RECORD, TOKENIZER, TOKENIZER_RECORD, CHAT_TEMPLATE,
              START_MODEL, CHECKPOINTS,
              CHECKPOINT_PREFIX, CHECKPOINT_CONFIG, STAGING, EVAL, EVAL_REQUEST, EVAL_TASKS, REPORT,
-             REPORT_MARKDOWN, REPORT_DATA, REPORT_CHART)
+             INTERPOLATION, INTERPOLATION_CURVE, REPORT_MARKDOWN, REPORT_DATA, REPORT_CHART)
 """Every name a run folder's files and folders have (CHECKPOINT_PREFIX: the start of one);
 tests/test_run_folder.py fails when another module spells one of them."""
 
@@ -240,6 +245,11 @@ class RunPaths:
     @property
     def eval_log(self) -> Path:
         return self.logs / EVAL_LOG
+
+    def interpolation(self, step: int) -> Path:
+        """The weight-interpolation curve between the base model and the checkpoint at `step`
+        (JSON: the alphas and each one's evaluation; cpt_studio.core.interpolate)."""
+        return self.root / INTERPOLATION / checkpoint_dirname(step) / INTERPOLATION_CURVE
 
     @property
     def report(self) -> Path:

@@ -31,7 +31,7 @@ from .config import RunConfig
 from .data import RunData, evaluation_sets, prepare_run_data
 from .disk import DiskFullError, disk_full_as_error, folder_size, require_free_space
 from .evaljob import probe_live, write_run_probes
-from .evaluation import EvalSet, domain_gain, forgetting
+from .evaluation import EvalSet, measure_sets, set_changes
 from .events import EvalEvent, EventWriter, StepEvent
 from .ewc import EwcPenalty, EwcState, prepare_ewc
 from .guard import (
@@ -46,7 +46,15 @@ from .guard import (
 from .mixing import MixingSampler, ReplayMixer
 from .models import load_model_and_tokenizer
 from .preflight import require
-from .recipe import Hardware, apply_method, optimizer_steps, resolve_hardware, scheduler_settings
+from .recipe import (
+    EMBEDDING_GROUP,
+    Hardware,
+    apply_method,
+    optimizer_steps,
+    resolve_hardware,
+    scheduler_settings,
+    split_embedding_group,
+)
 from .recommend import checkpoint_scores, recommended
 from .run_folder import (
     RunPaths,
@@ -97,10 +105,19 @@ class CPTTrainer(Trainer):
     guard's learning-rate remedy applied to a restored schedule."""
 
     def __init__(self, *args, mixer: ReplayMixer, run: RunPaths, monitor: RunMonitor,
-                 keep: int, ewc: EwcPenalty | None = None, **kwargs):
+                 keep: int, ewc: EwcPenalty | None = None, embedding_lr_scale: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.mixer, self.run, self.monitor, self.keep, self.ewc = mixer, run, monitor, keep, ewc
+        self.embedding_lr_scale = embedding_lr_scale
         monitor.trainer = self
+
+    def create_optimizer(self, model=None):
+        """The Trainer's AdamW, with the embeddings in a group of their own learning rate
+        (schedule.embedding_lr_scale x the peak; cpt_studio.core.recipe)."""
+        optimizer = super().create_optimizer(model)
+        split_embedding_group(optimizer, self.model if model is None else model,
+                              self.args.learning_rate, self.embedding_lr_scale)
+        return optimizer
 
     def _get_train_sampler(self, train_dataset=None):
         return MixingSampler(self.mixer, end_step=self.args.max_steps)
@@ -235,6 +252,7 @@ class RunMonitor(TrainerCallback):
         self.guard_state = guard_state or GuardState()
         self.ewc, self.resuming = ewc, resuming
         self.losses: dict[int, float] = {}
+        self._embedding_lr: float | None = None
         self.decision: Decision | None = None
         self.trainer: CPTTrainer | None = None  # set by CPTTrainer
 
@@ -246,8 +264,8 @@ class RunMonitor(TrainerCallback):
         the guard's set (eval.guard_set) or the worst general set (named in forgetting_set)."""
         started = time.monotonic()
         fields = {"tokens": step * self.tokens_per_step}
-        for eval_set in self.eval_sets.values():
-            fields.update(eval_set.measure(model, self.config.eval.batch_size, self.hardware.autocast_dtype))
+        fields.update(measure_sets(model, self.eval_sets, self.config.eval.batch_size,
+                                   self.hardware.autocast_dtype))
         fields["seconds"] = time.monotonic() - started
         if self.baseline is None:
             self.baseline = {k: v for k, v in fields.items() if k.endswith("_ppl")}
@@ -258,18 +276,8 @@ class RunMonitor(TrainerCallback):
         return fields
 
     def _gains(self, fields: dict) -> dict:
-        gains = {}
-        for name, eval_set in self.eval_sets.items():
-            change = domain_gain if eval_set.kind == "domain" else forgetting
-            key = ("domain_gain" if name == "domain" else f"{name}_domain_gain"
-                   if eval_set.kind == "domain" else f"{name}_forgetting")
-            gains[key] = change(fields[f"{name}_ppl"], self.baseline[f"{name}_ppl"])
-        general = {name: gains[f"{name}_forgetting"] for name, s in self.eval_sets.items()
-                   if s.kind == "general"}
-        if general:
-            chosen = self.config.eval.guard_set or max(general, key=general.get)
-            gains["forgetting"], gains["forgetting_set"] = general[chosen], chosen
-        return gains
+        kinds = {name: eval_set.kind for name, eval_set in self.eval_sets.items()}
+        return set_changes(fields, self.baseline, kinds, self.config.eval.guard_set)
 
     def best_step(self) -> int | None:
         """The evaluated checkpoint step with the lowest domain perplexity."""
@@ -359,17 +367,24 @@ class RunMonitor(TrainerCallback):
             self.evaluate(model, step)
         return control
 
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        """The rate of the embeddings' own group at the step just taken (None without one)."""
+        self._embedding_lr = next((g["lr"] for g in getattr(optimizer, "param_groups", ())
+                                   if g.get("name") == EMBEDDING_GROUP), None)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "loss" not in logs:
             return
         step = state.global_step
         if state.is_world_process_zero:
             general = self.mixer.general_in(step - 1) if step else 0
-            penalty = {"ewc_penalty": float(self.ewc.last_penalty)} if self.ewc else {}
+            extra = {"ewc_penalty": float(self.ewc.last_penalty)} if self.ewc else {}
+            if self._embedding_lr is not None:
+                extra["embedding_lr"] = self._embedding_lr
             self.events.emit("step", step, loss=logs["loss"], lr=logs.get("learning_rate"),
                              grad_norm=logs.get("grad_norm"), tokens=step * self.tokens_per_step,
                              tokens_per_second=self.tokens_per_step / max(self._train_seconds, 1e-9),
-                             replay_fraction=general / self.mixer.seqs_per_step, **penalty)
+                             replay_fraction=general / self.mixer.seqs_per_step, **extra)
         # Logging comes after on_step_end's evaluation and before the step's checkpoint is
         # saved: the place to decide, on every process alike (the logged loss is averaged).
         self._watch(step, logs["loss"], control, state.is_world_process_zero)
@@ -553,4 +568,5 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
     return CPTTrainer(model=model, args=args,
                       train_dataset=data.dataset, data_collator=default_data_collator,
                       processing_class=tokenizer, callbacks=[monitor], mixer=mixer, run=paths,
-                      monitor=monitor, keep=config.checkpoints.keep, ewc=penalty)
+                      monitor=monitor, keep=config.checkpoints.keep, ewc=penalty,
+                      embedding_lr_scale=config.schedule.embedding_lr_scale)

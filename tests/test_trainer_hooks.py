@@ -31,7 +31,7 @@ from transformers import (
 from cpt_studio.core.config import BatchConfig, CheckpointConfig, ScheduleConfig
 from cpt_studio.core.guard import GuardState
 from cpt_studio.core.mixing import ReplayMixer
-from cpt_studio.core.recipe import Hardware
+from cpt_studio.core.recipe import EMBEDDING_GROUP, Hardware
 from cpt_studio.core.run_folder import RunPaths
 from cpt_studio.core.testing.run_helpers import tiny_run_config
 from cpt_studio.core.training import CPTTrainer, RunMonitor, training_arguments
@@ -47,8 +47,11 @@ HOOKS = {
                         "into args.output_dir, which we stage and then rename into checkpoints/",
     "training_step": "runs one micro-batch's forward and backward, after which we add the EWC "
                      "gradient on the step's last micro-batch",
+    "create_optimizer": "builds the optimizer and its parameter groups (before the scheduler), "
+                        "after which we move the embeddings into a group of their own rate",
 }
 STEPS, INTERVAL, ROWS, SEQS_PER_STEP, FIRST_TOKEN = 4, 2, 8, 2, 3
+EMBEDDING_SCALE = 0.1
 
 
 def _changed(name: str, what: str) -> str:
@@ -169,7 +172,7 @@ def runs(tiny_model_dir, tmp_path_factory):
         args = training_arguments(config, Hardware("cpu", "fp32", "sdpa", False), paths, STEPS, guard_state)
         return ProbeTrainer(model=model, args=args, train_dataset=Rows(config.batch.seq_len),
                             data_collator=default_data_collator, mixer=mixer, run=paths,
-                            monitor=monitor, keep=STEPS)
+                            monitor=monitor, keep=STEPS, embedding_lr_scale=EMBEDDING_SCALE)
 
     first = trainer(GuardState())
     _train(first)
@@ -230,3 +233,13 @@ def test_a_resume_restores_the_optimizer_from_the_checkpoint_and_keeps_our_sched
         "_load_optimizer_and_scheduler", "The schedule we rescale after it (set_peak_lr, for the "
         f"guard's remedy) is not the one training then follows (rates {resumed} vs {first}); "
         "check also the scheduler's base_lrs and _last_lr in torch.optim.lr_scheduler.")
+
+
+def test_the_embeddings_keep_their_own_rate_through_training_and_a_resume(runs):
+    for trainer in (runs.first, runs.resumed):
+        groups = trainer.optimizer.param_groups
+        own = [g for g in groups if g.get("name") == EMBEDDING_GROUP]
+        assert len(own) == 1 and own[0]["lr"] == pytest.approx(EMBEDDING_SCALE * groups[0]["lr"]), _changed(
+            "create_optimizer", "The optimizer that trained is not the one it returned with our "
+            f"embeddings group, or the schedule does not scale each group (groups: "
+            f"{[(g.get('name'), g['lr']) for g in groups]}).")
