@@ -447,7 +447,10 @@ class EwcConfig:
         return problems
 
 
-GUARD_REMEDIES = ("lr", "replay", "both")
+REMEDY_WORDS = {"lr": "halve the learning rate", "replay": "raise the replay ratio by 5 points",
+                "both": "halve the learning rate and raise the replay ratio by 5 points"}
+"""guard.remedy's values in words (the summary, the plan)."""
+GUARD_REMEDIES = tuple(REMEDY_WORDS)
 
 
 @dataclass

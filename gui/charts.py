@@ -409,13 +409,17 @@ class RunCharts(pg.GraphicsLayoutWidget):
         return f"evaluation every {interval:,} steps: first point at step {interval:,}"
 
     def _no_forgetting(self, ended: bool) -> str:
-        if np.isfinite(self.series.evals["forgetting"].values).any():  # whatever the config says
+        evals = self.series.evals
+        after_baseline = np.isfinite(evals["forgetting"].values) & (evals["step"].values > 0)
+        if after_baseline.any():  # a point past the baseline's 0, whatever the config says
             return ""
         if not self.forgetting_source:
             return "no general corpus or general evaluation set: no forgetting curve"
+        if not len(evals):
+            return "no evaluation was recorded" if ended else "waiting for the step-0 baseline"
         if ended:
             return "the run ended before its first evaluation after the baseline"
-        return self._next_evaluation()
+        return f"step-0 baseline measured (0% by definition); {self._next_evaluation()}"
 
     # --- markers ----------------------------------------------------------------------------
     def _markers(self) -> None:

@@ -94,12 +94,25 @@ def test_empty_charts_say_why_in_this_runs_terms(qtbot, tmp_path):
     assert not plot.getAxis("left").style["showValues"]  # no made-up scale on an empty chart
     general = open_monitor(qtbot, live(write_monitor_run(tmp_path / "b", steps=10, end="running", total_steps=2000,
                                                          config=monitor_config("r", eval={"interval": 500}))))
-    assert general.charts.empty_messages()["forgetting"] == ("evaluation every 500 steps: first point at "
-                                                            "step 500")
+    assert general.charts.empty_messages()["forgetting"] == ("step-0 baseline measured (0% by definition); "
+                                                            "evaluation every 500 steps: first point at step 500")
     label = general.charts.plots["forgetting"].empty_label
     assert label.isVisible() and "first point at step 500" in label.textItem.toPlainText()
     ended = open_monitor(qtbot, write_monitor_run(tmp_path / "c", steps=0, end="failed"))
     assert ended.charts.empty_messages()["loss"] == "the run ended before its first training step"
+    assert ended.charts.empty_messages()["forgetting"] == "the run ended before its first evaluation after the baseline"
+    # the baseline's own forgetting (0 at step 0) is not a curve: the chart still says what comes
+    baseline_only = tmp_path / "e"
+    write_monitor_run(baseline_only, steps=0, end="running", total_steps=2000, config=monitor_config("r"))
+    with (baseline_only / "events.jsonl").open("a") as events:
+        events.write('{"type": "eval", "time": 2.0, "step": 0, "forgetting": 0.0, "general_ppl": 10.0}\n')
+    waiting = open_monitor(qtbot, live(baseline_only))
+    assert waiting.charts.empty_messages()["forgetting"].startswith("step-0 baseline measured")
+    nothing = tmp_path / "f"
+    write_monitor_run(nothing, steps=0, end="failed")
+    lines = (nothing / "events.jsonl").read_text().splitlines()
+    (nothing / "events.jsonl").write_text("\n".join(line for line in lines if '"eval"' not in line) + "\n")
+    assert open_monitor(qtbot, nothing).charts.empty_messages()["forgetting"] == "no evaluation was recorded"
     # a run whose events carry forgetting (an evaluation set the config names otherwise) shows its curve
     measured = open_monitor(qtbot, write_monitor_run(tmp_path / "d", steps=30, end="finished", config=config))
     assert measured.charts.empty_messages()["forgetting"] == ""

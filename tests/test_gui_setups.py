@@ -299,3 +299,12 @@ def test_a_setup_loaded_on_the_first_page_describes_its_model_there(qtbot, tmp_p
     qtbot.waitUntil(lambda: "tokens" in page.info.text() and "Choose a model" not in page.info.text(),
                     timeout=30_000)
     assert f"x {seq_len} tokens" in page.info.text()
+
+
+@pytest.mark.parametrize("remedy, words", [("lr", "then halve the learning rate (at most"),
+                                           ("replay", "then raise the replay ratio by 5 points (at most"),
+                                           ("both", "then halve the learning rate and raise the replay ratio")])
+def test_the_summary_says_the_guards_remedy_in_words(remedy, words):
+    config = RunConfig()
+    config.guard.remedy = remedy
+    assert words in describe(config)  # not the setting's raw value ("then lr")

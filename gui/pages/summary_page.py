@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QPushButton,
 )
 
-from cpt_studio.core.config import RunConfig
+from cpt_studio.core.config import REMEDY_WORDS, RunConfig
 from cpt_studio.core.plan import format_plan, plan_run
 from cpt_studio.core.preflight import Preflight, preflight
 
@@ -172,7 +172,7 @@ def describe(config: RunConfig) -> str:
         f"Batch: {batch.micro_batch} x {batch.grad_accum} sequences of {batch.seq_len} tokens per step",
         f"Evaluation every {config.eval.interval} steps; checkpoints every {config.checkpoints.interval}, "
         f"keeping {config.checkpoints.keep}",
-        (f"Guard: roll back above {config.guard.threshold:.1%} forgetting, then {config.guard.remedy} "
+        (f"Guard: roll back above {config.guard.threshold:.1%} forgetting, then {REMEDY_WORDS.get(config.guard.remedy, config.guard.remedy)} "
          f"(at most {config.guard.max_rollbacks} times)" if config.guard.enabled else "Guard: off"),
     ]
     return "\n".join(lines)
