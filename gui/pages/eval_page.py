@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox
 
-from cpt_studio.core.config import GUARD_REMEDIES
+from cpt_studio.core.config import GUARD_REMEDIES, REMEDY_WORDS
 
 from ..setting_help import explain
 from .base import ConfigPage
@@ -14,8 +14,6 @@ from .base import ConfigPage
 
 class EvalPage(ConfigPage):
     sections = ("eval:", "checkpoints:", "guard:")
-    REMEDY_WORDS = {"lr": "halve the learning rate", "replay": "raise replay by 5 points",
-                    "both": "halve the learning rate and raise replay by 5 points"}
 
     def __init__(self):
         super().__init__("Evaluation and checkpoints",
@@ -34,7 +32,7 @@ class EvalPage(ConfigPage):
                                         minimum=0.1, maximum=500)
         self.remedy = QComboBox(objectName="guard_remedy")
         for key in GUARD_REMEDIES:
-            self.remedy.addItem(self.REMEDY_WORDS[key], key)
+            self.remedy.addItem(REMEDY_WORDS[key], key)
         self.rollbacks = QSpinBox(objectName="guard_rollbacks", maximum=100)
         for widget, path in ((self.interval, "eval.interval"), (self.max_tokens, "eval.max_tokens"),
                              (self.checkpoint_interval, "checkpoints.interval"), (self.keep, "checkpoints.keep"),
