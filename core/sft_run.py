@@ -143,10 +143,10 @@ def _write_config(paths: RunPaths, config: RunConfig) -> None:
 def default_checkpoint(run_dir: Path | str) -> tuple[int, str]:
     """The checkpoint an SFT run starts from unless told otherwise, and why: the run's
     recommended one (as the store marks it), else its last. FileNotFoundError without one."""
-    from .store import index_run, open_store, run_checkpoints
+    from .store import connection, index_run, run_checkpoints
 
-    db = open_store()
-    rows = [r for r in run_checkpoints(db, index_run(db, run_dir)) if r["recommended"] and r["exists"]]
+    with connection() as db:
+        rows = [r for r in run_checkpoints(db, index_run(db, run_dir)) if r["recommended"] and r["exists"]]
     if rows:
         return int(rows[-1]["step"]), "the recommended checkpoint"
     last = last_checkpoint(Path(run_dir))

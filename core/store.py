@@ -1,6 +1,7 @@
 """The run store: an SQLite index (sqlite-utils, WAL) of the run folders.
 
-    db = open_store()                       # data_dir()/cpt-studio.db
+    db = open_store()                       # data_dir()/.store/cpt-studio.db
+    with connection() as db: ...            # opened for one action, then closed (the GUI's way)
     run_id = index_run(db, run_dir)         # (re)read config.json and events.jsonl
     print(format_runs(list_runs(db)))       # what `cpt-studio runs` prints
     print(format_run(db, "2025-06-01-med")) # what `cpt-studio show RUN` prints
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import sqlite3
@@ -176,8 +178,102 @@ def writing(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
     db.conn.execute("COMMIT")
 
 
+STORE_FOLDER = ".store"
+"""The store's folder in the data folder: hidden, and holding nothing else, so that no file
+dialog on the data folder lists the store's files (below: why that matters)."""
+
+STORE_FILE = "cpt-studio.db"
+
+
 def default_db_path() -> Path:
-    return data_dir() / "cpt-studio.db"
+    """data_dir()/.store/cpt-studio.db.
+
+    Why a folder of its own: SQLite's WAL mode keeps its locks as POSIX advisory locks on the
+    -shm file, and POSIX drops ALL of a process's locks on a file when the process closes ANY
+    descriptor of it. Qt's file dialogs read the first bytes of files whose names have no known
+    type (QMimeDatabase sniffs cpt-studio.db-wal and -shm) to choose their icons: a dialog that
+    shows these files in the app's process silently drops its store locks; another process
+    (a worker, the CLI) then believes it is the store's last user, checkpoints and deletes the
+    WAL, and the app's open connection reads a stale index: "database disk image is malformed"
+    (checked with a script: an open connection, QMimeDatabase().mimeTypeForFile on the -shm file,
+    a write from another process: the connection no longer sees that write). The app also keeps
+    no connection open between actions (`connection`), so that a lock dropped anyway costs at
+    most one action, which `repair` then recovers."""
+    return data_dir() / STORE_FOLDER / STORE_FILE
+
+
+def _remove_old_store() -> None:
+    """The store of versions before the .store folder (data_dir()/cpt-studio.db): a cache of
+    the run folders like the new one (the history re-indexes the folders), removed so that it
+    is not left behind unused."""
+    for suffix in ("", "-wal", "-shm"):
+        (data_dir() / f"{STORE_FILE}{suffix}").unlink(missing_ok=True)
+
+
+@contextmanager
+def connection(path: Path | str | None = None) -> Iterator[sqlite_utils.Database]:
+    """The store opened for one action and closed after it (open_store's arguments)."""
+    db = open_store(path)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def database_file(db: sqlite_utils.Database) -> Path | None:
+    """The file a store connection has open; None for an in-memory store."""
+    row = db.execute("PRAGMA database_list").fetchone()  # (seq, schema name, file)
+    return Path(row[2]) if row and row[2] else None
+
+
+class StoreRef:
+    """Where a store is, for a window that reads it again later without holding a connection
+    open in between (default_db_path says why):
+
+        ref = StoreRef(db)               # the store `db` is connected to
+        with ref.open() as db: ...       # a fresh connection to it, closed after
+
+    An in-memory store (tests) has no file: its connection is kept and reused."""
+
+    def __init__(self, db: sqlite_utils.Database):
+        self.path = database_file(db)
+        self._memory = db if self.path is None else None
+
+    @contextmanager
+    def open(self) -> Iterator[sqlite_utils.Database]:
+        if self._memory is not None:
+            yield self._memory
+            return
+        with connection(self.path) as db:
+            yield db
+
+
+def repair(path: Path | str | None = None) -> Path | None:
+    """After an sqlite3.DatabaseError from the store: check the file with a fresh connection
+    (PRAGMA quick_check). A damaged store is renamed aside (returned: cpt-studio.db.damaged-N),
+    so that the next open_store starts an empty one that indexing refills from the run folders
+    (the store is their cache); a sound one is left alone (the error was one stale read: see
+    default_db_path) and None is returned."""
+    path = Path(path) if path else default_db_path()
+    if not path.exists():
+        return None
+    try:
+        probe = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            if probe.execute("PRAGMA quick_check").fetchone()[0] == "ok":
+                return None
+        finally:
+            probe.close()
+    except sqlite3.DatabaseError:
+        pass  # not a database at all: set aside as well
+    n = 1
+    while path.with_name(f"{path.name}.damaged-{n}").exists():
+        n += 1
+    aside = path.with_name(f"{path.name}.damaged-{n}")
+    os.replace(path, aside)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return aside
 
 
 def open_store(path: Path | str | None = None) -> sqlite_utils.Database:
@@ -188,6 +284,8 @@ def open_store(path: Path | str | None = None) -> sqlite_utils.Database:
     if str(path) == ":memory:":
         db = sqlite_utils.Database(memory=True)
     else:
+        if not path:
+            _remove_old_store()
         path = Path(path) if path else default_db_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         # Two windows, or the CLI and the app, may write at once: a writer waits up to

@@ -18,6 +18,7 @@ size and position are restored at the next start (gui/geometry.py).
 from __future__ import annotations
 
 import importlib.util
+import sqlite3
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
@@ -71,7 +72,6 @@ class MainWindow(QMainWindow):
     def __init__(self, runs_root: Path | None = None):
         super().__init__()
         self.runs_root = Path(runs_root or runs_dir())
-        self._db = None
         self.runs: list[dict] = []
         """The runs the table shows, as load_history returned them."""
         self._columns_sized = False
@@ -117,14 +117,6 @@ class MainWindow(QMainWindow):
         self.refresh()
         self._timer = QTimer(self, interval=REFRESH_MS, timeout=self.history.request)
         self._timer.start()
-
-    @property
-    def db(self):
-        """The store, for the actions on selected runs; opened at the first one, not when the
-        window opens (the history loads with a connection of its own, off the GUI thread)."""
-        if self._db is None:
-            self._db = store.open_store()
-        return self._db
 
     @property
     def monitors(self) -> dict[str, MonitorWindow]:
@@ -228,10 +220,7 @@ class MainWindow(QMainWindow):
 
     def _on_data_folder_changed(self, _folder: Path) -> None:
         self.runs_root = runs_dir()
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        self.refresh()
+        self.refresh()  # the history's next load opens the new folder's store
 
     def open_tour(self) -> TourWindow:
         """Help ▸ Tour: the README's sections for users."""
@@ -326,6 +315,8 @@ class MainWindow(QMainWindow):
     def _on_history_loaded(self, runs: list[dict]) -> None:
         if self.statusBar().currentMessage().startswith(HISTORY_FAILED):
             self.statusBar().clearMessage()
+        if getattr(runs, "notice", ""):
+            self.statusBar().showMessage(runs.notice)
         self._show_runs(runs)
 
     def _on_history_failed(self, message: str) -> None:
@@ -373,8 +364,9 @@ class MainWindow(QMainWindow):
             return None
         from .compare import CompareWindow
 
-        run_id = store.index_run(self.db, run_dir)  # a live run: its latest checkpoints
-        window = self.tabs.open(("compare", (run_id,)), lambda: CompareWindow(self.db, [run_id]))
+        with store.connection() as db:  # none is kept open between actions (store.default_db_path)
+            run_id = store.index_run(db, run_dir)  # a live run: its latest checkpoints
+            window = self.tabs.open(("compare", (run_id,)), lambda: CompareWindow(db, [run_id]))
         rows = [i for i, row in enumerate(window.rows) if row["run_id"] == run_id and row["step"] == step]
         if rows:
             window.table.select_checkpoint(rows[0])
@@ -390,13 +382,15 @@ class MainWindow(QMainWindow):
         from .compare import CompareWindow
 
         run_ids = self.selected_ids()
-        window = self.tabs.open(("compare", tuple(sorted(run_ids))), lambda: CompareWindow(self.db, run_ids))
+        with store.connection() as db:
+            window = self.tabs.open(("compare", tuple(sorted(run_ids))), lambda: CompareWindow(db, run_ids))
         self._bring_forward()
         return window
 
     def open_generation(self) -> GenerationWindow:
         run_id = self.selected_ids()[0]
-        window = self.tabs.open(("generate", run_id), lambda: GenerationWindow(self.db, run_id))
+        with store.connection() as db:
+            window = self.tabs.open(("generate", run_id), lambda: GenerationWindow(db, run_id))
         self._bring_forward()
         return window
 
@@ -406,7 +400,8 @@ class MainWindow(QMainWindow):
         from .evaluate_dialog import EvaluateDialog
 
         run_id = self.selected_ids()[0]
-        steps = [c["step"] for c in store.run_checkpoints(self.db, run_id) if c["recommended"]]
+        with store.connection() as db:
+            steps = [c["step"] for c in store.run_checkpoints(db, run_id) if c["recommended"]]
         self.evaluate_dialog = EvaluateDialog(Path(run_id), steps, parent=self)
         self.evaluate_dialog.started.connect(self.open_monitor)
         self.evaluate_dialog.show()
@@ -414,7 +409,8 @@ class MainWindow(QMainWindow):
 
     def _on_export(self) -> None:
         run_id = self.selected_ids()[0]
-        checkpoints = [c for c in store.run_checkpoints(self.db, run_id) if c["exists"]]
+        with store.connection() as db:
+            checkpoints = [c for c in store.run_checkpoints(db, run_id) if c["exists"]]
         if not checkpoints:
             QMessageBox.information(self, "Export", "This run has no checkpoint yet.")
             return
@@ -431,10 +427,12 @@ class MainWindow(QMainWindow):
                     lambda folder: self.statusBar().showMessage(f"exported to {folder}"))
 
     def _on_rename(self) -> None:
-        run = store.get_run(self.db, self.selected_ids()[0])
+        with store.connection() as db:
+            run = store.get_run(db, self.selected_ids()[0])
         name, ok = QInputDialog.getText(self, "Rename run", "Name:", text=run["name"] or "")
         if ok and name.strip():
-            store.rename_run(self.db, run["id"], name)
+            with store.connection() as db:
+                store.rename_run(db, run["id"], name)
             self.refresh()
 
     def _on_delete(self) -> None:
@@ -498,7 +496,8 @@ class MainWindow(QMainWindow):
 
     def new_run_from(self, run_dir: Path) -> RunWizard | None:
         """The wizard on the run's settings under a fresh name (core.runs.clone_config)."""
-        runs = store.list_runs(self.db)
+        with store.connection() as db:
+            runs = store.list_runs(db)
         run_id = str(Path(run_dir).resolve())
         name = next((run["name"] for run in runs if run["id"] == run_id), None)
         try:
@@ -575,17 +574,32 @@ def load_history(runs_root: Path, state: str | None, model: str | None,
     indexes the run folders that may have changed. Slow (file reads, SQLite writes, psutil):
     the main window calls it off the GUI thread, so it opens its own store connection (an
     SQLite connection belongs to the thread that opened it)."""
-    db = store.open_store()
     try:
-        for run_id, with_folder in (forget or {}).items():
-            store.forget_run(db, run_id, delete_folder=with_folder)
-        index_run_folders(db, Path(runs_root))
-        runs = store.list_runs(db, state=state, model=model)
-    finally:
-        db.close()
+        runs = _indexed_runs(runs_root, state, model, forget)
+    except sqlite3.DatabaseError:  # a stale read, or a damaged file: check, then once more
+        aside = store.repair()
+        runs = HistoryRuns(_indexed_runs(runs_root, state, model, forget))
+        if aside is not None:
+            runs.notice = (f"The history's index ({store.default_db_path()}) was damaged; it was "
+                           f"rebuilt from the run folders (the damaged file is kept as {aside.name})")
     for run in runs:
         run["live_state"] = run_state(Path(run["id"])).get("state", run["state"])
     return runs
+
+
+class HistoryRuns(list):
+    """load_history's runs, with a sentence for the status bar when the store was repaired."""
+
+    notice: str = ""
+
+
+def _indexed_runs(runs_root: Path, state: str | None, model: str | None,
+                  forget: dict[str, bool] | None) -> list[dict]:
+    with store.connection() as db:
+        for run_id, with_folder in (forget or {}).items():
+            store.forget_run(db, run_id, delete_folder=with_folder)
+        index_run_folders(db, Path(runs_root))
+        return store.list_runs(db, state=state, model=model)
 
 
 def index_run_folders(db, runs_root: Path) -> None:

@@ -156,7 +156,8 @@ def test_rename_keeps_the_name_across_refresh_and_reindexing(history, monkeypatc
     monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("contracts v2", True))
     window.run_actions["rename"].trigger()
     assert names(window) == ["contracts v2", "fin", "med"]
-    store.index_run(window.db, runs["law"])
+    with store.connection() as db:
+        store.index_run(db, runs["law"])
     window.refresh()
     assert "contracts v2" in names(window)
 
@@ -176,7 +177,8 @@ def test_delete_asks_then_forgets_the_run_and_deletes_its_folder_only_when_asked
     window.run_actions["delete"].trigger()
     window.refresh()  # the folder stays, and is not indexed again
     assert names(window) == ["law"] and runs["med"].exists()
-    assert [r["name"] for r in store.list_runs(window.db)] == ["law"]
+    with store.connection() as db:
+        assert [r["name"] for r in store.list_runs(db)] == ["law"]
 
 
 def test_a_running_run_cannot_be_deleted(history, monkeypatch):

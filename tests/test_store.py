@@ -397,9 +397,11 @@ def test_the_store_file_is_in_wal_mode(tmp_path):
 
 
 def test_the_default_store_lives_in_the_data_folder():
+    old = data_dir() / "cpt-studio.db"  # where versions before the .store folder kept it
+    old.write_bytes(b"an old store")
     db = store.open_store()
-    assert store.default_db_path() == data_dir() / "cpt-studio.db"
-    assert store.default_db_path().exists()
+    assert store.default_db_path() == data_dir() / ".store" / "cpt-studio.db"
+    assert store.default_db_path().exists() and not old.exists()
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -603,3 +605,26 @@ def test_a_store_that_cannot_be_opened_leaves_no_connection_open(tmp_path, monke
     assert len(opened) == 1
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         opened[0].execute("select 1")
+
+
+def test_repair_sets_a_damaged_store_aside_and_leaves_a_sound_one(tmp_path, run):
+    sound = tmp_path / "sound.db"
+    with store.connection(sound) as db:
+        store.index_run(db, run.folder)
+    assert store.repair(sound) is None and sound.exists()
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(b"not a database " * 100)
+    assert store.repair(damaged) == tmp_path / "damaged.db.damaged-1"
+    with store.connection(damaged) as db:  # a new, empty store
+        assert store.list_runs(db) == []
+
+
+def test_a_store_ref_opens_a_new_connection_each_time(tmp_path, run):
+    with store.connection(tmp_path / "s.db") as db:
+        store.index_run(db, run.folder)
+        ref = store.StoreRef(db)
+    with ref.open() as first, ref.open() as second:
+        assert first is not second and len(store.list_runs(first)) == 1
+    memory = store.open_store(":memory:")
+    with store.StoreRef(memory).open() as same:
+        assert same is memory

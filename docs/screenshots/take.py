@@ -380,6 +380,7 @@ def history_and_generation(app, run_dir: Path, prompt: str) -> None:
     base model and checkpoints continuing `prompt`."""
     from PySide6.QtCore import Qt
 
+    from cpt_studio.core import store
     from cpt_studio.core.run_folder import checkpoint_step, list_checkpoints
     from cpt_studio.gui.generation import GenerationWindow
     from cpt_studio.gui.main_window import MainWindow
@@ -391,7 +392,8 @@ def history_and_generation(app, run_dir: Path, prompt: str) -> None:
     window.select_runs([str(run_dir.resolve())])
     settle(app)
     save(window, "history.png")
-    generation = GenerationWindow(window.db, str(run_dir.resolve()))
+    with store.connection() as db:
+        generation = GenerationWindow(db, str(run_dir.resolve()))
     generation.resize(1200, 700)
     generation.show()
     generation.prompt.setPlainText(prompt)
