@@ -94,10 +94,15 @@ def setup_holds(path: Path, config: RunConfig) -> bool:
         return False
 
 
-def train_command(setup: Path) -> str:
+def train_command(setup: Path, windows: bool | None = None) -> str:
     """The command line that runs the setup file: `cpt-studio train /abs/path.json`, each word
-    quoted for a POSIX shell (shlex.quote), so spaces and quotes in the path survive."""
-    return shlex.join(["cpt-studio", "train", str(Path(setup).resolve())])
+    quoted for this system's shell, so spaces and quotes in the path survive: POSIX shells by
+    shlex.join; Windows (`windows`, default: this system is) by subprocess.list2cmdline, the
+    quoting the C runtime's argument parser undoes."""
+    words = ["cpt-studio", "train", str(Path(setup).resolve())]
+    if windows if windows is not None else os.name == "nt":
+        return subprocess.list2cmdline(words)
+    return shlex.join(words)
 
 
 def clone_config(run_dir: Path, taken: Iterable[str] = (), name: str | None = None) -> RunConfig:

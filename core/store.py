@@ -401,6 +401,19 @@ def run_folders(root: Path) -> list[Path]:
                   if RunPaths(folder).config.is_file() and RunPaths(folder).events.is_file())
 
 
+def folder_names(root: Path) -> set[str]:
+    """The names of the run folders under `root` as the history shows them (display name, else
+    the config's), read from the folders: the runs that the store has not indexed yet (one
+    started a moment ago) included."""
+    names = set()
+    for folder in run_folders(root) if Path(root).is_dir() else []:
+        try:
+            names.add(_display_name(folder, _read_config(folder)))
+        except (OSError, ValueError):  # a config that cannot be read: its folder's name
+            names.add(folder.name)
+    return names
+
+
 def _read_config(run_dir: Path) -> dict[str, Any]:
     path = RunPaths(run_dir).config
     if not path.is_file():
@@ -545,10 +558,12 @@ def _error(status: StatusEvent) -> str:
 
 
 def _scores(evals: list[dict]) -> dict[str, Any]:
-    trained = [e["domain_gain"] for e in evals
-               if not e.get("baseline") and is_finite_number(e.get("domain_gain"))]
-    return {"domain_gain": _storable(evals[-1].get("domain_gain")) if evals else None,
-            "forgetting": _storable(evals[-1].get("forgetting")) if evals else None,
+    """The run's latest domain gain and forgetting, None while only the step-0 baseline is
+    measured (its gain and forgetting are 0 by definition: the history showed "+0.0%")."""
+    after = [e for e in evals if not e.get("baseline")]
+    trained = [e["domain_gain"] for e in after if is_finite_number(e.get("domain_gain"))]
+    return {"domain_gain": _storable(after[-1].get("domain_gain")) if after else None,
+            "forgetting": _storable(after[-1].get("forgetting")) if after else None,
             "best_domain_gain": max(trained, default=None)}
 
 

@@ -470,6 +470,7 @@ class MainWindow(QMainWindow):
         """Forget the runs; delete their folders too when asked (store.forget_run, by the
         next history load, so that it never races an indexing in flight). They leave the table now."""
         self._to_forget.update(dict.fromkeys(run_ids, with_folder))
+        self.tabs.close_showing(run_ids)  # a deleted run's monitor showed a folder no longer listed
         self._show_runs([run for run in self.runs if run["id"] not in run_ids])
         self.refresh()
 
@@ -501,7 +502,8 @@ class MainWindow(QMainWindow):
         run_id = str(Path(run_dir).resolve())
         name = next((run["name"] for run in runs if run["id"] == run_id), None)
         try:
-            config = clone_config(Path(run_dir), [run["name"] for run in runs], name)
+            taken = {run["name"] for run in runs} | store.folder_names(self.runs_root)
+            config = clone_config(Path(run_dir), taken, name)
         except ConfigError as exc:
             QMessageBox.warning(self, "New run from this run", "\n".join(exc.problems))
             return None

@@ -108,6 +108,18 @@ def test_preferences_switch_the_data_folder_and_the_history_follows(window, tmp_
     assert settings().value(DATA_FOLDER) == str(other.resolve())
 
 
+def test_a_data_folder_set_by_the_environment_cannot_be_edited(window, monkeypatch):
+    """CPT_STUDIO_HOME wins at every start: a folder chosen in the dialog would silently not be used."""
+    from cpt_studio.gui import preferences
+
+    monkeypatch.setattr(preferences, "_environment_folder", "/srv/cpt-home")
+    dialog = window.open_preferences()
+    assert not dialog.folder.isEnabled() and "CPT_STUDIO_HOME is set to /srv/cpt-home" in dialog.folder_note.text()
+    dialog.reject()
+    monkeypatch.setattr(preferences, "_environment_folder", None)
+    assert window.open_preferences().folder.isEnabled()
+
+
 def test_preferences_refuse_a_data_folder_that_cannot_be_made(window, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -169,9 +169,14 @@ def test_delete_asks_then_forgets_the_run_and_deletes_its_folder_only_when_asked
     window.select_runs([str(runs["fin"].resolve())])
     window.run_actions["delete"].trigger()
     assert asked and names(window) == ["fin", "law", "med"] and runs["fin"].exists()  # cancelled
+    monitor = window.open_monitor(runs["fin"])
+    window.select_runs([str(runs["fin"].resolve()), str(runs["law"].resolve())])
+    compare = window.compare_selected()
+    window.select_runs([str(runs["fin"].resolve())])
     monkeypatch.setattr(window, "confirm_delete", lambda ids: (True, True))
     window.run_actions["delete"].trigger()
     assert names(window) == ["law", "med"] and not runs["fin"].exists()
+    assert window.tabs.indexOf(monitor) < 0 and window.tabs.indexOf(compare) < 0  # its tabs closed
     window.select_runs([str(runs["med"].resolve())])
     monkeypatch.setattr(window, "confirm_delete", lambda ids: (True, False))
     window.run_actions["delete"].trigger()

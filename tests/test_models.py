@@ -108,6 +108,16 @@ def test_scan_and_resolve_find_cached_causal_lms_only(empty_cache, tiny_model_di
     assert models.resolve_model("local/tiny") == snapshot
 
 
+def test_scan_lists_the_models_imported_into_the_data_folder(empty_cache, tiny_model_dir):
+    """The demo model and GGUF imports live in the data folder's models/: the wizard's list
+    said "no causal language models in the cache" with the demo model there."""
+    shutil.copytree(tiny_model_dir, models.imported_models_dir() / "smollm2-demo")
+    (models.imported_models_dir() / ".half-written").mkdir()
+    found = models.scan_cached_models()
+    assert [(info.name, info.source) for info in found] == [("smollm2-demo", "imported")]
+    assert models.resolve_model(found[0].path) == models.imported_models_dir() / "smollm2-demo"
+
+
 def test_import_gguf_refuses_a_foreign_destination(tmp_path):
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")

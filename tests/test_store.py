@@ -628,3 +628,21 @@ def test_a_store_ref_opens_a_new_connection_each_time(tmp_path, run):
     memory = store.open_store(":memory:")
     with store.StoreRef(memory).open() as same:
         assert same is memory
+
+
+def test_folder_names_include_runs_the_store_has_not_indexed(tmp_path, run):
+    (run.folder / "display_name").write_text("pharma v2\n")
+    broken = run.folder.parent / "broken"
+    shutil.copytree(run.folder, broken)
+    (broken / "config.json").write_text("{not json")
+    assert store.folder_names(run.folder.parent) == {"pharma v2", "broken"}
+    assert store.folder_names(tmp_path / "none") == set()
+
+
+def test_a_run_with_only_its_baseline_has_no_gain_or_forgetting_yet(tmp_path, db):
+    """Step 0's gain and forgetting are 0 by definition: the history said "+0.0%" for a run
+    stopped before its first evaluation."""
+    folder = tmp_path / "runs" / "early"
+    write_run(folder, steps=5, eval_every=10, state="stopped", torn=False)
+    run = store.get_run(db, store.index_run(db, folder))
+    assert run["domain_gain"] is None and run["forgetting"] is None
