@@ -144,7 +144,9 @@ class MainWindow(QMainWindow):
 
     def running_runs(self) -> list[str]:
         """The runs whose worker is alive: of the history and of the open monitors."""
-        folders = store.run_folders(self.runs_root) if self.runs_root.is_dir() else []
+        # every folder, not only store.run_folders: a run started a moment ago by `cpt-studio
+        # train --detach` has its worker's pid file before its events.jsonl
+        folders = [f for f in self.runs_root.iterdir() if f.is_dir()] if self.runs_root.is_dir() else []
         candidates = dict.fromkeys([str(f.resolve()) for f in folders] + [r["id"] for r in self.runs]
                                    + list(self.monitors))
         return [run_id for run_id in candidates if worker_pid(Path(run_id)) is not None]

@@ -339,3 +339,13 @@ def test_black_outlines_of_scatter_points_and_their_legend_sample_read_on_dark(q
     theme.apply_theme(QApplication.instance(), "light")
     assert pg.mkPen(star.data["pen"][0]).color().name() == "#000000"
     assert ring.opts["pen"].color().name() == "#000000" and sample.opts["pen"].color().name() == "#000000"
+
+
+def test_quit_counts_a_run_whose_worker_has_not_written_events_yet(window, tmp_path):
+    """`cpt-studio train --detach`, then Ctrl+Q within a second: the run folder has its config and
+    its worker's pid, no events.jsonl yet; the app must still say that it keeps training."""
+    folder = tmp_path / "runs" / "just-started"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(RunConfig(name="just-started").to_json())
+    write_pid(folder)  # this test's process stands for the worker
+    assert str(folder.resolve()) in window.running_runs()
