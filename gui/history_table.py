@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from cpt_studio.core.chain import chain_text
 
-COLUMNS = ("name", "stage", "from", "state", "progress", "method", "replay", "steps", "base model", "started",
+COLUMNS = ("name", "state", "progress", "stage", "from", "method", "replay", "steps", "base model", "started",
            "tokens", "domain gain", "forgetting")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -64,9 +64,8 @@ def history_cells(run: dict) -> list[tuple[str, object]]:
     parent = f"{chain[-2]['name']} · step {run['parent_step']}" if len(chain) > 1 else ""
     stage = (run.get("stage") or "cpt").upper()
     started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started"])) if run["started"] else ""
-    return [(run["name"], (run["name"] or "").lower()), (stage, stage), (parent, parent.lower()),
-            (run["live_state"] or "", run["live_state"] or ""),
-            ("" if fraction is None else f"{fraction:.0%}", fraction),
+    return [(run["name"], (run["name"] or "").lower()), (run["live_state"] or "", run["live_state"] or ""),
+            ("" if fraction is None else f"{fraction:.0%}", fraction), (stage, stage), (parent, parent.lower()),
             (f"LoRA r={method.get('lora_rank')}" if lora else "full",
              (1, method.get("lora_rank") or 0) if lora else (2, 0)),
             ("" if replay is None else f"{replay:.0%}", replay),

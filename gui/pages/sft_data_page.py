@@ -51,7 +51,7 @@ class SftDataPage(ConfigPage):
                                              "chat messages. Only the responses are trained on.")
         self.origin = QLabel(wordWrap=True, objectName="sft_origin")
         self.files = explain(QListWidget(objectName="sft_files"), "sft.data")
-        self.files.setMaximumHeight(70)
+        self.files.setMaximumHeight(60)
         files_buttons = QHBoxLayout()
         for label, slot in (("Add files…", self._on_add_files), ("Remove", self._on_remove)):
             files_buttons.addWidget(QPushButton(label, clicked=slot))
@@ -69,13 +69,13 @@ class SftDataPage(ConfigPage):
         self.status = QLabel(wordWrap=True, objectName="sft_status")
         styled(self.status, "color:{muted};")
         self.preview = display_only(QTextEdit(readOnly=True, objectName="sft_preview"))
-        self.preview.setMinimumHeight(180)
+        self.preview.setMinimumHeight(160)
         for widget in (self.origin, QLabel("Instruction files (JSONL):"), self.files):
             self.layout_.addWidget(widget)
         self.layout_.addLayout(files_buttons)
         self.layout_.addLayout(form)
         self.layout_.addWidget(self.status)
-        self.layout_.addWidget(self.preview, stretch=1)
+        self.layout_.addWidget(self.preview, stretch=10)  # the free room goes to the preview
         self.finish_layout()
         self._timer = QTimer(self, singleShot=True, interval=CHECK_DELAY_MS, timeout=self.check)
         for signal in (self.format.currentTextChanged, self.template.currentTextChanged,
