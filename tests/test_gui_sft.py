@@ -109,6 +109,10 @@ def test_instruction_tune_from_a_checkpoint_starts_a_chained_run_and_the_history
     assert window.selected_ids() == [str(cpt_run)]
     monitor = window.open_monitor(child)
     assert SFT_DOMAIN in monitor.charts.plots["ppl"].titleLabel.text
+    second = window.continue_run(cpt_run)  # a second CPT stage: the setup wizard, parent recorded
+    assert (second.config.parent_run, second.config.parent_step, second.config.name) == (str(cpt_run), 2, "tiny continued")
+    assert "A second stage from step 2 (the recommended checkpoint)" in second.currentPage().notice.text()
+    second.reject()
 
 
 def test_a_second_stage_starts_from_the_parent_checkpoint_with_a_fresh_warmup(cpt_run, tmp_path):

@@ -536,6 +536,10 @@ def test_a_chained_run_s_stage_and_parent_are_indexed_and_an_old_store_gets_them
     store.index_run(db, child)
     assert {k: store.get_run(db, "more")[k] for k in ("stage", "parent_run", "parent_step")} == {
         "stage": "cpt", "parent_run": "/runs/pharma", "parent_step": 30}
+    from cpt_studio.core.config import RunConfig
+
+    loaded = RunConfig.from_json(json.dumps(old_sft))  # an earlier version's config still loads
+    assert (loaded.parent_run, loaded.parent_step, loaded.stage) == ("/runs/pharma", 20, "sft")
 
 
 def test_a_guard_event_written_before_the_field_names_were_aligned_reads_the_same(db, tmp_path):
