@@ -37,10 +37,10 @@ def train(args) -> int:
 
         print(format_plan(plan_run(config, probe_steps=args.probe)))
         return 0
-    if config.stage == "sft":  # its starting checkpoint resolved, its data checked, preflight
-        from .sft_run import create_sft_run
+    if config.stage == "sft" or config.parent_run:  # a chained run: its starting checkpoint
+        from .chain import create_chained_run  # resolved, an SFT run's data checked, preflight
 
-        return launch(create_sft_run(config), resume=False, detach=args.detach)
+        return launch(create_chained_run(config), resume=False, detach=args.detach)
     from .preflight import require
 
     checked = require(config)  # before the run folder exists: a refused run leaves nothing behind

@@ -32,6 +32,7 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from .chain import parent_link
 from .events import (
     FINAL_STATES,
     BenchmarkEvent,
@@ -83,7 +84,9 @@ TABLE_COLUMNS: dict[str, dict[str, type]] = {
              "error": str,  # the message of a failed run
              "recommendation": str,  # why the recommended checkpoint is the one (core.recommend)
              "events_offset": int,  # bytes of events.jsonl indexed: the next index reads on
-             "events_seen": str},  # the last bytes indexed, to tell a replaced file
+             "events_seen": str,  # the last bytes indexed, to tell a replaced file
+             "stage": str,  # "cpt" or "sft"
+             "parent_run": str, "parent_step": int},  # the checkpoint it started from (core.chain)
     "metrics": {"run_id": str, "step": int, "tokens": int, "time": float, "name": str,
                 "value": float},
     "evaluations": {"run_id": str, "step": int, "tokens": int, "time": float,
@@ -108,7 +111,8 @@ TABLE_COLUMNS: dict[str, dict[str, type]] = {
 }
 """Each table's columns now. The store's schema changes only through MIGRATIONS below: a column
 added here is added to an existing store by a new migration (and named in ADDED_SINCE_M001)."""
-ADDED_SINCE_M001 = {"runs": ("events_offset", "events_seen"), "guard": ("message",)}
+ADDED_SINCE_M001 = {"runs": ("events_offset", "events_seen", "stage", "parent_run", "parent_step"),
+                    "guard": ("message",)}
 """Columns that later migrations add, so that m001 creates the tables as they were then."""
 TABLES = tuple(TABLE_COLUMNS)
 INDEXES = {"metrics": ("run_id", "name", "step"), "evaluations": ("run_id", "step"),
@@ -151,6 +155,16 @@ def m003_guard_message_and_seen_bytes(db: sqlite_utils.Database) -> None:
     that an events file replaced by another as long is read again from the start."""
     db["guard"].add_column("message", str)
     db["runs"].add_column("events_seen", str)
+
+
+@MIGRATIONS()
+def m004_run_parent(db: sqlite_utils.Database) -> None:
+    """runs.stage, runs.parent_run, runs.parent_step: a chained run's stage and the checkpoint it
+    started from (cpt_studio.core.chain), filled in for the runs already indexed from their config."""
+    for column, kind in (("stage", str), ("parent_run", str), ("parent_step", int)):
+        db["runs"].add_column(column, kind)
+    for row in db["runs"].rows_where(select="id, config"):
+        db["runs"].update(row["id"], _lineage_fields(json.loads(row["config"] or "{}")))
 
 
 # -- opening -------------------------------------------------------------------------------
@@ -517,7 +531,8 @@ def _run_row(db: sqlite_utils.Database, run_id: str, run_dir: Path, config: dict
     """The run's summary: `before` (the row as the last index left it; None when indexing from
     the start) updated with the new events, and the figures read back from the tables."""
     row = {"id": run_id, "name": _display_name(run_dir, config),
-           "model": _model_name(config.get("model")), "config": json.dumps(config)}
+           "model": _model_name(config.get("model")), "config": json.dumps(config),
+           **_lineage_fields(config)}
     kept = {k: before[k] for k in ("state", "phase", "message", "started", "updated", "finished",
                                    "total_steps", "error")} if before else {}
     row.update(kept)
@@ -528,6 +543,13 @@ def _run_row(db: sqlite_utils.Database, run_id: str, run_dir: Path, config: dict
     last = next(db["metrics"].rows_where("run_id = ?", [run_id], order_by="rowid desc", limit=1), None)
     row.update(steps=last["step"] if last else 0, tokens=last["tokens"] if last else 0)
     return {**row, **_scores(run_evaluations(db, run_id))}
+
+
+def _lineage_fields(config: dict) -> dict[str, Any]:
+    """The run's stage and parent checkpoint (cpt_studio.core.chain.parent_link reads the link)."""
+    parent = parent_link(config)
+    return {"stage": str(config.get("stage") or "cpt"), "parent_run": parent[0] if parent else None,
+            "parent_step": parent[1] if parent else None}
 
 
 def _status_fields(status: StatusEvent) -> dict[str, Any]:
@@ -623,7 +645,8 @@ def _plain(value: Any) -> Any:
 
 def list_runs(db: sqlite_utils.Database, state: str | None = None,
               model: str | None = None) -> list[dict[str, Any]]:
-    """Runs newest first; `model` keeps those whose model contains it (any case)."""
+    """Runs newest first, each with its stage and the checkpoint it started from (parent_run,
+    parent_step; None for a first stage); `model` keeps those whose model contains it (any case)."""
     where, args = [], []
     if state:
         where.append("state = ?")

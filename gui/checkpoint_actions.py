@@ -1,12 +1,10 @@
-"""What can be done with one checkpoint: export it, evaluate it; instruction-tune later.
+"""What can be done with one checkpoint: export it, evaluate it, instruction-tune it.
 
     actions = CheckpointActions(parent)        # a row of buttons
     actions.set_checkpoint(run_dir, step)      # None disables them (step None: the base model)
     actions.export_finished.connect(...)       # the exported folder
     actions.evaluation_started.connect(...)    # the run folder, its evaluation worker started
-
-Instruction-tune is the hook where that feature plugs in: disabled, with a tooltip that says
-so, until it exists.
+    actions.instruction_tune_requested.connect(...)  # (run folder, step): open the SFT wizard
 """
 
 from __future__ import annotations
@@ -27,8 +25,6 @@ from cpt_studio.core.generate import is_adapter
 from cpt_studio.core.run_folder import RunPaths, read_json
 
 from .jobs import Job
-
-SFT_TIP = "Instruction tuning of a chosen checkpoint comes with the SFT feature"
 
 
 def export_with_dialog(parent: QWidget, run_dir: Path, step: int) -> Job | None:
@@ -98,6 +94,9 @@ class CheckpointActions(QWidget):
     export_finished = Signal(object)
     export_failed = Signal(str)
     evaluation_started = Signal(object)
+    instruction_tune_requested = Signal(object, int)
+    """(run folder, step): the user asked to instruction-tune this checkpoint (the main window
+    opens the SFT wizard on it)."""
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -107,7 +106,7 @@ class CheckpointActions(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         self.export_button = QPushButton("Export…", clicked=self._on_export_clicked)
         self.evaluate_button = QPushButton("Evaluate…", clicked=self._on_evaluate_clicked)
-        self.sft_button = QPushButton("Instruction-tune…", enabled=False, toolTip=SFT_TIP)
+        self.sft_button = QPushButton("Instruction-tune…", clicked=self._on_sft_clicked)
         for button in (self.export_button, self.evaluate_button, self.sft_button):
             layout.addWidget(button)
         layout.addStretch(1)
@@ -117,6 +116,9 @@ class CheckpointActions(QWidget):
         self.run_dir, self.step = run_dir, step
         chosen = run_dir is not None and step is not None
         self.export_button.setEnabled(chosen and step != 0)
+        self.sft_button.setEnabled(chosen and step != 0)
+        self.sft_button.setToolTip(f"Instruction-tune step {step} (loss on the responses only), as a new "
+                                   "run chained to it" if chosen and step else "Select a checkpoint first")
         self.evaluate_button.setEnabled(run_dir is not None)
         self.evaluate_button.setToolTip(
             f"Score {'the base model' if not step else f'step {step} and the base model'} on lm-eval "
@@ -131,6 +133,9 @@ class CheckpointActions(QWidget):
         self.evaluate_dialog = EvaluateDialog(self.run_dir, [self.step] if self.step else [], parent=self)
         self.evaluate_dialog.started.connect(self.evaluation_started)
         self.evaluate_dialog.show()
+
+    def _on_sft_clicked(self) -> None:
+        self.instruction_tune_requested.emit(self.run_dir, self.step)
 
     def _on_export_clicked(self) -> None:
         self.job = export_with_dialog(self, self.run_dir, self.step)

@@ -41,11 +41,13 @@ from PySide6.QtWidgets import (
 )
 
 from cpt_studio.core import store
+from cpt_studio.core.chain import continue_config, lineage
 from cpt_studio.core.config import ConfigError, RunConfig
 from cpt_studio.core.demo import describe_demo
 from cpt_studio.core.estimate import format_bytes
 from cpt_studio.core.run_folder import disk_usage
 from cpt_studio.core.runs import clone_config, run_state, runs_dir, start_worker, worker_pid
+from cpt_studio.core.sft_run import default_checkpoint, sft_config
 
 from . import recent
 from .checkpoint_actions import export_with_dialog
@@ -56,11 +58,14 @@ from .history_table import COLUMNS, ProgressDelegate, history_items
 from .jobs import BackgroundRefresh, Job
 from .monitor import MonitorWindow
 from .preferences import PreferencesDialog, settings
+from .sft_wizard import SftWizard
 from .tabs import WindowTabs
 from .wizard import RunWizard
 
 STATES = ("created", "running", "finished", "stopped", "failed")
 HAS_COMPARE = importlib.util.find_spec("cpt_studio.gui.compare") is not None
+MENU_ONLY = ("continue", "parent")
+"""Run actions in the context menu and the Runs menu only (the row of buttons stays short)."""
 REFRESH_MS = 3000
 """How often the history re-reads the run folders (new runs, the state of running ones)."""
 
@@ -261,6 +266,14 @@ class MainWindow(QMainWindow):
             "export": QAction("Export checkpoint…", self, triggered=self._on_export),
             "new_run": QAction("New run from this run…", self, triggered=self._on_new_run_from,
                                toolTip="Open the setup wizard on this run's settings, under a new name"),
+            "sft": QAction("Instruction-tune…", self, triggered=self._on_instruction_tune,
+                           toolTip="Instruction-tune a checkpoint of this run (its recommended one), "
+                           "as a run chained to it"),
+            "continue": QAction("Continue on more data…", self, triggered=self._on_continue,
+                                toolTip="A second CPT stage from a checkpoint of this run: the wizard on "
+                                "its settings, the learning rate warmed up and decayed again"),
+            "parent": QAction("Show parent", self, triggered=self.show_parent,
+                              toolTip="Select the run whose checkpoint this run started from"),
             "rename": QAction("Rename…", self, triggered=self._on_rename),
             "delete": QAction("Delete…", self, triggered=self._on_delete),
             "folder": QAction("Open folder", self, triggered=self._on_open_run_folder),
@@ -268,6 +281,8 @@ class MainWindow(QMainWindow):
         row = QHBoxLayout()
         self.run_buttons = {}
         for key, action in self.run_actions.items():
+            if key in MENU_ONLY:
+                continue
             button = QPushButton(action.text(), toolTip=action.toolTip())
             button.clicked.connect(action.trigger)
             self.run_buttons[key] = button
@@ -281,14 +296,34 @@ class MainWindow(QMainWindow):
         enabled = {key: count == 1 for key in self.run_actions}
         enabled["compare"] = HAS_COMPARE and count >= 1
         enabled["delete"] = count >= 1
+        enabled["parent"] = count == 1 and bool(self._selected_run().get("parent_run"))
         for key, action in self.run_actions.items():
             action.setEnabled(enabled[key])
-            self.run_buttons[key].setEnabled(enabled[key])
+            if key in self.run_buttons:
+                self.run_buttons[key].setEnabled(enabled[key])
 
     def _on_context_menu(self, position) -> None:
         menu = QMenu(self)
         menu.addActions(list(self.run_actions.values()))
         menu.exec(self.table.viewport().mapToGlobal(position))
+
+    def _selected_run(self) -> dict:
+        """The selected run's row as the history loaded it ({} when none or several)."""
+        ids = self.selected_ids()
+        return next((run for run in self.runs if len(ids) == 1 and run["id"] == ids[0]), {})
+
+    def show_parent(self) -> None:
+        """Select the run the selected one started from (its checkpoint's run), if the history
+        shows it; else say where it was."""
+        parent = self._selected_run().get("parent_run")
+        if not parent:
+            return
+        self.select_runs([parent])
+        if self.selected_ids() == [parent]:
+            self.table.scrollToItem(self.table.selectedItems()[0])
+        else:
+            self.statusBar().showMessage(f"The parent run is not in the history (filtered out, or "
+                                         f"removed): {parent}")
 
     def selected_ids(self) -> list[str]:
         rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
@@ -350,6 +385,7 @@ class MainWindow(QMainWindow):
     def _new_monitor(self, run_dir: Path) -> MonitorWindow:
         monitor = MonitorWindow(run_dir)
         monitor.new_run_requested.connect(self.new_run_from)
+        monitor.instruction_tune_requested.connect(self.open_sft_wizard)
         monitor.checkpoint_clicked.connect(self.open_checkpoint)
         return monitor
 
@@ -364,15 +400,20 @@ class MainWindow(QMainWindow):
         a checkpoint's marker in the monitor)."""
         if not HAS_COMPARE:
             return None
-        from .compare import CompareWindow
-
         with store.connection() as db:  # none is kept open between actions (store.default_db_path)
             run_id = store.index_run(db, run_dir)  # a live run: its latest checkpoints
-            window = self.tabs.open(("compare", (run_id,)), lambda: CompareWindow(db, [run_id]))
+            window = self.tabs.open(("compare", (run_id,)), lambda: self._new_compare(db, [run_id]))
         rows = [i for i, row in enumerate(window.rows) if row["run_id"] == run_id and row["step"] == step]
         if rows:
             window.table.select_checkpoint(rows[0])
         self._bring_forward()
+        return window
+
+    def _new_compare(self, db, run_ids: list[str]) -> QWidget:
+        from .compare import CompareWindow
+
+        window = CompareWindow(db, run_ids)
+        window.actions.instruction_tune_requested.connect(self.open_sft_wizard)
         return window
 
     def _on_open_monitor(self) -> None:
@@ -381,11 +422,9 @@ class MainWindow(QMainWindow):
     def compare_selected(self) -> QWidget | None:
         if not HAS_COMPARE:
             return None
-        from .compare import CompareWindow
-
         run_ids = self.selected_ids()
         with store.connection() as db:
-            window = self.tabs.open(("compare", tuple(sorted(run_ids))), lambda: CompareWindow(db, run_ids))
+            window = self.tabs.open(("compare", tuple(sorted(run_ids))), lambda: self._new_compare(db, run_ids))
         self._bring_forward()
         return window
 
@@ -513,6 +552,58 @@ class MainWindow(QMainWindow):
         wizard.notify(f"The settings of {name or Path(run_dir).name}, as a new run named '{config.name}'.")
         return wizard
 
+    def _on_instruction_tune(self) -> None:
+        self.open_sft_wizard(Path(self.selected_ids()[0]))
+
+    def _on_continue(self) -> None:
+        self.continue_run(Path(self.selected_ids()[0]))
+
+    def _chosen_checkpoint(self, run_dir: Path, step: int | None, what: str) -> tuple[int, str] | None:
+        """`step` (chosen by the user), else the run's default checkpoint and why it is the one
+        (sft_run.default_checkpoint); None, the user told why, for a run without a checkpoint."""
+        if step is not None:
+            return step, "the checkpoint chosen"
+        try:
+            return default_checkpoint(run_dir)
+        except FileNotFoundError as exc:
+            QMessageBox.information(self, what, str(exc))
+            return None
+
+    def open_sft_wizard(self, run_dir: Path, step: int | None = None) -> SftWizard | None:
+        """The instruction-tuning wizard on the run's checkpoint at `step` (default: the recommended
+        one, else the last), its reason shown; the run it starts is chained to that checkpoint."""
+        chosen = self._chosen_checkpoint(Path(run_dir), step, "Instruction-tune")
+        if chosen is None:
+            return None
+        try:
+            config = sft_config(run_dir, chosen[0], [])
+        except (ConfigError, FileNotFoundError) as exc:
+            QMessageBox.warning(self, "Instruction-tune", str(exc))
+            return None
+        self.sft_wizard = SftWizard(config, runs_root=self.runs_root, parent=self)
+        self.sft_wizard.run_started.connect(self._on_run_started)
+        self.sft_wizard.show()
+        self.sft_wizard.notify(f"Step {chosen[0]}: {chosen[1]}.")
+        return self.sft_wizard
+
+    def continue_run(self, run_dir: Path, step: int | None = None) -> RunWizard | None:
+        """A second CPT stage: the wizard on the run's settings, starting from its checkpoint at
+        `step` (default: the recommended one, else the last), the parent recorded
+        (core.chain.continue_config); add the new data on the Corpora page."""
+        chosen = self._chosen_checkpoint(Path(run_dir), step, "Continue on more data")
+        if chosen is None:
+            return None
+        try:
+            config = continue_config(run_dir, chosen[0], [run["name"] for run in self.runs])
+        except (ConfigError, FileNotFoundError) as exc:
+            QMessageBox.warning(self, "Continue on more data", str(exc))
+            return None
+        wizard = self.open_wizard(config=config)
+        wizard.notify(f"A second stage from step {chosen[0]} ({chosen[1]}): its weights exactly, a fresh "
+                      "optimizer, the learning rate warmed up and decayed again. Add the new data on the "
+                      "Corpora page.")
+        return wizard
+
     def _on_open_setup(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open setup", str(Path.home()), "JSON (*.json)")
         if path:
@@ -573,7 +664,8 @@ HISTORY_FAILED = "The run history could not be refreshed"
 def load_history(runs_root: Path, state: str | None, model: str | None,
                  forget: dict[str, bool] | None = None) -> list[dict]:
     """The history as the table shows it (runs newest first, filtered by state and model, as
-    store.list_runs; each with "live_state", run_state's reading of its worker process).
+    store.list_runs; each with "live_state", run_state's reading of its worker process, and
+    "chain", the runs it descends from, cpt_studio.core.chain.lineage).
     First forgets the runs in `forget` (id -> also delete the folder, store.forget_run) and
     indexes the run folders that may have changed. Slow (file reads, SQLite writes, psutil):
     the main window calls it off the GUI thread, so it opens its own store connection (an
@@ -603,7 +695,11 @@ def _indexed_runs(runs_root: Path, state: str | None, model: str | None,
         for run_id, with_folder in (forget or {}).items():
             store.forget_run(db, run_id, delete_folder=with_folder)
         index_run_folders(db, Path(runs_root))
-        return store.list_runs(db, state=state, model=model)
+        runs = store.list_runs(db, state=state, model=model)
+        every = {run["id"]: run for run in store.list_runs(db)} if any(r["parent_run"] for r in runs) else {}
+    for run in runs:
+        run["chain"] = lineage(run["id"], {**every, run["id"]: run})
+    return runs
 
 
 def index_run_folders(db, runs_root: Path) -> None:

@@ -80,9 +80,12 @@ def test_checkpoint_actions_export_to_the_chosen_folder_and_show_the_hooks(qtbot
     qtbot.addWidget(actions)
     assert not actions.export_button.isEnabled()
     assert not actions.evaluate_button.isEnabled() and "Select a checkpoint" in actions.evaluate_button.toolTip()
-    assert not actions.sft_button.isEnabled() and "SFT feature" in actions.sft_button.toolTip()
+    assert not actions.sft_button.isEnabled() and "Select a checkpoint" in actions.sft_button.toolTip()
     actions.set_checkpoint(trained_run, 6)
     assert actions.evaluate_button.isEnabled() and "step 6 and the base model" in actions.evaluate_button.toolTip()
+    with qtbot.waitSignal(actions.instruction_tune_requested, timeout=1000) as asked:
+        actions.sft_button.click()  # the main window opens the SFT wizard on it
+    assert asked.args == [trained_run, 6]
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "out"), ""))
     with qtbot.waitSignal(actions.export_finished, timeout=60_000) as done:
         actions.export_button.click()

@@ -506,11 +506,40 @@ def test_a_store_made_before_migrations_is_migrated(tmp_path):
     conn.close()
     db = store.open_store(path)
     assert [m.name for m in store.MIGRATIONS.applied(db)] == [
-        "m001_tables", "m002_incremental_index", "m003_guard_message_and_seen_bytes"]
+        "m001_tables", "m002_incremental_index", "m003_guard_message_and_seen_bytes", "m004_run_parent"]
     assert {"recommendation", "events_offset"} <= set(db["runs"].columns_dict)
     assert {"domain_bpb", "recommended", "pareto"} <= set(db["checkpoints"].columns_dict)
     assert [r["rolled_back_to"] for r in db["guard"].rows] == [20]
     assert store.MIGRATIONS.pending(store.open_store(path)) == []  # applied once
+
+
+def test_a_chained_run_s_stage_and_parent_are_indexed_and_an_old_store_gets_them(tmp_path):
+    """m004_run_parent: a store indexed before it learns the runs' parents from their configs (a
+    config of an earlier version kept the link under sft.*); index_run fills them; list_runs
+    returns them."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_SCHEMA)
+    old_sft = {"name": "qa", "stage": "sft", "sft": {"parent_run": "/runs/pharma", "parent_step": 20}}
+    conn.execute("INSERT INTO runs (id, name, config) VALUES ('/runs/qa', 'qa', ?)", [json.dumps(old_sft)])
+    conn.execute("INSERT INTO runs (id, name, config) VALUES ('/runs/pharma', 'pharma', '{}')")
+    conn.commit()
+    conn.close()
+    db = store.open_store(path)
+    rows = {r["id"]: r for r in store.list_runs(db)}
+    assert [(rows[i]["stage"], rows[i]["parent_run"], rows[i]["parent_step"]) for i in ("/runs/qa", "/runs/pharma")] == [
+        ("sft", "/runs/pharma", 20), ("cpt", None, None)]
+    child = tmp_path / "runs" / "2025-06-03-more"
+    child.mkdir(parents=True)
+    (child / "config.json").write_text(json.dumps({"name": "more", "parent_run": "/runs/pharma", "parent_step": 30}))
+    EventWriter(child / "events.jsonl").emit("status", 0, state="running", phase="loading")
+    store.index_run(db, child)
+    assert {k: store.get_run(db, "more")[k] for k in ("stage", "parent_run", "parent_step")} == {
+        "stage": "cpt", "parent_run": "/runs/pharma", "parent_step": 30}
+    from cpt_studio.core.config import RunConfig
+
+    loaded = RunConfig.from_json(json.dumps(old_sft))  # an earlier version's config still loads
+    assert (loaded.parent_run, loaded.parent_step, loaded.stage) == ("/runs/pharma", 20, "sft")
 
 
 def test_a_guard_event_written_before_the_field_names_were_aligned_reads_the_same(db, tmp_path):

@@ -12,6 +12,8 @@
                                                         # demo-confirm.png, wizard-2-corpus-progress.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py preflight [FOLDER]
                                                         # wizard-8-summary-warnings.png
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py sft [FOLDER]  # sft-wizard-data.png,
+                                                                          # history-chain.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py desktop  # main-window-history.png,
                           # main-window-monitor.png, preferences.png, help-tour.png
 
@@ -447,6 +449,64 @@ def desktop_example(app) -> None:
         window.close()
 
 
+SFT_PAIRS = [
+    {"instruction": "What is the oral bioavailability of tacrolimus?",
+     "response": "About 25%, with wide variation between patients; levels are monitored as trough concentrations."},
+    {"instruction": "Which enzyme metabolises cyclosporine?", "input": "Answer in one sentence.",
+     "response": "Cytochrome P450 3A4, in the gut wall and the liver."},
+    {"system": "You are a clinical pharmacologist.", "instruction": "Why does renal clearance fall with age?",
+     "response": "Glomerular filtration declines by roughly 1 mL/min per year after 40."},
+]
+
+
+def sft_example(app, folder: Path = HERE) -> None:
+    """sft-wizard-data.png: the instruction-tuning wizard's data page on three pharmacology
+    examples, previewed through the plain template (responses highlighted); history-chain.png:
+    the history with a CPT run and an SFT run chained to its step 20 (hand-written runs; the
+    checkpoint is a tiny model built here). A throwaway data folder: the user's is left alone."""
+    import json
+    import shutil
+    import tempfile
+
+    from PySide6.QtCore import QSettings
+
+    from cpt_studio.core.run_folder import RunPaths
+    from cpt_studio.core.sft_run import sft_config
+    from cpt_studio.core.testing.compare_runs import REPLAY_5, write_compare_run
+    from cpt_studio.core.testing.tiny_model import build_tiny_model
+    from cpt_studio.gui.main_window import MainWindow
+    from cpt_studio.gui.sft_wizard import SftWizard
+
+    with tempfile.TemporaryDirectory() as root:
+        root = Path(root)
+        os.environ["CPT_STUDIO_HOME"] = str(root / "home")
+        QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(root / "settings"))
+        cpt = write_compare_run(root / "runs" / "2026-06-01-pharma", "pharma", 0.05, 2e-5, REPLAY_5)
+        shutil.copytree(build_tiny_model(root / "model"), RunPaths(cpt).checkpoint(20), dirs_exist_ok=True)
+        data = root / "pharma-qa.jsonl"
+        data.write_text("".join(json.dumps(pair) + "\n" for pair in SFT_PAIRS), encoding="utf-8")
+        wizard = SftWizard(sft_config(cpt, 20, [str(data)]), runs_root=root / "runs")
+        wizard.resize(820, 720)
+        wizard.show()
+        wizard.notify("Step 20: the recommended checkpoint.")
+        page = wizard.currentPage()
+        settle(app, [page.check()])
+        save(wizard, "sft-wizard-data.png", folder)
+        wizard.close()
+        sft = write_compare_run(root / "runs" / "2026-06-02-pharma-SFT", "pharma SFT", 0.0, 2e-5, REPLAY_5[:2])
+        config = json.loads(RunPaths(sft).config.read_text())
+        config.update(stage="sft", parent_run=str(cpt.resolve()), parent_step=20)
+        RunPaths(sft).config.write_text(json.dumps(config, indent=2))
+        window = MainWindow(runs_root=root / "runs")
+        window.resize(1300, 300)
+        window.show()
+        settle(app, [window.history])
+        window.select_runs([str(sft.resolve())])
+        settle(app)
+        save(window, "history-chain.png", folder)
+        window.close()
+
+
 def main() -> None:
     from cpt_studio.core.runs import runs_dir
     from cpt_studio.gui.theme import apply_theme
@@ -456,6 +516,10 @@ def main() -> None:
         del sys.argv[1:3]
     app = QApplication([])
     apply_theme(app, THEME["name"])
+    if sys.argv[1:2] == ["sft"]:  # [FOLDER]: where to save (default: here)
+        sft_example(app, Path(sys.argv[2]) if len(sys.argv) > 2 else HERE)
+        print("saved")
+        return
     if sys.argv[1:] == ["desktop"]:
         desktop_example(app)
         print(f"saved in {HERE}")
