@@ -138,11 +138,11 @@ def test_load_model_and_tokenizer(tiny_model_dir):
 
 
 @pytest.mark.slow
-def test_demo_model_imports_the_packaged_gguf_once_and_generates(empty_cache):
+def test_demo_model_imports_the_packaged_gguf_once_and_generates(demo_import, empty_cache, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    events: list[dict] = []
-    folder = models.demo_model_path(progress=events.append)
+    folder, events = demo_import  # imported by models.demo_model_path, once for the session
+    monkeypatch.setenv("CPT_STUDIO_HOME", str(folder.parent.parent))  # the import's data folder
     assert folder.name == "SmolLM2-135M-Instruct"
     assert events and all(e["type"] == "status" and e["phase"] == "importing" for e in events)
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temp left
