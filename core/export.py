@@ -48,6 +48,15 @@ def export_modes(run_dir: Path | str, step: int) -> list[str]:
     return ["adapter", "merged"] if is_adapter(checkpoint_folder(Path(run_dir), step)) else ["full"]
 
 
+def checked_mode(run_dir: Path | str, step: int, mode: str | None) -> str:
+    """`mode`, or the checkpoint's default when None; ValueError naming the modes it allows."""
+    modes = export_modes(run_dir, step)
+    if mode is not None and mode not in modes:
+        what = "a LoRA checkpoint" if "merged" in modes else "a full checkpoint"
+        raise ValueError(f"step {step} is {what}: export it as {' or '.join(modes)}, not {mode!r}")
+    return mode or modes[0]
+
+
 def export_checkpoint(run_dir: Path | str, step: int, dest: Path | str, *, mode: str | None = None,
                       datasets: list[str] = (), tags: list[str] = ()) -> Path:
     """Write the checkpoint at `step` into the new folder `dest` in `mode` (default: as trained;
@@ -57,11 +66,7 @@ def export_checkpoint(run_dir: Path | str, step: int, dest: Path | str, *, mode:
     run_dir, dest = Path(run_dir).resolve(), Path(dest).expanduser().resolve()
     refuse_non_empty(dest)
     source = checkpoint_folder(run_dir, step)
-    modes = export_modes(run_dir, step)
-    mode = mode or modes[0]
-    if mode not in modes:
-        what = "a LoRA checkpoint" if "merged" in modes else "a full checkpoint"
-        raise ValueError(f"step {step} is {what}: export it as {' or '.join(modes)}, not {mode!r}")
+    mode = checked_mode(run_dir, step, mode)
     what = f"the export of {checkpoint_dirname(step)}"
     if mode != "merged":  # a copy: its size is known (a merged model's is the base model's, found when written)
         require_free_space(dest.parent, export_size(run_dir, step), what, SPACE_FIX)
