@@ -9,7 +9,7 @@
     cpt-studio resume RUN_DIR | stop RUN_DIR | runs | show RUN | store rebuild
     cpt-studio import-gguf model.gguf
     cpt-studio generate RUN --prompt "The patient" [--checkpoints 100,200] [--sample]
-    cpt-studio export RUN CHECKPOINT_STEP DEST [--merge]
+    cpt-studio export RUN CHECKPOINT_STEP DEST [--mode merged|adapter|full] [--dataset NAME] [--tag TAG]
     cpt-studio interpolate RUN --checkpoint STEP --alpha 0,0.5,1 [--export 0.5 --to DEST]
     cpt-studio suggest-replay config.json        # the domain's distance and a replay ratio
     cpt-studio desktop install | uninstall       # the app in a Linux desktop's applications menu
@@ -216,7 +216,15 @@ def _checkpoint_commands(commands) -> None:
     export.add_argument("run_ref", metavar="RUN", help="run folder, name, or a unique prefix of its folder name")
     export.add_argument("step", type=int, metavar="CHECKPOINT_STEP")
     export.add_argument("dest", help="a new or empty folder")
-    export.add_argument("--merge", action="store_true", help="LoRA: merge the adapter into the base weights")
+    export.add_argument("--mode", choices=["full", "merged", "adapter"], default=None,
+                        help="full (a full checkpoint), merged (LoRA merged into the base: one model "
+                             "folder) or adapter (the LoRA adapter alone); default: as trained")
+    export.add_argument("--merge", action="store_true", help="the same as --mode merged")
+    export.add_argument("--dataset", action="append", default=[], metavar="NAME",
+                        help="a dataset the model was trained on, named in the model card's "
+                             "metadata (a Hub dataset id); repeat for several")
+    export.add_argument("--tag", action="append", default=[], metavar="TAG",
+                        help="a tag for the model card's metadata; repeat for several")
     export.set_defaults(run=cli_runs.export)
 
 

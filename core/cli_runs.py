@@ -268,6 +268,8 @@ def generate(args) -> int:
 def export(args) -> int:
     from .export import export_checkpoint
 
-    folder = export_checkpoint(run_folder(args.run_ref), args.step, Path(args.dest), merge_lora=args.merge)
+    mode = "merged" if args.merge else args.mode
+    folder = export_checkpoint(run_folder(args.run_ref), args.step, Path(args.dest), mode=mode,
+                               datasets=args.dataset, tags=args.tag)
     print(f"exported step {args.step} to {folder}")
     return 0

@@ -13,7 +13,14 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QMessageBox, QPushButton, QWidget
+from PySide6.QtWidgets import (
+    QDialog,
+    QFileDialog,
+    QHBoxLayout,
+    QMessageBox,
+    QPushButton,
+    QWidget,
+)
 
 from cpt_studio.core.export import (
     default_export_name,
@@ -21,17 +28,18 @@ from cpt_studio.core.export import (
     export_checkpoint,
     export_size,
 )
-from cpt_studio.core.generate import is_adapter
 from cpt_studio.core.run_folder import RunPaths, read_json
 
+from .export_options import ExportOptionsDialog
 from .jobs import Job
 
 
 def export_with_dialog(parent: QWidget, run_dir: Path, step: int) -> Job | None:
     """Ask for a new or empty folder and check it (a file in the way, permission, free space,
     and a non-empty folder: export into a new folder inside it?) before anything else is asked;
-    for an adapter, ask whether to merge; then export off the GUI thread. When the job ends,
-    a message says where the export is (with Open folder), or why it failed."""
+    then the export options (ExportOptionsDialog: the mode, the card's datasets and tags); then
+    export off the GUI thread. When the job ends, a message says where the export is (with Open
+    folder), or why it failed."""
     config = read_json(RunPaths(Path(run_dir)).config)
     suggested = Path(QSettings("cpt-studio", "cpt-studio").value("export_folder", str(Path.home()))) / default_export_name(config, step)
     chosen, _ = QFileDialog.getSaveFileName(
@@ -43,13 +51,11 @@ def export_with_dialog(parent: QWidget, run_dir: Path, step: int) -> Job | None:
     if dest is None:
         return None
     QSettings("cpt-studio", "cpt-studio").setValue("export_folder", str(dest.parent))
-    merge = False
-    if is_adapter(RunPaths(Path(run_dir)).checkpoint(step)):
-        answer = QMessageBox.question(
-            parent, "Export", "This checkpoint is a LoRA adapter. Merge it into the base model's "
-            "weights?\n\nYes: a full model folder. No: the adapter alone (load it with peft).")
-        merge = answer == QMessageBox.StandardButton.Yes
-    job = Job(export_checkpoint, run_dir, step, dest, merge_lora=merge)
+    options = ExportOptionsDialog(Path(run_dir), step, parent)
+    if options.exec() != QDialog.DialogCode.Accepted:
+        return None
+    job = Job(export_checkpoint, run_dir, step, dest, mode=options.mode(), datasets=options.datasets(),
+              tags=options.tags())
     job.finished.connect(lambda folder: show_export_done(parent, step, folder))
     job.failed.connect(lambda message: QMessageBox.warning(parent, "Export", f"The export failed:\n{message}"))
     return job.start()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QApplication, QFileDialog, QInputDialog
+from PySide6.QtWidgets import QApplication, QDialog, QFileDialog, QInputDialog
 
 from cpt_studio.core import store
 from cpt_studio.core.config import CheckpointConfig, ModelConfig, RunConfig, ScheduleConfig
@@ -17,6 +17,7 @@ from cpt_studio.core.runs import create_run
 from cpt_studio.core.testing.run_helpers import tiny_run_config
 from cpt_studio.core.training import train
 from cpt_studio.gui.checkpoint_actions import CheckpointActions
+from cpt_studio.gui.export_options import ExportOptionsDialog
 from cpt_studio.gui.generation import GenerationWindow
 from cpt_studio.gui.main_window import MainWindow
 
@@ -87,6 +88,7 @@ def test_checkpoint_actions_export_to_the_chosen_folder_and_show_the_hooks(qtbot
         actions.sft_button.click()  # the main window opens the SFT wizard on it
     assert asked.args == [trained_run, 6]
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "out"), ""))
+    monkeypatch.setattr(ExportOptionsDialog, "exec", lambda _dialog: QDialog.DialogCode.Accepted)
     with qtbot.waitSignal(actions.export_finished, timeout=60_000) as done:
         actions.export_button.click()
     assert Path(done.args[0]) == tmp_path / "out"

@@ -10,6 +10,8 @@
                                                                       # monitor-stopped.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py dialogs  # export-done.png,
                                                         # demo-confirm.png, wizard-2-corpus-progress.png
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py export-options RUN_DIR STEP
+                                                        # export-options.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py preflight [FOLDER]
                                                         # wizard-8-summary-warnings.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py sft [FOLDER]  # sft-wizard-data.png,
@@ -377,6 +379,20 @@ def dialogs_example(app) -> None:
     save(wizard, "wizard-2-corpus-progress.png")
 
 
+def export_options(app, run_dir: Path, step: int, folder: Path | None = None) -> None:
+    """export-options.png: how the checkpoint at `step` of RUN_DIR would be exported (a LoRA
+    checkpoint of an SFT run shows merged, adapter and the note on the adapter's base)."""
+    from cpt_studio.gui.export_options import ExportOptionsDialog
+
+    dialog = ExportOptionsDialog(run_dir, step)
+    dialog.datasets_edit.setText("my-org/pharmacology-qa")
+    dialog.tags_edit.setText("medical, pharmacology")
+    dialog.show()
+    settle(app)
+    save(dialog, "export-options.png", folder)
+    dialog.reject()
+
+
 def history_and_generation(app, run_dir: Path, prompt: str) -> None:
     """history.png: the run history with RUN_DIR's folder of runs; generation.png: RUN_DIR's
     base model and checkpoints continuing `prompt`."""
@@ -539,6 +555,10 @@ def main() -> None:
         return
     if sys.argv[1:] == ["dialogs"]:
         dialogs_example(app)
+        return
+    if sys.argv[1:2] == ["export-options"]:  # RUN_DIR STEP
+        export_options(app, Path(sys.argv[2]), int(sys.argv[3]))
+        print(f"saved in {HERE}")
         return
     if sys.argv[1:2] == ["preflight"]:  # [FOLDER]: where to save (default: here)
         summary_warnings(app, Path(sys.argv[2]) if len(sys.argv) > 2 else HERE)
