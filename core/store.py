@@ -83,7 +83,8 @@ TABLE_COLUMNS: dict[str, dict[str, type]] = {
              "error": str,  # the message of a failed run
              "recommendation": str,  # why the recommended checkpoint is the one (core.recommend)
              "events_offset": int,  # bytes of events.jsonl indexed: the next index reads on
-             "events_seen": str},  # the last bytes indexed, to tell a replaced file
+             "events_seen": str,  # the last bytes indexed, to tell a replaced file
+             "run_group": str},  # the sweep the run belongs to (its sweep.json), else NULL
     "metrics": {"run_id": str, "step": int, "tokens": int, "time": float, "name": str,
                 "value": float},
     "evaluations": {"run_id": str, "step": int, "tokens": int, "time": float,
@@ -108,7 +109,7 @@ TABLE_COLUMNS: dict[str, dict[str, type]] = {
 }
 """Each table's columns now. The store's schema changes only through MIGRATIONS below: a column
 added here is added to an existing store by a new migration (and named in ADDED_SINCE_M001)."""
-ADDED_SINCE_M001 = {"runs": ("events_offset", "events_seen"), "guard": ("message",)}
+ADDED_SINCE_M001 = {"runs": ("events_offset", "events_seen", "run_group"), "guard": ("message",)}
 """Columns that later migrations add, so that m001 creates the tables as they were then."""
 TABLES = tuple(TABLE_COLUMNS)
 INDEXES = {"metrics": ("run_id", "name", "step"), "evaluations": ("run_id", "step"),
@@ -151,6 +152,14 @@ def m003_guard_message_and_seen_bytes(db: sqlite_utils.Database) -> None:
     that an events file replaced by another as long is read again from the start."""
     db["guard"].add_column("message", str)
     db["runs"].add_column("events_seen", str)
+
+
+@MIGRATIONS()
+def m005_run_group(db: sqlite_utils.Database) -> None:
+    """runs.run_group: the sweep a run belongs to (the group id in its folder's sweep.json,
+    cpt_studio.core.sweep), so that the history shows a sweep's runs together. Runs indexed
+    before get it at their next index (a rebuild gives it to all)."""
+    db["runs"].add_column("run_group", str)
 
 
 # -- opening -------------------------------------------------------------------------------
@@ -517,7 +526,8 @@ def _run_row(db: sqlite_utils.Database, run_id: str, run_dir: Path, config: dict
     """The run's summary: `before` (the row as the last index left it; None when indexing from
     the start) updated with the new events, and the figures read back from the tables."""
     row = {"id": run_id, "name": _display_name(run_dir, config),
-           "model": _model_name(config.get("model")), "config": json.dumps(config)}
+           "model": _model_name(config.get("model")), "config": json.dumps(config),
+           "run_group": _run_group(run_dir)}
     kept = {k: before[k] for k in ("state", "phase", "message", "started", "updated", "finished",
                                    "total_steps", "error")} if before else {}
     row.update(kept)
@@ -543,6 +553,15 @@ def _display_name(run_dir: Path, config: dict) -> str:
     renamed = run_dir / DISPLAY_NAME_FILE
     name = renamed.read_text(encoding="utf-8").strip() if renamed.is_file() else ""
     return name or str(config.get("name") or run_dir.name)
+
+
+def _run_group(run_dir: Path) -> str | None:
+    """The group id in the run folder's sweep.json (a sweep's run), else None."""
+    path = RunPaths(run_dir).sweep
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("group") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _model_name(model: Any) -> str:
