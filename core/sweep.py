@@ -386,7 +386,7 @@ def format_sweep_table(points: Sequence[SweepPoint]) -> str:
         lines.append(f"{'* ' if p.on_front else '  '}{p.setting.replay_ratio * 100:>6g}% "
                      f"{format_lr(p.setting.peak_lr):>8} {p.state:>9} {steps:>9} {gain:>12} {forgetting:>11}  "
                      f"{Path(p.run_id).name}")
-    lines.append("* on the Pareto front: no other setting has more domain gain with no more forgetting")
+    lines.append("*: on the Pareto front (no other setting has more domain gain with no more forgetting)")
     return "\n".join(lines)
 
 

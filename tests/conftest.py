@@ -35,3 +35,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def tiny_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory, tiny_model_dir) -> Path:
+    """A finished 2 x 2 sweep of the tiny model (cpt_studio.core.testing.sweep_runs), shared by
+    the core, CLI and GUI tests of sweeps; its runs' folders are under its parent's runs/."""
+    from cpt_studio.core.testing.sweep_runs import run_tiny_sweep
+
+    root = tmp_path_factory.mktemp("sweep")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CPT_STUDIO_HOME", str(root / "home"))
+        return run_tiny_sweep(tiny_model_dir, root)
