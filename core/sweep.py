@@ -280,16 +280,19 @@ def run_sweep(folder: Path) -> int:
     paths = SweepPaths(Path(folder).resolve())
     record_pid(paths.pid)
     runs = [Path(run["run"]) for run in load_sweep(paths.root)["runs"]]
-    for number, run_dir in enumerate(runs, 1):
-        if paths.stop.exists():
-            print(f"stop requested: {number - 1} of {len(runs)} runs done", flush=True)
-            break
-        if run_state(run_dir).get("state") == "finished":
-            continue
-        resume = RunPaths(run_dir).events.exists()
-        print(f"run {number} of {len(runs)}: {run_dir.name}{' (resumed)' if resume else ''}", flush=True)
-        run_worker([str(run_dir)] + (["--resume"] if resume else []))
-        RunPaths(run_dir).pid.unlink(missing_ok=True)  # this process lives on: the run is not running
+    try:
+        for number, run_dir in enumerate(runs, 1):
+            if paths.stop.exists():
+                print(f"stop requested: {number - 1} of {len(runs)} runs done", flush=True)
+                break
+            if run_state(run_dir).get("state") == "finished":
+                continue
+            resume = RunPaths(run_dir).events.exists()
+            print(f"run {number} of {len(runs)}: {run_dir.name}{' (resumed)' if resume else ''}", flush=True)
+            run_worker([str(run_dir)] + (["--resume"] if resume else []))
+            RunPaths(run_dir).pid.unlink(missing_ok=True)  # this process lives on: the run is not running
+    finally:
+        paths.pid.unlink(missing_ok=True)  # the sweep is not running any more (this process may live on)
     return sum(run_state(run_dir).get("state") == "finished" for run_dir in runs)
 
 

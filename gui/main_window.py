@@ -44,7 +44,7 @@ from cpt_studio.core import store
 from cpt_studio.core.config import ConfigError, RunConfig
 from cpt_studio.core.demo import describe_demo
 from cpt_studio.core.estimate import format_bytes
-from cpt_studio.core.run_folder import disk_usage
+from cpt_studio.core.run_folder import RunPaths, disk_usage
 from cpt_studio.core.runs import clone_config, run_state, runs_dir, start_worker, worker_pid
 
 from . import recent
@@ -190,6 +190,10 @@ class MainWindow(QMainWindow):
         self.run_actions["delete"].setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.table.addAction(self.run_actions["delete"])  # Delete acts on the table's selection only
         runs.addActions(list(self.run_actions.values()))
+        runs.addSeparator()
+        runs.addAction(QAction("&Find settings (sweep)…", self, triggered=self.open_sweep_dialog,
+                               toolTip="Short runs of the selected run's setup over a grid of replay "
+                               "ratios and learning rates, and which setting to use"))
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(QAction("CPT Studio &tour", self, shortcut=keys.HelpContents,
                                     triggered=self.open_tour))
@@ -510,6 +514,43 @@ class MainWindow(QMainWindow):
         wizard = self.open_wizard(config=config)
         wizard.notify(f"The settings of {name or Path(run_dir).name}, as a new run named '{config.name}'.")
         return wizard
+
+    # --- sweeps -------------------------------------------------------------------------
+    def open_sweep_dialog(self, config: RunConfig | None = None):
+        """Runs ▸ Find settings (sweep)…: the grid for `config` (default: the selected run's
+        setup); once started, the sweep's tab."""
+        from .sweep_dialog import SweepDialog
+
+        if config is None:
+            ids = self.selected_ids()
+            if len(ids) != 1:
+                QMessageBox.information(self, "Find settings", "Select the run whose setup the sweep "
+                                        "starts from (its data, model and seed).")
+                return None
+            config = RunConfig.load(RunPaths(Path(ids[0])).config)
+        self.sweep_dialog = SweepDialog(config, self.runs_root, parent=self)
+        self.sweep_dialog.sweep_started.connect(self.open_sweep)
+        self.sweep_dialog.show()
+        return self.sweep_dialog
+
+    def open_sweep(self, folder: Path):
+        """The sweep's tab (switched to if open); its "Use these settings…" opens the wizard."""
+        from .sweep_view import SweepView
+
+        def make() -> SweepView:
+            view = SweepView(Path(folder))
+            view.use_settings.connect(self._on_use_settings)
+            return view
+
+        view = self.tabs.open(("sweep", str(Path(folder).resolve())), make)
+        self.refresh()
+        self._bring_forward()
+        return view
+
+    def _on_use_settings(self, config: RunConfig) -> None:
+        wizard = self.open_wizard(config=config)
+        wizard.notify(f"The sweep's setup with replay {config.corpus.replay_ratio:.0%} and peak learning "
+                      f"rate {config.schedule.peak_lr:g}.")
 
     def _on_open_setup(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open setup", str(Path.home()), "JSON (*.json)")
