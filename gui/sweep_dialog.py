@@ -47,6 +47,7 @@ class SweepDialog(QDialog):
         self.config, self.runs_root = config, runs_root
         self.plan: SweepPlan | None = None
         self.setWindowTitle("Find settings (sweep)")
+        self.setMinimumWidth(480)
         self.replay = QLineEdit(DEFAULT_REPLAY_PERCENT, objectName="sweep_replay")
         self.lrs = QLineEdit(DEFAULT_LRS, objectName="sweep_lrs")
         self.steps = QSpinBox(objectName="sweep_steps", minimum=1, maximum=1_000_000, value=DEFAULT_STEPS)

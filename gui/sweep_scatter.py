@@ -1,6 +1,7 @@
-"""A sweep's settings as domain gain against forgetting: one labelled point per measured
-setting (coloured by replay ratio, as the comparison colours runs), the Pareto front as a
-step line, the selected setting ringed. Clicking a point selects that setting."""
+"""A sweep's settings as domain gain against forgetting: one point per measured setting,
+labelled with it ("5% · 3e-5": the labels stand in for a legend, which would cover a point in
+any corner) and coloured by replay ratio (the comparison's run colours), the Pareto front as
+stars joined by a step line, the selected setting ringed. Clicking a point selects that setting."""
 
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ class SweepScatter(pg.PlotWidget):
         self.front = self.plot([], [], pen=pg.mkPen(FRONT_COLOUR, width=1.5, style=Qt.PenStyle.DashLine))
         self.selected = pg.ScatterPlotItem(size=24, pen=pg.mkPen("#000000", width=2), brush=None, symbol="s")
         self.labels: list[pg.TextItem] = []
+        plot.getViewBox().setDefaultPadding(0.12)  # room for the labels beside the outer points
         plot.addItem(self.spots)
         plot.addItem(self.selected)
         self.selected_index: int | None = None

@@ -42,7 +42,8 @@ from .theme import styled
 COLUMNS = ("front", "replay", "peak lr", "state", "step", "domain gain", "forgetting")
 REFRESH_MS = 2000
 HINT = ("One short run per setting, the same data and seed, one after another in the background. "
-        "★ on the Pareto front: no other setting has more domain gain with no more forgetting. "
+        "Each point is a setting (replay % · peak learning rate), coloured by replay ratio; ★ on the "
+        "Pareto front (the dashed step line): no other setting has more domain gain with no more forgetting. "
         "Select a setting, then “Use these settings…” opens the wizard on the full setup with its "
         "replay ratio and learning rate.")
 
