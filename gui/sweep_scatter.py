@@ -14,8 +14,10 @@ from cpt_studio.core.sweep import SweepPoint, format_lr, sweep_front
 
 from .charts import ReadableAxis
 from .compare_scatter import run_colour
+from .theme import style_plot
 
-FRONT_COLOUR = "#444444"
+FRONT_COLOUR = "#333333"
+"""Near black: the theme draws it, and the labels, in the text colour on dark."""
 
 
 def front_steps(points: Sequence[tuple[float, float]]) -> tuple[list[float], list[float]]:
@@ -85,6 +87,7 @@ class SweepScatter(pg.PlotWidget):
                 self.addItem(label)
                 self.labels.append(label)
         self.select(self.selected_index)
+        style_plot(self)  # the labels made now take the theme's colours too
 
     @staticmethod
     def position(point: SweepPoint) -> tuple[float, float]:
