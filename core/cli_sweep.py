@@ -92,7 +92,7 @@ def print_plan(plan) -> None:
     one = plan_run(configs[0])
     seconds = one.time.seconds + one.evaluation_seconds
     print(f"estimated time: about {format_duration(seconds * len(configs))} of training and evaluation "
-          f"({format_duration(seconds)} a run, plus loading the model for each; {one.time.basis})")
+          f"({format_duration(seconds)} a run, plus loading the model for each; {one.time.basis})", flush=True)
 
 
 def launch(folder: Path, *, detach: bool) -> int:

@@ -493,6 +493,7 @@ class MainWindow(QMainWindow):
     def open_wizard(self, *, config: RunConfig | None = None) -> RunWizard:
         self.wizard = RunWizard(config, runs_root=self.runs_root, parent=self)
         self.wizard.run_started.connect(self._on_run_started)
+        self.wizard.sweep_requested.connect(self.open_sweep_dialog)
         self.wizard.show()
         return self.wizard
 
@@ -517,8 +518,8 @@ class MainWindow(QMainWindow):
 
     # --- sweeps -------------------------------------------------------------------------
     def open_sweep_dialog(self, config: RunConfig | None = None):
-        """Runs ▸ Find settings (sweep)…: the grid for `config` (default: the selected run's
-        setup); once started, the sweep's tab."""
+        """Runs ▸ Find settings (sweep)… (`config`: the selected run's setup) or the wizard
+        summary's (the wizard's setup): the grid for it; once started, the sweep's tab."""
         from .sweep_dialog import SweepDialog
 
         if config is None:

@@ -44,10 +44,16 @@ def test_the_sweep_tab_shows_the_front_and_use_fills_the_wizard(qtbot, tiny_swee
     assert (wizard.config.corpus.replay_ratio, wizard.config.schedule.peak_lr) == (0.3, 5e-3)
 
 
-def test_find_settings_checks_the_grid_as_it_is_typed(qtbot, tiny_sweep, tmp_path):
+def test_find_settings_from_the_wizard_checks_the_grid_as_it_is_typed(qtbot, tiny_sweep, tmp_path):
     window = MainWindow(runs_root=tmp_path / "runs")
     qtbot.addWidget(window)
-    dialog = window.open_sweep_dialog(RunConfig.from_dict(load_sweep(tiny_sweep)["base"]))
+    wizard = window.open_wizard(config=RunConfig.from_dict(load_sweep(tiny_sweep)["base"]))
+    qtbot.addWidget(wizard)
+    summary = wizard.pages[-1]
+    summary.name.setText("from the summary")
+    qtbot.mouseClick(summary.sweep_button, Qt.MouseButton.LeftButton)
+    dialog = window.sweep_dialog
+    assert dialog.config.name == "from the summary" and dialog.config is not wizard.config
     assert "9 runs (3 replay ratios × 3 learning rates) of 50 steps" in dialog.summary.text()
     dialog.replay.setText("0, 150")
     dialog.lrs.setText("1e-5, x")
