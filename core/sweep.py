@@ -47,8 +47,8 @@ from .paths import data_dir
 from .recommend import CheckpointScore, is_finite_number, pareto_front
 from .run_folder import RunPaths
 from .runs import (
-    _detached,
     create_run,
+    detached_options,
     file_name,
     fresh_name,
     live_process,
@@ -251,7 +251,7 @@ def start_sweep(folder: Path, *, detach: bool = False) -> subprocess.Popen:
     with open(paths.log, "ab") as log:  # the child keeps its own handle
         process = subprocess.Popen(worker_command(paths.root, "sweep"), stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                   **(_detached() if detach else {}))
+                                   **(detached_options() if detach else {}))
     record_pid(paths.pid, process.pid)
     return process
 
