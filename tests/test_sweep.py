@@ -118,3 +118,31 @@ def test_cli_plans_a_sweep_and_shows_its_table(tiny_sweep, tiny_model_dir, tmp_p
     assert main(["sweep", "--show", "no-such-sweep"]) == 2
     assert "no sweep matches" in capsys.readouterr().err
     assert json.loads(SweepPaths(tiny_sweep).plan.read_text())["steps"] == STEPS
+
+
+def test_a_sweep_whose_process_died_resumes_the_run_it_left(tiny_model_dir, tmp_path):
+    from cpt_studio.core.events import EventWriter
+    from cpt_studio.core.runs import run_state
+    from cpt_studio.core.sweep import create_sweep
+
+    plan = plan_sweep(sweep_base_config(tiny_model_dir, tmp_path / "data"), [0.3], [1e-3], 2)
+    folder = create_sweep(plan, runs_root=tmp_path / "runs", root=tmp_path / "sweeps")
+    run_dir = Path(load_sweep(folder)["runs"][0]["run"])
+    EventWriter(RunPaths(run_dir).events).emit("status", 0, state="running", phase="training")
+    RunPaths(run_dir).pid.write_text("999999999 0.0")  # the sweep's process died with the run
+    assert run_state(run_dir)["state"] == "failed"
+    assert run_sweep(folder) == 1
+    states = [e["state"] for e in events_of(run_dir, "status") if e.get("state")]
+    assert states[0] == "running" and states[-1] == "finished"
+    assert not SweepPaths(folder).pid.exists() and not RunPaths(run_dir).pid.exists()
+
+
+def test_the_progress_names_the_run_in_progress_and_its_step():
+    from cpt_studio.core.sweep import sweep_progress
+
+    points = [point(0.1, 0.01), point(None, None), point(None, None)]
+    points[1].state, points[1].step, points[1].total_steps = "running", 12, 50
+    points[2].state = "created"
+    assert sweep_progress(points) == "run 2 of 3 (replay 5% · lr 1e-5): step 12 of 50; 1 finished"
+    points[1].state = "stopped"
+    assert sweep_progress(points) == "1 of 3 runs finished (1 stopped, 1 created)"
