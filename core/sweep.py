@@ -339,7 +339,7 @@ def sweep_results(folder: Path, db) -> list[SweepPoint]:
     comparison view's numbers), and whether it is on the front (sweep_front). Indexes the
     runs into `db` (the store) first."""
     from .compare import comparison_rows
-    from .store import index_run
+    from .store import get_run, index_run
 
     sweep = load_sweep(folder)
     points, started = [], []
@@ -355,8 +355,7 @@ def sweep_results(folder: Path, db) -> list[SweepPoint]:
     rows = comparison_rows(db, [p.run_id for p in started]) if started else []
     for point in started:
         mine = [r for r in rows if r["run_id"] == point.run_id and not r["base"]]
-        last = db["metrics"].rows_where("run_id = ?", [point.run_id], order_by="rowid desc", limit=1)
-        point.step = next((row["step"] for row in last), 0)
+        point.step = get_run(db, point.run_id)["steps"] or 0
         scored = [r for r in mine if is_finite_number(r.get("domain_gain")) and is_finite_number(r.get("forgetting"))]
         if scored:
             point.domain_gain, point.forgetting = scored[-1]["domain_gain"], scored[-1]["forgetting"]
