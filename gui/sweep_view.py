@@ -50,14 +50,11 @@ HINT = ("One short run per setting, the same data and seed, one after another in
 
 def load_points(folder: Path) -> tuple[list[SweepPoint], bool]:
     """(the sweep's settings, whether its process lives): off the GUI thread, with a store
-    connection of its own."""
-    from cpt_studio.core.store import open_store
+    connection of its own, closed after (none is kept open between actions: store.default_db_path)."""
+    from cpt_studio.core.store import connection
 
-    db = open_store()
-    try:
+    with connection() as db:
         return sweep_results(folder, db), sweep_process(folder) is not None
-    finally:
-        db.close()
 
 
 def point_cells(point: SweepPoint) -> list[str]:
