@@ -12,6 +12,7 @@
     cpt-studio export RUN CHECKPOINT_STEP DEST [--mode merged|adapter|full] [--dataset NAME] [--tag TAG]
     cpt-studio interpolate RUN --checkpoint STEP --alpha 0,0.5,1 [--export 0.5 --to DEST]
     cpt-studio suggest-replay config.json        # the domain's distance and a replay ratio
+    cpt-studio sweep config.json --replay 0,0.05 --lr 1e-5,3e-5 --steps 50   # find settings
     cpt-studio desktop install | uninstall       # the app in a Linux desktop's applications menu
     cpt-studio evaluate RUN [--checkpoints 10,20] [--tasks a,b] [--probes FILE] [--limit N] [--detach]
     cpt-studio tasks [WORD] | report RUN
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     from . import cli_tradeoff
 
     cli_tradeoff.add_commands(commands)
+    from . import cli_sweep
+
+    cli_sweep.add_commands(commands)
     settings = commands.add_parser("settings", help="every setting of a run config file: its path, "
                                    "type, default and meaning")
     settings.add_argument("query", nargs="?", default="", metavar="WORD",

@@ -39,6 +39,8 @@ store indexes it and can be rebuilt from it). Its layout:
       interpolation/               weight interpolation (core/interpolate.py)
         checkpoint-200/
           curve.json               base -> checkpoint-200, per alpha         .interpolation(200)
+      sweep.json                   a sweep's run: its group and setting      .sweep
+                                   (cpt_studio.core.sweep)
       report/                      written by `cpt-studio report`            .report
         report.md                                                            .report_markdown
         report.json                                                          .report_data
@@ -100,12 +102,13 @@ REPORT = "report"
 REPORT_MARKDOWN = "report.md"
 REPORT_DATA = "report.json"
 REPORT_CHART = "scores.png"
+SWEEP = "sweep.json"
 
 RUN_FILES = (CONFIG, EVENTS, GUARD_STATE, GENERATIONS, STOP, PID, CLAIM, LOGS, WORKER_LOG,
              EVAL_LOG, HELDOUT, CORPUS_RECORD, TOKENIZER, TOKENIZER_RECORD, CHAT_TEMPLATE,
              START_MODEL, CHECKPOINTS,
              CHECKPOINT_PREFIX, CHECKPOINT_CONFIG, STAGING, EVAL, EVAL_REQUEST, EVAL_TASKS, REPORT,
-             INTERPOLATION, INTERPOLATION_CURVE, REPORT_MARKDOWN, REPORT_DATA, REPORT_CHART)
+             INTERPOLATION, INTERPOLATION_CURVE, REPORT_MARKDOWN, REPORT_DATA, REPORT_CHART, SWEEP)
 """Every name a run folder's files and folders have (CHECKPOINT_PREFIX: the start of one);
 tests/test_run_folder.py fails when another module spells one of them."""
 
@@ -250,6 +253,12 @@ class RunPaths:
         """The weight-interpolation curve between the base model and the checkpoint at `step`
         (JSON: the alphas and each one's evaluation; cpt_studio.core.interpolate)."""
         return self.root / INTERPOLATION / checkpoint_dirname(step) / INTERPOLATION_CURVE
+
+    @property
+    def sweep(self) -> Path:
+        """A sweep's run only: the sweep it belongs to (its group id) and its setting (JSON;
+        cpt_studio.core.sweep)."""
+        return self.root / SWEEP
 
     @property
     def report(self) -> Path:

@@ -146,7 +146,7 @@ def start_worker(run_dir: Path, *, resume: bool = False, detach: bool = False,
         with open(paths.log, "ab") as log:  # the child keeps its own handle
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                       **(_detached() if detach else {}))
+                                       **(detached_options() if detach else {}))
         write_pid(paths.root, process.pid)  # at once: the worker would write it only after start-up
     return process
 
@@ -185,7 +185,10 @@ def worker_command(run_dir: Path, module: str = "worker") -> list[str]:
     return [sys.executable, "-m", f"cpt_studio.core.{module}", str(run_dir)]
 
 
-def _detached() -> dict:
+def detached_options() -> dict:
+    """Popen's keyword arguments that let a child outlive this process (its own session on
+    POSIX; its own process group without a console on Windows): every background process of
+    the app (a run's worker, an evaluation, a sweep) starts with them when detached."""
     # Popen's only platform difference that psutil cannot take over: how a child outlives us.
     if os.name == "nt":
         return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS}
@@ -202,7 +205,7 @@ def start_eval_worker(run_dir: Path, *, detach: bool = False) -> subprocess.Pope
     with open(paths.eval_log, "ab") as log:  # the child keeps its own handle
         process = subprocess.Popen(worker_command(paths.root, "evalworker"), stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"}, **(_detached() if detach else {}))
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"}, **(detached_options() if detach else {}))
     record_pid(paths.eval_pid, process.pid)
     return process
 

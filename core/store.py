@@ -86,7 +86,8 @@ TABLE_COLUMNS: dict[str, dict[str, type]] = {
              "events_offset": int,  # bytes of events.jsonl indexed: the next index reads on
              "events_seen": str,  # the last bytes indexed, to tell a replaced file
              "stage": str,  # "cpt" or "sft"
-             "parent_run": str, "parent_step": int},  # the checkpoint it started from (core.chain)
+             "parent_run": str, "parent_step": int,  # the checkpoint it started from (core.chain)
+             "run_group": str},  # the sweep the run belongs to (its sweep.json), else NULL
     "metrics": {"run_id": str, "step": int, "tokens": int, "time": float, "name": str,
                 "value": float},
     "evaluations": {"run_id": str, "step": int, "tokens": int, "time": float,
@@ -111,7 +112,8 @@ TABLE_COLUMNS: dict[str, dict[str, type]] = {
 }
 """Each table's columns now. The store's schema changes only through MIGRATIONS below: a column
 added here is added to an existing store by a new migration (and named in ADDED_SINCE_M001)."""
-ADDED_SINCE_M001 = {"runs": ("events_offset", "events_seen", "stage", "parent_run", "parent_step"),
+ADDED_SINCE_M001 = {"runs": ("events_offset", "events_seen", "stage", "parent_run", "parent_step",
+                             "run_group"),
                     "guard": ("message",)}
 """Columns that later migrations add, so that m001 creates the tables as they were then."""
 TABLES = tuple(TABLE_COLUMNS)
@@ -165,6 +167,14 @@ def m004_run_parent(db: sqlite_utils.Database) -> None:
         db["runs"].add_column(column, kind)
     for row in db["runs"].rows_where(select="id, config"):
         db["runs"].update(row["id"], _lineage_fields(json.loads(row["config"] or "{}")))
+
+
+@MIGRATIONS()
+def m005_run_group(db: sqlite_utils.Database) -> None:
+    """runs.run_group: the sweep a run belongs to (the group id in its folder's sweep.json,
+    cpt_studio.core.sweep), so that the history shows a sweep's runs together. Runs indexed
+    before get it at their next index (a rebuild gives it to all)."""
+    db["runs"].add_column("run_group", str)
 
 
 # -- opening -------------------------------------------------------------------------------
@@ -532,7 +542,7 @@ def _run_row(db: sqlite_utils.Database, run_id: str, run_dir: Path, config: dict
     the start) updated with the new events, and the figures read back from the tables."""
     row = {"id": run_id, "name": _display_name(run_dir, config),
            "model": _model_name(config.get("model")), "config": json.dumps(config),
-           **_lineage_fields(config)}
+           **_lineage_fields(config), "run_group": _run_group(run_dir)}
     kept = {k: before[k] for k in ("state", "phase", "message", "started", "updated", "finished",
                                    "total_steps", "error")} if before else {}
     row.update(kept)
@@ -565,6 +575,15 @@ def _display_name(run_dir: Path, config: dict) -> str:
     renamed = run_dir / DISPLAY_NAME_FILE
     name = renamed.read_text(encoding="utf-8").strip() if renamed.is_file() else ""
     return name or str(config.get("name") or run_dir.name)
+
+
+def _run_group(run_dir: Path) -> str | None:
+    """The group id in the run folder's sweep.json (a sweep's run), else None."""
+    path = RunPaths(run_dir).sweep
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("group") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _model_name(model: Any) -> str:

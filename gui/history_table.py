@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from cpt_studio.core.chain import chain_text
 
 COLUMNS = ("name", "state", "progress", "stage", "from", "method", "replay", "steps", "base model", "started",
-           "tokens", "domain gain", "forgetting")
+           "tokens", "domain gain", "forgetting", "sweep")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 2
 """A running run's progress cell: the fraction done, drawn as a bar (ProgressDelegate)."""
@@ -71,7 +71,8 @@ def history_cells(run: dict) -> list[tuple[str, object]]:
             ("" if replay is None else f"{replay:.0%}", replay),
             (f"{done:,}/{planned:,}" if planned else f"{done:,}", done),
             (model, model.lower()), (started, run["started"]), (f"{run['tokens'] or 0:,}", run["tokens"] or 0),
-            (_percent(run["domain_gain"]), run["domain_gain"]), (_percent(run["forgetting"]), run["forgetting"])]
+            (_percent(run["domain_gain"]), run["domain_gain"]), (_percent(run["forgetting"]), run["forgetting"]),
+            (run.get("run_group") or "", run.get("run_group") or "")]
 
 
 class HistoryCell(QTableWidgetItem):

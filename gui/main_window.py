@@ -45,7 +45,7 @@ from cpt_studio.core.chain import continue_config, lineage
 from cpt_studio.core.config import ConfigError, RunConfig
 from cpt_studio.core.demo import describe_demo
 from cpt_studio.core.estimate import format_bytes
-from cpt_studio.core.run_folder import disk_usage
+from cpt_studio.core.run_folder import RunPaths, disk_usage
 from cpt_studio.core.runs import clone_config, run_state, runs_dir, start_worker, worker_pid
 from cpt_studio.core.sft_run import default_checkpoint, sft_config
 
@@ -197,6 +197,10 @@ class MainWindow(QMainWindow):
         self.run_actions["delete"].setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.table.addAction(self.run_actions["delete"])  # Delete acts on the table's selection only
         runs.addActions(list(self.run_actions.values()))
+        runs.addSeparator()
+        runs.addAction(QAction("&Find settings (sweep)…", self, triggered=self.open_sweep_dialog,
+                               toolTip="Short runs of the selected run's setup over a grid of replay "
+                               "ratios and learning rates, and which setting to use"))
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(QAction("CPT Studio &tour", self, shortcut=keys.HelpContents,
                                     triggered=self.open_tour))
@@ -530,6 +534,7 @@ class MainWindow(QMainWindow):
     def open_wizard(self, *, config: RunConfig | None = None) -> RunWizard:
         self.wizard = RunWizard(config, runs_root=self.runs_root, parent=self)
         self.wizard.run_started.connect(self._on_run_started)
+        self.wizard.sweep_requested.connect(self.open_sweep_dialog)
         self.wizard.show()
         return self.wizard
 
@@ -594,7 +599,8 @@ class MainWindow(QMainWindow):
         if chosen is None:
             return None
         try:
-            config = continue_config(run_dir, chosen[0], [run["name"] for run in self.runs])
+            taken = {run["name"] for run in self.runs} | store.folder_names(self.runs_root)
+            config = continue_config(run_dir, chosen[0], taken)
         except (ConfigError, FileNotFoundError) as exc:
             QMessageBox.warning(self, "Continue on more data", str(exc))
             return None
@@ -603,6 +609,43 @@ class MainWindow(QMainWindow):
                       "optimizer, the learning rate warmed up and decayed again. Add the new data on the "
                       "Corpora page.")
         return wizard
+
+    # --- sweeps -------------------------------------------------------------------------
+    def open_sweep_dialog(self, config: RunConfig | None = None):
+        """Runs ▸ Find settings (sweep)… (`config`: the selected run's setup) or the wizard
+        summary's (the wizard's setup): the grid for it; once started, the sweep's tab."""
+        from .sweep_dialog import SweepDialog
+
+        if config is None:
+            ids = self.selected_ids()
+            if len(ids) != 1:
+                QMessageBox.information(self, "Find settings", "Select the run whose setup the sweep "
+                                        "starts from (its data, model and seed).")
+                return None
+            config = RunConfig.load(RunPaths(Path(ids[0])).config)
+        self.sweep_dialog = SweepDialog(config, self.runs_root, parent=self)
+        self.sweep_dialog.sweep_started.connect(self.open_sweep)
+        self.sweep_dialog.show()
+        return self.sweep_dialog
+
+    def open_sweep(self, folder: Path):
+        """The sweep's tab (switched to if open); its "Use these settings…" opens the wizard."""
+        from .sweep_view import SweepView
+
+        def make() -> SweepView:
+            view = SweepView(Path(folder))
+            view.use_settings.connect(self._on_use_settings)
+            return view
+
+        view = self.tabs.open(("sweep", str(Path(folder).resolve())), make)
+        self.refresh()
+        self._bring_forward()
+        return view
+
+    def _on_use_settings(self, config: RunConfig) -> None:
+        wizard = self.open_wizard(config=config)
+        wizard.notify(f"The sweep's setup with replay {config.corpus.replay_ratio:.0%} and peak learning "
+                      f"rate {config.schedule.peak_lr:g}.")
 
     def _on_open_setup(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open setup", str(Path.home()), "JSON (*.json)")

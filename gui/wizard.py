@@ -55,6 +55,8 @@ SETUP_BUTTONS = {
 class RunWizard(QWizard):
     run_started = Signal(Path)
     TITLE = "New CPT run"
+    sweep_requested = Signal(object)
+    """The summary's "Find settings (sweep)…": a copy of the setup (RunConfig) to sweep."""
 
     def __init__(self, config: RunConfig | None = None, runs_root: Path | None = None, parent=None):
         super().__init__(parent)

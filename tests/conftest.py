@@ -65,3 +65,15 @@ def demo_model_here(demo_import, tmp_path, monkeypatch):
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(demo_import[0], target_is_directory=True)
     return link
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory, tiny_model_dir) -> Path:
+    """A finished 2 x 2 sweep of the tiny model (cpt_studio.core.testing.sweep_runs), shared by
+    the core, CLI and GUI tests of sweeps; its runs' folders are under its parent's runs/."""
+    from cpt_studio.core.testing.sweep_runs import run_tiny_sweep
+
+    root = tmp_path_factory.mktemp("sweep")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CPT_STUDIO_HOME", str(root / "home"))
+        return run_tiny_sweep(tiny_model_dir, root)

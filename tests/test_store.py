@@ -506,8 +506,9 @@ def test_a_store_made_before_migrations_is_migrated(tmp_path):
     conn.close()
     db = store.open_store(path)
     assert [m.name for m in store.MIGRATIONS.applied(db)] == [
-        "m001_tables", "m002_incremental_index", "m003_guard_message_and_seen_bytes", "m004_run_parent"]
-    assert {"recommendation", "events_offset"} <= set(db["runs"].columns_dict)
+        "m001_tables", "m002_incremental_index", "m003_guard_message_and_seen_bytes", "m004_run_parent",
+        "m005_run_group"]
+    assert {"recommendation", "events_offset", "run_group", "parent_run"} <= set(db["runs"].columns_dict)
     assert {"domain_bpb", "recommended", "pareto"} <= set(db["checkpoints"].columns_dict)
     assert [r["rolled_back_to"] for r in db["guard"].rows] == [20]
     assert store.MIGRATIONS.pending(store.open_store(path)) == []  # applied once

@@ -18,6 +18,8 @@
                                                                           # history-chain.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py desktop  # main-window-history.png,
                           # main-window-monitor.png, preferences.png, help-tour.png
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py sweep [FOLDER]  # sweep.png,
+                          # sweep-dialog.png (a real 2 x 2 sweep of the tiny model, ~20 s)
 
 Each takes the light theme's screenshots, NAME.png; with `--theme dark` first, the dark
 theme's, NAME-dark.png (the charts too):
@@ -523,6 +525,35 @@ def sft_example(app, folder: Path = HERE) -> None:
         window.close()
 
 
+def sweep_example(app, folder: Path = HERE) -> None:
+    """sweep.png: the sweep tab of a real 2 x 2 sweep of the tiny model (trained here, a few
+    seconds a run), a setting on the front selected; sweep-dialog.png: Find settings (sweep)…"""
+    import tempfile
+
+    from cpt_studio.core.config import RunConfig
+    from cpt_studio.core.sweep import load_sweep
+    from cpt_studio.core.testing.sweep_runs import run_tiny_sweep
+    from cpt_studio.core.testing.tiny_model import build_tiny_model
+    from cpt_studio.gui.sweep_dialog import SweepDialog
+    from cpt_studio.gui.sweep_view import SweepView
+
+    with tempfile.TemporaryDirectory() as root:
+        os.environ["CPT_STUDIO_HOME"] = str(Path(root) / "home")
+        sweep = run_tiny_sweep(build_tiny_model(Path(root) / "model"), Path(root))
+        view = SweepView(sweep)
+        view.resize(1200, 700)
+        view.show()
+        settle(app, [view.refresher])
+        view.select_point(next(i for i, p in enumerate(view.points) if p.on_front))
+        settle(app)
+        save(view, "sweep.png", folder)
+        dialog = SweepDialog(RunConfig.from_dict(load_sweep(sweep)["base"]))
+        dialog.show()
+        settle(app)
+        save(dialog, "sweep-dialog.png", folder)
+        view.close()
+
+
 def main() -> None:
     from cpt_studio.core.runs import runs_dir
     from cpt_studio.gui.theme import apply_theme
@@ -562,6 +593,10 @@ def main() -> None:
         return
     if sys.argv[1:2] == ["preflight"]:  # [FOLDER]: where to save (default: here)
         summary_warnings(app, Path(sys.argv[2]) if len(sys.argv) > 2 else HERE)
+        print("saved")
+        return
+    if sys.argv[1:2] == ["sweep"]:  # [FOLDER]: where to save (default: here)
+        sweep_example(app, Path(sys.argv[2]) if len(sys.argv) > 2 else HERE)
         print("saved")
         return
     if sys.argv[1:] == ["guard"]:

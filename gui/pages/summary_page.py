@@ -4,6 +4,7 @@ and Start (the wizard's buttons save and load the setup and copy its CLI command
 
 from __future__ import annotations
 
+import copy
 import html
 from dataclasses import replace
 
@@ -42,6 +43,10 @@ class SummaryPage(ConfigPage):
         buttons = QHBoxLayout()
         self.estimate_button = QPushButton("Estimate time and memory", clicked=self.start_plan)
         buttons.addWidget(self.estimate_button)
+        self.sweep_button = QPushButton("Find settings (sweep)…", clicked=self._on_sweep, objectName="sweep",
+                                        toolTip="Short runs of this setup over a grid of replay ratios and "
+                                        "learning rates, to see which trade-off to start")
+        buttons.addWidget(self.sweep_button)
         buttons.addStretch(1)
         self.progress = JobProgress()
         row = QHBoxLayout()
@@ -71,6 +76,10 @@ class SummaryPage(ConfigPage):
                                                 "(it tokenizes the corpora once; the run reuses them).")
         if self.isVisible():  # a setup loaded while the page is shown; else showEvent checks
             self.check()
+
+    def _on_sweep(self) -> None:
+        self.commit()
+        self.wizard().sweep_requested.emit(copy.deepcopy(self.config))
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
