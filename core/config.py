@@ -601,8 +601,9 @@ class RunConfig:
                             "leaves frozen (only an extended tokenizer's new rows train): set it "
                             "to 1, or train all weights (method 'full')")
         if self.schedule.new_token_lr_scale is not None and not self.tokenizer.extend:
-            problems.append("schedule: the new-token LR multiple acts on the rows a tokenizer "
-                            "extension adds: turn the extension on, or unset the multiple")
+            problems.append("tokenizer: the new-token LR multiple (schedule.new_token_lr_scale) acts "
+                            "on the rows a tokenizer extension adds: turn the extension on, or unset "
+                            "the multiple")
         if self.guard.enabled and self.guard.remedy != "lr" and not self.corpus.general:
             problems.append(f"guard: remedy {self.guard.remedy!r} raises the replay ratio, which "
                             "needs a general source; add one or choose remedy 'lr'")
