@@ -68,6 +68,7 @@ class GainForgettingScatter(pg.PlotWidget):
         self.curve_marker = pg.ScatterPlotItem(size=16, pen=pg.mkPen("#000000", width=2), brush=None,
                                                symbol="d")
         self.curve_marker.setZValue(20)
+        self._curve_in_legend = False
         self.addItem(self.curve_marker)
         self._draw()
         self.selected = pg.ScatterPlotItem(size=22, pen=pg.mkPen("#000000", width=2),
@@ -134,12 +135,19 @@ class GainForgettingScatter(pg.PlotWidget):
         self.addItem(dots)
         texts = []
         for (x, y), label in zip(positions, labels, strict=True):
-            if label:
-                text = pg.TextItem(label, color=colour, anchor=(-0.1, 1.1))
+            if label:  # on a light box: curves and fronts cross the labels
+                text = pg.TextItem(label, color=colour, anchor=(-0.15, 1.05),
+                                   fill=pg.mkBrush(255, 255, 255, 210))
+                text.setZValue(15)
                 text.setPos(x, y)
                 self.addItem(text)
                 texts.append(text)
         self.curves[key] = [line, dots, *texts]
+        if not self._curve_in_legend:
+            self._curve_in_legend = True
+            self.legend.addItem(pg.PlotDataItem(pen=pg.mkPen("#666666", style=Qt.PenStyle.DotLine),
+                                                symbol="d", symbolBrush="#ffffff", symbolPen="#666666",
+                                                symbolSize=8), "interpolation (α: base → checkpoint)")
         return dots
 
     def remove_curve(self, key) -> None:

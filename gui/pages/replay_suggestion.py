@@ -56,12 +56,12 @@ def measurement_html(distance: DomainDistance, suggestion: ReplaySuggestion) -> 
              f"{distance.fertility_ratio:.2f}x", bands["fertility"]),
             ("domain words found in general text", "", "", f"{distance.overlap:.0%}", bands["overlap"])]
     cells = "".join(f"<tr><td>{name}</td><td align=right>{d}</td><td align=right>{g}</td>"
-                    f"<td align=right>{ratio}</td><td>&nbsp;{band}</td></tr>"
-                    for name, d, g, ratio, band in rows)
-    table = ("<table cellspacing=4><tr><th></th><th>domain</th><th>general</th><th>ratio</th>"
-             f"<th align=left>&nbsp;band</th></tr>{cells}</table>")
+                    f"<td align=right>{ratio}</td><td>{band}</td></tr>" for name, d, g, ratio, band in rows)
+    table = ("<table cellspacing=0 cellpadding=3><tr><th></th><th align=right>domain</th>"
+             f"<th align=right>general</th><th align=right>ratio</th><th align=left>band</th></tr>{cells}</table>")
+    reason = suggestion.reason[:1].upper() + suggestion.reason[1:]
     return (f"<b>Suggested replay ratio: {suggestion.replay_ratio:.0%}</b> (distance: {suggestion.band})"
-            f"{table}<span>{html.escape(suggestion.reason)}.</span>")
+            f"{table}<span>{html.escape(reason)}.</span>")
 
 
 class ReplaySuggestionBox(QGroupBox):

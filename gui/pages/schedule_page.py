@@ -63,7 +63,7 @@ class SchedulePage(ConfigPage):
         self.plot.setMinimumHeight(160)
         self.plot.setLabel("bottom", "optimizer step")
         self.plot.addLegend(offset=(-10, 10))
-        self.curve = self.plot.plot([], [], pen=pg.mkPen("#2ca02c", width=2), name="peak rate")
+        self.curve = self.plot.plot([], [], pen=pg.mkPen("#2ca02c", width=2), name="peak rate (other weights)")
         self.group_curves = {name: self.plot.plot([], [], pen=pg.mkPen(colour, width=1.5), name=name)
                              for name, colour in GROUP_COLOURS.items()}
         self.warmup_region = pg.LinearRegionItem(movable=False, brush=(255, 200, 0, 50))
@@ -122,7 +122,7 @@ class SchedulePage(ConfigPage):
         self.curve.setData(x, rates)
         for name, scale in group_scales(config).items():
             self.group_curves[name].setData(x, [r * scale for r in rates] if scale is not None else [])
-        self.group_rates.setText(learning_rates_text(config) and f"Peak rates: {learning_rates_text(config)}")
+        self.group_rates.setText(group_rates_words(config))
         warmup = -(-steps * config.schedule.warmup_ratio // 1)
         self.warmup_region.setRegion((0, max(warmup, 0)))
         suffix = "" if config.schedule.max_steps else f" (shape over {PREVIEW_STEPS} steps)"
@@ -135,3 +135,14 @@ def group_scales(config) -> dict[str, float | None]:
     schedule = config.schedule
     return {"embeddings": schedule.embedding_lr_scale if schedule.embedding_lr_scale != 1 else None,
             "new token rows": schedule.new_token_lr_scale}
+
+
+def group_rates_words(config) -> str:
+    """Each group's peak rate (cpt_studio.core.recipe.learning_rates_text), and the new rows'
+    multiple that waits for the tokenizer extension (turned on after this page)."""
+    words = learning_rates_text(config)
+    waiting = config.schedule.new_token_lr_scale is not None and not config.tokenizer.extend
+    if waiting:
+        words += (("; " if words else "") + f"new token rows x{config.schedule.new_token_lr_scale:g} "
+                  "once the tokenizer is extended (next page)")
+    return f"Peak rates: {words}" if words else ""
