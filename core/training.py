@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
-from .config import RunConfig, ScheduleConfig
+from .config import RunConfig
 from .data import RunData, evaluation_sets, prepare_run_data
 from .disk import DiskFullError, disk_full_as_error, folder_size, require_free_space
 from .evaljob import probe_live, write_run_probes
@@ -106,11 +106,12 @@ class CPTTrainer(Trainer):
     guard's learning-rate remedy applied to a restored schedule."""
 
     def __init__(self, *args, mixer: ReplayMixer, run: RunPaths, monitor: RunMonitor,
-                 keep: int, ewc: EwcPenalty | None = None, schedule: ScheduleConfig | None = None,
-                 new_token_ids: list[int] = (), **kwargs):
+                 keep: int, ewc: EwcPenalty | None = None, embedding_lr_scale: float = 1.0,
+                 new_token_lr_scale: float | None = None, new_token_ids: list[int] = (), **kwargs):
         super().__init__(*args, **kwargs)
         self.mixer, self.run, self.monitor, self.keep, self.ewc = mixer, run, monitor, keep, ewc
-        self.schedule, self.new_token_ids = schedule or ScheduleConfig(), list(new_token_ids)
+        self.embedding_lr_scale, self.new_token_lr_scale = embedding_lr_scale, new_token_lr_scale
+        self.new_token_ids = list(new_token_ids)
         monitor.trainer = self
 
     def create_optimizer(self, model=None):
@@ -119,8 +120,8 @@ class CPTTrainer(Trainer):
         theirs (schedule.new_token_lr_scale; cpt_studio.core.recipe)."""
         optimizer = super().create_optimizer(model)
         model = self.model if model is None else model
-        split_embedding_group(optimizer, model, self.args.learning_rate, self.schedule.embedding_lr_scale)
-        split_new_token_rows(optimizer, model, self.args.learning_rate, self.schedule.new_token_lr_scale,
+        split_embedding_group(optimizer, model, self.args.learning_rate, self.embedding_lr_scale)
+        split_new_token_rows(optimizer, model, self.args.learning_rate, self.new_token_lr_scale,
                              self.new_token_ids)
         return optimizer
 
@@ -574,4 +575,5 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
                       train_dataset=data.dataset, data_collator=default_data_collator,
                       processing_class=tokenizer, callbacks=[monitor], mixer=mixer, run=paths,
                       monitor=monitor, keep=config.checkpoints.keep, ewc=penalty,
-                      schedule=config.schedule, new_token_ids=new_token_ids)
+                      embedding_lr_scale=config.schedule.embedding_lr_scale,
+                      new_token_lr_scale=config.schedule.new_token_lr_scale, new_token_ids=new_token_ids)
