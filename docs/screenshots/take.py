@@ -42,6 +42,9 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 
 THEME = {"name": "light"}
 """The theme the screenshots are taken in (--theme)."""
+MEASURE_TIMEOUT = 600
+"""Seconds to wait for the replay page's measurement (the demo model reads two samples; minutes
+on a busy CPU)."""
 
 
 def save(widget, name: str, folder: Path | None = None) -> None:
@@ -53,11 +56,12 @@ def save(widget, name: str, folder: Path | None = None) -> None:
     widget.grab().save(str(path))
 
 
-def settle(app, jobs=()) -> None:
-    """Process events until `jobs` (Jobs, or BackgroundRefresh loads) have reported."""
+def settle(app, jobs=(), timeout: float = 60) -> None:
+    """Process events until `jobs` (Jobs, or BackgroundRefresh loads) have reported (at most
+    `timeout` seconds)."""
     import time
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(j.busy if hasattr(j, "busy") else j._thread.isRunning()
                                               for j in jobs):
         app.processEvents()
@@ -87,7 +91,7 @@ def wizard_pages(app) -> None:
             jobs = [page.start_preview()]
         elif name == "8-summary":
             jobs = [page._check_job, page.start_plan()]
-        settle(app, jobs)
+        settle(app, jobs, timeout=MEASURE_TIMEOUT if name == "3-replay" else 60)
         save(wizard, f"wizard-{name}.png")
         if i < len(names) - 1:
             wizard.next()
@@ -217,7 +221,7 @@ def replay_suggestion(app, folder: Path = HERE) -> None:
     while not isinstance(wizard.currentPage(), ReplayPage):
         wizard.next()
     page = wizard.currentPage()
-    settle(app, [page.suggestion.job] if page.suggestion.job else [])
+    settle(app, [page.suggestion.job] if page.suggestion.job else [], timeout=MEASURE_TIMEOUT)
     save(wizard, "wizard-3-replay-suggestion.png", folder)
 
 
