@@ -19,7 +19,8 @@ the tokenizer with LoRA (trainable token rows) are not interpolated (refused, wi
 Each α is evaluated on every evaluation set of the run (the held-out slices it saved and the
 evaluation files of its config; cpt_studio.core.data.saved_evaluation_sets), with domain gain
 and forgetting against the run's own step-0 baseline (cpt_studio.core.evaluation.set_changes),
-so the curve sits on the same axes as the run's checkpoints. Memory: the checkpoint's model
+so the curve sits on the same axes as the run's checkpoints; a run with knowledge probes
+(benchmarks.probes) has them scored at each α too (probe_fields). Memory: the checkpoint's model
 plus two copies of its weights (base and checkpoint) in host memory for a full checkpoint.
 """
 
