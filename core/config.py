@@ -179,7 +179,15 @@ class ScheduleConfig:
     they are tied) as a multiple of the peak rate, scaled by the schedule alike: below 1 (e.g.
     0.1) moves the vocabulary's rows, which every token passes through, less than the rest;
     1: the peak rate, as every other weight. A tokenizer extension's new rows are in these
-    matrices and follow it."""
+    matrices and follow it, unless new_token_lr_scale is set."""
+    new_token_lr_scale: float | None = None
+    """The learning rate of the rows an extended tokenizer adds (input embedding and output
+    layer) as a multiple of the peak rate, scaled by the schedule alike: above the embeddings'
+    (e.g. 10) lets rows that start as an average of their pieces find their own meaning fast
+    while the learned rows move little. Unset: they follow embedding_lr_scale. Only with a
+    tokenizer extension. With full fine-tuning the rows share the matrices with the rest of
+    the vocabulary: their step is scaled after each optimizer step, which for AdamW is exactly
+    a step at this rate (cpt_studio.core.recipe.scale_new_token_updates)."""
 
     def validate(self) -> list[str]:
         problems = []
@@ -204,6 +212,9 @@ class ScheduleConfig:
         if not 0 < self.embedding_lr_scale <= 10:
             problems.append(f"schedule: the embedding LR multiple {self.embedding_lr_scale} must be "
                             "above 0 and at most 10 (1 = the peak rate, 0.1 = a tenth of it)")
+        if self.new_token_lr_scale is not None and not 0 < self.new_token_lr_scale <= 100:
+            problems.append(f"schedule: the new-token LR multiple {self.new_token_lr_scale} must be "
+                            "above 0 and at most 100 (1 = the peak rate, 10 = ten times it), or unset")
         return problems
 
 
@@ -590,6 +601,10 @@ class RunConfig:
             problems.append("schedule: the embedding LR multiple acts on the embeddings, which LoRA "
                             "leaves frozen (only an extended tokenizer's new rows train): set it "
                             "to 1, or train all weights (method 'full')")
+        if self.schedule.new_token_lr_scale is not None and not self.tokenizer.extend:
+            problems.append("tokenizer: the new-token LR multiple (schedule.new_token_lr_scale) acts "
+                            "on the rows a tokenizer extension adds: turn the extension on, or unset "
+                            "the multiple")
         if self.guard.enabled and self.guard.remedy != "lr" and not self.corpus.general:
             problems.append(f"guard: remedy {self.guard.remedy!r} raises the replay ratio, which "
                             "needs a general source; add one or choose remedy 'lr'")

@@ -40,6 +40,7 @@ import numpy as np
 from .config import RunConfig
 from .corpus import SourceSpec
 from .heldout import SavedHeldout, documents
+from .progress import Progress, tick
 
 
 @dataclass(frozen=True)
@@ -160,9 +161,11 @@ def sample_texts(specs: list[SourceSpec], max_characters: int) -> list[str]:
 
 
 def sample_perplexity(model, tokenizer, texts: list[str], seq_len: int, separator: str = "",
-                      max_tokens: int = 20_000, batch_size: int = 8) -> float:
+                      max_tokens: int = 20_000, batch_size: int = 8,
+                      progress: Progress | None = None) -> float:
     """The model's perplexity on `texts`, packed as training packs them (BOS, document,
-    separator), measured as held-out text is (cpt_studio.core.evaluation)."""
+    separator), measured as held-out text is (cpt_studio.core.evaluation); `progress` hears
+    each batch."""
     from .document_tokens import document_tokens
     from .evaluation import heldout_perplexity, heldout_rows
 
@@ -172,33 +175,51 @@ def sample_perplexity(model, tokenizer, texts: list[str], seq_len: int, separato
                            for i, (text, ids) in enumerate(zip(texts, encoded, strict=True))])
     rows = heldout_rows(sample, np.arange(len(sample)), seq_len, tokens.separator_id, max_tokens,
                         bos_id=tokens.bos_id)
-    return heldout_perplexity(model, rows, batch_size).ppl
+    return heldout_perplexity(model, rows, batch_size, progress=progress).ppl
+
+
+MEASURE_STAGES = 4
+"""Progress steps of measure_distance: the samples, the model, each perplexity."""
 
 
 def measure_distance(config: RunConfig, *, max_characters: int = 100_000,
-                     max_tokens: int = 20_000) -> DomainDistance:
+                     max_tokens: int = 20_000, progress: Progress | None = None) -> DomainDistance:
     """Measure the domain's distance from the general corpus for config.model (loaded here, on
     the CPU unless a GPU is there) on the first documents of each. ValueError without a
-    general corpus."""
+    general corpus. `progress` hears each of MEASURE_STAGES stages as it begins and each batch
+    of the perplexities (a Cancelled it raises stops the measurement there)."""
     from .models import load_model_and_tokenizer
     from .tokenizer_ext import fertility
 
     if not config.corpus.general:
         raise ValueError("the domain's distance is measured against general text: add a general "
                          "(replay) source to the corpus")
+    tick(progress, 0, MEASURE_STAGES, "reading a sample of each corpus")
     domain = sample_texts(config.corpus.domain, max_characters)
     general = sample_texts(config.corpus.general, max_characters)
+    tick(progress, 1, MEASURE_STAGES, "loading the base model")
     model, tokenizer = load_model_and_tokenizer(config.model.name_or_path,
                                                 trust_remote_code=config.model.trust_remote_code,
                                                 allow_pickle=config.model.allow_pickle)
     _to_device(model)
     seq_len, separator = config.batch.seq_len, config.corpus.separator
+    domain_ppl = sample_perplexity(model, tokenizer, domain, seq_len, separator, max_tokens,
+                                   progress=_stage(progress, 2, "the base model's perplexity on the domain sample"))
+    general_ppl = sample_perplexity(model, tokenizer, general, seq_len, separator, max_tokens,
+                                    progress=_stage(progress, 3, "the base model's perplexity on the general sample"))
     return DomainDistance(
-        domain_ppl=sample_perplexity(model, tokenizer, domain, seq_len, separator, max_tokens),
-        general_ppl=sample_perplexity(model, tokenizer, general, seq_len, separator, max_tokens),
+        domain_ppl=domain_ppl, general_ppl=general_ppl,
         domain_fertility=fertility(tokenizer, domain), general_fertility=fertility(tokenizer, general),
         overlap=vocabulary_overlap(domain, general),
         domain_words=sum(len(t.split()) for t in domain), general_words=sum(len(t.split()) for t in general))
+
+
+def _stage(progress: Progress | None, stage: int, what: str) -> Progress | None:
+    """A perplexity's batches reported as stage `stage` of MEASURE_STAGES, counted in words."""
+    if progress is None:
+        return None
+    progress(stage, MEASURE_STAGES, what)
+    return lambda done, total, _: progress(stage, MEASURE_STAGES, f"{what}: {done} of {total} sequences")
 
 
 def _to_device(model) -> None:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .packing import IGNORE_INDEX, PackedSequences, span_lengths
+from .progress import Progress, tick
 from .tokenstore import TokenStore
 
 
@@ -124,8 +125,10 @@ def heldout_rows(store: TokenStore, heldout: np.ndarray, seq_len: int, eos_id: i
 
 @torch.no_grad()
 def heldout_perplexity(model, rows: torch.utils.data.Dataset, batch_size: int = 8,
-                       autocast_dtype: torch.dtype | None = None) -> Perplexity:
-    """Forward only, batched; the model is put back in training mode if it was in it."""
+                       autocast_dtype: torch.dtype | None = None,
+                       progress: Progress | None = None) -> Perplexity:
+    """Forward only, batched; the model is put back in training mode if it was in it.
+    `progress` hears the rows done after each batch (a Cancelled it raises stops there)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -135,6 +138,7 @@ def heldout_perplexity(model, rows: torch.utils.data.Dataset, batch_size: int = 
             batch = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
             nll, tokens = _batch_nll(model, batch, device, autocast_dtype)
             total_nll, total_tokens = total_nll + nll, total_tokens + tokens
+            tick(progress, start + len(batch), len(rows), "sequences measured")
     finally:
         model.train(was_training)
     return Perplexity(total_nll / max(total_tokens, 1), total_tokens)

@@ -131,6 +131,9 @@ class StepEvent(Event):
     embedding_lr: float | None = None
     """The embeddings' and output layer's learning rate at this step, when it has its own
     (schedule.embedding_lr_scale); `lr` is the peak-rate groups'."""
+    new_token_lr: float | None = None
+    """The learning rate of an extended tokenizer's new rows at this step, when they have their
+    own (schedule.new_token_lr_scale)."""
 
 
 @dataclass

@@ -19,7 +19,8 @@ the tokenizer with LoRA (trainable token rows) are not interpolated (refused, wi
 Each α is evaluated on every evaluation set of the run (the held-out slices it saved and the
 evaluation files of its config; cpt_studio.core.data.saved_evaluation_sets), with domain gain
 and forgetting against the run's own step-0 baseline (cpt_studio.core.evaluation.set_changes),
-so the curve sits on the same axes as the run's checkpoints. Memory: the checkpoint's model
+so the curve sits on the same axes as the run's checkpoints; a run with knowledge probes
+(benchmarks.probes) has them scored at each α too (probe_fields). Memory: the checkpoint's model
 plus two copies of its weights (base and checkpoint) in host memory for a full checkpoint.
 """
 
@@ -35,13 +36,14 @@ from typing import Any
 
 import torch
 
-from .config import RunConfig
+from .config import BenchmarkConfig, RunConfig
 from .data import saved_evaluation_sets
 from .evaluation import measure_sets, set_changes
 from .events import EvalEvent
 from .export import include_chat_template, write_export
 from .generate import is_adapter, load_for_generation
 from .model_card import model_card
+from .progress import Progress, tick
 from .recipe import resolve_hardware
 from .run_folder import (
     RunPaths,
@@ -187,18 +189,21 @@ def _adapter_scaler(model, folder: Path) -> Callable[[float], None]:
 # -- the curve ---------------------------------------------------------------------------
 
 def interpolation_curve(run_dir: Path | str, step: int, alphas: Sequence[float] = DEFAULT_ALPHAS, *,
-                        save: bool = True,
-                        progress: Callable[[InterpolationPoint], None] | None = None
-                        ) -> InterpolationCurve:
-    """Evaluate the model at each α (in the order given) on every evaluation set of the run;
-    saved in the run folder (RunPaths.interpolation) unless `save` is off."""
+                        save: bool = True, progress: Progress | None = None) -> InterpolationCurve:
+    """Evaluate the model at each α (in the order given) on every evaluation set of the run,
+    and on its knowledge probes when it has them (probe_fields); saved in the run folder
+    (RunPaths.interpolation) unless `save` is off. `progress` hears one step per α (a
+    Cancelled it raises stops the work before that α; nothing is saved)."""
     run_dir = Path(run_dir).resolve()
     config = RunConfig.load(RunPaths(run_dir).config)
+    tick(progress, 0, len(alphas), f"loading {checkpoint_dirname(step)} and the base model")
     interpolator = load_interpolator(run_dir, step)
     hardware = resolve_hardware(config)
     interpolator.model.to("cuda" if hardware.device == "cuda" else "cpu")
     eval_sets = saved_evaluation_sets(run_dir, config, interpolator.tokenizer)
     kinds = {name: s.kind for name, s in eval_sets.items()}
+
+    probe_tasks = run_probe_tasks(run_dir, config)
 
     def measure(alpha: float) -> dict:
         interpolator.set_alpha(alpha)
@@ -206,16 +211,46 @@ def interpolation_curve(run_dir: Path | str, step: int, alphas: Sequence[float] 
 
     baseline = run_baseline(run_dir, kinds) or _ppl_fields(measure(0.0))
     curve = InterpolationCurve(step, interpolator.method, baseline)
-    for alpha in alphas:
+    for done, alpha in enumerate(alphas):
+        tick(progress, done, len(alphas), f"α = {alpha:g}: evaluating ({done} of {len(alphas)} done)")
         fields = measure(alpha)
-        point = InterpolationPoint(float(alpha), {**fields, **set_changes(
-            fields, baseline, kinds, config.eval.guard_set)})
-        curve.points.append(point)
-        if progress:
-            progress(point)
+        fields.update(probe_fields(interpolator, run_dir, probe_tasks, config.benchmarks))
+        curve.points.append(InterpolationPoint(float(alpha), {**fields, **set_changes(
+            fields, baseline, kinds, config.eval.guard_set)}))
+    tick(progress, len(alphas), len(alphas), "saving the curve")
     if save:
         curve.save(run_dir)
     return curve
+
+
+def run_probe_tasks(run_dir: Path, config: RunConfig) -> list[str]:
+    """The run's knowledge-probe tasks (benchmarks.probes, written into its eval/tasks), or []."""
+    if not config.benchmarks.probes:
+        return []
+    from .evaljob import write_run_probes  # lm-eval's tasks: only a run with probes pays for it
+
+    return write_run_probes(run_dir, config.benchmarks.probes)
+
+
+def probe_fields(interpolator: Interpolator, run_dir: Path, tasks: list[str],
+                 settings: BenchmarkConfig) -> dict[str, float]:
+    """`{task}_acc` (a fraction) of each probe task on the model as it is now set (at most
+    settings.probe_limit probes per task, as the live probes score them); {} without tasks."""
+    if not tasks:
+        return {}
+    from .benchmarks import run_task, task_manager, wrap_model
+
+    lm = wrap_model(interpolator.model, interpolator.tokenizer, settings.batch_size, merge=False)
+    manager = task_manager([RunPaths(run_dir).eval_tasks], registry=False)
+    return {f"{score.task}_acc": score.value for name in tasks
+            for score in run_task(lm, name, manager, num_fewshot=settings.num_fewshot,
+                                  limit=settings.probe_limit)
+            if score.metric == "acc"}
+
+
+def probe_accuracies(point: InterpolationPoint) -> dict[str, float]:
+    """The probe tasks' accuracies at this α (probe_fields), by task."""
+    return {k.removesuffix("_acc"): v for k, v in point.fields.items() if k.endswith("_acc")}
 
 
 def run_baseline(run_dir: Path, kinds: dict[str, str]) -> dict[str, float] | None:
@@ -278,11 +313,26 @@ def _percent(value: float | None) -> str:
 
 
 def format_curve(curve: InterpolationCurve) -> str:
-    """The curve as a text table: α, each set's perplexity, domain gain, forgetting."""
+    """The curve as a text table: α, each set's perplexity, domain gain, forgetting (and each
+    probe task's accuracy when the run has probes)."""
     names = [k.removesuffix("_ppl") for k in curve.baseline]
-    header = ["alpha"] + [f"{name} ppl" for name in names] + ["domain gain", "forgetting"]
+    probes = list(probe_accuracies(curve.points[0])) if curve.points else []
+    header = (["alpha"] + [f"{name} ppl" for name in names] + ["domain gain", "forgetting"]
+              + [f"{task} acc" for task in probes])
     rows = [[f"{p.alpha:g}"] + [f"{p.fields[f'{n}_ppl']:.3f}" for n in names]
-            + [f"{p.domain_gain:+.2%}", _percent(p.forgetting)] for p in curve.points]
+            + [f"{p.domain_gain:+.2%}", _percent(p.forgetting)]
+            + [f"{probe_accuracies(p).get(task, float('nan')):.1%}" for task in probes] for p in curve.points]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in [header] + rows]
+    return "\n".join(lines)
+
+
+def point_summary(point: InterpolationPoint, step: int) -> str:
+    """One α's numbers in words, a line each: domain gain, forgetting, each set's perplexity,
+    each probe task's accuracy."""
+    lines = [f"α = {point.alpha:g} between the base model and {checkpoint_dirname(step)}",
+             f"domain gain {point.domain_gain:+.2%}, forgetting {_percent(point.forgetting)}"]
+    lines += [f"{key.removesuffix('_ppl')} perplexity {value:.3f}" for key, value in point.fields.items()
+              if key.endswith("_ppl") and not key.endswith("_word_ppl")]
+    lines += [f"{task} accuracy {value:.1%}" for task, value in probe_accuracies(point).items()]
     return "\n".join(lines)

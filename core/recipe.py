@@ -6,6 +6,7 @@ its plan (cpt_studio.core.plan) predicts, so that the two cannot disagree:
     name, kwargs, warmup = scheduler_settings(config, steps)   # the Trainer's learning-rate schedule
     model = apply_method(model, config)        # full fine-tuning as is, or LoRA adapters on top
     split_embedding_group(optimizer, model, peak, config.schedule.embedding_lr_scale)  # its own LR
+    split_new_token_rows(optimizer, model, peak, config.schedule.new_token_lr_scale, new_token_ids)
 
 and what the method trains, counted on a model built on the meta device (no weights):
 `lora_size`, `ewc_group_size`. Preflight checks use the same counts and `flash_attn_installed`.
@@ -115,6 +116,11 @@ def apply_method(model, config: RunConfig, new_token_ids: list[int] | tuple = ()
 
 EMBEDDING_GROUP = "embeddings"
 """The name of the optimizer group of the input embeddings and the output layer."""
+NEW_TOKEN_GROUP = "new_tokens"
+"""The name of the optimizer group of a LoRA run's new token rows (peft's trainable tokens)."""
+NEW_TOKEN_RATIO = "new_token_lr_ratio"
+"""Full fine-tuning: the key, in the optimizer group holding the embedding matrices, of the
+new token rows' rate over that group's rate (scale_new_token_updates)."""
 
 
 def embedding_parameters(model) -> list[torch.nn.Parameter]:
@@ -128,6 +134,26 @@ def embedding_parameters(model) -> list[torch.nn.Parameter]:
     return list(found.values())
 
 
+def lora_new_token_parameters(model) -> list[torch.nn.Parameter]:
+    """A LoRA run's trainable new token rows: peft's trainable-token deltas (n_new x hidden
+    each), parameters of their own apart from the frozen matrices."""
+    return [p for name, p in model.named_parameters() if "trainable_tokens" in name and p.requires_grad]
+
+
+def _split_group(optimizer, params: list[torch.nn.Parameter], lr: float, name: str) -> None:
+    """Move `params` out of the optimizer's groups into groups named `name` (one per weight
+    decay they had) at `lr`."""
+    moved = {id(p) for p in params}
+    for group in list(optimizer.param_groups):
+        inside = [p for p in group["params"] if id(p) in moved]
+        if inside and group.get("name") != name:
+            group["params"] = [p for p in group["params"] if id(p) not in moved]
+            optimizer.add_param_group({"params": inside, "lr": lr,
+                                       "weight_decay": group["weight_decay"], "name": name})
+            if not group["params"]:  # all moved (LoRA's new rows: from the embeddings' group)
+                optimizer.param_groups.remove(group)
+
+
 def split_embedding_group(optimizer, model, peak_lr: float, scale: float) -> None:
     """Move the embedding weights (embedding_parameters) out of the optimizer's groups into
     groups of their own named EMBEDDING_GROUP, with lr = peak_lr x scale and the weight decay
@@ -136,22 +162,98 @@ def split_embedding_group(optimizer, model, peak_lr: float, scale: float) -> Non
     its own rate, and the peak-rate groups stay first. Nothing changes when scale is 1."""
     if scale == 1:
         return
-    moved = {id(p) for p in embedding_parameters(model)}
-    for group in list(optimizer.param_groups):
-        inside = [p for p in group["params"] if id(p) in moved]
-        if inside and group.get("name") != EMBEDDING_GROUP:
-            group["params"] = [p for p in group["params"] if id(p) not in moved]
-            optimizer.add_param_group({"params": inside, "lr": peak_lr * scale,
-                                       "weight_decay": group["weight_decay"], "name": EMBEDDING_GROUP})
+    _split_group(optimizer, embedding_parameters(model), peak_lr * scale, EMBEDDING_GROUP)
+
+
+def split_new_token_rows(optimizer, model, peak_lr: float, scale: float | None,
+                         new_token_ids: list[int]) -> None:
+    """Give an extended tokenizer's new rows the rate peak_lr x `scale` (None: they follow
+    the embeddings' rate). Call it after split_embedding_group, with the same conditions.
+
+    With LoRA the rows are parameters of their own (lora_new_token_parameters): they go into
+    a group named NEW_TOKEN_GROUP. With full fine-tuning they are rows of the embedding and
+    output matrices, which cannot be split into two optimizer groups; their update is scaled
+    instead, after each step (scale_new_token_updates), by NEW_TOKEN_RATIO, kept in the
+    group that holds the matrices so that the schedule, a resume and the logged rates all see
+    one number. ValueError when the matrices are not in the optimizer as whole tensors (a
+    sharded FSDP or DeepSpeed optimizer): the scaling would silently do nothing there."""
+    if scale is None or not new_token_ids:
+        return
+    lora_rows = lora_new_token_parameters(model)
+    if lora_rows:
+        _split_group(optimizer, lora_rows, peak_lr * scale, NEW_TOKEN_GROUP)
+        return
+    matrices = {id(p) for p in embedding_parameters(model)}
+    groups = [g for g in optimizer.param_groups if any(id(p) in matrices for p in g["params"])]
+    if sum(id(p) in matrices for g in groups for p in g["params"]) != len(matrices):
+        raise ValueError("schedule: the new-token LR multiple scales rows of the embedding matrices, "
+                         "which this optimizer holds sharded (FSDP or DeepSpeed); unset it, or "
+                         "train on one device or with DDP")
+    for group in groups:
+        group[NEW_TOKEN_RATIO] = peak_lr * scale / group["lr"]
+    scale_new_token_updates(optimizer, model, new_token_ids)
+
+
+def scale_new_token_updates(optimizer, model, new_token_ids: list[int]) -> None:
+    """After each optimizer step, scale the step's change of the new token rows of the
+    embedding matrices by their group's NEW_TOKEN_RATIO: rows = before + ratio x (after -
+    before). AdamW's step is linear in its learning rate, decoupled weight decay included
+    (θ - lr·wd·θ - lr·m/(√v + ε)), and its moments do not depend on it, so this is exactly
+    the step those rows would take at lr x ratio. (Scaling their gradients would not do it:
+    Adam divides each gradient by its own running scale.) Costs a copy of the new rows."""
+    matrices = {id(p): p for p in embedding_parameters(model)}
+    before: dict[int, torch.Tensor] = {}
+
+    def keep(opt, *_):
+        rows = torch.as_tensor(new_token_ids)
+        for group in opt.param_groups:
+            if group.get(NEW_TOKEN_RATIO, 1) != 1:
+                for p in group["params"]:
+                    if id(p) in matrices:
+                        before[id(p)] = p.detach()[rows.to(p.device)].clone()
+
+    @torch.no_grad()
+    def scale(opt, *_):
+        rows = torch.as_tensor(new_token_ids)
+        for group in opt.param_groups:
+            for p in group["params"]:
+                old = before.pop(id(p), None)
+                if old is not None:
+                    index = rows.to(p.device)
+                    p[index] = old + group[NEW_TOKEN_RATIO] * (p[index] - old)
+
+    optimizer.register_step_pre_hook(keep)
+    optimizer.register_step_post_hook(scale)
+
+
+def group_rates(optimizer) -> dict[str, float]:
+    """The learning rates the optimizer uses now, as step events log them: `embedding_lr`
+    (EMBEDDING_GROUP's) and `new_token_lr` (NEW_TOKEN_GROUP's, or the rate the embedding
+    matrices' group gives the new rows with NEW_TOKEN_RATIO), each only when it has its own."""
+    rates = {}
+    for group in getattr(optimizer, "param_groups", ()):
+        if group.get("name") == EMBEDDING_GROUP:
+            rates["embedding_lr"] = group["lr"]
+        if group.get("name") == NEW_TOKEN_GROUP:
+            rates["new_token_lr"] = group["lr"]
+        elif group.get(NEW_TOKEN_RATIO) is not None:
+            rates["new_token_lr"] = group["lr"] * group[NEW_TOKEN_RATIO]
+    return rates
 
 
 def learning_rates_text(config: RunConfig) -> str:
     """The peak rate of each group in words ('' when every weight has the peak rate)."""
     schedule = config.schedule
-    if schedule.embedding_lr_scale == 1:
+    new_rows = schedule.new_token_lr_scale if config.tokenizer.extend else None
+    parts = []
+    if schedule.embedding_lr_scale != 1:
+        parts.append(f"embeddings and output layer x{schedule.embedding_lr_scale:g} "
+                     f"({schedule.peak_lr * schedule.embedding_lr_scale:g})")
+    if new_rows is not None:
+        parts.append(f"new token rows x{new_rows:g} ({schedule.peak_lr * new_rows:g})")
+    if not parts:
         return ""
-    return (f"peak {schedule.peak_lr:g}; embeddings and output layer x{schedule.embedding_lr_scale:g} "
-            f"({schedule.peak_lr * schedule.embedding_lr_scale:g}), scheduled alike")
+    return f"peak {schedule.peak_lr:g}; {'; '.join(parts)}, scheduled alike"
 
 
 # -- what the method trains (on a model built on the meta device) ---------------------------

@@ -47,13 +47,14 @@ from .mixing import MixingSampler, ReplayMixer
 from .models import load_model_and_tokenizer
 from .preflight import require
 from .recipe import (
-    EMBEDDING_GROUP,
     Hardware,
     apply_method,
+    group_rates,
     optimizer_steps,
     resolve_hardware,
     scheduler_settings,
     split_embedding_group,
+    split_new_token_rows,
 )
 from .recommend import checkpoint_scores, recommended
 from .run_folder import (
@@ -105,18 +106,23 @@ class CPTTrainer(Trainer):
     guard's learning-rate remedy applied to a restored schedule."""
 
     def __init__(self, *args, mixer: ReplayMixer, run: RunPaths, monitor: RunMonitor,
-                 keep: int, ewc: EwcPenalty | None = None, embedding_lr_scale: float = 1.0, **kwargs):
+                 keep: int, ewc: EwcPenalty | None = None, embedding_lr_scale: float = 1.0,
+                 new_token_lr_scale: float | None = None, new_token_ids: list[int] = (), **kwargs):
         super().__init__(*args, **kwargs)
         self.mixer, self.run, self.monitor, self.keep, self.ewc = mixer, run, monitor, keep, ewc
-        self.embedding_lr_scale = embedding_lr_scale
+        self.embedding_lr_scale, self.new_token_lr_scale = embedding_lr_scale, new_token_lr_scale
+        self.new_token_ids = list(new_token_ids)
         monitor.trainer = self
 
     def create_optimizer(self, model=None):
         """The Trainer's AdamW, with the embeddings in a group of their own learning rate
-        (schedule.embedding_lr_scale x the peak; cpt_studio.core.recipe)."""
+        (schedule.embedding_lr_scale x the peak) and an extended tokenizer's new rows at
+        theirs (schedule.new_token_lr_scale; cpt_studio.core.recipe)."""
         optimizer = super().create_optimizer(model)
-        split_embedding_group(optimizer, self.model if model is None else model,
-                              self.args.learning_rate, self.embedding_lr_scale)
+        model = self.model if model is None else model
+        split_embedding_group(optimizer, model, self.args.learning_rate, self.embedding_lr_scale)
+        split_new_token_rows(optimizer, model, self.args.learning_rate, self.new_token_lr_scale,
+                             self.new_token_ids)
         return optimizer
 
     def _get_train_sampler(self, train_dataset=None):
@@ -252,7 +258,7 @@ class RunMonitor(TrainerCallback):
         self.guard_state = guard_state or GuardState()
         self.ewc, self.resuming = ewc, resuming
         self.losses: dict[int, float] = {}
-        self._embedding_lr: float | None = None
+        self._group_rates: dict[str, float] = {}
         self.decision: Decision | None = None
         self.trainer: CPTTrainer | None = None  # set by CPTTrainer
 
@@ -368,9 +374,9 @@ class RunMonitor(TrainerCallback):
         return control
 
     def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
-        """The rate of the embeddings' own group at the step just taken (None without one)."""
-        self._embedding_lr = next((g["lr"] for g in getattr(optimizer, "param_groups", ())
-                                   if g.get("name") == EMBEDDING_GROUP), None)
+        """The rates of the groups with their own (embeddings, new token rows) at the step
+        just taken."""
+        self._group_rates = group_rates(optimizer)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "loss" not in logs:
@@ -379,8 +385,7 @@ class RunMonitor(TrainerCallback):
         if state.is_world_process_zero:
             general = self.mixer.general_in(step - 1) if step else 0
             extra = {"ewc_penalty": float(self.ewc.last_penalty)} if self.ewc else {}
-            if self._embedding_lr is not None:
-                extra["embedding_lr"] = self._embedding_lr
+            extra.update(self._group_rates)
             self.events.emit("step", step, loss=logs["loss"], lr=logs.get("learning_rate"),
                              grad_norm=logs.get("grad_norm"), tokens=step * self.tokens_per_step,
                              tokens_per_second=self.tokens_per_step / max(self._train_seconds, 1e-9),
@@ -451,7 +456,8 @@ def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = 
     if resume and checkpoint is None:
         events.emit("status", None, state="running", phase="training", message="no checkpoint yet: starting over")
     trainer, decision = _train_with_guard(config, hardware, paths, events, model, tokenizer, data,
-                                          ewc, checkpoint, _live_probe_tasks(config, paths))
+                                          ewc, checkpoint, _live_probe_tasks(config, paths),
+                                          new_token_ids)
     guard_stop = decision is not None and decision.action == "stop"
     if guard_stop:
         final, message = "stopped", f"guard: {decision.message}"
@@ -482,15 +488,15 @@ def record_separator(config: RunConfig, paths: RunPaths, tokens) -> None:
 
 def _train_with_guard(config: RunConfig, hardware: Hardware, paths: RunPaths, events: EventWriter,
                       model, tokenizer, data: RunData, ewc: EwcState | None,
-                      checkpoint: Path | None, probe_tasks: list[str] = ()
-                      ) -> tuple[CPTTrainer, Decision | None]:
+                      checkpoint: Path | None, probe_tasks: list[str] = (),
+                      new_token_ids: list[int] = ()) -> tuple[CPTTrainer, Decision | None]:
     """Train; after each guard rollback, resume from its target with the remedy in effect.
     Returns the last attempt's Trainer and the guard's last decision (None if it never acted)."""
     guard_state = GuardState.load(paths.root) if checkpoint else GuardState()
     while True:
         trainer = build_trainer(config, hardware, paths, events, model, tokenizer, data, ewc=ewc,
                                 guard_state=guard_state, resuming=checkpoint is not None,
-                                probe_tasks=probe_tasks)
+                                probe_tasks=probe_tasks, new_token_ids=new_token_ids)
         try:
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
             decision = trainer.monitor.decision
@@ -551,7 +557,7 @@ def _prepare_ewc(config: RunConfig, hardware: Hardware, model, data: RunData,
 def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events: EventWriter,
                   model, tokenizer, data: RunData, *, ewc: EwcState | None = None,
                   guard_state: GuardState | None = None, resuming: bool = False,
-                  probe_tasks: list[str] = ()) -> CPTTrainer:
+                  probe_tasks: list[str] = (), new_token_ids: list[int] = ()) -> CPTTrainer:
     guard_state = guard_state or GuardState()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     total_steps = optimizer_steps(config, len(data.domain.train), data.general is not None, world_size)
@@ -569,4 +575,5 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
                       train_dataset=data.dataset, data_collator=default_data_collator,
                       processing_class=tokenizer, callbacks=[monitor], mixer=mixer, run=paths,
                       monitor=monitor, keep=config.checkpoints.keep, ewc=penalty,
-                      embedding_lr_scale=config.schedule.embedding_lr_scale)
+                      embedding_lr_scale=config.schedule.embedding_lr_scale,
+                      new_token_lr_scale=config.schedule.new_token_lr_scale, new_token_ids=new_token_ids)

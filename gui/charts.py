@@ -109,7 +109,7 @@ def short_log_ticks(low: float, high: float, size: float, spacing) -> list[tuple
 PROBE_COLOURS = ("#17becf", "#e377c2", "#bcbd22", "#7f7f7f", "#ff7f0e")
 COLOURS = {"domain": "#1f77b4", "general": "#d62728", "loss": "#b0b0b0", "ema": "#222222",
            "lr": "#2ca02c", "grad_norm": "#e377c2", "forgetting": "#9467bd", "speed": "#8c564b",
-           "guard": "#e41a1c", "resume": "#ff9f1c"}
+           "guard": "#e41a1c", "resume": "#ff9f1c", "embedding_lr": "#1f77b4", "new_token_lr": "#ff7f0e"}
 CURVES = {"loss": ("loss", "raw"), "ema": ("ema", f"smoothed (EMA β={LOSS_SMOOTHING}, bias-corrected)"),
           "lr": ("lr", ""), "grad_norm": ("grad_norm", ""), "domain": ("domain", "domain"),
           "general": ("general", "general"), "domain_base": ("domain", "domain baseline"),
@@ -118,6 +118,9 @@ CURVES = {"loss": ("loss", "raw"), "ema": ("ema", f"smoothed (EMA β={LOSS_SMOOT
 """Each curve's colour (a COLOURS key) and its name in its chart's title."""
 SFT_DOMAIN = "instruction (held-out responses)"
 """What an SFT run's "domain" curves measure: the loss on its held-out examples' responses."""
+LR_GROUPS = {"embedding_lr": "embeddings and output layer", "new_token_lr": "new token rows"}
+"""The learning-rate chart's curves of the groups with a rate of their own (step events'
+fields), drawn and named only when the run logs them; `lr` is then the other weights'."""
 
 
 def _curve(plot: pg.PlotItem, colour: str, width: float = 1.5, dashed: bool = False):
@@ -185,6 +188,8 @@ class RunCharts(pg.GraphicsLayoutWidget):
         self.track.checkpoint_clicked.connect(self.checkpoint_clicked)
         self._plot("loss", "training loss", ["loss", "ema"])
         self._plot("lr", "learning rate", ["lr"])
+        for name in LR_GROUPS:
+            self.curves[name] = _curve(self.plots["lr"], COLOURS[name], width=1.8)
         self._plot("grad_norm", "gradient norm (before clipping)", ["grad_norm"])
         self._plot("ppl", "held-out perplexity (log)", ["domain", "general", "domain_base", "general_base"])
         self.plots["ppl"].setLogMode(y=True)
@@ -289,7 +294,7 @@ class RunCharts(pg.GraphicsLayoutWidget):
         return [("loss", (steps, self.x_key), self._draw_loss),
                 ("ppl", (evals, self.x_key), self._draw_perplexity),
                 ("forgetting", (evals, self.x_key), self._draw_forgetting),
-                ("lr", (steps, self.x_key), lambda: self._set("lr", self._x(), column["lr"].values)),
+                ("lr", (steps, self.x_key), self._draw_learning_rates),
                 ("grad_norm", (steps, self.x_key),
                  lambda: self._set("grad_norm", self._x(), column["grad_norm"].values)),
                 ("speed", (steps, self.x_key),
@@ -297,6 +302,20 @@ class RunCharts(pg.GraphicsLayoutWidget):
 
     def _x(self) -> np.ndarray:
         return self.series.steps[self.x_key].values
+
+    def _draw_learning_rates(self) -> None:
+        """The peak-rate groups' rate, and each group with a rate of its own (LR_GROUPS), named
+        in the title."""
+        column, x = self.series.steps, self._x()
+        self._set("lr", x, column["lr"].values)
+        groups = [name for name in LR_GROUPS if np.isfinite(column[name].values).any()]
+        for name in LR_GROUPS:
+            self._set(name, x if name in groups else [], column[name].values if name in groups else [])
+        names = [(COLOURS["lr"], "other weights")] + [(COLOURS[n], LR_GROUPS[n]) for n in groups]
+        title = _title("learning rate", names if groups else [])
+        if title != getattr(self, "_lr_title", None):
+            self._lr_title = title
+            self.plots["lr"].setTitle(title)
 
     def _draw_loss(self) -> None:
         loss = self.series.steps["loss"].values
@@ -514,6 +533,8 @@ class RunCharts(pg.GraphicsLayoutWidget):
         if i < len(self._ema):
             parts.append(f"smoothed {self._ema[i]:.4f}")
         parts.append(f"lr {steps['lr'].values[i]:.3g}")
+        parts += [f"{LR_GROUPS[name]} lr {steps[name].values[i]:.3g}" for name in LR_GROUPS
+                  if np.isfinite(steps[name].values[i])]
         if np.isfinite(steps["grad_norm"].values[i]):
             parts.append(f"grad norm {steps['grad_norm'].values[i]:.3g}")
         parts.append(f"{steps['tokens_per_second'].values[i]:,.0f} tokens/s")

@@ -40,17 +40,9 @@ def export_with_dialog(parent: QWidget, run_dir: Path, step: int) -> Job | None:
     then the export options (ExportOptionsDialog: the mode, the card's datasets and tags); then
     export off the GUI thread. When the job ends, a message says where the export is (with Open
     folder), or why it failed."""
-    config = read_json(RunPaths(Path(run_dir)).config)
-    suggested = Path(QSettings("cpt-studio", "cpt-studio").value("export_folder", str(Path.home()))) / default_export_name(config, step)
-    chosen, _ = QFileDialog.getSaveFileName(
-        parent, f"Export step {step} into a new or empty folder", str(suggested),
-        options=QFileDialog.Option.ShowDirsOnly | QFileDialog.Option.DontConfirmOverwrite)
-    if not chosen:
-        return None
-    dest = _checked_destination(parent, Path(chosen), export_size(run_dir, step), default_export_name(config, step))
+    dest = ask_export_folder(parent, f"Export step {step} into a new or empty folder", run_dir, step)
     if dest is None:
         return None
-    QSettings("cpt-studio", "cpt-studio").setValue("export_folder", str(dest.parent))
     options = ExportOptionsDialog(Path(run_dir), step, parent)
     if options.exec() != QDialog.DialogCode.Accepted:
         return None
@@ -59,6 +51,23 @@ def export_with_dialog(parent: QWidget, run_dir: Path, step: int) -> Job | None:
     job.finished.connect(lambda folder: show_export_done(parent, step, folder))
     job.failed.connect(lambda message: QMessageBox.warning(parent, "Export", f"The export failed:\n{message}"))
     return job.start()
+
+
+def ask_export_folder(parent: QWidget, title: str, run_dir: Path, step: int, suffix: str = "") -> Path | None:
+    """Ask for a new or empty folder for an export of the checkpoint at `step` (the name
+    suggested: the run's and the step's, then `suffix`) and check it as an export is checked;
+    the folder, or None when the user cancelled or was told why it cannot be used."""
+    name = default_export_name(read_json(RunPaths(Path(run_dir)).config), step) + suffix
+    suggested = Path(QSettings("cpt-studio", "cpt-studio").value("export_folder", str(Path.home()))) / name
+    chosen, _ = QFileDialog.getSaveFileName(
+        parent, title, str(suggested),
+        options=QFileDialog.Option.ShowDirsOnly | QFileDialog.Option.DontConfirmOverwrite)
+    if not chosen:
+        return None
+    dest = _checked_destination(parent, Path(chosen), export_size(run_dir, step), name)
+    if dest is not None:
+        QSettings("cpt-studio", "cpt-studio").setValue("export_folder", str(dest.parent))
+    return dest
 
 
 def _checked_destination(parent: QWidget, dest: Path, needed: int, name: str) -> Path | None:

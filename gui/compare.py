@@ -1,7 +1,8 @@
 """Compare checkpoints and runs: the checkpoints table (benchmark and probe scores included)
 above the domain gain / forgetting scatter (selecting either selects the other) and the
 per-task scores of the base model against each checkpoint; Export and Evaluate… for the
-selected checkpoint; why each run's checkpoint is recommended; the runs' curves overlaid
+selected checkpoint; Interpolate… between the base model and it, the curve drawn on the
+scatter (gui/interpolation_panel.py); why each run's checkpoint is recommended; the runs' curves overlaid
 against tokens seen, and their settings side by side. Everything comes from the store.
 
     window = CompareWindow(db, [run_id, ...])   # one run, or several
@@ -32,6 +33,7 @@ from .compare_scatter import GainForgettingScatter
 from .compare_scores import TaskScoresChart
 from .compare_table import CheckpointTable
 from .config_table import ConfigTable
+from .interpolation_panel import InterpolationPanel
 from .overlay import RunOverlay
 from .theme import styled
 
@@ -89,8 +91,14 @@ class CompareWindow(QWidget):
                             objectName="comparison_notes", visible=bool(notes),
                             textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
         styled(self.notes, "color:{warning};")
+        self.interpolation = InterpolationPanel(self.scatter, self.rows)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.scatter, stretch=1)
+        left_layout.addWidget(self.interpolation)
         charts = QSplitter(Qt.Orientation.Horizontal)
-        charts.addWidget(self.scatter)
+        charts.addWidget(left)
         charts.addWidget(self.scores)
         charts.setSizes([450, 550])
         top = QWidget()
@@ -153,10 +161,13 @@ class CompareWindow(QWidget):
 
     def _on_table_checkpoint_changed(self, index: int) -> None:
         self.scatter.select_checkpoint(index)
+        self._on_checkpoint_changed(index)
+
+    def _on_checkpoint_changed(self, index: int) -> None:
         row = self.rows[index]
         self.actions.set_checkpoint(Path(row["run_id"]), row["step"])
+        self.interpolation.set_checkpoint(Path(row["run_id"]), row["step"])
 
     def _on_scatter_checkpoint_changed(self, index: int) -> None:
         self.table.select_checkpoint(index)
-        row = self.rows[index]
-        self.actions.set_checkpoint(Path(row["run_id"]), row["step"])
+        self._on_checkpoint_changed(index)

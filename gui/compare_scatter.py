@@ -1,6 +1,13 @@
 """Domain gain against forgetting, one point per checkpoint, coloured by run: each run's
 Pareto front as a dashed line, its recommended checkpoint bigger and outlined. Clicking a
-point selects that checkpoint (and its table row)."""
+point selects that checkpoint (and its table row).
+
+Other trade-off curves go on the same axes with `add_curve` (a dotted line through labelled
+points, each with its numbers on hover; clicking one emits `curve_point_selected`):
+
+    scatter.add_curve(("run", 200), [(0, 0), (1.5, 0.4), (3.1, 2.0)], ["α=0", "α=0.5", "α=1"],
+                      tips=[...], colour=run_colour(0))
+"""
 
 from __future__ import annotations
 
@@ -37,6 +44,8 @@ def _known(row: dict[str, Any]) -> bool:
 class GainForgettingScatter(pg.PlotWidget):
     checkpoint_selected = Signal(int)
     """The index (into `rows`) of the clicked checkpoint."""
+    curve_point_selected = Signal(object, int)
+    """(the curve's key, the index of its clicked point), for a curve drawn by add_curve."""
 
     def __init__(self, rows: list[dict[str, Any]], parent=None):
         super().__init__(parent, background="w",
@@ -54,6 +63,13 @@ class GainForgettingScatter(pg.PlotWidget):
         self.legend = plot.addLegend(offset=(10, 10), labelTextColor="#333333")  # the worst corner
         self.points: dict[str, pg.ScatterPlotItem] = {}
         self.fronts: dict[str, pg.PlotDataItem] = {}
+        self.curves: dict[Any, list] = {}
+        """add_curve's items by the curve's key: the line, its points, their labels."""
+        self.curve_marker = pg.ScatterPlotItem(size=16, pen=pg.mkPen("#000000", width=2), brush=None,
+                                               symbol="d")
+        self.curve_marker.setZValue(20)
+        self._curve_in_legend = False
+        self.addItem(self.curve_marker)
         self._draw()
         self.selected = pg.ScatterPlotItem(size=22, pen=pg.mkPen("#000000", width=2),
                                            brush=None, symbol="s")
@@ -101,3 +117,49 @@ class GainForgettingScatter(pg.PlotWidget):
             index = int(points[0].data())
             self.select_checkpoint(index)
             self.checkpoint_selected.emit(index)
+
+    def add_curve(self, key, positions: list[tuple[float, float]], labels: list[str],
+                  tips: list[str], colour: str) -> pg.ScatterPlotItem:
+        """Draw a curve through `positions` ((domain gain %, forgetting %), in order) as a
+        dotted line with a small diamond at each point, labelled with `labels` ('' for none),
+        `tips` shown on hover; a curve drawn before under the same `key` is replaced."""
+        self.remove_curve(key)
+        xs, ys = [x for x, _ in positions], [y for _, y in positions]
+        line = self.plot(xs, ys, pen=pg.mkPen(colour, width=1.5, style=Qt.PenStyle.DotLine))
+        dots = pg.ScatterPlotItem(
+            spots=[{"pos": pos, "data": i} for i, pos in enumerate(positions)], symbol="d", size=9,
+            brush=pg.mkBrush("#ffffff"), pen=pg.mkPen(colour, width=1.5), hoverable=True,
+            hoverSize=13, tip=lambda x, y, data: tips[data])
+        dots.sigClicked.connect(lambda _item, points, _event=None: self._on_curve_clicked(key, points))
+        dots.setZValue(10)
+        self.addItem(dots)
+        texts = []
+        for (x, y), label in zip(positions, labels, strict=True):
+            if label:  # on a light box: curves and fronts cross the labels
+                text = pg.TextItem(label, color=colour, anchor=(-0.15, 1.05),
+                                   fill=pg.mkBrush(255, 255, 255, 210))
+                text.setZValue(15)
+                text.setPos(x, y)
+                self.addItem(text)
+                texts.append(text)
+        self.curves[key] = [line, dots, *texts]
+        if not self._curve_in_legend:
+            self._curve_in_legend = True
+            self.legend.addItem(pg.PlotDataItem(pen=pg.mkPen("#666666", style=Qt.PenStyle.DotLine),
+                                                symbol="d", symbolBrush="#ffffff", symbolPen="#666666",
+                                                symbolSize=8), "interpolation (α: base → checkpoint)")
+        return dots
+
+    def remove_curve(self, key) -> None:
+        for item in self.curves.pop(key, []):
+            self.removeItem(item)
+
+    def mark_curve_point(self, position: tuple[float, float] | None) -> None:
+        """Ring one curve point (the chosen α), or none."""
+        self.curve_marker.setData(pos=[position] if position else [])
+
+    def _on_curve_clicked(self, key, points) -> None:
+        if len(points):
+            index = int(points[0].data())
+            self.mark_curve_point(tuple(points[0].pos()))
+            self.curve_point_selected.emit(key, index)

@@ -6,12 +6,14 @@ import pytest
 from cpt_studio.core.cli import main
 from cpt_studio.core.domain_distance import (
     DISTANCE_BANDS,
+    MEASURE_STAGES,
     DomainDistance,
     band_of,
     measure_distance,
     suggest_replay,
     vocabulary_overlap,
 )
+from cpt_studio.core.progress import Cancelled
 from cpt_studio.core.testing.corpus_files import write_distant_corpus
 from cpt_studio.core.testing.run_helpers import tiny_run_config
 
@@ -74,3 +76,21 @@ def test_without_a_general_corpus_it_says_what_to_add(tmp_path, tiny_model_dir):
     config.corpus.general, config.corpus.replay_ratio = [], 0.0
     with pytest.raises(ValueError, match="add a general"):
         measure_distance(config)
+
+
+def test_a_cancel_stops_the_measurement_within_a_perplexity(tmp_path, tiny_model_dir):
+    """The wizard's measurement reports each stage and each batch; a Cancelled raised by the
+    first batch stops it there, before the general sample is read."""
+    heard = []
+
+    def progress(done, total, what):
+        heard.append((done, total, what))
+        if what.endswith("sequences"):
+            raise Cancelled("stopped by the user")
+
+    with pytest.raises(Cancelled):
+        measure_distance(tiny_run_config(tiny_model_dir, tmp_path / "data"), progress=progress)
+    assert [what for _, _, what in heard[:3]] == ["reading a sample of each corpus", "loading the base model",
+                                                 "the base model's perplexity on the domain sample"]
+    assert heard[-1][:2] == (2, MEASURE_STAGES) and " of " in heard[-1][2]
+    assert not any("general sample" in what for _, _, what in heard)

@@ -248,3 +248,28 @@ def test_a_stopped_run_says_stopped_with_no_eta(qtbot, tmp_path):
     assert stopped.progress_text.text().startswith("stopped at step 40 / 80") and "ETA" not in stopped.progress_text.text()
     assert stopped.phase.text() == "stopped"
     qtbot.waitUntil(stopped.resume_button.isEnabled, timeout=5_000)
+
+
+def test_the_lr_chart_draws_and_names_each_group_with_its_own_rate(qtbot, tmp_path):
+    from cpt_studio.core.events import EventWriter
+
+    run_dir = write_monitor_run(tmp_path / "run", steps=0, end="running")
+    out = EventWriter(RunPaths(run_dir).events)
+    for step in range(1, 21):
+        lr = 2e-5 * min(1.0, step / 5)
+        out.emit("step", step, tokens=step * 4096, loss=2.5, lr=lr, grad_norm=0.5,
+                 tokens_per_second=5000.0, embedding_lr=0.1 * lr, new_token_lr=5 * lr)
+    out.close()
+    window = open_monitor(qtbot, run_dir)
+    curves, lr = window.charts.curves, window.series.steps["lr"].values
+    assert np.allclose(curves["lr"].yData, lr)
+    assert np.allclose(curves["embedding_lr"].yData, 0.1 * lr)
+    assert np.allclose(curves["new_token_lr"].yData, 5 * lr)
+    title = window.charts.plots["lr"].titleLabel.text
+    assert "other weights" in title and "embeddings and output layer" in title and "new token rows" in title
+    assert "new token rows lr 0.0001" in window.charts.move_crosshair(10)
+
+    plain = open_monitor(qtbot, write_monitor_run(tmp_path / "plain", steps=20))  # no groups: no names
+    x, _ = plain.charts.curves["embedding_lr"].getData()
+    assert x is None or len(x) == 0
+    assert "other weights" not in plain.charts.plots["lr"].titleLabel.text

@@ -17,9 +17,13 @@ from cpt_studio.core.config import (
 )
 from cpt_studio.core.interpolate import (
     InterpolationCurve,
+    InterpolationPoint,
     export_interpolated,
+    format_curve,
     interpolation_curve,
     load_interpolator,
+    point_summary,
+    probe_accuracies,
 )
 from cpt_studio.core.run_folder import RunPaths
 from cpt_studio.core.runs import create_run
@@ -122,3 +126,18 @@ def test_lora_interpolation_equals_the_merged_weights(tmp_path, tiny_model_dir):
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert torch.equal(dict(ends[0].named_parameters())["model.layers.1.mlp.down_proj.weight"],
                        dict(base.named_parameters())["model.layers.1.mlp.down_proj.weight"])
+
+
+def test_probe_accuracies_per_alpha_are_in_the_table_and_the_summary():
+    """A run with probes scores them at each α (probe_fields: `{task}_acc`): the table has a
+    column per probe task, a point's summary a line."""
+    fields = {"domain_ppl": 9.0, "general_ppl": 11.0, "domain_gain": 0.1, "forgetting": 0.1,
+              "probes_cloze_acc": 0.5}
+    curve = InterpolationCurve(20, "full", {"domain_ppl": 10.0, "general_ppl": 10.0},
+                               [InterpolationPoint(0.5, fields)])
+    header, row = format_curve(curve).splitlines()
+    assert header.split()[-2:] == ["probes_cloze", "acc"] and row.split()[-1] == "50.0%"
+    assert probe_accuracies(curve.points[0]) == {"probes_cloze": 0.5}
+    assert point_summary(curve.points[0], 20).splitlines() == [
+        "α = 0.5 between the base model and checkpoint-20", "domain gain +10.00%, forgetting +10.00%",
+        "domain perplexity 9.000", "general perplexity 11.000", "probes_cloze accuracy 50.0%"]

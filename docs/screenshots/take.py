@@ -20,6 +20,10 @@
                           # main-window-monitor.png, preferences.png, help-tour.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py sweep [FOLDER]  # sweep.png,
                           # sweep-dialog.png (a real 2 x 2 sweep of the tiny model, ~20 s)
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py interpolation [FOLDER]
+                          # compare-interpolation.png: a curve on the gain-vs-forgetting scatter
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py replay [FOLDER]
+                          # wizard-3-replay-suggestion.png: the distance measured on the demo
 
 Each takes the light theme's screenshots, NAME.png; with `--theme dark` first, the dark
 theme's, NAME-dark.png (the charts too):
@@ -44,6 +48,9 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 
 THEME = {"name": "light"}
 """The theme the screenshots are taken in (--theme)."""
+MEASURE_TIMEOUT = 600
+"""Seconds to wait for the replay page's measurement (the demo model reads two samples; minutes
+on a busy CPU)."""
 
 
 def save(widget, name: str, folder: Path | None = None) -> None:
@@ -55,11 +62,12 @@ def save(widget, name: str, folder: Path | None = None) -> None:
     widget.grab().save(str(path))
 
 
-def settle(app, jobs=()) -> None:
-    """Process events until `jobs` (Jobs, or BackgroundRefresh loads) have reported."""
+def settle(app, jobs=(), timeout: float = 60) -> None:
+    """Process events until `jobs` (Jobs, or BackgroundRefresh loads) have reported (at most
+    `timeout` seconds)."""
     import time
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(j.busy if hasattr(j, "busy") else j._thread.isRunning()
                                               for j in jobs):
         app.processEvents()
@@ -83,11 +91,13 @@ def wizard_pages(app) -> None:
             jobs = [page._describe, page._scan]
         elif name == "2-corpus":
             jobs = [page.start_check()]
+        elif name == "3-replay" and page.suggestion.job is not None:
+            jobs = [page.suggestion.job]  # the distance measured with the demo model
         elif name == "5-tokenizer" and page.preview_button.isEnabled():
             jobs = [page.start_preview()]
         elif name == "8-summary":
             jobs = [page._check_job, page.start_plan()]
-        settle(app, jobs)
+        settle(app, jobs, timeout=MEASURE_TIMEOUT if name == "3-replay" else 60)
         save(wizard, f"wizard-{name}.png")
         if i < len(names) - 1:
             wizard.next()
@@ -160,6 +170,65 @@ def compare_example(app) -> None:
     db = open_store(":memory:")
     with tempfile.TemporaryDirectory() as root:
         compare(app, db, three_runs(db, Path(root)))
+
+
+def write_interpolation_curve(run_dir: Path, step: int, gain: float, forgetting: float) -> None:
+    """A hand-written curve between the base model and the checkpoint at `step` (whose domain
+    gain and forgetting are given): gain rising faster than forgetting, as interpolation curves
+    usually do, the ends on the base and the checkpoint."""
+    from cpt_studio.core.interpolate import InterpolationCurve, InterpolationPoint
+
+    points = []
+    for alpha in (0, 0.25, 0.5, 0.75, 1):
+        g, f = gain * (1 - (1 - alpha) ** 1.6), forgetting * alpha ** 2.2
+        points.append(InterpolationPoint(alpha, {"domain_ppl": 12.0 * (1 - g), "general_ppl": 20.0 * (1 + f),
+                                                 "domain_gain": g, "forgetting": f}))
+    InterpolationCurve(step, "full", {"domain_ppl": 12.0, "general_ppl": 20.0}, points).save(run_dir)
+
+
+def interpolation_example(app, folder: Path = HERE) -> None:
+    """compare-interpolation.png: the three hand-written runs, a saved interpolation curve of
+    the replay-0 run's last checkpoint drawn on the scatter, its α = 0.5 point chosen."""
+    import tempfile
+
+    from cpt_studio.core.store import open_store
+    from cpt_studio.core.testing.compare_runs import three_runs
+    from cpt_studio.gui.compare import CompareWindow
+
+    db = open_store(":memory:")
+    with tempfile.TemporaryDirectory() as root:
+        run_ids = three_runs(db, Path(root))
+        window = CompareWindow(db, run_ids)
+        last = max((r for r in window.rows if r["run_id"] == run_ids[0]), key=lambda r: r["step"])
+        write_interpolation_curve(Path(run_ids[0]), last["step"], last["domain_gain"], last["forgetting"])
+        window.close()
+        window = CompareWindow(db, run_ids)  # a saved curve is drawn when the view opens
+        window.resize(1200, 900)
+        window.show()
+        window.table.selectRow(window.rows.index(next(r for r in window.rows if r["run_id"] == run_ids[0]
+                                                       and r["step"] == last["step"])))
+        key = (run_ids[0], last["step"])
+        dots = window.scatter.curves[key][1]
+        window.scatter._on_curve_clicked(key, [dots.points()[2]])
+        settle(app)
+        save(window, "compare-interpolation.png", folder)
+
+
+def replay_suggestion(app, folder: Path = HERE) -> None:
+    """wizard-3-replay-suggestion.png: the demo's setup on the replay page, the domain's
+    distance measured with the demo model (loaded here) and the replay ratio suggested."""
+    from cpt_studio.core.demo import demo_config
+    from cpt_studio.gui.pages.replay_page import ReplayPage
+    from cpt_studio.gui.wizard import RunWizard
+
+    wizard = RunWizard(config=demo_config())
+    wizard.resize(1000, 900)
+    wizard.show()
+    while not isinstance(wizard.currentPage(), ReplayPage):
+        wizard.next()
+    page = wizard.currentPage()
+    settle(app, [page.suggestion.job] if page.suggestion.job else [], timeout=MEASURE_TIMEOUT)
+    save(wizard, "wizard-3-replay-suggestion.png", folder)
 
 
 def evaluation_example(app) -> None:
@@ -597,6 +666,10 @@ def main() -> None:
         return
     if sys.argv[1:2] == ["sweep"]:  # [FOLDER]: where to save (default: here)
         sweep_example(app, Path(sys.argv[2]) if len(sys.argv) > 2 else HERE)
+        return
+    if sys.argv[1:2] in (["interpolation"], ["replay"]):  # [FOLDER]: where to save (default: here)
+        take = interpolation_example if sys.argv[1] == "interpolation" else replay_suggestion
+        take(app, Path(sys.argv[2]) if len(sys.argv) > 2 else HERE)
         print("saved")
         return
     if sys.argv[1:] == ["guard"]:

@@ -1,5 +1,7 @@
 """Page 3, replay and batch: the share of general text in every optimizer step, and what
-that means in sequences per step."""
+that means in sequences per step; the replay ratio suggested by the domain's distance from
+general text for this base model, measured in the background when the page is shown
+(replay_suggestion.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from PySide6.QtWidgets import QDoubleSpinBox, QFormLayout, QLabel, QSpinBox
 
 from ..setting_help import explain
 from .base import ConfigPage
+from .replay_suggestion import ReplaySuggestionBox
 
 GUIDANCE = ("5% replay is the usual minimum. Use more (10-20%) when the domain is far from general "
             "English — old legal French, source code, chemical notation — or when the general "
@@ -34,9 +37,27 @@ class ReplayPage(ConfigPage):
         self.layout_.addLayout(form)
         self.layout_.addWidget(QLabel(GUIDANCE, wordWrap=True))
         self.layout_.addWidget(self.per_step)
+        self.suggestion = ReplaySuggestionBox(lambda: self.config)
+        self.suggestion.use_ratio.connect(self._on_use_ratio)
+        self.layout_.addWidget(self.suggestion)
         self.finish_layout()
         for widget in (self.replay, self.micro, self.accum, self.seq_len):
             widget.valueChanged.connect(self._on_changed)
+
+    def initializePage(self) -> None:
+        super().initializePage()
+        self.suggestion.measure()
+
+    def validatePage(self) -> bool:
+        self.suggestion.stop()  # it loads the model: not alongside the next pages' work
+        return super().validatePage()
+
+    def cleanupPage(self) -> None:
+        self.suggestion.stop()
+        super().cleanupPage()
+
+    def _on_use_ratio(self, ratio: float) -> None:
+        self.replay.setValue(ratio * 100)
 
     def load(self, config) -> None:
         self.replay.setValue(config.corpus.replay_ratio * 100)

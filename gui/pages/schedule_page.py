@@ -1,5 +1,6 @@
-"""Page 4, the learning-rate schedule, with a live plot of the LR over the run's steps and
-the warning when the peak is too high for CPT."""
+"""Page 4, the learning-rate schedule, with a live plot of the LR over the run's steps (one
+curve per group with a rate of its own: the embeddings and output layer, an extended
+tokenizer's new rows) and the warning when the peak is too high for CPT."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QL
 
 from cpt_studio.core.config import DECAYS
 from cpt_studio.core.plan import lr_schedule
+from cpt_studio.core.recipe import learning_rates_text
 
 from ..charts import ReadableAxis
 from ..setting_help import explain
@@ -15,6 +17,11 @@ from ..theme import styled
 from .base import ConfigPage
 
 PREVIEW_STEPS = 1000
+GROUP_HELP = ("Multiples of the peak, scheduled alike. Embeddings and output layer: below 1 "
+              "(e.g. 0.1) moves the vocabulary's rows, which every token passes through, less than "
+              "the rest. New token rows (with a tokenizer extension, next page): above 1 (e.g. 10) "
+              "lets the rows added for domain words learn fast; unset, they follow the embeddings.")
+GROUP_COLOURS = {"embeddings": "#1f77b4", "new token rows": "#d62728"}
 
 
 class SchedulePage(ConfigPage):
@@ -28,9 +35,16 @@ class SchedulePage(ConfigPage):
         self.decay.addItems(DECAYS)
         self.min_ratio = QDoubleSpinBox(objectName="min_lr_percent", suffix=" % of peak", maximum=100)
         self.steps = QSpinBox(objectName="max_steps", maximum=10_000_000, specialValueText="one pass over the domain corpus")
+        self.embedding_scale = QDoubleSpinBox(objectName="embedding_lr_scale", prefix="x ", decimals=3,
+                                              minimum=0.001, maximum=10, singleStep=0.1, value=1)
+        self.new_token_scale = QDoubleSpinBox(objectName="new_token_lr_scale", prefix="x ", decimals=3,
+                                              minimum=0, maximum=100, singleStep=1,
+                                              specialValueText="as the embeddings")
         for widget, path in ((self.peak, "schedule.peak_lr"), (self.warmup, "schedule.warmup_ratio"),
                              (self.decay, "schedule.decay"), (self.min_ratio, "schedule.min_lr_ratio"),
-                             (self.steps, "schedule.max_steps")):
+                             (self.steps, "schedule.max_steps"),
+                             (self.embedding_scale, "schedule.embedding_lr_scale"),
+                             (self.new_token_scale, "schedule.new_token_lr_scale")):
             explain(widget, path)
         form = QFormLayout()
         form.addRow("Peak learning rate:", self.peak)
@@ -38,20 +52,30 @@ class SchedulePage(ConfigPage):
         form.addRow("Decay:", self.decay)
         form.addRow("Final learning rate:", self.min_ratio)
         form.addRow("Optimizer steps:", self.steps)
+        form.addRow("Embeddings and output layer:", self.embedding_scale)
+        form.addRow("New token rows:", self.new_token_scale)
+        self.group_help = QLabel(GROUP_HELP, wordWrap=True, objectName="lr_group_help")
+        styled(self.group_help, "color:{muted};")
+        self.group_rates = QLabel(objectName="lr_groups")
         self.warning = QLabel(wordWrap=True, objectName="lr_warning")
         styled(self.warning, "color:{warning};")
         self.plot = pg.PlotWidget(axisItems={"left": ReadableAxis("left")}, background="w")
         self.plot.setMinimumHeight(160)
         self.plot.setLabel("bottom", "optimizer step")
-        self.curve = self.plot.plot([], [], pen=pg.mkPen("#2ca02c", width=2))
+        self.plot.addLegend(offset=(-10, 10))
+        self.curve = self.plot.plot([], [], pen=pg.mkPen("#2ca02c", width=2), name="peak rate (other weights)")
+        self.group_curves = {name: self.plot.plot([], [], pen=pg.mkPen(colour, width=1.5), name=name)
+                             for name, colour in GROUP_COLOURS.items()}
         self.warmup_region = pg.LinearRegionItem(movable=False, brush=(255, 200, 0, 50))
         self.plot.addItem(self.warmup_region)
         self.layout_.addLayout(form)
+        self.layout_.addWidget(self.group_help)
+        self.layout_.addWidget(self.group_rates)
         self.layout_.addWidget(self.warning)
         self.layout_.addWidget(self.plot)
         self.finish_layout()
         self.peak.textChanged.connect(self._on_changed)
-        for widget in (self.warmup, self.min_ratio, self.steps):
+        for widget in (self.warmup, self.min_ratio, self.steps, self.embedding_scale, self.new_token_scale):
             widget.valueChanged.connect(self._on_changed)
         self.decay.currentTextChanged.connect(self._on_changed)
 
@@ -62,6 +86,8 @@ class SchedulePage(ConfigPage):
         self.decay.setCurrentText(schedule.decay)
         self.min_ratio.setValue(schedule.min_lr_ratio * 100)
         self.steps.setValue(schedule.max_steps or 0)
+        self.embedding_scale.setValue(schedule.embedding_lr_scale)
+        self.new_token_scale.setValue(schedule.new_token_lr_scale or 0)
         self._draw(config)
 
     def store(self, config) -> None:
@@ -74,6 +100,8 @@ class SchedulePage(ConfigPage):
         schedule.decay = self.decay.currentText()
         schedule.min_lr_ratio = round(self.min_ratio.value() / 100, 6)
         schedule.max_steps = self.steps.value() or None
+        schedule.embedding_lr_scale = self.embedding_scale.value()
+        schedule.new_token_lr_scale = self.new_token_scale.value() or None
 
     def _on_changed(self) -> None:
         if self.wizard() is None or self._loading:  # reload() draws once the widgets are loaded
@@ -90,8 +118,31 @@ class SchedulePage(ConfigPage):
             return
         steps = config.schedule.max_steps or PREVIEW_STEPS
         rates = lr_schedule(config, steps)
-        self.curve.setData(list(range(1, steps + 1)), rates)
+        x = list(range(1, steps + 1))
+        self.curve.setData(x, rates)
+        for name, scale in group_scales(config).items():
+            self.group_curves[name].setData(x, [r * scale for r in rates] if scale is not None else [])
+        self.group_rates.setText(group_rates_words(config))
         warmup = -(-steps * config.schedule.warmup_ratio // 1)
         self.warmup_region.setRegion((0, max(warmup, 0)))
         suffix = "" if config.schedule.max_steps else f" (shape over {PREVIEW_STEPS} steps)"
         self.plot.setTitle(f"learning rate per step{suffix}")
+
+
+def group_scales(config) -> dict[str, float | None]:
+    """Each group's multiple of the peak rate, None for a group without a rate of its own (the
+    new rows' is shown once set: the extension is turned on after this page)."""
+    schedule = config.schedule
+    return {"embeddings": schedule.embedding_lr_scale if schedule.embedding_lr_scale != 1 else None,
+            "new token rows": schedule.new_token_lr_scale}
+
+
+def group_rates_words(config) -> str:
+    """Each group's peak rate (cpt_studio.core.recipe.learning_rates_text), and the new rows'
+    multiple that waits for the tokenizer extension (turned on after this page)."""
+    words = learning_rates_text(config)
+    waiting = config.schedule.new_token_lr_scale is not None and not config.tokenizer.extend
+    if waiting:
+        words += (("; " if words else "") + f"new token rows x{config.schedule.new_token_lr_scale:g} "
+                  "once the tokenizer is extended (next page)")
+    return f"Peak rates: {words}" if words else ""

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 from cpt_studio.core.config import REMEDY_WORDS, RunConfig
 from cpt_studio.core.plan import format_plan, plan_run
 from cpt_studio.core.preflight import Preflight, preflight
+from cpt_studio.core.recipe import learning_rates_text
 
 from ..job_progress import JobProgress
 from ..jobs import Job
@@ -187,6 +188,7 @@ def describe(config: RunConfig) -> str:
                                 if config.ewc.enabled else "no EWC"),
         f"Schedule: peak LR {schedule.peak_lr:g}, warmup {schedule.warmup_ratio:.1%}, {schedule.decay} "
         f"to {schedule.min_lr_ratio:.0%} of peak, {length}",
+        *([f"Learning rate per group: {rates}"] if (rates := learning_rates_text(config)) else []),
         f"Batch: {batch.micro_batch} x {batch.grad_accum} sequences of {batch.seq_len} tokens per step",
         f"Evaluation every {config.eval.interval} steps; checkpoints every {config.checkpoints.interval}, "
         f"keeping {config.checkpoints.keep}",
