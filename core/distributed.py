@@ -113,11 +113,6 @@ def broadcast_tensors(tensors: dict[str, torch.Tensor]) -> None:
         torch.distributed.broadcast(tensors[name], src=0)
 
 
-STRATEGIES = ("ddp", "fsdp", "deepspeed")
-"""How a run spreads over processes: a copy of the model on each (DDP), its weights, gradients
-and optimizer state sharded (FSDP2), or DeepSpeed's ZeRO."""
-
-
 def strategy() -> str | None:
     """The strategy this process was launched with (accelerate tells it through its
     environment), or None for one process."""

@@ -39,6 +39,14 @@ store indexes it and can be rebuilt from it). Its layout:
       interpolation/               weight interpolation (core/interpolate.py)
         checkpoint-200/
           curve.json               base -> checkpoint-200, per alpha         .interpolation(200)
+      launch/                      written by `cpt-studio launch`: the run   .launch
+                                   on several GPUs or nodes (core/launch.py)
+        accelerate_config.yaml     accelerate's config (DDP, FSDP2, DeepSpeed) .launch_file(...)
+        deepspeed.json             DeepSpeed's own config (--strategy deepspeed)
+        launch.sh                  one machine: accelerate launch
+        torchrun.sh                several nodes: one torchrun line per node
+        slurm.sbatch               a Slurm batch template
+        README.md                  how to copy and run the bundle
       report/                      written by `cpt-studio report`            .report
         report.md                                                            .report_markdown
         report.json                                                          .report_data
@@ -96,6 +104,14 @@ EVAL_REQUEST = "request.json"
 EVAL_TASKS = "tasks"
 INTERPOLATION = "interpolation"
 INTERPOLATION_CURVE = "curve.json"
+LAUNCH = "launch"
+ACCELERATE_CONFIG = "accelerate_config.yaml"
+DEEPSPEED_CONFIG = "deepspeed.json"
+LAUNCH_SCRIPT = "launch.sh"
+TORCHRUN_SCRIPT = "torchrun.sh"
+SLURM_SCRIPT = "slurm.sbatch"
+LAUNCH_README = "README.md"
+"""Not in RUN_FILES: README.md is also the model card an exported checkpoint carries."""
 REPORT = "report"
 REPORT_MARKDOWN = "report.md"
 REPORT_DATA = "report.json"
@@ -105,7 +121,8 @@ RUN_FILES = (CONFIG, EVENTS, GUARD_STATE, GENERATIONS, STOP, PID, CLAIM, LOGS, W
              EVAL_LOG, HELDOUT, CORPUS_RECORD, TOKENIZER, TOKENIZER_RECORD, CHAT_TEMPLATE,
              START_MODEL, CHECKPOINTS,
              CHECKPOINT_PREFIX, CHECKPOINT_CONFIG, STAGING, EVAL, EVAL_REQUEST, EVAL_TASKS, REPORT,
-             INTERPOLATION, INTERPOLATION_CURVE, REPORT_MARKDOWN, REPORT_DATA, REPORT_CHART)
+             INTERPOLATION, INTERPOLATION_CURVE, REPORT_MARKDOWN, REPORT_DATA, REPORT_CHART,
+             LAUNCH, ACCELERATE_CONFIG, DEEPSPEED_CONFIG, LAUNCH_SCRIPT, TORCHRUN_SCRIPT, SLURM_SCRIPT)
 """Every name a run folder's files and folders have (CHECKPOINT_PREFIX: the start of one);
 tests/test_run_folder.py fails when another module spells one of them."""
 
@@ -250,6 +267,15 @@ class RunPaths:
         """The weight-interpolation curve between the base model and the checkpoint at `step`
         (JSON: the alphas and each one's evaluation; cpt_studio.core.interpolate)."""
         return self.root / INTERPOLATION / checkpoint_dirname(step) / INTERPOLATION_CURVE
+
+    @property
+    def launch(self) -> Path:
+        """The launch bundle: the run on several GPUs or nodes (cpt_studio.core.launch)."""
+        return self.root / LAUNCH
+
+    def launch_file(self, name: str) -> Path:
+        """A file of the launch bundle, by its constant here (ACCELERATE_CONFIG, LAUNCH_SCRIPT...)."""
+        return self.launch / name
 
     @property
     def report(self) -> Path:
