@@ -125,8 +125,8 @@ def _run_commands(commands) -> None:
                         help="resume although the corpus files changed since the run started (the "
                              "saved held-out documents stay the evaluation set)")
     resume.set_defaults(run=cli_runs.resume)
-    launch = commands.add_parser("launch", help="write the run's launch bundle (launch/ in the run folder): "
-                                 "accelerate config, launch.sh, torchrun line, Slurm template, README")
+    launch = commands.add_parser("launch", help="write the run's launch bundle (in the run folder): "
+                                 "accelerate config, launch script, torchrun line, Slurm template, README")
     launch.add_argument("run_dir")
     launch.add_argument("--gpus", type=int, required=True, help="GPUs on each machine (processes per node)")
     launch.add_argument("--nodes", type=int, default=1, help="machines (default 1)")

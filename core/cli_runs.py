@@ -74,7 +74,6 @@ def launch(run_dir: Path, *, resume: bool, detach: bool, accept_changed_corpus: 
 
 def launch_bundle(args) -> int:
     from .launch import write_bundle
-    from .run_folder import LAUNCH_README, LAUNCH_SCRIPT
 
     folder = write_bundle(Path(args.run_dir), gpus=args.gpus, nodes=args.nodes, strategy=args.strategy,
                           cpu=args.cpu, port=args.port)
@@ -82,8 +81,7 @@ def launch_bundle(args) -> int:
     for path in sorted(folder.iterdir()):
         print(f"  {path.name}")
     paths = RunPaths(Path(args.run_dir).resolve())
-    print(f"one machine: bash {paths.launch_file(LAUNCH_SCRIPT)}   "
-          f"(see {paths.launch_file(LAUNCH_README)} for a cluster)")
+    print(f"one machine: bash {paths.launch_script}   (see {paths.launch_readme} for a cluster)")
     return 0
 
 

@@ -34,11 +34,16 @@ from .config import RunConfig
 from .recipe import accumulation_per_process
 from .run_folder import (
     ACCELERATE_CONFIG,
+    CONFIG,
     DEEPSPEED_CONFIG,
-    LAUNCH_README,
+    EVENTS,
+    LAUNCH,
     LAUNCH_SCRIPT,
+    LOGS,
     SLURM_SCRIPT,
+    STOP,
     TORCHRUN_SCRIPT,
+    WORKER_LOG,
     RunPaths,
     list_checkpoints,
 )
@@ -46,6 +51,11 @@ from .run_folder import (
 STRATEGIES = ("ddp", "fsdp", "deepspeed")
 """How a run spreads over GPUs: a copy of the model on each (ddp), its weights, gradients and
 optimizer state sharded (fsdp, FSDP2), or DeepSpeed's ZeRO stage 2 (deepspeed)."""
+
+NAMES = {"launch_sh": LAUNCH_SCRIPT, "torchrun_sh": TORCHRUN_SCRIPT, "slurm": SLURM_SCRIPT,
+         "accelerate_yaml": ACCELERATE_CONFIG, "deepspeed_json": DEEPSPEED_CONFIG,
+         "config": CONFIG, "events": EVENTS, "log": f"{LOGS}/{WORKER_LOG}", "launch": LAUNCH, "stop": STOP}
+"""The run folder's names the scripts and the README mention (cpt_studio.core.run_folder)."""
 
 DEFAULT_PORT = 29500
 WORKER_MODULE = "cpt_studio.core.worker"
@@ -65,18 +75,18 @@ def write_bundle(run_dir: Path, *, gpus: int, nodes: int = 1, strategy: str = "d
         os.replace(staged, paths.config)
     paths.launch.mkdir(exist_ok=True)
     files = {
-        ACCELERATE_CONFIG: accelerate_config(gpus, nodes, strategy, cpu, port),
-        LAUNCH_SCRIPT: _launch_script(config.name, gpus, nodes, strategy, cpu),
-        TORCHRUN_SCRIPT: _torchrun_script(gpus, nodes, port),
-        SLURM_SCRIPT: _slurm_script(config.name, gpus, nodes),
-        LAUNCH_README: _readme(config.name, gpus, nodes, strategy, cpu),
+        paths.accelerate_config: accelerate_config(gpus, nodes, strategy, cpu, port),
+        paths.launch_script: _launch_script(config.name, gpus, nodes, strategy, cpu),
+        paths.torchrun_script: _torchrun_script(gpus, nodes, port),
+        paths.slurm_script: _slurm_script(config.name, gpus, nodes),
+        paths.launch_readme: _readme(config.name, gpus, nodes, strategy, cpu),
     }
     if strategy == "deepspeed":
-        files[DEEPSPEED_CONFIG] = json.dumps(DEEPSPEED_ZERO2, indent=2) + "\n"
-    for name, text in files.items():
-        paths.launch_file(name).write_text(text, encoding="utf-8")
-    for name in (LAUNCH_SCRIPT, TORCHRUN_SCRIPT, SLURM_SCRIPT):
-        paths.launch_file(name).chmod(0o755)
+        files[paths.deepspeed_config] = json.dumps(DEEPSPEED_ZERO2, indent=2) + "\n"
+    for path, text in files.items():
+        path.write_text(text, encoding="utf-8")
+    for path in (paths.launch_script, paths.torchrun_script, paths.slurm_script):
+        path.chmod(0o755)
     return paths.launch
 
 
@@ -143,7 +153,7 @@ DEEPSPEED_ZERO2 = {
 
 _SCRIPT_HEAD = """#!/usr/bin/env bash
 set -euo pipefail
-BUNDLE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+BUNDLE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
 RUN="$(dirname "$BUNDLE")"
 cd "$BUNDLE"
 """
@@ -151,45 +161,49 @@ cd "$BUNDLE"
 
 def _launch_script(name: str, gpus: int, nodes: int, strategy: str, cpu: bool) -> str:
     where = "CPU processes (gloo; GPUs hidden)" if cpu else "GPUs"
-    lines = [
+    comments = [
         f"# Run {name!r} with accelerate: {gpus} {where} per machine, {nodes} machine(s), {strategy}.",
-        "#   bash launch.sh            start;  bash launch.sh --resume   continue from the last checkpoint",
+        "#   bash {launch_sh}            start;  bash {launch_sh} --resume   continue from the last checkpoint",
         "# Several machines: on each, MACHINE_RANK=0..N-1 and MAIN_IP=<the first machine's address>.",
         "# ACCELERATE: the command that runs accelerate (default: accelerate).",
     ]
     body = _SCRIPT_HEAD + ('export CUDA_VISIBLE_DEVICES=""\n' if cpu else "")
     if strategy == "deepspeed":
-        body += ('python -c "import deepspeed" 2>/dev/null || { echo "deepspeed is not installed: '
-                 'pip install deepspeed" >&2; exit 2; }\n')
-    body += ('${ACCELERATE:-accelerate} launch --config_file "$BUNDLE/' + ACCELERATE_CONFIG + '" \\\n'
-             '  --machine_rank "${MACHINE_RANK:-0}" ${MAIN_IP:+--main_process_ip "$MAIN_IP"} \\\n'
-             f'  -m {WORKER_MODULE} "$RUN" "$@"\n')
-    return _with_comments(body, lines)
+        body += ('python -c "import deepspeed" 2>/dev/null || {{ echo "deepspeed is not installed: '
+                 'pip install deepspeed" >&2; exit 2; }}\n')
+    body += ('${{ACCELERATE:-accelerate}} launch --config_file "$BUNDLE/{accelerate_yaml}" \\\n'
+             '  --machine_rank "${{MACHINE_RANK:-0}}" ${{MAIN_IP:+--main_process_ip "$MAIN_IP"}} \\\n'
+             '  -m ' + WORKER_MODULE + ' "$RUN" "$@"\n')
+    return _with_comments(body, comments)
 
 
 def _with_comments(body: str, comments: list[str]) -> str:
+    """The script: its first line, the comments, the rest; {names} filled in (NAMES)."""
     first, rest = body.split("\n", 1)
-    return "\n".join([first, *comments, rest])
+    return "\n".join([first, *comments, rest]).format(**NAMES)
 
 
 def _torchrun_script(gpus: int, nodes: int, port: int) -> str:
     comments = [
         f"# The same run with torchrun (DDP): on each of the {nodes} node(s), with NODE_RANK=0..{nodes - 1}",
-        "# and MASTER_ADDR=<node 0's address>: NODE_RANK=0 MASTER_ADDR=host0 bash torchrun.sh",
-        "# (FSDP and DeepSpeed need accelerate's config: use launch.sh.)",
+        "# and MASTER_ADDR=<node 0's address>: NODE_RANK=0 MASTER_ADDR=host0 bash {torchrun_sh}",
+        "# (FSDP and DeepSpeed need accelerate's config: use {launch_sh}.)",
     ]
     body = _SCRIPT_HEAD + (
-        f'torchrun --nnodes {nodes} --nproc_per_node {gpus} --node_rank "${{NODE_RANK:-0}}" \\\n'
-        f'  --master_addr "${{MASTER_ADDR:-127.0.0.1}}" --master_port {port} \\\n'
+        f"torchrun --nnodes {nodes} --nproc_per_node {gpus} " + '--node_rank "${{NODE_RANK:-0}}" \\\n'
+        '  --master_addr "${{MASTER_ADDR:-127.0.0.1}}" ' + f"--master_port {port} \\\n"
         f'  -m {WORKER_MODULE} "$RUN" "$@"\n')
     return _with_comments(body, comments)
 
 
 def _slurm_script(name: str, gpus: int, nodes: int) -> str:
-    return f"""#!/bin/bash
+    return SLURM_TEMPLATE.format(job=_slug(name), nodes=nodes, gpus=gpus, **NAMES)
+
+
+SLURM_TEMPLATE = """#!/bin/bash
 # A Slurm template: edit the #SBATCH lines for your cluster (partition, account, time), then
-# submit from this folder: cd launch && sbatch slurm.sbatch   (add --resume to continue)
-#SBATCH --job-name=cpt-{_slug(name)}
+# submit from this folder: cd {launch} && sbatch {slurm}   (add --resume to continue)
+#SBATCH --job-name=cpt-{job}
 #SBATCH --nodes={nodes}
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node={gpus}
@@ -199,7 +213,7 @@ def _slurm_script(name: str, gpus: int, nodes: int) -> str:
 set -euo pipefail
 BUNDLE="${{SLURM_SUBMIT_DIR}}"
 export MAIN_IP="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
-srun bash -c 'MACHINE_RANK=$SLURM_NODEID exec bash "$0/{LAUNCH_SCRIPT}" "${{@:1}}"' "$BUNDLE" "$@"
+srun bash -c 'MACHINE_RANK=$SLURM_NODEID exec bash "$0/{launch_sh}" "$@"' "$BUNDLE" "$@"
 """
 
 
@@ -208,46 +222,58 @@ def _slug(name: str) -> str:
 
 
 def _readme(name: str, gpus: int, nodes: int, strategy: str, cpu: bool) -> str:
-    extra = ""
-    if strategy == "deepspeed":
-        extra = ("\nDeepSpeed is not installed with CPT Studio: `pip install deepspeed` on every "
-                 "machine first (launch.sh refuses without it). deepspeed.json is its config "
-                 "(ZeRO-2; the sizes marked \"auto\" come from the run's settings).\n")
-    if strategy == "fsdp":
-        extra = ("\nFSDP2 shards the weights, gradients and optimizer state; checkpoints are "
-                 "gathered into ordinary HF files. EWC and live knowledge probes are not "
-                 "supported with FSDP yet (the run refuses them).\n")
-    if cpu:
-        extra += ("\nThis is a CPU bundle: the processes train on the CPU over gloo (launch.sh "
-                  "hides the GPUs). It is for trying the bundle; write one without --cpu for GPUs.\n")
-    return f"""# Launch bundle of the run {name!r}
+    notes = {"deepspeed": README_DEEPSPEED, "fsdp": README_FSDP}.get(strategy, "")
+    notes += README_CPU if cpu else ""
+    return README_TEMPLATE.format(
+        name=name, gpus=gpus, nodes=nodes, last=nodes - 1, strategy=strategy, notes=notes.format(**NAMES),
+        what="CPU process" if cpu else "GPU", **NAMES)
 
-{gpus} {'CPU process' if cpu else 'GPU'}(s) on each of {nodes} machine(s), strategy {strategy},
-written by `cpt-studio launch`. Each optimizer step holds the same number of sequences on
-any number of processes (the run's system.processes), so the run can also be resumed on
-another number of GPUs, or on one, from the same checkpoint.
-{extra}
+
+README_DEEPSPEED = """
+DeepSpeed is not installed with CPT Studio: `pip install deepspeed` on every machine first
+({launch_sh} refuses without it). {deepspeed_json} is its config (ZeRO-2; the sizes marked
+"auto" come from the run's settings).
+"""
+
+README_FSDP = """
+FSDP2 shards the weights, gradients and optimizer state; checkpoints are gathered into
+ordinary HF files. EWC and live knowledge probes are not supported with FSDP yet (the run
+refuses them).
+"""
+
+README_CPU = """
+This is a CPU bundle: the processes train on the CPU over gloo ({launch_sh} hides the GPUs).
+It is for trying the bundle; write one without --cpu for GPUs.
+"""
+
+README_TEMPLATE = """# Launch bundle of the run {name!r}
+
+{gpus} {what}(s) on each of {nodes} machine(s), strategy {strategy}, written by `cpt-studio
+launch`. Each optimizer step holds the same number of sequences on any number of processes
+(the run's system.processes), so the run can also be resumed on another number of GPUs, or
+on one, from the same checkpoint.
+{notes}
 ## Copy
 
-The bundle runs the run folder it sits in (`launch/` inside it). Copy the whole run folder
-to the cluster, e.g. `rsync -a RUN_FOLDER cluster:runs/`. Its config.json names the base
-model and the corpus files by path: put them at the same paths there, or edit those paths
-in config.json before the first start. Install the same CPT Studio version there
-(`pip install cpt-studio`, which brings accelerate and torch).
+The bundle runs the run folder it sits in ({launch}/ inside it). Copy the whole run folder
+to the cluster, e.g. `rsync -a RUN_FOLDER cluster:runs/`. Its {config} names the base model
+and the corpus files by path: put them at the same paths there, or edit those paths in
+{config} before the first start. Install the same CPT Studio version there (`pip install
+cpt-studio`, which brings accelerate and torch).
 
 ## Run
 
-- One machine: `bash launch/launch.sh`; continue after a stop: `bash launch/launch.sh --resume`.
-- Several machines, by hand: on each, `MACHINE_RANK=<0..{nodes - 1}> MAIN_IP=<first machine> bash launch/launch.sh`,
-  or with torchrun (DDP): `NODE_RANK=<0..{nodes - 1}> MASTER_ADDR=<first machine> bash launch/torchrun.sh`.
-- Slurm: edit the #SBATCH lines of `launch/slurm.sbatch`, then `cd launch && sbatch slurm.sbatch`.
+- One machine: `bash {launch}/{launch_sh}`; continue after a stop: `bash {launch}/{launch_sh} --resume`.
+- Several machines, by hand: on each, `MACHINE_RANK=<0..{last}> MAIN_IP=<first machine> bash {launch}/{launch_sh}`,
+  or with torchrun (DDP): `NODE_RANK=<0..{last}> MASTER_ADDR=<first machine> bash {launch}/{torchrun_sh}`.
+- Slurm: edit the #SBATCH lines of `{launch}/{slurm}`, then `cd {launch} && sbatch {slurm}`.
 
 ## Watch and stop
 
-Only the main process writes the run folder: events.jsonl, the checkpoints, logs/worker.log
-(every process logs there, each line naming its rank). `cpt-studio stop RUN` (or creating
-the file RUN/stop) makes every process save a checkpoint and stop at the end of the step.
-Copy the folder back (or open it where it is) to see the run in the app.
+Only the main process writes the run folder: {events}, the checkpoints and the store; every
+process logs to {log}, each line naming its rank. `cpt-studio stop RUN` (or creating the
+file RUN/{stop}) makes every process save a checkpoint and stop at the end of the step. Copy
+the folder back (or open it where it is) to see the run in the app.
 """
 
 
@@ -257,11 +283,11 @@ def local_command(run_dir: Path, *, resume: bool = False, accept_changed_corpus:
     Start does for a run with more than one process. ValueError when the bundle uses
     DeepSpeed and it is not installed here."""
     paths = RunPaths(Path(run_dir).resolve())
-    config_file = paths.launch_file(ACCELERATE_CONFIG)
+    config_file = paths.accelerate_config
     processes = RunConfig.load(paths.config).system.processes
     if not config_file.exists():
         write_bundle(paths.root, gpus=processes)
-    if paths.launch_file(DEEPSPEED_CONFIG).exists() and importlib.util.find_spec("deepspeed") is None:
+    if paths.deepspeed_config.exists() and importlib.util.find_spec("deepspeed") is None:
         raise ValueError(f"{paths.relative(config_file)} uses DeepSpeed, which is not installed: "
                          "pip install deepspeed, or write the bundle again with --strategy ddp")
     # One machine, whatever the bundle was written for (a cluster bundle keeps its files).

@@ -41,12 +41,12 @@ store indexes it and can be rebuilt from it). Its layout:
           curve.json               base -> checkpoint-200, per alpha         .interpolation(200)
       launch/                      written by `cpt-studio launch`: the run   .launch
                                    on several GPUs or nodes (core/launch.py)
-        accelerate_config.yaml     accelerate's config (DDP, FSDP2, DeepSpeed) .launch_file(...)
-        deepspeed.json             DeepSpeed's own config (--strategy deepspeed)
-        launch.sh                  one machine: accelerate launch
-        torchrun.sh                several nodes: one torchrun line per node
-        slurm.sbatch               a Slurm batch template
-        README.md                  how to copy and run the bundle
+        accelerate_config.yaml     accelerate's config (DDP, FSDP2, DeepSpeed) .accelerate_config
+        deepspeed.json             DeepSpeed's own config (--strategy deepspeed) .deepspeed_config
+        launch.sh                  one machine: accelerate launch            .launch_script
+        torchrun.sh                several nodes: one torchrun line per node .torchrun_script
+        slurm.sbatch               a Slurm batch template                    .slurm_script
+        README.md                  how to copy and run the bundle            .launch_readme
       report/                      written by `cpt-studio report`            .report
         report.md                                                            .report_markdown
         report.json                                                          .report_data
@@ -111,7 +111,6 @@ LAUNCH_SCRIPT = "launch.sh"
 TORCHRUN_SCRIPT = "torchrun.sh"
 SLURM_SCRIPT = "slurm.sbatch"
 LAUNCH_README = "README.md"
-"""Not in RUN_FILES: README.md is also the model card an exported checkpoint carries."""
 REPORT = "report"
 REPORT_MARKDOWN = "report.md"
 REPORT_DATA = "report.json"
@@ -122,7 +121,8 @@ RUN_FILES = (CONFIG, EVENTS, GUARD_STATE, GENERATIONS, STOP, PID, CLAIM, LOGS, W
              START_MODEL, CHECKPOINTS,
              CHECKPOINT_PREFIX, CHECKPOINT_CONFIG, STAGING, EVAL, EVAL_REQUEST, EVAL_TASKS, REPORT,
              INTERPOLATION, INTERPOLATION_CURVE, REPORT_MARKDOWN, REPORT_DATA, REPORT_CHART,
-             LAUNCH, ACCELERATE_CONFIG, DEEPSPEED_CONFIG, LAUNCH_SCRIPT, TORCHRUN_SCRIPT, SLURM_SCRIPT)
+             LAUNCH, ACCELERATE_CONFIG, DEEPSPEED_CONFIG, LAUNCH_SCRIPT, TORCHRUN_SCRIPT, SLURM_SCRIPT,
+             LAUNCH_README)
 """Every name a run folder's files and folders have (CHECKPOINT_PREFIX: the start of one);
 tests/test_run_folder.py fails when another module spells one of them."""
 
@@ -273,9 +273,29 @@ class RunPaths:
         """The launch bundle: the run on several GPUs or nodes (cpt_studio.core.launch)."""
         return self.root / LAUNCH
 
-    def launch_file(self, name: str) -> Path:
-        """A file of the launch bundle, by its constant here (ACCELERATE_CONFIG, LAUNCH_SCRIPT...)."""
-        return self.launch / name
+    @property
+    def accelerate_config(self) -> Path:
+        return self.launch / ACCELERATE_CONFIG
+
+    @property
+    def deepspeed_config(self) -> Path:
+        return self.launch / DEEPSPEED_CONFIG
+
+    @property
+    def launch_script(self) -> Path:
+        return self.launch / LAUNCH_SCRIPT
+
+    @property
+    def torchrun_script(self) -> Path:
+        return self.launch / TORCHRUN_SCRIPT
+
+    @property
+    def slurm_script(self) -> Path:
+        return self.launch / SLURM_SCRIPT
+
+    @property
+    def launch_readme(self) -> Path:
+        return self.launch / LAUNCH_README
 
     @property
     def report(self) -> Path:
