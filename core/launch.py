@@ -83,6 +83,8 @@ def write_bundle(run_dir: Path, *, gpus: int, nodes: int = 1, strategy: str = "d
     }
     if strategy == "deepspeed":
         files[paths.deepspeed_config] = json.dumps(DEEPSPEED_ZERO2, indent=2) + "\n"
+    else:  # a bundle written again with another strategy
+        paths.deepspeed_config.unlink(missing_ok=True)
     for path, text in files.items():
         path.write_text(text, encoding="utf-8")
     for path in (paths.launch_script, paths.torchrun_script, paths.slurm_script):
@@ -156,6 +158,7 @@ set -euo pipefail
 BUNDLE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
 RUN="$(dirname "$BUNDLE")"
 cd "$BUNDLE"
+rm -f "$RUN/{stop}"  # a stop request was for the workers that saw it, not for these
 """
 
 

@@ -18,6 +18,7 @@ resumes from the last good checkpoint with its remedy, as many times as it allow
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import os
 import shutil
@@ -103,6 +104,10 @@ def _checkpointing_arguments(enabled: bool) -> dict:
     name = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
             else "gradient_checkpointing")
     return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
+
+
+log = logging.getLogger(__name__)
+"""Every rank's own lines in the worker's log (what it decided or followed)."""
 
 
 class CPTTrainer(Trainer):
@@ -363,6 +368,7 @@ class RunMonitor(TrainerCallback):
         step = state.global_step
         # The main process reads the request and every rank follows it: all stop at this step.
         if distributed.broadcast(distributed.is_main() and self.paths.stop_request.exists()):
+            log.info("stop requested: saving a checkpoint and stopping at step %d", step)
             self.events.emit("status", step, state="running", phase="saving", message="stop requested")
             control.should_save = control.should_training_stop = True
             self.stopped = True
@@ -527,6 +533,7 @@ def _train_with_guard(config: RunConfig, hardware: Hardware, paths: RunPaths, ev
             return trainer, decision
         guard_state = decision.state
         checkpoint = paths.checkpoint(decision.rolled_back_to)
+        log.info("the guard rolls back to %s at step %d", checkpoint.name, decision.step)
         del trainer  # its optimizer state goes before the next attempt makes its own
         model.zero_grad(set_to_none=True)
         gc.collect()
