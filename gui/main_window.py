@@ -198,6 +198,7 @@ class MainWindow(QMainWindow):
         self.run_actions["delete"].setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.table.addAction(self.run_actions["delete"])  # Delete acts on the table's selection only
         runs.addActions(list(self.run_actions.values()))
+        runs.addAction(self.launch_action)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(QAction("CPT Studio &tour", self, shortcut=keys.HelpContents,
                                     triggered=self.open_tour))
@@ -274,6 +275,9 @@ class MainWindow(QMainWindow):
             "delete": QAction("Delete…", self, triggered=self._on_delete),
             "folder": QAction("Open folder", self, triggered=self._on_open_run_folder),
         }
+        # In the Runs menu and the context menu only (the row of buttons is full).
+        self.launch_action = QAction("Run on several GPUs / a cluster…", self, triggered=self.open_launch,
+                                     toolTip="Write a launch bundle (accelerate, torchrun, Slurm) into the run folder")
         row = QHBoxLayout()
         self.run_buttons = {}
         for key, action in self.run_actions.items():
@@ -293,10 +297,12 @@ class MainWindow(QMainWindow):
         for key, action in self.run_actions.items():
             action.setEnabled(enabled[key])
             self.run_buttons[key].setEnabled(enabled[key])
+        self.launch_action.setEnabled(count == 1)
 
     def _on_context_menu(self, position) -> None:
         menu = QMenu(self)
         menu.addActions(list(self.run_actions.values()))
+        menu.addAction(self.launch_action)
         menu.exec(self.table.viewport().mapToGlobal(position))
 
     def selected_ids(self) -> list[str]:
@@ -411,6 +417,14 @@ class MainWindow(QMainWindow):
         self.evaluate_dialog.started.connect(self.open_monitor)
         self.evaluate_dialog.show()
         return self.evaluate_dialog
+
+    def open_launch(self):
+        """The launch bundle's dialog for the selected run (gui/launch_dialog.py)."""
+        from .launch_dialog import LaunchDialog
+
+        self.launch_dialog = LaunchDialog(Path(self.selected_ids()[0]), parent=self)
+        self.launch_dialog.show()
+        return self.launch_dialog
 
     def _on_export(self) -> None:
         run_id = self.selected_ids()[0]
