@@ -52,6 +52,12 @@ def resolve_hardware(config: RunConfig) -> Hardware:
     return Hardware("cuda" if cuda else "cpu", precision, attention, checkpointing)
 
 
+def cuda_devices() -> int:
+    """The CUDA GPUs this machine offers (0 without CUDA): a run can train on up to that many
+    processes here (system.processes)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def flash_attn_installed() -> bool:
     """Whether the optional flash-attn package (the `gpu` extra) can be imported."""
     try:

@@ -46,3 +46,21 @@ def test_the_runs_menu_writes_a_bundle_for_the_selected_run(qtbot, tmp_path, tin
     assert yaml.safe_load(paths.accelerate_config.read_text())["num_processes"] == 8
     assert "bash launch/launch.sh" in dialog.result.text() and dialog.open_folder.isEnabled()
     dialog.grab().save(str(tmp_path / "launch_dialog.png"))
+
+
+def test_the_model_page_offers_the_gpus_of_a_machine_with_several(qtbot, tmp_path, monkeypatch):
+    from cpt_studio.gui.pages import model_page
+    from cpt_studio.gui.wizard import RunWizard
+
+    wizard = RunWizard(runs_root=tmp_path / "runs")  # this machine: no GPU, nothing offered
+    qtbot.addWidget(wizard)
+    wizard.show()
+    assert not wizard.currentPage().gpus.isVisible()
+    monkeypatch.setattr(model_page, "cuda_devices", lambda: 4)
+    wizard = RunWizard(runs_root=tmp_path / "runs")
+    qtbot.addWidget(wizard)
+    wizard.show()
+    page = wizard.currentPage()
+    assert page.gpus.isVisible() and page.gpus.maximum() == 4
+    page.gpus.setValue(4)
+    assert wizard.config.system.processes == 4  # Start then launches 4 processes (runs.start_worker)

@@ -232,3 +232,18 @@ def test_the_two_process_checkpoint_resumes_on_one_process(two_runs):
     assert sorted(got) == list(range(1, 11))
     assert {s: got[s] for s in range(stopped + 1, 11)} == pytest.approx(
         {s: expected[s] for s in range(stopped + 1, 11)}, rel=1e-4)
+
+
+def test_start_launches_a_run_of_several_processes_through_accelerate(tmp_path, tiny_model_dir, monkeypatch):
+    from cpt_studio.core import runs
+
+    config = tiny_run_config(tiny_model_dir, tmp_path / "data")
+    config.system.processes = 2
+    run_dir = create_run(config, tmp_path / "runs")
+    started = []
+    monkeypatch.setattr(runs.subprocess, "Popen", lambda command, **kwargs: started.append(command) or
+                        type("Process", (), {"pid": os.getpid()})())
+    runs.start_worker(run_dir, resume=True)
+    assert started == [local_command(run_dir, resume=True)]
+    assert started[0][started[0].index("--num_processes") + 1] == "2"
+    assert RunPaths(run_dir).accelerate_config.exists()  # the bundle it launches, for this machine
