@@ -4,14 +4,16 @@
     cpt-studio corpus inspect corpus/domain.jsonl --tokenizer MODEL_FOLDER --preview 3
     cpt-studio tokenizer extend config.json [--min-frequency 5] [--apply]
     cpt-studio train config.json [--dry-run] [--detach]
+    cpt-studio train stage2.json                 # with parent_run/parent_step: a second stage from a checkpoint
     cpt-studio sft RUN --data qa.jsonl [--checkpoint STEP] [--method lora]   # instruction tuning
     cpt-studio resume RUN_DIR | stop RUN_DIR | runs | show RUN | store rebuild
     cpt-studio launch RUN --gpus 8 [--nodes 2] [--strategy ddp|fsdp|deepspeed]   # several GPUs / a cluster
     cpt-studio import-gguf model.gguf
     cpt-studio generate RUN --prompt "The patient" [--checkpoints 100,200] [--sample]
-    cpt-studio export RUN CHECKPOINT_STEP DEST [--merge]
+    cpt-studio export RUN CHECKPOINT_STEP DEST [--mode merged|adapter|full] [--dataset NAME] [--tag TAG]
     cpt-studio interpolate RUN --checkpoint STEP --alpha 0,0.5,1 [--export 0.5 --to DEST]
     cpt-studio suggest-replay config.json        # the domain's distance and a replay ratio
+    cpt-studio sweep config.json --replay 0,0.05 --lr 1e-5,3e-5 --steps 50   # find settings
     cpt-studio desktop install | uninstall       # the app in a Linux desktop's applications menu
     cpt-studio evaluate RUN [--checkpoints 10,20] [--tasks a,b] [--probes FILE] [--limit N] [--detach]
     cpt-studio tasks [WORD] | report RUN
@@ -67,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     from . import cli_tradeoff
 
     cli_tradeoff.add_commands(commands)
+    from . import cli_sweep
+
+    cli_sweep.add_commands(commands)
     settings = commands.add_parser("settings", help="every setting of a run config file: its path, "
                                    "type, default and meaning")
     settings.add_argument("query", nargs="?", default="", metavar="WORD",
@@ -228,7 +233,15 @@ def _checkpoint_commands(commands) -> None:
     export.add_argument("run_ref", metavar="RUN", help="run folder, name, or a unique prefix of its folder name")
     export.add_argument("step", type=int, metavar="CHECKPOINT_STEP")
     export.add_argument("dest", help="a new or empty folder")
-    export.add_argument("--merge", action="store_true", help="LoRA: merge the adapter into the base weights")
+    export.add_argument("--mode", choices=["full", "merged", "adapter"], default=None,
+                        help="full (a full checkpoint), merged (LoRA merged into the base: one model "
+                             "folder) or adapter (the LoRA adapter alone); default: as trained")
+    export.add_argument("--merge", action="store_true", help="the same as --mode merged")
+    export.add_argument("--dataset", action="append", default=[], metavar="NAME",
+                        help="a dataset the model was trained on, named in the model card's "
+                             "metadata (a Hub dataset id); repeat for several")
+    export.add_argument("--tag", action="append", default=[], metavar="TAG",
+                        help="a tag for the model card's metadata; repeat for several")
     export.set_defaults(run=cli_runs.export)
 
 

@@ -37,10 +37,10 @@ def train(args) -> int:
 
         print(format_plan(plan_run(config, probe_steps=args.probe)))
         return 0
-    if config.stage == "sft":  # its starting checkpoint resolved, its data checked, preflight
-        from .sft_run import create_sft_run
+    if config.stage == "sft" or config.parent_run:  # a chained run: its starting checkpoint
+        from .chain import create_chained_run  # resolved, an SFT run's data checked, preflight
 
-        return launch(create_sft_run(config), resume=False, detach=args.detach)
+        return launch(create_chained_run(config), resume=False, detach=args.detach)
     from .preflight import require
 
     checked = require(config)  # before the run folder exists: a refused run leaves nothing behind
@@ -281,6 +281,8 @@ def generate(args) -> int:
 def export(args) -> int:
     from .export import export_checkpoint
 
-    folder = export_checkpoint(run_folder(args.run_ref), args.step, Path(args.dest), merge_lora=args.merge)
+    mode = "merged" if args.merge else args.mode
+    folder = export_checkpoint(run_folder(args.run_ref), args.step, Path(args.dest), mode=mode,
+                               datasets=args.dataset, tags=args.tag)
     print(f"exported step {args.step} to {folder}")
     return 0

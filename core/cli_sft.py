@@ -54,8 +54,8 @@ def sft_command(args) -> int:
     config = _config(args)
     if args.preview:
         return _preview(config, args.preview)
-    if config.sft.parent_run:
-        print(f"starting from {config.sft.parent_run}, checkpoint at step {config.sft.parent_step}")
+    if config.parent_run:
+        print(f"starting from {config.parent_run}, checkpoint at step {config.parent_step}")
     return launch(create_sft_run(config), resume=False, detach=args.detach)
 
 
@@ -90,16 +90,11 @@ def _config(args) -> RunConfig:
 
 def _preview(config: RunConfig, count: int) -> int:
     """The first examples rendered with the template the run would choose, responses marked."""
-    from .models import load_tokenizer, load_tokenizer_from_folder
-    from .run_folder import checkpoint_folder
-    from .sft_data import choose_template, format_preview, preview, read_examples
+    from .sft_data import format_preview
+    from .sft_run import preview_examples
 
-    examples = read_examples(config.sft)
-    trust = config.model.trust_remote_code
-    tokenizer = (load_tokenizer_from_folder(checkpoint_folder(config.sft.parent_run, config.sft.parent_step), trust)
-                 if config.sft.parent_run else load_tokenizer(config.model.name_or_path, trust_remote_code=trust))
-    template = choose_template(tokenizer, config.sft.template)
-    print(f"{len(examples):,} examples; template: {template.source}")
-    for example in examples[:count]:
-        print(f"\n--- {example.origin}\n{format_preview(preview(tokenizer, template.text, example.messages))}")
+    shown = preview_examples(config, count)
+    print(f"{shown.count:,} examples; template: {shown.template}")
+    for origin, pieces in shown.examples:
+        print(f"\n--- {origin}\n{format_preview(pieces)}")
     return 0

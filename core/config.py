@@ -503,8 +503,9 @@ STAGES = ("cpt", "sft")
 
 @dataclass
 class SftConfig:
-    """Instruction tuning (stage 'sft'): the instruction data, its format, the chat template,
-    and the checkpoint the run starts from (cpt_studio.core.sft_run, cpt_studio.core.sft_data)."""
+    """Instruction tuning (stage 'sft'): the instruction data, its format and the chat template
+    (cpt_studio.core.sft_run, cpt_studio.core.sft_data). The checkpoint the run starts from is
+    RunConfig.parent_run / parent_step, as for any chained run."""
 
     data: list[str] = field(default_factory=list)
     """JSONL files of examples: instruction/response records or chat conversations."""
@@ -527,11 +528,6 @@ class SftConfig:
     """The chat template: 'auto' (the tokenizer's own, else the plain template), 'plain'
     (### Instruction: / ### Response:, for base models), a .jinja file, or a model folder whose
     tokenizer's chat template to use. The template used is saved with the run and its checkpoints."""
-    parent_run: str = ""
-    """The run folder whose checkpoint this run starts from (empty: model.name_or_path)."""
-    parent_step: int | None = None
-    """The step of that run's checkpoint (`cpt-studio sft` writes both)."""
-
     def validate(self) -> list[str]:
         problems = []
         if self.format not in SFT_FORMATS:
@@ -542,9 +538,6 @@ class SftConfig:
         for name in ("instruction_field", "response_field", "messages_field"):
             if not getattr(self, name):
                 problems.append(f"sft.{name}: name the field (it cannot be empty)")
-        if bool(self.parent_run) != (self.parent_step is not None):
-            problems.append("sft.parent_run and sft.parent_step go together: set both (the run "
-                            "and its checkpoint) or neither")
         return problems
 
 
@@ -572,6 +565,11 @@ class RunConfig:
     sft: SftConfig = field(default_factory=SftConfig)
     seed: int = 0
     """Seed for the held-out split, the data order and the initialisation of new weights."""
+    parent_run: str = ""
+    """The run folder whose checkpoint this run starts from (a chained run: an SFT stage, or a
+    second CPT stage on more data); empty: it starts from model.name_or_path."""
+    parent_step: int | None = None
+    """The step of that run's checkpoint (set with parent_run; cpt_studio.core.chain)."""
 
     def validate(self) -> list[str]:
         """Every problem of every section, each in words that say what to change."""
@@ -585,6 +583,9 @@ class RunConfig:
     def _cross_section_problems(self) -> list[str]:
         """Settings of one section that another section makes impossible."""
         problems = self._stage_problems()
+        if bool(self.parent_run) != (self.parent_step is not None):
+            problems.append("parent_run and parent_step go together: set both (the run and its "
+                            "checkpoint) or neither")
         if self.ewc.enabled and not self.corpus.general:
             problems.append("ewc: the Fisher is measured on general text; add a general source "
                             "or turn EWC off")
@@ -647,7 +648,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
-        return _build(cls, data, "")
+        return _build(cls, upgraded(data), "")
 
     @classmethod
     def from_json(cls, text: str, where: str = "config") -> RunConfig:
@@ -657,7 +658,7 @@ class RunConfig:
             raise ConfigError([f"{where} line {exc.lineno} column {exc.colno}: not valid JSON "
                                f"({exc.msg}); fix the file (a JSON editor shows where)"]) from exc
         problems: list[str] = []
-        config = _build(cls, data, "", problems)
+        config = _build(cls, upgraded(data), "", problems)
         if problems:  # with the defaults standing in, list what validate() finds as well
             raise ConfigError([f"{where}: {p}" for p in problems + config.validate()])
         return config
@@ -670,6 +671,25 @@ class RunConfig:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([f"{path}: cannot be read ({exc}); check the path"]) from exc
         return cls.from_json(text, str(path))
+
+
+def upgraded(data):
+    """A config dict written by an earlier version, in today's layout (other values as they are).
+
+    The parent link was sft.parent_run / sft.parent_step when only SFT runs had a parent; a second
+    CPT stage has one too, so it is RunConfig.parent_run / parent_step, one place for every stage
+    (a copy under `sft` as well would be two places to keep in step). The old keys move up,
+    unless the new ones are set."""
+    sft = data.get("sft") if isinstance(data, dict) else None
+    if not isinstance(sft, dict) or not {"parent_run", "parent_step"} & set(sft):
+        return data
+    data, sft = dict(data), dict(sft)
+    for key in ("parent_run", "parent_step"):
+        value = sft.pop(key, None)
+        if value not in (None, "") and data.get(key) in (None, ""):
+            data[key] = value
+    data["sft"] = sft
+    return data
 
 
 def token_band(tokens: int) -> str:

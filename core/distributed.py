@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 
@@ -41,7 +42,11 @@ def is_main() -> bool:
 
 
 def _active() -> bool:
-    return world_size() > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+    if world_size() == 1:
+        return False
+    import torch  # here: the worker records even a broken torch install as a failed run
+
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def start(device: str) -> None:
@@ -58,6 +63,8 @@ def broadcast(value: T) -> T:
     guard decision). Every rank must call it at the same point."""
     if not _active():
         return value
+    import torch
+
     holder = [value if is_main() else None]
     torch.distributed.broadcast_object_list(holder, src=0)
     return holder[0]
@@ -66,6 +73,8 @@ def broadcast(value: T) -> T:
 def barrier() -> None:
     """Wait until every rank has come here."""
     if _active():
+        import torch
+
         torch.distributed.barrier()
 
 
@@ -74,6 +83,8 @@ def all_sum(values: list[float], device: torch.device | str = "cpu") -> list[flo
     counts: the held-out evaluation's shards). On CUDA, `device` must be this rank's GPU."""
     if not _active():
         return list(values)
+    import torch
+
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
     return tensor.tolist()
@@ -109,6 +120,8 @@ def broadcast_tensors(tensors: dict[str, torch.Tensor]) -> None:
     on the main process: the other ranks pass zeros of its shapes)."""
     if not _active():
         return
+    import torch
+
     for name in sorted(tensors):
         torch.distributed.broadcast(tensors[name], src=0)
 

@@ -48,7 +48,7 @@ from .run_folder import (
     list_checkpoints,
 )
 from .runs import eval_worker_pid, start_eval_worker
-from .store import index_run, open_store, run_checkpoints
+from .store import connection, index_run, run_checkpoints
 
 BASE_STEP = 0
 PROBE_PREFIX = "probes"
@@ -266,8 +266,8 @@ def evaluate_at_end(run_dir: Path) -> EvalOutcome | None:
     settings = RunConfig.load(paths.config).benchmarks
     if not (settings.configured and settings.at_end):
         return None
-    db = open_store()
-    rows = run_checkpoints(db, index_run(db, paths.root))
+    with connection() as db:
+        rows = run_checkpoints(db, index_run(db, paths.root))
     step = next((r["step"] for r in rows if r["recommended"]), None)
     kept = [checkpoint_step(p) for p in list_checkpoints(paths.root)]
     steps = [BASE_STEP] + ([step] if step else kept[-1:])

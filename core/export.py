@@ -1,63 +1,96 @@
-"""Export a checkpoint as an ordinary HF folder, with its tokenizer and a model card.
+"""Export a checkpoint as an ordinary HF folder, with its tokenizer, its chat template and a
+model card.
 
-    export_checkpoint(run_dir, 200, Path("~/models/med-cpt-200"))              # as trained
-    export_checkpoint(lora_run_dir, 200, Path("~/models/med-merged"), merge_lora=True)
+    export_modes(run_dir, 200)              # ["full"], or ["adapter", "merged"] for a LoRA checkpoint
+    export_checkpoint(run_dir, 200, Path("~/models/med-cpt-200"))             # as trained
+    export_checkpoint(lora_run_dir, 200, Path("~/models/med-merged"), mode="merged",
+                      datasets=["pubmed"], tags=["medical"])
     destination_problem(Path("~/models/x"), export_size(run_dir, 200))  # a sentence, or None
 
-A full checkpoint gives its weights; a LoRA checkpoint gives its adapter (loadable with
-peft on the base model), or with `merge_lora` the base with the adapter merged in. The
-README.md records the run's settings and its scores at that step, read from the run's
-events. The folder is written beside `dest` and renamed into place, so it is complete.
+Modes: `full` (a full checkpoint's weights), `adapter` (a LoRA checkpoint's adapter alone,
+loadable with peft on its base model) and `merged` (the base with the adapter merged in: a
+model that plain transformers loads). For an SFT run started from a LoRA checkpoint, the base is
+the run's start_model/ (the CPT adapter merged into its base, cpt_studio.core.sft_run), so a
+merged export holds base + CPT + SFT, and an adapter export's card names that start model. The
+tokenizer always goes along, with the chat template (chat_template.jinja, as transformers saves
+it; an SFT run's own template). The README.md is the model card of cpt_studio.core.model_card.
+The folder is written beside `dest` and renamed into place, so it is complete.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from .disk import DiskFullError, disk_full_as_error, folder_size, require_free_space
 from .generate import is_adapter, load_for_generation
+from .model_card import model_card
 from .run_folder import (
     RunPaths,
     checkpoint_config,
     checkpoint_dirname,
     checkpoint_folder,
-    read_json,
 )
-from .timeline import RunTimeline
 
 TRAINING_STATE = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin",
                   "trainer_state.json", "README.md"}
 """Checkpoint files that only resuming needs (and peft's stub card, replaced by ours)."""
+EXPORT_MODES = {"full": "full weights", "merged": "LoRA merged into the base: one model folder",
+                "adapter": "the LoRA adapter alone (load it with peft on its base model)"}
+"""Export modes, with what each gives, in words."""
 
 
-def export_checkpoint(run_dir: Path | str, step: int, dest: Path | str, *,
-                      merge_lora: bool = False) -> Path:
-    """Write the checkpoint at `step` into the new folder `dest`; returns it."""
+def export_modes(run_dir: Path | str, step: int) -> list[str]:
+    """The modes the checkpoint at `step` can be exported in, the default (as trained) first:
+    ["full"] for a full checkpoint, ["adapter", "merged"] for a LoRA one."""
+    return ["adapter", "merged"] if is_adapter(checkpoint_folder(Path(run_dir), step)) else ["full"]
+
+
+def checked_mode(run_dir: Path | str, step: int, mode: str | None) -> str:
+    """`mode`, or the checkpoint's default when None; ValueError naming the modes it allows."""
+    modes = export_modes(run_dir, step)
+    if mode is not None and mode not in modes:
+        what = "a LoRA checkpoint" if "merged" in modes else "a full checkpoint"
+        raise ValueError(f"step {step} is {what}: export it as {' or '.join(modes)}, not {mode!r}")
+    return mode or modes[0]
+
+
+def export_checkpoint(run_dir: Path | str, step: int, dest: Path | str, *, mode: str | None = None,
+                      datasets: list[str] = (), tags: list[str] = ()) -> Path:
+    """Write the checkpoint at `step` into the new folder `dest` in `mode` (default: as trained;
+    see export_modes), the card naming `datasets` and carrying `tags` (its Hub metadata).
+    Returns `dest`. ValueError for a mode the checkpoint cannot take; FileExistsError for a
+    non-empty `dest`; DiskFullError when the disk fills."""
     run_dir, dest = Path(run_dir).resolve(), Path(dest).expanduser().resolve()
     refuse_non_empty(dest)
     source = checkpoint_folder(run_dir, step)
-    config = read_json(RunPaths(run_dir).config)
-    adapter = is_adapter(source)
-    merged = adapter and merge_lora
+    mode = checked_mode(run_dir, step, mode)
     what = f"the export of {checkpoint_dirname(step)}"
-    if not merged:  # a copy: its size is known (a merged model's is the base model's, found when written)
+    if mode != "merged":  # a copy: its size is known (a merged model's is the base model's, found when written)
         require_free_space(dest.parent, export_size(run_dir, step), what, SPACE_FIX)
 
     def write(folder: Path) -> None:
-        if merged:
+        if mode == "merged":
             _save_merged(source, folder)
         else:
             shutil.copytree(source, folder, dirs_exist_ok=True,
                             ignore=lambda _d, names: [n for n in names if n in TRAINING_STATE])
-        kind = "merged" if merged else "adapter" if adapter else "full"
-        card = model_card(config, step, kind, checkpoint_scores(run_dir, step), _report(run_dir, folder))
-        (folder / "README.md").write_text(card, encoding="utf-8")
+        include_chat_template(folder, run_dir)
+        card = model_card(run_dir, step, mode, datasets=datasets, tags=tags, report=_report(run_dir, folder))
+        card.save(folder / "README.md")
     return write_export(dest, what, write)
+
+
+def include_chat_template(folder: Path, run_dir: Path) -> None:
+    """An SFT run's chat template written into the exported folder as the tokenizer's, unless
+    the tokenizer saved there already carries it (a CPT run's tokenizer keeps its own, if any)."""
+    from transformers.utils import CHAT_TEMPLATE_FILE  # where transformers 5 saves and reads it
+
+    template = RunPaths(run_dir).chat_template
+    if template.is_file() and not (folder / CHAT_TEMPLATE_FILE).is_file():
+        shutil.copy(template, folder / CHAT_TEMPLATE_FILE)
 
 
 def refuse_non_empty(dest: Path) -> None:
@@ -140,74 +173,3 @@ def _save_merged(source: Path, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
     if checkpoint_config(source).is_file():
         shutil.copy(checkpoint_config(source), checkpoint_config(folder))
-
-
-def checkpoint_scores(run_dir: Path | str, step: int) -> dict[str, Any]:
-    """The baseline evaluation, the evaluation at `step`, and any benchmark or probe events
-    at `step`, from the run's events (the last of each when a resume repeated a step)."""
-    events = [event.to_dict() for event in RunTimeline.load(RunPaths(Path(run_dir)).events).events]
-    evals = [e for e in events if e.get("type") == "eval"]
-    return {"baseline": next((e for e in evals if e.get("baseline")), None),
-            "at_step": next((e for e in reversed(evals) if e.get("step") == step), None),
-            "other": [e for e in events if e.get("type") in ("benchmark", "probe")
-                      and e.get("step") == step]}
-
-
-def model_card(config: dict, step: int, kind: str, scores: dict[str, Any],
-               report: str | None = None) -> str:
-    """README.md of an exported checkpoint: what it is, how it was trained, how it scored, and
-    the run's evaluation report (Markdown, its headings one level down) when there is one."""
-    model = config.get("model", {}).get("name_or_path", "?")
-    what = {"full": "full weights", "adapter": "a LoRA adapter (load it with peft on the base "
-            "model)", "merged": "the base model with the LoRA adapter merged in",
-            "interpolated": "weights between the base model's and this checkpoint's (see "
-            "Interpolation below)"}[kind]
-    lines = [f"# {config.get('name', 'run')}, step {step}", "",
-             f"Continual pre-training of `{model}` with CPT Studio; this folder holds {what}, "
-             "with the tokenizer the run trained with.", "", "## Training settings", ""]
-    lines += [f"- {label}: {value}" for label, value in _settings(config)]
-    lines += ["", "## Scores at this step", ""] + _score_lines(scores)
-    if report:
-        lines += ["", *("#" + line if line.startswith("#") else line
-                        for line in report.rstrip().splitlines())]
-    lines += ["", "## Full run configuration", "", "```json", json.dumps(config, indent=2), "```", ""]
-    return "\n".join(lines)
-
-
-def _settings(config: dict) -> list[tuple[str, Any]]:
-    method, schedule = config.get("method", {}), config.get("schedule", {})
-    batch, corpus = config.get("batch", {}), config.get("corpus", {})
-    kind = method.get("kind", "full")
-    if kind == "lora":
-        kind = f"LoRA r={method.get('lora_rank')} alpha={method.get('lora_alpha')}"
-    return [("base model", config.get("model", {}).get("name_or_path")), ("method", kind),
-            ("peak learning rate", schedule.get("peak_lr")), ("decay", schedule.get("decay")),
-            ("steps", schedule.get("max_steps")), ("replay ratio", corpus.get("replay_ratio")),
-            ("batch", f"{batch.get('micro_batch')} x {batch.get('grad_accum')} sequences of "
-                      f"{batch.get('seq_len')} tokens"),
-            ("tokenizer extended", bool(config.get("tokenizer", {}).get("extend"))),
-            ("EWC", bool(config.get("ewc", {}).get("enabled")))]
-
-
-def _score_lines(scores: dict[str, Any]) -> list[str]:
-    base, at = scores["baseline"], scores["at_step"]
-    if at is None:
-        return ["No evaluation at this step."]
-    lines = ["| | baseline | this step |", "|---|---|---|"]
-    for label, field in (("domain perplexity", "domain_ppl"), ("general perplexity", "general_ppl")):
-        lines.append(f"| {label} | {_number(base, field)} | {_number(at, field)} |")
-    lines += ["", f"- domain gain: {_percent(at.get('domain_gain'))}",
-              f"- forgetting: {_percent(at.get('forgetting'))}"]
-    for event in scores["other"]:
-        fields = {k: v for k, v in event.items() if k not in ("type", "time", "step")}
-        lines.append(f"- {event['type']}: {json.dumps(fields)}")
-    return lines
-
-
-def _number(event: dict | None, field: str) -> str:
-    value = event and event.get(field)
-    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
-
-
-def _percent(value: float | None) -> str:
-    return f"{value:+.2%}" if isinstance(value, (int, float)) else "-"

@@ -8,6 +8,11 @@
 A checkpoint is loaded as the run trained it: full weights, or a LoRA adapter on the run's
 base model, with the tokenizer saved in the checkpoint (the extended one when the run
 extends its tokenizer), so a new token is read and written as the run saw it.
+
+An SFT run's models (its starting model, "base", and its checkpoints) are given the prompt as
+a user's message rendered with the run's chat template and its generation prompt
+(cpt_studio.core.sft_data.generation_prompt), so that each output is the model's answer; a CPT
+run's models continue the prompt as plain text.
 """
 
 from __future__ import annotations
@@ -115,14 +120,31 @@ def _trust(folder: Path, setting: str = "trust_remote_code") -> bool:
 
 def generate(source: str | Path, prompts: list[str], *, max_new_tokens: int = 64,
              greedy: bool = True, temperature: float = 0.8, top_p: float = 0.95,
-             seed: int = 0) -> list[str]:
-    """The continuation of each prompt (without the prompt) by a model spec or checkpoint."""
+             seed: int = 0, chat_template: str | None = None) -> list[str]:
+    """The continuation of each prompt (without the prompt) by a model spec or checkpoint; with
+    `chat_template` (Jinja), the answer to each prompt given as the user's message."""
     settings = GenerationSettings(max_new_tokens, greedy, temperature, top_p, seed)
     model, tokenizer = load_for_generation(source)
-    return _generate(model, tokenizer, prompts, settings)
+    return _generate(model, tokenizer, prompts, settings, chat_template)
 
 
-def _generate(model, tokenizer, prompts: list[str], settings: GenerationSettings) -> list[str]:
+def chat_template_of(run_dir: Path | str) -> str | None:
+    """The chat template an SFT run trains with (saved in its folder), None for a CPT run."""
+    path = RunPaths(Path(run_dir)).chat_template
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def _encode(tokenizer, prompt: str, chat_template: str | None):
+    if chat_template is None:
+        return tokenizer(prompt, return_tensors="pt")
+    from .sft_data import generation_prompt
+
+    text = generation_prompt(tokenizer, [{"role": "user", "content": prompt}], chat_template)
+    return tokenizer(text, return_tensors="pt", add_special_tokens=False)  # the template has any BOS
+
+
+def _generate(model, tokenizer, prompts: list[str], settings: GenerationSettings,
+              chat_template: str | None = None) -> list[str]:
     import torch
 
     problems = settings.validate()
@@ -133,7 +155,7 @@ def _generate(model, tokenizer, prompts: list[str], settings: GenerationSettings
                                            "top_p": settings.top_p, "top_k": 0}
     texts = []
     for prompt in prompts:  # one at a time: no padding side to get wrong
-        ids = tokenizer(prompt, return_tensors="pt").to(model.device)
+        ids = _encode(tokenizer, prompt, chat_template).to(model.device)
         torch.manual_seed(settings.seed)
         with torch.no_grad():
             out = model.generate(**ids, max_new_tokens=settings.max_new_tokens,
@@ -146,17 +168,19 @@ def _generate(model, tokenizer, prompts: list[str], settings: GenerationSettings
 def compare_generations(run_dir: Path | str, prompt: str, checkpoints: list[int],
                         settings: GenerationSettings | None = None, *,
                         include_base: bool = True) -> dict[str, str]:
-    """The prompt's continuation by the base model and each checkpoint ("base", "step N"),
-    appended to the run's generations.jsonl."""
+    """The prompt's continuation by the base model and each checkpoint ("base", "step N"), or
+    for an SFT run their answer to it (see the module docstring), appended to the run's
+    generations.jsonl."""
     settings = settings or GenerationSettings()
     run_dir = Path(run_dir)
     config = read_json(RunPaths(run_dir).config)
     sources = {BASE: config["model"]["name_or_path"]} if include_base else {}
     sources.update({checkpoint_name(step): checkpoint_folder(run_dir, step) for step in checkpoints})
-    outputs = {name: generate(source, [prompt], **asdict(settings))[0]
+    template = chat_template_of(run_dir)
+    outputs = {name: generate(source, [prompt], **asdict(settings), chat_template=template)[0]
                for name, source in sources.items()}
     _keep(run_dir, {"time": time.time(), "prompt": prompt, "settings": asdict(settings),
-                    "checkpoints": list(checkpoints), "outputs": outputs})
+                    "checkpoints": list(checkpoints), "outputs": outputs, "chat": template is not None})
     return outputs
 
 

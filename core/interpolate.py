@@ -39,8 +39,9 @@ from .config import RunConfig
 from .data import saved_evaluation_sets
 from .evaluation import measure_sets, set_changes
 from .events import EvalEvent
-from .export import model_card, write_export
+from .export import include_chat_template, write_export
 from .generate import is_adapter, load_for_generation
+from .model_card import model_card
 from .recipe import resolve_hardware
 from .run_folder import (
     RunPaths,
@@ -235,12 +236,12 @@ def _ppl_fields(fields: dict) -> dict[str, float]:
 
 # -- export ------------------------------------------------------------------------------
 
-def export_interpolated(run_dir: Path | str, step: int, alpha: float, dest: Path | str) -> Path:
+def export_interpolated(run_dir: Path | str, step: int, alpha: float, dest: Path | str, *,
+                        datasets: list[str] = (), tags: list[str] = ()) -> Path:
     """Write the model at `alpha` between the base and the checkpoint at `step` as an HF
     folder (a LoRA checkpoint merged at that scale), with the tokenizer, the run config and a
-    model card (the scores at that α when the saved curve has them)."""
+    model card (cpt_studio.core.model_card; the scores at that α when the saved curve has them)."""
     run_dir = Path(run_dir).resolve()
-    config = read_json(RunPaths(run_dir).config)
     curve = InterpolationCurve.load(run_dir, step)
     point = curve.point(alpha) if curve else None
 
@@ -252,13 +253,13 @@ def export_interpolated(run_dir: Path | str, step: int, alpha: float, dest: Path
             model = model.merge_and_unload()  # merging applies the scaling: W + α·ΔW
         model.save_pretrained(folder)
         interpolator.tokenizer.save_pretrained(folder)
+        include_chat_template(folder, run_dir)
         source = checkpoint_config(checkpoint_folder(run_dir, step))
         if source.is_file():
             shutil.copy(source, checkpoint_config(folder))
-        scores = {"baseline": curve.baseline if curve else None,
-                  "at_step": point.fields if point else None, "other": []}
-        card = model_card(config, step, "interpolated", scores)
-        (folder / "README.md").write_text(card + _card_note(step, alpha, curve), encoding="utf-8")
+        card = model_card(run_dir, step, "interpolated", datasets=datasets, tags=tags,
+                          at_step=point.fields if point else {}, notes=_card_note(step, alpha, curve))
+        card.save(folder / "README.md")
     return write_export(dest, f"the export of {checkpoint_dirname(step)} at alpha {alpha:g}", write)
 
 

@@ -92,20 +92,38 @@ def model_info(path_or_id: str | Path, *, allow_download: bool = False,
     return _hub_config_info(spec, trust_remote_code)
 
 
-def scan_cached_models() -> list[ModelInfo]:
-    """The causal LMs in the local HF cache, newest first; [] when there is no cache.
+def imported_models_dir() -> Path:
+    """Where imported models go: data_dir()/models/NAME (GGUF imports, the demo model)."""
+    return data_dir() / "models"
 
-    Never raises: a repo that cannot be read is skipped (and logged)."""
+
+def scan_cached_models() -> list[ModelInfo]:
+    """The causal LMs at hand: those in the local HF cache, newest first, then those imported
+    into imported_models_dir() (source "imported": the demo model, GGUF imports), by name;
+    [] when there are none.
+
+    Never raises: a repo or folder that cannot be read is skipped (and logged)."""
     from huggingface_hub import scan_cache_dir
 
+    found = []
     try:
         cache = scan_cache_dir(_hub_cache_dir())
     except Exception as exc:  # missing cache (CacheNotFound), unreadable folder
         log.info("no Hugging Face cache to scan: %s", exc)
-        return []
+    else:
+        for repo in sorted(cache.repos, key=lambda r: r.last_modified, reverse=True):
+            info = _cached_repo_info(repo)
+            if info is not None:
+                found.append(info)
+    return found + _imported_models()
+
+
+def _imported_models() -> list[ModelInfo]:
+    root = imported_models_dir()
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     found = []
-    for repo in sorted(cache.repos, key=lambda r: r.last_modified, reverse=True):
-        info = _cached_repo_info(repo)
+    for folder in folders:  # a hidden folder is an import still being written
+        info = _causal_lm_info(folder, folder.name, "imported", _weights_size(folder))
         if info is not None:
             found.append(info)
     return found
@@ -116,17 +134,21 @@ def _cached_repo_info(repo: Any) -> ModelInfo | None:
     if repo.repo_type != "model" or not repo.revisions:
         return None
     revision = _pick_revision(repo.revisions)
-    folder = Path(revision.snapshot_path)
+    return _causal_lm_info(Path(revision.snapshot_path), repo.repo_id, "cache", repo.size_on_disk)
+
+
+def _causal_lm_info(folder: Path, name: str, source: str, size: int | None) -> ModelInfo | None:
+    """A ModelInfo for a model folder found by a scan, or None if it is not a causal LM."""
     try:
         raw = _read_raw_config(folder)
         if raw is None or not _is_causal_lm(raw):
             return None
         try:
-            return _folder_info(folder, repo.repo_id, "cache", repo.size_on_disk, False)
+            return _folder_info(folder, name, source, size, False)
         except ModelError:
-            return _raw_info(raw, folder, repo.repo_id, "cache", repo.size_on_disk)
+            return _raw_info(raw, folder, name, source, size)
     except Exception as exc:  # one broken repo must not hide the others
-        log.warning("skipping cached model %s: %s", repo.repo_id, exc)
+        log.warning("skipping model %s (%s): %s", name, folder, exc)
         return None
 
 
@@ -429,7 +451,7 @@ def import_gguf(gguf_path: str | Path, dest: Path | None = None,
     gguf_path = Path(gguf_path).expanduser().resolve()
     if not gguf_path.is_file():
         raise ModelError(f"{gguf_path} does not exist; choose an existing .gguf file")
-    dest = Path(dest) if dest is not None else data_dir() / "models" / gguf_path.stem
+    dest = Path(dest) if dest is not None else imported_models_dir() / gguf_path.stem
     if _is_complete_import(dest, gguf_path):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -528,7 +550,7 @@ def demo_model_path(progress: ProgressCallback | None = None) -> Path:
     if cached is not None and _weights_size(cached):
         return cached
     gguf = _packaged_demo_gguf()
-    return import_gguf(gguf, data_dir() / "models" / DEMO_IMPORT_NAME, progress)
+    return import_gguf(gguf, imported_models_dir() / DEMO_IMPORT_NAME, progress)
 
 
 def demo_model_source() -> tuple[str, bool]:
@@ -537,7 +559,7 @@ def demo_model_source() -> tuple[str, bool]:
     cached = _cached_snapshot(DEMO_REPO_ID)
     if cached is not None and _weights_size(cached):
         return DEMO_REPO_ID.rsplit("/", 1)[-1], True
-    return DEMO_IMPORT_NAME, (data_dir() / "models" / DEMO_IMPORT_NAME / "config.json").is_file()
+    return DEMO_IMPORT_NAME, (imported_models_dir() / DEMO_IMPORT_NAME / "config.json").is_file()
 
 
 def _packaged_demo_gguf() -> Path:

@@ -39,6 +39,8 @@ store indexes it and can be rebuilt from it). Its layout:
       interpolation/               weight interpolation (core/interpolate.py)
         checkpoint-200/
           curve.json               base -> checkpoint-200, per alpha         .interpolation(200)
+      sweep.json                   a sweep's run: its group and setting      .sweep
+                                   (cpt_studio.core.sweep)
       launch/                      written by `cpt-studio launch`: the run   .launch
                                    on several GPUs or nodes (core/launch.py)
         accelerate_config.yaml     accelerate's config (DDP, FSDP2, DeepSpeed) .accelerate_config
@@ -115,12 +117,13 @@ REPORT = "report"
 REPORT_MARKDOWN = "report.md"
 REPORT_DATA = "report.json"
 REPORT_CHART = "scores.png"
+SWEEP = "sweep.json"
 
 RUN_FILES = (CONFIG, EVENTS, GUARD_STATE, GENERATIONS, STOP, PID, CLAIM, LOGS, WORKER_LOG,
              EVAL_LOG, HELDOUT, CORPUS_RECORD, TOKENIZER, TOKENIZER_RECORD, CHAT_TEMPLATE,
              START_MODEL, CHECKPOINTS,
              CHECKPOINT_PREFIX, CHECKPOINT_CONFIG, STAGING, EVAL, EVAL_REQUEST, EVAL_TASKS, REPORT,
-             INTERPOLATION, INTERPOLATION_CURVE, REPORT_MARKDOWN, REPORT_DATA, REPORT_CHART,
+             INTERPOLATION, INTERPOLATION_CURVE, REPORT_MARKDOWN, REPORT_DATA, REPORT_CHART, SWEEP,
              LAUNCH, ACCELERATE_CONFIG, DEEPSPEED_CONFIG, LAUNCH_SCRIPT, TORCHRUN_SCRIPT, SLURM_SCRIPT,
              LAUNCH_README)
 """Every name a run folder's files and folders have (CHECKPOINT_PREFIX: the start of one);
@@ -267,6 +270,12 @@ class RunPaths:
         """The weight-interpolation curve between the base model and the checkpoint at `step`
         (JSON: the alphas and each one's evaluation; cpt_studio.core.interpolate)."""
         return self.root / INTERPOLATION / checkpoint_dirname(step) / INTERPOLATION_CURVE
+
+    @property
+    def sweep(self) -> Path:
+        """A sweep's run only: the sweep it belongs to (its group id) and its setting (JSON;
+        cpt_studio.core.sweep)."""
+        return self.root / SWEEP
 
     @property
     def launch(self) -> Path:

@@ -94,10 +94,15 @@ def setup_holds(path: Path, config: RunConfig) -> bool:
         return False
 
 
-def train_command(setup: Path) -> str:
+def train_command(setup: Path, windows: bool | None = None) -> str:
     """The command line that runs the setup file: `cpt-studio train /abs/path.json`, each word
-    quoted for a POSIX shell (shlex.quote), so spaces and quotes in the path survive."""
-    return shlex.join(["cpt-studio", "train", str(Path(setup).resolve())])
+    quoted for this system's shell, so spaces and quotes in the path survive: POSIX shells by
+    shlex.join; Windows (`windows`, default: this system is) by subprocess.list2cmdline, the
+    quoting the C runtime's argument parser undoes."""
+    words = ["cpt-studio", "train", str(Path(setup).resolve())]
+    if windows if windows is not None else os.name == "nt":
+        return subprocess.list2cmdline(words)
+    return shlex.join(words)
 
 
 def clone_config(run_dir: Path, taken: Iterable[str] = (), name: str | None = None) -> RunConfig:
@@ -148,7 +153,7 @@ def start_worker(run_dir: Path, *, resume: bool = False, detach: bool = False,
         with open(paths.log, "ab") as log:  # the child keeps its own handle
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                       **(_detached() if detach else {}))
+                                       **(detached_options() if detach else {}))
         write_pid(paths.root, process.pid)  # at once: the worker would write it only after start-up
     return process
 
@@ -187,7 +192,10 @@ def worker_command(run_dir: Path, module: str = "worker") -> list[str]:
     return [sys.executable, "-m", f"cpt_studio.core.{module}", str(run_dir)]
 
 
-def _detached() -> dict:
+def detached_options() -> dict:
+    """Popen's keyword arguments that let a child outlive this process (its own session on
+    POSIX; its own process group without a console on Windows): every background process of
+    the app (a run's worker, an evaluation, a sweep) starts with them when detached."""
     # Popen's only platform difference that psutil cannot take over: how a child outlives us.
     if os.name == "nt":
         return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS}
@@ -204,7 +212,7 @@ def start_eval_worker(run_dir: Path, *, detach: bool = False) -> subprocess.Pope
     with open(paths.eval_log, "ab") as log:  # the child keeps its own handle
         process = subprocess.Popen(worker_command(paths.root, "evalworker"), stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"}, **(_detached() if detach else {}))
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"}, **(detached_options() if detach else {}))
     record_pid(paths.eval_pid, process.pid)
     return process
 

@@ -243,11 +243,13 @@ def _own_template(tokenizer) -> str:
         return ""
 
 
-def generation_prompt(tokenizer, messages: list[dict]) -> str:
+def generation_prompt(tokenizer, messages: list[dict], template: str | None = None) -> str:
     """The text a model is given to answer `messages` (the last one the user's): rendered with
-    the tokenizer's chat template (an SFT checkpoint's tokenizer carries the run's) and the
-    generation prompt, as training rendered the prompts."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    `template`, else the tokenizer's chat template (an SFT checkpoint's tokenizer carries the
+    run's), and the generation prompt, as training rendered the prompts. Tokenize it with
+    add_special_tokens=False: the template writes any BOS itself."""
+    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                         add_generation_prompt=True)
 
 
 # ------------------------------------------------------------------------ tokens and labels

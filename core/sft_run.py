@@ -7,30 +7,21 @@ checkpoints, evaluation, history) whose "domain" data is its instruction example
     # in the worker, cpt_studio.core.training calls:
     data = prepare_sft_data(config, tokenizer, paths, events)      # RunData, SFT in place of domain
 
-The starting weights are exactly the parent checkpoint's. A full checkpoint is an HF model
-folder: model.name_or_path names it. A LoRA checkpoint is merged into its base once, when the
-run is created, into the run's start_model/ folder, which model.name_or_path then names; an
-SFT LoRA goes on top of that merged model. Merging first, rather than stacking a second
-adapter on the first: the SFT adapter learns on exactly the function the CPT checkpoint
-computes (in fp32 the merge is a sum; logits agree to float rounding); every later step
-(preflight, the dry run, evaluation of the starting model, Generate, export, resume) reads an
-ordinary model folder, as for any run; a merged export of CPT-LoRA + SFT-LoRA is the base with
-both merged, and the SFT run folder stays usable if the CPT run is deleted. Stacking would
-save that folder's disk space but needs two adapters active in training, saving and every
-loader. The cost: one copy of the model per SFT run from a LoRA checkpoint.
+The starting weights are exactly the parent checkpoint's, resolved as for every chained run
+(cpt_studio.core.chain: a full checkpoint's folder, or a LoRA checkpoint merged into the run's
+start_model/, on which an SFT LoRA then trains).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .chain import create_chained_run, parent_of
 from .config import RunConfig
 from .corpus import SourceSpec
 from .data import (
@@ -45,8 +36,7 @@ from .document_tokens import DocumentTokens
 from .evaluation import EvalSet
 from .events import EventWriter
 from .heldout import training_ids
-from .run_folder import RunPaths, checkpoint_folder, checkpoint_step, last_checkpoint, read_json
-from .runs import create_run
+from .run_folder import RunPaths, checkpoint_folder, checkpoint_step, last_checkpoint
 from .sft_data import (
     ChatTemplate,
     PackedExamples,
@@ -55,6 +45,9 @@ from .sft_data import (
     read_examples,
     tokenize_examples,
 )
+
+__all__ = ["SFT_SCHEDULE", "SftPreview", "create_sft_run", "default_checkpoint", "parent_of", "prepare_sft_data",
+           "preview_examples", "sft_config"]
 
 SFT_SCHEDULE = {"peak_lr": 2e-5, "warmup_ratio": 0.03, "decay": "cosine", "min_lr_ratio": 0.0,
                 "weight_decay": 0.0, "epochs": 3.0, "max_steps": None, "token_budget": None}
@@ -68,7 +61,7 @@ def sft_config(parent_run: Path | str, step: int, data: list[str], *, name: str 
     """An SFT run's config from its parent run's: the same model settings, batch, evaluation,
     guard and benchmarks (the same probes and tasks score both), the general corpus kept (it
     is measured for forgetting, and replayed at `replay_ratio`), no domain corpus, SFT_SCHEDULE,
-    and the parent recorded (sft.parent_run, sft.parent_step). `method`: 'full' or 'lora'
+    and the parent recorded (parent_run, parent_step). `method`: 'full' or 'lora'
     (default: the parent's). FileNotFoundError when the run has no checkpoint at `step`."""
     parent_dir = Path(parent_run).expanduser().resolve()
     checkpoint_folder(parent_dir, step)  # refuses a step that is not kept, naming those that are
@@ -82,86 +75,60 @@ def sft_config(parent_run: Path | str, step: int, data: list[str], *, name: str 
     for key, value in SFT_SCHEDULE.items():
         setattr(config.schedule, key, value)
     config.sft.data = [str(Path(p).expanduser().resolve()) for p in data]
-    config.sft.parent_run, config.sft.parent_step = str(parent_dir), step
+    config.parent_run, config.parent_step = str(parent_dir), step
     return config
 
 
 def create_sft_run(config: RunConfig, root: Path | None = None) -> Path:
-    """A new run folder for an SFT config (cpt_studio.core.runs.create_run), its examples read
-    and checked first (SftDataError with every bad record), its starting weights resolved from
-    sft.parent_run/parent_step when set: a full checkpoint's folder, or a LoRA checkpoint merged
-    into start_model/; then the preflight checks (cpt_studio.core.preflight.require). A run that
-    cannot be created, or that preflight refuses, leaves no folder behind."""
-    read_examples(config.sft)
-    config = copy.deepcopy(config)
-    checkpoint = None
-    if config.sft.parent_run:
-        checkpoint = checkpoint_folder(config.sft.parent_run, config.sft.parent_step)
-        config.model.name_or_path = str(checkpoint)
-    run_dir = create_run(config, root)
-    try:
-        if checkpoint is not None and _is_adapter(checkpoint):
-            merge_start_model(checkpoint, RunPaths(run_dir).start_model)
-            config.model.name_or_path = str(RunPaths(run_dir).start_model)
-            _write_config(RunPaths(run_dir), config)
-        from .preflight import require
-
-        require(config)  # the model, this machine, the general corpus: as for a CPT run
-    except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    return run_dir
+    """A new run folder for an SFT config: cpt_studio.core.chain.create_chained_run (its examples
+    checked first, SftDataError with every bad record; the starting weights resolved from
+    parent_run / parent_step; preflight). Blocks while it merges a LoRA parent."""
+    return create_chained_run(config, root)
 
 
-def _is_adapter(folder: Path) -> bool:
-    from .generate import is_adapter
+@dataclass
+class SftPreview:
+    """The instruction data as the model will see it (preview_examples)."""
 
-    return is_adapter(folder)
-
-
-def merge_start_model(checkpoint: Path, dest: Path) -> Path:
-    """The LoRA checkpoint merged into its base (as cpt_studio.core.generate loads it), with its
-    tokenizer, saved as an HF model folder at `dest` (written beside it, then renamed)."""
-    from .generate import load_for_generation
-
-    model, tokenizer = load_for_generation(checkpoint)
-    merged = model.merge_and_unload()
-    staged = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staged, ignore_errors=True)
-    merged.save_pretrained(staged)
-    tokenizer.save_pretrained(staged)
-    os.replace(staged, dest)
-    return dest
+    count: int
+    """Examples in all files."""
+    template: str
+    """The chat template that renders them, in words (ChatTemplate.source)."""
+    examples: list[tuple[str, list[tuple[str, bool]]]]
+    """(file:line, pieces of (text, trained)) of the first examples; trained pieces are responses."""
 
 
-def _write_config(paths: RunPaths, config: RunConfig) -> None:
-    staged = paths.config.with_suffix(".json.tmp")
-    staged.write_text(config.to_json())
-    os.replace(staged, paths.config)
+def preview_examples(config: RunConfig, count: int = 3) -> SftPreview:
+    """The first `count` examples of sft.data rendered with the template the run would choose
+    for the tokenizer it starts from (the parent checkpoint's, else model.name_or_path's),
+    the trained pieces (the responses, end-of-turn included) marked. Raises SftDataError with
+    every bad record (file and line), TemplateError for a template that cannot be used, and
+    ModelError when the tokenizer cannot be loaded."""
+    from .models import load_tokenizer, load_tokenizer_from_folder
+    from .sft_data import preview
+
+    examples = read_examples(config.sft)
+    trust = config.model.trust_remote_code
+    tokenizer = (load_tokenizer_from_folder(checkpoint_folder(config.parent_run, config.parent_step), trust)
+                 if config.parent_run else load_tokenizer(config.model.name_or_path, trust_remote_code=trust))
+    template = choose_template(tokenizer, config.sft.template)
+    return SftPreview(len(examples), template.source,
+                      [(e.origin, preview(tokenizer, template.text, e.messages)) for e in examples[:count]])
 
 
 def default_checkpoint(run_dir: Path | str) -> tuple[int, str]:
     """The checkpoint an SFT run starts from unless told otherwise, and why: the run's
     recommended one (as the store marks it), else its last. FileNotFoundError without one."""
-    from .store import index_run, open_store, run_checkpoints
+    from .store import connection, index_run, run_checkpoints
 
-    db = open_store()
-    rows = [r for r in run_checkpoints(db, index_run(db, run_dir)) if r["recommended"] and r["exists"]]
+    with connection() as db:
+        rows = [r for r in run_checkpoints(db, index_run(db, run_dir)) if r["recommended"] and r["exists"]]
     if rows:
         return int(rows[-1]["step"]), "the recommended checkpoint"
     last = last_checkpoint(Path(run_dir))
     if last is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint yet; train it (or resume it) first")
     return checkpoint_step(last), "the last checkpoint (none is recommended)"
-
-
-def parent_of(run_dir: Path | str) -> tuple[str, int] | None:
-    """(parent run folder, checkpoint step) an SFT run started from, or None: the chain's link
-    that the history follows (base -> CPT -> SFT)."""
-    sft = read_json(RunPaths(Path(run_dir)).config).get("sft") or {}
-    if not sft.get("parent_run") or sft.get("parent_step") is None:
-        return None
-    return sft["parent_run"], int(sft["parent_step"])
 
 
 # ------------------------------------------------------------------ the data, in the worker

@@ -1,6 +1,7 @@
 """The run store: an SQLite index (sqlite-utils, WAL) of the run folders.
 
-    db = open_store()                       # data_dir()/cpt-studio.db
+    db = open_store()                       # data_dir()/.store/cpt-studio.db
+    with connection() as db: ...            # opened for one action, then closed (the GUI's way)
     run_id = index_run(db, run_dir)         # (re)read config.json and events.jsonl
     print(format_runs(list_runs(db)))       # what `cpt-studio runs` prints
     print(format_run(db, "2025-06-01-med")) # what `cpt-studio show RUN` prints
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import sqlite3
@@ -30,6 +32,7 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from .chain import parent_link
 from .events import (
     FINAL_STATES,
     BenchmarkEvent,
@@ -81,7 +84,10 @@ TABLE_COLUMNS: dict[str, dict[str, type]] = {
              "error": str,  # the message of a failed run
              "recommendation": str,  # why the recommended checkpoint is the one (core.recommend)
              "events_offset": int,  # bytes of events.jsonl indexed: the next index reads on
-             "events_seen": str},  # the last bytes indexed, to tell a replaced file
+             "events_seen": str,  # the last bytes indexed, to tell a replaced file
+             "stage": str,  # "cpt" or "sft"
+             "parent_run": str, "parent_step": int,  # the checkpoint it started from (core.chain)
+             "run_group": str},  # the sweep the run belongs to (its sweep.json), else NULL
     "metrics": {"run_id": str, "step": int, "tokens": int, "time": float, "name": str,
                 "value": float},
     "evaluations": {"run_id": str, "step": int, "tokens": int, "time": float,
@@ -106,7 +112,9 @@ TABLE_COLUMNS: dict[str, dict[str, type]] = {
 }
 """Each table's columns now. The store's schema changes only through MIGRATIONS below: a column
 added here is added to an existing store by a new migration (and named in ADDED_SINCE_M001)."""
-ADDED_SINCE_M001 = {"runs": ("events_offset", "events_seen"), "guard": ("message",)}
+ADDED_SINCE_M001 = {"runs": ("events_offset", "events_seen", "stage", "parent_run", "parent_step",
+                             "run_group"),
+                    "guard": ("message",)}
 """Columns that later migrations add, so that m001 creates the tables as they were then."""
 TABLES = tuple(TABLE_COLUMNS)
 INDEXES = {"metrics": ("run_id", "name", "step"), "evaluations": ("run_id", "step"),
@@ -151,6 +159,24 @@ def m003_guard_message_and_seen_bytes(db: sqlite_utils.Database) -> None:
     db["runs"].add_column("events_seen", str)
 
 
+@MIGRATIONS()
+def m004_run_parent(db: sqlite_utils.Database) -> None:
+    """runs.stage, runs.parent_run, runs.parent_step: a chained run's stage and the checkpoint it
+    started from (cpt_studio.core.chain), filled in for the runs already indexed from their config."""
+    for column, kind in (("stage", str), ("parent_run", str), ("parent_step", int)):
+        db["runs"].add_column(column, kind)
+    for row in db["runs"].rows_where(select="id, config"):
+        db["runs"].update(row["id"], _lineage_fields(json.loads(row["config"] or "{}")))
+
+
+@MIGRATIONS()
+def m005_run_group(db: sqlite_utils.Database) -> None:
+    """runs.run_group: the sweep a run belongs to (the group id in its folder's sweep.json,
+    cpt_studio.core.sweep), so that the history shows a sweep's runs together. Runs indexed
+    before get it at their next index (a rebuild gives it to all)."""
+    db["runs"].add_column("run_group", str)
+
+
 # -- opening -------------------------------------------------------------------------------
 
 BUSY_TIMEOUT_MS = 30_000
@@ -176,8 +202,102 @@ def writing(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
     db.conn.execute("COMMIT")
 
 
+STORE_FOLDER = ".store"
+"""The store's folder in the data folder: hidden, and holding nothing else, so that no file
+dialog on the data folder lists the store's files (below: why that matters)."""
+
+STORE_FILE = "cpt-studio.db"
+
+
 def default_db_path() -> Path:
-    return data_dir() / "cpt-studio.db"
+    """data_dir()/.store/cpt-studio.db.
+
+    Why a folder of its own: SQLite's WAL mode keeps its locks as POSIX advisory locks on the
+    -shm file, and POSIX drops ALL of a process's locks on a file when the process closes ANY
+    descriptor of it. Qt's file dialogs read the first bytes of files whose names have no known
+    type (QMimeDatabase sniffs cpt-studio.db-wal and -shm) to choose their icons: a dialog that
+    shows these files in the app's process silently drops its store locks; another process
+    (a worker, the CLI) then believes it is the store's last user, checkpoints and deletes the
+    WAL, and the app's open connection reads a stale index: "database disk image is malformed"
+    (checked with a script: an open connection, QMimeDatabase().mimeTypeForFile on the -shm file,
+    a write from another process: the connection no longer sees that write). The app also keeps
+    no connection open between actions (`connection`), so that a lock dropped anyway costs at
+    most one action, which `repair` then recovers."""
+    return data_dir() / STORE_FOLDER / STORE_FILE
+
+
+def _remove_old_store() -> None:
+    """The store of versions before the .store folder (data_dir()/cpt-studio.db): a cache of
+    the run folders like the new one (the history re-indexes the folders), removed so that it
+    is not left behind unused."""
+    for suffix in ("", "-wal", "-shm"):
+        (data_dir() / f"{STORE_FILE}{suffix}").unlink(missing_ok=True)
+
+
+@contextmanager
+def connection(path: Path | str | None = None) -> Iterator[sqlite_utils.Database]:
+    """The store opened for one action and closed after it (open_store's arguments)."""
+    db = open_store(path)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def database_file(db: sqlite_utils.Database) -> Path | None:
+    """The file a store connection has open; None for an in-memory store."""
+    row = db.execute("PRAGMA database_list").fetchone()  # (seq, schema name, file)
+    return Path(row[2]) if row and row[2] else None
+
+
+class StoreRef:
+    """Where a store is, for a window that reads it again later without holding a connection
+    open in between (default_db_path says why):
+
+        ref = StoreRef(db)               # the store `db` is connected to
+        with ref.open() as db: ...       # a fresh connection to it, closed after
+
+    An in-memory store (tests) has no file: its connection is kept and reused."""
+
+    def __init__(self, db: sqlite_utils.Database):
+        self.path = database_file(db)
+        self._memory = db if self.path is None else None
+
+    @contextmanager
+    def open(self) -> Iterator[sqlite_utils.Database]:
+        if self._memory is not None:
+            yield self._memory
+            return
+        with connection(self.path) as db:
+            yield db
+
+
+def repair(path: Path | str | None = None) -> Path | None:
+    """After an sqlite3.DatabaseError from the store: check the file with a fresh connection
+    (PRAGMA quick_check). A damaged store is renamed aside (returned: cpt-studio.db.damaged-N),
+    so that the next open_store starts an empty one that indexing refills from the run folders
+    (the store is their cache); a sound one is left alone (the error was one stale read: see
+    default_db_path) and None is returned."""
+    path = Path(path) if path else default_db_path()
+    if not path.exists():
+        return None
+    try:
+        probe = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            if probe.execute("PRAGMA quick_check").fetchone()[0] == "ok":
+                return None
+        finally:
+            probe.close()
+    except sqlite3.DatabaseError:
+        pass  # not a database at all: set aside as well
+    n = 1
+    while path.with_name(f"{path.name}.damaged-{n}").exists():
+        n += 1
+    aside = path.with_name(f"{path.name}.damaged-{n}")
+    os.replace(path, aside)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return aside
 
 
 def open_store(path: Path | str | None = None) -> sqlite_utils.Database:
@@ -188,6 +308,8 @@ def open_store(path: Path | str | None = None) -> sqlite_utils.Database:
     if str(path) == ":memory:":
         db = sqlite_utils.Database(memory=True)
     else:
+        if not path:
+            _remove_old_store()
         path = Path(path) if path else default_db_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         # Two windows, or the CLI and the app, may write at once: a writer waits up to
@@ -303,6 +425,19 @@ def run_folders(root: Path) -> list[Path]:
                   if RunPaths(folder).config.is_file() and RunPaths(folder).events.is_file())
 
 
+def folder_names(root: Path) -> set[str]:
+    """The names of the run folders under `root` as the history shows them (display name, else
+    the config's), read from the folders: the runs that the store has not indexed yet (one
+    started a moment ago) included."""
+    names = set()
+    for folder in run_folders(root) if Path(root).is_dir() else []:
+        try:
+            names.add(_display_name(folder, _read_config(folder)))
+        except (OSError, ValueError):  # a config that cannot be read: its folder's name
+            names.add(folder.name)
+    return names
+
+
 def _read_config(run_dir: Path) -> dict[str, Any]:
     path = RunPaths(run_dir).config
     if not path.is_file():
@@ -406,7 +541,8 @@ def _run_row(db: sqlite_utils.Database, run_id: str, run_dir: Path, config: dict
     """The run's summary: `before` (the row as the last index left it; None when indexing from
     the start) updated with the new events, and the figures read back from the tables."""
     row = {"id": run_id, "name": _display_name(run_dir, config),
-           "model": _model_name(config.get("model")), "config": json.dumps(config)}
+           "model": _model_name(config.get("model")), "config": json.dumps(config),
+           **_lineage_fields(config), "run_group": _run_group(run_dir)}
     kept = {k: before[k] for k in ("state", "phase", "message", "started", "updated", "finished",
                                    "total_steps", "error")} if before else {}
     row.update(kept)
@@ -417,6 +553,13 @@ def _run_row(db: sqlite_utils.Database, run_id: str, run_dir: Path, config: dict
     last = next(db["metrics"].rows_where("run_id = ?", [run_id], order_by="rowid desc", limit=1), None)
     row.update(steps=last["step"] if last else 0, tokens=last["tokens"] if last else 0)
     return {**row, **_scores(run_evaluations(db, run_id))}
+
+
+def _lineage_fields(config: dict) -> dict[str, Any]:
+    """The run's stage and parent checkpoint (cpt_studio.core.chain.parent_link reads the link)."""
+    parent = parent_link(config)
+    return {"stage": str(config.get("stage") or "cpt"), "parent_run": parent[0] if parent else None,
+            "parent_step": parent[1] if parent else None}
 
 
 def _status_fields(status: StatusEvent) -> dict[str, Any]:
@@ -434,6 +577,15 @@ def _display_name(run_dir: Path, config: dict) -> str:
     return name or str(config.get("name") or run_dir.name)
 
 
+def _run_group(run_dir: Path) -> str | None:
+    """The group id in the run folder's sweep.json (a sweep's run), else None."""
+    path = RunPaths(run_dir).sweep
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("group") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _model_name(model: Any) -> str:
     """The base model as the user named it; "model" is a section, or a string in early runs."""
     if isinstance(model, dict):
@@ -447,10 +599,12 @@ def _error(status: StatusEvent) -> str:
 
 
 def _scores(evals: list[dict]) -> dict[str, Any]:
-    trained = [e["domain_gain"] for e in evals
-               if not e.get("baseline") and is_finite_number(e.get("domain_gain"))]
-    return {"domain_gain": _storable(evals[-1].get("domain_gain")) if evals else None,
-            "forgetting": _storable(evals[-1].get("forgetting")) if evals else None,
+    """The run's latest domain gain and forgetting, None while only the step-0 baseline is
+    measured (its gain and forgetting are 0 by definition: the history showed "+0.0%")."""
+    after = [e for e in evals if not e.get("baseline")]
+    trained = [e["domain_gain"] for e in after if is_finite_number(e.get("domain_gain"))]
+    return {"domain_gain": _storable(after[-1].get("domain_gain")) if after else None,
+            "forgetting": _storable(after[-1].get("forgetting")) if after else None,
             "best_domain_gain": max(trained, default=None)}
 
 
@@ -510,7 +664,8 @@ def _plain(value: Any) -> Any:
 
 def list_runs(db: sqlite_utils.Database, state: str | None = None,
               model: str | None = None) -> list[dict[str, Any]]:
-    """Runs newest first; `model` keeps those whose model contains it (any case)."""
+    """Runs newest first, each with its stage and the checkpoint it started from (parent_run,
+    parent_step; None for a first stage); `model` keeps those whose model contains it (any case)."""
     where, args = [], []
     if state:
         where.append("state = ?")

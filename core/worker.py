@@ -118,10 +118,11 @@ def update_store(run_dir: Path) -> None:
     (store.forget_run); a store problem is logged, never raised: the run folder stays the
     source of truth."""
     try:
-        from .store import forgotten_runs, index_run, open_store
+        from .store import connection, forgotten_runs, index_run
 
         if str(Path(run_dir).resolve()) not in forgotten_runs():
-            index_run(open_store(), run_dir)
+            with connection() as db:
+                index_run(db, run_dir)
     except Exception:  # noqa: BLE001 — a store problem must not fail a finished run
         logging.getLogger("cpt_studio.core.worker").exception("could not update the run store")
 

@@ -116,6 +116,8 @@ CURVES = {"loss": ("loss", "raw"), "ema": ("ema", f"smoothed (EMA β={LOSS_SMOOT
           "general_base": ("general", "general baseline"), "forgetting": ("forgetting", ""),
           "speed": ("speed", "")}
 """Each curve's colour (a COLOURS key) and its name in its chart's title."""
+SFT_DOMAIN = "instruction (held-out responses)"
+"""What an SFT run's "domain" curves measure: the loss on its held-out examples' responses."""
 
 
 def _curve(plot: pg.PlotItem, colour: str, width: float = 1.5, dashed: bool = False):
@@ -138,11 +140,13 @@ class RunCharts(pg.GraphicsLayoutWidget):
     def __init__(self, series: RunSeries, guard_threshold: float | None = 0.15,
                  eval_interval: int | None = None, parent=None, probes: bool = False,
                  checkpoint_interval: int | None = None, forgetting_source: bool = True,
-                 max_grad_norm: float | None = None):
+                 max_grad_norm: float | None = None, domain_name: str = "domain"):
         """`forgetting_source`: the run has a general corpus or a general evaluation set (else
         its forgetting chart says there is none); `max_grad_norm`: the clipping threshold,
-        drawn on the gradient-norm chart."""
+        drawn on the gradient-norm chart; `domain_name`: what the "domain" curves measure, in
+        words (an SFT run's are its held-out responses, SFT_DOMAIN)."""
         super().__init__(parent)
+        self.domain_name = domain_name
         self.show_probes, self.checkpoint_interval = probes, checkpoint_interval
         self.forgetting_source, self.max_grad_norm = forgetting_source, max_grad_norm
         self.setBackground("w")
@@ -170,7 +174,8 @@ class RunCharts(pg.GraphicsLayoutWidget):
                    probes=bool((config.get("benchmarks") or {}).get("probes_during_training")),
                    checkpoint_interval=(config.get("checkpoints") or {}).get("interval"),
                    forgetting_source=bool(corpus.get("general") or general_sets) if config.get("corpus") else True,
-                   max_grad_norm=(config.get("schedule") or {}).get("max_grad_norm"))
+                   max_grad_norm=(config.get("schedule") or {}).get("max_grad_norm"),
+                   domain_name=SFT_DOMAIN if config.get("stage") == "sft" else "domain")
 
     # --- layout -----------------------------------------------------------------------
     def _build(self) -> None:
@@ -223,7 +228,7 @@ class RunCharts(pg.GraphicsLayoutWidget):
     def _plot(self, key: str, title: str, curves: list[str]) -> None:
         plot = self.addPlot(row=len(self.plots) + 1, col=0, axisItems={"left": ReadableAxis("left")})
         self._style(plot)
-        names = [(COLOURS[CURVES[c][0]], CURVES[c][1] + (" (dashed)" if c.endswith("_base") else ""))
+        names = [(COLOURS[CURVES[c][0]], self._named(CURVES[c][1]) + (" (dashed)" if c.endswith("_base") else ""))
                  for c in curves if CURVES[c][1]]
         plot.setTitle(_title(title, names if len(curves) > 1 else []))
         for name in curves:
@@ -234,6 +239,10 @@ class RunCharts(pg.GraphicsLayoutWidget):
         plot.sigRangeChanged.connect(lambda *_: self._place_label(plot))  # it stays in the middle
         plot.addItem(plot.empty_label, ignoreBounds=True)
         self.plots[key] = plot
+
+    def _named(self, label: str) -> str:
+        """A curve's name with "domain" said as this run's domain_name."""
+        return label.replace("domain", self.domain_name, 1) if label.startswith("domain") else label
 
     def _crosshair(self) -> None:
         self.lines = {}
@@ -529,7 +538,7 @@ class RunCharts(pg.GraphicsLayoutWidget):
         if not len(evals):
             return []
         j = max(j, 0)
-        parts = [f"domain ppl {evals['domain_ppl'].values[j]:.3f} / general ppl "
+        parts = [f"{self.domain_name} ppl {evals['domain_ppl'].values[j]:.3f} / general ppl "
                  f"{evals['general_ppl'].values[j]:.3f} (eval at step {int(evals['step'].values[j])})"]
         forgetting = evals["forgetting"].values[j]
         if np.isfinite(forgetting):

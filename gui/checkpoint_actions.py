@@ -1,12 +1,10 @@
-"""What can be done with one checkpoint: export it, evaluate it; instruction-tune later.
+"""What can be done with one checkpoint: export it, evaluate it, instruction-tune it.
 
     actions = CheckpointActions(parent)        # a row of buttons
     actions.set_checkpoint(run_dir, step)      # None disables them (step None: the base model)
     actions.export_finished.connect(...)       # the exported folder
     actions.evaluation_started.connect(...)    # the run folder, its evaluation worker started
-
-Instruction-tune is the hook where that feature plugs in: disabled, with a tooltip that says
-so, until it exists.
+    actions.instruction_tune_requested.connect(...)  # (run folder, step): open the SFT wizard
 """
 
 from __future__ import annotations
@@ -15,7 +13,14 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QMessageBox, QPushButton, QWidget
+from PySide6.QtWidgets import (
+    QDialog,
+    QFileDialog,
+    QHBoxLayout,
+    QMessageBox,
+    QPushButton,
+    QWidget,
+)
 
 from cpt_studio.core.export import (
     default_export_name,
@@ -23,19 +28,18 @@ from cpt_studio.core.export import (
     export_checkpoint,
     export_size,
 )
-from cpt_studio.core.generate import is_adapter
 from cpt_studio.core.run_folder import RunPaths, read_json
 
+from .export_options import ExportOptionsDialog
 from .jobs import Job
-
-SFT_TIP = "Instruction tuning of a chosen checkpoint comes with the SFT feature"
 
 
 def export_with_dialog(parent: QWidget, run_dir: Path, step: int) -> Job | None:
     """Ask for a new or empty folder and check it (a file in the way, permission, free space,
     and a non-empty folder: export into a new folder inside it?) before anything else is asked;
-    for an adapter, ask whether to merge; then export off the GUI thread. When the job ends,
-    a message says where the export is (with Open folder), or why it failed."""
+    then the export options (ExportOptionsDialog: the mode, the card's datasets and tags); then
+    export off the GUI thread. When the job ends, a message says where the export is (with Open
+    folder), or why it failed."""
     config = read_json(RunPaths(Path(run_dir)).config)
     suggested = Path(QSettings("cpt-studio", "cpt-studio").value("export_folder", str(Path.home()))) / default_export_name(config, step)
     chosen, _ = QFileDialog.getSaveFileName(
@@ -47,13 +51,11 @@ def export_with_dialog(parent: QWidget, run_dir: Path, step: int) -> Job | None:
     if dest is None:
         return None
     QSettings("cpt-studio", "cpt-studio").setValue("export_folder", str(dest.parent))
-    merge = False
-    if is_adapter(RunPaths(Path(run_dir)).checkpoint(step)):
-        answer = QMessageBox.question(
-            parent, "Export", "This checkpoint is a LoRA adapter. Merge it into the base model's "
-            "weights?\n\nYes: a full model folder. No: the adapter alone (load it with peft).")
-        merge = answer == QMessageBox.StandardButton.Yes
-    job = Job(export_checkpoint, run_dir, step, dest, merge_lora=merge)
+    options = ExportOptionsDialog(Path(run_dir), step, parent)
+    if options.exec() != QDialog.DialogCode.Accepted:
+        return None
+    job = Job(export_checkpoint, run_dir, step, dest, mode=options.mode(), datasets=options.datasets(),
+              tags=options.tags())
     job.finished.connect(lambda folder: show_export_done(parent, step, folder))
     job.failed.connect(lambda message: QMessageBox.warning(parent, "Export", f"The export failed:\n{message}"))
     return job.start()
@@ -98,6 +100,9 @@ class CheckpointActions(QWidget):
     export_finished = Signal(object)
     export_failed = Signal(str)
     evaluation_started = Signal(object)
+    instruction_tune_requested = Signal(object, int)
+    """(run folder, step): the user asked to instruction-tune this checkpoint (the main window
+    opens the SFT wizard on it)."""
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -107,7 +112,7 @@ class CheckpointActions(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         self.export_button = QPushButton("Export…", clicked=self._on_export_clicked)
         self.evaluate_button = QPushButton("Evaluate…", clicked=self._on_evaluate_clicked)
-        self.sft_button = QPushButton("Instruction-tune…", enabled=False, toolTip=SFT_TIP)
+        self.sft_button = QPushButton("Instruction-tune…", clicked=self._on_sft_clicked)
         for button in (self.export_button, self.evaluate_button, self.sft_button):
             layout.addWidget(button)
         layout.addStretch(1)
@@ -117,6 +122,9 @@ class CheckpointActions(QWidget):
         self.run_dir, self.step = run_dir, step
         chosen = run_dir is not None and step is not None
         self.export_button.setEnabled(chosen and step != 0)
+        self.sft_button.setEnabled(chosen and step != 0)
+        self.sft_button.setToolTip(f"Instruction-tune step {step} (loss on the responses only), as a new "
+                                   "run chained to it" if chosen and step else "Select a checkpoint first")
         self.evaluate_button.setEnabled(run_dir is not None)
         self.evaluate_button.setToolTip(
             f"Score {'the base model' if not step else f'step {step} and the base model'} on lm-eval "
@@ -131,6 +139,9 @@ class CheckpointActions(QWidget):
         self.evaluate_dialog = EvaluateDialog(self.run_dir, [self.step] if self.step else [], parent=self)
         self.evaluate_dialog.started.connect(self.evaluation_started)
         self.evaluate_dialog.show()
+
+    def _on_sft_clicked(self) -> None:
+        self.instruction_tune_requested.emit(self.run_dir, self.step)
 
     def _on_export_clicked(self) -> None:
         self.job = export_with_dialog(self, self.run_dir, self.step)

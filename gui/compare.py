@@ -25,7 +25,7 @@ from cpt_studio.core.compare import (
     unique_names,
 )
 from cpt_studio.core.runs import eval_worker_pid
-from cpt_studio.core.store import get_run, index_run
+from cpt_studio.core.store import StoreRef, get_run, index_run
 
 from .checkpoint_actions import CheckpointActions
 from .compare_scatter import GainForgettingScatter
@@ -44,7 +44,8 @@ class CompareWindow(QWidget):
         super().__init__(parent)
         if not run_ids:
             raise ValueError("choose at least one run to compare")
-        self.db, self.run_ids = db, list(run_ids)
+        self.store, self.run_ids = StoreRef(db), list(run_ids)
+        """Where the store is: reload() opens it again (no connection is kept: store.default_db_path)."""
         self.runs = {run_id: get_run(db, run_id) for run_id in self.run_ids}
         configs = {run_id: run["config"] for run_id, run in self.runs.items()}
         self.names = unique_names({run_id: run["name"] for run_id, run in self.runs.items()})
@@ -55,19 +56,19 @@ class CompareWindow(QWidget):
         self.config_table = ConfigTable(configs, self.names)
         self._watch = QTimer(self, interval=1000, timeout=self._on_evaluation_changed)
         self.tabs = QTabWidget()
-        self.tabs.addTab(self._checkpoints_tab(), "Checkpoints")
+        self.tabs.addTab(self._checkpoints_tab(db), "Checkpoints")
         self.tabs.addTab(self.overlay, "Curves")
         self.tabs.addTab(self.config_table, "Settings")
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs)
 
-    def _checkpoints_tab(self) -> QWidget:
+    def _checkpoints_tab(self, db) -> QWidget:
         """The table, the actions on its selected row, the scatter and the per-task scores
         (rebuilt by reload())."""
-        self.rows = comparison_rows(self.db, self.run_ids)
+        self.rows = comparison_rows(db, self.run_ids)
         self.table = CheckpointTable(self.rows)
         self.scatter = GainForgettingScatter(self.rows)
-        self.scores = TaskScoresChart({r: task_charts(self.db, r) for r in self.run_ids}, self.labels)
+        self.scores = TaskScoresChart({r: task_charts(db, r) for r in self.run_ids}, self.labels)
         self.actions = CheckpointActions()
         self.actions.evaluation_started.connect(self._on_evaluation_started)
         if len(self.run_ids) == 1:  # Evaluate… before a row is chosen: the base and the last one
@@ -83,7 +84,7 @@ class CompareWindow(QWidget):
         hint.setWordWrap(True)
         self.reasons = QLabel(self._reasons(), wordWrap=True, objectName="reasons",
                               textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
-        notes = comparison_notes(self.db, self.run_ids)
+        notes = comparison_notes(db, self.run_ids)
         self.notes = QLabel("<br>".join(f"⚠ {html.escape(note)}" for note in notes), wordWrap=True,
                             objectName="comparison_notes", visible=bool(notes),
                             textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -126,13 +127,15 @@ class CompareWindow(QWidget):
     def reload(self) -> None:
         """Index the runs again and rebuild the checkpoints tab (new scores, a new
         recommendation)."""
-        for run_id in self.run_ids:
-            index_run(self.db, run_id)
-        self.runs = {run_id: get_run(self.db, run_id) for run_id in self.run_ids}
+        with self.store.open() as db:
+            for run_id in self.run_ids:
+                index_run(db, run_id)
+            self.runs = {run_id: get_run(db, run_id) for run_id in self.run_ids}
+            tab = self._checkpoints_tab(db)
         current = self.tabs.currentIndex()
         old = self.tabs.widget(0)
         self.tabs.removeTab(0)
-        self.tabs.insertTab(0, self._checkpoints_tab(), "Checkpoints")
+        self.tabs.insertTab(0, tab, "Checkpoints")
         self.tabs.setCurrentIndex(current)
         old.deleteLater()
         self.scores_changed.emit()

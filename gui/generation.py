@@ -4,7 +4,9 @@
     window.generate()              # a Job; its result shows as one column per model
 
 Generation runs in the background (cpt_studio.core.generate.compare_generations), which also keeps
-the prompt, settings and outputs in the run's generations.jsonl.
+the prompt, settings and outputs in the run's generations.jsonl. For an SFT run the prompt is the
+user's message, rendered with the run's chat template, and each column shows the model's answer;
+for a CPT run each column shows the prompt and its continuation.
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ from PySide6.QtWidgets import (
 )
 
 from cpt_studio.core import store
-from cpt_studio.core.generate import GenerationSettings, compare_generations, read_generations
+from cpt_studio.core.generate import (
+    GenerationSettings,
+    chat_template_of,
+    compare_generations,
+    read_generations,
+)
 from cpt_studio.core.run_folder import GENERATIONS
 
 from .checkpoint_actions import CheckpointActions
@@ -43,9 +50,12 @@ class GenerationWindow(QWidget):
         self.run = store.get_run(db, run_id)
         self.run_dir = Path(self.run["id"])
         self.setWindowTitle(f"Generate: {self.run['name']}")
-        self.prompt = QPlainTextEdit(placeholderText="A prompt from your domain…")
+        self.chat = chat_template_of(self.run_dir) is not None  # an SFT run: answers, not continuations
+        self.prompt = QPlainTextEdit(placeholderText=(
+            "A question or instruction: each model answers it, given as the user's turn in the "
+            "run's chat template…" if self.chat else "A prompt from your domain…"))
         self.prompt.setMaximumHeight(80)
-        self.base = QCheckBox("base model", checked=True)
+        self.base = QCheckBox("starting model (before SFT)" if self.chat else "base model", checked=True)
         self.checkpoint_actions = CheckpointActions()
         self.checkpoints = QListWidget()
         self.checkpoints.currentItemChanged.connect(self._on_checkpoint_changed)
@@ -58,7 +68,7 @@ class GenerationWindow(QWidget):
         self.status = QLabel()
         self.results = QHBoxLayout()
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Prompt"))
+        layout.addWidget(QLabel("Question (chat template applied)" if self.chat else "Prompt"))
         layout.addWidget(self.prompt)
         top = QHBoxLayout()
         top.addWidget(self._models_box(), 1)
@@ -140,14 +150,15 @@ class GenerationWindow(QWidget):
         self.status.setText(f"Generation failed: {message}")
 
     def show_outputs(self, outputs: dict[str, str]) -> None:
-        """One column per model, base first, in the order generated."""
+        """One column per model, base first, in the order generated: the prompt and its
+        continuation, or for an SFT run the answer alone."""
         while self.results.count():
             self.results.takeAt(0).widget().deleteLater()
         self.columns: dict[str, QPlainTextEdit] = {}
         for name, text in outputs.items():
             box = QGroupBox(name)
             text_box = QPlainTextEdit(readOnly=True)
-            text_box.setPlainText(self.prompt.toPlainText() + text)
+            text_box.setPlainText(text if self.chat else self.prompt.toPlainText() + text)
             QVBoxLayout(box).addWidget(text_box)
             self.results.addWidget(box)
             self.columns[name] = text_box

@@ -21,8 +21,10 @@ from PySide6.QtWidgets import (
     QTableWidgetItem,
 )
 
-COLUMNS = ("name", "state", "progress", "method", "replay", "steps", "base model", "started", "tokens",
-           "domain gain", "forgetting")
+from cpt_studio.core.chain import chain_text
+
+COLUMNS = ("name", "state", "progress", "stage", "from", "method", "replay", "steps", "base model", "started",
+           "tokens", "domain gain", "forgetting", "sweep")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 2
 """A running run's progress cell: the fraction done, drawn as a bar (ProgressDelegate)."""
@@ -30,11 +32,15 @@ PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 2
 
 def history_items(run: dict) -> list[QTableWidgetItem]:
     """The run's row of cells (COLUMNS), each holding the run's id (UserRole); a running
-    run's progress cell also holds its fraction done (PROGRESS_ROLE, drawn as a bar)."""
+    run's progress cell also holds its fraction done (PROGRESS_ROLE, drawn as a bar); the
+    name and "from" cells tell the whole chain (base → CPT → SFT) in their tooltip."""
     items = []
+    chain = chain_text(run.get("chain") or [run])
     for column, (text, value) in zip(COLUMNS, history_cells(run), strict=True):
         item = HistoryCell(text, value)
         item.setData(Qt.ItemDataRole.UserRole, run["id"])
+        if column in ("name", "from"):
+            item.setToolTip(chain)
         if column == "progress" and run["live_state"] == "running" and value is not None:
             item.setData(PROGRESS_ROLE, value)
         items.append(item)
@@ -43,23 +49,30 @@ def history_items(run: dict) -> list[QTableWidgetItem]:
 
 def history_cells(run: dict) -> list[tuple[str, object]]:
     """The run's row as (text, the value it sorts by) per column of COLUMNS: numbers sort as
-    numbers, a missing value first."""
+    numbers, a missing value first. `run["chain"]` (cpt_studio.core.chain.lineage; default: the
+    run alone) gives "from" (the parent's name and checkpoint) and the base model (the chain's
+    first run's)."""
     config = run.get("config") or {}
+    chain = run.get("chain") or [run]
     method, corpus = config.get("method") or {}, config.get("corpus") or {}
     lora = method.get("kind") == "lora"
     replay = corpus.get("replay_ratio")
     done, planned = run.get("steps") or 0, run.get("total_steps") or (config.get("schedule") or {}).get("max_steps")
     fraction = min(done / planned, 1.0) if planned else None
-    model = Path(run["model"] or "").name or run["model"] or ""
+    base = chain[0].get("model") or ""
+    model = Path(base).name or base
+    parent = f"{chain[-2]['name']} · step {run['parent_step']}" if len(chain) > 1 else ""
+    stage = (run.get("stage") or "cpt").upper()
     started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started"])) if run["started"] else ""
     return [(run["name"], (run["name"] or "").lower()), (run["live_state"] or "", run["live_state"] or ""),
-            ("" if fraction is None else f"{fraction:.0%}", fraction),
+            ("" if fraction is None else f"{fraction:.0%}", fraction), (stage, stage), (parent, parent.lower()),
             (f"LoRA r={method.get('lora_rank')}" if lora else "full",
              (1, method.get("lora_rank") or 0) if lora else (2, 0)),
             ("" if replay is None else f"{replay:.0%}", replay),
             (f"{done:,}/{planned:,}" if planned else f"{done:,}", done),
             (model, model.lower()), (started, run["started"]), (f"{run['tokens'] or 0:,}", run["tokens"] or 0),
-            (_percent(run["domain_gain"]), run["domain_gain"]), (_percent(run["forgetting"]), run["forgetting"])]
+            (_percent(run["domain_gain"]), run["domain_gain"]), (_percent(run["forgetting"]), run["forgetting"]),
+            (run.get("run_group") or "", run.get("run_group") or "")]
 
 
 class HistoryCell(QTableWidgetItem):

@@ -18,6 +18,7 @@ size and position are restored at the next start (gui/geometry.py).
 from __future__ import annotations
 
 import importlib.util
+import sqlite3
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
@@ -40,11 +41,13 @@ from PySide6.QtWidgets import (
 )
 
 from cpt_studio.core import store
+from cpt_studio.core.chain import continue_config, lineage
 from cpt_studio.core.config import ConfigError, RunConfig
 from cpt_studio.core.demo import describe_demo
 from cpt_studio.core.estimate import format_bytes
-from cpt_studio.core.run_folder import disk_usage
+from cpt_studio.core.run_folder import RunPaths, disk_usage
 from cpt_studio.core.runs import clone_config, run_state, runs_dir, start_worker, worker_pid
+from cpt_studio.core.sft_run import default_checkpoint, sft_config
 
 from . import recent
 from .checkpoint_actions import export_with_dialog
@@ -55,11 +58,14 @@ from .history_table import COLUMNS, ProgressDelegate, history_items
 from .jobs import BackgroundRefresh, Job
 from .monitor import MonitorWindow
 from .preferences import PreferencesDialog, settings
+from .sft_wizard import SftWizard
 from .tabs import WindowTabs
 from .wizard import RunWizard
 
 STATES = ("created", "running", "finished", "stopped", "failed")
 HAS_COMPARE = importlib.util.find_spec("cpt_studio.gui.compare") is not None
+MENU_ONLY = ("continue", "parent", "launch")
+"""Run actions in the context menu and the Runs menu only (the row of buttons stays short)."""
 REFRESH_MS = 3000
 """How often the history re-reads the run folders (new runs, the state of running ones)."""
 
@@ -71,7 +77,6 @@ class MainWindow(QMainWindow):
     def __init__(self, runs_root: Path | None = None):
         super().__init__()
         self.runs_root = Path(runs_root or runs_dir())
-        self._db = None
         self.runs: list[dict] = []
         """The runs the table shows, as load_history returned them."""
         self._columns_sized = False
@@ -119,14 +124,6 @@ class MainWindow(QMainWindow):
         self._timer.start()
 
     @property
-    def db(self):
-        """The store, for the actions on selected runs; opened at the first one, not when the
-        window opens (the history loads with a connection of its own, off the GUI thread)."""
-        if self._db is None:
-            self._db = store.open_store()
-        return self._db
-
-    @property
     def monitors(self) -> dict[str, MonitorWindow]:
         """The open monitor tabs: {run id (the resolved run folder): monitor}."""
         return self.tabs.of_kind("monitor")
@@ -152,7 +149,9 @@ class MainWindow(QMainWindow):
 
     def running_runs(self) -> list[str]:
         """The runs whose worker is alive: of the history and of the open monitors."""
-        folders = store.run_folders(self.runs_root) if self.runs_root.is_dir() else []
+        # every folder, not only store.run_folders: a run started a moment ago by `cpt-studio
+        # train --detach` has its worker's pid file before its events.jsonl
+        folders = [f for f in self.runs_root.iterdir() if f.is_dir()] if self.runs_root.is_dir() else []
         candidates = dict.fromkeys([str(f.resolve()) for f in folders] + [r["id"] for r in self.runs]
                                    + list(self.monitors))
         return [run_id for run_id in candidates if worker_pid(Path(run_id)) is not None]
@@ -198,7 +197,10 @@ class MainWindow(QMainWindow):
         self.run_actions["delete"].setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.table.addAction(self.run_actions["delete"])  # Delete acts on the table's selection only
         runs.addActions(list(self.run_actions.values()))
-        runs.addAction(self.launch_action)
+        runs.addSeparator()
+        runs.addAction(QAction("&Find settings (sweep)…", self, triggered=self.open_sweep_dialog,
+                               toolTip="Short runs of the selected run's setup over a grid of replay "
+                               "ratios and learning rates, and which setting to use"))
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(QAction("CPT Studio &tour", self, shortcut=keys.HelpContents,
                                     triggered=self.open_tour))
@@ -229,10 +231,7 @@ class MainWindow(QMainWindow):
 
     def _on_data_folder_changed(self, _folder: Path) -> None:
         self.runs_root = runs_dir()
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        self.refresh()
+        self.refresh()  # the history's next load opens the new folder's store
 
     def open_tour(self) -> TourWindow:
         """Help ▸ Tour: the README's sections for users."""
@@ -271,16 +270,25 @@ class MainWindow(QMainWindow):
             "export": QAction("Export checkpoint…", self, triggered=self._on_export),
             "new_run": QAction("New run from this run…", self, triggered=self._on_new_run_from,
                                toolTip="Open the setup wizard on this run's settings, under a new name"),
+            "sft": QAction("Instruction-tune…", self, triggered=self._on_instruction_tune,
+                           toolTip="Instruction-tune a checkpoint of this run (its recommended one), "
+                           "as a run chained to it"),
+            "continue": QAction("Continue on more data…", self, triggered=self._on_continue,
+                                toolTip="A second CPT stage from a checkpoint of this run: the wizard on "
+                                "its settings, the learning rate warmed up and decayed again"),
+            "parent": QAction("Show parent", self, triggered=self.show_parent,
+                              toolTip="Select the run whose checkpoint this run started from"),
             "rename": QAction("Rename…", self, triggered=self._on_rename),
             "delete": QAction("Delete…", self, triggered=self._on_delete),
             "folder": QAction("Open folder", self, triggered=self._on_open_run_folder),
+            "launch": QAction("Run on several GPUs / a cluster…", self, triggered=self.open_launch,
+                              toolTip="Write a launch bundle (accelerate, torchrun, Slurm) into the run folder"),
         }
-        # In the Runs menu and the context menu only (the row of buttons is full).
-        self.launch_action = QAction("Run on several GPUs / a cluster…", self, triggered=self.open_launch,
-                                     toolTip="Write a launch bundle (accelerate, torchrun, Slurm) into the run folder")
         row = QHBoxLayout()
         self.run_buttons = {}
         for key, action in self.run_actions.items():
+            if key in MENU_ONLY:
+                continue
             button = QPushButton(action.text(), toolTip=action.toolTip())
             button.clicked.connect(action.trigger)
             self.run_buttons[key] = button
@@ -294,16 +302,34 @@ class MainWindow(QMainWindow):
         enabled = {key: count == 1 for key in self.run_actions}
         enabled["compare"] = HAS_COMPARE and count >= 1
         enabled["delete"] = count >= 1
+        enabled["parent"] = count == 1 and bool(self._selected_run().get("parent_run"))
         for key, action in self.run_actions.items():
             action.setEnabled(enabled[key])
-            self.run_buttons[key].setEnabled(enabled[key])
-        self.launch_action.setEnabled(count == 1)
+            if key in self.run_buttons:
+                self.run_buttons[key].setEnabled(enabled[key])
 
     def _on_context_menu(self, position) -> None:
         menu = QMenu(self)
         menu.addActions(list(self.run_actions.values()))
-        menu.addAction(self.launch_action)
         menu.exec(self.table.viewport().mapToGlobal(position))
+
+    def _selected_run(self) -> dict:
+        """The selected run's row as the history loaded it ({} when none or several)."""
+        ids = self.selected_ids()
+        return next((run for run in self.runs if len(ids) == 1 and run["id"] == ids[0]), {})
+
+    def show_parent(self) -> None:
+        """Select the run the selected one started from (its checkpoint's run), if the history
+        shows it; else say where it was."""
+        parent = self._selected_run().get("parent_run")
+        if not parent:
+            return
+        self.select_runs([parent])
+        if self.selected_ids() == [parent]:
+            self.table.scrollToItem(self.table.selectedItems()[0])
+        else:
+            self.statusBar().showMessage(f"The parent run is not in the history (filtered out, or "
+                                         f"removed): {parent}")
 
     def selected_ids(self) -> list[str]:
         rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
@@ -332,6 +358,8 @@ class MainWindow(QMainWindow):
     def _on_history_loaded(self, runs: list[dict]) -> None:
         if self.statusBar().currentMessage().startswith(HISTORY_FAILED):
             self.statusBar().clearMessage()
+        if getattr(runs, "notice", ""):
+            self.statusBar().showMessage(runs.notice)
         self._show_runs(runs)
 
     def _on_history_failed(self, message: str) -> None:
@@ -363,6 +391,7 @@ class MainWindow(QMainWindow):
     def _new_monitor(self, run_dir: Path) -> MonitorWindow:
         monitor = MonitorWindow(run_dir)
         monitor.new_run_requested.connect(self.new_run_from)
+        monitor.instruction_tune_requested.connect(self.open_sft_wizard)
         monitor.checkpoint_clicked.connect(self.open_checkpoint)
         return monitor
 
@@ -377,14 +406,20 @@ class MainWindow(QMainWindow):
         a checkpoint's marker in the monitor)."""
         if not HAS_COMPARE:
             return None
-        from .compare import CompareWindow
-
-        run_id = store.index_run(self.db, run_dir)  # a live run: its latest checkpoints
-        window = self.tabs.open(("compare", (run_id,)), lambda: CompareWindow(self.db, [run_id]))
+        with store.connection() as db:  # none is kept open between actions (store.default_db_path)
+            run_id = store.index_run(db, run_dir)  # a live run: its latest checkpoints
+            window = self.tabs.open(("compare", (run_id,)), lambda: self._new_compare(db, [run_id]))
         rows = [i for i, row in enumerate(window.rows) if row["run_id"] == run_id and row["step"] == step]
         if rows:
             window.table.select_checkpoint(rows[0])
         self._bring_forward()
+        return window
+
+    def _new_compare(self, db, run_ids: list[str]) -> QWidget:
+        from .compare import CompareWindow
+
+        window = CompareWindow(db, run_ids)
+        window.actions.instruction_tune_requested.connect(self.open_sft_wizard)
         return window
 
     def _on_open_monitor(self) -> None:
@@ -393,16 +428,16 @@ class MainWindow(QMainWindow):
     def compare_selected(self) -> QWidget | None:
         if not HAS_COMPARE:
             return None
-        from .compare import CompareWindow
-
         run_ids = self.selected_ids()
-        window = self.tabs.open(("compare", tuple(sorted(run_ids))), lambda: CompareWindow(self.db, run_ids))
+        with store.connection() as db:
+            window = self.tabs.open(("compare", tuple(sorted(run_ids))), lambda: self._new_compare(db, run_ids))
         self._bring_forward()
         return window
 
     def open_generation(self) -> GenerationWindow:
         run_id = self.selected_ids()[0]
-        window = self.tabs.open(("generate", run_id), lambda: GenerationWindow(self.db, run_id))
+        with store.connection() as db:
+            window = self.tabs.open(("generate", run_id), lambda: GenerationWindow(db, run_id))
         self._bring_forward()
         return window
 
@@ -412,7 +447,8 @@ class MainWindow(QMainWindow):
         from .evaluate_dialog import EvaluateDialog
 
         run_id = self.selected_ids()[0]
-        steps = [c["step"] for c in store.run_checkpoints(self.db, run_id) if c["recommended"]]
+        with store.connection() as db:
+            steps = [c["step"] for c in store.run_checkpoints(db, run_id) if c["recommended"]]
         self.evaluate_dialog = EvaluateDialog(Path(run_id), steps, parent=self)
         self.evaluate_dialog.started.connect(self.open_monitor)
         self.evaluate_dialog.show()
@@ -428,7 +464,8 @@ class MainWindow(QMainWindow):
 
     def _on_export(self) -> None:
         run_id = self.selected_ids()[0]
-        checkpoints = [c for c in store.run_checkpoints(self.db, run_id) if c["exists"]]
+        with store.connection() as db:
+            checkpoints = [c for c in store.run_checkpoints(db, run_id) if c["exists"]]
         if not checkpoints:
             QMessageBox.information(self, "Export", "This run has no checkpoint yet.")
             return
@@ -445,10 +482,12 @@ class MainWindow(QMainWindow):
                     lambda folder: self.statusBar().showMessage(f"exported to {folder}"))
 
     def _on_rename(self) -> None:
-        run = store.get_run(self.db, self.selected_ids()[0])
+        with store.connection() as db:
+            run = store.get_run(db, self.selected_ids()[0])
         name, ok = QInputDialog.getText(self, "Rename run", "Name:", text=run["name"] or "")
         if ok and name.strip():
-            store.rename_run(self.db, run["id"], name)
+            with store.connection() as db:
+                store.rename_run(db, run["id"], name)
             self.refresh()
 
     def _on_delete(self) -> None:
@@ -486,6 +525,7 @@ class MainWindow(QMainWindow):
         """Forget the runs; delete their folders too when asked (store.forget_run, by the
         next history load, so that it never races an indexing in flight). They leave the table now."""
         self._to_forget.update(dict.fromkeys(run_ids, with_folder))
+        self.tabs.close_showing(run_ids)  # a deleted run's monitor showed a folder no longer listed
         self._show_runs([run for run in self.runs if run["id"] not in run_ids])
         self.refresh()
 
@@ -504,6 +544,7 @@ class MainWindow(QMainWindow):
     def open_wizard(self, *, config: RunConfig | None = None) -> RunWizard:
         self.wizard = RunWizard(config, runs_root=self.runs_root, parent=self)
         self.wizard.run_started.connect(self._on_run_started)
+        self.wizard.sweep_requested.connect(self.open_sweep_dialog)
         self.wizard.show()
         return self.wizard
 
@@ -512,17 +553,109 @@ class MainWindow(QMainWindow):
 
     def new_run_from(self, run_dir: Path) -> RunWizard | None:
         """The wizard on the run's settings under a fresh name (core.runs.clone_config)."""
-        runs = store.list_runs(self.db)
+        with store.connection() as db:
+            runs = store.list_runs(db)
         run_id = str(Path(run_dir).resolve())
         name = next((run["name"] for run in runs if run["id"] == run_id), None)
         try:
-            config = clone_config(Path(run_dir), [run["name"] for run in runs], name)
+            taken = {run["name"] for run in runs} | store.folder_names(self.runs_root)
+            config = clone_config(Path(run_dir), taken, name)
         except ConfigError as exc:
             QMessageBox.warning(self, "New run from this run", "\n".join(exc.problems))
             return None
         wizard = self.open_wizard(config=config)
         wizard.notify(f"The settings of {name or Path(run_dir).name}, as a new run named '{config.name}'.")
         return wizard
+
+    def _on_instruction_tune(self) -> None:
+        self.open_sft_wizard(Path(self.selected_ids()[0]))
+
+    def _on_continue(self) -> None:
+        self.continue_run(Path(self.selected_ids()[0]))
+
+    def _chosen_checkpoint(self, run_dir: Path, step: int | None, what: str) -> tuple[int, str] | None:
+        """`step` (chosen by the user), else the run's default checkpoint and why it is the one
+        (sft_run.default_checkpoint); None, the user told why, for a run without a checkpoint."""
+        if step is not None:
+            return step, "the checkpoint chosen"
+        try:
+            return default_checkpoint(run_dir)
+        except FileNotFoundError as exc:
+            QMessageBox.information(self, what, str(exc))
+            return None
+
+    def open_sft_wizard(self, run_dir: Path, step: int | None = None) -> SftWizard | None:
+        """The instruction-tuning wizard on the run's checkpoint at `step` (default: the recommended
+        one, else the last), its reason shown; the run it starts is chained to that checkpoint."""
+        chosen = self._chosen_checkpoint(Path(run_dir), step, "Instruction-tune")
+        if chosen is None:
+            return None
+        try:
+            config = sft_config(run_dir, chosen[0], [])
+        except (ConfigError, FileNotFoundError) as exc:
+            QMessageBox.warning(self, "Instruction-tune", str(exc))
+            return None
+        self.sft_wizard = SftWizard(config, runs_root=self.runs_root, parent=self)
+        self.sft_wizard.run_started.connect(self._on_run_started)
+        self.sft_wizard.show()
+        self.sft_wizard.notify(f"Step {chosen[0]}: {chosen[1]}.")
+        return self.sft_wizard
+
+    def continue_run(self, run_dir: Path, step: int | None = None) -> RunWizard | None:
+        """A second CPT stage: the wizard on the run's settings, starting from its checkpoint at
+        `step` (default: the recommended one, else the last), the parent recorded
+        (core.chain.continue_config); add the new data on the Corpora page."""
+        chosen = self._chosen_checkpoint(Path(run_dir), step, "Continue on more data")
+        if chosen is None:
+            return None
+        try:
+            taken = {run["name"] for run in self.runs} | store.folder_names(self.runs_root)
+            config = continue_config(run_dir, chosen[0], taken)
+        except (ConfigError, FileNotFoundError) as exc:
+            QMessageBox.warning(self, "Continue on more data", str(exc))
+            return None
+        wizard = self.open_wizard(config=config)
+        wizard.notify(f"A second stage from step {chosen[0]} ({chosen[1]}): its weights exactly, a fresh "
+                      "optimizer, the learning rate warmed up and decayed again. Add the new data on the "
+                      "Corpora page.")
+        return wizard
+
+    # --- sweeps -------------------------------------------------------------------------
+    def open_sweep_dialog(self, config: RunConfig | None = None):
+        """Runs ▸ Find settings (sweep)… (`config`: the selected run's setup) or the wizard
+        summary's (the wizard's setup): the grid for it; once started, the sweep's tab."""
+        from .sweep_dialog import SweepDialog
+
+        if config is None:
+            ids = self.selected_ids()
+            if len(ids) != 1:
+                QMessageBox.information(self, "Find settings", "Select the run whose setup the sweep "
+                                        "starts from (its data, model and seed).")
+                return None
+            config = RunConfig.load(RunPaths(Path(ids[0])).config)
+        self.sweep_dialog = SweepDialog(config, self.runs_root, parent=self)
+        self.sweep_dialog.sweep_started.connect(self.open_sweep)
+        self.sweep_dialog.show()
+        return self.sweep_dialog
+
+    def open_sweep(self, folder: Path):
+        """The sweep's tab (switched to if open); its "Use these settings…" opens the wizard."""
+        from .sweep_view import SweepView
+
+        def make() -> SweepView:
+            view = SweepView(Path(folder))
+            view.use_settings.connect(self._on_use_settings)
+            return view
+
+        view = self.tabs.open(("sweep", str(Path(folder).resolve())), make)
+        self.refresh()
+        self._bring_forward()
+        return view
+
+    def _on_use_settings(self, config: RunConfig) -> None:
+        wizard = self.open_wizard(config=config)
+        wizard.notify(f"The sweep's setup with replay {config.corpus.replay_ratio:.0%} and peak learning "
+                      f"rate {config.schedule.peak_lr:g}.")
 
     def _on_open_setup(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open setup", str(Path.home()), "JSON (*.json)")
@@ -584,21 +717,41 @@ HISTORY_FAILED = "The run history could not be refreshed"
 def load_history(runs_root: Path, state: str | None, model: str | None,
                  forget: dict[str, bool] | None = None) -> list[dict]:
     """The history as the table shows it (runs newest first, filtered by state and model, as
-    store.list_runs; each with "live_state", run_state's reading of its worker process).
+    store.list_runs; each with "live_state", run_state's reading of its worker process, and
+    "chain", the runs it descends from, cpt_studio.core.chain.lineage).
     First forgets the runs in `forget` (id -> also delete the folder, store.forget_run) and
     indexes the run folders that may have changed. Slow (file reads, SQLite writes, psutil):
     the main window calls it off the GUI thread, so it opens its own store connection (an
     SQLite connection belongs to the thread that opened it)."""
-    db = store.open_store()
     try:
+        runs = _indexed_runs(runs_root, state, model, forget)
+    except sqlite3.DatabaseError:  # a stale read, or a damaged file: check, then once more
+        aside = store.repair()
+        runs = HistoryRuns(_indexed_runs(runs_root, state, model, forget))
+        if aside is not None:
+            runs.notice = (f"The history's index ({store.default_db_path()}) was damaged; it was "
+                           f"rebuilt from the run folders (the damaged file is kept as {aside.name})")
+    for run in runs:
+        run["live_state"] = run_state(Path(run["id"])).get("state", run["state"])
+    return runs
+
+
+class HistoryRuns(list):
+    """load_history's runs, with a sentence for the status bar when the store was repaired."""
+
+    notice: str = ""
+
+
+def _indexed_runs(runs_root: Path, state: str | None, model: str | None,
+                  forget: dict[str, bool] | None) -> list[dict]:
+    with store.connection() as db:
         for run_id, with_folder in (forget or {}).items():
             store.forget_run(db, run_id, delete_folder=with_folder)
         index_run_folders(db, Path(runs_root))
         runs = store.list_runs(db, state=state, model=model)
-    finally:
-        db.close()
+        every = {run["id"]: run for run in store.list_runs(db)} if any(r["parent_run"] for r in runs) else {}
     for run in runs:
-        run["live_state"] = run_state(Path(run["id"])).get("state", run["state"])
+        run["chain"] = lineage(run["id"], {**every, run["id"]: run})
     return runs
 
 

@@ -81,6 +81,8 @@ from the charts, and the window keeps its size."""
 CHART_HEIGHT = 95
 """Pixels each chart keeps at least: a smaller window scrolls the charts."""
 RESUME_TIP = "Continue from the last complete checkpoint"
+SFT_TIP = ("Instruction-tune this run's recommended checkpoint (else its last), as a new run chained to "
+           "it; once the run has finished")
 
 
 class MonitorWindow(QWidget):
@@ -89,6 +91,9 @@ class MonitorWindow(QWidget):
     """Sent with the run folder when "New run from this run" is pressed (the main window opens
     the wizard on the run's settings)."""
     checkpoint_clicked = Signal(str, int)
+    instruction_tune_requested = Signal(Path)
+    """Sent with the run folder when a finished run's "Instruction-tune…" is pressed (the main
+    window opens the SFT wizard on its recommended checkpoint)."""
     """(run folder, step) of the checkpoint whose marker was clicked: open it in the comparison."""
 
     def __init__(self, run_dir: Path, parent=None, poll_ms: int = 250):
@@ -199,6 +204,8 @@ class MonitorWindow(QWidget):
         self.new_run_button = QPushButton("New run from this run…", toolTip="Open the setup wizard "
                                           "on this run's settings, under a new name",
                                           clicked=lambda: self.new_run_requested.emit(self.paths.root))
+        self.sft_button = QPushButton("Instruction-tune…", enabled=False, toolTip=SFT_TIP,
+                                      clicked=lambda: self.instruction_tune_requested.emit(self.paths.root))
         folder = QPushButton("Open folder", clicked=lambda: QDesktopServices.openUrl(
             QUrl.fromLocalFile(str(self.paths.root))))
         row = QHBoxLayout()
@@ -206,7 +213,7 @@ class MonitorWindow(QWidget):
             row.addWidget(widget)
         row.setStretchFactor(self.progress_text, 1)  # the free room goes to the progress text
         for widget in (QLabel("x-axis:"), self.x_axis, self.stop_button, self.resume_button,
-                       self.evaluate_button, self.new_run_button, folder):
+                       self.evaluate_button, self.new_run_button, self.sft_button, folder):
             row.addWidget(widget)
         return row
 
@@ -283,6 +290,7 @@ class MonitorWindow(QWidget):
         resumable = failure is None or failure.resumable
         self.resume_button.setEnabled(name in ("stopped", "failed") and not running and resumable)
         self.resume_button.setToolTip(RESUME_TIP if resumable else NOT_RESUMABLE_TIP)
+        self.sft_button.setEnabled(name in ("finished", "stopped") and not running)
         if name == "failed":
             self._show_failure(state, log, failure or failure_of(state, log, self.config))
         else:

@@ -39,7 +39,7 @@ class RunOverlay(pg.GraphicsLayoutWidget):
     def __init__(self, db, run_ids: list[str], labels: dict[str, str], parent=None):
         super().__init__(parent)
         self.setBackground("w")
-        self.db, self.run_ids, self.labels = db, run_ids, labels
+        self.run_ids, self.labels = run_ids, labels  # `db` is read here only, not kept
         self.plots: dict[str, pg.PlotItem] = {}
         self.curves: dict[tuple[str, str], pg.PlotDataItem] = {}
         """(metric, run id) -> its curve."""
@@ -50,7 +50,7 @@ class RunOverlay(pg.GraphicsLayoutWidget):
             if plot is not first:
                 plot.setXLink(first)
         for i, run_id in enumerate(run_ids):
-            self._draw_run(run_id, run_colour(i))
+            self._draw_run(db, run_id, run_colour(i))
         self._empty_messages()
 
     def _plot(self, metric: str, title: str, row: int, col: int) -> None:
@@ -66,9 +66,9 @@ class RunOverlay(pg.GraphicsLayoutWidget):
                        brush=pg.mkBrush(255, 255, 255, 200), pen=pg.mkPen("#cccccc"))
         self.plots[metric] = plot
 
-    def _draw_run(self, run_id: str, colour: str) -> None:
-        loss = run_metrics(self.db, run_id, "loss")
-        evals = run_evaluations(self.db, run_id)
+    def _draw_run(self, db, run_id: str, colour: str) -> None:
+        loss = run_metrics(db, run_id, "loss")
+        evals = run_evaluations(db, run_id)
         data = {"loss": ([t for _, t, _ in loss], [v for _, _, v in loss])}
         for metric in ("domain_ppl", "general_ppl", "forgetting"):
             scale = 100 if metric == "forgetting" else 1

@@ -58,8 +58,20 @@ def set_data_folder(folder: Path) -> Path:
     return folder
 
 
+_environment_folder: str | None = None
+"""CPT_STUDIO_HOME as the environment set it when the app started (apply_saved), or None."""
+
+
+def environment_override() -> str | None:
+    """The data folder that CPT_STUDIO_HOME imposed at the app's start (it wins over the
+    preference, this session and the next ones while it is set), or None."""
+    return _environment_folder
+
+
 def apply_saved(app: QApplication) -> None:
     """At start: the saved data folder (unless CPT_STUDIO_HOME is set) and the saved theme."""
+    global _environment_folder
+    _environment_folder = os.environ.get("CPT_STUDIO_HOME") or None
     saved = settings().value(DATA_FOLDER, "", str)
     if saved and "CPT_STUDIO_HOME" not in os.environ:
         os.environ["CPT_STUDIO_HOME"] = saved
@@ -87,12 +99,19 @@ class PreferencesDialog(QDialog):
         self.theme.setCurrentIndex(theme.THEMES.index(self._old_theme))
         self.theme.currentIndexChanged.connect(self._on_theme_changed)
         self.error = theme.styled(QLabel(wordWrap=True, visible=False), "color:{error};")
+        override = environment_override()
+        if override:  # a folder chosen here would not be used at the next start
+            self.folder.setEnabled(False)
+            browse.setEnabled(False)
+        self.folder_note = theme.styled(QLabel(
+            f"CPT_STUDIO_HOME is set to {override} in the environment the app started from: it "
+            "decides the data folder. Unset it (and restart) to choose the folder here."
+            if override else
+            "Runs, the run store and the token cache live here. Runs in the old folder stay "
+            "there: choose it again to see them.", wordWrap=True), "color:{muted};")
         form = QFormLayout()
         form.addRow("Data folder:", row)
-        form.addRow("", theme.styled(QLabel("Runs, the run store and the token cache live here. "
-                                            "Runs in the old folder stay there: choose it again to "
-                                            "see them.", wordWrap=True),
-                                     "color:{muted};"))
+        form.addRow("", self.folder_note)
         form.addRow("Theme:", self.theme)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                    | QDialogButtonBox.StandardButton.Cancel)

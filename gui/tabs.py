@@ -75,6 +75,17 @@ class WindowTabs(QTabWidget):
         widget.deleteLater()
         return True
 
+    def close_showing(self, run_ids: list[str]) -> int:
+        """Close the tabs that show any of `run_ids` (its monitor, its generation, a comparison
+        that includes it: a run removed from the history); returns how many were closed."""
+        gone = set(run_ids)
+        closed = 0
+        for index in reversed(range(self.count())):
+            what = self._keys.get(id(self.widget(index)), (None, None))[1]
+            if gone & (set(what) if isinstance(what, tuple) else {what}):
+                closed += self.close_tab(index)
+        return closed
+
     def close_current(self) -> bool:
         """Close the current tab (File ▸ Close tab, Ctrl+W) unless it is the history."""
         return self.close_tab(self.currentIndex())

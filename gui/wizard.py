@@ -16,6 +16,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QDialog, QFileDialog, QWizard
 
+from cpt_studio.core.chain import create_chained_run
 from cpt_studio.core.config import ConfigError, RunConfig
 from cpt_studio.core.runs import (
     create_run,
@@ -28,6 +29,7 @@ from cpt_studio.core.runs import (
 )
 
 from . import recent
+from .jobs import Job
 from .pages.base import ConfigPage
 from .pages.corpus_page import CorpusPage
 from .pages.eval_page import EvalPage
@@ -52,22 +54,29 @@ SETUP_BUTTONS = {
 
 class RunWizard(QWizard):
     run_started = Signal(Path)
+    TITLE = "New CPT run"
+    sweep_requested = Signal(object)
+    """The summary's "Find settings (sweep)…": a copy of the setup (RunConfig) to sweep."""
 
     def __init__(self, config: RunConfig | None = None, runs_root: Path | None = None, parent=None):
         super().__init__(parent)
         self.runs_root = runs_root
         self.saved: Path | None = None
         """The setup file last loaded or saved (Copy CLI command reuses it while it holds the setup)."""
-        self.setWindowTitle("New CPT run")
+        self.setWindowTitle(self.TITLE)
         self.setWizardStyle(QWizard.WizardStyle.ClassicStyle)
         self.setButtonText(Button.FinishButton, "Start")
-        self.pages: list[ConfigPage] = [ModelPage(), CorpusPage(), ReplayPage(), SchedulePage(),
-                                        TokenizerPage(), MethodPage(), EvalPage(), SummaryPage()]
+        self.pages: list[ConfigPage] = self.make_pages()
         for page in self.pages:
             self.addPage(page)
         self._setup_buttons()
         self.set_config(config or RunConfig())
         self.resize(820, 700)
+
+    def make_pages(self) -> list[ConfigPage]:
+        """The pages, in order (a wizard for another stage shows others)."""
+        return [ModelPage(), CorpusPage(), ReplayPage(), SchedulePage(), TokenizerPage(), MethodPage(),
+                EvalPage(), SummaryPage()]
 
     def _setup_buttons(self) -> None:
         for which, (option, text, tip) in SETUP_BUTTONS.items():
@@ -139,14 +148,37 @@ class RunWizard(QWizard):
     # --- start --------------------------------------------------------------------------
     def accept(self) -> None:
         """Start: once the summary accepts the config, run exactly that object (the pages wrote
-        their edits into it as they were made; nothing is read from the widgets here)."""
+        their edits into it as they were made; nothing is read from the widgets here). A chained
+        run (an SFT stage, a second CPT stage) is created off the GUI thread: its starting
+        weights are resolved first, which merges a LoRA checkpoint (cpt_studio.core.chain)."""
         if not self.validateCurrentPage():
+            return
+        if self.config.parent_run or self.config.stage == "sft":
+            self._create_chained()
             return
         try:
             run_dir = create_run(self.config, self.runs_root)
         except (ValueError, OSError) as exc:
             self.currentPage().show_problems([str(exc)])
             return
+        self._start(run_dir)
+
+    def _create_chained(self) -> Job:
+        self.button(Button.FinishButton).setEnabled(False)
+        self.notify("Creating the run from its parent's checkpoint (a LoRA checkpoint is merged into "
+                    "its base first)…")
+        job = Job(create_chained_run, RunConfig.from_dict(self.config.to_dict()), self.runs_root)
+        job.finished.connect(self._start)
+        job.failed.connect(self._on_create_failed)
+        self._create_job = job.start()
+        return job
+
+    def _on_create_failed(self, message: str) -> None:
+        self.button(Button.FinishButton).setEnabled(True)
+        self.notify("")
+        self.currentPage().show_problems([message])
+
+    def _start(self, run_dir: Path) -> None:
         start_worker(run_dir, detach=True)
         self.run_dir = run_dir
         QDialog.done(self, QDialog.DialogCode.Accepted.value)  # QWizard.done would validate again

@@ -5,12 +5,13 @@ the end says where the export is with a button that opens it."""
 from pathlib import Path
 
 import pytest
-from PySide6.QtWidgets import QMessageBox, QWidget
+from PySide6.QtWidgets import QDialog, QMessageBox, QWidget
 
 from cpt_studio.core import store
 from cpt_studio.core.run_folder import RunPaths
 from cpt_studio.core.testing.compare_runs import REPLAY_0, write_compare_run
 from cpt_studio.gui.checkpoint_actions import export_with_dialog
+from cpt_studio.gui.export_options import ExportOptionsDialog
 
 WEIGHTS = b"\0" * 4096
 
@@ -34,18 +35,31 @@ def parent(qtbot):
 
 
 class Dialogs:
-    """Stand-ins for the static dialogs: the folder chosen, the answers given, what was asked."""
+    """Stand-ins for the static dialogs: the folder chosen, the answers given, what was asked;
+    the export options dialog is accepted (with `mode` chosen, when given), the modes it
+    offered kept in `offered`."""
 
-    def __init__(self, monkeypatch, folder: Path, answers=()):
-        self.asked, self.warnings, self.answers = [], [], list(answers)
+    def __init__(self, monkeypatch, folder: Path, answers=(), mode: str | None = None, fill=None):
+        self.asked, self.warnings, self.answers, self.offered = [], [], list(answers), []
+        self.mode, self.fill = mode, fill or {}
         monkeypatch.setattr("PySide6.QtWidgets.QFileDialog.getSaveFileName",
                             lambda *a, **k: (str(folder), ""))
         monkeypatch.setattr(QMessageBox, "question", self._question)
         monkeypatch.setattr(QMessageBox, "warning", lambda _p, _t, text: self.warnings.append(text))
+        monkeypatch.setattr(ExportOptionsDialog, "exec", lambda dialog: self._options(dialog))
 
     def _question(self, _parent, _title, text, *args):
         self.asked.append(text)
         return self.answers.pop(0)
+
+    def _options(self, dialog):
+        self.offered.append(dialog.modes)
+        if self.mode:
+            dialog.set_mode(self.mode)
+        for field, text in self.fill.items():  # typed into the datasets and tags fields
+            getattr(dialog, f"{field}_edit").setText(text)
+        dialog.accepted.emit()
+        return QDialog.DialogCode.Accepted
 
 
 def _wait(qtbot, job):
@@ -59,6 +73,7 @@ def test_export_into_a_new_folder_says_where_it_is_and_opens_it(qtbot, parent, r
     job = export_with_dialog(parent, run, 20)
     _wait(qtbot, job)
     assert dialogs.asked == [] and dialogs.warnings == []  # a full checkpoint: nothing to ask
+    assert dialogs.offered == [["full"]]  # but the card's datasets and tags
     assert (dest / "model.safetensors").read_bytes() == WEIGHTS and (dest / "README.md").is_file()
     assert not (dest / "optimizer.pt").exists()
     box = parent.findChild(QMessageBox, "export_done")
@@ -74,7 +89,7 @@ def test_export_into_a_new_folder_says_where_it_is_and_opens_it(qtbot, parent, r
 
 @pytest.mark.parametrize("where, problem", [("file", "is a file, not a folder"),
                                             ("full", "not enough disk space")])
-def test_a_bad_destination_is_refused_before_the_merge_question(parent, run, tmp_path, monkeypatch, where, problem):
+def test_a_bad_destination_is_refused_before_the_export_options(parent, run, tmp_path, monkeypatch, where, problem):
     (RunPaths(run).checkpoint(20) / "adapter_config.json").write_text("{}")  # a LoRA checkpoint
     (tmp_path / "a-file").write_text("x")
     dest = tmp_path / "a-file" / "export" if where == "file" else tmp_path / "new"
@@ -82,22 +97,22 @@ def test_a_bad_destination_is_refused_before_the_merge_question(parent, run, tmp
         monkeypatch.setattr("shutil.disk_usage", lambda _p: type("Usage", (), {"free": 1000})())
     dialogs = Dialogs(monkeypatch, dest)
     assert export_with_dialog(parent, run, 20) is None
-    assert dialogs.asked == []  # the merge question never came
+    assert dialogs.asked == [] and dialogs.offered == []  # the export options never came
     assert len(dialogs.warnings) == 1 and problem in dialogs.warnings[0] and str(dest) in dialogs.warnings[0]
     assert not dest.exists()
 
 
-def test_a_non_empty_folder_is_offered_a_new_folder_inside_it_then_the_merge_question(
+def test_a_non_empty_folder_is_offered_a_new_folder_inside_it_then_the_export_options(
         qtbot, parent, run, tmp_path, monkeypatch):
     (RunPaths(run).checkpoint(20) / "adapter_config.json").write_text("{}")
     busy = tmp_path / "models"
     busy.mkdir()
     (busy / "other-model").mkdir()
     yes, no = QMessageBox.StandardButton.Yes, QMessageBox.StandardButton.No
-    dialogs = Dialogs(monkeypatch, busy, answers=[yes, no])  # inside it: yes; merge: no
+    dialogs = Dialogs(monkeypatch, busy, answers=[yes], mode="adapter")  # inside it: yes; the adapter alone
     _wait(qtbot, export_with_dialog(parent, run, 20))
     assert dialogs.asked[0].startswith(f"{busy} is not empty. Export into a new folder inside it?")
-    assert "LoRA adapter" in dialogs.asked[1]
+    assert dialogs.offered == [["adapter", "merged"]]
     assert (busy / "med-step-20" / "adapter_config.json").is_file()
     assert (busy / "other-model").is_dir()
     refused = Dialogs(monkeypatch, busy, answers=[no])
@@ -121,3 +136,21 @@ def test_the_history_export_reports_the_folder(qtbot, run, tmp_path, monkeypatch
     _wait(qtbot, window._export_job)
     assert window.findChild(QMessageBox, "export_done").text() == f"Step 20 is exported to:\n{dest}"
     assert (dest / "model.safetensors").is_file()
+
+
+def test_the_export_options_offer_the_checkpoints_modes_and_reach_the_model_cards_metadata(
+        qtbot, parent, run, tmp_path, monkeypatch):
+    from huggingface_hub import ModelCard
+
+    dialog = ExportOptionsDialog(run, 20)
+    qtbot.addWidget(dialog)
+    assert dialog.modes == ["full"] and dialog.mode() == "full"
+    Dialogs(monkeypatch, tmp_path / "out", fill={"datasets": "my-org/notes, pubmed ,my-org/notes",
+                                                 "tags": "medical"})
+    _wait(qtbot, export_with_dialog(parent, run, 20))
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.datasets == ["my-org/notes", "pubmed"] and card.data.tags[-1] == "medical"
+    (RunPaths(run).checkpoint(20) / "adapter_config.json").write_text("{}")  # a LoRA checkpoint
+    lora = ExportOptionsDialog(run, 20)
+    qtbot.addWidget(lora)
+    assert lora.mode() == "merged" and lora.datasets() == ["my-org/notes", "pubmed"]  # offered again

@@ -103,7 +103,7 @@ def test_full_export_loads_in_transformers_with_a_card_of_the_runs_numbers(runs,
 
 @pytest.mark.parametrize("merge", [False, True])
 def test_lora_export_as_adapter_or_merged(runs, tmp_path, merge):
-    dest = export_checkpoint(runs["lora"], 6, tmp_path / "export", merge_lora=merge)
+    dest = export_checkpoint(runs["lora"], 6, tmp_path / "export", mode="merged" if merge else None)
     tokenizer = AutoTokenizer.from_pretrained(dest)
     ids = tokenizer(PROMPT, return_tensors="pt").input_ids
     expected = generate(RunPaths(runs["lora"]).checkpoints / "checkpoint-6", [PROMPT], max_new_tokens=6)

@@ -108,6 +108,18 @@ def test_preferences_switch_the_data_folder_and_the_history_follows(window, tmp_
     assert settings().value(DATA_FOLDER) == str(other.resolve())
 
 
+def test_a_data_folder_set_by_the_environment_cannot_be_edited(window, monkeypatch):
+    """CPT_STUDIO_HOME wins at every start: a folder chosen in the dialog would silently not be used."""
+    from cpt_studio.gui import preferences
+
+    monkeypatch.setattr(preferences, "_environment_folder", "/srv/cpt-home")
+    dialog = window.open_preferences()
+    assert not dialog.folder.isEnabled() and "CPT_STUDIO_HOME is set to /srv/cpt-home" in dialog.folder_note.text()
+    dialog.reject()
+    monkeypatch.setattr(preferences, "_environment_folder", None)
+    assert window.open_preferences().folder.isEnabled()
+
+
 def test_preferences_refuse_a_data_folder_that_cannot_be_made(window, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -327,3 +339,13 @@ def test_black_outlines_of_scatter_points_and_their_legend_sample_read_on_dark(q
     theme.apply_theme(QApplication.instance(), "light")
     assert pg.mkPen(star.data["pen"][0]).color().name() == "#000000"
     assert ring.opts["pen"].color().name() == "#000000" and sample.opts["pen"].color().name() == "#000000"
+
+
+def test_quit_counts_a_run_whose_worker_has_not_written_events_yet(window, tmp_path):
+    """`cpt-studio train --detach`, then Ctrl+Q within a second: the run folder has its config and
+    its worker's pid, no events.jsonl yet; the app must still say that it keeps training."""
+    folder = tmp_path / "runs" / "just-started"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(RunConfig(name="just-started").to_json())
+    write_pid(folder)  # this test's process stands for the worker
+    assert str(folder.resolve()) in window.running_runs()

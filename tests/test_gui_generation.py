@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QApplication, QFileDialog, QInputDialog
+from PySide6.QtWidgets import QApplication, QDialog, QFileDialog, QInputDialog
 
 from cpt_studio.core import store
 from cpt_studio.core.config import CheckpointConfig, ModelConfig, RunConfig, ScheduleConfig
@@ -17,6 +17,7 @@ from cpt_studio.core.runs import create_run
 from cpt_studio.core.testing.run_helpers import tiny_run_config
 from cpt_studio.core.training import train
 from cpt_studio.gui.checkpoint_actions import CheckpointActions
+from cpt_studio.gui.export_options import ExportOptionsDialog
 from cpt_studio.gui.generation import GenerationWindow
 from cpt_studio.gui.main_window import MainWindow
 
@@ -80,10 +81,14 @@ def test_checkpoint_actions_export_to_the_chosen_folder_and_show_the_hooks(qtbot
     qtbot.addWidget(actions)
     assert not actions.export_button.isEnabled()
     assert not actions.evaluate_button.isEnabled() and "Select a checkpoint" in actions.evaluate_button.toolTip()
-    assert not actions.sft_button.isEnabled() and "SFT feature" in actions.sft_button.toolTip()
+    assert not actions.sft_button.isEnabled() and "Select a checkpoint" in actions.sft_button.toolTip()
     actions.set_checkpoint(trained_run, 6)
     assert actions.evaluate_button.isEnabled() and "step 6 and the base model" in actions.evaluate_button.toolTip()
+    with qtbot.waitSignal(actions.instruction_tune_requested, timeout=1000) as asked:
+        actions.sft_button.click()  # the main window opens the SFT wizard on it
+    assert asked.args == [trained_run, 6]
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "out"), ""))
+    monkeypatch.setattr(ExportOptionsDialog, "exec", lambda _dialog: QDialog.DialogCode.Accepted)
     with qtbot.waitSignal(actions.export_finished, timeout=60_000) as done:
         actions.export_button.click()
     assert Path(done.args[0]) == tmp_path / "out"
@@ -156,7 +161,8 @@ def test_rename_keeps_the_name_across_refresh_and_reindexing(history, monkeypatc
     monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("contracts v2", True))
     window.run_actions["rename"].trigger()
     assert names(window) == ["contracts v2", "fin", "med"]
-    store.index_run(window.db, runs["law"])
+    with store.connection() as db:
+        store.index_run(db, runs["law"])
     window.refresh()
     assert "contracts v2" in names(window)
 
@@ -168,15 +174,21 @@ def test_delete_asks_then_forgets_the_run_and_deletes_its_folder_only_when_asked
     window.select_runs([str(runs["fin"].resolve())])
     window.run_actions["delete"].trigger()
     assert asked and names(window) == ["fin", "law", "med"] and runs["fin"].exists()  # cancelled
+    monitor = window.open_monitor(runs["fin"])
+    window.select_runs([str(runs["fin"].resolve()), str(runs["law"].resolve())])
+    compare = window.compare_selected()
+    window.select_runs([str(runs["fin"].resolve())])
     monkeypatch.setattr(window, "confirm_delete", lambda ids: (True, True))
     window.run_actions["delete"].trigger()
     assert names(window) == ["law", "med"] and not runs["fin"].exists()
+    assert window.tabs.indexOf(monitor) < 0 and window.tabs.indexOf(compare) < 0  # its tabs closed
     window.select_runs([str(runs["med"].resolve())])
     monkeypatch.setattr(window, "confirm_delete", lambda ids: (True, False))
     window.run_actions["delete"].trigger()
     window.refresh()  # the folder stays, and is not indexed again
     assert names(window) == ["law"] and runs["med"].exists()
-    assert [r["name"] for r in store.list_runs(window.db)] == ["law"]
+    with store.connection() as db:
+        assert [r["name"] for r in store.list_runs(db)] == ["law"]
 
 
 def test_a_running_run_cannot_be_deleted(history, monkeypatch):

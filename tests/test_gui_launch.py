@@ -23,11 +23,11 @@ def test_the_runs_menu_writes_a_bundle_for_the_selected_run(qtbot, tmp_path, tin
     window = MainWindow(runs_root=run_dir.parent)
     qtbot.addWidget(window)
     qtbot.waitUntil(lambda: not window.history.busy)
-    assert not window.launch_action.isEnabled()  # nothing selected
+    assert not window.run_actions["launch"].isEnabled()  # nothing selected
     menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&Runs")
-    assert window.launch_action in menu.actions()
+    assert window.run_actions["launch"] in menu.actions()
     window.select_runs([str(run_dir.resolve())])
-    assert window.launch_action.isEnabled()
+    assert window.run_actions["launch"].isEnabled()
     dialog = window.open_launch()
     qtbot.addWidget(dialog)
 

@@ -3,6 +3,8 @@ the monitor's reading of events.jsonl run in background jobs (a slow one leaves 
 loop turning), one at a time, stale results dropped, errors shown; guard markers are drawn
 once each and follow the x-axis unit; curves are downsampled in one place only."""
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -10,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 import pytest
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QMimeDatabase, QTimer
 
 from cpt_studio.core import store
 from cpt_studio.core.config import ModelConfig, RunConfig
 from cpt_studio.core.events import EventWriter
+from cpt_studio.core.paths import data_dir
 from cpt_studio.core.run_folder import RunPaths
 from cpt_studio.gui import main_window, monitor
 from cpt_studio.gui.charts import COLOURS
@@ -81,6 +84,51 @@ def names(window: MainWindow) -> list[str]:
 
 # -- the main window ------------------------------------------------------------------------
 
+def test_a_file_dialog_on_the_data_folder_does_not_break_the_history(qtbot, tmp_path):
+    """The reported bug ("The run history could not be refreshed: database disk image is
+    malformed" until a restart). A Qt file dialog reads the first bytes of the files it lists
+    (QMimeDatabase), which drops the app's SQLite locks on them; a worker then writing the store
+    deleted its WAL under the app's open connection. Here: a comparison tab open, every file of the
+    data folder sniffed as a dialog does (the store's own folder included), a run indexed by another
+    process; the history and the comparison still read the store, new run included."""
+    root = tmp_path / "runs"
+    write_run(root, "med")
+    window = MainWindow(runs_root=root)
+    qtbot.addWidget(window)
+    wait_idle(qtbot, window.history)
+    window.select_runs([str((root / "med").resolve())])
+    compare = window.compare_selected()
+    assert store.default_db_path().parent != data_dir()  # its own folder, hidden from dialogs
+    for name in ("law", "fin", "tax"):
+        for path in sorted(data_dir().rglob("*")):
+            if path.is_file():
+                QMimeDatabase().mimeTypeForFile(str(path))  # what a file dialog's icon lookup does
+        subprocess.run([sys.executable, "-c", "import sys; from cpt_studio.core import store\n"
+                        "with store.connection() as db: store.index_run(db, sys.argv[1])",
+                        str(write_run(root, name))], check=True)
+        write_run(root, f"{name} 2")  # indexed by the app's refresh
+        window.refresh()
+        wait_idle(qtbot, window.history)
+        assert name in names(window) and f"{name} 2" in names(window)
+        assert not window.statusBar().currentMessage()
+    compare.reload()  # opens the store again: no stale connection kept
+    assert compare.rows is not None
+
+
+def test_a_damaged_store_is_set_aside_and_the_history_rebuilt(qtbot, tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "med")
+    path = store.default_db_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not a database " * 100)
+    window = MainWindow(runs_root=root)
+    qtbot.addWidget(window)
+    wait_idle(qtbot, window.history)
+    assert names(window) == ["med"]
+    assert "was damaged" in window.statusBar().currentMessage()
+    assert path.with_name("cpt-studio.db.damaged-1").read_bytes().startswith(b"not a database")
+
+
 def test_the_history_indexes_and_checks_workers_off_the_gui_thread(qtbot, tmp_path, monkeypatch):
     for name in ("med", "law"):
         write_run(tmp_path / "runs", name)
@@ -142,7 +190,8 @@ def test_deleting_runs_waits_for_the_indexing_in_flight(qtbot, tmp_path, monkeyp
     assert names(window) == ["med"]  # gone from the table at once
     wait_idle(qtbot, window.history)
     assert names(window) == ["fin", "med"] and runs["law"].exists()
-    assert [r["name"] for r in store.list_runs(window.db)] == ["fin", "med"]
+    with store.connection() as db:
+        assert [r["name"] for r in store.list_runs(db)] == ["fin", "med"]
 
 
 # -- the monitor ----------------------------------------------------------------------------

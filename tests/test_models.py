@@ -108,6 +108,16 @@ def test_scan_and_resolve_find_cached_causal_lms_only(empty_cache, tiny_model_di
     assert models.resolve_model("local/tiny") == snapshot
 
 
+def test_scan_lists_the_models_imported_into_the_data_folder(empty_cache, tiny_model_dir):
+    """The demo model and GGUF imports live in the data folder's models/: the wizard's list
+    said "no causal language models in the cache" with the demo model there."""
+    shutil.copytree(tiny_model_dir, models.imported_models_dir() / "smollm2-demo")
+    (models.imported_models_dir() / ".half-written").mkdir()
+    found = models.scan_cached_models()
+    assert [(info.name, info.source) for info in found] == [("smollm2-demo", "imported")]
+    assert models.resolve_model(found[0].path) == models.imported_models_dir() / "smollm2-demo"
+
+
 def test_import_gguf_refuses_a_foreign_destination(tmp_path):
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")
@@ -128,11 +138,11 @@ def test_load_model_and_tokenizer(tiny_model_dir):
 
 
 @pytest.mark.slow
-def test_demo_model_imports_the_packaged_gguf_once_and_generates(empty_cache):
+def test_demo_model_imports_the_packaged_gguf_once_and_generates(demo_import, empty_cache, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    events: list[dict] = []
-    folder = models.demo_model_path(progress=events.append)
+    folder, events = demo_import  # imported by models.demo_model_path, once for the session
+    monkeypatch.setenv("CPT_STUDIO_HOME", str(folder.parent.parent))  # the import's data folder
     assert folder.name == "SmolLM2-135M-Instruct"
     assert events and all(e["type"] == "status" and e["phase"] == "importing" for e in events)
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temp left

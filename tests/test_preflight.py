@@ -197,7 +197,7 @@ def test_mojibake_is_what_ftfy_can_undo_not_any_accent():
 
 # -- the demo is the clean case -------------------------------------------------------------
 
-def test_the_demo_setup_trips_no_check(monkeypatch):
+def test_the_demo_setup_trips_no_check(demo_model_here, monkeypatch):
     from cpt_studio.core.demo import demo_config
 
     config = demo_config()

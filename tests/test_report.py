@@ -62,9 +62,9 @@ def test_no_warning_and_the_best_checkpoint_when_general_tasks_hold(tmp_path, ti
 
 
 def test_the_model_card_includes_the_report(tmp_path, tiny_model_dir):
-    from cpt_studio.core.export import model_card
+    from cpt_studio.core.model_card import model_card
 
     run_dir = crafted_run(tmp_path, tiny_model_dir)
     text = (write_report(run_dir) / "report.md").read_text()
-    card = model_card({"name": "r"}, 20, "full", {"baseline": None, "at_step": None, "other": []}, text)
+    card = str(model_card(run_dir, 20, "full", report=text))
     assert "## Evaluation report" in card and "**WARNING**: arc_easy" in card

@@ -50,6 +50,8 @@ def test_the_command_survives_a_shell_with_spaces_and_quotes_in_the_path(tmp_pat
     setup = tmp_path / "my data's folder" / "a setup.json"
     command = train_command(setup)
     assert shlex.split(command) == ["cpt-studio", "train", str(setup.resolve())]
+    # cmd.exe and PowerShell do not undo POSIX quoting: on Windows the C runtime's rules
+    assert train_command(setup, windows=True) == f'cpt-studio train "{setup.resolve()}"'
 
 
 def test_a_run_is_cloned_with_its_settings_under_a_fresh_name(tmp_path, tiny_model_dir):

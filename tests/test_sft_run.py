@@ -117,7 +117,7 @@ def test_sft_lora_on_a_lora_checkpoint_trains_on_the_merged_cpt_model(tmp_path, 
     assert all(torch.equal(under[k], start[k]) for k in start)
     # exported merged (CPT and SFT adapters both in), it loads in plain transformers and computes
     # what the chained model computes
-    folder = export_checkpoint(run_dir, 2, tmp_path / "export", merge_lora=True)
+    folder = export_checkpoint(run_dir, 2, tmp_path / "export", mode="merged")
     plain = AutoModelForCausalLM.from_pretrained(folder).eval()
     ids = AutoTokenizer.from_pretrained(folder)("The patient received", return_tensors="pt")["input_ids"]
     with torch.no_grad():

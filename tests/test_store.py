@@ -397,9 +397,11 @@ def test_the_store_file_is_in_wal_mode(tmp_path):
 
 
 def test_the_default_store_lives_in_the_data_folder():
+    old = data_dir() / "cpt-studio.db"  # where versions before the .store folder kept it
+    old.write_bytes(b"an old store")
     db = store.open_store()
-    assert store.default_db_path() == data_dir() / "cpt-studio.db"
-    assert store.default_db_path().exists()
+    assert store.default_db_path() == data_dir() / ".store" / "cpt-studio.db"
+    assert store.default_db_path().exists() and not old.exists()
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -504,11 +506,41 @@ def test_a_store_made_before_migrations_is_migrated(tmp_path):
     conn.close()
     db = store.open_store(path)
     assert [m.name for m in store.MIGRATIONS.applied(db)] == [
-        "m001_tables", "m002_incremental_index", "m003_guard_message_and_seen_bytes"]
-    assert {"recommendation", "events_offset"} <= set(db["runs"].columns_dict)
+        "m001_tables", "m002_incremental_index", "m003_guard_message_and_seen_bytes", "m004_run_parent",
+        "m005_run_group"]
+    assert {"recommendation", "events_offset", "run_group", "parent_run"} <= set(db["runs"].columns_dict)
     assert {"domain_bpb", "recommended", "pareto"} <= set(db["checkpoints"].columns_dict)
     assert [r["rolled_back_to"] for r in db["guard"].rows] == [20]
     assert store.MIGRATIONS.pending(store.open_store(path)) == []  # applied once
+
+
+def test_a_chained_run_s_stage_and_parent_are_indexed_and_an_old_store_gets_them(tmp_path):
+    """m004_run_parent: a store indexed before it learns the runs' parents from their configs (a
+    config of an earlier version kept the link under sft.*); index_run fills them; list_runs
+    returns them."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_SCHEMA)
+    old_sft = {"name": "qa", "stage": "sft", "sft": {"parent_run": "/runs/pharma", "parent_step": 20}}
+    conn.execute("INSERT INTO runs (id, name, config) VALUES ('/runs/qa', 'qa', ?)", [json.dumps(old_sft)])
+    conn.execute("INSERT INTO runs (id, name, config) VALUES ('/runs/pharma', 'pharma', '{}')")
+    conn.commit()
+    conn.close()
+    db = store.open_store(path)
+    rows = {r["id"]: r for r in store.list_runs(db)}
+    assert [(rows[i]["stage"], rows[i]["parent_run"], rows[i]["parent_step"]) for i in ("/runs/qa", "/runs/pharma")] == [
+        ("sft", "/runs/pharma", 20), ("cpt", None, None)]
+    child = tmp_path / "runs" / "2025-06-03-more"
+    child.mkdir(parents=True)
+    (child / "config.json").write_text(json.dumps({"name": "more", "parent_run": "/runs/pharma", "parent_step": 30}))
+    EventWriter(child / "events.jsonl").emit("status", 0, state="running", phase="loading")
+    store.index_run(db, child)
+    assert {k: store.get_run(db, "more")[k] for k in ("stage", "parent_run", "parent_step")} == {
+        "stage": "cpt", "parent_run": "/runs/pharma", "parent_step": 30}
+    from cpt_studio.core.config import RunConfig
+
+    loaded = RunConfig.from_json(json.dumps(old_sft))  # an earlier version's config still loads
+    assert (loaded.parent_run, loaded.parent_step, loaded.stage) == ("/runs/pharma", 20, "sft")
 
 
 def test_a_guard_event_written_before_the_field_names_were_aligned_reads_the_same(db, tmp_path):
@@ -603,3 +635,44 @@ def test_a_store_that_cannot_be_opened_leaves_no_connection_open(tmp_path, monke
     assert len(opened) == 1
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         opened[0].execute("select 1")
+
+
+def test_repair_sets_a_damaged_store_aside_and_leaves_a_sound_one(tmp_path, run):
+    sound = tmp_path / "sound.db"
+    with store.connection(sound) as db:
+        store.index_run(db, run.folder)
+    assert store.repair(sound) is None and sound.exists()
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(b"not a database " * 100)
+    assert store.repair(damaged) == tmp_path / "damaged.db.damaged-1"
+    with store.connection(damaged) as db:  # a new, empty store
+        assert store.list_runs(db) == []
+
+
+def test_a_store_ref_opens_a_new_connection_each_time(tmp_path, run):
+    with store.connection(tmp_path / "s.db") as db:
+        store.index_run(db, run.folder)
+        ref = store.StoreRef(db)
+    with ref.open() as first, ref.open() as second:
+        assert first is not second and len(store.list_runs(first)) == 1
+    memory = store.open_store(":memory:")
+    with store.StoreRef(memory).open() as same:
+        assert same is memory
+
+
+def test_folder_names_include_runs_the_store_has_not_indexed(tmp_path, run):
+    (run.folder / "display_name").write_text("pharma v2\n")
+    broken = run.folder.parent / "broken"
+    shutil.copytree(run.folder, broken)
+    (broken / "config.json").write_text("{not json")
+    assert store.folder_names(run.folder.parent) == {"pharma v2", "broken"}
+    assert store.folder_names(tmp_path / "none") == set()
+
+
+def test_a_run_with_only_its_baseline_has_no_gain_or_forgetting_yet(tmp_path, db):
+    """Step 0's gain and forgetting are 0 by definition: the history said "+0.0%" for a run
+    stopped before its first evaluation."""
+    folder = tmp_path / "runs" / "early"
+    write_run(folder, steps=5, eval_every=10, state="stopped", torn=False)
+    run = store.get_run(db, store.index_run(db, folder))
+    assert run["domain_gain"] is None and run["forgetting"] is None

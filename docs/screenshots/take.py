@@ -11,10 +11,16 @@
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py dialogs  # export-done.png,
                                                         # demo-confirm.png, wizard-2-corpus-progress.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py launch  # launch-dialog.png
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py export-options RUN_DIR STEP
+                                                        # export-options.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py preflight [FOLDER]
                                                         # wizard-8-summary-warnings.png
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py sft [FOLDER]  # sft-wizard-data.png,
+                                                                          # history-chain.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py desktop  # main-window-history.png,
                           # main-window-monitor.png, preferences.png, help-tour.png
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py sweep [FOLDER]  # sweep.png,
+                          # sweep-dialog.png (a real 2 x 2 sweep of the tiny model, ~20 s)
 
 Each takes the light theme's screenshots, NAME.png; with `--theme dark` first, the dark
 theme's, NAME-dark.png (the charts too):
@@ -396,11 +402,26 @@ def launch_example(app) -> None:
     save(dialog, "launch-dialog.png")
 
 
+def export_options(app, run_dir: Path, step: int, folder: Path | None = None) -> None:
+    """export-options.png: how the checkpoint at `step` of RUN_DIR would be exported (a LoRA
+    checkpoint of an SFT run shows merged, adapter and the note on the adapter's base)."""
+    from cpt_studio.gui.export_options import ExportOptionsDialog
+
+    dialog = ExportOptionsDialog(run_dir, step)
+    dialog.datasets_edit.setText("my-org/pharmacology-qa")
+    dialog.tags_edit.setText("medical, pharmacology")
+    dialog.show()
+    settle(app)
+    save(dialog, "export-options.png", folder)
+    dialog.reject()
+
+
 def history_and_generation(app, run_dir: Path, prompt: str) -> None:
     """history.png: the run history with RUN_DIR's folder of runs; generation.png: RUN_DIR's
     base model and checkpoints continuing `prompt`."""
     from PySide6.QtCore import Qt
 
+    from cpt_studio.core import store
     from cpt_studio.core.run_folder import checkpoint_step, list_checkpoints
     from cpt_studio.gui.generation import GenerationWindow
     from cpt_studio.gui.main_window import MainWindow
@@ -412,7 +433,8 @@ def history_and_generation(app, run_dir: Path, prompt: str) -> None:
     window.select_runs([str(run_dir.resolve())])
     settle(app)
     save(window, "history.png")
-    generation = GenerationWindow(window.db, str(run_dir.resolve()))
+    with store.connection() as db:
+        generation = GenerationWindow(db, str(run_dir.resolve()))
     generation.resize(1200, 700)
     generation.show()
     generation.prompt.setPlainText(prompt)
@@ -466,6 +488,93 @@ def desktop_example(app) -> None:
         window.close()
 
 
+SFT_PAIRS = [
+    {"instruction": "What is the oral bioavailability of tacrolimus?",
+     "response": "About 25%, with wide variation between patients; levels are monitored as trough concentrations."},
+    {"instruction": "Which enzyme metabolises cyclosporine?", "input": "Answer in one sentence.",
+     "response": "Cytochrome P450 3A4, in the gut wall and the liver."},
+    {"system": "You are a clinical pharmacologist.", "instruction": "Why does renal clearance fall with age?",
+     "response": "Glomerular filtration declines by roughly 1 mL/min per year after 40."},
+]
+
+
+def sft_example(app, folder: Path = HERE) -> None:
+    """sft-wizard-data.png: the instruction-tuning wizard's data page on three pharmacology
+    examples, previewed through the plain template (responses highlighted); history-chain.png:
+    the history with a CPT run and an SFT run chained to its step 20 (hand-written runs; the
+    checkpoint is a tiny model built here). A throwaway data folder: the user's is left alone."""
+    import json
+    import shutil
+    import tempfile
+
+    from PySide6.QtCore import QSettings
+
+    from cpt_studio.core.run_folder import RunPaths
+    from cpt_studio.core.sft_run import sft_config
+    from cpt_studio.core.testing.compare_runs import REPLAY_5, write_compare_run
+    from cpt_studio.core.testing.tiny_model import build_tiny_model
+    from cpt_studio.gui.main_window import MainWindow
+    from cpt_studio.gui.sft_wizard import SftWizard
+
+    with tempfile.TemporaryDirectory() as root:
+        root = Path(root)
+        os.environ["CPT_STUDIO_HOME"] = str(root / "home")
+        QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(root / "settings"))
+        cpt = write_compare_run(root / "runs" / "2026-06-01-pharma", "pharma", 0.05, 2e-5, REPLAY_5)
+        shutil.copytree(build_tiny_model(root / "model"), RunPaths(cpt).checkpoint(20), dirs_exist_ok=True)
+        data = root / "pharma-qa.jsonl"
+        data.write_text("".join(json.dumps(pair) + "\n" for pair in SFT_PAIRS), encoding="utf-8")
+        wizard = SftWizard(sft_config(cpt, 20, [str(data)]), runs_root=root / "runs")
+        wizard.resize(820, 720)
+        wizard.show()
+        wizard.notify("Step 20: the recommended checkpoint.")
+        page = wizard.currentPage()
+        settle(app, [page.check()])
+        save(wizard, "sft-wizard-data.png", folder)
+        wizard.close()
+        sft = write_compare_run(root / "runs" / "2026-06-02-pharma-SFT", "pharma SFT", 0.0, 2e-5, REPLAY_5[:2])
+        config = json.loads(RunPaths(sft).config.read_text())
+        config.update(stage="sft", parent_run=str(cpt.resolve()), parent_step=20)
+        RunPaths(sft).config.write_text(json.dumps(config, indent=2))
+        window = MainWindow(runs_root=root / "runs")
+        window.resize(1300, 300)
+        window.show()
+        settle(app, [window.history])
+        window.select_runs([str(sft.resolve())])
+        settle(app)
+        save(window, "history-chain.png", folder)
+        window.close()
+
+
+def sweep_example(app, folder: Path = HERE) -> None:
+    """sweep.png: the sweep tab of a real 2 x 2 sweep of the tiny model (trained here, a few
+    seconds a run), a setting on the front selected; sweep-dialog.png: Find settings (sweep)…"""
+    import tempfile
+
+    from cpt_studio.core.config import RunConfig
+    from cpt_studio.core.sweep import load_sweep
+    from cpt_studio.core.testing.sweep_runs import run_tiny_sweep
+    from cpt_studio.core.testing.tiny_model import build_tiny_model
+    from cpt_studio.gui.sweep_dialog import SweepDialog
+    from cpt_studio.gui.sweep_view import SweepView
+
+    with tempfile.TemporaryDirectory() as root:
+        os.environ["CPT_STUDIO_HOME"] = str(Path(root) / "home")
+        sweep = run_tiny_sweep(build_tiny_model(Path(root) / "model"), Path(root))
+        view = SweepView(sweep)
+        view.resize(1200, 700)
+        view.show()
+        settle(app, [view.refresher])
+        view.select_point(next(i for i, p in enumerate(view.points) if p.on_front))
+        settle(app)
+        save(view, "sweep.png", folder)
+        dialog = SweepDialog(RunConfig.from_dict(load_sweep(sweep)["base"]))
+        dialog.show()
+        settle(app)
+        save(dialog, "sweep-dialog.png", folder)
+        view.close()
+
+
 def main() -> None:
     from cpt_studio.core.runs import runs_dir
     from cpt_studio.gui.theme import apply_theme
@@ -475,6 +584,10 @@ def main() -> None:
         del sys.argv[1:3]
     app = QApplication([])
     apply_theme(app, THEME["name"])
+    if sys.argv[1:2] == ["sft"]:  # [FOLDER]: where to save (default: here)
+        sft_example(app, Path(sys.argv[2]) if len(sys.argv) > 2 else HERE)
+        print("saved")
+        return
     if sys.argv[1:] == ["desktop"]:
         desktop_example(app)
         print(f"saved in {HERE}")
@@ -499,8 +612,16 @@ def main() -> None:
         launch_example(app)
         print(f"saved in {HERE}")
         return
+    if sys.argv[1:2] == ["export-options"]:  # RUN_DIR STEP
+        export_options(app, Path(sys.argv[2]), int(sys.argv[3]))
+        print(f"saved in {HERE}")
+        return
     if sys.argv[1:2] == ["preflight"]:  # [FOLDER]: where to save (default: here)
         summary_warnings(app, Path(sys.argv[2]) if len(sys.argv) > 2 else HERE)
+        print("saved")
+        return
+    if sys.argv[1:2] == ["sweep"]:  # [FOLDER]: where to save (default: here)
+        sweep_example(app, Path(sys.argv[2]) if len(sys.argv) > 2 else HERE)
         print("saved")
         return
     if sys.argv[1:] == ["guard"]:

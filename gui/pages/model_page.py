@@ -6,6 +6,7 @@ then launches one process per GPU through accelerate)."""
 
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QFileDialog,
@@ -13,6 +14,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QListWidget,
+    QListWidgetItem,
     QPushButton,
     QSpinBox,
 )
@@ -65,7 +67,7 @@ class ModelPage(ConfigPage):
     def __init__(self):
         super().__init__("Base model", "A model in your Hugging Face cache, a model folder, or a GGUF file.")
         self.cached = QListWidget(objectName="cached_models")
-        self.cached.currentTextChanged.connect(self._on_cached_chosen)
+        self.cached.currentItemChanged.connect(self._on_cached_chosen)
         self.path = QLineEdit(objectName="model_path", placeholderText="folder, cached hub id, or .gguf file")
         self.path.editingFinished.connect(self._on_model_changed)
         folder = QPushButton("Folder…", clicked=self._on_browse_folder)
@@ -142,15 +144,19 @@ class ModelPage(ConfigPage):
         return not problems
 
     def _on_scanned(self, models) -> None:
-        for info in models:
-            self.cached.addItem(info.name)
+        for info in models:  # a cached model by its hub id, an imported one by its folder
+            item = QListWidgetItem(f"{info.name} (imported)" if info.source == "imported" else info.name)
+            item.setData(Qt.ItemDataRole.UserRole, info.path if info.source == "imported" else info.name)
+            item.setToolTip(info.path)
+            self.cached.addItem(item)
         if not models:
-            self.cached.addItem("(no causal language models in the cache)")
+            self.cached.addItem("(no causal language models in the cache or the data folder's models/)")
             self.cached.setEnabled(False)
 
-    def _on_cached_chosen(self, name: str) -> None:
-        if name and not name.startswith("("):
-            self.path.setText(name)
+    def _on_cached_chosen(self, item) -> None:
+        chosen = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+        if chosen:
+            self.path.setText(chosen)
             self._on_model_changed()
 
     def _on_browse_folder(self) -> None:

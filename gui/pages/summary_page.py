@@ -4,6 +4,7 @@ and Start (the wizard's buttons save and load the setup and copy its CLI command
 
 from __future__ import annotations
 
+import copy
 import html
 from dataclasses import replace
 
@@ -42,6 +43,10 @@ class SummaryPage(ConfigPage):
         buttons = QHBoxLayout()
         self.estimate_button = QPushButton("Estimate time and memory", clicked=self.start_plan)
         buttons.addWidget(self.estimate_button)
+        self.sweep_button = QPushButton("Find settings (sweep)…", clicked=self._on_sweep, objectName="sweep",
+                                        toolTip="Short runs of this setup over a grid of replay ratios and "
+                                        "learning rates, to see which trade-off to start")
+        buttons.addWidget(self.sweep_button)
         buttons.addStretch(1)
         self.progress = JobProgress()
         row = QHBoxLayout()
@@ -64,12 +69,17 @@ class SummaryPage(ConfigPage):
         self.name.setText(config.name)
         self.separator.setText(config.corpus.separator)
         self.summary.setPlainText(describe(config))
+        self.estimate_button.setVisible(config.stage != "sft")  # the plan counts a domain corpus
         problems = config.validate()
         self.show_problems(problems)
         self.plan.setText("" if problems else "Press 'Estimate time and memory' for the plan "
                                                 "(it tokenizes the corpora once; the run reuses them).")
         if self.isVisible():  # a setup loaded while the page is shown; else showEvent checks
             self.check()
+
+    def _on_sweep(self) -> None:
+        self.commit()
+        self.wizard().sweep_requested.emit(copy.deepcopy(self.config))
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
@@ -156,11 +166,19 @@ def describe(config: RunConfig) -> str:
     corpus, schedule, batch, method = config.corpus, config.schedule, config.batch, config.method
     lora = (f"LoRA r={method.lora_rank}, alpha={method.lora_alpha} on {', '.join(method.target_modules)}"
             if method.kind == "lora" else "full-parameter")
+    sft = config.stage == "sft"
     length = (f"{schedule.max_steps:,} steps" if schedule.max_steps else
-              f"{schedule.token_budget:,} tokens" if schedule.token_budget else "one pass over the domain corpus")
+              f"{schedule.token_budget:,} tokens" if schedule.token_budget else
+              f"{schedule.epochs:g} epochs over the instruction data" if sft else "one pass over the domain corpus")
+    start = (f"Starts from: step {config.parent_step} of the run {config.parent_run} (its weights exactly; "
+             "a fresh optimizer, the learning rate warmed up and decayed again over this run's steps)"
+             if config.parent_run else f"Base model: {config.model.name_or_path or '(not chosen)'}")
+    data = (f"Instruction data: {', '.join(config.sft.data) or '(none)'} ({config.sft.format} format, "
+            f"{config.sft.template} chat template; loss on the responses only)" if sft else
+            f"Domain corpus: {', '.join(s.path for s in corpus.domain) or '(none)'}")
     lines = [
-        f"Base model: {config.model.name_or_path or '(not chosen)'}",
-        f"Domain corpus: {', '.join(s.path for s in corpus.domain) or '(none)'}",
+        start,
+        data,
         f"General corpus: {', '.join(s.path for s in corpus.general) or '(none)'}",
         f"Replay: {corpus.replay_ratio:.1%} of every step; held out: {config.eval.heldout_fraction:.1%} of each corpus",
         f"Tokenizer extension: {'on' if config.tokenizer.extend else 'off'}",

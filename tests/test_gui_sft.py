@@ -1,0 +1,132 @@
+"""Chained runs from the app: "Instruction-tune…" on a checkpoint of a finished CPT run opens
+the short wizard (its data page checks the files with file:line and previews the examples, the
+responses highlighted), starts a real run chained to that checkpoint, and the history shows
+the chain (base → CPT → SFT); a second CPT stage ("Continue on more data") starts from exactly
+the parent checkpoint's weights with a fresh warmup, and is a child in the history."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cpt_studio.core import store
+from cpt_studio.core.chain import continue_config, create_chained_run, lineage, parent_of
+from cpt_studio.core.config import CheckpointConfig, EvalConfig, ScheduleConfig
+from cpt_studio.core.run_folder import RunPaths
+from cpt_studio.core.runs import create_run
+from cpt_studio.core.testing.run_helpers import history, tiny_run_config
+from cpt_studio.core.training import train
+from cpt_studio.gui.charts import SFT_DOMAIN
+from cpt_studio.gui.history_table import COLUMNS
+
+PAIRS = [("Which drug did the patient receive?", "tacrolimus twice daily."),
+         ("Who reviewed the judgment?", "a court of appeal."),
+         ("What falls with age?", "renal clearance."),
+         ("What was measured?", "the trough level.")] * 3
+"""12 examples: the parent's held-out size (4) leaves 8 to train on."""
+
+
+@pytest.fixture(scope="module")
+def cpt_run(tmp_path_factory, tiny_model_dir) -> Path:
+    """A finished two-step CPT run of the tiny model (full weights), checkpoint at step 2."""
+    folder = tmp_path_factory.mktemp("chain")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CPT_STUDIO_HOME", str(folder / "home"))
+        config = tiny_run_config(tiny_model_dir, folder / "corpus", schedule=ScheduleConfig(peak_lr=1e-2, max_steps=2),
+                                 checkpoints=CheckpointConfig(interval=2, keep=2),
+                                 eval=EvalConfig(interval=2, heldout_count=4, max_tokens=2000))
+        config.batch.grad_accum = 1
+        run_dir = create_run(config, folder / "runs")
+        assert train(run_dir) == "finished"
+    return run_dir
+
+
+def _cells(window, run_id: str) -> dict[str, object]:
+    table = window.table
+    row = next(r for r in range(table.rowCount()) if table.item(r, 0).data(256) == run_id)
+    return {name: table.item(row, j) for j, name in enumerate(COLUMNS)}
+
+
+def test_instruction_tune_from_a_checkpoint_starts_a_chained_run_and_the_history_shows_the_chain(
+        qtbot, cpt_run, tmp_path, monkeypatch):
+    import cpt_studio.gui.wizard
+    from cpt_studio.gui.main_window import MainWindow
+
+    # the worker's code in this process (a worker process would first import torch again, which
+    # takes most of half a minute on a busy 2-core machine; tests/test_gui*.py start real ones)
+    monkeypatch.setattr(cpt_studio.gui.wizard, "start_worker", lambda run_dir, detach: train(run_dir))
+
+    window = MainWindow(runs_root=cpt_run.parent)
+    qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: window.table.rowCount() == 1, timeout=10_000)
+    compare = window.open_checkpoint(str(cpt_run), 2)  # the comparison, step 2 selected
+    compare.actions.sft_button.click()
+    wizard = window.sft_wizard
+    assert "Step 2: the checkpoint chosen" in wizard.currentPage().notice.text()
+    data = wizard.currentPage()
+    assert data.origin.text() == f"Starts from step 2 of tiny ({cpt_run})."
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "Q?", "response": "A."}\n{"instruction": "Q?", "answer": "A."}\n')
+    data.files.addItems([str(bad)])
+    qtbot.waitUntil(lambda: data.problems.isVisible(), timeout=20_000)
+    assert f"{bad} line 2: no field 'response' (fields: answer, instruction)" in data.problems.text()
+    assert not wizard.validateCurrentPage()
+    good = tmp_path / "qa.jsonl"
+    good.write_text("".join(json.dumps({"instruction": q, "response": a}) + "\n" for q, a in PAIRS))
+    data.files.clear()
+    data.files.addItems([str(good)])
+    qtbot.waitUntil(lambda: "12 examples; template: the plain template" in data.status.text(), timeout=20_000)
+    shown = data.preview.toHtml()
+    assert "### Instruction:" in shown and "background-color:#fff0b3" in shown  # the response highlighted
+    assert not data.problems.isVisible()
+    wizard.next()  # method, then the schedule with SFT's defaults
+    wizard.next()
+    schedule = wizard.currentPage()
+    assert schedule.peak.text() == "2e-05" and schedule.steps.value() == 0
+    schedule.steps.setValue(2)
+    wizard.next()
+    evaluation = wizard.currentPage()
+    evaluation.interval.setValue(2)
+    evaluation.checkpoint_interval.setValue(2)
+    wizard.next()
+    assert "Starts from: step 2 of the run" in wizard.currentPage().summary.toPlainText()
+    with qtbot.waitSignal(wizard.run_started, timeout=60_000) as started:
+        wizard.accept()
+    child = Path(started.args[0])
+    assert parent_of(child) == (str(cpt_run), 2)
+    assert history(child, "status")[-1]["state"] == "finished"
+    assert [e["step"] for e in history(child, "step")] == [1, 2]
+    with qtbot.waitSignal(window.history.finished, timeout=10_000):
+        window.refresh()
+    cells = _cells(window, str(child))
+    assert (cells["stage"].text(), cells["from"].text(), cells["base model"].text()) == ("SFT", "tiny · step 2", "model")
+    assert cells["name"].toolTip() == "model → tiny · step 2 → tiny SFT"
+    assert _cells(window, str(cpt_run))["from"].text() == ""
+    window.select_runs([str(child)])
+    window.run_actions["parent"].trigger()
+    assert window.selected_ids() == [str(cpt_run)]
+    monitor = window.open_monitor(child)
+    assert SFT_DOMAIN in monitor.charts.plots["ppl"].titleLabel.text
+    second = window.continue_run(cpt_run)  # a second CPT stage: the setup wizard, parent recorded
+    assert (second.config.parent_run, second.config.parent_step, second.config.name) == (str(cpt_run), 2, "tiny continued")
+    assert "A second stage from step 2 (the recommended checkpoint)" in second.currentPage().notice.text()
+    second.reject()
+
+
+def test_a_second_stage_starts_from_the_parent_checkpoint_with_a_fresh_warmup(cpt_run, tmp_path):
+    config = continue_config(cpt_run, 2, taken=["tiny continued"])
+    assert (config.name, config.stage, config.tokenizer.extend) == ("tiny continued (2)", "cpt", False)
+    config.schedule = ScheduleConfig(peak_lr=1e-3, max_steps=4, warmup_ratio=0.5)
+    config.eval.interval = config.checkpoints.interval = 4
+    child = create_chained_run(config, tmp_path / "runs")
+    assert train(child) == "finished"
+    start, parent = (load_file(p / "model.safetensors") for p in (RunPaths(child).checkpoint(0), RunPaths(cpt_run).checkpoint(2)))
+    assert start.keys() == parent.keys() and all(torch.equal(start[k], parent[k]) for k in parent)
+    rates = [e["lr"] for e in history(child, "step")]
+    assert rates[:3] == pytest.approx([0, 5e-4, 1e-3]) and rates[3] < 1e-3  # warmup from 0, then decay
+    db = store.open_store()
+    runs = {run_id: store.get_run(db, store.index_run(db, run_id)) for run_id in (str(cpt_run), str(child))}
+    assert [r["name"] for r in lineage(str(child), runs)] == ["tiny", "tiny continued (2)"]
+    assert (runs[str(child)]["parent_run"], runs[str(child)]["parent_step"]) == (str(cpt_run), 2)
