@@ -7,6 +7,7 @@
     cpt-studio train stage2.json                 # with parent_run/parent_step: a second stage from a checkpoint
     cpt-studio sft RUN --data qa.jsonl [--checkpoint STEP] [--method lora]   # instruction tuning
     cpt-studio resume RUN_DIR | stop RUN_DIR | runs | show RUN | store rebuild
+    cpt-studio launch RUN --gpus 8 [--nodes 2] [--strategy ddp|fsdp|deepspeed]   # several GPUs / a cluster
     cpt-studio import-gguf model.gguf
     cpt-studio generate RUN --prompt "The patient" [--checkpoints 100,200] [--sample]
     cpt-studio export RUN CHECKPOINT_STEP DEST [--mode merged|adapter|full] [--dataset NAME] [--tag TAG]
@@ -129,6 +130,18 @@ def _run_commands(commands) -> None:
                         help="resume although the corpus files changed since the run started (the "
                              "saved held-out documents stay the evaluation set)")
     resume.set_defaults(run=cli_runs.resume)
+    launch = commands.add_parser("launch", help="write the run's launch bundle (in the run folder): "
+                                 "accelerate config, launch script, torchrun line, Slurm template, README")
+    launch.add_argument("run_dir")
+    launch.add_argument("--gpus", type=int, required=True, help="GPUs on each machine (processes per node)")
+    launch.add_argument("--nodes", type=int, default=1, help="machines (default 1)")
+    launch.add_argument("--strategy", choices=("ddp", "fsdp", "deepspeed"), default="ddp",
+                        help="ddp: a copy of the model per GPU; fsdp: FSDP2, weights and optimizer "
+                             "sharded; deepspeed: ZeRO-2 (needs `pip install deepspeed`)")
+    launch.add_argument("--cpu", action="store_true", help="CPU processes over gloo (to try the bundle "
+                                                            "on a machine without GPUs)")
+    launch.add_argument("--port", type=int, default=29500, help="the main process's port (default 29500)")
+    launch.set_defaults(run=cli_runs.launch_bundle)
     stop = commands.add_parser("stop", help="ask a run to save a checkpoint and stop")
     stop.add_argument("run_dir")
     stop.add_argument("--kill", action="store_true",

@@ -72,6 +72,19 @@ def launch(run_dir: Path, *, resume: bool, detach: bool, accept_changed_corpus: 
     return follow(run_dir, process)
 
 
+def launch_bundle(args) -> int:
+    from .launch import write_bundle
+
+    folder = write_bundle(Path(args.run_dir), gpus=args.gpus, nodes=args.nodes, strategy=args.strategy,
+                          cpu=args.cpu, port=args.port)
+    print(f"launch bundle written to {folder}")
+    for path in sorted(folder.iterdir()):
+        print(f"  {path.name}")
+    paths = RunPaths(Path(args.run_dir).resolve())
+    print(f"one machine: bash {paths.launch_script}   (see {paths.launch_readme} for a cluster)")
+    return 0
+
+
 def stop(args) -> int:
     run_dir = Path(args.run_dir).resolve()
     if not worker_pid(run_dir):

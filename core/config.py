@@ -249,6 +249,11 @@ class SystemConfig:
     """'auto' (on for GPU, off for CPU), 'on' or 'off': trades compute for activation memory."""
     attention: str = "auto"
     """'auto' (flash_attention_2 when installed on CUDA, else sdpa), 'sdpa', 'eager', 'flash_attention_2'."""
+    processes: int = 1
+    """Processes (one per GPU) the batch is planned for: each optimizer step holds
+    batch.micro_batch x batch.grad_accum x processes sequences. Run (or resumed) on another
+    number of processes, each accumulates grad_accum x processes / that number of micro-batches,
+    so the step and the schedule stay the same (`cpt-studio launch` sets it)."""
 
     def validate(self) -> list[str]:
         problems = []
@@ -258,6 +263,8 @@ class SystemConfig:
             problems.append("system: gradient checkpointing must be auto, on or off")
         if self.attention not in ("auto", "sdpa", "eager", "flash_attention_2"):
             problems.append(f"system: attention {self.attention!r} is unknown; use auto, sdpa, eager or flash_attention_2")
+        if self.processes < 1:
+            problems.append(f"system: processes {self.processes} must be at least 1 (one per GPU)")
         return problems
 
 

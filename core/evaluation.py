@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .packing import IGNORE_INDEX, PackedSequences, span_lengths
 from .progress import Progress, tick
 from .tokenstore import TokenStore
@@ -128,20 +129,33 @@ def heldout_perplexity(model, rows: torch.utils.data.Dataset, batch_size: int = 
                        autocast_dtype: torch.dtype | None = None,
                        progress: Progress | None = None) -> Perplexity:
     """Forward only, batched; the model is put back in training mode if it was in it.
-    `progress` hears the rows done after each batch (a Cancelled it raises stops there)."""
+    `progress` hears the rows done after each batch (a Cancelled it raises stops there).
+
+    Under several processes (cpt_studio.core.distributed) each rank scores every world-th
+    batch and the sums of nats and tokens are added up over the ranks: every rank returns the
+    same result, in about 1/world of the time. Sharded rather than run on one rank while the
+    others wait, because a model whose weights are sharded (FSDP) needs every rank in each
+    forward pass: for the same reason a rank with one batch fewer runs its first batch again
+    (and discards it), so that all ranks make the same number of forward passes."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    starts = range(0, len(rows), batch_size)
+    mine = [starts[i] for i in distributed.shard(len(starts))]
+    rounds = -(-len(starts) // distributed.world_size()) if len(mine) < len(starts) else len(mine)
     total_nll, total_tokens = 0.0, 0
     try:
-        for start in range(0, len(rows), batch_size):
-            batch = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
+        for i in range(rounds):
+            start = mine[i] if i < len(mine) else 0
+            batch = [rows[j] for j in range(start, min(start + batch_size, len(rows)))]
             nll, tokens = _batch_nll(model, batch, device, autocast_dtype)
-            total_nll, total_tokens = total_nll + nll, total_tokens + tokens
-            tick(progress, start + len(batch), len(rows), "sequences measured")
+            if i < len(mine):
+                total_nll, total_tokens = total_nll + nll, total_tokens + tokens
+                tick(progress, start + len(batch), len(rows), "sequences measured")
     finally:
         model.train(was_training)
-    return Perplexity(total_nll / max(total_tokens, 1), total_tokens)
+    total_nll, total_tokens = distributed.all_sum([total_nll, total_tokens], device)
+    return Perplexity(total_nll / max(total_tokens, 1), int(total_tokens))
 
 
 def _batch_nll(model, batch: list[dict], device, autocast_dtype) -> tuple[float, int]:

@@ -369,6 +369,20 @@ class EventWriter:
         self._file.close()
 
 
+class SilentEventWriter(EventWriter):
+    """Checks events as EventWriter does and writes none: the writer of a run's other ranks
+    (only the main process writes events.jsonl; cpt_studio.core.distributed)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def emit(self, type: str, step: int | None = None, **fields: Any) -> dict[str, Any]:
+        return make_event(type, step=step, time=time.time(), **fields).to_dict()
+
+    def close(self) -> None:
+        pass
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy and torch scalars
         return value.item()

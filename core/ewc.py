@@ -282,8 +282,12 @@ def prepare_ewc(model, rows, settings: EwcConfig, *, general_key: str, seq_len: 
                      group=settings.group, precision=precision)
     fisher, cached = load_or_compute_fisher(model, _Subset(rows, row_ids), params, key,
                                             autocast_dtype=autocast_dtype, progress=progress)
-    reference = {name: p.detach().float().clone() for name, p in params.items()}
-    return EwcState(normalise(fisher, settings.normalisation), reference, len(row_ids), cached)
+    return EwcState(normalise(fisher, settings.normalisation), reference_weights(params), len(row_ids), cached)
+
+
+def reference_weights(params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
+    """theta*: an fp32 copy of the weights the penalty pulls back to."""
+    return {name: p.detach().float().clone() for name, p in params.items()}
 
 
 class _Subset:

@@ -42,6 +42,7 @@ from .recipe import (
     optimizer_steps,
     resolve_hardware,
     scheduler_settings,
+    sequences_per_step,
 )
 from .stats import corpus_stats
 
@@ -99,7 +100,7 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | No
     train_share = 1 - _heldout_share(config, domain.documents)
     domain_rows = math.ceil((domain.tokens + domain.documents) * train_share / config.batch.seq_len)
     steps = optimizer_steps(config, domain_rows, general is not None)
-    per_step = config.batch.micro_batch * config.batch.grad_accum
+    per_step = sequences_per_step(config)
     tokens_per_step = per_step * config.batch.seq_len
     parameters, trainable, ewc_params = _parameter_counts(model_config, config)
     memory = _memory(config, model_config, hardware, parameters, trainable, ewc_params)

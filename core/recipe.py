@@ -53,6 +53,12 @@ def resolve_hardware(config: RunConfig) -> Hardware:
     return Hardware("cuda" if cuda else "cpu", precision, attention, checkpointing)
 
 
+def cuda_devices() -> int:
+    """The CUDA GPUs this machine offers (0 without CUDA): a run can train on up to that many
+    processes here (system.processes)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def flash_attn_installed() -> bool:
     """Whether the optional flash-attn package (the `gpu` extra) can be imported."""
     try:
@@ -62,17 +68,37 @@ def flash_attn_installed() -> bool:
     return True
 
 
-def optimizer_steps(config: RunConfig, domain_rows: int, has_general: bool, world_size: int = 1) -> int:
+def sequences_per_step(config: RunConfig) -> int:
+    """Sequences in one optimizer step over all processes (the global batch):
+    batch.micro_batch x batch.grad_accum x system.processes."""
+    return config.batch.micro_batch * config.batch.grad_accum * config.system.processes
+
+
+def optimizer_steps(config: RunConfig, domain_rows: int, has_general: bool) -> int:
     """Optimizer steps: max_steps, else the token budget, else schedule.epochs passes over the
     domain rows (sequences of batch.seq_len tokens: the domain corpus's, or an SFT run's packed
-    examples; with a general corpus, replay takes its share of each step)."""
-    per_step = config.batch.micro_batch * config.batch.grad_accum * world_size
+    examples; with a general corpus, replay takes its share of each step). The same on any
+    number of processes: a step is sequences_per_step(config) sequences."""
+    per_step = sequences_per_step(config)
     if config.schedule.max_steps:
         return config.schedule.max_steps
     if config.schedule.token_budget:
         return max(1, math.ceil(config.schedule.token_budget / (per_step * config.batch.seq_len)))
     domain_per_step = per_step * (1 - config.corpus.replay_ratio if has_general else 1)
     return max(1, math.ceil(config.schedule.epochs * domain_rows / domain_per_step))
+
+
+def accumulation_per_process(grad_accum: int, processes: int, world_size: int) -> int:
+    """Micro-batches each of `world_size` processes accumulates per optimizer step, so that
+    the step holds the batch planned for `processes` (system.processes): grad_accum x processes
+    / world_size. ValueError, saying what to change, when that is not a whole number."""
+    total = grad_accum * processes
+    if total % world_size:
+        raise ValueError(f"batch: {grad_accum} accumulated micro-batch(es) x {processes} process(es) "
+                         f"= {total} cannot be shared by {world_size} processes; run on a number of "
+                         f"processes that divides {total}, or make batch.grad_accum x system.processes "
+                         f"a multiple of {world_size}")
+    return total // world_size
 
 
 def scheduler_settings(config: RunConfig, total_steps: int) -> tuple[str, dict, int]:

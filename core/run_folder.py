@@ -41,6 +41,14 @@ store indexes it and can be rebuilt from it). Its layout:
           curve.json               base -> checkpoint-200, per alpha         .interpolation(200)
       sweep.json                   a sweep's run: its group and setting      .sweep
                                    (cpt_studio.core.sweep)
+      launch/                      written by `cpt-studio launch`: the run   .launch
+                                   on several GPUs or nodes (core/launch.py)
+        accelerate_config.yaml     accelerate's config (DDP, FSDP2, DeepSpeed) .accelerate_config
+        deepspeed.json             DeepSpeed's own config (--strategy deepspeed) .deepspeed_config
+        launch.sh                  one machine: accelerate launch            .launch_script
+        torchrun.sh                several nodes: one torchrun line per node .torchrun_script
+        slurm.sbatch               a Slurm batch template                    .slurm_script
+        README.md                  how to copy and run the bundle            .launch_readme
       report/                      written by `cpt-studio report`            .report
         report.md                                                            .report_markdown
         report.json                                                          .report_data
@@ -98,6 +106,13 @@ EVAL_REQUEST = "request.json"
 EVAL_TASKS = "tasks"
 INTERPOLATION = "interpolation"
 INTERPOLATION_CURVE = "curve.json"
+LAUNCH = "launch"
+ACCELERATE_CONFIG = "accelerate_config.yaml"
+DEEPSPEED_CONFIG = "deepspeed.json"
+LAUNCH_SCRIPT = "launch.sh"
+TORCHRUN_SCRIPT = "torchrun.sh"
+SLURM_SCRIPT = "slurm.sbatch"
+LAUNCH_README = "README.md"
 REPORT = "report"
 REPORT_MARKDOWN = "report.md"
 REPORT_DATA = "report.json"
@@ -108,7 +123,9 @@ RUN_FILES = (CONFIG, EVENTS, GUARD_STATE, GENERATIONS, STOP, PID, CLAIM, LOGS, W
              EVAL_LOG, HELDOUT, CORPUS_RECORD, TOKENIZER, TOKENIZER_RECORD, CHAT_TEMPLATE,
              START_MODEL, CHECKPOINTS,
              CHECKPOINT_PREFIX, CHECKPOINT_CONFIG, STAGING, EVAL, EVAL_REQUEST, EVAL_TASKS, REPORT,
-             INTERPOLATION, INTERPOLATION_CURVE, REPORT_MARKDOWN, REPORT_DATA, REPORT_CHART, SWEEP)
+             INTERPOLATION, INTERPOLATION_CURVE, REPORT_MARKDOWN, REPORT_DATA, REPORT_CHART, SWEEP,
+             LAUNCH, ACCELERATE_CONFIG, DEEPSPEED_CONFIG, LAUNCH_SCRIPT, TORCHRUN_SCRIPT, SLURM_SCRIPT,
+             LAUNCH_README)
 """Every name a run folder's files and folders have (CHECKPOINT_PREFIX: the start of one);
 tests/test_run_folder.py fails when another module spells one of them."""
 
@@ -259,6 +276,35 @@ class RunPaths:
         """A sweep's run only: the sweep it belongs to (its group id) and its setting (JSON;
         cpt_studio.core.sweep)."""
         return self.root / SWEEP
+
+    @property
+    def launch(self) -> Path:
+        """The launch bundle: the run on several GPUs or nodes (cpt_studio.core.launch)."""
+        return self.root / LAUNCH
+
+    @property
+    def accelerate_config(self) -> Path:
+        return self.launch / ACCELERATE_CONFIG
+
+    @property
+    def deepspeed_config(self) -> Path:
+        return self.launch / DEEPSPEED_CONFIG
+
+    @property
+    def launch_script(self) -> Path:
+        return self.launch / LAUNCH_SCRIPT
+
+    @property
+    def torchrun_script(self) -> Path:
+        return self.launch / TORCHRUN_SCRIPT
+
+    @property
+    def slurm_script(self) -> Path:
+        return self.launch / SLURM_SCRIPT
+
+    @property
+    def launch_readme(self) -> Path:
+        return self.launch / LAUNCH_README
 
     @property
     def report(self) -> Path:

@@ -128,15 +128,22 @@ def fresh_name(name: str, taken: Iterable[str]) -> str:
 
 def start_worker(run_dir: Path, *, resume: bool = False, detach: bool = False,
                  accept_changed_corpus: bool = False) -> subprocess.Popen:
-    """Start `python -m cpt_studio.core.worker RUN_DIR`; its output goes to logs/worker.log.
+    """Start `python -m cpt_studio.core.worker RUN_DIR`; its output goes to logs/worker.log. A
+    run planned for several processes (system.processes) starts through accelerate, one
+    process per GPU of this machine (cpt_studio.core.launch.local_command).
 
     Detached, it runs in its own session (POSIX) or process group without a console
     (Windows), so closing the terminal or the GUI never stops it.
     `accept_changed_corpus`: a resume goes on although the corpus changed (cpt_studio.core.data)."""
     paths = RunPaths(Path(run_dir))
     paths.log.parent.mkdir(parents=True, exist_ok=True)
-    command = worker_command(paths.root) + (["--resume"] if resume else [])
-    command += ["--accept-changed-corpus"] if accept_changed_corpus else []
+    if RunConfig.load(paths.config).system.processes > 1:  # one process per GPU, through accelerate
+        from .launch import local_command
+
+        command = local_command(paths.root, resume=resume, accept_changed_corpus=accept_changed_corpus)
+    else:
+        command = worker_command(paths.root) + (["--resume"] if resume else [])
+        command += ["--accept-changed-corpus"] if accept_changed_corpus else []
     with _claim(paths):  # two launchers (GUI, CLI) on one run: one worker, never two
         running = worker_process(paths.root)
         if running is not None:

@@ -18,6 +18,7 @@ resumes from the last good checkpoint with its remedy, as many times as it allow
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import os
 import shutil
@@ -27,13 +28,14 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
+from . import distributed
 from .config import RunConfig
 from .data import RunData, evaluation_sets, prepare_run_data
 from .disk import DiskFullError, disk_full_as_error, folder_size, require_free_space
 from .evaljob import probe_live, write_run_probes
 from .evaluation import EvalSet, measure_sets, set_changes
-from .events import EvalEvent, EventWriter, StepEvent
-from .ewc import EwcPenalty, EwcState, prepare_ewc
+from .events import EvalEvent, EventWriter, SilentEventWriter, StepEvent
+from .ewc import EwcPenalty, EwcState, group_parameters, prepare_ewc, reference_weights
 from .guard import (
     Decision,
     GuardState,
@@ -48,11 +50,13 @@ from .models import load_model_and_tokenizer
 from .preflight import require
 from .recipe import (
     Hardware,
+    accumulation_per_process,
     apply_method,
     group_rates,
     optimizer_steps,
     resolve_hardware,
     scheduler_settings,
+    sequences_per_step,
     split_embedding_group,
     split_new_token_rows,
 )
@@ -77,6 +81,7 @@ def training_arguments(config: RunConfig, hardware: Hardware, paths: RunPaths,
     guard_state = guard_state or GuardState()
     scheduler, kwargs, warmup = scheduler_settings(config, total_steps)
     micro_batch, grad_accum = guard_state.batch(config.batch.micro_batch, config.batch.grad_accum)
+    grad_accum = accumulation_per_process(grad_accum, config.system.processes, distributed.world_size())
     return TrainingArguments(
         output_dir=str(paths.staging), max_steps=total_steps,
         per_device_train_batch_size=micro_batch, gradient_accumulation_steps=grad_accum,
@@ -91,6 +96,7 @@ def training_arguments(config: RunConfig, hardware: Hardware, paths: RunPaths,
         eval_strategy="no", report_to="none", disable_tqdm=True,
         seed=config.seed, data_seed=config.seed, dataloader_num_workers=0,
         remove_unused_columns=False,
+        ddp_find_unused_parameters=False,  # every trainable weight takes part in each forward pass
     )
 
 
@@ -99,6 +105,10 @@ def _checkpointing_arguments(enabled: bool) -> dict:
     name = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
             else "gradient_checkpointing")
     return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
+
+
+log = logging.getLogger(__name__)
+"""Every rank's own lines in the worker's log (what it decided or followed)."""
 
 
 class CPTTrainer(Trainer):
@@ -162,6 +172,7 @@ class CPTTrainer(Trainer):
         try:
             with disk_full_as_error(self.run.checkpoints, name, fix):
                 super()._save_checkpoint(model, trial)
+                distributed.barrier()  # every rank's files (its RNG state, its shard) are staged
                 if not self.args.should_save:
                     return
                 shutil.copy(self.run.config, checkpoint_config(staged))
@@ -361,7 +372,9 @@ class RunMonitor(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self._train_seconds = time.monotonic() - self._step_started
         step = state.global_step
-        if self.paths.stop_request.exists():
+        # The main process reads the request and every rank follows it: all stop at this step.
+        if distributed.broadcast(distributed.is_main() and self.paths.stop_request.exists()):
+            log.info("stop requested: saving a checkpoint and stopping at step %d", step)
             self.events.emit("status", step, state="running", phase="saving", message="stop requested")
             control.should_save = control.should_training_stop = True
             self.stopped = True
@@ -391,28 +404,35 @@ class RunMonitor(TrainerCallback):
                              tokens_per_second=self.tokens_per_step / max(self._train_seconds, 1e-9),
                              replay_fraction=general / self.mixer.seqs_per_step, **extra)
         # Logging comes after on_step_end's evaluation and before the step's checkpoint is
-        # saved: the place to decide, on every process alike (the logged loss is averaged).
-        self._watch(step, logs["loss"], control, state.is_world_process_zero)
+        # saved: the place to decide (on the main process; every rank follows it).
+        self._watch(step, logs["loss"], control)
         self._step_started = time.monotonic()
 
     # --- the guard --------------------------------------------------------------------
-    def _watch(self, step: int, loss: float, control, main_process: bool) -> None:
+    def _decide(self, step: int, loss: float, previous: list[float]) -> Decision | None:
+        """The guard's decision at this step (None: nothing wrong)."""
+        guard = self.config.guard
+        trigger = (loss_trigger(loss, previous, guard.spike_factor, guard.spike_window)
+                   or forgetting_trigger(self.evals.get(step, {}).get("forgetting"), guard.threshold))
+        if trigger is None:
+            return None
+        return decide(trigger, self.guard_state, guard, self.checkpoint_forgetting(), step,
+                      base_replay=self.config.corpus.replay_ratio, peak_lr=self.config.schedule.peak_lr,
+                      watch_forgetting=self.watch_forgetting)
+
+    def _watch(self, step: int, loss: float, control) -> None:
         guard = self.config.guard
         previous = [self.losses[s] for s in sorted(self.losses) if s < step]
         self.losses[step] = loss
         if not guard.enabled:
             return
-        trigger = (loss_trigger(loss, previous, guard.spike_factor, guard.spike_window)
-                   or forgetting_trigger(self.evals.get(step, {}).get("forgetting"), guard.threshold))
-        if trigger is None:
+        # Taken on the main process and broadcast: every rank rolls back (or not) alike.
+        decision = distributed.broadcast(self._decide(step, loss, previous) if distributed.is_main() else None)
+        if decision is None:
             return
-        decision = decide(trigger, self.guard_state, guard, self.checkpoint_forgetting(), step,
-                          base_replay=self.config.corpus.replay_ratio,
-                          peak_lr=self.config.schedule.peak_lr,
-                          watch_forgetting=self.watch_forgetting)
         control.should_save, control.should_training_stop = False, True  # never save a bad step
         self.decision = decision
-        if main_process:
+        if distributed.is_main():
             target = decision.rolled_back_to
             decision.state.save(self.paths.root)
             if target is not None:
@@ -426,9 +446,14 @@ def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = 
     that changed since the start refuses unless `accept_changed_corpus` (cpt_studio.core.data)."""
     paths = RunPaths(Path(run_dir))
     config = RunConfig.load(paths.config)
-    events = EventWriter(paths.events)
+    # Under several processes only the main one writes the run folder's events (and state).
+    events = EventWriter(paths.events) if distributed.is_main() else SilentEventWriter(paths.events)
     require(config, read_corpus=False)  # the corpus is read, and refused, as it is tokenized
+    problems = distributed.unsupported(config, distributed.strategy())
+    if problems:
+        raise ValueError("; ".join(problems))
     hardware = resolve_hardware(config)
+    distributed.start(hardware.device)
     torch.manual_seed(config.seed)  # LoRA's random A matrices start alike on every attempt
     events.emit("status", None, state="running", phase="loading",
                 message=f"loading {config.model.name_or_path} on {hardware.device} ({hardware.precision})")
@@ -436,16 +461,14 @@ def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = 
         config.model.name_or_path, attn_implementation=hardware.attention,
         trust_remote_code=config.model.trust_remote_code, allow_pickle=config.model.allow_pickle)
     model.config.use_cache = False  # with the cache on, packed documents attend to each other
-    tokenizer, new_token_ids = extend_for_run(model, tokenizer, config, paths.root, events)
+    with distributed.main_first():  # the main process writes the tokenizer, the others read it
+        tokenizer, new_token_ids = extend_for_run(model, tokenizer, config, paths.root, events)
     model = apply_method(model, config, new_token_ids)
     events.emit("status", None, state="running", phase="tokenizing", message="preparing the corpus")
-    if config.stage == "sft":  # the examples train in the domain corpus's place
-        data = prepare_sft_data(config, tokenizer, paths, events, accept_changed_corpus=accept_changed_corpus)
-    else:
-        data = prepare_run_data(config.corpus, config.eval, tokenizer, paths.root,
-                                seq_len=config.batch.seq_len, seed=config.seed, progress=events,
-                                accept_changed_corpus=accept_changed_corpus)
-    record_separator(config, paths, data.tokens)
+    with distributed.main_first():  # the main process tokenizes; the others find the token store
+        data = _prepare_data(config, tokenizer, paths, events, accept_changed_corpus)
+    if distributed.is_main():
+        record_separator(config, paths, data.tokens)
     general_rows = len(data.general.train) if data.general else 0
     events.emit("status", None, state="running", phase="tokenizing", ready=True,
                 message=f"corpus ready: {len(data.domain.train):,} domain and {general_rows:,} general "
@@ -469,10 +492,20 @@ def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = 
     return final
 
 
+def _prepare_data(config: RunConfig, tokenizer, paths: RunPaths, events: EventWriter,
+                  accept_changed_corpus: bool) -> RunData:
+    if config.stage == "sft":  # the examples train in the domain corpus's place
+        return prepare_sft_data(config, tokenizer, paths, events, accept_changed_corpus=accept_changed_corpus)
+    return prepare_run_data(config.corpus, config.eval, tokenizer, paths.root,
+                            seq_len=config.batch.seq_len, seed=config.seed, progress=events,
+                            accept_changed_corpus=accept_changed_corpus)
+
+
 def _live_probe_tasks(config: RunConfig, paths: RunPaths) -> list[str]:
-    """The probe tasks scored at every checkpoint (benchmarks.probes_during_training)."""
+    """The probe tasks scored at every checkpoint (benchmarks.probes_during_training), by the
+    main process alone (distributed.unsupported refuses them where that cannot work)."""
     settings = config.benchmarks
-    if not (settings.probes_during_training and settings.probes):
+    if not (settings.probes_during_training and settings.probes) or not distributed.is_main():
         return []
     return write_run_probes(paths.root, settings.probes)
 def record_separator(config: RunConfig, paths: RunPaths, tokens) -> None:
@@ -506,6 +539,7 @@ def _train_with_guard(config: RunConfig, hardware: Hardware, paths: RunPaths, ev
             return trainer, decision
         guard_state = decision.state
         checkpoint = paths.checkpoint(decision.rolled_back_to)
+        log.info("the guard rolls back to %s at step %d", checkpoint.name, decision.step)
         del trainer  # its optimizer state goes before the next attempt makes its own
         model.zero_grad(set_to_none=True)
         gc.collect()
@@ -543,14 +577,31 @@ def _prepare_ewc(config: RunConfig, hardware: Hardware, model, data: RunData,
                         f"{settings.sequences:,} general sequences")
     device = (torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
               if hardware.device == "cuda" else torch.device("cpu"))
-    state = prepare_ewc(model, data.general.train, settings,
-                        general_key=data.general.store.meta.get("key", ""),
-                        seq_len=config.batch.seq_len, seed=config.seed, precision=hardware.precision,
-                        autocast_dtype=hardware.autocast_dtype, device=device, progress=events)
+    if distributed.is_main():
+        state = prepare_ewc(model, data.general.train, settings,
+                            general_key=data.general.store.meta.get("key", ""),
+                            seq_len=config.batch.seq_len, seed=config.seed, precision=hardware.precision,
+                            autocast_dtype=hardware.autocast_dtype, device=device, progress=events)
+    state = _share_ewc(state if distributed.is_main() else None, model, settings.group, device)
     events.emit("status", None, state="running", phase="fisher",
                 message=f"EWC: Fisher {'from the cache' if state.cached else 'computed'} "
                         f"({state.sequences:,} sequences); penalty over {state.parameters:,} "
                         f"weights, strength {settings.strength:g}")
+    return state
+
+
+def _share_ewc(state: EwcState | None, model, group: str, device) -> EwcState:
+    """The main process's EWC state on every rank: its Fisher, computed once, broadcast; the
+    reference weights are each rank's own copy of the same starting model."""
+    if distributed.world_size() == 1:
+        return state
+    sequences, cached = distributed.broadcast((state.sequences, state.cached) if state else None)
+    if state is None:
+        model.to(device)
+        params = group_parameters(model, group)
+        state = EwcState({name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()},
+                         reference_weights(params), sequences, cached)
+    distributed.broadcast_tensors(state.fisher)
     return state
 
 
@@ -559,9 +610,11 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
                   guard_state: GuardState | None = None, resuming: bool = False,
                   probe_tasks: list[str] = (), new_token_ids: list[int] = ()) -> CPTTrainer:
     guard_state = guard_state or GuardState()
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    total_steps = optimizer_steps(config, len(data.domain.train), data.general is not None, world_size)
-    mixer = data.mixer(config.batch.micro_batch * config.batch.grad_accum * world_size,  # OOM halving keeps it
+    total_steps = optimizer_steps(config, len(data.domain.train), data.general is not None)
+    # The global step's sequences (the same on any number of processes; an OOM halving keeps
+    # it). The Trainer's dataloader hands rank r the micro-batches r, r + world, ... of the
+    # sampler's stream, so optimizer step k of every rank together is exactly mixer.step(k).
+    mixer = data.mixer(sequences_per_step(config),
                        on_new_pass=lambda name, n, step: events.emit(
                            "log", step, level="info", message=f"{name} corpus: pass {n} begins"),
                        replay_changes=guard_state.replay_changes)

@@ -5,6 +5,11 @@ It writes its pid, sends the libraries' logging to logs/worker.log (its stdout a
 stderr are that file too, when started by cpt_studio.core.runs.start_worker), trains, and always
 ends with a status event: finished, stopped, or failed with the traceback's tail.
 
+Launched on several processes (`accelerate launch`, `torchrun`: cpt_studio.core.launch), every
+rank trains and logs to logs/worker.log; the main process alone writes the pid, the events,
+the checkpoints' metadata and the store's rows. A rank that fails records its failure too,
+so that the reason reaches the run's events even when another rank is the one that failed.
+
 `log_to_file`, `record_failure` and `update_store` serve the evaluation worker too
 (cpt_studio.core.evalworker). The engine's modules are imported inside `try` blocks: a failure
 to import them (a broken torch install) is a failed status event like any other failure.
@@ -19,6 +24,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from . import distributed
 from .events import EventWriter
 from .failure import classify
 from .run_folder import RunPaths
@@ -35,15 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     if not paths.config.exists():
         print(f"error: {paths.root} is not a run folder (no {paths.config.name})", file=sys.stderr)
         return 2
-    write_pid(paths.root)
+    main_process = distributed.is_main()
+    if main_process:
+        write_pid(paths.root)
     log_to_file(paths.log)
     try:
         from .training import train  # inside the try: see the module's docstring
 
         final = train(paths.root, resume=args.resume, accept_changed_corpus=args.accept_changed_corpus)
-        update_store(paths.root)
-        if final == "finished":
-            _evaluate_at_end(paths)
+        if main_process:  # the other ranks' work ends with the training
+            update_store(paths.root)
+            if final == "finished":
+                _evaluate_at_end(paths)
         return 0
     except BaseException as exc:  # noqa: BLE001 — every failure must reach the events
         _record_failure(paths, exc)
@@ -54,7 +63,8 @@ def log_to_file(path: Path) -> None:
     """Send the libraries' logging (transformers' at INFO) to the file at `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Under several processes every rank logs here, each line naming its rank.
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {distributed.rank_label()}%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     import transformers  # here, not at the top: a wrong RUN_DIR is refused before seconds of imports
 
@@ -85,7 +95,8 @@ def _record_failure(paths: RunPaths, exc: BaseException) -> None:
     except (OSError, ValueError):
         config = None  # the sentence then names no setting's current value
     record_failure(paths.events, exc, "run", config)
-    update_store(paths.root)
+    if distributed.is_main():
+        update_store(paths.root)
 
 
 def record_failure(events: Path, exc: BaseException, what: str, config: dict | None = None) -> None:

@@ -64,7 +64,7 @@ from .wizard import RunWizard
 
 STATES = ("created", "running", "finished", "stopped", "failed")
 HAS_COMPARE = importlib.util.find_spec("cpt_studio.gui.compare") is not None
-MENU_ONLY = ("continue", "parent")
+MENU_ONLY = ("continue", "parent", "launch")
 """Run actions in the context menu and the Runs menu only (the row of buttons stays short)."""
 REFRESH_MS = 3000
 """How often the history re-reads the run folders (new runs, the state of running ones)."""
@@ -281,6 +281,8 @@ class MainWindow(QMainWindow):
             "rename": QAction("Rename…", self, triggered=self._on_rename),
             "delete": QAction("Delete…", self, triggered=self._on_delete),
             "folder": QAction("Open folder", self, triggered=self._on_open_run_folder),
+            "launch": QAction("Run on several GPUs / a cluster…", self, triggered=self.open_launch,
+                              toolTip="Write a launch bundle (accelerate, torchrun, Slurm) into the run folder"),
         }
         row = QHBoxLayout()
         self.run_buttons = {}
@@ -451,6 +453,14 @@ class MainWindow(QMainWindow):
         self.evaluate_dialog.started.connect(self.open_monitor)
         self.evaluate_dialog.show()
         return self.evaluate_dialog
+
+    def open_launch(self):
+        """The launch bundle's dialog for the selected run (gui/launch_dialog.py)."""
+        from .launch_dialog import LaunchDialog
+
+        self.launch_dialog = LaunchDialog(Path(self.selected_ids()[0]), parent=self)
+        self.launch_dialog.show()
+        return self.launch_dialog
 
     def _on_export(self) -> None:
         run_id = self.selected_ids()[0]

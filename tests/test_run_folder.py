@@ -43,6 +43,10 @@ HOME = "core/run_folder.py"
 ALLOWED = {
     ("core/models.py", "config.json"): "a HF model folder's own config.json",
     ("core/preflight.py", "config.json"): "the base model folder's config.json (max_position_embeddings)",
+    ("core/export.py", "README.md"): "the model card of an exported checkpoint",
+    ("core/interpolate.py", "README.md"): "the model card of an exported interpolated model",
+    ("gui/help.py", "README.md"): "the repository's README",
+    ("core/desktop.py", "README.md"): "the packaging folder's README",
 }
 """(module, run file name) -> why that module may spell it: the same word for something that
 is not a run's file."""

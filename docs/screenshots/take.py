@@ -10,6 +10,7 @@
                                                                       # monitor-stopped.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py dialogs  # export-done.png,
                                                         # demo-confirm.png, wizard-2-corpus-progress.png
+    QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py launch  # launch-dialog.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py export-options RUN_DIR STEP
                                                         # export-options.png
     QT_QPA_PLATFORM=offscreen python docs/screenshots/take.py preflight [FOLDER]
@@ -450,6 +451,26 @@ def dialogs_example(app) -> None:
     save(wizard, "wizard-2-corpus-progress.png")
 
 
+def launch_example(app) -> None:
+    """launch-dialog.png: "Run on several GPUs / a cluster…" after writing a bundle for 8 GPUs
+    on each of 2 machines with FSDP2, for a demo run."""
+    import tempfile
+
+    from cpt_studio.core.demo import demo_config
+    from cpt_studio.core.runs import create_run
+    from cpt_studio.gui.launch_dialog import LaunchDialog
+
+    run_dir = create_run(demo_config(), Path(tempfile.mkdtemp()))
+    dialog = LaunchDialog(run_dir)
+    dialog.gpus.setValue(8)
+    dialog.nodes.setValue(2)
+    dialog.strategy.setCurrentIndex(dialog.strategy.findData("fsdp"))
+    dialog.show()
+    dialog.write()
+    settle(app)
+    save(dialog, "launch-dialog.png")
+
+
 def export_options(app, run_dir: Path, step: int, folder: Path | None = None) -> None:
     """export-options.png: how the checkpoint at `step` of RUN_DIR would be exported (a LoRA
     checkpoint of an SFT run shows merged, adapter and the note on the adapter's base)."""
@@ -655,6 +676,10 @@ def main() -> None:
         return
     if sys.argv[1:] == ["dialogs"]:
         dialogs_example(app)
+        return
+    if sys.argv[1:] == ["launch"]:
+        launch_example(app)
+        print(f"saved in {HERE}")
         return
     if sys.argv[1:2] == ["export-options"]:  # RUN_DIR STEP
         export_options(app, Path(sys.argv[2]), int(sys.argv[3]))

@@ -1,6 +1,8 @@
 """Page 1, the base model: a cached model, a folder, or a GGUF file; its size and the memory
 full and LoRA CPT need at the chosen batch, sequence length, precision and gradient
-checkpointing (set on later pages: recomputed when the page is shown again after a change)."""
+checkpointing (set on later pages: recomputed when the page is shown again after a change).
+On a machine with several GPUs, how many of them the run trains on (system.processes: Start
+then launches one process per GPU through accelerate)."""
 
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QSpinBox,
 )
 
 from cpt_studio.core.estimate import estimate_memory, format_bytes
 from cpt_studio.core.models import check_model, model_info, scan_cached_models
 from cpt_studio.core.preflight import model_choice_problems
-from cpt_studio.core.recipe import Hardware, resolve_hardware
+from cpt_studio.core.recipe import Hardware, cuda_devices, resolve_hardware
 
 from ..jobs import Job
 from ..setting_help import explain
@@ -77,6 +80,14 @@ class ModelPage(ConfigPage):
         explain(self.trust, "model.trust_remote_code")
         explain(self.allow_pickle, "model.allow_pickle")
         self.info = QLabel("Choose a model to see its size and memory needs.", wordWrap=True, objectName="model_info")
+        self.gpu_count = cuda_devices()
+        self.gpus = QSpinBox(objectName="gpus", minimum=1, maximum=max(self.gpu_count, 1))
+        explain(self.gpus, "system.processes")
+        gpus_row = QHBoxLayout()
+        gpus_row.addWidget(QLabel(f"GPUs to train on ({self.gpu_count} on this machine; one process "
+                                  "each, started through accelerate):"))
+        gpus_row.addWidget(self.gpus)
+        gpus_row.addStretch(1)
         row = QHBoxLayout()
         for widget in (self.path, folder, gguf):
             row.addWidget(widget)
@@ -85,6 +96,10 @@ class ModelPage(ConfigPage):
         self.layout_.addLayout(row)
         self.layout_.addWidget(self.trust)
         self.layout_.addWidget(self.allow_pickle)
+        if self.gpu_count > 1:  # else the row is not offered: one device, one process
+            self.layout_.addLayout(gpus_row)
+        else:
+            self.gpus.hide()
         self.layout_.addWidget(self.info)
         self.finish_layout()
         self._describing = False
@@ -98,6 +113,7 @@ class ModelPage(ConfigPage):
         self.path.setText(config.model.name_or_path)
         self.trust.setChecked(config.model.trust_remote_code)
         self.allow_pickle.setChecked(config.model.allow_pickle)
+        self.gpus.setValue(min(config.system.processes, self.gpus.maximum()))
 
     def reload(self, config) -> None:
         """As ConfigPage.reload; a setup loaded while this page is shown is described at once
@@ -117,6 +133,8 @@ class ModelPage(ConfigPage):
         config.model.name_or_path = self.path.text().strip()
         config.model.trust_remote_code = self.trust.isChecked()
         config.model.allow_pickle = self.allow_pickle.isChecked()
+        if self.gpu_count > 1:  # a setup planned elsewhere for more processes keeps its number
+            config.system.processes = self.gpus.value()
 
     def validatePage(self) -> bool:
         """The model must be one that can be trained (cpt_studio.core.preflight's checks of the model)."""
