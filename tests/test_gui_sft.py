@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from cpt_studio.core import store
 from cpt_studio.core.chain import continue_config, create_chained_run, lineage, parent_of
-from cpt_studio.core.config import CheckpointConfig, EvalConfig, ScheduleConfig
+from cpt_studio.core.config import CheckpointConfig, EvalConfig, RunConfig, ScheduleConfig
 from cpt_studio.core.run_folder import RunPaths
 from cpt_studio.core.runs import create_run
 from cpt_studio.core.testing.run_helpers import history, tiny_run_config
@@ -81,6 +81,8 @@ def test_instruction_tune_from_a_checkpoint_starts_a_chained_run_and_the_history
     shown = data.preview.toHtml()
     assert "### Instruction:" in shown and "background-color:#fff0b3" in shown  # the response highlighted
     assert not data.problems.isVisible()
+    assert data.replay.isEnabled() and data.replay.value() == 0  # SFT's default: measured, not replayed
+    data.replay.setValue(25)  # optional general replay during SFT
     wizard.next()  # method, then the schedule with SFT's defaults
     wizard.next()
     schedule = wizard.currentPage()
@@ -96,6 +98,7 @@ def test_instruction_tune_from_a_checkpoint_starts_a_chained_run_and_the_history
         wizard.accept()
     child = Path(started.args[0])
     assert parent_of(child) == (str(cpt_run), 2)
+    assert RunConfig.load(RunPaths(child).config).corpus.replay_ratio == 0.25
     assert history(child, "status")[-1]["state"] == "finished"
     assert [e["step"] for e in history(child, "step")] == [1, 2]
     with qtbot.waitSignal(window.history.finished, timeout=10_000):

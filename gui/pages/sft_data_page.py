@@ -11,6 +11,7 @@ from pathlib import Path
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -44,7 +45,7 @@ TRAINED_STYLE = "background-color:#fff0b3; color:#212529; font-weight:bold;"
 
 
 class SftDataPage(ConfigPage):
-    sections = ("sft.", "stage:", "parent_run")
+    sections = ("sft.", "stage:", "parent_run", "corpus: replay")
 
     def __init__(self):
         super().__init__("Instruction data", "JSONL records: an instruction and its response, or a list of "
@@ -66,6 +67,9 @@ class SftDataPage(ConfigPage):
         for name, label in FIELDS:
             form.addRow(label, explain(self.fields[name], f"sft.{name}"))
         form.addRow("Chat template:", explain(self.template, "sft.template"))
+        self.replay = explain(QDoubleSpinBox(objectName="sft_replay_percent", suffix=" %", decimals=1,
+                                             maximum=95.0), "corpus.replay_ratio")
+        form.addRow("General replay:", self.replay)
         self.status = QLabel(wordWrap=True, objectName="sft_status")
         styled(self.status, "color:{muted};")
         self.preview = display_only(QTextEdit(readOnly=True, objectName="sft_preview"))
@@ -95,6 +99,9 @@ class SftDataPage(ConfigPage):
         for name, _ in FIELDS:
             self.fields[name].setText(getattr(config.sft, name))
         self.template.setCurrentText(config.sft.template)
+        self.replay.setValue(config.corpus.replay_ratio * 100)
+        self.replay.setEnabled(bool(config.corpus.general))  # replay draws from the general corpus
+        self.replay.setSpecialValueText("none (the general corpus is measured, not trained on)")
         self.origin.setText(origin_text(config))
         self._schedule_check()
 
@@ -104,6 +111,7 @@ class SftDataPage(ConfigPage):
         for name, _ in FIELDS:
             setattr(config.sft, name, self.fields[name].text().strip())
         config.sft.template = self.template.currentText().strip() or "auto"
+        config.corpus.replay_ratio = round(self.replay.value() / 100, 6)
 
     def _on_add_files(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(self, "Instruction data", filter="JSON lines (*.jsonl *.ndjson)")
