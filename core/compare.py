@@ -158,6 +158,10 @@ def comparison_notes(db, run_ids: list[str]) -> list[str]:
         notes.append("Different held-out sets (seed or evaluation settings differ): compare domain gain "
                      "and forgetting, each against the run's own baseline, rather than perplexities.")
     notes += _baseline_notes(db, run_ids, names)
+    if gain_basis({run_id: run["config"] for run_id, run in runs.items()}) == "bpb":
+        notes.append("Different base models or tokenizers: a token is not the same unit in every run, so "
+                     "domain gain and forgetting here are changes of bits per byte, each against the run's "
+                     "own baseline; the history and each run's recommendation give them in perplexity.")
     return notes
 
 
@@ -203,6 +207,12 @@ def checkpoint_extras(events: list[dict[str, Any]]) -> dict[int, dict[str, float
         if event.get("task") and event.get("metric"):
             extras.setdefault(event.get("step"), {})[f"{event['task']} {event['metric']}"] = event.get("value")
     return extras
+
+
+def gain_unit(basis: str) -> str:
+    """What the comparison's gain and forgetting are changes of, for labels: "" for perplexity
+    (the history's and the recommendations' unit), " (bits per byte)" for the 'bpb' basis."""
+    return " (bits per byte)" if basis == "bpb" else ""
 
 
 def gain_basis(configs: Mapping[str, Mapping[str, Any]]) -> str:

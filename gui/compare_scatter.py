@@ -18,6 +18,8 @@ from typing import Any
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 
+from cpt_studio.core.compare import gain_unit
+
 from .charts import ReadableAxis
 
 RUN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
@@ -54,8 +56,9 @@ class GainForgettingScatter(pg.PlotWidget):
         plot = self.getPlotItem()
         plot.setTitle("<span style='color:#333'>domain gain against forgetting "
                       "(right and low is better)</span>")
-        plot.setLabel("bottom", "domain gain %")
-        plot.setLabel("left", "forgetting %")
+        unit = gain_unit(rows[0]["basis"]) if rows else ""  # bits per byte across tokenizers
+        plot.setLabel("bottom", f"domain gain %{unit}")
+        plot.setLabel("left", f"forgetting %{unit}")
         plot.showGrid(x=True, y=True, alpha=0.15)
         for axis in ("left", "bottom"):
             plot.getAxis(axis).setPen("#666666")

@@ -12,7 +12,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
-from cpt_studio.core.compare import score_columns
+from cpt_studio.core.compare import gain_unit, score_columns
 
 from .theme import ON_TINT
 
@@ -55,7 +55,8 @@ class CheckpointTable(QTableWidget):
         self.scores = score_columns(rows)
         self.columns = [*COLUMNS, *self.scores, "mark"]
         self.setColumnCount(len(self.columns))
-        self.setHorizontalHeaderLabels(self.columns)
+        unit = gain_unit(self.rows[0]["basis"]) if self.rows else ""  # bits per byte across tokenizers
+        self.setHorizontalHeaderLabels([c + unit if c in ("domain gain", "forgetting") else c for c in self.columns])
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
