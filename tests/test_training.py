@@ -87,10 +87,11 @@ def test_lora_runs_and_saves_an_adapter(tmp_path, tiny_model_dir):
 
 
 def test_kill_and_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path, tiny_model_dir):
+    STEPS = 150  # the kill lands a few steps after the first checkpoint (20): room to spare
     config = tiny_run_config(tiny_model_dir, tmp_path / "data",
-                             schedule=ScheduleConfig(peak_lr=1e-3, max_steps=300, warmup_ratio=0.05),
+                             schedule=ScheduleConfig(peak_lr=1e-3, max_steps=STEPS, warmup_ratio=0.05),
                              checkpoints=CheckpointConfig(interval=20, keep=2))
-    config.eval.interval = 100
+    config.eval.interval = 50
     reference = create_run(config, tmp_path / "reference")
     train(reference)
 
@@ -98,14 +99,14 @@ def test_kill_and_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path, tiny
     wait_for(lambda: any(e["step"] >= 20 for e in events_of(run_dir, "checkpoint")), 120, "a checkpoint")
     kill(worker)
     killed_at = max(e["step"] for e in events_of(run_dir, "step"))
-    assert killed_at < 300, "the run finished before it could be killed: make it longer"
+    assert killed_at < STEPS, "the run finished before it could be killed: make it longer"
     resumed_from = max(int(p.name.split("-")[1]) for p in list_checkpoints(run_dir))
 
     resumed = start_worker(run_dir, resume=True)
     assert resumed.wait(300) == 0, (run_dir / "logs" / "worker.log").read_text()[-3000:]
     got, want = last_per_step(events_of(run_dir, "step")), last_per_step(events_of(reference, "step"))
-    assert sorted(got) == list(range(1, 301))
-    later = range(resumed_from + 1, 301)
+    assert sorted(got) == list(range(1, STEPS + 1))
+    later = range(resumed_from + 1, STEPS + 1)
     assert [got[s]["loss"] for s in later] == pytest.approx([want[s]["loss"] for s in later], rel=1e-5)
     assert [got[s]["lr"] for s in later] == pytest.approx([want[s]["lr"] for s in later], rel=1e-9)
     assert any(e.get("resumed_from") == resumed_from for e in events_of(run_dir, "status"))
