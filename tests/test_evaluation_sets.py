@@ -110,9 +110,10 @@ def test_runs_with_different_tokenizers_are_compared_in_bits_per_byte(qtbot, tmp
     assert rows["plain"]["domain_gain"] == pytest.approx(0.1) and rows["extended"]["domain_gain"] == pytest.approx(0.25)
     assert rows["extended"]["basis"] == "bpb" and rows["extended"]["forgetting"] == pytest.approx(0.0)
     assert comparison_rows(db, ids[:1])[0]["domain_gain"] == pytest.approx(0.1)  # one run: as stored
+    # the labels say which unit (a tester read +14.9% on the scatter, +58.8% in the history)
     from cpt_studio.core.compare import comparison_notes
-    from cpt_studio.gui.compare import CompareWindow  # the labels say which unit (a tester read +14.9%
-    # on the scatter against +58.8% in the history without knowing why)
+    from cpt_studio.gui.compare import CompareWindow
+
     assert any("changes of bits per byte" in note for note in comparison_notes(db, ids))
     window = CompareWindow(db, ids)
     qtbot.addWidget(window)
