@@ -34,6 +34,7 @@ from pathlib import Path
 from .config_help import find_settings, format_settings, option_help
 from .corpus import CorpusError, SourceSpec
 from .disk import DiskFullError
+from .hf_imports import transformers_names
 from .models import ModelError
 from .run_folder import GENERATIONS
 
@@ -257,7 +258,7 @@ def _specs(args) -> list[SourceSpec]:
 
 
 def load_tokenizer(spec: str):
-    from transformers import AutoTokenizer
+    (AutoTokenizer,) = transformers_names("AutoTokenizer")
 
     try:
         return AutoTokenizer.from_pretrained(spec)

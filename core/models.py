@@ -24,6 +24,7 @@ from typing import Any
 
 from .disk import disk_full_as_error
 from .events import ProgressCallback
+from .hf_imports import transformers_names
 from .paths import data_dir
 
 # torch, transformers and huggingface_hub are imported inside the functions that use them: they
@@ -163,7 +164,7 @@ def _pick_revision(revisions: Any) -> Any:
 def _folder_info(folder: Path, name: str, source: str, size: int | None,
                  trust_remote_code: bool) -> ModelInfo:
     """Describe an HF model folder from its config and a weightless (meta) model."""
-    from transformers import AutoConfig
+    (AutoConfig,) = transformers_names("AutoConfig")
 
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
@@ -174,7 +175,7 @@ def _folder_info(folder: Path, name: str, source: str, size: int | None,
 
 def _gguf_info(path: Path) -> ModelInfo:
     """Describe a .gguf file from its metadata (no tensors are dequantized)."""
-    from transformers import AutoConfig
+    (AutoConfig,) = transformers_names("AutoConfig")
 
     try:
         config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
@@ -243,7 +244,7 @@ def _raw_info(raw: dict, folder: Path, name: str, source: str, size: int | None)
 def _meta_model(config: Any, trust_remote_code: bool) -> Any:
     """The model built on the meta device (no memory for weights), or None if it can't be."""
     import torch
-    from transformers import AutoModelForCausalLM
+    (AutoModelForCausalLM,) = transformers_names("AutoModelForCausalLM")
 
     config = copy.deepcopy(config)
     if hasattr(config, "quantization_config"):
@@ -374,7 +375,7 @@ def _check_remote_code(folder: Path, spec: str, trust_remote_code: bool) -> None
     """Refuse a model whose architecture exists only as code in its repo, unless trusted."""
     if trust_remote_code:
         return
-    from transformers import CONFIG_MAPPING
+    (CONFIG_MAPPING,) = transformers_names("CONFIG_MAPPING")
 
     raw = _read_raw_config(folder) or {}
     model_type = raw.get("model_type")
@@ -485,7 +486,7 @@ def _is_complete_import(dest: Path, gguf_path: Path) -> bool:
 
 def _convert_gguf(gguf_path: Path, folder: Path, progress: ProgressCallback | None) -> None:
     """Dequantize a GGUF file with transformers and save it as an HF folder."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    AutoModelForCausalLM, AutoTokenizer = transformers_names("AutoModelForCausalLM", "AutoTokenizer")
 
     _report(progress, f"Reading {gguf_path.name} (about 20 s for a 135M model on 2 cores)")
     try:
@@ -510,7 +511,7 @@ def _convert_gguf(gguf_path: Path, folder: Path, progress: ProgressCallback | No
 def _unquantized_copy(loaded: Any) -> Any:
     """A plain model with the loaded weights: save_pretrained refuses a gguf-quantized one."""
     import torch
-    from transformers import AutoModelForCausalLM
+    (AutoModelForCausalLM,) = transformers_names("AutoModelForCausalLM")
 
     config = copy.deepcopy(loaded.config)
     if hasattr(config, "quantization_config"):
@@ -656,7 +657,7 @@ def load_model_and_tokenizer(path: str | Path, *, dtype: Any = None,
                              trust_remote_code: bool = False,
                              allow_pickle: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) from a model spec; the tokenizer's pad token falls back to eos."""
-    from transformers import AutoModelForCausalLM
+    (AutoModelForCausalLM,) = transformers_names("AutoModelForCausalLM")
 
     folder = check_model(str(path), trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
@@ -682,7 +683,7 @@ def load_tokenizer_from_folder(folder: Path, trust_remote_code: bool = False) ->
     """The tokenizer saved in `folder` (a model folder, a checkpoint, or an adapter folder,
     which has no config.json), its pad token falling back to eos; ModelError when it cannot
     be loaded."""
-    from transformers import AutoTokenizer
+    (AutoTokenizer,) = transformers_names("AutoTokenizer")
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)

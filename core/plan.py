@@ -31,6 +31,7 @@ from .estimate import (
     format_duration,
 )
 from .events import ProgressCallback
+from .hf_imports import transformers_names
 from .models import load_model_and_tokenizer
 from .preflight import RunSize, device_memory, memory_words, require, run_warnings
 from .progress import Progress, tick
@@ -84,7 +85,7 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | No
     """`progress` hears the stages done of PLAN_STAGES, and every tokenized batch (raising
     cpt_studio.core.progress.Cancelled there stops the plan; the token cache keeps nothing
     half-written)."""
-    from transformers import AutoTokenizer
+    (AutoTokenizer,) = transformers_names("AutoTokenizer")
 
     tick(progress, 0, PLAN_STAGES, "checking the setup and reading the corpora")
     checked = require(config)  # the config, the model, the settings, the corpus: every problem
@@ -163,7 +164,7 @@ def _heldout_share(config: RunConfig, documents: int) -> float:
 def _parameter_counts(model_config, config: RunConfig) -> tuple[int, int, int | None]:
     """(all parameters, trainable ones, those in EWC's group or None without EWC) from the
     model built on the meta device."""
-    from transformers import AutoModelForCausalLM
+    (AutoModelForCausalLM,) = transformers_names("AutoModelForCausalLM")
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(model_config, trust_remote_code=config.model.trust_remote_code)
@@ -236,7 +237,7 @@ def format_plan(plan: Plan) -> str:
 
 def lr_schedule(config: RunConfig, total_steps: int) -> list[float]:
     """The learning rate of every optimizer step, from the Trainer's own scheduler."""
-    from transformers import get_scheduler
+    (get_scheduler,) = transformers_names("get_scheduler")
 
     name, kwargs, warmup = scheduler_settings(config, total_steps)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.schedule.peak_lr)

@@ -31,6 +31,7 @@ from .config import RunConfig
 from .corpus import Document, SourceSpec, read_sources, validate
 from .document_tokens import DocumentTokens, SeparatorError, document_tokens
 from .estimate import TIGHT_FRACTION, MemoryEstimate, format_bytes
+from .hf_imports import transformers_names
 from .models import ModelError, check_model, load_tokenizer_from_folder
 from .recipe import Hardware, ewc_group_size, flash_attn_installed, lora_size, lora_targets
 
@@ -98,7 +99,7 @@ def preflight(config: RunConfig, *, read_corpus: bool = True) -> Preflight:
 
 
 def _check_model(config: RunConfig, checked: Preflight) -> None:
-    from transformers import AutoConfig
+    (AutoConfig,) = transformers_names("AutoConfig")
 
     if not config.model.name_or_path:
         return  # config.validate() said so
@@ -184,7 +185,7 @@ def _lora_checks(config: RunConfig, model) -> tuple[list[str], list[str]]:
 
 
 def _meta_model(model_config, config: RunConfig):
-    from transformers import AutoModelForCausalLM
+    (AutoModelForCausalLM,) = transformers_names("AutoModelForCausalLM")
 
     try:
         with torch.device("meta"):

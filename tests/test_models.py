@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -165,3 +168,34 @@ def test_demo_model_imports_the_packaged_gguf_once_and_generates(demo_import, em
     inputs = tokenizer("The capital of France is", return_tensors="pt")
     out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     assert tokenizer.decode(out[0, inputs.input_ids.shape[1]:]).startswith(" Paris")
+
+
+RACE = """
+import sys, threading, time
+from cpt_studio.core import models, plan
+from cpt_studio.core.config import RunConfig
+errors = []
+def describe():
+    try:
+        models.model_info(sys.argv[1])
+    except Exception as exc:
+        errors.append(repr(exc))
+thread = threading.Thread(target=describe)
+thread.start()
+time.sleep(0.3)  # the model's description is importing transformers' submodules now
+try:
+    plan.lr_schedule(RunConfig(), 10)  # what the wizard's schedule page draws on the GUI thread
+except Exception as exc:
+    errors.append(repr(exc))
+thread.join()
+print(errors)
+"""
+
+
+def test_two_threads_importing_transformers_at_once_both_succeed(tiny_model_dir):
+    """Every first "New run..." did nothing: "cannot import name 'get_scheduler' from
+    'transformers'" while a page's background job described the model (cpt_studio.core.hf_imports)."""
+    done = subprocess.run([sys.executable, "-c", RACE, str(tiny_model_dir)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from cpt_studio.core.estimate import estimate_memory, format_bytes
+from cpt_studio.core.hf_imports import transformers_names
 from cpt_studio.core.models import check_model, model_info, scan_cached_models
 from cpt_studio.core.preflight import model_choice_problems
 from cpt_studio.core.recipe import Hardware, cuda_devices, resolve_hardware
@@ -35,7 +36,7 @@ def describe_model(spec: str, seq_len: int, micro_batch: int, allow_pickle: bool
     """Parameter count, architecture, and the memory of full and LoRA CPT at `micro_batch` x
     `seq_len` tokens on `hardware` (the run's device, precision and gradient checkpointing,
     cpt_studio.core.recipe.resolve_hardware; default: a GPU in bf16 with checkpointing)."""
-    from transformers import AutoConfig
+    (AutoConfig,) = transformers_names("AutoConfig")
 
     from cpt_studio.core.models import resolve_model
 

@@ -1,0 +1,29 @@
+"""transformers' names, imported one thread at a time.
+
+    AutoConfig, AutoTokenizer = transformers_names("AutoConfig", "AutoTokenizer")
+
+transformers resolves its top-level names lazily: its _LazyModule imports the submodule that
+defines a name at the name's first use. Two threads doing that for the first time at once can
+each hold an import lock the other needs; Python breaks such a cycle by handing one of them a
+partly initialised module, and `from transformers import get_scheduler` then fails with
+"cannot import name 'get_scheduler'" (seen in the app: the wizard's learning-rate preview on
+the GUI thread while the model page described a model in a background job, every first
+"New run…"). One process-wide lock around these imports serialises them; after the first, a
+name is a dict lookup. The worker imports at module level (one thread) and needs none of this.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+_LOCK = threading.RLock()
+
+
+def transformers_names(*names: str) -> tuple[Any, ...]:
+    """The named attributes of the transformers package (classes, functions), imported under
+    the lock. AttributeError for a name transformers does not have."""
+    with _LOCK:
+        import transformers
+
+        return tuple(getattr(transformers, name) for name in names)
