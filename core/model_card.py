@@ -96,8 +96,13 @@ def original_model(spec: str) -> tuple[str, str | None]:
 
 def card_data(stages: list[Stage], kind: str, datasets: list[str] = (), tags: list[str] = ()
               ) -> ModelCardData:
-    """The card's metadata (see the module docstring)."""
-    base, _ = original_model(str(stages[0].config.get("model", {}).get("name_or_path", "")))
+    """The card's metadata (see the module docstring). base_model is left out when it would
+    mislead: a local folder is no Hub id (the Hub refuses the card's metadata), and an adapter
+    of a chained run goes on the run's start model, not on the chain's base (the card's text
+    says which model each needs)."""
+    base, local = original_model(str(stages[0].config.get("model", {}).get("name_or_path", "")))
+    if local or (kind == "adapter" and len(stages) > 1):
+        base = None
     chain_tags = [*BASE_TAGS, *(["sft"] if any(s.is_sft for s in stages) else []),
                   *(["lora"] if any(s.is_lora for s in stages) else [])]
     return ModelCardData(base_model=base, library_name="peft" if kind == "adapter" else "transformers",
@@ -153,7 +158,7 @@ def stage_story(stage: Stage, at_step: dict | None = None) -> dict[str, Any]:
         (e for e in reversed(evals) if e.get("step") == stage.step), None)
     return {"name": stage.config.get("name", "run"), "stage": "SFT" if stage.is_sft else "CPT",
             "folder": str(stage.run_dir), "step": stage.step, "corpus": corpus_lines(stage.events),
-            "settings": settings_lines(stage.config), "perplexity": perplexity_rows(baseline, at, SFT_SETS if stage.is_sft else None),
+            "settings": settings_lines(stage.config, _total_steps(stage.events)), "perplexity": perplexity_rows(baseline, at, SFT_SETS if stage.is_sft else None),
             "domain_gain": _percent((at or {}).get("domain_gain")),
             "forgetting": _percent((at or {}).get("forgetting")),
             "tasks": task_rows(stage.events, stage.step), "guard": guard_lines(stage.events)}
@@ -169,8 +174,15 @@ def corpus_lines(events: list[dict]) -> list[str]:
                     and str(e.get("message", "")).startswith("instruction data:")]
 
 
-def settings_lines(config: dict) -> list[tuple[str, Any]]:
-    """(label, value) of the settings a reader asks about first."""
+def _total_steps(events: list[dict]) -> int | None:
+    """The optimizer steps the run planned (its last status event that says), or None."""
+    return next((e["total_steps"] for e in reversed(events) if e.get("type") == "status"
+                 and e.get("total_steps")), None)
+
+
+def settings_lines(config: dict, total_steps: int | None = None) -> list[tuple[str, Any]]:
+    """(label, value) of the settings a reader asks about first; `total_steps`: the run's
+    optimizer steps, for a run without a step limit (an SFT run trains for epochs)."""
     method, schedule = config.get("method", {}), config.get("schedule", {})
     batch, corpus, ewc = config.get("batch", {}), config.get("corpus", {}), config.get("ewc", {})
     kind = method.get("kind", "full")
@@ -178,7 +190,7 @@ def settings_lines(config: dict) -> list[tuple[str, Any]]:
         kind = f"LoRA r={method.get('lora_rank')} alpha={method.get('lora_alpha')}"
     lines = [("model", config.get("model", {}).get("name_or_path")), ("method", kind),
              ("peak learning rate", schedule.get("peak_lr")), ("decay", schedule.get("decay")),
-             ("steps", schedule.get("max_steps")), ("replay ratio", corpus.get("replay_ratio")),
+             ("steps", schedule.get("max_steps") or total_steps), ("replay ratio", corpus.get("replay_ratio")),
              ("batch", f"{batch.get('micro_batch')} x {batch.get('grad_accum')} sequences of "
                        f"{batch.get('seq_len')} tokens"),
              ("tokenizer extended", bool(config.get("tokenizer", {}).get("extend"))),

@@ -95,8 +95,9 @@ def test_the_merged_export_of_the_chain_answers_as_the_chained_model_and_its_car
         assert not torch.allclose(plain(ids).logits, start(ids).logits, atol=1e-4)  # SFT is in it too
 
     card = ModelCard.load(dest / "README.md")
-    assert card.data.base_model == read_json(RunPaths(parent).config)["model"]["name_or_path"].rsplit("/", 1)[-1]
-    assert "is a local model folder" in card.text  # not a Hub id: the card says so
+    local = read_json(RunPaths(parent).config)["model"]["name_or_path"].rsplit("/", 1)[-1]
+    assert card.data.base_model is None and f"`{local}` is a local model folder" in card.text  # no Hub id
+    assert "steps: None" not in card.text and "| steps | None" not in card.text  # an SFT run's steps
     assert card.data.datasets == ["my-org/pharma-qa"] and card.data.library_name == "transformers"
     assert card.data.pipeline_tag == "text-generation"
     assert card.data.tags == ["cpt-studio", "continual-pretraining", "sft", "lora", "medical"]
