@@ -8,6 +8,7 @@ and the datasets and tags the model card's metadata names.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
@@ -51,10 +52,10 @@ class ExportOptionsDialog(QDialog):
             box_layout.addWidget(QLabel(
                 "This SFT run started from another run's checkpoint: its adapter goes on that "
                 "model (the model card says which), not on the original base.", wordWrap=True))
-        settings = QSettings("cpt-studio", "cpt-studio")
-        self.datasets_edit = QLineEdit(str(settings.value("export_datasets", "")),
+        settings, self._key = QSettings("cpt-studio", "cpt-studio"), _settings_key(run_dir)
+        self.datasets_edit = QLineEdit(str(settings.value(f"{self._key}/datasets", "")),
                                        placeholderText="e.g. pubmed_qa, my-org/clinical-notes")
-        self.tags_edit = QLineEdit(str(settings.value("export_tags", "")), placeholderText="e.g. medical, english")
+        self.tags_edit = QLineEdit(str(settings.value(f"{self._key}/tags", "")), placeholderText="e.g. medical, english")
         form = QFormLayout()
         form.addRow("Datasets", self.datasets_edit)
         form.addRow("Tags", self.tags_edit)
@@ -85,9 +86,15 @@ class ExportOptionsDialog(QDialog):
         return _names(self.tags_edit.text())
 
     def _on_accepted(self) -> None:
-        settings = QSettings("cpt-studio", "cpt-studio")  # offered again next time
-        settings.setValue("export_datasets", ", ".join(self.datasets()))
-        settings.setValue("export_tags", ", ".join(self.tags()))
+        settings = QSettings("cpt-studio", "cpt-studio")  # offered again for this run's next export
+        settings.setValue(f"{self._key}/datasets", ", ".join(self.datasets()))
+        settings.setValue(f"{self._key}/tags", ", ".join(self.tags()))
+
+
+def _settings_key(run_dir: Path) -> str:
+    """The settings group of one run's export metadata: remembered per run, since another run's
+    datasets offered again would be easy to publish by mistake."""
+    return "export/" + hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
 
 
 def _names(text: str) -> list[str]:

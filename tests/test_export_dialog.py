@@ -2,6 +2,7 @@
 question, a new folder is accepted, a non-empty one is offered a new folder inside it, and
 the end says where the export is with a button that opens it."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,9 @@ def test_the_export_options_offer_the_checkpoints_modes_and_reach_the_model_card
     lora = ExportOptionsDialog(run, 20)
     qtbot.addWidget(lora)
     assert lora.mode() == "merged" and lora.datasets() == ["my-org/notes", "pubmed"]  # offered again
+    other = tmp_path / "other-run"
+    other.mkdir()
+    shutil.copytree(run, other, dirs_exist_ok=True)
+    elsewhere = ExportOptionsDialog(other, 20)  # another run: not this one's datasets (published by mistake)
+    qtbot.addWidget(elsewhere)
+    assert elsewhere.datasets() == [] and elsewhere.tags() == []
