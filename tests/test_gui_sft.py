@@ -115,6 +115,11 @@ def test_instruction_tune_from_a_checkpoint_starts_a_chained_run_and_the_history
     second = window.continue_run(cpt_run)  # a second CPT stage: the setup wizard, parent recorded
     assert (second.config.parent_run, second.config.parent_step, second.config.name) == (str(cpt_run), 2, "tiny continued")
     assert "A second stage from step 2 (the recommended checkpoint)" in second.currentPage().notice.text()
+    model = second.pages[0]  # the parent's checkpoint, not a model to choose (a tester saw the cache's first)
+    model.cached.addItem("some/cached-model")
+    model.cached.setCurrentRow(0)
+    assert model.path.text() == str(RunPaths(cpt_run).checkpoint(2)) and not model.path.isEnabled()
+    assert "starts from step 2 of" in model.chained.text()
     second.reject()
 
 

@@ -6,6 +6,8 @@ then launches one process per GPU through accelerate)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -24,6 +26,7 @@ from cpt_studio.core.hf_imports import transformers_names
 from cpt_studio.core.models import check_model, model_info, scan_cached_models
 from cpt_studio.core.preflight import model_choice_problems
 from cpt_studio.core.recipe import Hardware, cuda_devices, resolve_hardware
+from cpt_studio.core.run_folder import RunPaths
 
 from ..jobs import Job
 from ..setting_help import explain
@@ -68,7 +71,11 @@ class ModelPage(ConfigPage):
     def __init__(self):
         super().__init__("Base model", "A model in your Hugging Face cache, a model folder, or a GGUF file.")
         self.cached = QListWidget(objectName="cached_models")
-        self.cached.currentItemChanged.connect(self._on_cached_chosen)
+        # a click or Enter chooses (not currentItemChanged: a list shown takes its first item as
+        # current, which put the first cached model over a loaded setup's model)
+        self.cached.itemClicked.connect(self._on_cached_chosen)
+        self.cached.itemActivated.connect(self._on_cached_chosen)
+        self.chained = QLabel(wordWrap=True, objectName="chained_model", visible=False)
         self.path = QLineEdit(objectName="model_path", placeholderText="folder, cached hub id, or .gguf file")
         self.path.editingFinished.connect(self._on_model_changed)
         folder = QPushButton("Folder…", clicked=self._on_browse_folder)
@@ -90,8 +97,10 @@ class ModelPage(ConfigPage):
         gpus_row.addWidget(self.gpus)
         gpus_row.addStretch(1)
         row = QHBoxLayout()
+        self.choosers = (self.cached, self.path, folder, gguf)
         for widget in (self.path, folder, gguf):
             row.addWidget(widget)
+        self.layout_.addWidget(self.chained)
         self.layout_.addWidget(QLabel("Models in the local cache:"))
         self.layout_.addWidget(self.cached)
         self.layout_.addLayout(row)
@@ -111,7 +120,17 @@ class ModelPage(ConfigPage):
         self._scan.start()
 
     def load(self, config) -> None:
-        self.path.setText(config.model.name_or_path)
+        """A chained run (a second stage, an SFT run) starts from its parent's checkpoint: that
+        folder is shown, and no other model can be chosen (core.chain)."""
+        chained = bool(config.parent_run)
+        start = RunPaths(Path(config.parent_run)).checkpoint(config.parent_step) if chained else None
+        self.path.setText(str(start) if chained else config.model.name_or_path)
+        self.chained.setText(f"This run starts from step {config.parent_step} of {config.parent_run}: "
+                             "that checkpoint's weights exactly (its folder below); its base model "
+                             "is not chosen here." if chained else "")
+        self.chained.setVisible(chained)
+        for widget in self.choosers:
+            widget.setEnabled(not chained)
         self.trust.setChecked(config.model.trust_remote_code)
         self.allow_pickle.setChecked(config.model.allow_pickle)
         self.gpus.setValue(min(config.system.processes, self.gpus.maximum()))
@@ -155,6 +174,8 @@ class ModelPage(ConfigPage):
             self.cached.setEnabled(False)
 
     def _on_cached_chosen(self, item) -> None:
+        if not self.path.isEnabled():
+            return
         chosen = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
         if chosen:
             self.path.setText(chosen)
