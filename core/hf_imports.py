@@ -18,12 +18,21 @@ import threading
 from typing import Any
 
 _LOCK = threading.RLock()
+WAIT_SECONDS = 60.0
+"""How long a thread waits for another's import before going on without the lock. Python's
+import-deadlock detection cannot see a lock of ours: a thread holding a module's import lock
+while it asks for ours, and the lock's holder waiting for that module, would wait forever;
+after this long the waiter goes on (at worst the race above, never a hang)."""
 
 
 def transformers_names(*names: str) -> tuple[Any, ...]:
     """The named attributes of the transformers package (classes, functions), imported under
     the lock. AttributeError for a name transformers does not have."""
-    with _LOCK:
+    locked = _LOCK.acquire(timeout=WAIT_SECONDS)
+    try:
         import transformers
 
         return tuple(getattr(transformers, name) for name in names)
+    finally:
+        if locked:
+            _LOCK.release()

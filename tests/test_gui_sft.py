@@ -138,3 +138,32 @@ def test_a_second_stage_starts_from_the_parent_checkpoint_with_a_fresh_warmup(cp
     runs = {run_id: store.get_run(db, store.index_run(db, run_id)) for run_id in (str(cpt_run), str(child))}
     assert [r["name"] for r in lineage(str(child), runs)] == ["tiny", "tiny continued (2)"]
     assert (runs[str(child)]["parent_run"], runs[str(child)]["parent_step"]) == (str(cpt_run), 2)
+
+
+def test_an_evaluation_set_whose_file_is_gone_can_be_removed_in_the_wizard(qtbot, cpt_run, tmp_path):
+    """A tester's dead end: the parent's evaluation set file was gone, the SFT wizard's evaluation
+    page refused Next, and no page showed the sets (only Save setup, edit, Load setup)."""
+    from cpt_studio.core.config import EvalSetSpec
+    from cpt_studio.core.sft_run import sft_config
+    from cpt_studio.gui.pages.eval_page import EvalPage
+    from cpt_studio.gui.sft_wizard import SftWizard
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"instruction": q, "response": a}) + "\n" for q, a in PAIRS))
+    config = sft_config(cpt_run, 2, [str(data)])
+    config.eval.sets = [EvalSetSpec(name="prose", path=str(tmp_path / "gone.jsonl"))]
+    config.eval.guard_set = "prose"
+    wizard = SftWizard(config, runs_root=tmp_path / "runs")
+    qtbot.addWidget(wizard)
+    page = next(p for p in wizard.pages if isinstance(p, EvalPage))
+    wizard.setStartId(wizard.pageIds()[wizard.pages.index(page)])
+    wizard.restart()
+    assert "missing" in page.sets.item(0).text() and not wizard.validateCurrentPage()
+    page.sets.item(0).setSelected(True)
+    page._on_remove_sets()
+    kept = tmp_path / "general eval.jsonl"
+    kept.write_text(json.dumps({"text": "General text about the weather."}) + "\n")
+    page.add_set(str(kept))
+    assert wizard.validateCurrentPage()
+    assert [(s.name, s.kind) for s in wizard.config.eval.sets] == [("general_eval", "general")]
+    assert wizard.config.eval.guard_set == ""  # the removed set no longer picks the guard's curve

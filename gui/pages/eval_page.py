@@ -4,9 +4,25 @@ what it changes, and how often checkpoints are kept."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox
+import re
+from pathlib import Path
 
-from cpt_studio.core.config import GUARD_REMEDIES, REMEDY_WORDS
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+)
+
+from cpt_studio.core.config import GUARD_REMEDIES, REMEDY_WORDS, EvalSetSpec
 
 from ..setting_help import explain
 from .base import ConfigPage
@@ -44,6 +60,18 @@ class EvalPage(ConfigPage):
         form.addRow("Then:", self.remedy)
         form.addRow("At most rollbacks:", self.rollbacks)
         self.layout_.addLayout(form)
+        self.sets = explain(QListWidget(objectName="eval_sets"), "eval.sets")
+        self.sets.setMaximumHeight(70)
+        buttons = QHBoxLayout()
+        for label, slot in (("Add general set…", lambda: self.add_set(kind="general")),
+                            ("Add domain set…", lambda: self.add_set(kind="domain")),
+                            ("Remove", self._on_remove_sets)):
+            buttons.addWidget(QPushButton(label, clicked=slot))
+        buttons.addStretch(1)
+        self.layout_.addWidget(QLabel("Evaluation sets of your own (each gets its perplexity and, for a "
+                                      "general set, its forgetting curve):"))
+        self.layout_.addWidget(self.sets)
+        self.layout_.addLayout(buttons)
         self.layout_.addWidget(QLabel("Forgetting = general perplexity / baseline − 1; domain gain = 1 − "
                                       "domain perplexity / baseline. The best and the last checkpoints "
                                       "are never deleted.", wordWrap=True))
@@ -58,6 +86,9 @@ class EvalPage(ConfigPage):
         self.threshold.setValue(config.guard.threshold * 100)
         self.remedy.setCurrentIndex(max(0, self.remedy.findData(config.guard.remedy)))
         self.rollbacks.setValue(config.guard.max_rollbacks)
+        self.sets.clear()
+        for spec in config.eval.sets:
+            self._add_item(spec)
 
     def store(self, config) -> None:
         config.eval.interval = self.interval.value()
@@ -68,3 +99,37 @@ class EvalPage(ConfigPage):
         config.guard.threshold = round(self.threshold.value() / 100, 6)
         config.guard.remedy = self.remedy.currentData()
         config.guard.max_rollbacks = self.rollbacks.value()
+        config.eval.sets = [EvalSetSpec(**self.sets.item(i).data(Qt.ItemDataRole.UserRole))
+                            for i in range(self.sets.count())]
+        if config.eval.guard_set not in ("", "general", *(spec.name for spec in config.eval.sets)):
+            config.eval.guard_set = ""  # its set was removed: the guard watches the worst again
+
+    def add_set(self, path: str | None = None, kind: str = "general") -> None:
+        """Add an evaluation file (asked for when `path` is None), named after the file."""
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, f"A {kind} evaluation set",
+                                                  filter="Text (*.jsonl *.txt *.parquet)")
+        if path:
+            taken = {self.sets.item(i).data(Qt.ItemDataRole.UserRole)["name"] for i in range(self.sets.count())}
+            self._add_item(EvalSetSpec(name=_set_name(Path(path).stem, taken), path=path, kind=kind))
+
+    def _add_item(self, spec: EvalSetSpec) -> None:
+        missing = "" if Path(spec.path).expanduser().exists() else "  ⚠ missing: remove it or restore the file"
+        item = QListWidgetItem(f"{spec.name} ({spec.kind}): {spec.path}{missing}")
+        item.setData(Qt.ItemDataRole.UserRole, {"name": spec.name, "path": spec.path, "kind": spec.kind,
+                                                "text_field": spec.text_field})
+        self.sets.addItem(item)
+
+    def _on_remove_sets(self) -> None:
+        for item in self.sets.selectedItems():
+            self.sets.takeItem(self.sets.row(item))
+
+
+def _set_name(stem: str, taken: set[str]) -> str:
+    """A set name from a file name: a word of letters, digits and _ (EvalSetSpec), unique."""
+    name = re.sub(r"\W+", "_", stem).strip("_")
+    name = name if re.match(r"[A-Za-z]", name or "") and name not in ("domain", "general") else f"set_{name}"
+    unique, n = name, 2
+    while unique in taken:
+        unique, n = f"{name}_{n}", n + 1
+    return unique
