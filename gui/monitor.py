@@ -81,6 +81,8 @@ from the charts, and the window keeps its size."""
 CHART_HEIGHT = 95
 """Pixels each chart keeps at least: a smaller window scrolls the charts."""
 RESUME_TIP = "Continue from the last complete checkpoint"
+GUARD_STOP_TIP = ("The forgetting guard stopped this run: resuming would train the same steps and stop "
+                  "again; start a new run from this one with the settings its message names")
 SFT_TIP = ("Instruction-tune this run's recommended checkpoint (else its last), as a new run chained to "
            "it; once the run has finished")
 
@@ -287,17 +289,30 @@ class MonitorWindow(QWidget):
     def _show_state(self, state: dict, running: bool, log: str, failure: Failure | None = None) -> None:
         name = state.get("state", "created")
         self.stop_button.setEnabled(running)
-        resumable = failure is None or failure.resumable
+        guard_stop = name == "stopped" and bool(state.get("guard"))
+        resumable = (failure is None or failure.resumable) and not guard_stop
         self.resume_button.setEnabled(name in ("stopped", "failed") and not running and resumable)
-        self.resume_button.setToolTip(RESUME_TIP if resumable else NOT_RESUMABLE_TIP)
+        self.resume_button.setToolTip(GUARD_STOP_TIP if guard_stop else RESUME_TIP if resumable else NOT_RESUMABLE_TIP)
         self.sft_button.setEnabled(name in ("finished", "stopped") and not running)
         if name == "failed":
             self._show_failure(state, log, failure or failure_of(state, log, self.config))
+        elif guard_stop:
+            self._show_guard_stop(state)
         else:
             self.failure_box.hide()
         if name != self._state:
             self._state = name
             self.state_changed.emit(name)
+
+    def _show_guard_stop(self, state: dict) -> None:
+        """The guard's reason in the banner: a run it stopped is not a failure, but the user must
+        change something before training on (resuming would take the same steps again)."""
+        message = str(state.get("message", "")).removeprefix("guard: ")
+        self.banner.setText(f"<b>Stopped by the forgetting guard:</b> {_escape(message)}. Change the "
+                            "settings it names in a new run (Runs ▸ New run from this run…).")
+        self.details.clear()
+        self.details_button.setEnabled(False)
+        self.failure_box.show()
 
     def _show_failure(self, state: dict, log: str, failure: Failure) -> None:
         code = state.get("exit_code")

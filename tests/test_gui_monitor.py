@@ -250,6 +250,22 @@ def test_a_stopped_run_says_stopped_with_no_eta(qtbot, tmp_path):
     qtbot.waitUntil(stopped.resume_button.isEnabled, timeout=5_000)
 
 
+def test_a_run_the_guard_stopped_says_why_and_offers_no_resume(qtbot, tmp_path):
+    """A tester's run stopped at 30/35 after 3 rollbacks: the monitor said only "stopped", and
+    Resume trained the same steps and stopped again without a word."""
+    from cpt_studio.core.events import EventWriter
+
+    run_dir = write_monitor_run(tmp_path / "run", steps=30, end="running")
+    out = EventWriter(RunPaths(run_dir).events)
+    out.emit("status", 30, state="stopped", phase="done", exit_code=0, guard=True,
+             message="guard: stopped at step 30: forgetting 16% > 15% after 3 rollback(s), the most allowed")
+    out.close()
+    window = open_monitor(qtbot, run_dir)
+    qtbot.waitUntil(window.failure_box.isVisible, timeout=5_000)
+    assert "Stopped by the forgetting guard:</b> stopped at step 30: forgetting 16% &gt; 15%" in window.banner.text()
+    assert not window.resume_button.isEnabled() and "resuming would train the same steps" in window.resume_button.toolTip()
+
+
 def test_the_lr_chart_draws_and_names_each_group_with_its_own_rate(qtbot, tmp_path):
     from cpt_studio.core.events import EventWriter
 
