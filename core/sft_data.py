@@ -136,12 +136,20 @@ def record_messages(record: dict, settings: SftConfig) -> list[dict] | str:
             "or sft.messages_field (--messages-field)")
 
 
+FIELD_ALIASES = {"instruction": ("instruction", "prompt", "question", "query"),
+                 "response": ("output", "answer", "completion", "response", "target")}
+"""Field names other instruction datasets use (Alpaca: instruction/input/output), suggested when
+the configured field is missing."""
+
+
 def _instruction_messages(record: dict, settings: SftConfig) -> list[dict] | str:
     fields = ", ".join(sorted(record)) or "none"
     for name, option in ((settings.instruction_field, "instruction"), (settings.response_field, "response")):
         if name not in record:
-            return (f"no field '{name}' (fields: {fields}); set sft.{option}_field "
-                    f"(--{option}-field) to the field that holds the {option}")
+            likely = next((f for f in FIELD_ALIASES[option] if f in record), None)
+            hint = f"'{likely}' (it looks like the {option})" if likely else f"the field that holds the {option}"
+            return (f"no field '{name}' (fields: {fields}); set the {option} field (sft.{option}_field, "
+                    f"--{option}-field) to {hint}")
     messages = []
     for name, role in ((settings.system_field, "system"), (settings.instruction_field, "user"),
                        (settings.response_field, "assistant")):

@@ -193,3 +193,16 @@ def test_a_preview_shows_the_rendered_example_with_the_trained_part_marked(chat_
     messages = [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": ANSWER}]
     shown = format_preview(preview(chat_tokenizer, CHATML, messages))
     assert shown == f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n⟦{ANSWER}<|im_end|>\n⟧"
+
+
+def test_an_alpaca_file_is_told_which_field_to_use(tmp_path):
+    """Alpaca's instruction/input/output: the error names the likely field and the setting."""
+    from cpt_studio.core.config import SftConfig
+    from cpt_studio.core.sft_data import SftDataError, read_examples
+
+    path = tmp_path / "alpaca.jsonl"
+    path.write_text(json.dumps({"instruction": "Name a drug.", "input": "", "output": "Tacrolimus."}) + "\n")
+    with pytest.raises(SftDataError) as error:
+        read_examples(SftConfig(data=[str(path)]))
+    assert "set the response field (sft.response_field, --response-field) to 'output' (it looks like the response)" in str(error.value)
+    assert read_examples(SftConfig(data=[str(path)], response_field="output"))[0].messages[-1]["content"] == "Tacrolimus."

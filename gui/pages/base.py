@@ -126,13 +126,19 @@ class ConfigPage(QWizardPage):
         return not problems
 
     def show_problems(self, problems: list[str]) -> None:
-        self.problems.setText("\n".join(f"• {p}" for p in problems))
+        """The first SHOWN_PROBLEMS problems, then how many more (a file with the same fault on
+        every line squeezed the page's fields until they overlapped)."""
+        more = [f"… and {len(problems) - SHOWN_PROBLEMS} more"] if len(problems) > SHOWN_PROBLEMS else []
+        self.problems.setText("\n".join(f"• {p}" for p in problems[:SHOWN_PROBLEMS] + more))
         self.problems.setVisible(bool(problems))
 
     def show_notice(self, text: str) -> None:
         self.notice.setText(text)
         self.notice.setVisible(bool(text))
 
+
+SHOWN_PROBLEMS = 6
+"""How many problems a page lists before "… and N more"."""
 
 DISPLAY_ONLY = "display_only"
 """The Qt property of a widget of an input kind that only shows something (display_only)."""
