@@ -23,8 +23,9 @@ from PySide6.QtWidgets import (
 
 from cpt_studio.core.chain import chain_text
 
-COLUMNS = ("name", "state", "progress", "stage", "from", "method", "replay", "steps", "base model", "started",
-           "tokens", "domain gain", "forgetting", "sweep")
+COLUMNS = ("name", "state", "progress", "stage", "from", "sweep", "method", "replay", "steps", "base model",
+           "started", "tokens", "domain gain", "forgetting")
+"""The history's columns; the last one stretches (not "sweep", mostly empty: it took half the table)."""
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 2
 """A running run's progress cell: the fraction done, drawn as a bar (ProgressDelegate)."""
@@ -64,15 +65,15 @@ def history_cells(run: dict) -> list[tuple[str, object]]:
     parent = f"{chain[-2]['name']} · step {run['parent_step']}" if len(chain) > 1 else ""
     stage = (run.get("stage") or "cpt").upper()
     started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started"])) if run["started"] else ""
+    group = run.get("run_group") or ""
     return [(run["name"], (run["name"] or "").lower()), (run["live_state"] or "", run["live_state"] or ""),
             ("" if fraction is None else f"{fraction:.0%}", fraction), (stage, stage), (parent, parent.lower()),
-            (f"LoRA r={method.get('lora_rank')}" if lora else "full",
+            (group, group), (f"LoRA r={method.get('lora_rank')}" if lora else "full",
              (1, method.get("lora_rank") or 0) if lora else (2, 0)),
             ("" if replay is None else f"{replay:.0%}", replay),
             (f"{done:,}/{planned:,}" if planned else f"{done:,}", done),
             (model, model.lower()), (started, run["started"]), (f"{run['tokens'] or 0:,}", run["tokens"] or 0),
-            (_percent(run["domain_gain"]), run["domain_gain"]), (_percent(run["forgetting"]), run["forgetting"]),
-            (run.get("run_group") or "", run.get("run_group") or "")]
+            (_percent(run["domain_gain"]), run["domain_gain"]), (_percent(run["forgetting"]), run["forgetting"])]
 
 
 class HistoryCell(QTableWidgetItem):

@@ -375,9 +375,14 @@ class MainWindow(QMainWindow):
             for j, item in enumerate(history_items(run)):
                 self.table.setItem(i, j, item)
         self.table.setSortingEnabled(True)
-        if runs and not self._columns_sized:  # once: later the user's widths stay
+        if runs and not self._columns_sized:
             self.table.resizeColumnsToContents()
             self._columns_sized = True
+        else:  # a new run's longer name or chain: widen to fit, never narrow what the user widened
+            for j in range(self.table.columnCount()):
+                needed = max(self.table.sizeHintForColumn(j), self.table.horizontalHeader().sectionSizeHint(j))
+                if needed > self.table.columnWidth(j):
+                    self.table.setColumnWidth(j, needed)
         self.select_runs(selected)
 
     def open_monitor(self, run_dir: Path) -> MonitorWindow:

@@ -142,3 +142,14 @@ def test_the_demo_estimate_follows_the_device():
     cpu, gpu = describe_demo(device="cpu"), describe_demo(device="cuda")
     assert "on 2 CPU cores" in cpu and "5 m 10 s of it training" in cpu and "about 6 m 40 s" in cpu
     assert "on a GPU" in gpu and "about 1 m 30 s" in gpu
+
+
+def test_a_new_runs_longer_name_widens_its_column(qtbot, window, runs_root):
+    """A tester's two runs both read "tiny-cp…" until the app restarted."""
+    j = COLUMNS.index("name")
+    before = window.table.columnWidth(j)
+    write_compare_run(runs_root / "e", "a much longer name than any other run's name", 0.05, 2e-5, REPLAY_0)
+    window.refresh()
+    qtbot.waitUntil(lambda: window.table.rowCount() == 5, timeout=10_000)
+    assert window.table.columnWidth(j) > before
+    assert window.table.horizontalHeader().stretchLastSection() and COLUMNS[-1] != "sweep"
