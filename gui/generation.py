@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from cpt_studio.core import store
 from cpt_studio.core.generate import (
+    BASE,
     GenerationSettings,
     chat_template_of,
     compare_generations,
@@ -155,8 +156,8 @@ class GenerationWindow(QWidget):
         while self.results.count():
             self.results.takeAt(0).widget().deleteLater()
         self.columns: dict[str, QPlainTextEdit] = {}
-        for name, text in outputs.items():
-            box = QGroupBox(name)
+        for name, text in outputs.items():  # an SFT run's "base" is the checkpoint it started from
+            box = QGroupBox("starting model (before SFT)" if self.chat and name == BASE else name)
             text_box = QPlainTextEdit(readOnly=True)
             text_box.setPlainText(text if self.chat else self.prompt.toPlainText() + text)
             QVBoxLayout(box).addWidget(text_box)

@@ -93,7 +93,9 @@ def test_instruction_tune_from_a_checkpoint_starts_a_chained_run_and_the_history
     evaluation.interval.setValue(2)
     evaluation.checkpoint_interval.setValue(2)
     wizard.next()
-    assert "Starts from: step 2 of the run" in wizard.currentPage().summary.toPlainText()
+    summary = wizard.currentPage()
+    assert "Starts from: step 2 of the run" in summary.summary.toPlainText()
+    assert summary.plan.text() == "" and summary.sweep_button.isHidden()  # no CPT estimate or sweep here
     with qtbot.waitSignal(wizard.run_started, timeout=60_000) as started:
         wizard.accept()
     child = Path(started.args[0])

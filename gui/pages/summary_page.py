@@ -70,11 +70,13 @@ class SummaryPage(ConfigPage):
         self.name.setText(config.name)
         self.separator.setText(config.corpus.separator)
         self.summary.setPlainText(describe(config))
-        self.estimate_button.setVisible(config.stage != "sft")  # the plan counts a domain corpus
+        cpt = config.stage != "sft"  # the plan counts a domain corpus; a sweep varies CPT's replay
+        self.estimate_button.setVisible(cpt)
+        self.sweep_button.setVisible(cpt)
         problems = config.validate()
         self.show_problems(problems)
-        self.plan.setText("" if problems else "Press 'Estimate time and memory' for the plan "
-                                                "(it tokenizes the corpora once; the run reuses them).")
+        self.plan.setText("" if problems or not cpt else "Press 'Estimate time and memory' for the plan "
+                                                        "(it tokenizes the corpora once; the run reuses them).")
         if self.isVisible():  # a setup loaded while the page is shown; else showEvent checks
             self.check()
 
