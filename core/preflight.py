@@ -92,7 +92,7 @@ def preflight(config: RunConfig, *, read_corpus: bool = True) -> Preflight:
     checked.problems += machine_problems(config)
     if read_corpus:
         checked.problems += corpus_problems(config)
-    checked.warnings += heldout_warnings(config) + mojibake_warnings(config)
+    checked.warnings += heldout_warnings(config) + sft_heldout_warnings(config) + mojibake_warnings(config)
     if config.schedule.max_steps:  # the run's length is known without counting the corpus
         checked.warnings += interval_warnings(config, config.schedule.max_steps)
     return checked
@@ -245,9 +245,33 @@ def heldout_warnings(config: RunConfig) -> list[str]:
         return []
     return [f"eval.sets: forgetting is measured only on documents held out of the replay corpus "
             f"({_paths(config.corpus.general)}), the text replay trains on, so forgetting will look "
-            "smaller than it is; add an independent general evaluation set to eval.sets in the setup "
-            "file (kind 'general': general text from another source, such as prose or code; "
-            "`cpt-studio settings eval.sets` shows its fields)"]
+            "smaller than it is; add an independent general evaluation set (the evaluation page's "
+            "'Add general set…', or eval.sets in a setup file, kind 'general': general text from another "
+            "source, such as prose or code; `cpt-studio settings eval.sets` shows its fields)"]
+
+
+SFT_HELDOUT_MIN = 10
+"""Fewer held-out instruction examples than this: the held-out response loss moves by chance."""
+
+
+def sft_heldout_warnings(config: RunConfig) -> list[str]:
+    """An SFT run whose held-out examples (the "domain" evaluation: the loss on their responses)
+    are fewer than SFT_HELDOUT_MIN. Data that cannot be read is left to the problems."""
+    if config.stage != "sft" or not config.sft.data:
+        return []
+    from .data import heldout_ids
+    from .sft_data import SftDataError, read_examples
+
+    try:
+        count = len(read_examples(config.sft))
+        held = len(heldout_ids("sft", count, config.eval, config.seed))
+    except (SftDataError, ValueError, OSError):
+        return []
+    if held >= SFT_HELDOUT_MIN:
+        return []
+    return [f"eval.heldout_count: only {held} of the {count:,} instruction examples are held out, so the "
+            f"held-out response loss rests on {held} answer{'s' if held != 1 else ''} and moves by chance; "
+            f"hold out at least {SFT_HELDOUT_MIN} (eval.heldout_count), or add examples"]
 
 
 def mojibake_warnings(config: RunConfig) -> list[str]:

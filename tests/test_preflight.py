@@ -2,6 +2,8 @@
 a sentence that names the setting and the fix; the demo's setup trips none; the dry run
 prints the warnings and refuses the problems, and the worker refuses with the same sentence."""
 
+import json
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -153,7 +155,7 @@ def test_general_held_out_text_from_the_replay_corpus_is_a_warning_with_the_sett
     config.eval.sets = []
     warning = _one(preflight(config).warnings, "eval.sets")
     assert "held out of the replay corpus" in warning and "forgetting will look smaller than it is" in warning
-    assert "add an independent general evaluation set to eval.sets" in warning and "kind 'general'" in warning
+    assert "add an independent general evaluation set (the evaluation page's 'Add general set…'" in warning and "kind 'general'" in warning
     config.eval.sets = [EvalSetSpec("mine", config.corpus.domain[0].path, kind="domain")]
     assert _one(preflight(config).warnings, "eval.sets")  # a domain set does not measure forgetting
     config.eval.sets, config.corpus.replay_ratio = [], 0.0  # nothing replayed: the general slice is unseen text
@@ -240,3 +242,18 @@ def test_the_worker_refuses_a_problem_with_the_same_sentence_before_loading_anyt
     with pytest.raises(ValueError) as refused:
         training.train(run_dir)
     assert _one(preflight(config).problems, "method.target_modules") in str(refused.value)
+
+
+def test_an_sft_run_with_few_held_out_examples_is_warned(tmp_path, tiny_model_dir):
+    """A tester's SFT evaluation rested on one held-out example, without a word."""
+    from cpt_studio.core.config import SftConfig
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"Q{i}?", "response": f"A{i}."}) + "\n" for i in range(40)))
+    config = _config(tiny_model_dir, tmp_path)
+    config.stage, config.corpus.domain, config.sft = "sft", [], SftConfig(data=[str(data)])
+    config.eval.heldout_count = 1
+    warning = _one(preflight(config).warnings, "eval.heldout_count")
+    assert "only 1 of the 40 instruction examples are held out" in warning
+    config.eval.heldout_count = 10
+    assert not [w for w in preflight(config).warnings if w.startswith("eval.heldout_count")]
