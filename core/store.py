@@ -308,8 +308,8 @@ def open_store(path: Path | str | None = None) -> sqlite_utils.Database:
     if str(path) == ":memory:":
         db = sqlite_utils.Database(memory=True)
     else:
-        if not path:
-            _remove_old_store()
+        if not path and not default_db_path().exists():
+            _remove_old_store()  # once, when the new store is made: not at every open
         path = Path(path) if path else default_db_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         # Two windows, or the CLI and the app, may write at once: a writer waits up to

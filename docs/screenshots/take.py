@@ -54,6 +54,19 @@ MEASURE_TIMEOUT = 600
 on a busy CPU)."""
 
 
+def history_window(app, runs_root: Path, selected: Path, size: tuple[int, int]):
+    """The main window on `runs_root`'s history, loaded, with the run `selected` selected."""
+    from cpt_studio.gui.main_window import MainWindow
+
+    window = MainWindow(runs_root=runs_root)
+    window.resize(*size)
+    window.show()
+    settle(app, [window.history])
+    window.select_runs([str(selected.resolve())])
+    settle(app)
+    return window
+
+
 def save(widget, name: str, folder: Path | None = None) -> None:
     """`widget`'s screenshot as `name` (light theme) or NAME-dark.png (dark), in `folder`
     (default: this one)."""
@@ -525,7 +538,6 @@ def desktop_example(app) -> None:
 
     from PySide6.QtCore import QSettings
 
-    from cpt_studio.gui.main_window import MainWindow
 
     with tempfile.TemporaryDirectory() as root:
         root = Path(root)
@@ -533,12 +545,7 @@ def desktop_example(app) -> None:
         QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(root / "settings"))
         guarded = guard_run(root / "runs" / "demo-guard")
         probe_run(root / "runs" / "demo-probes")
-        window = MainWindow(runs_root=root / "runs")
-        window.resize(1200, 900)
-        window.show()
-        settle(app, [window.history])
-        window.select_runs([str(guarded.resolve())])
-        settle(app)
+        window = history_window(app, root / "runs", guarded, (1200, 900))
         save(window, "main-window-history.png")
         monitor = window.open_monitor(guarded)
         monitor.catch_up()
@@ -582,7 +589,6 @@ def sft_example(app, folder: Path = HERE) -> None:
     from cpt_studio.core.sft_run import sft_config
     from cpt_studio.core.testing.compare_runs import REPLAY_5, write_compare_run
     from cpt_studio.core.testing.tiny_model import build_tiny_model
-    from cpt_studio.gui.main_window import MainWindow
     from cpt_studio.gui.sft_wizard import SftWizard
 
     with tempfile.TemporaryDirectory() as root:
@@ -605,12 +611,7 @@ def sft_example(app, folder: Path = HERE) -> None:
         config = json.loads(RunPaths(sft).config.read_text())
         config.update(stage="sft", parent_run=str(cpt.resolve()), parent_step=20)
         RunPaths(sft).config.write_text(json.dumps(config, indent=2))
-        window = MainWindow(runs_root=root / "runs")
-        window.resize(1300, 300)
-        window.show()
-        settle(app, [window.history])
-        window.select_runs([str(sft.resolve())])
-        settle(app)
+        window = history_window(app, root / "runs", sft, (1300, 300))
         save(window, "history-chain.png", folder)
         window.close()
 
