@@ -239,6 +239,10 @@ class BatchConfig:
         return problems
 
 
+ATTENTION_KERNELS = ("auto", "sdpa", "flex_attention", "eager", "flash_attention_2")
+"""system.attention's values: transformers' attn_implementation names, or auto."""
+
+
 @dataclass
 class SystemConfig:
     """Precision, memory savers and the attention kernel."""
@@ -246,9 +250,22 @@ class SystemConfig:
     precision: str = "auto"
     """'auto' (bf16 where the GPU supports it, fp32 on CPU), 'bf16', 'fp16' or 'fp32'."""
     gradient_checkpointing: str = "auto"
-    """'auto' (on for GPU, off for CPU), 'on' or 'off': trades compute for activation memory."""
+    """'auto' (on only where the memory estimate without it does not fit the GPU; off on a
+    CPU), 'on' or 'off': trades about a third more compute for activation memory."""
     attention: str = "auto"
-    """'auto' (flash_attention_2 when installed on CUDA, else sdpa), 'sdpa', 'eager', 'flash_attention_2'."""
+    """'auto' (on CUDA: flash_attention_2 when flash-attn is installed, else flex_attention
+    when this torch has it, else sdpa; sdpa on a CPU), 'sdpa', 'flex_attention', 'eager' or
+    'flash_attention_2'. Every one keeps packed documents apart (position ids restart at each)."""
+    fused_kernels: str = "auto"
+    """Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, and the fused linear cross-entropy
+    that never holds the whole vocabulary's logits): 'auto' (on CUDA when liger-kernel is
+    installed and supports the model), 'on' or 'off'."""
+    compile: bool = False
+    """Compile the model with torch.compile (the Trainer's torch_compile): faster steps after a
+    first step that takes minutes to compile."""
+    peak_tflops: float | None = None
+    """The GPU's dense bf16 peak in TFLOP/s, for the model FLOPs utilisation (MFU) shown
+    live; unset: looked up by the GPU's name (cpt_studio.core.estimate.GPU_PEAK_TFLOPS)."""
     processes: int = 1
     """Processes (one per GPU) the batch is planned for: each optimizer step holds
     batch.micro_batch x batch.grad_accum x processes sequences. Run (or resumed) on another
@@ -261,8 +278,13 @@ class SystemConfig:
             problems.append(f"system: precision {self.precision!r} is unknown; use auto, bf16, fp16 or fp32")
         if self.gradient_checkpointing not in ("auto", "on", "off"):
             problems.append("system: gradient checkpointing must be auto, on or off")
-        if self.attention not in ("auto", "sdpa", "eager", "flash_attention_2"):
-            problems.append(f"system: attention {self.attention!r} is unknown; use auto, sdpa, eager or flash_attention_2")
+        if self.attention not in ATTENTION_KERNELS:
+            problems.append(f"system: attention {self.attention!r} is unknown; use {', '.join(ATTENTION_KERNELS)}")
+        if self.fused_kernels not in ("auto", "on", "off"):
+            problems.append(f"system: fused_kernels {self.fused_kernels!r} is unknown; use auto, on or off")
+        if self.peak_tflops is not None and not self.peak_tflops > 0:
+            problems.append(f"system: peak_tflops {self.peak_tflops} must be a positive number of TFLOP/s "
+                            "(the GPU's dense bf16 peak from its datasheet), or unset")
         if self.processes < 1:
             problems.append(f"system: processes {self.processes} must be at least 1 (one per GPU)")
         return problems

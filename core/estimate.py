@@ -38,6 +38,7 @@ linears 12.9 vs 13.0, LoRA + checkpointing 6.9 vs 6.6.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 GiB = 1024**3
@@ -247,8 +248,52 @@ CPU_FLOPS = 8.0e10
 
 CUDA_PEAK_FLOPS = 300e12
 CUDA_MFU = 0.40
-"""A CUDA card is assumed at 40% model-FLOPs utilisation of 300 TFLOP/s dense bf16
-(between an A100's 312 and an H100 PCIe's ~750; 4090 class ~165): 1.2e14 FLOP/s."""
+"""A CUDA card is assumed at 40% model-FLOPs utilisation of its dense bf16 peak
+(GPU_PEAK_TFLOPS), or of 300 TFLOP/s for a card not in that table (between an A100's 312
+and an H100 PCIe's 756; 4090 class 165)."""
+
+GPU_PEAK_TFLOPS = {
+    "b200": 2250.0, "h200": 989.4, "h100 pcie": 756.0, "h100 nvl": 835.0, "h100": 989.4,
+    "gh200": 989.4, "a100": 312.0, "l40s": 362.1, "l40": 181.0, "l4": 121.0, "a10g": 70.0,
+    "a10": 125.0, "rtx 6000 ada": 364.2, "rtx a6000": 154.8, "a40": 149.7, "rtx 5090": 209.5,
+    "rtx 4090": 165.2, "rtx 4080": 97.5, "rtx 3090": 71.0, "v100": 125.0, "t4": 65.0,
+}
+"""Dense (no sparsity) 16-bit tensor-core peaks in TFLOP/s, bf16 with fp32 accumulation
+(fp16 for V100 and T4, which have no bf16), from NVIDIA's datasheets and architecture
+whitepapers (GeForce cards accumulate in fp32 at half their fp16-accumulate rate). The key is
+matched as a word sequence in torch.cuda.get_device_name(), the longest key first ("h100
+pcie" before "h100")."""
+
+
+def gpu_peak_flops(device_name: str) -> float | None:
+    """The dense 16-bit peak in FLOP/s of the GPU named `device_name` (as
+    torch.cuda.get_device_name() writes it: "NVIDIA H100 80GB HBM3"), or None for a card
+    not in GPU_PEAK_TFLOPS (system.peak_tflops then says it)."""
+    words = " " + re.sub(r"[^a-z0-9]+", " ", device_name.lower()) + " "
+    for key in sorted(GPU_PEAK_TFLOPS, key=len, reverse=True):
+        if f" {key} " in words:
+            return GPU_PEAK_TFLOPS[key] * 1e12
+    return None
+
+
+def training_flops_per_token(*, parameters: int, method: str, num_layers: int, hidden_size: int,
+                             seq_len: int) -> float:
+    """Model FLOPs of training on one token: TRAINING_FLOPS[method] per parameter, plus the
+    attention scores and their weighted sum, 12 x layers x hidden x seq_len (6 forward and
+    backward x the two s x s matmuls), which carry no parameters. The formula of PaLM's model
+    FLOPs utilisation (Chowdhery et al. 2022, appendix B); recomputation under gradient
+    checkpointing is not counted (MFU, not hardware FLOPs utilisation)."""
+    _check(method in METHODS, f"method must be one of {', '.join(METHODS)}")
+    return TRAINING_FLOPS[method] * parameters + 12 * num_layers * hidden_size * seq_len
+
+
+def model_flops_utilisation(tokens_per_second: float, flops_per_token: float,
+                            peak_flops: float | None) -> float | None:
+    """MFU, 0-1: tokens/s x FLOPs per token / the device's peak FLOP/s (None when the peak is
+    unknown: a CPU, or a GPU not in GPU_PEAK_TFLOPS without system.peak_tflops)."""
+    if not peak_flops or tokens_per_second is None:
+        return None
+    return tokens_per_second * flops_per_token / peak_flops
 
 
 @dataclass
@@ -264,11 +309,12 @@ class TimeEstimate:
 
 def estimate_time(
     *, tokens: int, tokens_per_second: float | None, device: str, parameters: int,
-    method: str = "full",
+    method: str = "full", peak_flops: float | None = None, gpu: str = "",
 ) -> TimeEstimate:
     """Time to train ``tokens`` tokens: at the measured speed when given (a probe), else at
     the speed the FLOPs rule gives for ``parameters`` trained by ``method`` on ``device``
-    (TRAINING_FLOPS: LoRA skips the frozen weights' gradients)."""
+    (TRAINING_FLOPS: LoRA skips the frozen weights' gradients): on a GPU, CUDA_MFU of
+    `peak_flops` (gpu_peak_flops of the card named `gpu`), or of CUDA_PEAK_FLOPS when unknown."""
     _check(tokens >= 0, f"tokens must not be negative (got {tokens})")
     _check(parameters > 0, f"parameters must be positive (got {parameters})")
     _check(device in DEVICES, f"device must be one of {', '.join(DEVICES)}")
@@ -277,10 +323,11 @@ def estimate_time(
         _check(tokens_per_second > 0, f"tokens_per_second must be positive (got {tokens_per_second})")
         return TimeEstimate(tokens / tokens_per_second, float(tokens_per_second), False,
                             "measured by a probe")
-    flops = CPU_FLOPS if device == "cpu" else CUDA_PEAK_FLOPS * CUDA_MFU
+    peak = peak_flops or CUDA_PEAK_FLOPS
+    flops = CPU_FLOPS if device == "cpu" else peak * CUDA_MFU
     speed = flops / (TRAINING_FLOPS[method] * parameters)
     where = ("on 2 CPU cores" if device == "cpu"
-             else f"on a GPU at {CUDA_MFU:.0%} of {CUDA_PEAK_FLOPS / 1e12:.0f} TFLOP/s bf16")
+             else f"on {gpu or 'a GPU'} at {CUDA_MFU:.0%} of {peak / 1e12:.0f} TFLOP/s bf16")
     how = "full-parameter" if method == "full" else "with LoRA (frozen base)"
     basis = f"assumed {_speed_words(speed)} tokens/s: a {_params_words(parameters)} model {how} {where}"
     return TimeEstimate(tokens / speed, speed, True, basis)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import RunConfig
+from .estimate import gpu_peak_flops
 from .ewc import embedding_names, in_group
 from .tokenizer_ext import lora_token_rows
 
@@ -33,6 +34,11 @@ class Hardware:
     attention: str
     """The attention kernel given to transformers: flash_attention_2, sdpa or eager."""
     gradient_checkpointing: bool
+    gpu_name: str = ""
+    """torch.cuda.get_device_name() of the GPU ('' on a CPU)."""
+    peak_flops: float | None = None
+    """The device's dense 16-bit peak in FLOP/s for MFU: system.peak_tflops, else
+    cpt_studio.core.estimate.gpu_peak_flops(gpu_name); None on a CPU or an unknown GPU."""
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -50,7 +56,9 @@ def resolve_hardware(config: RunConfig) -> Hardware:
     if attention == "auto":
         attention = "flash_attention_2" if cuda and flash_attn_installed() else "sdpa"
     checkpointing = cuda if system.gradient_checkpointing == "auto" else system.gradient_checkpointing == "on"
-    return Hardware("cuda" if cuda else "cpu", precision, attention, checkpointing)
+    gpu = torch.cuda.get_device_name() if cuda else ""
+    peak = system.peak_tflops * 1e12 if system.peak_tflops else gpu_peak_flops(gpu) if cuda else None
+    return Hardware("cuda" if cuda else "cpu", precision, attention, checkpointing, gpu, peak)
 
 
 def cuda_devices() -> int:

@@ -212,3 +212,38 @@ def test_estimate_is_headless_and_loads_no_framework():
             "('PySide6', 'pyqtgraph', 'gui', 'torch', 'transformers')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+# --- GPU peaks and MFU (issue 18) ---------------------------------------------------------
+
+@pytest.mark.parametrize("name, tflops", [
+    ("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H200", 989.4),
+    ("NVIDIA GeForce RTX 4090", 165.2), ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA L40S", 362.1),
+    ("NVIDIA L40", 181.0), ("NVIDIA L4", 121.0), ("NVIDIA RTX A6000", 154.8), ("NVIDIA A10G", 70.0),
+    ("NVIDIA RTX 6000 Ada Generation", 364.2), ("Tesla T4", 65.0), ("Matrox Millennium", None),
+])
+def test_gpu_peak_is_read_from_the_card_name(name, tflops):
+    from cpt_studio.core.estimate import gpu_peak_flops
+    assert gpu_peak_flops(name) == (tflops * 1e12 if tflops else None)
+
+
+def test_mfu_follows_palm_model_flops():
+    from cpt_studio.core.estimate import model_flops_utilisation, training_flops_per_token
+    # 494M parameters, 24 layers of 896, 2048 tokens: 6N + 12 L H s
+    flops = training_flops_per_token(parameters=494_000_000, method="full", num_layers=24,
+                                     hidden_size=896, seq_len=2048)
+    assert flops == 6 * 494_000_000 + 12 * 24 * 896 * 2048
+    lora = training_flops_per_token(parameters=494_000_000, method="lora", num_layers=24,
+                                    hidden_size=896, seq_len=2048)
+    assert lora == flops - 2 * 494_000_000
+    assert model_flops_utilisation(100_000, flops, 989.4e12) == pytest.approx(100_000 * flops / 989.4e12)
+    assert model_flops_utilisation(100_000, flops, None) is None
+
+
+def test_gpu_time_estimate_uses_the_cards_peak():
+    slow = estimate_time(tokens=10**9, tokens_per_second=None, device="cuda", parameters=10**9,
+                         peak_flops=165.2e12, gpu="NVIDIA GeForce RTX 4090")
+    fast = estimate_time(tokens=10**9, tokens_per_second=None, device="cuda", parameters=10**9,
+                         peak_flops=989.4e12, gpu="NVIDIA H200")
+    assert slow.seconds / fast.seconds == pytest.approx(989.4 / 165.2)
+    assert "NVIDIA H200" in fast.basis and "989 TFLOP/s" in fast.basis
