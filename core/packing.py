@@ -102,3 +102,23 @@ def padded_row(ids: np.ndarray, labels: np.ndarray, positions: np.ndarray, seq_l
 def span_lengths(store: TokenStore, doc_ids: np.ndarray, with_bos: bool) -> np.ndarray:
     """Tokens each document takes in the packed stream: itself, its separator and its BOS."""
     return store.doc_lengths()[np.asarray(doc_ids, dtype=np.int64)] + 1 + int(with_bos)
+
+
+def collate_rows(rows: list[dict[str, torch.Tensor]], *, flat: bool = False) -> dict[str, torch.Tensor]:
+    """A batch of packed rows: each field stacked to (batch, seq_len); with `flat`, laid end
+    to end in one row of (1, batch x seq_len) for the kernels that keep documents apart only
+    in a batch of one row (recipe.FLAT_ROW_KERNELS: flash attention reads the documents'
+    bounds from position ids only then). Flat, each row's first label becomes -100: it was
+    never a target (a row's first token has nothing before it to predict it from) and must
+    not become the target of the previous row's last token; the loss and the count of
+    predicted tokens are the same either way.
+
+    Written here rather than with transformers' DataCollatorWithFlattening, which makes
+    position ids restart only at each row (a row here holds several documents)."""
+    batch = {key: torch.stack([row[key] for row in rows]) for key in rows[0]}
+    if not flat:
+        return batch
+    if "labels" in batch:
+        batch["labels"] = batch["labels"].clone()
+        batch["labels"][:, 0] = IGNORE_INDEX
+    return {key: value.reshape(1, -1) for key, value in batch.items()}

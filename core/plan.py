@@ -25,7 +25,6 @@ from .estimate import (
     MemoryEstimate,
     TimeEstimate,
     estimate_eval_time,
-    estimate_memory,
     estimate_time,
     format_bytes,
     format_duration,
@@ -37,10 +36,11 @@ from .preflight import RunSize, device_memory, memory_words, require, run_warnin
 from .progress import Progress, tick
 from .recipe import (
     apply_method,
-    ewc_group_size,
     learning_rates_text,
-    lora_size,
+    memory_estimate,
+    meta_model,
     optimizer_steps,
+    parameter_counts,
     resolve_hardware,
     scheduler_settings,
     sequences_per_step,
@@ -79,6 +79,9 @@ class Plan:
     """All the run's evaluations together (part of neither `time` nor the steps)."""
     learning_rates: str = ""
     """Each group's peak learning rate in words, when a group has its own ('' otherwise)."""
+    kernels: str = ""
+    """The attention kernel, optimizer, fused kernels, compilation and checkpointing chosen
+    for this machine and model, each with why (recipe.Hardware.kernels_text)."""
 
 
 def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | None = None) -> Plan:
@@ -97,14 +100,14 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | No
                             progress=_stage(progress, 2, "tokenizing the general corpus"))
                if config.corpus.general else None)
     tick(progress, 3, PLAN_STAGES, "reading the model's shapes")
-    hardware = resolve_hardware(config)
+    hardware = resolve_hardware(config, model_config)
     train_share = 1 - _heldout_share(config, domain.documents)
     domain_rows = math.ceil((domain.tokens + domain.documents) * train_share / config.batch.seq_len)
     steps = optimizer_steps(config, domain_rows, general is not None)
     per_step = sequences_per_step(config)
     tokens_per_step = per_step * config.batch.seq_len
     parameters, trainable, ewc_params = _parameter_counts(model_config, config)
-    memory = _memory(config, model_config, hardware, parameters, trainable, ewc_params)
+    memory = memory_estimate(config, model_config, hardware, parameters, trainable, ewc_params)
     speed = probe_speed(config, probe_steps) if probe_steps else None
     estimate = estimate_time(tokens=steps * tokens_per_step, tokens_per_second=speed,
                              device=hardware.device, parameters=parameters, method=config.method.kind)
@@ -120,7 +123,7 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | No
                 hardware.gradient_checkpointing, parameters, trainable, memory, estimate,
                 checked.warnings + run_warnings(config, size), checked.tokens.describe(),
                 memory_words(size), token_band(domain.tokens), eval_seconds,
-                learning_rates_text(config))
+                learning_rates_text(config), hardware.kernels_text())
 
 
 PLAN_STAGES = 4
@@ -162,29 +165,8 @@ def _heldout_share(config: RunConfig, documents: int) -> float:
 
 
 def _parameter_counts(model_config, config: RunConfig) -> tuple[int, int, int | None]:
-    """(all parameters, trainable ones, those in EWC's group or None without EWC) from the
-    model built on the meta device."""
-    (AutoModelForCausalLM,) = transformers_names("AutoModelForCausalLM")
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(model_config, trust_remote_code=config.model.trust_remote_code)
-    parameters = sum(p.numel() for p in model.parameters())  # .parameters() counts tied weights once
-    if config.method.kind != "lora":
-        return parameters, parameters, ewc_group_size(model, config)
-    return parameters, lora_size(model, config), ewc_group_size(model, config)
-
-
-def _memory(config: RunConfig, model_config, hardware, parameters: int, trainable: int,
-            ewc_params: int | None = None) -> MemoryEstimate:
-    text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
-    return estimate_memory(
-        parameters=parameters, trainable=trainable, hidden_size=text.hidden_size,
-        num_layers=text.num_hidden_layers, vocab_size=text.vocab_size,
-        intermediate_size=getattr(text, "intermediate_size", 4 * text.hidden_size),
-        num_heads=text.num_attention_heads, micro_batch=config.batch.micro_batch,
-        seq_len=config.batch.seq_len, precision=hardware.precision, method=config.method.kind,
-        gradient_checkpointing=hardware.gradient_checkpointing, device=hardware.device,
-        eager_attention=hardware.attention == "eager", ewc=config.ewc.enabled, ewc_params=ewc_params)
+    """recipe.parameter_counts of the model built on the meta device."""
+    return parameter_counts(meta_model(model_config, config), config)
 
 
 def probe_speed(config: RunConfig, steps: int = 3) -> float:
@@ -223,6 +205,7 @@ def format_plan(plan: Plan) -> str:
         f"documents      {plan.documents}",
         f"hardware       {plan.device}, {plan.precision}, gradient checkpointing "
         f"{'on' if plan.gradient_checkpointing else 'off'}",
+        f"kernels        {plan.kernels}",
         f"time           about {format_duration(plan.time.seconds)} ({plan.time.basis}), and about "
         f"{format_duration(plan.evaluation_seconds)} of evaluation",
         f"memory         {format_bytes(plan.memory.total)} at the peak: {plan.memory_rating or 'not rated'}",

@@ -33,7 +33,16 @@ from .document_tokens import DocumentTokens, SeparatorError, document_tokens
 from .estimate import TIGHT_FRACTION, MemoryEstimate, format_bytes
 from .hf_imports import transformers_names
 from .models import ModelError, check_model, load_tokenizer_from_folder
-from .recipe import Hardware, ewc_group_size, flash_attn_installed, lora_size, lora_targets
+from .recipe import (
+    Hardware,
+    ewc_group_size,
+    flash_attn_installed,
+    flex_attention_available,
+    liger_model_types,
+    lora_size,
+    lora_targets,
+    meta_model,
+)
 
 # transformers is imported inside the functions that use it: it takes seconds to import, and
 # the desktop app imports this module when it starts (the wizard's model and summary pages).
@@ -143,7 +152,7 @@ def _model_checks(config: RunConfig, model_config, folder: Path) -> tuple[list[s
         problems.append(f"batch.seq_len: {config.batch.seq_len} is longer than the model's context "
                         f"({context} positions, max_position_embeddings in {folder}/config.json); "
                         f"use at most {context}")
-    model = _meta_model(model_config, config)
+    model = meta_model(model_config, config)
     if model is None:
         return problems, []
     lora_problems, warnings = _lora_checks(config, model)
@@ -151,8 +160,7 @@ def _model_checks(config: RunConfig, model_config, folder: Path) -> tuple[list[s
     if config.system.gradient_checkpointing == "on" and not getattr(model, "supports_gradient_checkpointing", False):
         problems.append(f"system.gradient_checkpointing: {type(model).__name__} does not support it; "
                         "set it to off or auto")
-    if config.system.attention == "sdpa" and not getattr(model, "_supports_sdpa", True):
-        problems.append(f"system.attention: {type(model).__name__} has no SDPA attention; use eager or auto")
+    problems += _kernel_support(config, model, model_config)
     if config.ewc.enabled and ewc_group_size(model, config) == 0:
         problems.append(f"ewc.group: the model has no weights in group {config.ewc.group!r}; "
                         "choose 'trainable' or another group")
@@ -184,14 +192,26 @@ def _lora_checks(config: RunConfig, model) -> tuple[list[str], list[str]]:
     return [], []
 
 
-def _meta_model(model_config, config: RunConfig):
-    (AutoModelForCausalLM,) = transformers_names("AutoModelForCausalLM")
+KERNEL_SUPPORT = {"sdpa": ("_supports_sdpa", "SDPA attention"),
+                  "flex_attention": ("_supports_flex_attn", "FlexAttention"),
+                  "flash_attention_2": ("_supports_flash_attn", "flash attention")}
+"""system.attention's kernels and the class attribute by which transformers says a model has one."""
 
-    try:
-        with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(model_config, trust_remote_code=config.model.trust_remote_code)
-    except Exception:  # an architecture this transformers cannot build: loading will say why
-        return None
+
+def _kernel_support(config: RunConfig, model, model_config) -> list[str]:
+    """An attention kernel or Liger's fused kernels asked for that this architecture lacks."""
+    problems = []
+    attention = config.system.attention
+    if attention in KERNEL_SUPPORT and not getattr(model, KERNEL_SUPPORT[attention][0], True):
+        problems.append(f"system.attention: {type(model).__name__} has no {KERNEL_SUPPORT[attention][1]}; "
+                        "use auto (the fastest kernel it has) or eager")
+    if config.system.fused_kernels == "on":
+        supported = liger_model_types()
+        model_type = getattr(model_config, "model_type", None)
+        if supported is not None and model_type not in supported:
+            problems.append(f"system.fused_kernels: liger-kernel has no kernels for {model_type!r} models; "
+                            "set it to auto or off")
+    return problems
 
 
 def machine_problems(config: RunConfig) -> list[str]:
@@ -210,6 +230,19 @@ def machine_problems(config: RunConfig) -> list[str]:
         elif not flash_attn_installed():
             problems.append("system.attention: flash_attention_2 is not installed (pip install "
                             "flash-attn); use sdpa (or auto)")
+    if attention == "flex_attention" and not cuda:
+        problems.append("system.attention: FlexAttention has no backward pass on a CPU, so it cannot "
+                        "train here; use sdpa (or auto)")
+    elif attention == "flex_attention" and not flex_attention_available():
+        problems.append("system.attention: this torch has no FlexAttention (it needs torch 2.5 or later); "
+                        "use sdpa (or auto)")
+    if config.system.fused_kernels == "on":
+        if not cuda:
+            problems.append("system.fused_kernels: Liger's kernels are Triton kernels for a CUDA GPU and "
+                            "this machine has none; set it to auto or off")
+        elif liger_model_types() is None:
+            problems.append("system.fused_kernels: liger-kernel is not installed (pip install liger-kernel, "
+                            "or the gpu extra); set it to auto or off")
     return problems
 
 

@@ -14,14 +14,16 @@ and what the method trains, counted on a model built on the meta device (no weig
 
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from .config import RunConfig
-from .estimate import gpu_peak_flops
+from .estimate import TIGHT_FRACTION, MemoryEstimate, estimate_memory, format_bytes, gpu_peak_flops
 from .ewc import embedding_names, in_group
+from .hf_imports import transformers_names
 from .tokenizer_ext import lora_token_rows
 
 
@@ -32,33 +34,196 @@ class Hardware:
     precision: str
     """bf16 or fp16 (mixed precision: fp32 weights, 16-bit autocast), or fp32."""
     attention: str
-    """The attention kernel given to transformers: flash_attention_2, sdpa or eager."""
+    """The attention kernel given to transformers: flash_attention_2, flex_attention, sdpa or eager."""
     gradient_checkpointing: bool
     gpu_name: str = ""
     """torch.cuda.get_device_name() of the GPU ('' on a CPU)."""
     peak_flops: float | None = None
     """The device's dense 16-bit peak in FLOP/s for MFU: system.peak_tflops, else
     cpt_studio.core.estimate.gpu_peak_flops(gpu_name); None on a CPU or an unknown GPU."""
+    fused_kernels: bool = False
+    """Liger's fused kernels (the Trainer's use_liger_kernel)."""
+    compile: bool = False
+    """torch.compile (the Trainer's torch_compile)."""
+    optimizer: str = "adamw_torch_fused"
+    """The Trainer's optim: torch's AdamW with its fused kernel (one kernel for all the
+    parameters' updates; on CPU and CUDA since torch 2.4), else its foreach implementation."""
+    reasons: dict[str, str] = field(default_factory=dict)
+    """Why each 'auto' choice was made, for the plan: attention, checkpointing, fused_kernels."""
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
+    def kernels_text(self) -> str:
+        """The plan's kernels line: "attention flex_attention (...); AdamW fused; ..."."""
+        parts = [f"attention {self.attention} ({self.reasons.get('attention', 'set in the config')})",
+                 "AdamW fused" if self.optimizer.endswith("fused") else "AdamW (foreach)",
+                 f"Liger kernels {'on' if self.fused_kernels else 'off'}"
+                 + (f" ({self.reasons['fused_kernels']})" if "fused_kernels" in self.reasons else ""),
+                 f"torch.compile {'on' if self.compile else 'off'}",
+                 f"gradient checkpointing {'on' if self.gradient_checkpointing else 'off'}"
+                 + (f" ({self.reasons['checkpointing']})" if "checkpointing" in self.reasons else "")]
+        return "; ".join(parts)
 
-def resolve_hardware(config: RunConfig) -> Hardware:
-    """Turn the 'auto' settings into what this machine will use."""
+
+def resolve_hardware(config: RunConfig, model_config=None) -> Hardware:
+    """Turn the 'auto' settings into what this machine will use. With the model's
+    `model_config` (a transformers PretrainedConfig), the attention kernel and Liger follow
+    what that architecture supports, and checkpointing follows the memory estimate; without
+    it, support is assumed and checkpointing is on for a GPU."""
     cuda = torch.cuda.is_available()
     system = config.system
     precision = system.precision
     if precision == "auto":
         precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    attention = system.attention
-    if attention == "auto":
-        attention = "flash_attention_2" if cuda and flash_attn_installed() else "sdpa"
-    checkpointing = cuda if system.gradient_checkpointing == "auto" else system.gradient_checkpointing == "on"
+    model = meta_model(model_config, config) if model_config is not None else None
+    attention, attention_why = choose_attention(system.attention, cuda, model)
+    fused, fused_why = choose_fused_kernels(system.fused_kernels, cuda, model_config)
     gpu = torch.cuda.get_device_name() if cuda else ""
     peak = system.peak_tflops * 1e12 if system.peak_tflops else gpu_peak_flops(gpu) if cuda else None
-    return Hardware("cuda" if cuda else "cpu", precision, attention, checkpointing, gpu, peak)
+    hardware = Hardware("cuda" if cuda else "cpu", precision, attention, False, gpu, peak, fused,
+                        system.compile, "adamw_torch_fused" if FUSED_ADAMW else "adamw_torch",
+                        {"attention": attention_why, "fused_kernels": fused_why})
+    hardware.gradient_checkpointing, why = choose_checkpointing(config, hardware, model_config, model)
+    hardware.reasons["checkpointing"] = why
+    return hardware
+
+
+FUSED_ADAMW = "fused" in inspect.signature(torch.optim.AdamW).parameters
+"""Whether this torch's AdamW has its fused kernel (CPU and CUDA from torch 2.4)."""
+
+FLAT_ROW_KERNELS = ("flash_attention_2", "flash_attention_3")
+"""Kernels that keep packed documents apart only in a batch of one row: transformers reads
+the documents' bounds (cu_seqlens) from position ids only when batch_size == 1
+(modeling_flash_attention_utils._is_packed_sequence), so their batches are flattened
+(cpt_studio.core.packing.collate_rows)."""
+
+
+def choose_attention(setting: str, cuda: bool, model=None) -> tuple[str, str]:
+    """(kernel, why) for system.attention `setting` on this machine, for `model` (an instance
+    or meta model of the architecture; None: assume it supports every kernel). 'auto' on CUDA:
+    flash_attention_2 when flash-attn is installed (variable-length kernels: documents cost no
+    cross-document work), else flex_attention (block masks that skip the blocks between
+    documents), else sdpa (a block-diagonal mask on the memory-efficient kernel); on a CPU sdpa
+    (flex attention has no backward pass on a CPU). Every kernel keeps packed documents apart
+    (tests/test_packing.py)."""
+    if setting != "auto":
+        return setting, "set in the config"
+    supports = {"flash_attention_2": getattr(model, "_supports_flash_attn", True),
+                "flex_attention": getattr(model, "_supports_flex_attn", True),
+                "sdpa": getattr(model, "_supports_sdpa", True)}
+    name = type(model).__name__ if model is not None else "the model"
+    if not cuda:
+        if supports["sdpa"]:
+            return "sdpa", "on a CPU: PyTorch's scaled-dot-product attention with a block mask per document"
+        return "eager", f"{name} has no SDPA attention"
+    if flash_attn_installed() and supports["flash_attention_2"]:
+        return "flash_attention_2", "flash-attn installed: variable-length kernels, one sequence per document"
+    missing = "flash-attn not installed" if not flash_attn_installed() else f"{name} has no flash attention"
+    if flex_attention_available() and supports["flex_attention"]:
+        return "flex_attention", f"{missing}: PyTorch's FlexAttention skips the blocks between documents"
+    if supports["sdpa"]:
+        return "sdpa", f"{missing}, no FlexAttention for {name}: SDPA with a block mask per document"
+    return "eager", f"{missing}, and {name} has no SDPA attention"
+
+
+def flex_attention_available() -> bool:
+    """Whether this torch and transformers have FlexAttention (torch 2.5 and later)."""
+    from transformers.utils import is_torch_flex_attn_available
+
+    return bool(is_torch_flex_attn_available())
+
+
+def choose_fused_kernels(setting: str, cuda: bool, model_config=None) -> tuple[bool, str]:
+    """(on, why) for system.fused_kernels: Liger's Triton kernels need CUDA, the liger-kernel
+    package and an architecture it patches (liger_kernel's MODEL_TYPE_TO_APPLY_LIGER_FN)."""
+    if setting == "off":
+        return False, "set off"
+    if setting == "on":
+        return True, "set on"
+    if not cuda:
+        return False, "they need a CUDA GPU"
+    supported = liger_model_types()
+    if supported is None:
+        return False, "liger-kernel not installed (pip install liger-kernel)"
+    model_type = getattr(model_config, "model_type", None)
+    if model_config is not None and model_type not in supported:
+        return False, f"liger-kernel has no kernels for {model_type!r} models"
+    return True, "liger-kernel installed"
+
+
+def liger_model_types() -> set[str] | None:
+    """The model types liger-kernel patches, or None when it is not installed."""
+    try:
+        from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    except ImportError:
+        return None
+    return set(MODEL_TYPE_TO_APPLY_LIGER_FN)
+
+
+def choose_checkpointing(config: RunConfig, hardware: Hardware, model_config=None,
+                         model=None) -> tuple[bool, str]:
+    """(on, why) for system.gradient_checkpointing. 'auto': off on a CPU; on a GPU, off when
+    the memory estimate without it stays under TIGHT_FRACTION of the GPU's total memory (the
+    total, not what is free now, so that the plan and the run decide alike), on otherwise or
+    when the model is not known."""
+    setting = config.system.gradient_checkpointing
+    if setting != "auto":
+        return setting == "on", "set in the config"
+    if hardware.device != "cuda":
+        return False, "on a CPU"
+    if model_config is None or model is None:
+        return True, "the model's size is not known yet"
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        return False, f"{type(model).__name__} does not support it"
+    parameters, trainable, ewc_params = parameter_counts(model, config)
+    without = memory_estimate(config, model_config, hardware, parameters, trainable, ewc_params)
+    total = gpu_total_memory()
+    if without.total <= TIGHT_FRACTION * total:
+        return False, (f"the estimate without it, {format_bytes(without.total)}, fits "
+                       f"{TIGHT_FRACTION:.0%} of the GPU's {format_bytes(total)}")
+    return True, (f"the estimate without it, {format_bytes(without.total)}, is over "
+                  f"{TIGHT_FRACTION:.0%} of the GPU's {format_bytes(total)}")
+
+
+def gpu_total_memory() -> int:
+    """Bytes of memory of this process's GPU (CUDA's current device)."""
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+
+
+def meta_model(model_config, config: RunConfig):
+    """The architecture of `model_config` built on the meta device (shapes, no weights), or
+    None for one this transformers cannot build (loading the model will say why)."""
+    (AutoModelForCausalLM,) = transformers_names("AutoModelForCausalLM")
+
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(model_config, trust_remote_code=config.model.trust_remote_code)
+    except Exception:  # noqa: BLE001 — whatever the architecture's code raises, loading reports it
+        return None
+
+
+def parameter_counts(model, config: RunConfig) -> tuple[int, int, int | None]:
+    """(all parameters, trainable ones, those in EWC's group or None without EWC) of `model`
+    (a meta model: meta_model)."""
+    parameters = sum(p.numel() for p in model.parameters())  # .parameters() counts tied weights once
+    trainable = lora_size(model, config) if config.method.kind == "lora" else parameters
+    return parameters, trainable, ewc_group_size(model, config)
+
+
+def memory_estimate(config: RunConfig, model_config, hardware: Hardware, parameters: int,
+                    trainable: int, ewc_params: int | None = None) -> MemoryEstimate:
+    """cpt_studio.core.estimate.estimate_memory for this run's shapes and `hardware`."""
+    text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+    return estimate_memory(
+        parameters=parameters, trainable=trainable, hidden_size=text.hidden_size,
+        num_layers=text.num_hidden_layers, vocab_size=text.vocab_size,
+        intermediate_size=getattr(text, "intermediate_size", 4 * text.hidden_size),
+        num_heads=text.num_attention_heads, micro_batch=config.batch.micro_batch,
+        seq_len=config.batch.seq_len, precision=hardware.precision, method=config.method.kind,
+        gradient_checkpointing=hardware.gradient_checkpointing, device=hardware.device,
+        eager_attention=hardware.attention == "eager", ewc=config.ewc.enabled, ewc_params=ewc_params)
 
 
 def cuda_devices() -> int:

@@ -23,10 +23,11 @@ import math
 import os
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from . import distributed
 from .config import RunConfig
@@ -47,8 +48,10 @@ from .guard import (
 )
 from .mixing import MixingSampler, ReplayMixer
 from .models import load_model_and_tokenizer
+from .packing import collate_rows
 from .preflight import require
 from .recipe import (
+    FLAT_ROW_KERNELS,
     Hardware,
     accumulation_per_process,
     apply_method,
@@ -87,7 +90,8 @@ def training_arguments(config: RunConfig, hardware: Hardware, paths: RunPaths,
         per_device_train_batch_size=micro_batch, gradient_accumulation_steps=grad_accum,
         learning_rate=config.schedule.peak_lr * guard_state.lr_scale, weight_decay=config.schedule.weight_decay,
         max_grad_norm=config.schedule.max_grad_norm, warmup_steps=warmup,
-        lr_scheduler_type=scheduler, lr_scheduler_kwargs=kwargs, optim="adamw_torch",
+        lr_scheduler_type=scheduler, lr_scheduler_kwargs=kwargs, optim=hardware.optimizer,
+        use_liger_kernel=hardware.fused_kernels, torch_compile=hardware.compile,
         bf16=hardware.precision == "bf16", fp16=hardware.precision == "fp16",
         use_cpu=hardware.device == "cpu",
         **_checkpointing_arguments(hardware.gradient_checkpointing),
@@ -448,11 +452,12 @@ def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = 
     config = RunConfig.load(paths.config)
     # Under several processes only the main one writes the run folder's events (and state).
     events = EventWriter(paths.events) if distributed.is_main() else SilentEventWriter(paths.events)
-    require(config, read_corpus=False)  # the corpus is read, and refused, as it is tokenized
+    checked = require(config, read_corpus=False)  # the corpus is read, and refused, as it is tokenized
     problems = distributed.unsupported(config, distributed.strategy())
     if problems:
         raise ValueError("; ".join(problems))
-    hardware = resolve_hardware(config)
+    hardware = resolve_hardware(config, checked.model_config)
+    log.info("kernels: %s", hardware.kernels_text())
     distributed.start(hardware.device)
     torch.manual_seed(config.seed)  # LoRA's random A matrices start alike on every attempt
     events.emit("status", None, state="running", phase="loading",
@@ -625,7 +630,8 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
                          probe_tasks=probe_tasks)
     args = training_arguments(config, hardware, paths, total_steps, guard_state)
     return CPTTrainer(model=model, args=args,
-                      train_dataset=data.dataset, data_collator=default_data_collator,
+                      train_dataset=data.dataset,
+                      data_collator=partial(collate_rows, flat=hardware.attention in FLAT_ROW_KERNELS),
                       processing_class=tokenizer, callbacks=[monitor], mixer=mixer, run=paths,
                       monitor=monitor, keep=config.checkpoints.keep, ewc=penalty,
                       embedding_lr_scale=config.schedule.embedding_lr_scale,
