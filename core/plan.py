@@ -203,13 +203,13 @@ def format_plan(plan: Plan) -> str:
         f"{plan.general_tokens:,} general",
         f"model          {plan.parameters:,} parameters, {plan.trainable:,} trainable",
         f"documents      {plan.documents}",
-        f"hardware       {plan.device}, {plan.precision}, gradient checkpointing "
-        f"{'on' if plan.gradient_checkpointing else 'off'}",
-        f"kernels        {plan.kernels}",
+        f"hardware       {plan.device}, {plan.precision}",
         f"time           about {format_duration(plan.time.seconds)} ({plan.time.basis}), and about "
         f"{format_duration(plan.evaluation_seconds)} of evaluation",
         f"memory         {format_bytes(plan.memory.total)} at the peak: {plan.memory_rating or 'not rated'}",
     ]
+    kernels = [f"{'kernels' if i == 0 else '':<15}{part}" for i, part in enumerate(plan.kernels.split("; "))]
+    lines[5:5] = kernels if plan.kernels else []
     lines += [f"  {label:<32}{format_bytes(size):>12}" for label, size in plan.memory.breakdown()]
     lines += [f"corpus         {plan.corpus_note}"] if plan.corpus_note else []
     if plan.learning_rates:
