@@ -73,3 +73,44 @@ def test_the_model_page_memory_follows_the_batch_and_precision(qtbot, tmp_path, 
     qtbot.waitUntil(lambda: "CPT at 8 x 128 tokens" in page.info.text(), timeout=30_000)
     assert "full CPT at 8 x 128 tokens, fp32, checkpointing on: about" in page.info.text()
     assert "bf16" not in page.info.text()
+
+
+def test_speed_settings_are_set_from_the_summary_and_checked_on_this_machine(qtbot, tmp_path, tiny_model_dir,
+                                                                             monkeypatch):
+    """'Speed and memory…' edits config.system: a kernel this CPU cannot train with (FlexAttention
+    has no backward pass here) blocks Start with the fix; compile on shows in the summary and
+    in the plan's kernels lines."""
+    from PySide6.QtWidgets import QDialog
+
+    from cpt_studio.gui.pages import summary_page
+    from cpt_studio.gui.speed_dialog import SpeedDialog
+
+    choices = {}
+
+    class Chosen(SpeedDialog):
+        def exec(self):
+            for name, value in choices.items():
+                if name == "compile":
+                    self.compile.setChecked(value)
+                else:
+                    self.combos[name].setCurrentText(value)
+            return QDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(summary_page, "SpeedDialog", Chosen)
+    wizard = _wizard(qtbot, tiny_run_config(tiny_model_dir, tmp_path / "data"), tmp_path)
+    summary = _go_to(wizard, SummaryPage)
+    assert "Speed and memory: all automatic" in summary.summary.toPlainText()
+    start = wizard.button(wizard.WizardButton.FinishButton)
+    choices.update(attention="flex_attention")
+    summary.speed_button.click()
+    assert wizard.config.system.attention == "flex_attention"
+    qtbot.waitUntil(lambda: not start.isEnabled(), timeout=30_000)
+    assert "system.attention: FlexAttention has no backward pass on a CPU" in summary.problems.text()
+    choices.update(attention="auto", compile=True)
+    summary.speed_button.click()
+    qtbot.waitUntil(start.isEnabled, timeout=30_000)
+    assert "Speed and memory: compile on" in summary.summary.toPlainText()
+    with qtbot.waitSignal(summary.start_plan().finished, timeout=60_000):
+        pass
+    assert "torch.compile on" in summary.plan.text() and "AdamW fused" in summary.plan.text()
+    summary.grab().save(str(tmp_path / "summary.png"))

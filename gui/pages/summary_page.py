@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QDialog,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -25,6 +26,7 @@ from cpt_studio.core.recipe import learning_rates_text
 from ..job_progress import JobProgress
 from ..jobs import Job
 from ..setting_help import explain
+from ..speed_dialog import SpeedDialog, speed_words
 from .base import ConfigPage
 from .pending import wait_while
 
@@ -48,6 +50,10 @@ class SummaryPage(ConfigPage):
                                         toolTip="Short runs of this setup over a grid of replay ratios and "
                                         "learning rates, to see which trade-off to start")
         buttons.addWidget(self.sweep_button)
+        self.speed_button = QPushButton("Speed and memory…", clicked=self._on_speed, objectName="speed",
+                                        toolTip="Precision, attention kernel, gradient checkpointing, fused "
+                                        "kernels, torch.compile: automatic unless set here")
+        buttons.addWidget(self.speed_button)
         buttons.addStretch(1)
         self.progress = JobProgress()
         row = QHBoxLayout()
@@ -83,6 +89,15 @@ class SummaryPage(ConfigPage):
     def _on_sweep(self) -> None:
         self.commit()
         self.wizard().sweep_requested.emit(copy.deepcopy(self.config))
+
+    def _on_speed(self) -> None:
+        """The system settings in a dialog; a change is checked again and the plan asked anew."""
+        self.commit()
+        dialog = SpeedDialog(self.config.system, self)
+        if dialog.exec() != QDialog.DialogCode.Accepted or dialog.system() == self.config.system:
+            return
+        self.config.system = dialog.system()
+        self.load(self.config)  # the summary again, its plan asked anew, the checks run again
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
@@ -192,6 +207,7 @@ def describe(config: RunConfig) -> str:
         f"to {schedule.min_lr_ratio:.0%} of peak, {length}",
         *([f"Learning rate per group: {rates}"] if (rates := learning_rates_text(config)) else []),
         f"Batch: {batch.micro_batch} x {batch.grad_accum} sequences of {batch.seq_len} tokens per step",
+        f"Speed and memory: {speed_words(config.system)}",
         f"Evaluation every {config.eval.interval} steps; checkpoints every {config.checkpoints.interval}, "
         f"keeping {config.checkpoints.keep}",
         (f"Guard: roll back above {config.guard.threshold:.1%} forgetting, then {REMEDY_WORDS.get(config.guard.remedy, config.guard.remedy)} "
