@@ -34,7 +34,8 @@ PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 2
 def history_items(run: dict) -> list[QTableWidgetItem]:
     """The run's row of cells (COLUMNS), each holding the run's id (UserRole); a running
     run's progress cell also holds its fraction done (PROGRESS_ROLE, drawn as a bar); the
-    name and "from" cells tell the whole chain (base → CPT → SFT) in their tooltip."""
+    name and "from" cells tell the whole chain (base → CPT → SFT) in their tooltip, the state
+    cell the last status message (why a run stopped: the guard's reason, or its error)."""
     items = []
     chain = chain_text(run.get("chain") or [run])
     for column, (text, value) in zip(COLUMNS, history_cells(run), strict=True):
@@ -42,6 +43,8 @@ def history_items(run: dict) -> list[QTableWidgetItem]:
         item.setData(Qt.ItemDataRole.UserRole, run["id"])
         if column in ("name", "from"):
             item.setToolTip(chain)
+        if column == "state" and (run.get("error") or run.get("message")):
+            item.setToolTip(run.get("error") or run["message"])  # why it stopped or failed
         if column == "progress" and run["live_state"] == "running" and value is not None:
             item.setData(PROGRESS_ROLE, value)
         items.append(item)

@@ -153,3 +153,15 @@ def test_a_new_runs_longer_name_widens_its_column(qtbot, window, runs_root):
     qtbot.waitUntil(lambda: window.table.rowCount() == 5, timeout=10_000)
     assert window.table.columnWidth(j) > before
     assert window.table.horizontalHeader().stretchLastSection() and COLUMNS[-1] != "sweep"
+
+
+def test_the_state_cell_says_why_a_run_stopped(qapp):
+    from cpt_studio.gui.history_table import history_items
+
+    run = {"id": "x", "name": "pharma", "live_state": "stopped", "steps": 30, "total_steps": 100,
+           "config": {}, "started": None, "tokens": 0, "domain_gain": None, "forgetting": None,
+           "message": "stopped by the guard: forgetting 21.0% above 15.0% after 3 rollbacks"}
+    state = history_items(run)[COLUMNS.index("state")]
+    assert state.text() == "stopped" and state.toolTip() == run["message"]
+    failed = history_items({**run, "live_state": "failed", "error": "CUDA out of memory (exit code 1)"})
+    assert failed[COLUMNS.index("state")].toolTip() == "CUDA out of memory (exit code 1)"
