@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import socket
+import unittest.mock
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -224,11 +225,18 @@ def run_task(lm, name: str, manager, *, num_fewshot: int = 0, limit: int | None 
 def _harness(lm, name: str, manager, num_fewshot: int, limit: int | None) -> dict:
     """The one call into lm-eval's evaluator (tests count these calls)."""
     import lm_eval
+    import lm_eval.evaluator
 
-    return lm_eval.simple_evaluate(model=lm, tasks=[name], num_fewshot=num_fewshot, limit=limit,
-                                   task_manager=manager, log_samples=False,
-                                   bootstrap_iters=int(os.environ.get("CPT_STUDIO_BOOTSTRAP_ITERS", BOOTSTRAP_ITERS)),
-                                   verbosity="WARNING")
+    # After scoring, simple_evaluate records the environment (torch's collect_env: pip and
+    # nvidia-smi subprocesses, about 2 s a call on 2 cores) and the git commit of the working
+    # folder (`git describe`, whose "fatal: not a git repository" reached the log pane).
+    # Neither is read here and lm-eval has no switch for them: both are skipped for this call.
+    with unittest.mock.patch.object(lm_eval.evaluator, "add_env_info", lambda results: None), \
+            unittest.mock.patch.object(lm_eval.evaluator, "get_git_commit_hash", lambda: None):
+        return lm_eval.simple_evaluate(
+            model=lm, tasks=[name], num_fewshot=num_fewshot, limit=limit, task_manager=manager,
+            log_samples=False, verbosity="WARNING",
+            bootstrap_iters=int(os.environ.get("CPT_STUDIO_BOOTSTRAP_ITERS", BOOTSTRAP_ITERS)))
 
 
 def scores_from_results(results: dict, name: str, num_fewshot: int, limit: int | None) -> list[Score]:

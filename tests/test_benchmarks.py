@@ -143,20 +143,23 @@ def test_a_lora_checkpoint_evaluates(tmp_path, tiny_model_dir):
     assert (base, per_probe_base) != (trained, scores_by(outcome, 10, "probes_mc", "acc_norm")) or trained > 0
 
 
-def cli(*args, check=None):
+def cli(*args, check=None, cwd=None):
     import subprocess
     import sys
 
     done = subprocess.run([sys.executable, "-m", "cpt_studio.core.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, cwd=cwd)
     return done.returncode, done.stdout, done.stderr
 
 
 def test_cli_evaluate_and_report_with_exit_codes(fact_run):
     run_dir, probes = fact_run
-    code, out, err = cli("evaluate", run_dir, "--checkpoints", "20", "--probes", probes, "--limit", "3")
+    code, out, err = cli("evaluate", run_dir, "--checkpoints", "20", "--probes", probes, "--limit", "3",
+                         cwd=run_dir)  # outside any git repository, as a user's data folder is
     assert code == 0, err
     assert "[finished]" in out and "[2/4]" in out
+    log = next(run_dir.glob("logs/eval*.log")).read_text()
+    assert "not a git repository" not in err + log  # lm-eval's `git describe` is not run
     code, out, err = cli("report", run_dir)
     assert code == 0, err
     assert "| probes_mc | probe | acc |" in out and (run_dir / "report" / "scores.png").is_file()
