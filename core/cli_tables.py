@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .recommend import is_finite_number, is_number
+from .recommend import checkpoint_scores, is_finite_number, is_number, over_target
 from .store import (
     get_run,
     run_benchmarks,
@@ -131,8 +131,8 @@ def _recommended_lines(checkpoints: list[dict[str, Any]], target: float,
     best = next((c for c in checkpoints if c["recommended"]), None)
     front = sorted((c for c in checkpoints if c["pareto"]), key=lambda c: c["forgetting"])
     if best is None:
-        text = (f"none: no checkpoint forgets at most {target:.1%}" if checkpoints
-                else "none yet")
+        scores = checkpoint_scores(checkpoints)
+        text = f"none: {over_target(scores, target)}" if scores else "none yet"
     else:
         text = (f"step {best['step']} ({best['path']}): domain gain {_percent(best['domain_gain'])}, "
                 f"forgetting {_percent(best['forgetting'])}, within the {target:.1%} target")

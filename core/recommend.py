@@ -66,7 +66,7 @@ def recommendation(scores: Iterable[CheckpointScore], max_forgetting: float, *,
                          f"{drops[s.step][0] * 100:.1f} points (limit {max_drop * 100:g})"
                          for s in ruled_out)
     if best is None:
-        reason = (f"no checkpoint forgets at most {max_forgetting:.1%}" if not within
+        reason = (over_target(scores, max_forgetting) if not within
                   else "every checkpoint within the forgetting target drops a general benchmark")
         return None, reason + (f" ({excluded})" if excluded else "")
     checked = (f"; general benchmarks: worst drop {drops[best.step][0] * 100:.1f} points"
@@ -74,6 +74,16 @@ def recommendation(scores: Iterable[CheckpointScore], max_forgetting: float, *,
     reason = (f"largest domain gain ({best.domain_gain:.1%}) with forgetting {best.forgetting:.1%} "
               f"within the {max_forgetting:.1%} target{checked}")
     return best.step, reason + (f"; {excluded}" if excluded else "")
+
+
+def over_target(scores: list[CheckpointScore], max_forgetting: float) -> str:
+    """Why no checkpoint qualifies on forgetting, in words: each forgets more than the target
+    (and which forgets least), or none has been evaluated."""
+    if not scores:
+        return "no checkpoint has its forgetting measured yet"
+    least = min(scores, key=lambda s: (s.forgetting, s.step))
+    return (f"every checkpoint forgets more than the {max_forgetting:.1%} target (the least: step "
+            f"{least.step}, {least.forgetting:.1%})")
 
 
 def general_drops(rows: Iterable[Mapping[str, Any]]) -> dict[int, tuple[float, str]]:

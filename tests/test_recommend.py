@@ -87,7 +87,7 @@ def test_the_runs_own_target_decides(tmp_path):
     assert [c["step"] for c in store.run_checkpoints(db, run_id) if c["recommended"]] == [50]
     write_run(tmp_path / "strict", NUMBERS, target=0.001)
     text = cli_tables.format_run(db, store.index_run(db, tmp_path / "strict"))
-    assert "recommended       none: no checkpoint forgets at most 0.1%" in text
+    assert "recommended       none: every checkpoint forgets more than the 0.1% target (the least: step 10, 1.0%)" in text
 
 
 def test_an_older_store_gains_the_new_columns(tmp_path):
