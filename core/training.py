@@ -457,7 +457,7 @@ def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = 
     if problems:
         raise ValueError("; ".join(problems))
     hardware = resolve_hardware(config, checked.model_config)
-    log.info("kernels: %s", hardware.kernels_text())
+    events.emit("log", None, level="info", message=f"kernels: {hardware.kernels_text()}")
     distributed.start(hardware.device)
     torch.manual_seed(config.seed)  # LoRA's random A matrices start alike on every attempt
     events.emit("status", None, state="running", phase="loading",

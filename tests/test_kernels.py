@@ -194,6 +194,8 @@ def test_a_compiled_run_trains_as_the_plain_one(tiny_model_dir, tmp_path):
         run = create_run(config, tmp_path / f"runs-{compiled}")
         assert train(run) == "finished"
         losses.append([e["loss"] for e in events_of(run, "step")])
+        said = [e["message"] for e in events_of(run, "log") if e["message"].startswith("kernels: ")]
+        assert len(said) == 1 and f"torch.compile {'on' if compiled else 'off'}" in said[0]
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
     weights = next(run.glob("checkpoints/checkpoint-4/model.safetensors"))
     assert all(not name.startswith("_orig_mod") for name in safe_open(weights, "pt").keys())
