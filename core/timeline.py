@@ -25,6 +25,7 @@ from .events import (
     EvalEvent,
     Event,
     EventTail,
+    Phase,
     ProbeEvent,
     StatusEvent,
     StepEvent,
@@ -64,6 +65,9 @@ class RunTimeline:
         """Time of the last event."""
         self.last_progress: float | None = None
         """Time of the last event of the training run itself (RUN_PROGRESS)."""
+        self._earlier_attempts = 0.0
+        """Seconds the run's earlier attempts worked (first to last RUN_PROGRESS event of each)."""
+        self._attempt_started: float | None = None
 
     @classmethod
     def load(cls, path: Path) -> RunTimeline:
@@ -98,10 +102,29 @@ class RunTimeline:
             self.started = self.started or event.time
             self.updated = event.time
             if isinstance(event, RUN_PROGRESS):
+                self._attempt(event)
                 self.last_progress = event.time
         hook = getattr(self, f"on_{event.TYPE}", None)
         if hook is not None:
             hook(event)
+
+    def _attempt(self, event: Event) -> None:
+        """A worker starting (its 'loading' status) begins an attempt: the time since the
+        previous attempt's last event (stopped, waiting for Resume) is not the run's."""
+        starts = isinstance(event, StatusEvent) and event.phase == Phase.LOADING
+        if self._attempt_started is None:
+            self._attempt_started = event.time
+        elif starts and self.last_progress is not None:
+            self._earlier_attempts += self.last_progress - self._attempt_started
+            self._attempt_started = event.time
+
+    def elapsed(self, now: float | None = None) -> float:
+        """Seconds the run has worked, over all its attempts (the idle time between a stop and
+        its resume left out): up to `now` for a running run, else to its last own event."""
+        if self._attempt_started is None:
+            return 0.0
+        end = now if now is not None else self.last_progress
+        return self._earlier_attempts + max(end - self._attempt_started, 0.0)
 
     def on_resume(self, step: int) -> None:
         """Drop what an earlier attempt logged after `step`."""

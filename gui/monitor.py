@@ -348,8 +348,7 @@ class MonitorWindow(QWidget):
         step, speed = int(last["step"]), last["tokens_per_second"]
         self.progress.setRange(0, total)
         self.progress.setValue(step)
-        end = time.time() if state == "running" else self.series.last_time
-        elapsed = (end or time.time()) - (self.series.started or time.time())
+        elapsed = self.series.elapsed(time.time() if state == "running" else None)
         self.progress_text.setText(
             f"{'stopped at ' if stopped else ''}step {step:,} / {total:,}   tokens {int(last['tokens']):,}"
             f"{f' / {self.series.total_tokens:,}' if self.series.total_tokens else ''}   "

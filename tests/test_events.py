@@ -179,3 +179,22 @@ def test_a_bad_line_is_named_by_file_and_line_whichever_reader_meets_it(tmp_path
         tail.read()
     with pytest.raises(ValueError, match="line 3"):
         RunTimeline.load(path)
+
+
+def test_elapsed_leaves_out_the_wait_between_a_stop_and_its_resume():
+    """Two attempts: 0-21 s (stopped at 21), then the user resumes at 1000 s and it works until
+    1010 s: 31 s of training, not 1010; while running, counted up to now."""
+    from cpt_studio.core.events import parse_event
+
+    timeline = RunTimeline()
+    assert timeline.elapsed() == 0.0
+    timeline.feed(parse_event(e) for e in [
+        {"type": "status", "time": 0.0, "state": "running", "phase": "loading"},
+        {"type": "step", "time": 10.0, "step": 1, "loss": 3.0},
+        {"type": "step", "time": 20.0, "step": 2, "loss": 2.9},
+        {"type": "status", "time": 21.0, "state": "stopped"},
+        {"type": "status", "time": 1000.0, "state": "running", "phase": "loading", "resumed_from": 2},
+        {"type": "step", "time": 1010.0, "step": 3, "loss": 2.8},
+    ])
+    assert timeline.elapsed() == 31.0
+    assert timeline.elapsed(now=1015.0) == 36.0
