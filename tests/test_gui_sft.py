@@ -96,6 +96,9 @@ def test_instruction_tune_from_a_checkpoint_starts_a_chained_run_and_the_history
     summary = wizard.currentPage()
     assert "Starts from: step 2 of the run" in summary.summary.toPlainText()
     assert summary.plan.text() == "" and summary.sweep_button.isHidden()  # no CPT estimate or sweep here
+    text = summary.summary.toPlainText()  # nor CPT's tokenizer extension and document separator
+    assert "Tokenizer extension" not in text and "Documents separated by" not in text
+    assert summary.separator.isHidden()
     with qtbot.waitSignal(wizard.run_started, timeout=60_000) as started:
         wizard.accept()
     child = Path(started.args[0])

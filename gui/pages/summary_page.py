@@ -59,7 +59,8 @@ class SummaryPage(ConfigPage):
         row = QHBoxLayout()
         row.addWidget(QLabel("Run name:"))
         row.addWidget(self.name)
-        row.addWidget(QLabel("Document separator:"))
+        self.separator_label = QLabel("Document separator:")
+        row.addWidget(self.separator_label)
         row.addWidget(self.separator)
         self.layout_.addLayout(row)
         self.layout_.addWidget(self.summary)
@@ -79,6 +80,8 @@ class SummaryPage(ConfigPage):
         cpt = config.stage != "sft"  # the plan counts a domain corpus; a sweep varies CPT's replay
         self.estimate_button.setVisible(cpt)
         self.sweep_button.setVisible(cpt)
+        self.separator.setVisible(cpt)
+        self.separator_label.setVisible(cpt)
         problems = config.validate()
         self.show_problems(problems)
         self.plan.setText("" if problems or not cpt else "Press 'Estimate time and memory' for the plan "
@@ -199,8 +202,9 @@ def describe(config: RunConfig) -> str:
         data,
         f"General corpus: {', '.join(s.path for s in corpus.general) or '(none)'}",
         f"Replay: {corpus.replay_ratio:.1%} of every step; held out: {config.eval.heldout_fraction:.1%} of each corpus",
-        f"Tokenizer extension: {'on' if config.tokenizer.extend else 'off'}",
-        f"Documents separated by: {corpus.separator or 'the tokenizer end-of-text token (the plan names it)'}",
+        *([] if sft else [  # an SFT run keeps its parent's tokenizer and formats examples by template
+            f"Tokenizer extension: {'on' if config.tokenizer.extend else 'off'}",
+            f"Documents separated by: {corpus.separator or 'the tokenizer end-of-text token (the plan names it)'}"]),
         f"Method: {lora}; " + (f"EWC strength {config.ewc.strength:g} on {config.ewc.group}"
                                 if config.ewc.enabled else "no EWC"),
         f"Schedule: peak LR {schedule.peak_lr:g}, warmup {schedule.warmup_ratio:.1%}, {schedule.decay} "
