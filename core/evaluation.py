@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed
-from .packing import IGNORE_INDEX, PackedSequences, span_lengths
+from .packing import IGNORE_INDEX, PackedSequences, collate_rows, flat_rows, span_lengths
 from .progress import Progress, tick
 from .tokenstore import TokenStore
 
@@ -159,9 +159,8 @@ def heldout_perplexity(model, rows: torch.utils.data.Dataset, batch_size: int = 
 
 
 def _batch_nll(model, batch: list[dict], device, autocast_dtype) -> tuple[float, int]:
-    input_ids = torch.stack([row["input_ids"] for row in batch]).to(device)
-    position_ids = torch.stack([row["position_ids"] for row in batch]).to(device)
-    labels = torch.stack([row["labels"] for row in batch]).to(device)
+    rows = collate_rows(batch, flat=flat_rows(model))  # flash kernels: one row, documents apart
+    input_ids, position_ids, labels = (rows[key].to(device) for key in ("input_ids", "position_ids", "labels"))
     autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext())
     with autocast:
         logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits

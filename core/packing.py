@@ -22,6 +22,12 @@ from .tokenstore import TokenStore
 
 IGNORE_INDEX = -100
 
+FLAT_ROW_KERNELS = ("flash_attention_2", "flash_attention_3")
+"""Kernels that keep packed documents apart only in a batch of one row: transformers reads
+the documents' bounds (cu_seqlens) from position ids only when batch_size == 1
+(modeling_flash_attention_utils._is_packed_sequence), so their batches are flattened
+(collate_rows)."""
+
 
 class PackedSequences(torch.utils.data.Dataset):
     """Row i of the packed stream: input_ids, labels and position_ids, each of seq_len."""
@@ -107,7 +113,7 @@ def span_lengths(store: TokenStore, doc_ids: np.ndarray, with_bos: bool) -> np.n
 def collate_rows(rows: list[dict[str, torch.Tensor]], *, flat: bool = False) -> dict[str, torch.Tensor]:
     """A batch of packed rows: each field stacked to (batch, seq_len); with `flat`, laid end
     to end in one row of (1, batch x seq_len) for the kernels that keep documents apart only
-    in a batch of one row (recipe.FLAT_ROW_KERNELS: flash attention reads the documents'
+    in a batch of one row (FLAT_ROW_KERNELS: flash attention reads the documents'
     bounds from position ids only then). Flat, each row's first label becomes -100: it was
     never a target (a row's first token has nothing before it to predict it from) and must
     not become the target of the previous row's last token; the loss and the count of
@@ -122,3 +128,9 @@ def collate_rows(rows: list[dict[str, torch.Tensor]], *, flat: bool = False) -> 
         batch["labels"] = batch["labels"].clone()
         batch["labels"][:, 0] = IGNORE_INDEX
     return {key: value.reshape(1, -1) for key, value in batch.items()}
+
+
+def flat_rows(model) -> bool:
+    """Whether `model` (loaded, or a peft model around one) runs a kernel of FLAT_ROW_KERNELS,
+    whose batches must be one row (collate_rows(flat=True))."""
+    return getattr(model.config, "_attn_implementation", None) in FLAT_ROW_KERNELS

@@ -93,13 +93,6 @@ def resolve_hardware(config: RunConfig, model_config=None) -> Hardware:
 FUSED_ADAMW = "fused" in inspect.signature(torch.optim.AdamW).parameters
 """Whether this torch's AdamW has its fused kernel (CPU and CUDA from torch 2.4)."""
 
-FLAT_ROW_KERNELS = ("flash_attention_2", "flash_attention_3")
-"""Kernels that keep packed documents apart only in a batch of one row: transformers reads
-the documents' bounds (cu_seqlens) from position ids only when batch_size == 1
-(modeling_flash_attention_utils._is_packed_sequence), so their batches are flattened
-(cpt_studio.core.packing.collate_rows)."""
-
-
 def choose_attention(setting: str, cuda: bool, model=None) -> tuple[str, str]:
     """(kernel, why) for system.attention `setting` on this machine, for `model` (an instance
     or meta model of the architecture; None: assume it supports every kernel). 'auto' on CUDA:

@@ -48,10 +48,9 @@ from .guard import (
 )
 from .mixing import MixingSampler, ReplayMixer
 from .models import load_model_and_tokenizer
-from .packing import collate_rows
+from .packing import FLAT_ROW_KERNELS, collate_rows
 from .preflight import require
 from .recipe import (
-    FLAT_ROW_KERNELS,
     Hardware,
     accumulation_per_process,
     apply_method,

@@ -199,3 +199,24 @@ def test_a_compiled_run_trains_as_the_plain_one(tiny_model_dir, tmp_path):
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
     weights = next(run.glob("checkpoints/checkpoint-4/model.safetensors"))
     assert all(not name.startswith("_orig_mod") for name in safe_open(weights, "pt").keys())
+
+
+def test_held_out_perplexity_is_the_same_on_flattened_batches(tiny_model_dir, tmp_path, monkeypatch):
+    """The evaluation flattens its batches for the flash kernels (packing.flat_rows): forced here
+    on SDPA, the perplexity and the count of scored tokens are those of stacked batches."""
+    from transformers import AutoTokenizer
+
+    from cpt_studio.core import evaluation
+    from cpt_studio.core.corpus import SourceSpec
+    from cpt_studio.core.testing.corpus_files import make_documents, write_jsonl
+    from cpt_studio.core.tokenstore import prepare
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    store = prepare([SourceSpec(str(write_jsonl(tmp_path / "d.jsonl", make_documents(12, seed=3))))], tokenizer)
+    rows = evaluation.heldout_rows(store, np.arange(12), 64, tokenizer.eos_token_id, max_tokens=2_000)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
+    stacked = evaluation.heldout_perplexity(model, rows, batch_size=4)
+    monkeypatch.setattr(evaluation, "flat_rows", lambda model: True)
+    flat = evaluation.heldout_perplexity(model, rows, batch_size=4)
+    assert flat.tokens == stacked.tokens and len(rows) > 4
+    assert flat.loss == pytest.approx(stacked.loss, rel=1e-6)
