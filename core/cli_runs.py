@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .config import RunConfig
+from .estimate import mfu_words
 from .events import (
     CheckpointEvent,
     EvalEvent,
@@ -142,7 +143,7 @@ class ProgressPrinter(RunTimeline):
         self.last_line = time.monotonic()
         total = f"/{self.total_steps}" if self.total_steps else ""
         print(f"  step {event.step}{total}  loss {event.loss:.4f}  lr {event.lr or 0:.3g}  "
-              f"{event.tokens_per_second or 0:,.0f} tokens/s", flush=True)
+              f"{event.tokens_per_second or 0:,.0f} tokens/s{mfu_words(event.mfu)}", flush=True)
 
     def on_checkpoint(self, event: CheckpointEvent) -> None:
         print(f"  checkpoint saved: {event.path}")

@@ -344,6 +344,11 @@ def estimate_eval_time(*, tokens: int, training: TimeEstimate, method: str = "fu
 
 # --- words -------------------------------------------------------------------------------
 
+def mfu_words(mfu: float | None) -> str:
+    """"   41% MFU" after a speed, or nothing where it is unknown (None, NaN)."""
+    return f"   {mfu:.0%} MFU" if mfu is not None and math.isfinite(mfu) else ""
+
+
 def format_bytes(n: int | float) -> str:
     """Binary units with one decimal: 512 B, 1.5 KiB, 1.2 GiB."""
     _check(n >= 0, f"a size cannot be negative (got {n})")

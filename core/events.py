@@ -125,6 +125,10 @@ class StepEvent(Event):
     tokens: int | None = None
     """Training tokens seen up to this step (all processes)."""
     tokens_per_second: float | None = None
+    mfu: float | None = None
+    """Model FLOPs utilisation, 0-1: tokens/s x the model's training FLOPs per token / the peak
+    of all the run's GPUs (cpt_studio.core.estimate.model_flops_utilisation); None where the
+    peak is unknown (a CPU, or a GPU not in estimate.GPU_PEAK_TFLOPS without system.peak_tflops)."""
     replay_fraction: float | None = None
     """Share of this step's sequences drawn from the general corpus."""
     ewc_penalty: float | None = None

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import RunConfig
-from .estimate import TIGHT_FRACTION, MemoryEstimate, estimate_memory, format_bytes, gpu_peak_flops
+from .estimate import (
+    TIGHT_FRACTION,
+    MemoryEstimate,
+    estimate_memory,
+    format_bytes,
+    gpu_peak_flops,
+    training_flops_per_token,
+)
 from .ewc import embedding_names, in_group
 from .hf_imports import transformers_names
 from .tokenizer_ext import lora_token_rows
@@ -217,6 +224,15 @@ def memory_estimate(config: RunConfig, model_config, hardware: Hardware, paramet
         seq_len=config.batch.seq_len, precision=hardware.precision, method=config.method.kind,
         gradient_checkpointing=hardware.gradient_checkpointing, device=hardware.device,
         eager_attention=hardware.attention == "eager", ewc=config.ewc.enabled, ewc_params=ewc_params)
+
+
+def flops_per_token(model, config: RunConfig) -> float:
+    """Training FLOPs per token of `model` (whole, before any sharding) trained by the config's
+    method at its sequence length (estimate.training_flops_per_token: PaLM's model FLOPs)."""
+    text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return training_flops_per_token(parameters=sum(p.numel() for p in model.parameters()),
+                                    method=config.method.kind, num_layers=text.num_hidden_layers,
+                                    hidden_size=text.hidden_size, seq_len=config.batch.seq_len)
 
 
 def cuda_devices() -> int:

@@ -33,6 +33,7 @@ from . import distributed
 from .config import RunConfig
 from .data import RunData, evaluation_sets, prepare_run_data
 from .disk import DiskFullError, disk_full_as_error, folder_size, require_free_space
+from .estimate import model_flops_utilisation
 from .evaljob import probe_live, write_run_probes
 from .evaluation import EvalSet, measure_sets, set_changes
 from .events import EvalEvent, EventWriter, SilentEventWriter, StepEvent
@@ -54,6 +55,7 @@ from .recipe import (
     Hardware,
     accumulation_per_process,
     apply_method,
+    flops_per_token,
     group_rates,
     optimizer_steps,
     resolve_hardware,
@@ -259,8 +261,10 @@ class RunMonitor(TrainerCallback):
                  eval_sets: dict[str, EvalSet],
                  mixer: ReplayMixer, hardware: Hardware, total_steps: int, *,
                  guard_state: GuardState | None = None, ewc: EwcPenalty | None = None,
-                 resuming: bool = False, probe_tasks: list[str] = ()):
+                 resuming: bool = False, probe_tasks: list[str] = (), flops_per_token: float = 0.0):
+        """`flops_per_token`: the model's training FLOPs per token, for the MFU of each step."""
         self.config, self.events, self.paths, self.eval_sets = config, events, paths, eval_sets
+        self.flops_per_token = flops_per_token
         self.probe_tasks = list(probe_tasks)
         self.mixer, self.hardware, self.total_steps = mixer, hardware, total_steps
         self.tokens_per_step = mixer.seqs_per_step * config.batch.seq_len
@@ -402,9 +406,12 @@ class RunMonitor(TrainerCallback):
             general = self.mixer.general_in(step - 1) if step else 0
             extra = {"ewc_penalty": float(self.ewc.last_penalty)} if self.ewc else {}
             extra.update(self._group_rates)
+            speed = self.tokens_per_step / max(self._train_seconds, 1e-9)
+            peak = self.hardware.peak_flops and self.hardware.peak_flops * distributed.world_size()
             self.events.emit("step", step, loss=logs["loss"], lr=logs.get("learning_rate"),
                              grad_norm=logs.get("grad_norm"), tokens=step * self.tokens_per_step,
-                             tokens_per_second=self.tokens_per_step / max(self._train_seconds, 1e-9),
+                             tokens_per_second=speed,
+                             mfu=model_flops_utilisation(speed, self.flops_per_token, peak),
                              replay_fraction=general / self.mixer.seqs_per_step, **extra)
         # Logging comes after on_step_end's evaluation and before the step's checkpoint is
         # saved: the place to decide (on the main process; every rank follows it).
@@ -457,6 +464,9 @@ def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = 
         raise ValueError("; ".join(problems))
     hardware = resolve_hardware(config, checked.model_config)
     events.emit("log", None, level="info", message=f"kernels: {hardware.kernels_text()}")
+    if hardware.device == "cuda" and hardware.peak_flops is None:
+        events.emit("log", None, level="info", message=f"MFU is not shown: the peak of {hardware.gpu_name} is not "
+                    "known here; set system.peak_tflops to its dense bf16 TFLOP/s from its datasheet")
     distributed.start(hardware.device)
     torch.manual_seed(config.seed)  # LoRA's random A matrices start alike on every attempt
     events.emit("status", None, state="running", phase="loading",
@@ -626,7 +636,7 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
     penalty = EwcPenalty(model, ewc, config.ewc.strength) if ewc is not None else None
     monitor = RunMonitor(config, events, paths, eval_sets, mixer, hardware, total_steps,
                          guard_state=guard_state, ewc=penalty, resuming=resuming,
-                         probe_tasks=probe_tasks)
+                         probe_tasks=probe_tasks, flops_per_token=flops_per_token(model, config))
     args = training_arguments(config, hardware, paths, total_steps, guard_state)
     return CPTTrainer(model=model, args=args,
                       train_dataset=data.dataset,

@@ -538,6 +538,8 @@ class RunCharts(pg.GraphicsLayoutWidget):
         if np.isfinite(steps["grad_norm"].values[i]):
             parts.append(f"grad norm {steps['grad_norm'].values[i]:.3g}")
         parts.append(f"{steps['tokens_per_second'].values[i]:,.0f} tokens/s")
+        if np.isfinite(steps["mfu"].values[i]):
+            parts.append(f"{steps['mfu'].values[i]:.0%} MFU")
         parts += self._eval_readout(step)
         for key, table in self.series.probes.items():  # the last probe score up to this step
             k = int(np.searchsorted(table["step"].values, step, side="right")) - 1

@@ -40,7 +40,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from cpt_studio.core.estimate import format_duration
+from cpt_studio.core.estimate import format_duration, mfu_words
 from cpt_studio.core.events import Event, EventsFileError, EventTail, Phase, State, StatusEvent
 from cpt_studio.core.failure import NOT_RESUMABLE_TIP, Failure, failure_of
 from cpt_studio.core.run_folder import RunPaths
@@ -158,7 +158,10 @@ class MonitorWindow(QWidget):
         splitter.setSizes([700, 150])
         layout = QVBoxLayout(self)
         layout.addLayout(self._header())
-        layout.addWidget(self.progress)
+        progress = QHBoxLayout()  # the figures beside the bar: the buttons' row has no room for them
+        progress.addWidget(self.progress, 1)
+        progress.addWidget(self.progress_text, 3)
+        layout.addLayout(progress)
         layout.addWidget(self.failure_box)
         layout.addWidget(self.read_error)
         layout.addWidget(self.evaluation)
@@ -211,9 +214,8 @@ class MonitorWindow(QWidget):
         folder = QPushButton("Open folder", clicked=lambda: QDesktopServices.openUrl(
             QUrl.fromLocalFile(str(self.paths.root))))
         row = QHBoxLayout()
-        for widget in (self.phase, self.progress_text):
-            row.addWidget(widget)
-        row.setStretchFactor(self.progress_text, 1)  # the free room goes to the progress text
+        row.addWidget(self.phase)
+        row.addStretch(1)
         for widget in (QLabel("x-axis:"), self.x_axis, self.stop_button, self.resume_button,
                        self.evaluate_button, self.new_run_button, self.sft_button, folder):
             row.addWidget(widget)
@@ -352,8 +354,8 @@ class MonitorWindow(QWidget):
         self.progress_text.setText(
             f"{'stopped at ' if stopped else ''}step {step:,} / {total:,}   tokens {int(last['tokens']):,}"
             f"{f' / {self.series.total_tokens:,}' if self.series.total_tokens else ''}   "
-            f"{step / total:.0%}   elapsed {format_duration(elapsed)}"
-            f"{self._eta(state, step, total, last)}   {speed:,.0f} tokens/s")
+            f"elapsed {format_duration(elapsed)}"
+            f"{self._eta(state, step, total, last)}   {speed:,.0f} tokens/s{mfu_words(last.get('mfu'))}")
         self.progress_text.setToolTip(self.progress_text.text())  # all of it, when the window cuts it
 
     def _eta(self, state: str | None, step: int, total: int, last: dict) -> str:

@@ -23,7 +23,7 @@ from cpt_studio.core.events import (
 )
 from cpt_studio.core.timeline import RunTimeline
 
-STEP_FIELDS = ("step", "tokens", "time", "loss", "lr", "grad_norm", "tokens_per_second",
+STEP_FIELDS = ("step", "tokens", "time", "loss", "lr", "grad_norm", "tokens_per_second", "mfu",
                "replay_fraction", "ewc_penalty", "embedding_lr", "new_token_lr")
 EVAL_FIELDS = ("step", "tokens", "time", "domain_ppl", "general_ppl", "forgetting", "domain_gain")
 PROBE_FIELDS = ("step", "value")

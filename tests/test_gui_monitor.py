@@ -150,7 +150,7 @@ def test_the_readout_gives_every_chart_at_the_step_with_wall_time_forgetting_and
     assert text == window.readout.text()
     for part in ("step 80", f"tokens {80 * 4096:,}", "wall ", f"loss {steps['loss'].values[i]:.4f}",
                  f"smoothed {smooth[i]:.4f}", "lr 2e-05", f"grad norm {steps['grad_norm'].values[i]:.3g}",
-                 "tokens/s", "domain ppl", "general ppl", "(eval at step 80)", "forgetting +6.4%",
+                 "tokens/s", "41% MFU", "domain ppl", "general ppl", "(eval at step 80)", "forgetting +6.4%",
                  "checkpoint saved"):
         assert part in text, part
     assert np.allclose(window.charts.curves["ema"].yData, smooth)
@@ -289,3 +289,10 @@ def test_the_lr_chart_draws_and_names_each_group_with_its_own_rate(qtbot, tmp_pa
     x, _ = plain.charts.curves["embedding_lr"].getData()
     assert x is None or len(x) == 0
     assert "other weights" not in plain.charts.plots["lr"].titleLabel.text
+
+
+def test_the_header_shows_mfu_where_the_peak_is_known_and_nothing_where_not(qtbot, tmp_path):
+    window = open_monitor(qtbot, write_monitor_run(tmp_path / "gpu", steps=30, end="running"))
+    assert window.progress_text.text().endswith("tokens/s   41% MFU")
+    window = open_monitor(qtbot, write_monitor_run(tmp_path / "cpu", steps=30, end="running", mfu=False))
+    assert window.progress_text.text().endswith("tokens/s") and "MFU" not in window.charts.move_crosshair(20)

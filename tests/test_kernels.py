@@ -190,10 +190,15 @@ def test_a_compiled_run_trains_as_the_plain_one(tiny_model_dir, tmp_path):
     for compiled in (False, True):
         config = tiny_run_config(tiny_model_dir, tmp_path / "data")
         config.system.compile = compiled
+        config.system.peak_tflops = 0.01  # a peak for this CPU: each step's MFU is then known
         config.schedule.max_steps, config.eval.interval, config.checkpoints.interval = 4, 4, 4
         run = create_run(config, tmp_path / f"runs-{compiled}")
         assert train(run) == "finished"
-        losses.append([e["loss"] for e in events_of(run, "step")])
+        steps = events_of(run, "step")
+        losses.append([e["loss"] for e in steps])
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        per_token = 6 * model.num_parameters() + 12 * 2 * 64 * 64  # 6N + 12 x layers x hidden x seq_len
+        assert [e["mfu"] for e in steps] == pytest.approx([e["tokens_per_second"] * per_token / 1e10 for e in steps])
         said = [e["message"] for e in events_of(run, "log") if e["message"].startswith("kernels: ")]
         assert len(said) == 1 and f"torch.compile {'on' if compiled else 'off'}" in said[0]
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)

@@ -36,13 +36,14 @@ def monitor_config(name: str, **sections) -> dict:
 
 def write_monitor_run(folder: Path, steps: int = 120, end: str = "finished",
                       error: BaseException | None = None, config: dict | None = None,
-                      total_steps: int | None = None) -> Path:
+                      total_steps: int | None = None, mfu: bool = True) -> Path:
     """A run folder: config.json (monitor_config unless `config`), the step-0 baseline, a step
     event per step with loss, lr and grad norm, an evaluation every EVAL_EVERY steps, a
     checkpoint every CHECKPOINT_EVERY; when `steps` passes ROLLBACK_AT, a guard rollback there
     and a resume from ROLLED_BACK_TO, after which the steps are logged again. `end`: "running"
     (no final status), "finished", "stopped", or "failed" (the worker's record of `error`,
-    cpt_studio.core.worker.record_failure)."""
+    cpt_studio.core.worker.record_failure). `mfu`: the step events carry an MFU (a GPU whose peak
+    is known), else not (a CPU, or a run logged before the field existed)."""
     from cpt_studio.core.worker import record_failure
 
     paths = RunPaths(folder)
@@ -55,7 +56,7 @@ def write_monitor_run(folder: Path, steps: int = 120, end: str = "finished",
     out.emit("eval", 0, baseline=True, tokens=0, domain_ppl=30.0, general_ppl=10.0)
     step = 1
     while step <= steps:
-        _step(out, step)
+        _step(out, step, mfu)
         if step == ROLLBACK_AT and ROLLBACK_AT < steps and not _rolled_back(paths):
             out.emit("guard", step, reason="forgetting", action="rollback", forgetting=0.16, threshold=0.15,
                      rolled_back_to=ROLLED_BACK_TO, message="forgetting 16% above 15%: rolled back to step 40")
@@ -79,11 +80,12 @@ def _rolled_back(paths: RunPaths) -> bool:
     return '"resumed_from"' in paths.events.read_text()
 
 
-def _step(out: EventWriter, step: int) -> None:
+def _step(out: EventWriter, step: int, mfu: bool = True) -> None:
     tokens = step * TOKENS_PER_STEP
     loss = 2.2 + math.exp(-step / 30) + 0.08 * math.sin(step * 1.7)
     out.emit("step", step, tokens=tokens, loss=loss, lr=2e-5 * min(1.0, step / 10),
-             grad_norm=0.6 + 0.3 * math.cos(step / 5), tokens_per_second=5200.0 + 40 * math.sin(step))
+             grad_norm=0.6 + 0.3 * math.cos(step / 5), tokens_per_second=5200.0 + 40 * math.sin(step),
+             mfu=0.41 + 0.003 * math.sin(step) if mfu else None)
     if step % EVAL_EVERY == 0:
         forgetting = 0.001 * step if step <= ROLLBACK_AT else 0.0008 * step
         out.emit("eval", step, tokens=tokens, domain_ppl=30.0 * (1 - 0.002 * step),
