@@ -309,11 +309,12 @@ class TimeEstimate:
 
 def estimate_time(
     *, tokens: int, tokens_per_second: float | None, device: str, parameters: int,
-    method: str = "full", peak_flops: float | None = None, gpu: str = "",
+    method: str = "full", peak_flops: float | None = None, gpu: str = "", basis: str = "measured by a probe",
 ) -> TimeEstimate:
     """Time to train ``tokens`` tokens: at the measured speed when given (a probe), else at
     the speed the FLOPs rule gives for ``parameters`` trained by ``method`` on ``device``
-    (TRAINING_FLOPS: LoRA skips the frozen weights' gradients): on a GPU, CUDA_MFU of
+    (TRAINING_FLOPS: LoRA skips the frozen weights' gradients): `basis` says where a given speed
+    came from (a probe, a measurement: cpt_studio.core.throughput). On a GPU, CUDA_MFU of
     `peak_flops` (gpu_peak_flops of the card named `gpu`), or of CUDA_PEAK_FLOPS when unknown."""
     _check(tokens >= 0, f"tokens must not be negative (got {tokens})")
     _check(parameters > 0, f"parameters must be positive (got {parameters})")
@@ -321,15 +322,14 @@ def estimate_time(
     _check(method in METHODS, f"method must be one of {', '.join(METHODS)}")
     if tokens_per_second is not None:
         _check(tokens_per_second > 0, f"tokens_per_second must be positive (got {tokens_per_second})")
-        return TimeEstimate(tokens / tokens_per_second, float(tokens_per_second), False,
-                            "measured by a probe")
+        return TimeEstimate(tokens / tokens_per_second, float(tokens_per_second), False, basis)
     peak = peak_flops or CUDA_PEAK_FLOPS
     flops = CPU_FLOPS if device == "cpu" else peak * CUDA_MFU
     speed = flops / (TRAINING_FLOPS[method] * parameters)
     where = ("on 2 CPU cores" if device == "cpu"
              else f"on {gpu or 'a GPU'} at {CUDA_MFU:.0%} of {peak / 1e12:.0f} TFLOP/s bf16")
     how = "full-parameter" if method == "full" else "with LoRA (frozen base)"
-    basis = f"assumed {_speed_words(speed)} tokens/s: a {_params_words(parameters)} model {how} {where}"
+    basis = f"assumed {_speed_words(speed)} tokens/s: a {params_words(parameters)} model {how} {where}"
     return TimeEstimate(tokens / speed, speed, True, basis)
 
 
@@ -392,7 +392,7 @@ def _speed_words(speed: float) -> str:
     return f"{speed:.2g}" if speed < 10 else f"{speed:.0f}"
 
 
-def _params_words(parameters: int) -> str:
+def params_words(parameters: int) -> str:
     """134,515,008 -> "135M"; 7,241,732,096 -> "7.2B"."""
     if parameters >= 1e9:
         return f"{parameters / 1e9:.1f}B"

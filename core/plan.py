@@ -28,6 +28,7 @@ from .estimate import (
     estimate_time,
     format_bytes,
     format_duration,
+    model_flops_utilisation,
 )
 from .events import ProgressCallback
 from .hf_imports import transformers_names
@@ -36,6 +37,8 @@ from .preflight import RunSize, device_memory, memory_words, require, run_warnin
 from .progress import Progress, tick
 from .recipe import (
     apply_method,
+    device_label,
+    flops_per_token,
     learning_rates_text,
     memory_estimate,
     meta_model,
@@ -46,6 +49,7 @@ from .recipe import (
     sequences_per_step,
 )
 from .stats import corpus_stats
+from .throughput import Measurement, closest, record
 
 # transformers is imported inside the functions that use it: it takes seconds to import, and
 # the desktop app imports this module when it starts (the wizard's schedule and summary pages).
@@ -106,11 +110,13 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | No
     steps = optimizer_steps(config, domain_rows, general is not None)
     per_step = sequences_per_step(config)
     tokens_per_step = per_step * config.batch.seq_len
-    parameters, trainable, ewc_params = _parameter_counts(model_config, config)
+    meta = meta_model(model_config, config)
+    parameters, trainable, ewc_params = parameter_counts(meta, config)
     memory = memory_estimate(config, model_config, hardware, parameters, trainable, ewc_params)
-    speed = probe_speed(config, probe_steps) if probe_steps else None
-    estimate = estimate_time(tokens=steps * tokens_per_step, tokens_per_second=speed,
-                             device=hardware.device, parameters=parameters, method=config.method.kind)
+    speed, basis = _speed(config, hardware, meta, parameters, probe_steps)
+    estimate = estimate_time(tokens=steps * tokens_per_step, tokens_per_second=speed, basis=basis,
+                             device=hardware.device, parameters=parameters, method=config.method.kind,
+                             peak_flops=hardware.peak_flops, gpu=hardware.gpu_name)
     evaluations = evaluation_count(config, steps)
     eval_seconds = evaluations * estimate_eval_time(
         tokens=_eval_tokens(config, tokenizer, domain, general), training=estimate, method=config.method.kind)
@@ -164,9 +170,23 @@ def _heldout_share(config: RunConfig, documents: int) -> float:
     return config.eval.heldout_fraction
 
 
-def _parameter_counts(model_config, config: RunConfig) -> tuple[int, int, int | None]:
-    """recipe.parameter_counts of the model built on the meta device."""
-    return parameter_counts(meta_model(model_config, config), config)
+def _speed(config: RunConfig, hardware, meta, parameters: int, probe_steps: int) -> tuple[float | None, str]:
+    """(tokens/s, where it came from) for the plan: a probe's now (`probe_steps` > 0, recorded for
+    later plans), else the closest measurement of this device and method carried over to this
+    model (cpt_studio.core.throughput), else (None, ""): the rule of thumb."""
+    per_token = flops_per_token(meta, config)
+    device = device_label(hardware, config.system.processes)
+    if probe_steps:
+        speed = probe_speed(config, probe_steps)
+        record(Measurement(device, config.method.kind, parameters, per_token, speed, "probe",
+                           config.batch.seq_len, config.batch.micro_batch, hardware.precision,
+                           hardware.attention, model_flops_utilisation(speed, per_token, hardware.peak_flops)))
+        return speed, "measured by a probe just now (remembered for later plans on this machine)"
+    found = closest(device=device, method=config.method.kind, parameters=parameters)
+    if found is None:
+        return None, ""
+    speed = found.achieved_flops / per_token
+    return speed, f"{found.words()}; carried over to this model: {speed:,.0f} tokens/s"
 
 
 def probe_speed(config: RunConfig, steps: int = 3) -> float:
@@ -177,7 +197,8 @@ def probe_speed(config: RunConfig, steps: int = 3) -> float:
                                         trust_remote_code=config.model.trust_remote_code,
                                         allow_pickle=config.model.allow_pickle)
     model = apply_method(model, config).to(hardware.device).train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6,
+                                  fused=hardware.optimizer.endswith("fused") or None)  # as the run's
     shape = (config.batch.micro_batch, config.batch.seq_len)
     ids = torch.randint(0, model.config.vocab_size, shape, device=hardware.device)
     elapsed = 0.0

@@ -235,6 +235,12 @@ def flops_per_token(model, config: RunConfig) -> float:
                                     hidden_size=text.hidden_size, seq_len=config.batch.seq_len)
 
 
+def device_label(hardware: Hardware, processes: int = 1) -> str:
+    """The device a speed is measured on: the GPU's name (with "N x " for N processes) or "cpu"."""
+    name = hardware.gpu_name or "cpu"
+    return f"{processes} x {name}" if processes > 1 else name
+
+
 def cuda_devices() -> int:
     """The CUDA GPUs this machine offers (0 without CUDA): a run can train on up to that many
     processes here (system.processes)."""

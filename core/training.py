@@ -55,6 +55,7 @@ from .recipe import (
     Hardware,
     accumulation_per_process,
     apply_method,
+    device_label,
     flops_per_token,
     group_rates,
     optimizer_steps,
@@ -74,6 +75,7 @@ from .run_folder import (
     list_checkpoints,
 )
 from .sft_run import prepare_sft_data
+from .throughput import Measurement, record
 from .timeline import RunTimeline
 from .tokenizer_ext import extend_for_run
 
@@ -261,10 +263,14 @@ class RunMonitor(TrainerCallback):
                  eval_sets: dict[str, EvalSet],
                  mixer: ReplayMixer, hardware: Hardware, total_steps: int, *,
                  guard_state: GuardState | None = None, ewc: EwcPenalty | None = None,
-                 resuming: bool = False, probe_tasks: list[str] = (), flops_per_token: float = 0.0):
-        """`flops_per_token`: the model's training FLOPs per token, for the MFU of each step."""
+                 resuming: bool = False, probe_tasks: list[str] = (), flops_per_token: float = 0.0,
+                 parameters: int = 0):
+        """`flops_per_token`: the model's training FLOPs per token, for the MFU of each step;
+        `parameters`: the model's, for the speed the run remembers (throughput)."""
         self.config, self.events, self.paths, self.eval_sets = config, events, paths, eval_sets
-        self.flops_per_token = flops_per_token
+        self.flops_per_token, self.parameters = flops_per_token, parameters
+        self.speeds: list[float] = []
+        """Tokens/s of each step of this attempt, in order."""
         self.probe_tasks = list(probe_tasks)
         self.mixer, self.hardware, self.total_steps = mixer, hardware, total_steps
         self.tokens_per_step = mixer.seqs_per_step * config.batch.seq_len
@@ -407,6 +413,7 @@ class RunMonitor(TrainerCallback):
             extra = {"ewc_penalty": float(self.ewc.last_penalty)} if self.ewc else {}
             extra.update(self._group_rates)
             speed = self.tokens_per_step / max(self._train_seconds, 1e-9)
+            self.speeds.append(speed)
             peak = self.hardware.peak_flops and self.hardware.peak_flops * distributed.world_size()
             self.events.emit("step", step, loss=logs["loss"], lr=logs.get("learning_rate"),
                              grad_norm=logs.get("grad_norm"), tokens=step * self.tokens_per_step,
@@ -501,9 +508,29 @@ def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = 
     else:
         final = "stopped" if trainer.monitor.stopped else "finished"
         message = f"{final} at step {trainer.state.global_step}"
+    if final == "finished" and distributed.is_main():
+        remember_speed(config, hardware, trainer.monitor, events)
     events.emit("status", trainer.state.global_step, state=final, phase="done", exit_code=0,
                 message=message, **({"guard": True} if guard_stop else {}))
     return final
+
+
+def remember_speed(config: RunConfig, hardware: Hardware, monitor: RunMonitor, events: EventWriter) -> None:
+    """Record the run's training speed (the median step after the first, which pays for
+    allocation and compilation) for later plans on this machine (cpt_studio.core.throughput).
+    Too few steps say nothing; a data folder that cannot be written is a warning, not a failure."""
+    speeds = sorted(monitor.speeds[1:])
+    if len(speeds) < 3 or not monitor.flops_per_token:
+        return
+    speed = speeds[len(speeds) // 2]
+    peak = hardware.peak_flops and hardware.peak_flops * distributed.world_size()
+    try:
+        record(Measurement(device_label(hardware, distributed.world_size()), config.method.kind,
+                           monitor.parameters, monitor.flops_per_token, speed, f"run {config.name}",
+                           config.batch.seq_len, config.batch.micro_batch, hardware.precision, hardware.attention,
+                           model_flops_utilisation(speed, monitor.flops_per_token, peak)))
+    except OSError as error:
+        events.emit("log", None, level="warning", message=f"the run's speed was not remembered: {error}")
 
 
 def _prepare_data(config: RunConfig, tokenizer, paths: RunPaths, events: EventWriter,
@@ -636,7 +663,8 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
     penalty = EwcPenalty(model, ewc, config.ewc.strength) if ewc is not None else None
     monitor = RunMonitor(config, events, paths, eval_sets, mixer, hardware, total_steps,
                          guard_state=guard_state, ewc=penalty, resuming=resuming,
-                         probe_tasks=probe_tasks, flops_per_token=flops_per_token(model, config))
+                         probe_tasks=probe_tasks, flops_per_token=flops_per_token(model, config),
+                         parameters=sum(p.numel() for p in model.parameters()))
     args = training_arguments(config, hardware, paths, total_steps, guard_state)
     return CPTTrainer(model=model, args=args,
                       train_dataset=data.dataset,

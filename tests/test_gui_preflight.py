@@ -113,4 +113,8 @@ def test_speed_settings_are_set_from_the_summary_and_checked_on_this_machine(qtb
     with qtbot.waitSignal(summary.start_plan().finished, timeout=60_000):
         pass
     assert "torch.compile on" in summary.plan.text() and "AdamW fused" in summary.plan.text()
+    choices.update(compile=False)
+    summary.speed_button.click()
+    summary.measure_button.click()  # a few real steps on the tiny model
+    qtbot.waitUntil(lambda: "measured by a probe just now" in summary.plan.text(), timeout=60_000)
     summary.grab().save(str(tmp_path / "summary.png"))

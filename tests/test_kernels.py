@@ -202,6 +202,11 @@ def test_a_compiled_run_trains_as_the_plain_one(tiny_model_dir, tmp_path):
         said = [e["message"] for e in events_of(run, "log") if e["message"].startswith("kernels: ")]
         assert len(said) == 1 and f"torch.compile {'on' if compiled else 'off'}" in said[0]
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    from cpt_studio.core.throughput import load, throughput_file
+
+    remembered = load(throughput_file())  # each finished run remembers its speed for later plans
+    assert [(m.source, m.device, m.method) for m in remembered] == [("run tiny", "cpu", "full")] * 2
+    assert all(m.mfu == pytest.approx(m.tokens_per_second * m.flops_per_token / 1e10) for m in remembered)
     weights = next(run.glob("checkpoints/checkpoint-4/model.safetensors"))
     assert all(not name.startswith("_orig_mod") for name in safe_open(weights, "pt").keys())
 

@@ -30,6 +30,11 @@ from ..speed_dialog import SpeedDialog, speed_words
 from .base import ConfigPage
 from .pending import wait_while
 
+PROBE_STEPS = 3
+"""Training steps 'Measure speed' times (after one that pays for allocation and compilation)."""
+MEASURE_TIP = ("Load the model and train a few steps at the run's batch on this machine: the plan's time "
+               "then uses the measured speed, remembered for later plans of this machine and method")
+
 
 class SummaryPage(ConfigPage):
     sections = ("name:",)
@@ -46,6 +51,9 @@ class SummaryPage(ConfigPage):
         buttons = QHBoxLayout()
         self.estimate_button = QPushButton("Estimate time and memory", clicked=self.start_plan)
         buttons.addWidget(self.estimate_button)
+        self.measure_button = QPushButton("Measure speed", clicked=lambda: self.start_plan(PROBE_STEPS),
+                                          objectName="measure", toolTip=MEASURE_TIP)
+        buttons.addWidget(self.measure_button)
         self.sweep_button = QPushButton("Find settings (sweep)…", clicked=self._on_sweep, objectName="sweep",
                                         toolTip="Short runs of this setup over a grid of replay ratios and "
                                         "learning rates, to see which trade-off to start")
@@ -79,6 +87,7 @@ class SummaryPage(ConfigPage):
         self.summary.setPlainText(describe(config))
         cpt = config.stage != "sft"  # the plan counts a domain corpus; a sweep varies CPT's replay
         self.estimate_button.setVisible(cpt)
+        self.measure_button.setVisible(cpt)
         self.sweep_button.setVisible(cpt)
         self.separator.setVisible(cpt)
         self.separator_label.setVisible(cpt)
@@ -162,16 +171,20 @@ class SummaryPage(ConfigPage):
             self.commit()
             self.summary.setPlainText(describe(self.config))
 
-    def start_plan(self) -> Job:
+    def start_plan(self, probe_steps: int = 0) -> Job:
+        """The plan off the GUI thread; with `probe_steps`, a few real training steps measure this
+        machine's speed first (remembered for later plans: cpt_studio.core.throughput)."""
         self.commit()
-        self.plan.setText("Estimating: tokenizing the corpora and reading the model…")
-        job = Job(plan_run, RunConfig.from_dict(self.config.to_dict()), cancellable=True)
+        self.plan.setText("Measuring: loading the model and training a few steps…" if probe_steps
+                          else "Estimating: tokenizing the corpora and reading the model…")
+        job = Job(plan_run, RunConfig.from_dict(self.config.to_dict()), cancellable=True, probe_steps=probe_steps)
         job.finished.connect(self._on_planned)
         job.failed.connect(lambda message: self.plan.setText(f"⚠ {message}"))
         job.cancelled.connect(lambda: self.plan.setText("Estimate cancelled."))
-        self.estimate_button.setEnabled(False)
-        for signal in (job.finished, job.failed, job.cancelled):
-            signal.connect(lambda *_: self.estimate_button.setEnabled(True))
+        for button in (self.estimate_button, self.measure_button):
+            button.setEnabled(False)
+            for signal in (job.finished, job.failed, job.cancelled):
+                signal.connect(lambda *_, b=button: b.setEnabled(True))
         self.progress.watch(job)
         self._job = job.start()
         return job

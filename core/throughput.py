@@ -1,0 +1,106 @@
+"""Training speeds measured on this machine, remembered for the plan's time estimate.
+
+A probe (`cpt-studio train CONFIG --dry-run --probe N`, plan.probe_speed) and every run that
+finishes record what they achieved: the device (the GPU's name, or "cpu"), the method, the
+model's size and its training FLOPs per token, tokens/s, and the FLOP/s that makes. The plan
+then carries the achieved FLOP/s of the closest measurement of the same device and method
+over to the model it plans (tokens/s = achieved FLOP/s / that model's FLOPs per token), which
+holds while the kernels stay as efficient at that size; a measurement of a model of the same
+size is the closest. Kept as JSON lines in the data folder, `throughput.jsonl`, one per
+measurement, newest last (the store, a cache rebuilt from run folders, cannot hold it).
+
+    record(Measurement(device="NVIDIA H200", method="lora", ...))
+    best = closest(device="NVIDIA H200", method="lora", parameters=494_000_000)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from .estimate import params_words
+from .paths import data_dir
+
+FILE_NAME = "throughput.jsonl"
+KEEP = 200
+"""Measurements kept (the oldest are dropped): enough for every model and method a lab uses."""
+
+
+@dataclass
+class Measurement:
+    device: str
+    """torch.cuda.get_device_name(), or "cpu"."""
+    method: str
+    """full or lora."""
+    parameters: int
+    flops_per_token: float
+    """Training FLOPs per token of the measured model (estimate.training_flops_per_token)."""
+    tokens_per_second: float
+    source: str
+    """"probe", or "run NAME"."""
+    seq_len: int = 0
+    micro_batch: int = 0
+    precision: str = ""
+    attention: str = ""
+    mfu: float | None = None
+    """0-1, where the device's peak is known."""
+    date: str = ""
+    """YYYY-MM-DD of the measurement."""
+
+    @property
+    def achieved_flops(self) -> float:
+        """FLOP/s the measured training achieved."""
+        return self.tokens_per_second * self.flops_per_token
+
+    def words(self) -> str:
+        """Where the speed came from, for the plan: "measured: 41% MFU on NVIDIA H200 for a
+        494M model with LoRA by a probe on 2026-12-01"."""
+        rate = f"{self.mfu:.0%} MFU" if self.mfu is not None else f"{self.achieved_flops / 1e12:.3g} TFLOP/s"
+        how = "with LoRA" if self.method == "lora" else "full-parameter"
+        by = "a probe" if self.source == "probe" else self.source
+        return f"measured: {rate} on {self.device} for a {params_words(self.parameters)} model {how} by {by} on {self.date}"
+
+
+def throughput_file() -> Path:
+    return data_dir() / FILE_NAME
+
+
+def record(measurement: Measurement, path: Path | None = None) -> None:
+    """Append `measurement` (dated today when it has no date), keeping the newest KEEP."""
+    path = path or throughput_file()
+    measurement.date = measurement.date or time.strftime("%Y-%m-%d")
+    kept = load(path)[-(KEEP - 1):] + [measurement]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(asdict(m)) + "\n" for m in kept))
+    tmp.replace(path)  # whole or not at all: a reader never sees half a line
+
+
+def load(path: Path | None = None) -> list[Measurement]:
+    """Every measurement recorded, oldest first; a line that is not one is skipped (the file is
+    a convenience, never a reason for a plan to fail)."""
+    path = path or throughput_file()
+    if not path.exists():
+        return []
+    known = {f.name for f in fields(Measurement)}
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            data = json.loads(line)
+            found.append(Measurement(**{k: v for k, v in data.items() if k in known}))
+        except (ValueError, TypeError):
+            continue
+    return found
+
+
+def closest(*, device: str, method: str, parameters: int, path: Path | None = None) -> Measurement | None:
+    """The measurement of the same device and method whose model size is nearest `parameters`
+    (by ratio; the newest among equals), or None."""
+    same = [m for m in load(path) if m.device == device and m.method == method and m.parameters > 0
+            and m.tokens_per_second > 0 and m.flops_per_token > 0]
+    if not same:
+        return None
+    return min(reversed(same), key=lambda m: abs(math.log(m.parameters / parameters)))
+

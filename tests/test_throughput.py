@@ -1,0 +1,56 @@
+"""Measured training speeds remembered for the plan (cpt_studio.core.throughput): the closest
+measurement of the same device and method, carried over to another model size by its FLOPs
+per token; a probe and a finished run record one (the run's, in tests/test_kernels.py)."""
+import pytest
+
+from cpt_studio.core.plan import plan_run
+from cpt_studio.core.testing.run_helpers import tiny_run_config
+from cpt_studio.core.throughput import KEEP, Measurement, closest, load, record, throughput_file
+
+
+def _m(device="NVIDIA H200", method="lora", parameters=494_000_000, speed=50_000.0, source="probe", mfu=0.41):
+    return Measurement(device, method, parameters, 6.0 * parameters, speed, source, 2048, 4, "bf16",
+                       "flex_attention", mfu, "2026-12-01")
+
+
+def test_the_closest_measurement_is_of_the_same_device_and_method_and_nearest_size(tmp_path):
+    path = tmp_path / "t.jsonl"
+    for m in (_m(parameters=135_000_000), _m(parameters=7_000_000_000), _m(method="full"),
+              _m(device="NVIDIA GeForce RTX 4090")):
+        record(m, path)
+    assert closest(device="NVIDIA H200", method="lora", parameters=500_000_000, path=path).parameters == 135_000_000
+    assert closest(device="NVIDIA H200", method="lora", parameters=3_000_000_000, path=path).parameters == 7_000_000_000
+    assert closest(device="NVIDIA H200", method="full", parameters=10**9, path=path).method == "full"
+    assert closest(device="NVIDIA A100-SXM4-80GB", method="lora", parameters=10**9, path=path) is None
+    record(_m(parameters=135_000_000, speed=99.0, source="run pharma"), path)  # the newest of equals wins
+    assert closest(device="NVIDIA H200", method="lora", parameters=135_000_000, path=path).source == "run pharma"
+
+
+def test_a_broken_line_is_skipped_and_only_the_newest_are_kept(tmp_path):
+    path = tmp_path / "t.jsonl"
+    record(_m(), path)
+    path.write_text(path.read_text() + "{not json\n" + '{"device": "x"}\n')
+    assert len(load(path)) == 1
+    for i in range(KEEP + 5):
+        record(_m(speed=float(i + 1)), path)
+    kept = load(path)
+    assert len(kept) == KEEP and kept[-1].tokens_per_second == KEEP + 5
+
+
+def test_the_words_say_what_was_measured_where_and_by_what():
+    assert _m().words() == ("measured: 41% MFU on NVIDIA H200 for a 494M model with LoRA by a probe on 2026-12-01")
+    cpu = _m(device="cpu", method="full", mfu=None, speed=1000.0, source="run tiny")
+    assert cpu.words().startswith("measured: 2.96 TFLOP/s on cpu for a 494M model full-parameter by run tiny")
+
+
+def test_the_plan_uses_a_measurement_of_this_machine_and_a_probe_records_one(tiny_model_dir, tmp_path):
+    config = tiny_run_config(tiny_model_dir, tmp_path / "data")
+    assumed = plan_run(config).time
+    assert assumed.assumed and assumed.basis.startswith("assumed")
+    probed = plan_run(config, probe_steps=2).time
+    assert not probed.assumed and probed.basis.startswith("measured by a probe just now")
+    [m] = load(throughput_file())
+    assert (m.device, m.method, m.source, m.seq_len) == ("cpu", "full", "probe", 64)
+    planned = plan_run(config).time  # the next plan, without a probe, uses it
+    assert planned.basis.startswith("measured: ") and "on cpu for a 99K model full-parameter by a probe" in planned.basis
+    assert planned.tokens_per_second == pytest.approx(m.tokens_per_second, rel=1e-6)  # the same model
