@@ -19,8 +19,11 @@ def _isolated_home(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True)
 def _isolated_settings(tmp_path):
     """Each test gets its own app settings (recent files, window geometry, preferences), never
-    the user's."""
-    from PySide6.QtCore import QSettings
+    the user's. (Without Qt, as on the GPU machine's image, there are none.)"""
+    try:
+        from PySide6.QtCore import QSettings
+    except ImportError:
+        return
 
     for format_ in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
         QSettings.setPath(format_, QSettings.Scope.UserScope, str(tmp_path / "settings"))

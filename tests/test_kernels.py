@@ -230,3 +230,25 @@ def test_held_out_perplexity_is_the_same_on_flattened_batches(tiny_model_dir, tm
     flat = evaluation.heldout_perplexity(model, rows, batch_size=4)
     assert flat.tokens == stacked.tokens and len(rows) > 4
     assert flat.loss == pytest.approx(stacked.loss, rel=1e-6)
+
+
+def test_the_gpu_bench_runs_in_its_smoke_mode(tmp_path):
+    """bench/gpu_train.py --smoke: the bench's code paths (the plain Trainer script, our run, the
+    evaluation and kernel timings, the report) on the CPU, so that the one GPU call it is made
+    for cannot fail on a script error. Its figures mean nothing and it says so."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).parents[1] / "bench" / "gpu_train.py"
+    done = subprocess.run([sys.executable, str(bench), "--smoke", "--out", str(tmp_path / "f.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "smoke run on the CPU: the figures below mean nothing" in done.stdout
+    figures = json.loads((tmp_path / "f.json").read_text())
+    for method in ("full", "lora"):
+        assert figures[method]["ours"]["state"] == "finished"
+        assert figures[method]["plain"]["tokens_per_second"] > 0 and figures[method]["ours"]["tokens_per_second"] > 0
+    assert figures["evaluation"]["scored_tokens"] > 0 and set(figures["kernels"]) == {"sdpa", "eager"}
+    assert "targets (issue 18):" in done.stdout

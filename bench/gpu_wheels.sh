@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Run HERE (not on the GPU machine) before bench/gpu_check.sh: downloads into .whl/ (ignored by
+# git; carried to the device with `carry: [".whl"]`) the pure-Python packages CPT Studio's engine
+# imports that the GPU machine's image lacks (its KINDS.md lists what it has): sqlite-utils and
+# its helpers, platformdirs, ftfy and wcwidth; and liger-kernel, so that the CUDA tests and the
+# bench cover Liger's fused kernels too. No CUDA build of anything is downloaded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+grep -qx '/.whl/' .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo '/.whl/' >> .git/info/exclude; }
+rm -rf .whl && mkdir .whl
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    --platform any -d .whl \
+    sqlite-utils==4.2.1 sqlite-fts4==1.0.3 click-default-group==1.2.4 platformdirs==4.14.9 \
+    ftfy==6.3.1 wcwidth liger-kernel
+ls -la .whl
