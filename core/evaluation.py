@@ -143,28 +143,39 @@ def heldout_perplexity(model, rows: torch.utils.data.Dataset, batch_size: int = 
     starts = range(0, len(rows), batch_size)
     mine = [starts[i] for i in distributed.shard(len(starts))]
     rounds = -(-len(starts) // distributed.world_size()) if len(mine) < len(starts) else len(mine)
-    total_nll, total_tokens = 0.0, 0
+    # Sums stay on the device (float64): no host sync per batch, one at the end.
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
     try:
         for i in range(rounds):
             start = mine[i] if i < len(mine) else 0
             batch = [rows[j] for j in range(start, min(start + batch_size, len(rows)))]
-            nll, tokens = _batch_nll(model, batch, device, autocast_dtype)
+            batch_sums = _batch_nll(model, batch, device, autocast_dtype)
             if i < len(mine):
-                total_nll, total_tokens = total_nll + nll, total_tokens + tokens
+                sums += batch_sums
                 tick(progress, start + len(batch), len(rows), "sequences measured")
     finally:
         model.train(was_training)
-    total_nll, total_tokens = distributed.all_sum([total_nll, total_tokens], device)
+    total_nll, total_tokens = distributed.all_sum(sums.tolist(), device)
     return Perplexity(total_nll / max(total_tokens, 1), int(total_tokens))
 
 
-def _batch_nll(model, batch: list[dict], device, autocast_dtype) -> tuple[float, int]:
+CE_CHUNK_BYTES = 2**30
+"""The fp32 logits cross-entropy takes at once: 1 GiB (1,766 tokens of a 152k vocabulary)."""
+
+
+def _batch_nll(model, batch: list[dict], device, autocast_dtype) -> torch.Tensor:
+    """(summed negative log-likelihood in nats, predicted tokens) of a batch of packed rows,
+    as a float64 tensor on `device`. The logits are upcast to fp32 for the loss a chunk of
+    tokens at a time (CE_CHUNK_BYTES): at once, 8 x 2,048 tokens of a 152k vocabulary would be
+    10 GB of fp32 beside the logits themselves."""
     rows = collate_rows(batch, flat=flat_rows(model))  # flash kernels: one row, documents apart
-    input_ids, position_ids, labels = (rows[key].to(device) for key in ("input_ids", "position_ids", "labels"))
+    input_ids, position_ids, labels = (rows[key].to(device, non_blocking=True)
+                                       for key in ("input_ids", "position_ids", "labels"))
     autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext())
     with autocast:
         logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
-    targets = labels[:, 1:]
-    nll = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(),
-                          ignore_index=IGNORE_INDEX, reduction="sum")
-    return float(nll), int((targets != IGNORE_INDEX).sum())
+    logits, targets = logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten()
+    chunk = max(1, CE_CHUNK_BYTES // (4 * logits.shape[-1]))
+    nll = sum(F.cross_entropy(logits[i:i + chunk].float(), targets[i:i + chunk], ignore_index=IGNORE_INDEX,
+                              reduction="sum") for i in range(0, len(targets), chunk))
+    return torch.stack([nll.double(), (targets != IGNORE_INDEX).sum().double()])

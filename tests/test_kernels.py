@@ -230,6 +230,9 @@ def test_held_out_perplexity_is_the_same_on_flattened_batches(tiny_model_dir, tm
     flat = evaluation.heldout_perplexity(model, rows, batch_size=4)
     assert flat.tokens == stacked.tokens and len(rows) > 4
     assert flat.loss == pytest.approx(stacked.loss, rel=1e-6)
+    monkeypatch.setattr(evaluation, "CE_CHUNK_BYTES", 4 * 384 * 7)  # cross-entropy 7 tokens at a time
+    chunked = evaluation.heldout_perplexity(model, rows, batch_size=4)
+    assert chunked.tokens == stacked.tokens and chunked.loss == pytest.approx(stacked.loss, rel=1e-6)
 
 
 def test_the_gpu_bench_runs_in_its_smoke_mode(tmp_path):
