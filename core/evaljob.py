@@ -40,6 +40,7 @@ from .events import EventWriter
 from .generate import load_for_generation
 from .models import load_tokenizer, resolve_model
 from .probes import read_probes, write_probe_tasks
+from .recipe import attention_for_padded_batches
 from .run_folder import (
     RunPaths,
     checkpoint_dirname,
@@ -250,11 +251,12 @@ def probe_live(model, tokenizer, run_dir: Path, names: list[str], step: int,
     mode), at most settings.probe_limit probes per task; `probe` events with live=true."""
     was_training = model.training
     try:
-        lm = wrap_model(model, tokenizer, settings.batch_size, merge=False)
-        manager = task_manager([RunPaths(Path(run_dir)).eval_tasks], registry=False)
-        return [event for name in names for event in emit_scores(
-            events, step, "probe", run_task(lm, name, manager, num_fewshot=settings.num_fewshot,
-                                            limit=settings.probe_limit), live=True)]
+        with attention_for_padded_batches(model):
+            lm = wrap_model(model, tokenizer, settings.batch_size, merge=False)
+            manager = task_manager([RunPaths(Path(run_dir)).eval_tasks], registry=False)
+            return [event for name in names for event in emit_scores(
+                events, step, "probe", run_task(lm, name, manager, num_fewshot=settings.num_fewshot,
+                                                limit=settings.probe_limit), live=True)]
     finally:
         model.train(was_training)
 

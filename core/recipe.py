@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -126,6 +127,22 @@ def choose_attention(setting: str, cuda: bool, model=None) -> tuple[str, str]:
     if supports["sdpa"]:
         return "sdpa", f"{missing}, no FlexAttention for {name}: SDPA with a block mask per document"
     return "eager", f"{missing}, and {name} has no SDPA attention"
+
+
+@contextmanager
+def attention_for_padded_batches(model):
+    """`model` on SDPA for the duration, when it trains on FlexAttention: lm-eval's batches
+    (live probes) are padded to a new length each time, and FlexAttention compiles its kernel
+    anew for every shape, where SDPA runs any. The run's own kernel is back afterwards."""
+    kernel = getattr(model.config, "_attn_implementation", None)
+    if kernel != "flex_attention":
+        yield model
+        return
+    model.set_attn_implementation("sdpa")
+    try:
+        yield model
+    finally:
+        model.set_attn_implementation(kernel)
 
 
 def flex_attention_available() -> bool:

@@ -255,3 +255,18 @@ def test_the_gpu_bench_runs_in_its_smoke_mode(tmp_path):
         assert figures[method]["plain"]["tokens_per_second"] > 0 and figures[method]["ours"]["tokens_per_second"] > 0
     assert figures["evaluation"]["scored_tokens"] > 0 and set(figures["kernels"]) == {"sdpa", "eager"}
     assert "targets (issue 18):" in done.stdout
+
+
+def test_live_probes_run_a_flex_model_on_sdpa_and_give_it_back(tiny_model_dir):
+    """lm-eval pads each batch to a new length; FlexAttention would compile for each: a model
+    training on it is switched to SDPA for the probes, then back (others are left as they are)."""
+    from cpt_studio.core.recipe import attention_for_padded_batches
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="flex_attention")
+    with attention_for_padded_batches(model):
+        assert model.config._attn_implementation == "sdpa"
+        model(input_ids=torch.randint(3, 200, (1, 13)), use_cache=False)  # any length
+    assert model.config._attn_implementation == "flex_attention"
+    eager = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager")
+    with attention_for_padded_batches(eager):
+        assert eager.config._attn_implementation == "eager"
