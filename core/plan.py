@@ -84,6 +84,8 @@ class Plan:
     learning_rates: str = ""
     """Each group's peak learning rate in words, when a group has its own ('' otherwise)."""
     kernels: str = ""
+    gpu_name: str = ""
+    """The GPU's name ('' on a CPU)."""
     """The attention kernel, optimizer, fused kernels, compilation and checkpointing chosen
     for this machine and model, each with why (recipe.Hardware.kernels_text)."""
 
@@ -129,7 +131,7 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | No
                 hardware.gradient_checkpointing, parameters, trainable, memory, estimate,
                 checked.warnings + run_warnings(config, size), checked.tokens.describe(),
                 memory_words(size), token_band(domain.tokens), eval_seconds,
-                learning_rates_text(config), hardware.kernels_text())
+                learning_rates_text(config), hardware.kernels_text(), hardware.gpu_name)
 
 
 PLAN_STAGES = 4
@@ -224,7 +226,7 @@ def format_plan(plan: Plan) -> str:
         f"{plan.general_tokens:,} general",
         f"model          {plan.parameters:,} parameters, {plan.trainable:,} trainable",
         f"documents      {plan.documents}",
-        f"hardware       {plan.device}, {plan.precision}",
+        f"hardware       {plan.device}{f' ({plan.gpu_name})' if plan.gpu_name else ''}, {plan.precision}",
         f"time           about {format_duration(plan.time.seconds)} ({plan.time.basis}), and about "
         f"{format_duration(plan.evaluation_seconds)} of evaluation",
         f"memory         {format_bytes(plan.memory.total)} at the peak: {plan.memory_rating or 'not rated'}",
