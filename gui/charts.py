@@ -131,7 +131,10 @@ def _curve(plot: pg.PlotItem, colour: str, width: float = 1.5, dashed: bool = Fa
 def _title(text: str, names: list[tuple[str, str]] = ()) -> str:
     """A chart's title with its curves named in their colours: the legend, outside the data."""
     legend = "   ".join(f"<span style='color:{colour}'>━ {name}</span>" for colour, name in names)
-    return f"<span style='color:#333'>{text}</span>" + (f"&nbsp;&nbsp;&nbsp;{legend}" if legend else "")
+    # the scheme's text colour now: a title set after the theme recoloured the charts (the
+    # learning rate's, once its groups are known) is not recoloured again
+    return (f"<span style='color:{theme_colour('text')}'>{text}</span>"
+            + (f"&nbsp;&nbsp;&nbsp;{legend}" if legend else ""))
 
 
 class RunCharts(pg.GraphicsLayoutWidget):

@@ -645,6 +645,33 @@ def sweep_example(app, folder: Path = HERE) -> None:
         view.close()
 
 
+def speed_example(app) -> None:
+    """speed-dialog.png: the summary page's "Speed and memory…" with compile on; monitor-mfu.png:
+    a running monitor whose header gives tokens/s and MFU beside the progress bar."""
+    import os
+    import tempfile
+
+    from cpt_studio.core.config import SystemConfig
+    from cpt_studio.core.runs import write_pid
+    from cpt_studio.core.testing.monitor_runs import write_monitor_run
+    from cpt_studio.gui.monitor import MonitorWindow
+    from cpt_studio.gui.speed_dialog import SpeedDialog
+
+    dialog = SpeedDialog(SystemConfig(compile=True))
+    dialog.show()
+    settle(app)
+    save(dialog, "speed-dialog.png")
+    run_dir = write_monitor_run(Path(tempfile.mkdtemp()) / "pharma-h200", steps=90, end="running")
+    write_pid(run_dir, os.getpid())
+    window = MonitorWindow(run_dir, poll_ms=50)
+    window.resize(1200, 850)
+    window.show()
+    settle(app)
+    window.catch_up()
+    settle(app)
+    save(window, "monitor-mfu.png")
+
+
 def main() -> None:
     from cpt_studio.core.runs import runs_dir
     from cpt_studio.gui.theme import apply_theme
@@ -697,6 +724,10 @@ def main() -> None:
         take = interpolation_example if sys.argv[1] == "interpolation" else replay_suggestion
         take(app, Path(sys.argv[2]) if len(sys.argv) > 2 else HERE)
         print("saved")
+        return
+    if sys.argv[1:] == ["speed"]:
+        speed_example(app)
+        print(f"saved in {HERE}")
         return
     if sys.argv[1:] == ["guard"]:
         guard_example(app)
