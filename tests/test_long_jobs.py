@@ -157,7 +157,8 @@ def test_cancelling_the_estimate_stops_it(qtbot, tmp_path, tiny_model_dir, monke
     import cpt_studio.gui.pages.summary_page as summary_page
 
     gate, real = Gate(), summary_page.plan_run
-    monkeypatch.setattr(summary_page, "plan_run", lambda config, progress: real(config, progress=gate.wrap(progress)))
+    monkeypatch.setattr(summary_page, "plan_run",
+                        lambda config, progress, **kw: real(config, progress=gate.wrap(progress), **kw))
     page = _wizard_page(qtbot, tmp_path, summary_page.SummaryPage,
                         tiny_run_config(tiny_model_dir, tmp_path / "data"))
     _cancel_mid_work(qtbot, page.start_plan, page.estimate_button, page.progress, gate,
