@@ -5,7 +5,15 @@ import pytest
 
 from cpt_studio.core.plan import plan_run
 from cpt_studio.core.testing.run_helpers import tiny_run_config
-from cpt_studio.core.throughput import KEEP, Measurement, carried_over, closest, load, record, throughput_file
+from cpt_studio.core.throughput import (
+    KEEP,
+    Measurement,
+    carried_over,
+    closest,
+    load,
+    record,
+    throughput_file,
+)
 
 
 def _m(device="NVIDIA H200", method="lora", parameters=494_000_000, speed=50_000.0, source="probe", mfu=0.41):
