@@ -225,8 +225,9 @@ def format_plan(plan: Plan) -> str:
         f"model          {plan.parameters:,} parameters, {plan.trainable:,} trainable",
         f"documents      {plan.documents}",
         f"hardware       {plan.device}{f' ({plan.gpu_name})' if plan.gpu_name else ''}, {plan.precision}",
-        f"time           about {format_duration(plan.time.seconds)} ({plan.time.basis}), and about "
+        f"time           about {format_duration(plan.time.seconds)}, and about "
         f"{format_duration(plan.evaluation_seconds)} of evaluation",
+        *(f"{'':<15}{part}" for part in plan.time.basis.split("; ")),  # a measurement's is long: a line each part
         f"memory         {format_bytes(plan.memory.total)} at the peak: {plan.memory_rating or 'not rated'}",
     ]
     kernels = [f"{'kernels' if i == 0 else '':<15}{part}" for i, part in enumerate(plan.kernels.split("; "))]

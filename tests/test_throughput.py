@@ -3,7 +3,7 @@ measurement of the same device and method, carried over to another model size by
 per token; a probe and a finished run record one (the run's, in tests/test_kernels.py)."""
 import pytest
 
-from cpt_studio.core.plan import plan_run
+from cpt_studio.core.plan import format_plan, plan_run
 from cpt_studio.core.testing.run_helpers import tiny_run_config
 from cpt_studio.core.throughput import (
     KEEP,
@@ -90,6 +90,11 @@ def test_the_plan_uses_a_measurement_of_this_machine_and_a_probe_records_one(tin
     assert not probed.assumed and probed.basis.startswith("measured by a probe just now")
     [m] = load(throughput_file())
     assert (m.device, m.method, m.source, m.seq_len) == ("cpu", "full", "probe", 64)
-    planned = plan_run(config).time  # the next plan, without a probe, uses it
+    plan = plan_run(config)  # the next plan, without a probe, uses it
+    planned = plan.time
     assert planned.basis.startswith("measured: ") and "on cpu for a 99K model full-parameter by a probe" in planned.basis
     assert planned.tokens_per_second == pytest.approx(m.tokens_per_second, rel=1e-6)  # the same model
+    lines = format_plan(plan).splitlines()  # the measurement and its carrying over a line each
+    at = next(i for i, line in enumerate(lines) if line.startswith("time "))
+    assert lines[at].endswith(" of evaluation") and lines[at + 1] == " " * 15 + planned.basis.split("; ")[0]
+    assert lines[at + 2] == " " * 15 + f"carried over to this model: {planned.tokens_per_second:,.0f} tokens/s"
