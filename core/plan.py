@@ -37,7 +37,6 @@ from .preflight import RunSize, device_memory, memory_words, require, run_warnin
 from .progress import Progress, tick
 from .recipe import (
     apply_method,
-    device_label,
     flops_per_token,
     learning_rates_text,
     memory_estimate,
@@ -49,7 +48,7 @@ from .recipe import (
     sequences_per_step,
 )
 from .stats import corpus_stats
-from .throughput import Measurement, closest, record
+from .throughput import Measurement, carried_over, device_label, record
 
 # transformers is imported inside the functions that use it: it takes seconds to import, and
 # the desktop app imports this module when it starts (the wizard's schedule and summary pages).
@@ -175,20 +174,19 @@ def _heldout_share(config: RunConfig, documents: int) -> float:
 def _speed(config: RunConfig, hardware, meta, parameters: int, probe_steps: int) -> tuple[float | None, str]:
     """(tokens/s, where it came from) for the plan: a probe's now (`probe_steps` > 0, recorded for
     later plans), else the closest measurement of this device and method carried over to this
-    model (cpt_studio.core.throughput), else (None, ""): the rule of thumb."""
+    model (cpt_studio.core.throughput.carried_over), else (None, ""): the rule of thumb."""
     per_token = flops_per_token(meta, config)
-    device = device_label(hardware, config.system.processes)
-    if probe_steps:
+    processes = config.system.processes
+    if probe_steps:  # the probe trains on one process, so it measures one GPU
         speed = probe_speed(config, probe_steps)
-        record(Measurement(device, config.method.kind, parameters, per_token, speed, "probe",
-                           config.batch.seq_len, config.batch.micro_batch, hardware.precision,
+        record(Measurement(device_label(hardware.gpu_name), config.method.kind, parameters, per_token, speed,
+                           "probe", config.batch.seq_len, config.batch.micro_batch, hardware.precision,
                            hardware.attention, model_flops_utilisation(speed, per_token, hardware.peak_flops)))
-        return speed, "measured by a probe just now (remembered for later plans on this machine)"
-    found = closest(device=device, method=config.method.kind, parameters=parameters)
-    if found is None:
-        return None, ""
-    speed = found.achieved_flops / per_token
-    return speed, f"{found.words()}; carried over to this model: {speed:,.0f} tokens/s"
+        scaled = f" on one process, x {processes} (assumed to scale evenly)" if processes > 1 else ""
+        return (speed * processes,
+                f"measured by a probe just now{scaled} (remembered for later plans on this machine)")
+    return carried_over(gpu=hardware.gpu_name, processes=processes, method=config.method.kind,
+                        parameters=parameters, flops_per_token=per_token) or (None, "")
 
 
 def probe_speed(config: RunConfig, steps: int = 3) -> float:
@@ -227,8 +225,9 @@ def format_plan(plan: Plan) -> str:
         f"model          {plan.parameters:,} parameters, {plan.trainable:,} trainable",
         f"documents      {plan.documents}",
         f"hardware       {plan.device}{f' ({plan.gpu_name})' if plan.gpu_name else ''}, {plan.precision}",
-        f"time           about {format_duration(plan.time.seconds)} ({plan.time.basis}), and about "
+        f"time           about {format_duration(plan.time.seconds)}, and about "
         f"{format_duration(plan.evaluation_seconds)} of evaluation",
+        *(f"{'':<15}{part}" for part in plan.time.basis.split("; ")),  # a measurement's is long: a line each part
         f"memory         {format_bytes(plan.memory.total)} at the peak: {plan.memory_rating or 'not rated'}",
     ]
     kernels = [f"{'kernels' if i == 0 else '':<15}{part}" for i, part in enumerate(plan.kernels.split("; "))]

@@ -224,7 +224,7 @@ def meta_model(model_config, config: RunConfig):
 def parameter_counts(model, config: RunConfig) -> tuple[int, int, int | None]:
     """(all parameters, trainable ones, those in EWC's group or None without EWC) of `model`
     (a meta model: meta_model)."""
-    parameters = sum(p.numel() for p in model.parameters())  # .parameters() counts tied weights once
+    parameters = base_parameters(model)
     trainable = lora_size(model, config) if config.method.kind == "lora" else parameters
     return parameters, trainable, ewc_group_size(model, config)
 
@@ -243,19 +243,25 @@ def memory_estimate(config: RunConfig, model_config, hardware: Hardware, paramet
         eager_attention=hardware.attention == "eager", ewc=config.ewc.enabled, ewc_params=ewc_params)
 
 
+ADAPTER_MARKS = ("lora_", "trainable_tokens")
+"""What peft's names of the weights it adds hold: LoRA's A and B, and the new token rows'
+trainable_token_indices deltas (apply_method)."""
+
+
+def base_parameters(model) -> int:
+    """The parameters of `model` itself, as the plan counts them on its meta model: a LoRA
+    run's adapters (ADAPTER_MARKS) not counted, tied weights once (named_parameters dedups)."""
+    return sum(p.numel() for name, p in model.named_parameters() if not any(m in name for m in ADAPTER_MARKS))
+
+
 def flops_per_token(model, config: RunConfig) -> float:
-    """Training FLOPs per token of `model` (whole, before any sharding) trained by the config's
+    """Training FLOPs per token of `model` (whole, before any sharding; the same for its meta
+    model and for the loaded one with LoRA's adapters: base_parameters) trained by the config's
     method at its sequence length (estimate.training_flops_per_token: PaLM's model FLOPs)."""
     text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    return training_flops_per_token(parameters=sum(p.numel() for p in model.parameters()),
+    return training_flops_per_token(parameters=base_parameters(model),
                                     method=config.method.kind, num_layers=text.num_hidden_layers,
                                     hidden_size=text.hidden_size, seq_len=config.batch.seq_len)
-
-
-def device_label(hardware: Hardware, processes: int = 1) -> str:
-    """The device a speed is measured on: the GPU's name (with "N x " for N processes) or "cpu"."""
-    name = hardware.gpu_name or "cpu"
-    return f"{processes} x {name}" if processes > 1 else name
 
 
 def cuda_devices() -> int:

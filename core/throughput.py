@@ -1,7 +1,8 @@
 """Training speeds measured on this machine, remembered for the plan's time estimate.
 
-A probe (`cpt-studio train CONFIG --dry-run --probe N`, plan.probe_speed) and every run that
-finishes record what they achieved: the device (the GPU's name, or "cpu"), the method, the
+A probe (`cpt-studio train CONFIG --dry-run --probe N`, or 'Measure speed' on the wizard's
+summary page: plan.probe_speed) and every run that finishes record what they achieved: the
+device (the GPU's name, or "cpu"; "2 x NAME" for a run of two processes), the method, the
 model's size and its training FLOPs per token, tokens/s, and the FLOP/s that makes. The plan
 then carries the achieved FLOP/s of the closest measurement of the same device and method
 over to the model it plans (tokens/s = achieved FLOP/s / that model's FLOPs per token), which
@@ -10,7 +11,8 @@ size is the closest. Kept as JSON lines in the data folder, `throughput.jsonl`, 
 measurement, newest last (the store, a cache rebuilt from run folders, cannot hold it).
 
     record(Measurement(device="NVIDIA H200", method="lora", ...))
-    best = closest(device="NVIDIA H200", method="lora", parameters=494_000_000)
+    speed, words = carried_over(gpu="NVIDIA H200", processes=1, method="lora",
+                                parameters=494_000_000, flops_per_token=2.0e9)
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ KEEP = 200
 @dataclass
 class Measurement:
     device: str
-    """torch.cuda.get_device_name(), or "cpu"."""
+    """device_label: torch.cuda.get_device_name(), or "cpu"; "N x NAME" for N processes."""
     method: str
     """full or lora."""
     parameters: int
@@ -62,6 +64,13 @@ class Measurement:
         how = "with LoRA" if self.method == "lora" else "full-parameter"
         by = "a probe" if self.source == "probe" else self.source
         return f"measured: {rate} on {self.device} for a {params_words(self.parameters)} model {how} by {by} on {self.date}"
+
+
+def device_label(gpu: str, processes: int = 1) -> str:
+    """The device a speed is measured on: the GPU's name (recipe.Hardware.gpu_name; "" on a
+    CPU: "cpu"), "N x NAME" for a run of N processes."""
+    name = gpu or "cpu"
+    return f"{processes} x {name}" if processes > 1 else name
 
 
 def throughput_file() -> Path:
@@ -104,3 +113,19 @@ def closest(*, device: str, method: str, parameters: int, path: Path | None = No
         return None
     return min(reversed(same), key=lambda m: abs(math.log(m.parameters / parameters)))
 
+
+def carried_over(*, gpu: str, processes: int, method: str, parameters: int, flops_per_token: float,
+                 path: Path | None = None) -> tuple[float, str] | None:
+    """(tokens/s, the words saying where it came from) for a model of `parameters` and
+    `flops_per_token` (recipe.flops_per_token) trained by `method` on `processes` x the GPU
+    `gpu` ("" for the CPU): the achieved FLOP/s of the closest measurement, divided by
+    `flops_per_token`. A measurement of as many processes comes first; else one process's, times
+    `processes` (assumed to scale evenly). None without a measurement of this device and method."""
+    found, times = closest(device=device_label(gpu, processes), method=method, parameters=parameters, path=path), 1
+    if found is None and processes > 1:
+        found, times = closest(device=device_label(gpu), method=method, parameters=parameters, path=path), processes
+    if found is None:
+        return None
+    speed = times * found.achieved_flops / flops_per_token
+    scaled = f" x {times} processes (assumed to scale evenly)" if times > 1 else ""
+    return speed, f"{found.words()}; carried over to this model{scaled}: {speed:,.0f} tokens/s"

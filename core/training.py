@@ -55,7 +55,7 @@ from .recipe import (
     Hardware,
     accumulation_per_process,
     apply_method,
-    device_label,
+    base_parameters,
     flops_per_token,
     group_rates,
     optimizer_steps,
@@ -75,7 +75,7 @@ from .run_folder import (
     list_checkpoints,
 )
 from .sft_run import prepare_sft_data
-from .throughput import Measurement, record
+from .throughput import Measurement, device_label, record
 from .timeline import RunTimeline
 from .tokenizer_ext import extend_for_run
 
@@ -525,7 +525,7 @@ def remember_speed(config: RunConfig, hardware: Hardware, monitor: RunMonitor, e
     speed = speeds[len(speeds) // 2]
     peak = hardware.peak_flops and hardware.peak_flops * distributed.world_size()
     try:
-        record(Measurement(device_label(hardware, distributed.world_size()), config.method.kind,
+        record(Measurement(device_label(hardware.gpu_name, distributed.world_size()), config.method.kind,
                            monitor.parameters, monitor.flops_per_token, speed, f"run {config.name}",
                            config.batch.seq_len, config.batch.micro_batch, hardware.precision, hardware.attention,
                            model_flops_utilisation(speed, monitor.flops_per_token, peak)))
@@ -664,7 +664,7 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
     monitor = RunMonitor(config, events, paths, eval_sets, mixer, hardware, total_steps,
                          guard_state=guard_state, ewc=penalty, resuming=resuming,
                          probe_tasks=probe_tasks, flops_per_token=flops_per_token(model, config),
-                         parameters=sum(p.numel() for p in model.parameters()))
+                         parameters=base_parameters(model))
     args = training_arguments(config, hardware, paths, total_steps, guard_state)
     return CPTTrainer(model=model, args=args,
                       train_dataset=data.dataset,

@@ -198,3 +198,14 @@ def test_elapsed_leaves_out_the_wait_between_a_stop_and_its_resume():
     ])
     assert timeline.elapsed() == 31.0
     assert timeline.elapsed(now=1015.0) == 36.0
+
+
+def test_the_cli_progress_line_gives_the_mfu_where_the_step_has_one(tmp_path, capsys):
+    from cpt_studio.core.cli_runs import ProgressPrinter
+
+    for name, mfu in (("gpu", 0.413), ("cpu", None)):  # None: a CPU, or a log from before MFU
+        EventWriter(tmp_path / name).emit("step", 1, loss=2.5, lr=1e-5, tokens_per_second=5200.0, mfu=mfu)
+        ProgressPrinter(tmp_path / name).update()
+    gpu, cpu = capsys.readouterr().out.splitlines()
+    assert gpu.endswith("loss 2.5000  lr 1e-05  5,200 tokens/s   41% MFU")
+    assert cpu.endswith("loss 2.5000  lr 1e-05  5,200 tokens/s")

@@ -296,3 +296,17 @@ def test_the_header_shows_mfu_where_the_peak_is_known_and_nothing_where_not(qtbo
     assert window.progress_text.text().endswith("tokens/s   41% MFU")
     window = open_monitor(qtbot, write_monitor_run(tmp_path / "cpu", steps=30, end="running", mfu=False))
     assert window.progress_text.text().endswith("tokens/s") and "MFU" not in window.charts.move_crosshair(20)
+
+
+def test_a_title_set_after_the_charts_were_styled_is_in_the_themes_colour_on_dark(qtbot, tmp_path):
+    from PySide6.QtWidgets import QApplication
+
+    from cpt_studio.gui import theme
+
+    theme.apply_theme(QApplication.instance(), "dark")
+    try:
+        window = open_monitor(qtbot, write_monitor_run(tmp_path / "run", steps=30, end="running"))
+        title = window.charts.plots["lr"].titleLabel.text  # set at its first data, after the show
+        assert f"color:{theme.DARK.text}" in title and "#333" not in title
+    finally:
+        theme.apply_theme(QApplication.instance(), "light")

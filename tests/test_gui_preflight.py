@@ -117,4 +117,7 @@ def test_speed_settings_are_set_from_the_summary_and_checked_on_this_machine(qtb
     summary.speed_button.click()
     summary.measure_button.click()  # a few real steps on the tiny model
     qtbot.waitUntil(lambda: "measured by a probe just now" in summary.plan.text(), timeout=60_000)
+    summary.estimate_button.click()  # the next estimate remembers the measurement
+    qtbot.waitUntil(lambda: "carried over to this model" in summary.plan.text(), timeout=60_000)
+    assert "measured: " in summary.plan.text() and "by a probe on " in summary.plan.text()
     summary.grab().save(str(tmp_path / "summary.png"))

@@ -3,9 +3,17 @@ measurement of the same device and method, carried over to another model size by
 per token; a probe and a finished run record one (the run's, in tests/test_kernels.py)."""
 import pytest
 
-from cpt_studio.core.plan import plan_run
+from cpt_studio.core.plan import format_plan, plan_run
 from cpt_studio.core.testing.run_helpers import tiny_run_config
-from cpt_studio.core.throughput import KEEP, Measurement, closest, load, record, throughput_file
+from cpt_studio.core.throughput import (
+    KEEP,
+    Measurement,
+    carried_over,
+    closest,
+    load,
+    record,
+    throughput_file,
+)
 
 
 def _m(device="NVIDIA H200", method="lora", parameters=494_000_000, speed=50_000.0, source="probe", mfu=0.41):
@@ -24,6 +32,37 @@ def test_the_closest_measurement_is_of_the_same_device_and_method_and_nearest_si
     assert closest(device="NVIDIA A100-SXM4-80GB", method="lora", parameters=10**9, path=path) is None
     record(_m(parameters=135_000_000, speed=99.0, source="run pharma"), path)  # the newest of equals wins
     assert closest(device="NVIDIA H200", method="lora", parameters=135_000_000, path=path).source == "run pharma"
+
+
+def test_a_measurement_carries_its_achieved_flops_over_to_another_size_and_to_more_processes(tmp_path):
+    path = tmp_path / "t.jsonl"
+    record(_m(parameters=135_000_000, speed=10_000.0), path)  # 8.1 TFLOP/s achieved on one H200
+    speed, words = carried_over(gpu="NVIDIA H200", processes=1, method="lora", parameters=270_000_000,
+                                flops_per_token=6.0 * 270_000_000, path=path)
+    assert speed == pytest.approx(5_000.0)  # twice the FLOPs per token: half the tokens/s
+    assert words == ("measured: 41% MFU on NVIDIA H200 for a 135M model with LoRA by a probe on 2026-12-01; "
+                     "carried over to this model: 5,000 tokens/s")
+    speed, words = carried_over(gpu="NVIDIA H200", processes=2, method="lora", parameters=135_000_000,
+                                flops_per_token=6.0 * 135_000_000, path=path)
+    assert speed == pytest.approx(20_000.0) and "x 2 processes (assumed to scale evenly)" in words
+    record(_m(device="2 x NVIDIA H200", parameters=135_000_000, speed=18_000.0, source="run pharma"), path)
+    speed, words = carried_over(gpu="NVIDIA H200", processes=2, method="lora", parameters=135_000_000,
+                                flops_per_token=6.0 * 135_000_000, path=path)  # two processes measured: theirs
+    assert speed == pytest.approx(18_000.0) and "on 2 x NVIDIA H200" in words and "assumed" not in words
+    assert carried_over(gpu="", processes=1, method="lora", parameters=10**8, flops_per_token=6e8, path=path) is None
+
+
+def test_a_lora_model_has_the_flops_per_token_the_plan_counts_for_it(tiny_model_dir, tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from cpt_studio.core.recipe import apply_method, flops_per_token, meta_model
+
+    config = tiny_run_config(tiny_model_dir, tmp_path / "data")
+    config.method.kind = "lora"
+    planned = flops_per_token(meta_model(AutoConfig.from_pretrained(tiny_model_dir), config), config)
+    model = apply_method(AutoModelForCausalLM.from_pretrained(tiny_model_dir), config)
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+    assert flops_per_token(model, config) == planned  # the adapters' own FLOPs are not counted
 
 
 def test_a_broken_line_is_skipped_and_only_the_newest_are_kept(tmp_path):
@@ -51,6 +90,11 @@ def test_the_plan_uses_a_measurement_of_this_machine_and_a_probe_records_one(tin
     assert not probed.assumed and probed.basis.startswith("measured by a probe just now")
     [m] = load(throughput_file())
     assert (m.device, m.method, m.source, m.seq_len) == ("cpu", "full", "probe", 64)
-    planned = plan_run(config).time  # the next plan, without a probe, uses it
+    plan = plan_run(config)  # the next plan, without a probe, uses it
+    planned = plan.time
     assert planned.basis.startswith("measured: ") and "on cpu for a 99K model full-parameter by a probe" in planned.basis
     assert planned.tokens_per_second == pytest.approx(m.tokens_per_second, rel=1e-6)  # the same model
+    lines = format_plan(plan).splitlines()  # the measurement and its carrying over a line each
+    at = next(i for i, line in enumerate(lines) if line.startswith("time "))
+    assert lines[at].endswith(" of evaluation") and lines[at + 1] == " " * 15 + planned.basis.split("; ")[0]
+    assert lines[at + 2] == " " * 15 + f"carried over to this model: {planned.tokens_per_second:,.0f} tokens/s"
