@@ -83,10 +83,10 @@ class Plan:
     learning_rates: str = ""
     """Each group's peak learning rate in words, when a group has its own ('' otherwise)."""
     kernels: str = ""
-    gpu_name: str = ""
-    """The GPU's name ('' on a CPU)."""
     """The attention kernel, optimizer, fused kernels, compilation and checkpointing chosen
     for this machine and model, each with why (recipe.Hardware.kernels_text)."""
+    gpu_name: str = ""
+    """The GPU's name ('' on a CPU)."""
 
 
 def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | None = None) -> Plan:
