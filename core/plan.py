@@ -22,6 +22,7 @@ import torch
 from .config import RunConfig, token_band
 from .corpus import SourceSpec
 from .estimate import (
+    CUDA_PEAK_FLOPS,
     MemoryEstimate,
     TimeEstimate,
     estimate_eval_time,
@@ -115,9 +116,11 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | No
     parameters, trainable, ewc_params = parameter_counts(meta, config)
     memory = memory_estimate(config, model_config, hardware, parameters, trainable, ewc_params)
     speed, basis = _speed(config, hardware, meta, parameters, probe_steps)
+    processes = config.system.processes  # the rule of thumb: the peak of every GPU of the run
     estimate = estimate_time(tokens=steps * tokens_per_step, tokens_per_second=speed, basis=basis,
                              device=hardware.device, parameters=parameters, method=config.method.kind,
-                             peak_flops=hardware.peak_flops, gpu=hardware.gpu_name)
+                             peak_flops=(hardware.peak_flops or CUDA_PEAK_FLOPS) * processes,
+                             gpu=f"{processes} x {hardware.gpu_name or 'GPU'}" if processes > 1 else hardware.gpu_name)
     evaluations = evaluation_count(config, steps)
     eval_seconds = evaluations * estimate_eval_time(
         tokens=_eval_tokens(config, tokenizer, domain, general), training=estimate, method=config.method.kind)

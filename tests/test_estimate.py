@@ -247,3 +247,12 @@ def test_gpu_time_estimate_uses_the_cards_peak():
                          peak_flops=989.4e12, gpu="NVIDIA H200")
     assert slow.seconds / fast.seconds == pytest.approx(989.4 / 165.2)
     assert "NVIDIA H200" in fast.basis and "989 TFLOP/s" in fast.basis
+
+
+def test_the_plans_rule_of_thumb_counts_every_gpu_of_the_run(monkeypatch):
+    """Without a measurement, a plan for 4 processes assumes 4 GPUs' peak (4x one GPU's speed)."""
+    one = estimate_time(tokens=10**9, tokens_per_second=None, device="cuda", parameters=10**9,
+                        peak_flops=989.4e12, gpu="NVIDIA H200")
+    four = estimate_time(tokens=10**9, tokens_per_second=None, device="cuda", parameters=10**9,
+                         peak_flops=4 * 989.4e12, gpu="4 x NVIDIA H200")
+    assert one.seconds / four.seconds == pytest.approx(4) and "on 4 x NVIDIA H200" in four.basis

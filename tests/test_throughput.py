@@ -79,7 +79,7 @@ def test_a_broken_line_is_skipped_and_only_the_newest_are_kept(tmp_path):
 def test_the_words_say_what_was_measured_where_and_by_what():
     assert _m().words() == ("measured: 41% MFU on NVIDIA H200 for a 494M model with LoRA by a probe on 2026-12-01")
     cpu = _m(device="cpu", method="full", mfu=None, speed=1000.0, source="run tiny")
-    assert cpu.words().startswith("measured: 2.96 TFLOP/s on cpu for a 494M model full-parameter by run tiny")
+    assert cpu.words().startswith("measured: 2.96 TFLOP/s on the CPU for a 494M model full-parameter by run tiny")
 
 
 def test_the_plan_uses_a_measurement_of_this_machine_and_a_probe_records_one(tiny_model_dir, tmp_path):
@@ -92,7 +92,7 @@ def test_the_plan_uses_a_measurement_of_this_machine_and_a_probe_records_one(tin
     assert (m.device, m.method, m.source, m.seq_len) == ("cpu", "full", "probe", 64)
     plan = plan_run(config)  # the next plan, without a probe, uses it
     planned = plan.time
-    assert planned.basis.startswith("measured: ") and "on cpu for a 99K model full-parameter by a probe" in planned.basis
+    assert planned.basis.startswith("measured: ") and "on the CPU for a 99K model full-parameter by a probe" in planned.basis
     assert planned.tokens_per_second == pytest.approx(m.tokens_per_second, rel=1e-6)  # the same model
     lines = format_plan(plan).splitlines()  # the measurement and its carrying over a line each
     at = next(i for i, line in enumerate(lines) if line.startswith("time "))
