@@ -63,7 +63,8 @@ class Measurement:
         rate = f"{self.mfu:.0%} MFU" if self.mfu is not None else f"{self.achieved_flops / 1e12:.3g} TFLOP/s"
         how = "with LoRA" if self.method == "lora" else "full-parameter"
         by = "a probe" if self.source == "probe" else self.source
-        return f"measured: {rate} on {"the CPU" if self.device == "cpu" else self.device} for a {params_words(self.parameters)} model {how} by {by} on {self.date}"
+        where = "the CPU" if self.device == "cpu" else self.device
+        return f"measured: {rate} on {where} for a {params_words(self.parameters)} model {how} by {by} on {self.date}"
 
 
 def device_label(gpu: str, processes: int = 1) -> str:
