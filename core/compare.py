@@ -33,6 +33,14 @@ from .store import (
 
 MISSING = object()
 """A setting one run's config lacks (an older config): differs from every value."""
+UNUSED = "unused"
+"""A setting its run does not use (LoRA's rank in a full-parameter run, EWC's strength with EWC
+off): equal to every other unused value, so it is not a difference between two runs."""
+USED_WHEN = {"method.lora_": ("method.kind", "lora"), "method.target_modules": ("method.kind", "lora"),
+             "ewc.": ("ewc.enabled", True), "guard.": ("guard.enabled", True),
+             "tokenizer.": ("tokenizer.extend", True)}
+"""Settings (by path prefix) a run uses only when its switch has that value (the switch itself
+always counts)."""
 SHORT_NAMES = {"corpus.replay_ratio": "replay", "schedule.peak_lr": "lr",
                "method.kind": "method", "method.lora_rank": "LoRA r", "ewc.enabled": "EWC",
                "ewc.strength": "EWC strength", "tokenizer.extend": "new tokens",
@@ -61,7 +69,7 @@ def config_differences(configs: Mapping[str, Mapping[str, Any]], differences_onl
     """Every setting as (dotted path, {run_id: value}), in the order the configs list them;
     `differences_only` keeps those whose value is not the same in every run. A run whose
     config lacks a setting has MISSING there."""
-    flat = {run_id: flatten_config(config) for run_id, config in configs.items()}
+    flat = {run_id: _mark_unused(flatten_config(config)) for run_id, config in configs.items()}
     paths = list(dict.fromkeys(path for settings in flat.values() for path in settings))
     rows = []
     for path in paths:
@@ -69,6 +77,16 @@ def config_differences(configs: Mapping[str, Mapping[str, Any]], differences_onl
         if not differences_only or _differ(list(values.values())):
             rows.append((path, values))
     return rows
+
+
+def _mark_unused(settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` with the values its run does not use replaced by UNUSED (USED_WHEN)."""
+    marked = dict(settings)
+    for path in settings:
+        for prefix, (switch, on) in USED_WHEN.items():
+            if path.startswith(prefix) and path != switch and switch in settings and settings[switch] != on:
+                marked[path] = UNUSED
+    return marked
 
 
 def _differ(values: list[Any]) -> bool:

@@ -262,3 +262,19 @@ def test_no_checkpoint_within_the_forgetting_target_is_said(qtbot, db, tmp_path)
     window.resize(1250, 850)
     window.show()
     window.grab().save("/tmp/shots-history/compare-outside-target.png")
+
+
+def test_settings_a_run_does_not_use_are_not_differences():
+    """Two full-parameter runs whose (unused) LoRA ranks differ, one with EWC off at another
+    (unused) strength: neither is listed as a difference; the LoRA rank of a LoRA run against a
+    full run is (and reads 'unused' on the full one's side)."""
+    full = {"method": {"kind": "full", "lora_rank": 64, "target_modules": ["q_proj"]},
+            "ewc": {"enabled": False, "strength": 100.0}}
+    other = {"method": {"kind": "full", "lora_rank": 16, "target_modules": ["v_proj"]},
+             "ewc": {"enabled": False, "strength": 5.0}}
+    assert config_differences({"a": full, "b": other}, differences_only=True) == []
+    lora = {"method": {"kind": "lora", "lora_rank": 16, "target_modules": ["v_proj"]},
+            "ewc": {"enabled": True, "strength": 5.0}}
+    differing = dict(config_differences({"a": full, "c": lora}, differences_only=True))
+    assert differing["method.lora_rank"] == {"a": "unused", "c": 16}
+    assert differing["ewc.strength"] == {"a": "unused", "c": 5.0} and "ewc.enabled" in differing
