@@ -167,8 +167,7 @@ def comparison_notes(db, run_ids: list[str]) -> list[str]:
     flat = {run_id: flatten_config(run["config"]) for run_id, run in runs.items()}
     notes = []
     for corpus in ("domain", "general"):
-        paths = {run_id: format_setting("", settings.get(f"corpus.{corpus}", MISSING))
-                 for run_id, settings in flat.items()}
+        paths = {run_id: _corpus_words(settings, corpus) for run_id, settings in flat.items()}
         if len(set(paths.values())) > 1:
             notes.append(f"Different {corpus} corpora ({_each(paths, names)}): each run's gain and "
                          "forgetting are measured on its own held-out text.")
@@ -181,6 +180,14 @@ def comparison_notes(db, run_ids: list[str]) -> list[str]:
                      "domain gain and forgetting here are changes of bits per byte, each against the run's "
                      "own baseline; the history and each run's recommendation give them in perplexity.")
     return notes
+
+
+def _corpus_words(settings: Mapping[str, Any], corpus: str) -> str:
+    """A run's `corpus` ("domain" or "general") in words: an SFT run's domain is its
+    instruction data (its corpus.domain is empty)."""
+    if corpus == "domain" and settings.get("stage") == "sft":
+        return f"instruction data {format_setting('', settings.get('sft.data', MISSING))}"
+    return format_setting("", settings.get(f"corpus.{corpus}", MISSING))
 
 
 def _baseline_notes(db, run_ids: list[str], names: Mapping[str, str]) -> list[str]:

@@ -239,6 +239,11 @@ def test_a_note_says_when_runs_have_different_corpora_or_baselines(qtbot, db, tm
     window.show()
     window.grab().save("/tmp/shots-history/compare-notes.png")
     assert CompareWindow(db, same).notes.isHidden()
+    sft = store.index_run(db, write_compare_run(  # an SFT run's domain is its instruction data
+        tmp_path / "sft", "sft", 0.05, 2e-5, REPLAY_15, general_baseline=20.0,
+        sections={"stage": "sft", "corpus": {"domain": []}, "sft": {"data": ["qa.jsonl"]}}))
+    assert comparison_notes(db, [same[0], sft])[0].startswith(
+        "Different domain corpora (a: med.jsonl; sft: instruction data qa.jsonl)")
 
 
 def test_no_checkpoint_within_the_forgetting_target_is_said(qtbot, db, tmp_path):

@@ -31,8 +31,8 @@ def write_compare_run(folder: Path, name: str, replay_ratio: float, peak_lr: flo
               "corpus": {"replay_ratio": replay_ratio, "skip_bad": False},
               "schedule": {"peak_lr": peak_lr, "warmup_ratio": 0.01, "decay": "cosine"},
               "checkpoints": {"interval": 10, "recommend_max_forgetting": 0.03}}
-    for section, values in (sections or {}).items():
-        config[section] = {**config.get(section, {}), **values}
+    for section, values in (sections or {}).items():  # a section's settings, or a top-level one
+        config[section] = {**config.get(section, {}), **values} if isinstance(values, dict) else values
     paths = RunPaths(folder)
     paths.config.write_text(json.dumps(config, indent=2))
     out = EventWriter(paths.events)
