@@ -65,6 +65,10 @@ class GenerationWindow(QWidget):
                 self.checkpoints.addItem(_checkpoint_item(checkpoint))
                 if checkpoint["recommended"]:  # the actions act on the highlighted checkpoint
                     self.checkpoints.setCurrentRow(self.checkpoints.count() - 1)
+        if self.checkpoints.count() and self.checkpoints.currentRow() < 0:  # none recommended (an
+            last = self.checkpoints.item(self.checkpoints.count() - 1)  # SFT run has no general
+            last.setCheckState(Qt.CheckState.Checked)  # set of its own): the last one is ticked
+            self.checkpoints.setCurrentItem(last)
         self.generate_button = QPushButton("Generate", clicked=self.generate)
         self.status = QLabel()
         self.results = QHBoxLayout()
@@ -160,6 +164,9 @@ class GenerationWindow(QWidget):
             box = QGroupBox("starting model (before SFT)" if self.chat and name == BASE else name)
             text_box = QPlainTextEdit(readOnly=True)
             text_box.setPlainText(text if self.chat else self.prompt.toPlainText() + text)
+            if self.chat and not text.strip():  # shown only in an empty box
+                text_box.setPlainText("")
+                text_box.setPlaceholderText(EMPTY_ANSWER)
             QVBoxLayout(box).addWidget(text_box)
             self.results.addWidget(box)
             self.columns[name] = text_box
@@ -172,6 +179,10 @@ class GenerationWindow(QWidget):
             self.status.setText("The last generation kept with this run.")
         else:
             self.columns = {}
+
+
+EMPTY_ANSWER = ("(an empty answer: the model ended its turn at once, or wrote only spaces; more "
+                "training on the instruction data, or another checkpoint, may answer)")
 
 
 def _checkpoint_item(checkpoint: dict) -> QListWidgetItem:

@@ -219,3 +219,22 @@ def test_compare_selected_opens_the_comparison_of_the_selected_runs(history, qtb
 
     qtbot.addWidget(opened)
     assert isinstance(opened, CompareWindow) and opened.isVisible()
+
+
+def test_without_a_recommended_checkpoint_the_last_is_ticked_and_an_empty_answer_is_said(
+        qtbot, trained_run, monkeypatch):
+    db = store.open_store()
+    run_id = store.index_run(db, trained_run)
+    real = store.run_checkpoints
+    monkeypatch.setattr(store, "run_checkpoints",  # as for an SFT run with no general set
+                        lambda db, run_id: [{**c, "recommended": False} for c in real(db, run_id)])
+    window = GenerationWindow(db, run_id)
+    qtbot.addWidget(window)
+    ticked = [window.checkpoints.item(i).text().split()[1] for i in range(window.checkpoints.count())
+              if window.checkpoints.item(i).checkState() == Qt.CheckState.Checked]
+    assert ticked == ["6"] and window.checkpoints.currentItem().text().startswith("step 6")
+    window.chat = True
+    window.show_outputs({"base": " \n ", "step 6": "Tacrolimus."})
+    assert window.columns["base"].placeholderText().startswith("(an empty answer")
+    assert window.columns["base"].toPlainText() == ""  # else the placeholder is not shown
+    assert window.columns["step 6"].toPlainText() == "Tacrolimus."
