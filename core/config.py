@@ -561,6 +561,11 @@ class SftConfig:
     """The chat template: 'auto' (the tokenizer's own, else the plain template), 'plain'
     (### Instruction: / ### Response:, for base models), a .jinja file, or a model folder whose
     tokenizer's chat template to use. The template used is saved with the run and its checkpoints."""
+    skip_bad: bool = False
+    """Leave out records that cannot be read (broken JSON, missing fields, a conversation that
+    does not end with the assistant) and train on the rest, each one skipped named with its
+    file and line in a warning; off: any bad record stops the run until it is fixed."""
+
     def validate(self) -> list[str]:
         problems = []
         if self.format not in SFT_FORMATS:

@@ -101,7 +101,8 @@ def preflight(config: RunConfig, *, read_corpus: bool = True) -> Preflight:
     checked.problems += machine_problems(config)
     if read_corpus:
         checked.problems += corpus_problems(config)
-    checked.warnings += heldout_warnings(config) + sft_heldout_warnings(config) + mojibake_warnings(config)
+    checked.warnings += (heldout_warnings(config) + sft_heldout_warnings(config) + sft_skipped_warnings(config)
+                         + mojibake_warnings(config))
     if config.schedule.max_steps:  # the run's length is known without counting the corpus
         checked.warnings += interval_warnings(config, config.schedule.max_steps)
     return checked
@@ -285,6 +286,23 @@ def heldout_warnings(config: RunConfig) -> list[str]:
 
 SFT_HELDOUT_MIN = 10
 """Fewer held-out instruction examples than this: the held-out response loss moves by chance."""
+
+
+def sft_skipped_warnings(config: RunConfig) -> list[str]:
+    """The bad instruction records sft.skip_bad leaves out, the first few named (file:line)."""
+    if config.stage != "sft" or not config.sft.skip_bad:
+        return []
+    from .sft_data import SftDataError, skipped_records
+
+    try:
+        skipped = skipped_records(config.sft)
+    except (SftDataError, OSError):
+        return []  # the problems say it
+    if not skipped:
+        return []
+    named = "; ".join(str(p) for p in skipped[:3]) + ("; …" if len(skipped) > 3 else "")
+    return [f"sft.skip_bad: {len(skipped):,} bad record{'s' if len(skipped) != 1 else ''} will be left out "
+            f"({named}); fix them to train on them too"]
 
 
 def sft_heldout_warnings(config: RunConfig) -> list[str]:

@@ -94,7 +94,20 @@ class SftExample:
 # ------------------------------------------------------------------------- reading records
 
 def read_examples(settings: SftConfig) -> list[SftExample]:
-    """Every example of every file of sft.data, in order; SftDataError with every problem."""
+    """Every example of every file of sft.data, in order; SftDataError with every problem (with
+    sft.skip_bad, the bad records are left out instead: skipped_records names them)."""
+    return read_examples_and_skipped(settings)[0]
+
+
+def skipped_records(settings: SftConfig) -> list[Problem]:
+    """The bad records sft.skip_bad leaves out, each with file and line ([] with it off)."""
+    return read_examples_and_skipped(settings)[1] if settings.skip_bad else []
+
+
+def read_examples_and_skipped(settings: SftConfig) -> tuple[list[SftExample], list[Problem]]:
+    """(the examples, the bad records skipped); SftDataError with every problem that remains:
+    every bad record with sft.skip_bad off, and with it on a file that cannot be read or data
+    with no good record at all."""
     examples, problems = [], []
     for path in settings.data:
         for item in _file_examples(Path(path).expanduser(), settings):
@@ -103,9 +116,12 @@ def read_examples(settings: SftConfig) -> list[SftExample]:
         problems.append(Problem("(no data)", None, "add at least one JSONL file to sft.data (--data FILE)"))
     elif not examples and not problems:
         problems.append(Problem(", ".join(settings.data), None, "holds no records; add examples"))
+    skipped = [p for p in problems if p.line is not None] if settings.skip_bad and examples else []
+    if skipped:
+        problems = [p for p in problems if p.line is None]
     if problems:
         raise SftDataError(problems)
-    return examples
+    return examples, skipped
 
 
 def _file_examples(path: Path, settings: SftConfig) -> Iterator[SftExample | Problem]:

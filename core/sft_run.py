@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ from .sft_data import (
     PackedExamples,
     SftExample,
     choose_template,
-    read_examples,
+    read_examples_and_skipped,
     tokenize_examples,
 )
 
@@ -96,6 +96,8 @@ class SftPreview:
     """The chat template that renders them, in words (ChatTemplate.source)."""
     examples: list[tuple[str, list[tuple[str, bool]]]]
     """(file:line, pieces of (text, trained)) of the first examples; trained pieces are responses."""
+    skipped: list[str] = field(default_factory=list)
+    """The bad records sft.skip_bad leaves out, each as "file line N: why"."""
 
 
 def preview_examples(config: RunConfig, count: int = 3) -> SftPreview:
@@ -107,13 +109,14 @@ def preview_examples(config: RunConfig, count: int = 3) -> SftPreview:
     from .models import load_tokenizer, load_tokenizer_from_folder
     from .sft_data import preview
 
-    examples = read_examples(config.sft)
+    examples, skipped = read_examples_and_skipped(config.sft)
     trust = config.model.trust_remote_code
     tokenizer = (load_tokenizer_from_folder(checkpoint_folder(config.parent_run, config.parent_step), trust)
                  if config.parent_run else load_tokenizer(config.model.name_or_path, trust_remote_code=trust))
     template = choose_template(tokenizer, config.sft.template)
     return SftPreview(len(examples), template.source,
-                      [(e.origin, preview(tokenizer, template.text, e.messages)) for e in examples[:count]])
+                      [(e.origin, preview(tokenizer, template.text, e.messages)) for e in examples[:count]],
+                      [str(p) for p in skipped])
 
 
 def default_checkpoint(run_dir: Path | str) -> tuple[int, str]:
@@ -155,7 +158,10 @@ def prepare_sft_data(config: RunConfig, tokenizer, paths: RunPaths, events: Even
     the saved one. Examples are split by the run's held-out size and seed."""
     template = run_template(tokenizer, config, paths)
     tokenizer.chat_template = template.text
-    examples = read_examples(config.sft)
+    examples, skipped = read_examples_and_skipped(config.sft)
+    if skipped and events is not None:
+        events.emit("log", None, level="warning", message=(
+            f"{len(skipped):,} bad instruction record(s) left out (sft.skip_bad), e.g. {skipped[0]}"))
     specs = [SourceSpec(path) for path in config.sft.data]
     if not accept_changed_corpus and changed_corpora_record(paths.root, {"sft": specs}):
         raise CorpusChangedError("the instruction data changed since this run started; restore the "

@@ -73,6 +73,10 @@ def test_instruction_tune_from_a_checkpoint_starts_a_chained_run_and_the_history
     qtbot.waitUntil(lambda: data.problems.isVisible(), timeout=20_000)
     assert f"{bad} line 2: no field 'response' (fields: answer, instruction)" in data.problems.text()
     assert not wizard.validateCurrentPage()
+    data.skip_bad.setChecked(True)  # the bad record is left out, named, and the good one previewed
+    qtbot.waitUntil(lambda: "1 bad record is left out" in data.status.text(), timeout=20_000)
+    assert f"{bad} line 2: no field 'response'" in data.status.text() and not data.problems.isVisible()
+    data.skip_bad.setChecked(False)
     good = tmp_path / "qa.jsonl"
     good.write_text("".join(json.dumps({"instruction": q, "response": a}) + "\n" for q, a in PAIRS))
     data.files.clear()

@@ -22,6 +22,7 @@ from cpt_studio.core.sft_data import (
     preview,
     read_examples,
     response_spans,
+    skipped_records,
     tokenize_conversation,
     tokenize_examples,
 )
@@ -143,6 +144,11 @@ def test_bad_records_are_named_by_file_and_line_with_the_fix(tmp_path):
     assert "role (system, user, assistant)" in problems[7]
     assert "not an object" in problems[8] and "is int, not text" in problems[9]
     assert "8 problem(s) in the instruction data" in str(caught.value)
+    skipping = SftConfig(data=[path], skip_bad=True)  # sft.skip_bad: the good one trains, the 8 are named
+    assert [e.line for e in read_examples(skipping)] == [1]
+    assert sorted(p.line for p in skipped_records(skipping)) == [2, 3, 4, 5, 6, 7, 8, 9]
+    with pytest.raises(SftDataError, match="does not exist"):  # a missing file is not a bad record
+        read_examples(SftConfig(data=[path, str(tmp_path / "missing.jsonl")], skip_bad=True))
     with pytest.raises(SftDataError, match="does not exist"):
         read_examples(SftConfig(data=[str(tmp_path / "missing.jsonl")]))
     with pytest.raises(SftDataError, match="not a JSON lines file"):
@@ -206,3 +212,15 @@ def test_an_alpaca_file_is_told_which_field_to_use(tmp_path):
         read_examples(SftConfig(data=[str(path)]))
     assert "set the response field (sft.response_field, --response-field) to 'output' (it looks like the response)" in str(error.value)
     assert read_examples(SftConfig(data=[str(path)], response_field="output"))[0].messages[-1]["content"] == "Tacrolimus."
+
+
+def test_the_preflight_names_the_records_skip_bad_leaves_out(tmp_path):
+    from cpt_studio.core.config import RunConfig
+    from cpt_studio.core.preflight import sft_skipped_warnings
+
+    path = _write(tmp_path / "qa.jsonl", [{"instruction": QUESTION, "response": ANSWER}, '{"broken'])
+    config = RunConfig(stage="sft", sft=SftConfig(data=[path], skip_bad=True))
+    [warning] = sft_skipped_warnings(config)
+    assert warning.startswith(f"sft.skip_bad: 1 bad record will be left out ({path} line 2: invalid JSON")
+    config.sft.skip_bad = False
+    assert sft_skipped_warnings(config) == []

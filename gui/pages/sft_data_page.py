@@ -10,6 +10,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -67,6 +68,9 @@ class SftDataPage(ConfigPage):
         for name, label in FIELDS:
             form.addRow(label, explain(self.fields[name], f"sft.{name}"))
         form.addRow("Chat template:", explain(self.template, "sft.template"))
+        self.skip_bad = explain(QCheckBox("Skip bad records (each is named; the rest trains)",
+                                          objectName="sft_skip_bad"), "sft.skip_bad")
+        form.addRow("", self.skip_bad)
         self.replay = explain(QDoubleSpinBox(objectName="sft_replay_percent", suffix=" %", decimals=1,
                                              maximum=95.0), "corpus.replay_ratio")
         form.addRow("General replay:", self.replay)
@@ -82,7 +86,7 @@ class SftDataPage(ConfigPage):
         self.layout_.addWidget(self.preview, stretch=10)  # the free room goes to the preview
         self.finish_layout()
         self._timer = QTimer(self, singleShot=True, interval=CHECK_DELAY_MS, timeout=self.check)
-        for signal in (self.format.currentTextChanged, self.template.currentTextChanged,
+        for signal in (self.format.currentTextChanged, self.template.currentTextChanged, self.skip_bad.toggled,
                        self.files.model().rowsInserted, self.files.model().rowsRemoved,
                        *(field.textChanged for field in self.fields.values())):
             signal.connect(self._schedule_check)
@@ -99,6 +103,7 @@ class SftDataPage(ConfigPage):
         for name, _ in FIELDS:
             self.fields[name].setText(getattr(config.sft, name))
         self.template.setCurrentText(config.sft.template)
+        self.skip_bad.setChecked(config.sft.skip_bad)
         self.replay.setValue(config.corpus.replay_ratio * 100)
         self.replay.setEnabled(bool(config.corpus.general))  # replay draws from the general corpus
         self.replay.setSpecialValueText("none (the general corpus is measured, not trained on)")
@@ -111,6 +116,7 @@ class SftDataPage(ConfigPage):
         for name, _ in FIELDS:
             setattr(config.sft, name, self.fields[name].text().strip())
         config.sft.template = self.template.currentText().strip() or "auto"
+        config.sft.skip_bad = self.skip_bad.isChecked()
         config.corpus.replay_ratio = round(self.replay.value() / 100, 6)
 
     def _on_add_files(self) -> None:
@@ -159,7 +165,8 @@ class SftDataPage(ConfigPage):
         self.show_problems(problems)
         if shown is not None:
             status = (f"{shown.count:,} examples; template: {shown.template}. The highlighted text is "
-                      "what the model is trained to write (the responses); the rest is the prompt.")
+                      "what the model is trained to write (the responses); the rest is the prompt."
+                      + skipped_text(shown.skipped))
         self.status.setText(status or f"{len(problems)} problem(s); fix them to see the preview.")
         self.preview.setHtml(preview_html(shown) if shown else "")
 
@@ -180,6 +187,14 @@ def _checked_preview(config) -> tuple[list[str], SftPreview | None]:
         return [], preview_examples(config, PREVIEW_COUNT)
     except SftDataError as exc:
         return [str(p) for p in exc.problems], None
+
+
+def skipped_text(skipped: list[str]) -> str:
+    """" 2 bad records are left out: a.jsonl line 3: …; …" (sft.skip_bad), or ""."""
+    if not skipped:
+        return ""
+    return (f" {len(skipped):,} bad record{'s are' if len(skipped) != 1 else ' is'} left out: "
+            + "; ".join(skipped[:3]) + ("; …" if len(skipped) > 3 else ""))
 
 
 def preview_html(shown: SftPreview) -> str:
