@@ -1,7 +1,8 @@
 """The GPU paths of issue 18, on CUDA only (skipped elsewhere; bench/gpu_check.sh runs them
-with the GPU bench): every attention kernel the GPU has keeps packed documents apart, and a
-run through our engine trains on the kernel, optimizer, fused kernels and compilation it
-chooses there."""
+with the GPU bench): every attention kernel the GPU has keeps packed documents apart, in fp32
+and in the runs' bf16 autocast, and a run through our engine trains on the kernel, optimizer,
+fused kernels and compilation it chooses there, learning what the plain eager run learns.
+On a CPU, the same checks of the kernels run in tests/test_kernels.py."""
 import pytest
 import torch
 
