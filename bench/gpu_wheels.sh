@@ -6,11 +6,12 @@
 # bench cover Liger's fused kernels too. No CUDA build of anything is downloaded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-grep -qx '/.whl/' .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo '/.whl/' >> .git/info/exclude; }
+exclude=$(git rev-parse --git-path info/exclude)  # .git/info/exclude; in a worktree, the main one's
+grep -qx '/.whl/' "$exclude" 2>/dev/null || { mkdir -p "$(dirname "$exclude")"; echo '/.whl/' >> "$exclude"; }
 rm -rf .whl && mkdir .whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform any -d .whl \
     sqlite-utils==4.2.1 sqlite-fts4==1.0.3 click-default-group==1.2.4 platformdirs==4.14.9 \
-    ftfy==6.3.1 wcwidth liger-kernel
+    ftfy==6.3.1 wcwidth==0.9.4 liger-kernel==0.8.5
 ls -la .whl
