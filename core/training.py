@@ -383,6 +383,8 @@ class RunMonitor(TrainerCallback):
         self.losses.update({e.step: e.loss for e in timeline.of(StepEvent) if e.step <= step})
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.hardware.device == "cuda":  # the step's kernels are queued, not done: wait for them,
+            torch.cuda.synchronize()        # as logging the loss right after does anyway
         self._train_seconds = time.monotonic() - self._step_started
         step = state.global_step
         # The main process reads the request and every rank follows it: all stop at this step.
