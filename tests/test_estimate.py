@@ -217,7 +217,7 @@ def test_estimate_is_headless_and_loads_no_framework():
 # --- GPU peaks and MFU (issue 18) ---------------------------------------------------------
 
 @pytest.mark.parametrize("name, tflops", [
-    ("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H200", 989.4),
+    ("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H200", 989.4), ("NVIDIA H200 NVL", 835.5),
     ("NVIDIA GeForce RTX 4090", 165.2), ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA L40S", 362.1),
     ("NVIDIA L40", 181.0), ("NVIDIA L4", 121.0), ("NVIDIA RTX A6000", 154.8), ("NVIDIA A10G", 70.0),
     ("NVIDIA RTX 6000 Ada Generation", 364.2), ("Tesla T4", 65.0), ("Matrox Millennium", None),
