@@ -11,6 +11,8 @@ thread (RunWizard.accept: a LoRA parent is merged into the run's start_model/ fi
 
 from __future__ import annotations
 
+from cpt_studio.core.sft_run import SFT_SCHEDULE
+
 from .pages.base import ConfigPage
 from .pages.eval_page import EvalPage
 from .pages.method_page import MethodPage
@@ -19,9 +21,10 @@ from .pages.sft_data_page import SftDataPage
 from .pages.summary_page import SummaryPage
 from .wizard import RunWizard
 
-SFT_LENGTH = "the epochs over the instruction data (3 by default)"
-"""The schedule page's "no step limit" wording for an SFT run: it trains for epochs, not one pass
-over a domain corpus."""
+SFT_LORA_PEAK_LR = 2e-4
+"""Instruction tuning's usual peak learning rate with LoRA adapters (Alpaca-LoRA's and QLoRA's
+recipes use 2e-4 to 3e-4), ten times the full-parameter 2e-5: the schedule follows the method
+chosen while the user has not set a rate of their own."""
 
 
 class SftWizard(RunWizard):
@@ -29,8 +32,17 @@ class SftWizard(RunWizard):
 
     def make_pages(self) -> list[ConfigPage]:
         schedule = SchedulePage()
-        schedule.setSubTitle("Instruction tuning's defaults: peak 2e-5, 3% warmup, cosine to 0, 3 epochs.")
-        schedule.steps.setSpecialValueText(SFT_LENGTH)
+        schedule.setSubTitle("Instruction tuning's defaults: peak 2e-5 (2e-4 with LoRA), 3% warmup, cosine "
+                             "to 0, 3 epochs.")
         method = MethodPage()
         method.setSubTitle("LoRA on a merged CPT checkpoint, or all weights; EWC keeps general ability.")
+        method.lora.toggled.connect(lambda lora: method._loading or self._rate_follows_method(lora))
         return [SftDataPage(), method, schedule, EvalPage(), SummaryPage()]
+
+    def _rate_follows_method(self, lora: bool) -> None:
+        """Switching between full and LoRA moves the peak learning rate between their defaults,
+        unless the user has set another one (the schedule page shows it when it opens)."""
+        default, other = (SFT_SCHEDULE["peak_lr"], SFT_LORA_PEAK_LR) if lora else (SFT_LORA_PEAK_LR,
+                                                                                  SFT_SCHEDULE["peak_lr"])
+        if self.config.schedule.peak_lr == default:
+            self.config.schedule.peak_lr = other

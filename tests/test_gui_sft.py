@@ -88,9 +88,16 @@ def test_instruction_tune_from_a_checkpoint_starts_a_chained_run_and_the_history
     assert data.replay.isEnabled() and data.replay.value() == 0  # SFT's default: measured, not replayed
     data.replay.setValue(25)  # optional general replay during SFT
     wizard.next()  # method, then the schedule with SFT's defaults
+    method = wizard.currentPage()
+    method.lora.setChecked(True)  # LoRA's usual rate follows the method chosen
+    wizard.next()
+    assert wizard.currentPage().peak.text() == "0.0002"
+    wizard.back()
+    method.full.setChecked(True)
     wizard.next()
     schedule = wizard.currentPage()
     assert schedule.peak.text() == "2e-05" and schedule.steps.value() == 0
+    assert schedule.epochs.value() == 3 and schedule.epochs.isEnabled()  # epochs decide without a step count
     schedule.steps.setValue(2)
     wizard.next()
     evaluation = wizard.currentPage()

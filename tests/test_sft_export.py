@@ -183,5 +183,8 @@ def test_the_generate_window_shows_an_sft_runs_answers(qtbot, chain):
         pass
     kept = read_generations(child)[-1]
     assert kept["chat"] and list(window.columns) == list(kept["outputs"]) and "step 2" in window.columns
-    assert [box.toPlainText() for box in window.columns.values()] == list(kept["outputs"].values())  # answers alone
+    answers = [text if text.strip() else "" for text in kept["outputs"].values()]  # a blank one: said so
+    assert [box.toPlainText() for box in window.columns.values()] == answers  # answers alone
+    assert all(box.placeholderText().startswith("(an empty answer") for box in window.columns.values()
+               if not box.toPlainText())
     assert window.columns["base"].parent().title() == "starting model (before SFT)"  # not "base"

@@ -34,7 +34,9 @@ class SchedulePage(ConfigPage):
         self.decay = QComboBox(objectName="decay")
         self.decay.addItems(DECAYS)
         self.min_ratio = QDoubleSpinBox(objectName="min_lr_percent", suffix=" % of peak", maximum=100)
-        self.steps = QSpinBox(objectName="max_steps", maximum=10_000_000, specialValueText="one pass over the domain corpus")
+        self.steps = QSpinBox(objectName="max_steps", maximum=10_000_000, specialValueText="from the epochs below")
+        self.epochs = QDoubleSpinBox(objectName="epochs", decimals=2, minimum=0.01, maximum=1000, singleStep=0.5,
+                                     suffix=" passes over the data")
         self.embedding_scale = QDoubleSpinBox(objectName="embedding_lr_scale", prefix="x ", decimals=3,
                                               minimum=0.001, maximum=10, singleStep=0.1, value=1)
         self.new_token_scale = QDoubleSpinBox(objectName="new_token_lr_scale", prefix="x ", decimals=3,
@@ -42,7 +44,7 @@ class SchedulePage(ConfigPage):
                                               specialValueText="as the embeddings")
         for widget, path in ((self.peak, "schedule.peak_lr"), (self.warmup, "schedule.warmup_ratio"),
                              (self.decay, "schedule.decay"), (self.min_ratio, "schedule.min_lr_ratio"),
-                             (self.steps, "schedule.max_steps"),
+                             (self.steps, "schedule.max_steps"), (self.epochs, "schedule.epochs"),
                              (self.embedding_scale, "schedule.embedding_lr_scale"),
                              (self.new_token_scale, "schedule.new_token_lr_scale")):
             explain(widget, path)
@@ -52,6 +54,7 @@ class SchedulePage(ConfigPage):
         form.addRow("Decay:", self.decay)
         form.addRow("Final learning rate:", self.min_ratio)
         form.addRow("Optimizer steps:", self.steps)
+        form.addRow("Epochs:", self.epochs)
         form.addRow("Embeddings and output layer:", self.embedding_scale)
         form.addRow("New token rows:", self.new_token_scale)
         self.group_help = QLabel(GROUP_HELP, wordWrap=True, objectName="lr_group_help")
@@ -75,7 +78,8 @@ class SchedulePage(ConfigPage):
         self.layout_.addWidget(self.plot)
         self.finish_layout()
         self.peak.textChanged.connect(self._on_changed)
-        for widget in (self.warmup, self.min_ratio, self.steps, self.embedding_scale, self.new_token_scale):
+        for widget in (self.warmup, self.min_ratio, self.steps, self.epochs, self.embedding_scale,
+                       self.new_token_scale):
             widget.valueChanged.connect(self._on_changed)
         self.decay.currentTextChanged.connect(self._on_changed)
 
@@ -86,6 +90,7 @@ class SchedulePage(ConfigPage):
         self.decay.setCurrentText(schedule.decay)
         self.min_ratio.setValue(schedule.min_lr_ratio * 100)
         self.steps.setValue(schedule.max_steps or 0)
+        self.epochs.setValue(schedule.epochs)
         self.embedding_scale.setValue(schedule.embedding_lr_scale)
         self.new_token_scale.setValue(schedule.new_token_lr_scale or 0)
         self._draw(config)
@@ -100,6 +105,7 @@ class SchedulePage(ConfigPage):
         schedule.decay = self.decay.currentText()
         schedule.min_lr_ratio = round(self.min_ratio.value() / 100, 6)
         schedule.max_steps = self.steps.value() or None
+        schedule.epochs = round(self.epochs.value(), 4)
         schedule.embedding_lr_scale = self.embedding_scale.value()
         schedule.new_token_lr_scale = self.new_token_scale.value() or None
 
@@ -123,6 +129,7 @@ class SchedulePage(ConfigPage):
         for name, scale in group_scales(config).items():
             self.group_curves[name].setData(x, [r * scale for r in rates] if scale is not None else [])
         self.group_rates.setText(group_rates_words(config))
+        self.epochs.setEnabled(not config.schedule.max_steps)  # a step count decides instead
         warmup = -(-steps * config.schedule.warmup_ratio // 1)
         self.warmup_region.setRegion((0, max(warmup, 0)))
         suffix = "" if config.schedule.max_steps else f" (shape over {PREVIEW_STEPS} steps)"

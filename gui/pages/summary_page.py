@@ -203,7 +203,9 @@ def describe(config: RunConfig) -> str:
     sft = config.stage == "sft"
     length = (f"{schedule.max_steps:,} steps" if schedule.max_steps else
               f"{schedule.token_budget:,} tokens" if schedule.token_budget else
-              f"{schedule.epochs:g} epochs over the instruction data" if sft else "one pass over the domain corpus")
+              f"{schedule.epochs:g} epochs over the instruction data" if sft else
+              "one pass over the domain corpus" if schedule.epochs == 1 else
+              f"{schedule.epochs:g} passes over the domain corpus")
     start = (f"Starts from: step {config.parent_step} of the run {config.parent_run} (its weights exactly; "
              "a fresh optimizer, the learning rate warmed up and decayed again over this run's steps)"
              if config.parent_run else f"Base model: {config.model.name_or_path or '(not chosen)'}")
