@@ -34,3 +34,25 @@ def clear() -> None:
     store = settings()
     for key in KINDS.values():
         store.remove(key)
+
+
+FOLDERS_GROUP = "last_folder"
+"""Settings keys last_folder/KIND: the folder each kind of file dialog (corpus, model,
+instruction data) was last used in."""
+
+
+def start_folder(kind: str) -> str:
+    """Where a file dialog of `kind` opens: the folder last chosen in one, else the home folder
+    (Qt's default, the app's working directory, is rarely where a user keeps data)."""
+    folder = str(settings().value(f"{FOLDERS_GROUP}/{kind}", "") or "")
+    return folder if folder and Path(folder).is_dir() else str(Path.home())
+
+
+def remember_folder(kind: str, chosen: str | list[str]) -> None:
+    """Remember where the file(s) or folder `chosen` in a dialog of `kind` are (nothing when
+    the dialog was cancelled)."""
+    first = chosen[0] if isinstance(chosen, list) and chosen else chosen
+    if not first:
+        return
+    path = Path(first)
+    settings().setValue(f"{FOLDERS_GROUP}/{kind}", str(path if path.is_dir() else path.parent))

@@ -349,3 +349,21 @@ def test_quit_counts_a_run_whose_worker_has_not_written_events_yet(window, tmp_p
     (folder / "config.json").write_text(RunConfig(name="just-started").to_json())
     write_pid(folder)  # this test's process stands for the worker
     assert str(folder.resolve()) in window.running_runs()
+
+
+def test_file_dialogs_open_where_that_kind_of_file_was_last_chosen(qapp, tmp_path):
+    """Home first (not the app's working directory); then the folder of the last file or folder
+    chosen in a dialog of that kind; a folder since deleted falls back to home; a cancelled
+    dialog changes nothing."""
+    from pathlib import Path
+
+    from cpt_studio.gui.recent import remember_folder, start_folder
+
+    assert start_folder("corpus") == str(Path.home())
+    (tmp_path / "corpora").mkdir()
+    remember_folder("corpus", [str(tmp_path / "corpora" / "a.jsonl"), str(tmp_path / "b.jsonl")])
+    remember_folder("model", str(tmp_path))
+    remember_folder("corpus", "")  # cancelled
+    assert start_folder("corpus") == str(tmp_path / "corpora") and start_folder("model") == str(tmp_path)
+    (tmp_path / "corpora").rmdir()
+    assert start_folder("corpus") == str(Path.home()) and start_folder("sft") == str(Path.home())

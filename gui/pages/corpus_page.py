@@ -26,6 +26,7 @@ from cpt_studio.core.progress import Progress
 
 from ..job_progress import JobProgress
 from ..jobs import Job
+from ..recent import remember_folder, start_folder
 from ..setting_help import explain
 from .base import ConfigPage, display_only
 
@@ -81,13 +82,15 @@ class SourceList(QGroupBox):
             self.list.addItem(path)
 
     def _on_add_files(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Corpus files",
-                                                filter="Corpus (*.jsonl *.ndjson *.txt *.parquet *.gz)")
+        files, _ = QFileDialog.getOpenFileNames(self, "Corpus files", start_folder("corpus"),
+                                                "Corpus (*.jsonl *.ndjson *.txt *.parquet *.gz)")
+        remember_folder("corpus", files)
         for path in files:
             self.add(path)
 
     def _on_add_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Corpus folder")
+        folder = QFileDialog.getExistingDirectory(self, "Corpus folder", start_folder("corpus"))
+        remember_folder("corpus", folder)
         if folder:
             self.add(folder)
 

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from cpt_studio.core.config import GUARD_REMEDIES, REMEDY_WORDS, EvalSetSpec
 
+from ..recent import remember_folder, start_folder
 from ..setting_help import explain
 from .base import ConfigPage
 
@@ -107,8 +108,9 @@ class EvalPage(ConfigPage):
     def add_set(self, path: str | None = None, kind: str = "general") -> None:
         """Add an evaluation file (asked for when `path` is None), named after the file."""
         if path is None:
-            path, _ = QFileDialog.getOpenFileName(self, f"A {kind} evaluation set",
-                                                  filter="Text (*.jsonl *.txt *.parquet)")
+            path, _ = QFileDialog.getOpenFileName(self, f"A {kind} evaluation set", start_folder("corpus"),
+                                                  "Text (*.jsonl *.txt *.parquet)")
+            remember_folder("corpus", path)
         if path:
             taken = {self.sets.item(i).data(Qt.ItemDataRole.UserRole)["name"] for i in range(self.sets.count())}
             self._add_item(EvalSetSpec(name=_set_name(Path(path).stem, taken), path=path, kind=kind))

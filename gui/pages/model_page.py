@@ -29,6 +29,7 @@ from cpt_studio.core.recipe import Hardware, cuda_devices, resolve_hardware
 from cpt_studio.core.run_folder import RunPaths
 
 from ..jobs import Job
+from ..recent import remember_folder, start_folder
 from ..setting_help import explain
 from .base import ConfigPage
 from .pending import wait_while
@@ -182,13 +183,15 @@ class ModelPage(ConfigPage):
             self._on_model_changed()
 
     def _on_browse_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Model folder")
+        folder = QFileDialog.getExistingDirectory(self, "Model folder", start_folder("model"))
+        remember_folder("model", folder)
         if folder:
             self.path.setText(folder)
             self._on_model_changed()
 
     def _on_browse_gguf(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "GGUF file", filter="GGUF (*.gguf)")
+        path, _ = QFileDialog.getOpenFileName(self, "GGUF file", start_folder("model"), "GGUF (*.gguf)")
+        remember_folder("model", path)
         if path:
             self.path.setText(path)
             self._on_model_changed()

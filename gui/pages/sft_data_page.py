@@ -29,6 +29,7 @@ from cpt_studio.core.sft_data import SftDataError
 from cpt_studio.core.sft_run import SftPreview, preview_examples
 
 from ..jobs import Job
+from ..recent import remember_folder, start_folder
 from ..setting_help import explain
 from ..theme import styled
 from .base import ConfigPage, display_only
@@ -120,7 +121,9 @@ class SftDataPage(ConfigPage):
         config.corpus.replay_ratio = round(self.replay.value() / 100, 6)
 
     def _on_add_files(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Instruction data", filter="JSON lines (*.jsonl *.ndjson)")
+        files, _ = QFileDialog.getOpenFileNames(self, "Instruction data", start_folder("sft"),
+                                                "JSON lines (*.jsonl *.ndjson)")
+        remember_folder("sft", files)
         shown = [self.files.item(i).text() for i in range(self.files.count())]
         self.files.addItems([path for path in files if path not in shown])
 
