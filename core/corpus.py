@@ -263,9 +263,9 @@ def _jsonl_objects(stream, file: str, wanted: str) -> Iterator[tuple[dict, int] 
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line.rstrip("\r\n"))  # with its newline, an error reads "column 1"
         except json.JSONDecodeError as exc:
-            yield Problem(file, number, f"invalid JSON ({exc.msg} at column {exc.colno})")
+            yield Problem(file, number, f"invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})")
             continue
         if not isinstance(record, dict):
             yield Problem(file, number, f"a JSON {type(record).__name__}, not {wanted}")

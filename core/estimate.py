@@ -346,7 +346,9 @@ def estimate_eval_time(*, tokens: int, training: TimeEstimate, method: str = "fu
 
 def mfu_words(mfu: float | None) -> str:
     """"   41% MFU" after a speed, or nothing where it is unknown (None, NaN)."""
-    return f"   {mfu:.0%} MFU" if mfu is not None and math.isfinite(mfu) else ""
+    if mfu is None or not math.isfinite(mfu):
+        return ""
+    return f"   {mfu:.0%} MFU" + (" (over 100%: is system.peak_tflops the GPU's?)" if mfu > 1 else "")
 
 
 def format_bytes(n: int | float) -> str:

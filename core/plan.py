@@ -187,7 +187,8 @@ def _speed(config: RunConfig, hardware, meta, parameters: int, probe_steps: int)
                            hardware.attention, model_flops_utilisation(speed, per_token, hardware.peak_flops)))
         scaled = f" on one process, x {processes} (assumed to scale evenly)" if processes > 1 else ""
         return (speed * processes,
-                f"measured by a probe just now{scaled} (remembered for later plans on this machine)")
+                f"measured by a probe just now: {speed:,.0f} tokens/s{scaled} (remembered for later plans "
+                "on this machine)")
     return carried_over(gpu=hardware.gpu_name, processes=processes, method=config.method.kind,
                         parameters=parameters, flops_per_token=per_token) or (None, "")
 

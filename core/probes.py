@@ -65,9 +65,9 @@ def read_probes(path: Path | str) -> list[Probe]:
 
 def _probe(line: str, file: str, number: int) -> Probe | Problem:
     try:
-        record = json.loads(line)
+        record = json.loads(line.rstrip("\r\n"))  # with its newline, an error reads "column 1"
     except json.JSONDecodeError as exc:
-        return Problem(file, number, f"invalid JSON ({exc.msg} at column {exc.colno})")
+        return Problem(file, number, f"invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})")
     if not isinstance(record, dict):
         return Problem(file, number, "not a JSON object; write {\"prompt\", \"answer\"} or "
                                      "{\"question\", \"choices\", \"answer\"}")

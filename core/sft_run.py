@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,9 +160,11 @@ def prepare_sft_data(config: RunConfig, tokenizer, paths: RunPaths, events: Even
     template = run_template(tokenizer, config, paths)
     tokenizer.chat_template = template.text
     examples, skipped = read_examples_and_skipped(config.sft)
-    if skipped and events is not None:
-        events.emit("log", None, level="warning", message=(
-            f"{len(skipped):,} bad instruction record(s) left out (sft.skip_bad), e.g. {skipped[0]}"))
+    if skipped:
+        said = f"{len(skipped):,} bad instruction record(s) left out (sft.skip_bad), e.g. {skipped[0]}"
+        logging.getLogger(__name__).warning(said)  # the log pane shows the worker's log
+        if events is not None:
+            events.emit("log", None, level="warning", message=said)
     specs = [SourceSpec(path) for path in config.sft.data]
     if not accept_changed_corpus and changed_corpora_record(paths.root, {"sft": specs}):
         raise CorpusChangedError("the instruction data changed since this run started; restore the "

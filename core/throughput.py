@@ -60,7 +60,8 @@ class Measurement:
     def words(self) -> str:
         """Where the speed came from, for the plan: "measured: 41% MFU on NVIDIA H200 for a
         494M model with LoRA by a probe on 2026-12-01"."""
-        rate = f"{self.mfu:.0%} MFU" if self.mfu is not None else f"{self.achieved_flops / 1e12:.3g} TFLOP/s"
+        rate = (f"{self.mfu:.0%} MFU" if self.mfu is not None and self.mfu <= 1  # else a peak set too low
+                else f"{self.achieved_flops / 1e12:.3g} TFLOP/s")
         how = "with LoRA" if self.method == "lora" else "full-parameter"
         by = "a probe" if self.source == "probe" else self.source
         where = "the CPU" if self.device == "cpu" else self.device

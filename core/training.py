@@ -472,6 +472,7 @@ def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = 
     if problems:
         raise ValueError("; ".join(problems))
     hardware = resolve_hardware(config, checked.model_config)
+    log.info("kernels: %s", hardware.kernels_text())  # the log pane shows the worker's log
     events.emit("log", None, level="info", message=f"kernels: {hardware.kernels_text()}")
     if hardware.device == "cuda" and hardware.peak_flops is None:
         events.emit("log", None, level="info", message=f"MFU is not shown: the peak of {hardware.gpu_name} is not "
@@ -509,7 +510,8 @@ def train(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = 
         final, message = "stopped", f"guard: {decision.message}"
     else:
         final = "stopped" if trainer.monitor.stopped else "finished"
-        message = f"{final} at step {trainer.state.global_step}"
+        message = (f"stopped on request (Stop and save) at step {trainer.state.global_step}" if final == "stopped"
+                   else f"finished at step {trainer.state.global_step}")
     if final == "finished" and distributed.is_main():
         remember_speed(config, hardware, trainer.monitor, events)
     events.emit("status", trainer.state.global_step, state=final, phase="done", exit_code=0,

@@ -53,7 +53,7 @@ class SpeedDialog(QDialog):
         self.compile = QCheckBox("compile the model (torch.compile)", objectName="compile", checked=system.compile)
         explain(self.compile, "system.compile")
         form.addRow("Compilation:", self.compile)
-        self.peak = QDoubleSpinBox(objectName="peak_tflops", minimum=0, maximum=100_000, decimals=1,
+        self.peak = QDoubleSpinBox(objectName="peak_tflops", minimum=0, maximum=100_000, decimals=4,
                                    suffix=" TFLOP/s", specialValueText="from the GPU's name",
                                    value=system.peak_tflops or 0)
         explain(self.peak, "system.peak_tflops")

@@ -33,7 +33,7 @@ def test_every_jsonl_problem_is_reported_at_once_with_its_line(tmp_path):
     found = problems_of(SourceSpec(str(path)))
     assert [(f, line) for f, line, _ in found] == [("domain.jsonl", n) for n in (2, 3, 4, 5, 6, 7)]
     messages = [m for _, _, m in found]
-    assert messages[0].startswith("invalid JSON")
+    assert messages[0] == "invalid JSON (Unterminated string starting at column 10)"  # where it is, not "column 1"
     assert "no field 'text' (fields: body, id)" in messages[1] and "--text-field body" in messages[1]
     assert "is int, not a string" in messages[2]
     assert "is null, not a string" in messages[3]

@@ -296,6 +296,9 @@ def test_the_header_shows_mfu_where_the_peak_is_known_and_nothing_where_not(qtbo
     assert window.progress_text.text().endswith("tokens/s   41% MFU")
     window = open_monitor(qtbot, write_monitor_run(tmp_path / "cpu", steps=30, end="running", mfu=False))
     assert window.progress_text.text().endswith("tokens/s") and "MFU" not in window.charts.move_crosshair(20)
+    from cpt_studio.core.estimate import mfu_words
+
+    assert mfu_words(3.52) == "   352% MFU (over 100%: is system.peak_tflops the GPU's?)"  # a peak set too low
 
 
 def test_a_title_set_after_the_charts_were_styled_is_in_the_themes_colour_on_dark(qtbot, tmp_path):

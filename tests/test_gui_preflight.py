@@ -115,8 +115,15 @@ def test_speed_settings_are_set_from_the_summary_and_checked_on_this_machine(qtb
     assert "torch.compile on" in summary.plan.text() and "AdamW fused" in summary.plan.text()
     choices.update(compile=False)
     summary.speed_button.click()
-    summary.measure_button.click()  # a few real steps on the tiny model
-    qtbot.waitUntil(lambda: "measured by a probe just now" in summary.plan.text(), timeout=60_000)
+    summary.measure_button.click()  # a few real steps on the tiny model, and their speed
+    qtbot.waitUntil(lambda: "measured by a probe just now: " in summary.plan.text(), timeout=60_000)
+    assert " tokens/s (remembered for later plans" in summary.plan.text()
+    assert "white-space:pre-wrap" in summary.plan.text()  # long lines wrap (they were cut at 820 px)
+    from cpt_studio.core.config import SystemConfig
+    from cpt_studio.gui.speed_dialog import SpeedDialog as Real
+
+    kept = Real(SystemConfig(peak_tflops=0.01)).system()  # OK with no edit keeps a small peak
+    assert kept.peak_tflops == 0.01
     summary.estimate_button.click()  # the next estimate remembers the measurement
     qtbot.waitUntil(lambda: "carried over to this model" in summary.plan.text(), timeout=60_000)
     assert "measured: " in summary.plan.text() and "by a probe on " in summary.plan.text()

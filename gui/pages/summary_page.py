@@ -11,11 +11,13 @@ from dataclasses import replace
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
 )
 
 from cpt_studio.core.config import REMEDY_WORDS, RunConfig
@@ -74,7 +76,10 @@ class SummaryPage(ConfigPage):
         self.layout_.addWidget(self.summary)
         self.layout_.addLayout(buttons)
         self.layout_.addWidget(self.progress)
-        self.layout_.addWidget(self.plan)
+        scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame, objectName="plan_scroll")
+        scroll.setWidget(self.plan)  # the plan wraps and scrolls: at the wizard's size it was cut
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.layout_.addWidget(scroll, stretch=3)
         self.checks = QLabel("", wordWrap=True, objectName="checks", textFormat=Qt.TextFormat.PlainText)
         self.layout_.addWidget(self.checks)
         self.finish_layout()
@@ -191,7 +196,7 @@ class SummaryPage(ConfigPage):
 
     def _on_planned(self, plan) -> None:
         self._planned = True
-        self.plan.setText(f"<pre>{html.escape(format_plan(replace(plan, warnings=[])))}</pre>")
+        self.plan.setText(f"<pre style='white-space:pre-wrap'>{html.escape(format_plan(replace(plan, warnings=[])))}</pre>")
         self.show_checks(Preflight(warnings=plan.warnings), memory=plan.memory_rating)
 
 
