@@ -650,6 +650,12 @@ def _share_ewc(state: EwcState | None, model, group: str, device) -> EwcState:
     return state
 
 
+def _data_words(config: RunConfig, source: str) -> str:
+    """A mixer source ("domain", "general") in the run's words: an SFT run's domain rows are its
+    instruction examples."""
+    return "instruction data" if source == "domain" and config.stage == "sft" else f"{source} corpus"
+
+
 def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events: EventWriter,
                   model, tokenizer, data: RunData, *, ewc: EwcState | None = None,
                   guard_state: GuardState | None = None, resuming: bool = False,
@@ -661,7 +667,7 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
     # sampler's stream, so optimizer step k of every rank together is exactly mixer.step(k).
     mixer = data.mixer(sequences_per_step(config),
                        on_new_pass=lambda name, n, step: events.emit(
-                           "log", step, level="info", message=f"{name} corpus: pass {n} begins"),
+                           "log", step, level="info", message=f"{_data_words(config, name)}: pass {n} begins"),
                        replay_changes=guard_state.replay_changes)
     eval_sets = evaluation_sets(data, config.eval, tokenizer, config.batch.seq_len)
     penalty = EwcPenalty(model, ewc, config.ewc.strength) if ewc is not None else None

@@ -91,7 +91,7 @@ def test_instruction_tune_from_a_checkpoint_starts_a_chained_run_and_the_history
     method = wizard.currentPage()
     method.lora.setChecked(True)  # LoRA's usual rate follows the method chosen
     wizard.next()
-    assert wizard.currentPage().peak.text() == "0.0002"
+    assert wizard.currentPage().peak.text() == "2e-04"
     wizard.back()
     method.full.setChecked(True)
     wizard.next()

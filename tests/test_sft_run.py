@@ -182,3 +182,13 @@ def test_a_resumed_sft_run_keeps_its_template_and_its_held_out_examples(tmp_path
     data.write_text(data.read_text() + json.dumps({"instruction": "New?", "response": "Yes."}) + "\n")
     with pytest.raises(CorpusChangedError, match="the instruction data changed"):
         train(run_dir, resume=True)
+
+
+def test_a_new_pass_is_named_in_the_runs_words():
+    """The mixer's "pass N begins" lines call an SFT run's rows its instruction data."""
+    from cpt_studio.core.config import RunConfig
+    from cpt_studio.core.training import _data_words
+
+    assert _data_words(RunConfig(stage="sft"), "domain") == "instruction data"
+    assert _data_words(RunConfig(stage="sft"), "general") == "general corpus"
+    assert _data_words(RunConfig(), "domain") == "domain corpus"

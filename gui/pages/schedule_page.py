@@ -85,7 +85,7 @@ class SchedulePage(ConfigPage):
 
     def load(self, config) -> None:
         schedule = config.schedule
-        self.peak.setText(f"{schedule.peak_lr:g}")
+        self.peak.setText(rate_text(schedule.peak_lr))
         self.warmup.setValue(schedule.warmup_ratio * 100)
         self.decay.setCurrentText(schedule.decay)
         self.min_ratio.setValue(schedule.min_lr_ratio * 100)
@@ -134,6 +134,12 @@ class SchedulePage(ConfigPage):
         self.warmup_region.setRegion((0, max(warmup, 0)))
         suffix = "" if config.schedule.max_steps else f" (shape over {PREVIEW_STEPS} steps)"
         self.plot.setTitle(f"learning rate per step{suffix}")
+
+
+def rate_text(rate: float) -> str:
+    """A learning rate as people write it: 2e-05, 2e-04, 1.5e-04 (":g" wrote 2e-4 as 0.0002
+    beside 2e-05)."""
+    return f"{rate:.2e}".replace(".00e", "e").replace("0e", "e") if 0 < rate < 0.01 else f"{rate:g}"
 
 
 def group_scales(config) -> dict[str, float | None]:
