@@ -33,7 +33,8 @@ def add_commands(commands) -> None:
         sft.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="FIELD", help=option_help(f"sft.{name}"))
     sft.add_argument("--template", help=option_help("sft.template"))
     sft.add_argument("--method", choices=("full", "lora"), help=option_help("method.kind", "default: the parent's"))
-    sft.add_argument("--lr", type=float, help=option_help("schedule.peak_lr", "default for SFT 2e-5"))
+    sft.add_argument("--lr", type=float, help=option_help("schedule.peak_lr", "default for SFT 2e-5, 2e-4 with LoRA"))
+    sft.add_argument("--skip-bad", action="store_true", help=option_help("sft.skip_bad"))
     sft.add_argument("--epochs", type=float, help=option_help("schedule.epochs", "default for SFT 3"))
     sft.add_argument("--max-steps", type=int, help=option_help("schedule.max_steps"))
     sft.add_argument("--replay", type=float, default=0.0, metavar="RATIO",
@@ -82,6 +83,7 @@ def _config(args) -> RunConfig:
     for name in FIELDS + ("format", "template"):
         if getattr(args, name) is not None:
             setattr(config.sft, name, getattr(args, name))
+    config.sft.skip_bad = args.skip_bad
     for option, name in (("lr", "peak_lr"), ("epochs", "epochs"), ("max_steps", "max_steps")):
         if getattr(args, option) is not None:
             setattr(config.schedule, name, getattr(args, option))
@@ -95,6 +97,8 @@ def _preview(config: RunConfig, count: int) -> int:
 
     shown = preview_examples(config, count)
     print(f"{shown.count:,} examples; template: {shown.template}")
+    for problem in shown.skipped:  # sft.skip_bad
+        print(f"left out: {problem}")
     for origin, pieces in shown.examples:
         print(f"\n--- {origin}\n{format_preview(pieces)}")
     return 0

@@ -47,14 +47,23 @@ from .sft_data import (
     tokenize_examples,
 )
 
-__all__ = ["SFT_SCHEDULE", "SftPreview", "create_sft_run", "default_checkpoint", "parent_of", "prepare_sft_data",
-           "preview_examples", "sft_config"]
+__all__ = ["SFT_LORA_PEAK_LR", "SFT_SCHEDULE", "SftPreview", "create_sft_run", "default_checkpoint", "parent_of", "prepare_sft_data",
+           "preview_examples", "sft_config", "sft_peak_lr"]
 
 SFT_SCHEDULE = {"peak_lr": 2e-5, "warmup_ratio": 0.03, "decay": "cosine", "min_lr_ratio": 0.0,
                 "weight_decay": 0.0, "epochs": 3.0, "max_steps": None, "token_budget": None}
 """The schedule an SFT run gets unless told otherwise: the Alpaca recipe's (peak 2e-5, 3% warmup,
 cosine to 0, no weight decay, 3 epochs), which fine-tunes without the high rates that erase
 what CPT taught."""
+
+SFT_LORA_PEAK_LR = 2e-4
+"""An SFT run's peak learning rate with LoRA adapters (Alpaca-LoRA's and QLoRA's recipes use 2e-4
+to 3e-4), ten times the full-parameter SFT_SCHEDULE["peak_lr"]."""
+
+
+def sft_peak_lr(method: str) -> float:
+    """The default peak learning rate of an SFT run trained by `method` ('full' or 'lora')."""
+    return SFT_LORA_PEAK_LR if method == "lora" else SFT_SCHEDULE["peak_lr"]
 
 
 def sft_config(parent_run: Path | str, step: int, data: list[str], *, name: str | None = None,
@@ -75,6 +84,7 @@ def sft_config(parent_run: Path | str, step: int, data: list[str], *, name: str 
     config.method.kind = method or config.method.kind
     for key, value in SFT_SCHEDULE.items():
         setattr(config.schedule, key, value)
+    config.schedule.peak_lr = sft_peak_lr(config.method.kind)
     config.sft.data = [str(Path(p).expanduser().resolve()) for p in data]
     config.parent_run, config.parent_step = str(parent_dir), step
     return config

@@ -11,7 +11,7 @@ thread (RunWizard.accept: a LoRA parent is merged into the run's start_model/ fi
 
 from __future__ import annotations
 
-from cpt_studio.core.sft_run import SFT_SCHEDULE
+from cpt_studio.core.sft_run import sft_peak_lr
 
 from .pages.base import ConfigPage
 from .pages.eval_page import EvalPage
@@ -20,11 +20,6 @@ from .pages.schedule_page import SchedulePage
 from .pages.sft_data_page import SftDataPage
 from .pages.summary_page import SummaryPage
 from .wizard import RunWizard
-
-SFT_LORA_PEAK_LR = 2e-4
-"""Instruction tuning's usual peak learning rate with LoRA adapters (Alpaca-LoRA's and QLoRA's
-recipes use 2e-4 to 3e-4), ten times the full-parameter 2e-5: the schedule follows the method
-chosen while the user has not set a rate of their own."""
 
 
 class SftWizard(RunWizard):
@@ -42,7 +37,6 @@ class SftWizard(RunWizard):
     def _rate_follows_method(self, lora: bool) -> None:
         """Switching between full and LoRA moves the peak learning rate between their defaults,
         unless the user has set another one (the schedule page shows it when it opens)."""
-        default, other = (SFT_SCHEDULE["peak_lr"], SFT_LORA_PEAK_LR) if lora else (SFT_LORA_PEAK_LR,
-                                                                                  SFT_SCHEDULE["peak_lr"])
-        if self.config.schedule.peak_lr == default:
-            self.config.schedule.peak_lr = other
+        before, now = ("full", "lora") if lora else ("lora", "full")
+        if self.config.schedule.peak_lr == sft_peak_lr(before):
+            self.config.schedule.peak_lr = sft_peak_lr(now)

@@ -130,6 +130,7 @@ def test_an_sft_run_with_bad_data_is_refused_before_a_folder_exists(tmp_path, ti
     bad.write_text('{"instruction": "Q?", "answer": "A."}\n')
     config = sft_config(parent, 2, [str(bad)])
     assert {k: getattr(config.schedule, k) for k in SFT_SCHEDULE} == SFT_SCHEDULE
+    assert sft_config(parent, 2, [str(bad)], method="lora").schedule.peak_lr == 2e-4  # LoRA's usual rate
     assert config.corpus.domain == [] and config.validate() == []
     runs = len(list((tmp_path / "runs").iterdir()))
     with pytest.raises(SftDataError, match=rf"{bad} line 1: no field 'response' \(fields: answer, instruction\)"):
@@ -148,6 +149,9 @@ def test_cpt_studio_sft_chains_a_run_to_the_default_checkpoint_and_refuses_bad_d
     bad.write_text('{"instruction": "Q?", "response": "A."}\nnot json\n')
     assert main(["sft", str(parent), "--data", str(bad)]) == 2
     assert f"{bad} line 2: invalid JSON" in capsys.readouterr().err
+    assert main(["sft", str(parent), "--data", str(bad), "--skip-bad", "--preview", "1"]) == 0  # the rest trains
+    shown = capsys.readouterr().out
+    assert "1 examples" in shown and f"left out: {bad} line 2: invalid JSON" in shown
     good = tmp_path / "qa.jsonl"
     good.write_text("".join(json.dumps({"q": q, "a": a}) + "\n" for q, a in PAIRS))
     assert main(["sft", str(parent), "--checkpoint", "2", "--data", str(good), "--instruction-field", "q",
