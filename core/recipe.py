@@ -75,17 +75,19 @@ class Hardware:
         return "; ".join(parts)
 
 
-def resolve_hardware(config: RunConfig, model_config=None) -> Hardware:
+def resolve_hardware(config: RunConfig, model_config=None, model=None) -> Hardware:
     """Turn the 'auto' settings into what this machine will use. With the model's
     `model_config` (a transformers PretrainedConfig), the attention kernel and Liger follow
     what that architecture supports, and checkpointing follows the memory estimate; without
-    it, support is assumed and checkpointing is on for a GPU."""
+    it, support is assumed and checkpointing is on for a GPU. `model`: its meta model when the
+    caller has built one already (meta_model), else it is built here."""
     cuda = torch.cuda.is_available()
     system = config.system
     precision = system.precision
     if precision == "auto":
         precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    model = meta_model(model_config, config) if model_config is not None else None
+    if model is None and model_config is not None:
+        model = meta_model(model_config, config)
     attention, attention_why = choose_attention(system.attention, cuda, model)
     fused, fused_why = choose_fused_kernels(system.fused_kernels, cuda, model_config)
     gpu = torch.cuda.get_device_name() if cuda else ""
