@@ -49,7 +49,7 @@ from .guard import (
 )
 from .mixing import MixingSampler, ReplayMixer
 from .models import load_model_and_tokenizer
-from .packing import FLAT_ROW_KERNELS, collate_rows
+from .packing import collate_rows, flat_rows
 from .preflight import require
 from .recipe import (
     Hardware,
@@ -269,6 +269,8 @@ class RunMonitor(TrainerCallback):
         `parameters`: the model's, for the speed the run remembers (throughput)."""
         self.config, self.events, self.paths, self.eval_sets = config, events, paths, eval_sets
         self.flops_per_token, self.parameters = flops_per_token, parameters
+        self.peak_flops = hardware.peak_flops and hardware.peak_flops * distributed.world_size()
+        """The peak of all the run's GPUs (tokens/s are the whole step's), for MFU."""
         self.speeds: list[float] = []
         """Tokens/s of each step of this attempt, in order."""
         self.probe_tasks = list(probe_tasks)
@@ -416,11 +418,10 @@ class RunMonitor(TrainerCallback):
             extra.update(self._group_rates)
             speed = self.tokens_per_step / max(self._train_seconds, 1e-9)
             self.speeds.append(speed)
-            peak = self.hardware.peak_flops and self.hardware.peak_flops * distributed.world_size()
             self.events.emit("step", step, loss=logs["loss"], lr=logs.get("learning_rate"),
                              grad_norm=logs.get("grad_norm"), tokens=step * self.tokens_per_step,
                              tokens_per_second=speed,
-                             mfu=model_flops_utilisation(speed, self.flops_per_token, peak),
+                             mfu=model_flops_utilisation(speed, self.flops_per_token, self.peak_flops),
                              replay_fraction=general / self.mixer.seqs_per_step, **extra)
         # Logging comes after on_step_end's evaluation and before the step's checkpoint is
         # saved: the place to decide (on the main process; every rank follows it).
@@ -527,12 +528,11 @@ def remember_speed(config: RunConfig, hardware: Hardware, monitor: RunMonitor, e
     if len(speeds) < 3 or not monitor.flops_per_token:
         return
     speed = speeds[len(speeds) // 2]
-    peak = hardware.peak_flops and hardware.peak_flops * distributed.world_size()
     try:
         record(Measurement(device_label(hardware.gpu_name, distributed.world_size()), config.method.kind,
                            monitor.parameters, monitor.flops_per_token, speed, f"run {config.name}",
                            config.batch.seq_len, config.batch.micro_batch, hardware.precision, hardware.attention,
-                           model_flops_utilisation(speed, monitor.flops_per_token, peak)))
+                           model_flops_utilisation(speed, monitor.flops_per_token, monitor.peak_flops)))
     except OSError as error:
         events.emit("log", None, level="warning", message=f"the run's speed was not remembered: {error}")
 
@@ -678,7 +678,7 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
     args = training_arguments(config, hardware, paths, total_steps, guard_state)
     return CPTTrainer(model=model, args=args,
                       train_dataset=data.dataset,
-                      data_collator=partial(collate_rows, flat=hardware.attention in FLAT_ROW_KERNELS),
+                      data_collator=partial(collate_rows, flat=flat_rows(model)),
                       processing_class=tokenizer, callbacks=[monitor], mixer=mixer, run=paths,
                       monitor=monitor, keep=config.checkpoints.keep, ewc=penalty,
                       embedding_lr_scale=config.schedule.embedding_lr_scale,
