@@ -3,7 +3,7 @@
     manager = task_manager(["RUN/eval/tasks"], registry=True)     # local folders (+ the registry)
     runnable, unavailable = check_tasks(["probes_mc", "arc_easy"], manager)
     # unavailable == {"arc_easy": "its data is not in the local datasets cache and ..."}
-    lm = wrap_model(model, tokenizer, batch_size=4)
+    lm = wrap_model(model, tokenizer)                         # batch size: "auto"
     scores = run_task(lm, "probes_mc", manager, num_fewshot=0, limit=None)  # list[Score]
 
 Everything is computed by lm-eval (`simple_evaluate` with an `HFLM` around the loaded model):
@@ -204,16 +204,34 @@ def task_version(name: str, manager) -> Any:
 
 # -- running ---------------------------------------------------------------------------------
 
-def wrap_model(model, tokenizer, batch_size: int = 4, *, merge: bool = True):
+FIXED_BATCH_SIZE = 4
+"""The batch size "auto" gives where lm-eval's search cannot run: on a CPU (memory is not caught
+as out-of-memory there, so the search would keep its first try of 64 long requests) and for a
+model still training (its attempts would run out of memory beside the optimizer's state)."""
+
+
+def wrap_model(model, tokenizer, batch_size: int | str = "auto", *, merge: bool = True):
     """lm-eval's HFLM around an already loaded model, put in eval mode. A LoRA model is merged
     first when `merge` (HFLM expects a plain transformers model, and merged weights score the
-    same, faster); a model still training is wrapped as it is (merge=False)."""
+    same, faster); a model still training is wrapped as it is (merge=False). `batch_size`:
+    requests per forward pass, or "auto" (`lm_batch_size`)."""
     from lm_eval.models.huggingface import HFLM
 
     if merge and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.eval()
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    return HFLM(pretrained=model, tokenizer=tokenizer,
+                batch_size=lm_batch_size(batch_size, model, training=not merge))
+
+
+def lm_batch_size(batch_size: int | str, model, *, training: bool = False) -> int | str:
+    """The batch size handed to lm-eval: a number as it is; "auto" stays lm-eval's "auto" (the
+    largest batch that fits, searched from 64 down on the longest request) for a model on a GPU
+    that is not training, else FIXED_BATCH_SIZE."""
+    if batch_size != "auto":
+        return int(batch_size)
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    return "auto" if on_gpu and not training else FIXED_BATCH_SIZE
 
 
 def run_task(lm, name: str, manager, *, num_fewshot: int = 0, limit: int | None = None) -> list[Score]:

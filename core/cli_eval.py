@@ -11,6 +11,7 @@ the evaluation job's progress from RUN/eval/events.jsonl until the worker exits.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ def add_commands(commands) -> None:
         "benchmarks.probes", "default: the run's, none when --tasks is given"))
     evaluate.add_argument("--limit", type=int, help=option_help("benchmarks.limit", "default: the run's"))
     evaluate.add_argument("--fewshot", type=int, help=option_help("benchmarks.num_fewshot", "default: the run's"))
-    evaluate.add_argument("--batch-size", type=int, help=option_help("benchmarks.batch_size", "default: the run's"))
+    evaluate.add_argument("--batch-size", type=_batch_size, metavar="N|auto", help=option_help("benchmarks.batch_size", "default: the run's"))
     evaluate.add_argument("--detach", action="store_true", help="run in the background and return at once")
     evaluate.add_argument("--stop", action="store_true", help="ask the run's evaluation to stop")
     evaluate.set_defaults(run=evaluate_command)
@@ -162,3 +163,13 @@ def report_command(args) -> int:
     print(RunPaths(run_dir).report_markdown.read_text(encoding="utf-8"))
     print(f"written to {folder}")
     return 0
+
+
+def _batch_size(text: str) -> int | str:
+    """--batch-size: "auto" or a whole number (the config checks that it is at least 1)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither \"auto\" nor a whole number") from None

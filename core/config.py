@@ -406,8 +406,9 @@ class BenchmarkConfig:
     """Examples shown before each question (few-shot)."""
     limit: int | None = None
     """Score at most this many examples per task (a quick check); unset: all of them."""
-    batch_size: int = 4
-    """Requests per forward pass in lm-eval."""
+    batch_size: int | str = "auto"
+    """Requests per forward pass in lm-eval; "auto": on a GPU the largest that fits (lm-eval's own
+    search: from 64, halving on out-of-memory, for the longest request), on a CPU 4."""
     at_end: bool = True
     """When the run finishes, evaluate the base model and the recommended checkpoint."""
     probes_during_training: bool = False
@@ -435,8 +436,10 @@ class BenchmarkConfig:
                             "turn probes during training off")
         if self.probes and not Path(self.probes).expanduser().is_file():
             problems.append(f"benchmarks: probe file {self.probes} does not exist; check the path")
-        if self.num_fewshot < 0 or self.batch_size < 1:
-            problems.append("benchmarks: few-shot must be at least 0 and the batch size at least 1")
+        if self.num_fewshot < 0:
+            problems.append("benchmarks: few-shot must be at least 0")
+        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            problems.append(f"benchmarks: batch size {self.batch_size!r} must be \"auto\" or at least 1")
         for name in ("limit", "probe_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -68,7 +68,7 @@ class EvalRequest:
     task_folders: list[str] = field(default_factory=list)
     num_fewshot: int = 0
     limit: int | None = None
-    batch_size: int = 4
+    batch_size: int | str = "auto"
     probe_limit: int | None = None
     """Probe tasks only: at most this many probes per kind (None: the general limit)."""
 

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from cpt_studio.core.benchmarks import load_presets, search_tasks, task_availability, task_manager
 from cpt_studio.core.config import RunConfig
+from cpt_studio.core.config_help import setting
 from cpt_studio.core.corpus import CorpusError
 from cpt_studio.core.evaljob import EvalRequest, start_evaluation
 from cpt_studio.core.probes import CLOZE, read_probes
@@ -156,7 +157,9 @@ class EvaluateDialog(QDialog):
         self.limit = QSpinBox(minimum=0, maximum=1_000_000, value=self.settings.limit or 0,
                               specialValueText="all examples", toolTip="score at most this many "
                               "examples per task: a quick check")
-        self.batch = QSpinBox(minimum=1, maximum=512, value=self.settings.batch_size)
+        batch = self.settings.batch_size
+        self.batch = QSpinBox(minimum=0, maximum=512, value=0 if batch == "auto" else batch,
+                              specialValueText="auto", toolTip=setting("benchmarks.batch_size").help)
         form = QFormLayout(box)
         form.addRow("Few-shot examples:", self.fewshot)
         form.addRow("Limit per task:", self.limit)
@@ -315,7 +318,7 @@ class EvaluateDialog(QDialog):
                            if self.probes.text().strip() else "",
                            task_folders=list(self.settings.task_folders),
                            num_fewshot=self.fewshot.value(), limit=self.limit.value() or None,
-                           batch_size=self.batch.value())
+                           batch_size=self.batch.value() or "auto")
 
     def _update_ok(self) -> None:
         """The OK button names what is missing (or what it will do)."""

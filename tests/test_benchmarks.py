@@ -2,8 +2,10 @@
 checkpoints against the base model, unavailable registry tasks, the base-score cache, LoRA."""
 
 import json
+import types
 
 import pytest
+import torch
 from probe_files import FACTS, fact_documents, write_probes
 
 from cpt_studio.core import benchmarks
@@ -15,7 +17,13 @@ from cpt_studio.core.benchmarks import (
     task_manager,
     wrap_model,
 )
-from cpt_studio.core.config import CheckpointConfig, CorpusConfig, MethodConfig, ScheduleConfig
+from cpt_studio.core.config import (
+    BenchmarkConfig,
+    CheckpointConfig,
+    CorpusConfig,
+    MethodConfig,
+    ScheduleConfig,
+)
 from cpt_studio.core.corpus import CorpusError, SourceSpec
 from cpt_studio.core.evaljob import EvalRequest, evaluate_run
 from cpt_studio.core.generate import load_for_generation
@@ -76,7 +84,8 @@ def test_local_cloze_and_multiple_choice_probes_score_the_tiny_model(tmp_path, t
     manager = task_manager([tmp_path / "tasks"], registry=False)
     assert check_tasks(names, manager) == (names, {})
     assert search_tasks("PROBES_M", manager) == ["probes_mc"]
-    lm = wrap_model(*load_for_generation(str(tiny_model_dir)), batch_size=4)
+    lm = wrap_model(*load_for_generation(str(tiny_model_dir)))
+    assert lm.batch_size == benchmarks.FIXED_BATCH_SIZE  # "auto" on a CPU
     mc = {s.metric: s for s in run_task(lm, "probes_mc", manager)}
     cloze = {s.metric: s for s in run_task(lm, "probes_cloze", manager)}
     assert set(mc) == {"acc", "acc_norm"} and mc["acc"].primary and mc["acc"].samples == len(FACTS)
@@ -240,3 +249,25 @@ def test_task_availability_builds_the_registry_only_for_names_the_folders_lack(t
     runnable, unavailable = benchmarks.task_availability(["probes_mc", "no_such_task"], [tmp_path / "tasks"])
     assert asked == [False, False, True] and runnable == ["probes_mc"]
     assert "not a task of lm-eval's registry" in unavailable["no_such_task"]
+
+
+def test_an_auto_batch_size_searches_only_for_a_gpu_model_that_is_not_training():
+    class OnDevice(torch.nn.Module):  # parameters that report a device without needing it
+        def __init__(self, kind):
+            super().__init__()
+            self.kind = kind
+
+        def parameters(self, recurse=True):
+            yield types.SimpleNamespace(device=torch.device(self.kind))
+
+    assert benchmarks.lm_batch_size("auto", OnDevice("cuda")) == "auto"
+    assert benchmarks.lm_batch_size("auto", OnDevice("cuda"), training=True) == benchmarks.FIXED_BATCH_SIZE
+    assert benchmarks.lm_batch_size("auto", torch.nn.Linear(2, 2)) == benchmarks.FIXED_BATCH_SIZE
+    assert benchmarks.lm_batch_size(16, OnDevice("cuda")) == 16
+
+
+@pytest.mark.parametrize("value, ok", [("auto", True), (8, True), (0, False), ("big", False), (2.5, False)])
+def test_the_benchmark_batch_size_is_auto_or_a_positive_whole_number(value, ok):
+    problems = BenchmarkConfig(batch_size=value).validate()
+    assert (not problems) == ok
+    assert ok or "benchmarks: batch size" in problems[0] and "auto" in problems[0]

@@ -154,12 +154,14 @@ def test_a_preset_fills_domain_and_general_tasks_and_ok_starts_the_worker(qtbot,
     dialog.checkpoints.item(2).setCheckState(Qt.CheckState.Checked)  # checkpoint-20 too
     dialog.limit.setValue(5)
     dialog.fewshot.setValue(2)
+    assert dialog.batch.text() == "auto" and dialog.request().batch_size == "auto"
+    dialog.batch.setValue(8)
     assert dialog.ok_button.text() == "Evaluate 3 models"
     with qtbot.waitSignal(dialog.started):
         dialog.ok_button.click()
     [(run, request, detach)] = started
     assert run == run_dir and detach
-    assert (request.checkpoints, request.limit, request.num_fewshot) == ([0, 10, 20], 5, 2)
+    assert (request.checkpoints, request.limit, request.num_fewshot, request.batch_size) == ([0, 10, 20], 5, 2, 8)
     assert request.general_tasks[0] == "mmlu" and request.probes == ""
 
 

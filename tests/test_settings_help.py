@@ -239,3 +239,14 @@ def test_a_tooltip_event_over_a_source_list_shows_the_corpus_help(wizard):
     assert QToolTip.isVisible() and _words(QToolTip.text()).startswith(_words(setting_help("corpus.domain")))
     assert _tooltip_shown(sources.viewport()) == QToolTip.text()
     QToolTip.hideText()
+
+
+def test_evaluate_takes_auto_or_a_number_as_its_batch_size(capsys):
+    from cpt_studio.core.cli import _parser
+
+    parse = _parser().parse_args
+    assert parse(["evaluate", "RUN", "--batch-size", "auto"]).batch_size == "auto"
+    assert parse(["evaluate", "RUN", "--batch-size", "16"]).batch_size == 16
+    with pytest.raises(SystemExit):
+        parse(["evaluate", "RUN", "--batch-size", "big"])
+    assert "neither \"auto\" nor a whole number" in capsys.readouterr().err
