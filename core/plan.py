@@ -37,6 +37,7 @@ from .models import load_model_and_tokenizer
 from .preflight import RunSize, device_memory, memory_words, require, run_warnings
 from .progress import Progress, tick
 from .recipe import (
+    Hardware,
     apply_method,
     flops_per_token,
     learning_rates_text,
@@ -49,7 +50,7 @@ from .recipe import (
     sequences_per_step,
 )
 from .stats import corpus_stats
-from .throughput import Measurement, carried_over, device_label, record
+from .throughput import Measurement, carried_over, device_label, kernel_setup, record
 
 # transformers is imported inside the functions that use it: it takes seconds to import, and
 # the desktop app imports this module when it starts (the wizard's schedule and summary pages).
@@ -181,26 +182,27 @@ def _speed(config: RunConfig, hardware, meta, parameters: int, probe_steps: int)
     per_token = flops_per_token(meta, config)
     processes = config.system.processes
     if probe_steps:  # the probe trains on one process, so it measures one GPU
-        speed = probe_speed(config, probe_steps)
+        speed = probe_speed(config, hardware, probe_steps)
         record(Measurement(device_label(hardware.gpu_name), config.method.kind, parameters, per_token, speed,
-                           "probe", config.batch.seq_len, config.batch.micro_batch, hardware.precision,
-                           hardware.attention, model_flops_utilisation(speed, per_token, hardware.peak_flops)))
+                           "probe", config.batch.seq_len, config.batch.micro_batch,
+                           mfu=model_flops_utilisation(speed, per_token, hardware.peak_flops),
+                           **kernel_setup(hardware)))
         scaled = f" on one process, x {processes} (assumed to scale evenly)" if processes > 1 else ""
         return (speed * processes,
                 f"measured by a probe just now: {speed:,.0f} tokens/s{scaled} (remembered for later plans "
                 "on this machine)")
     return carried_over(gpu=hardware.gpu_name, processes=processes, method=config.method.kind,
-                        parameters=parameters, flops_per_token=per_token) or (None, "")
+                        parameters=parameters, flops_per_token=per_token, setup=kernel_setup(hardware)) or (None, "")
 
 
-def probe_speed(config: RunConfig, steps: int = 3) -> float:
-    """Tokens per second of real full-size training steps on this machine (the first step,
-    which pays for allocation and kernel selection, is not counted)."""
-    hardware = resolve_hardware(config)
+def probe_speed(config: RunConfig, hardware: Hardware, steps: int = 3) -> float:
+    """Tokens per second of real full-size training steps on this machine, with the run's
+    kernels (`hardware`: the plan's resolve_hardware for this model). The first step, which pays
+    for allocation, kernel selection and compilation, is not counted."""
     model, _ = load_model_and_tokenizer(config.model.name_or_path, attn_implementation=hardware.attention,
                                         trust_remote_code=config.model.trust_remote_code,
                                         allow_pickle=config.model.allow_pickle)
-    model = apply_method(model, config).to(hardware.device).train()
+    model = _as_the_trainer_runs_it(apply_method(model, config).to(hardware.device).train(), hardware)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6,
                                   fused=hardware.optimizer.endswith("fused") or None)  # as the run's
     shape = (config.batch.micro_batch, config.batch.seq_len)
@@ -218,6 +220,22 @@ def probe_speed(config: RunConfig, steps: int = 3) -> float:
             torch.cuda.synchronize()
         elapsed += (time.perf_counter() - started) if step else 0.0
     return steps * config.batch.grad_accum * shape[0] * shape[1] / elapsed
+
+
+def _as_the_trainer_runs_it(model, hardware: Hardware):
+    """The model with what the Trainer's arguments for `hardware` switch on (training_arguments:
+    activation checkpointing without re-entrance, Liger's kernels, torch.compile's default
+    inductor backend), done here the way transformers' Trainer does it, so that a probe measures
+    the run's kernels without a Trainer around a few random batches."""
+    if hardware.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hardware.fused_kernels:
+        from liger_kernel.transformers import (
+            _apply_liger_kernel_to_instance,  # the Trainer's own call
+        )
+
+        _apply_liger_kernel_to_instance(model=model.get_base_model() if hasattr(model, "get_base_model") else model)
+    return torch.compile(model) if hardware.compile else model
 
 
 def format_plan(plan: Plan) -> str:

@@ -17,6 +17,7 @@ measurement, newest last (the store, a cache rebuilt from run folders, cannot ho
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -51,6 +52,11 @@ class Measurement:
     """0-1, where the device's peak is known."""
     date: str = ""
     """YYYY-MM-DD of the measurement."""
+    checkpointing: bool = False
+    fused_kernels: bool = False
+    """Liger's kernels."""
+    compiled: bool = False
+    """torch.compile."""
 
     @property
     def achieved_flops(self) -> float:
@@ -66,6 +72,34 @@ class Measurement:
         by = "a probe" if self.source == "probe" else self.source
         where = "the CPU" if self.device == "cpu" else self.device
         return f"measured: {rate} on {where} for a {params_words(self.parameters)} model {how} by {by} on {self.date}"
+
+    def setup(self) -> dict:
+        """The kernels it was measured with (kernel_setup's keys)."""
+        return {name: getattr(self, name) for name in SETUP_FIELDS}
+
+
+SETUP_FIELDS = ("precision", "attention", "checkpointing", "fused_kernels", "compiled")
+"""What besides the device, the method and the model's size decides a training speed: a
+compiled tiny run trained 2.5x as fast as an eager one on this machine's CPU (measured when
+torch.compile was added), checkpointing recomputes the forward pass (about a third more
+compute), Liger and the attention kernel change the memory traffic."""
+
+
+def kernel_setup(hardware) -> dict:
+    """The SETUP_FIELDS of a recipe.Hardware, as a Measurement records them."""
+    return {"precision": hardware.precision, "attention": hardware.attention,
+            "checkpointing": hardware.gradient_checkpointing, "fused_kernels": hardware.fused_kernels,
+            "compiled": hardware.compile}
+
+
+def setup_differences(measured: dict, planned: dict) -> str:
+    """"" when alike, else e.g. "measured with torch.compile on, this run has it off"."""
+    names = {"precision": "precision", "attention": "attention", "checkpointing": "gradient checkpointing",
+             "fused_kernels": "Liger kernels", "compiled": "torch.compile"}
+    said = {True: "on", False: "off"}
+    parts = [f"{names[key]} {said.get(measured[key], measured[key])} (this run: {said.get(planned[key], planned[key])})"
+             for key in SETUP_FIELDS if key in planned and measured.get(key) != planned[key]]
+    return f"measured with {', '.join(parts)}: the speed may differ" if parts else ""
 
 
 def device_label(gpu: str, processes: int = 1) -> str:
@@ -106,28 +140,36 @@ def load(path: Path | None = None) -> list[Measurement]:
     return found
 
 
-def closest(*, device: str, method: str, parameters: int, path: Path | None = None) -> Measurement | None:
-    """The measurement of the same device and method whose model size is nearest `parameters`
-    (by ratio; the newest among equals), or None."""
+def closest(*, device: str, method: str, parameters: int, setup: dict | None = None,
+            path: Path | None = None) -> Measurement | None:
+    """The measurement of the same device and method, with the fewest kernels unlike `setup`
+    (kernel_setup's dict; None: any), and among those the model size nearest `parameters` (by
+    ratio; the newest among equals), or None."""
     same = [m for m in load(path) if m.device == device and m.method == method and m.parameters > 0
             and m.tokens_per_second > 0 and m.flops_per_token > 0]
     if not same:
         return None
-    return min(reversed(same), key=lambda m: abs(math.log(m.parameters / parameters)))
+    unlike = (lambda m: sum(m.setup()[k] != v for k, v in setup.items())) if setup else (lambda m: 0)
+    return min(reversed(same), key=lambda m: (unlike(m), abs(math.log(m.parameters / parameters))))
 
 
 def carried_over(*, gpu: str, processes: int, method: str, parameters: int, flops_per_token: float,
-                 path: Path | None = None) -> tuple[float, str] | None:
+                 setup: dict | None = None, path: Path | None = None) -> tuple[float, str] | None:
     """(tokens/s, the words saying where it came from) for a model of `parameters` and
     `flops_per_token` (recipe.flops_per_token) trained by `method` on `processes` x the GPU
     `gpu` ("" for the CPU): the achieved FLOP/s of the closest measurement, divided by
     `flops_per_token`. A measurement of as many processes comes first; else one process's, times
-    `processes` (assumed to scale evenly). None without a measurement of this device and method."""
-    found, times = closest(device=device_label(gpu, processes), method=method, parameters=parameters, path=path), 1
+    `processes` (assumed to scale evenly). `setup`: the plan's kernels (kernel_setup), a
+    measurement with the same ones first; the words say which differ. None without a
+    measurement of this device and method."""
+    find = functools.partial(closest, method=method, parameters=parameters, setup=setup, path=path)
+    found, times = find(device=device_label(gpu, processes)), 1
     if found is None and processes > 1:
-        found, times = closest(device=device_label(gpu), method=method, parameters=parameters, path=path), processes
+        found, times = find(device=device_label(gpu)), processes
     if found is None:
         return None
     speed = times * found.achieved_flops / flops_per_token
     scaled = f" x {times} processes (assumed to scale evenly)" if times > 1 else ""
-    return speed, f"{found.words()}; carried over to this model{scaled}: {speed:,.0f} tokens/s"
+    unlike = setup_differences(found.setup(), setup or {})
+    return speed, (f"{found.words()}; carried over to this model{scaled}: {speed:,.0f} tokens/s"
+                   + (f"; {unlike}" if unlike else ""))

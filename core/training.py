@@ -75,7 +75,7 @@ from .run_folder import (
     list_checkpoints,
 )
 from .sft_run import prepare_sft_data
-from .throughput import Measurement, device_label, record
+from .throughput import Measurement, device_label, kernel_setup, record
 from .timeline import RunTimeline
 from .tokenizer_ext import extend_for_run
 
@@ -531,8 +531,9 @@ def remember_speed(config: RunConfig, hardware: Hardware, monitor: RunMonitor, e
     try:
         record(Measurement(device_label(hardware.gpu_name, distributed.world_size()), config.method.kind,
                            monitor.parameters, monitor.flops_per_token, speed, f"run {config.name}",
-                           config.batch.seq_len, config.batch.micro_batch, hardware.precision, hardware.attention,
-                           model_flops_utilisation(speed, monitor.flops_per_token, monitor.peak_flops)))
+                           config.batch.seq_len, config.batch.micro_batch,
+                           mfu=model_flops_utilisation(speed, monitor.flops_per_token, monitor.peak_flops),
+                           **kernel_setup(hardware)))
     except OSError as error:
         events.emit("log", None, level="warning", message=f"the run's speed was not remembered: {error}")
 

@@ -16,9 +16,14 @@ from cpt_studio.core.throughput import (
 )
 
 
-def _m(device="NVIDIA H200", method="lora", parameters=494_000_000, speed=50_000.0, source="probe", mfu=0.41):
-    return Measurement(device, method, parameters, 6.0 * parameters, speed, source, 2048, 4, "bf16",
-                       "flex_attention", mfu, "2026-12-01")
+def _m(device="NVIDIA H200", method="lora", parameters=494_000_000, speed=50_000.0, source="probe", mfu=0.41,
+       **setup):
+    return Measurement(device, method, parameters, 6.0 * parameters, speed, source, 2048, 4, mfu=mfu,
+                       date="2026-12-01", **{**SETUP, **setup})
+
+
+SETUP = {"precision": "bf16", "attention": "flex_attention", "checkpointing": False, "fused_kernels": False,
+         "compiled": False}
 
 
 def test_the_closest_measurement_is_of_the_same_device_and_method_and_nearest_size(tmp_path):
@@ -50,6 +55,23 @@ def test_a_measurement_carries_its_achieved_flops_over_to_another_size_and_to_mo
                                 flops_per_token=6.0 * 135_000_000, path=path)  # two processes measured: theirs
     assert speed == pytest.approx(18_000.0) and "on 2 x NVIDIA H200" in words and "assumed" not in words
     assert carried_over(gpu="", processes=1, method="lora", parameters=10**8, flops_per_token=6e8, path=path) is None
+
+
+def test_a_measurement_with_the_plans_kernels_comes_first_and_other_kernels_are_named(tmp_path):
+    path = tmp_path / "t.jsonl"
+    record(_m(parameters=494_000_000, speed=30_000.0, compiled=True), path)  # the same size, compiled
+    record(_m(parameters=135_000_000, speed=100_000.0), path)  # another size, the plan's kernels
+    found = closest(device="NVIDIA H200", method="lora", parameters=494_000_000, setup=SETUP, path=path)
+    assert found.parameters == 135_000_000  # kernels decide before size
+    compiled = {**SETUP, "compiled": True}
+    assert closest(device="NVIDIA H200", method="lora", parameters=494_000_000, setup=compiled,
+                   path=path).compiled
+    tmp_path.joinpath("u.jsonl").write_text(path.read_text().splitlines()[0] + "\n")  # only the compiled one
+    _, words = carried_over(gpu="NVIDIA H200", processes=1, method="lora", parameters=494_000_000,
+                            flops_per_token=6.0 * 494_000_000, setup={**SETUP, "attention": "sdpa"},
+                            path=tmp_path / "u.jsonl")
+    assert words.endswith("; measured with attention flex_attention (this run: sdpa), torch.compile on "
+                          "(this run: off): the speed may differ")
 
 
 def test_a_lora_model_has_the_flops_per_token_the_plan_counts_for_it(tiny_model_dir, tmp_path):
@@ -90,6 +112,8 @@ def test_the_plan_uses_a_measurement_of_this_machine_and_a_probe_records_one(tin
     assert not probed.assumed and probed.basis.startswith("measured by a probe just now")
     [m] = load(throughput_file())
     assert (m.device, m.method, m.source, m.seq_len) == ("cpu", "full", "probe", 64)
+    assert m.setup() == {"precision": "fp32", "attention": "sdpa", "checkpointing": False, "fused_kernels": False,
+                         "compiled": False}
     plan = plan_run(config)  # the next plan, without a probe, uses it
     planned = plan.time
     assert planned.basis.startswith("measured: ") and "on the CPU for a 99K model full-parameter by a probe" in planned.basis
@@ -98,3 +122,12 @@ def test_the_plan_uses_a_measurement_of_this_machine_and_a_probe_records_one(tin
     at = next(i for i, line in enumerate(lines) if line.startswith("time "))
     assert lines[at].endswith(" of evaluation") and lines[at + 1] == " " * 15 + planned.basis.split("; ")[0]
     assert lines[at + 2] == " " * 15 + f"carried over to this model: {planned.tokens_per_second:,.0f} tokens/s"
+
+
+def test_a_plan_with_other_kernels_than_the_measurement_says_so(tiny_model_dir, tmp_path):
+    config = tiny_run_config(tiny_model_dir, tmp_path / "data")
+    record(Measurement("cpu", "full", 99_000, 6e5, 1e4, "probe", 64, 4, date="2026-12-01", precision="fp32",
+                       attention="sdpa"))
+    assert "may differ" not in plan_run(config).time.basis
+    config.system.compile = True
+    assert plan_run(config).time.basis.endswith("measured with torch.compile off (this run: on): the speed may differ")
