@@ -66,6 +66,8 @@ def test_the_model_page_memory_follows_the_batch_and_precision(qtbot, tmp_path, 
     page = wizard.currentPage()
     assert isinstance(page, ModelPage)
     qtbot.waitUntil(lambda: "CPT at 4 x 64 tokens" in page.info.text(), timeout=30_000)
+    # each method as the run would choose its kernels here: a CPU needs no checkpointing (auto)
+    assert f"LoRA r={config.method.lora_rank} CPT at 4 x 64 tokens, fp32, checkpointing off" in page.info.text()
     wizard.config.batch.micro_batch, wizard.config.batch.seq_len = 8, 128  # as the later pages set them
     wizard.config.system.precision, wizard.config.system.gradient_checkpointing = "fp32", "on"
     _go_to(wizard, SummaryPage)

@@ -21,11 +21,18 @@ from PySide6.QtWidgets import (
     QSpinBox,
 )
 
-from cpt_studio.core.estimate import estimate_memory, format_bytes
+from cpt_studio.core.config import RunConfig
+from cpt_studio.core.estimate import format_bytes
 from cpt_studio.core.hf_imports import transformers_names
 from cpt_studio.core.models import check_model, model_info, scan_cached_models
 from cpt_studio.core.preflight import model_choice_problems
-from cpt_studio.core.recipe import Hardware, cuda_devices, resolve_hardware
+from cpt_studio.core.recipe import (
+    cuda_devices,
+    memory_estimate,
+    meta_model,
+    parameter_counts,
+    resolve_hardware,
+)
 from cpt_studio.core.run_folder import RunPaths
 
 from ..jobs import Job
@@ -35,33 +42,35 @@ from .base import ConfigPage
 from .pending import wait_while
 
 
-def describe_model(spec: str, seq_len: int, micro_batch: int, allow_pickle: bool = False,
-                   hardware: Hardware | None = None) -> str:
-    """Parameter count, architecture, and the memory of full and LoRA CPT at `micro_batch` x
-    `seq_len` tokens on `hardware` (the run's device, precision and gradient checkpointing,
-    cpt_studio.core.recipe.resolve_hardware; default: a GPU in bf16 with checkpointing)."""
+def describe_model(spec: str, config: RunConfig) -> str:
+    """Parameter count, architecture, and the memory of full and LoRA CPT at the config's batch,
+    sequence length and LoRA rank, each with the kernels the run would choose on this machine for
+    this model (recipe.resolve_hardware: precision, attention, and gradient checkpointing by that
+    method's own memory estimate) and the plan's estimate (recipe.memory_estimate)."""
     (AutoConfig,) = transformers_names("AutoConfig")
 
     from cpt_studio.core.models import resolve_model
 
-    hardware = hardware or Hardware("cuda", "bf16", "sdpa", True)
-    check_model(spec, allow_pickle=allow_pickle)  # a model that cannot be trained: its one sentence
+    model = config.model
+    check_model(spec, allow_pickle=model.allow_pickle)  # a model that cannot be trained: its one sentence
     info = model_info(spec)
-    config = AutoConfig.from_pretrained(resolve_model(spec)).get_text_config()
+    model_config = AutoConfig.from_pretrained(resolve_model(spec, trust_remote_code=model.trust_remote_code),
+                                              trust_remote_code=model.trust_remote_code)
+    meta = meta_model(model_config, config)
     lines = [f"{info.architecture}, {info.parameters or 0:,} parameters, vocabulary {info.vocab_size:,}, "
              f"{'tied' if info.tied_embeddings else 'untied'} embeddings"]
-    where = "GPU memory" if hardware.device == "cuda" else "memory (CPU)"
-    checkpointing = "checkpointing " + ("on" if hardware.gradient_checkpointing else "off")
-    for method, trainable in (("full", info.parameters), ("LoRA r=64", int((info.parameters or 0) * 0.02))):
-        memory = estimate_memory(
-            parameters=info.parameters, trainable=trainable, hidden_size=config.hidden_size,
-            num_layers=config.num_hidden_layers, vocab_size=config.vocab_size,
-            intermediate_size=getattr(config, "intermediate_size", 4 * config.hidden_size),
-            num_heads=config.num_attention_heads, micro_batch=micro_batch, seq_len=seq_len,
-            precision=hardware.precision, method="lora" if method.startswith("LoRA") else "full",
-            gradient_checkpointing=hardware.gradient_checkpointing, device=hardware.device,
-            eager_attention=hardware.attention == "eager")
-        lines.append(f"{method} CPT at {micro_batch} x {seq_len} tokens, {hardware.precision}, {checkpointing}: "
+    if meta is None:  # an architecture this transformers cannot build: loading it will say why
+        return "\n".join(lines)
+    batch = config.batch
+    for kind in ("full", "lora"):
+        planned = RunConfig.from_dict(config.to_dict())
+        planned.method.kind = kind
+        hardware = resolve_hardware(planned, model_config, meta)
+        memory = memory_estimate(planned, model_config, hardware, *parameter_counts(meta, planned))
+        where = "GPU memory" if hardware.device == "cuda" else "memory (CPU)"
+        method = "full" if kind == "full" else f"LoRA r={planned.method.lora_rank}"
+        lines.append(f"{method} CPT at {batch.micro_batch} x {batch.seq_len} tokens, {hardware.precision}, "
+                     f"checkpointing {'on' if hardware.gradient_checkpointing else 'off'}: "
                      f"about {format_bytes(memory.total)} of {where}")
     return "\n".join(lines)
 
@@ -209,10 +218,12 @@ class ModelPage(ConfigPage):
         self._describe.start()
 
     def _describing_what(self) -> tuple:
-        """describe_model's arguments for the model typed and the config's batch and hardware."""
-        batch = self.config.batch
-        return (self.path.text().strip(), batch.seq_len, batch.micro_batch, self.allow_pickle.isChecked(),
-                resolve_hardware(self.config))
+        """describe_model's arguments: the model typed, and the config with this page's settings
+        (compared as a dict: what later pages set since, e.g. the batch or the precision)."""
+        config = RunConfig.from_dict(self.config.to_dict())
+        self.store(config)
+        config.model.name_or_path = self.path.text().strip()
+        return config.model.name_or_path, config
 
     def _on_described(self, text: str) -> None:
         self.info.setText(text)
