@@ -13,9 +13,11 @@ assuming it.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -33,7 +35,7 @@ from .estimate import (
 )
 from .events import ProgressCallback
 from .hf_imports import transformers_names
-from .models import load_model_and_tokenizer
+from .models import load_model_and_tokenizer, load_tokenizer_from_folder
 from .preflight import RunSize, device_memory, memory_words, require, run_warnings
 from .progress import Progress, tick
 from .recipe import (
@@ -49,6 +51,7 @@ from .recipe import (
     scheduler_settings,
     sequences_per_step,
 )
+from .run_folder import checkpoint_folder
 from .stats import corpus_stats
 from .throughput import Measurement, carried_over, device_label, kernel_setup, record
 
@@ -89,29 +92,29 @@ class Plan:
     for this machine and model, each with why (recipe.Hardware.kernels_text)."""
     gpu_name: str = ""
     """The GPU's name ('' on a CPU)."""
+    stage: str = "cpt"
+    """RunConfig.stage: an SFT run's 'domain' figures are its instruction examples'."""
 
 
 def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | None = None) -> Plan:
-    """`progress` hears the stages done of PLAN_STAGES, and every tokenized batch (raising
+    """The run's plan: steps, tokens, kernels, time, memory and warnings, for a CPT run (its
+    corpora) and an SFT run (its instruction examples, as the worker packs them) alike.
+    `progress` hears the stages done of PLAN_STAGES, and every tokenized batch (raising
     cpt_studio.core.progress.Cancelled there stops the plan; the token cache keeps nothing
     half-written)."""
-    (AutoTokenizer,) = transformers_names("AutoTokenizer")
-
     tick(progress, 0, PLAN_STAGES, "checking the setup and reading the corpora")
+    config, tokenizer_folder = _from_the_starting_model(config)
     checked = require(config)  # the config, the model, the settings, the corpus: every problem
-    folder, model_config = checked.folder, checked.model_config
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    domain = corpus_stats(config.corpus.domain, tokenizer, preview=0, skip_bad=config.corpus.skip_bad,
-                          progress=_stage(progress, 1, "tokenizing the domain corpus"))
+    model_config = checked.model_config
+    tokenizer = load_tokenizer_from_folder(tokenizer_folder or checked.folder, config.model.trust_remote_code)
+    data = _training_data(config, tokenizer, progress)
     general = (corpus_stats(config.corpus.general, tokenizer, preview=0, skip_bad=config.corpus.skip_bad,
                             progress=_stage(progress, 2, "tokenizing the general corpus"))
                if config.corpus.general else None)
     tick(progress, 3, PLAN_STAGES, "reading the model's shapes")
     meta = meta_model(model_config, config)
     hardware = resolve_hardware(config, model_config, meta)
-    train_share = 1 - _heldout_share(config, domain.documents)
-    domain_rows = math.ceil((domain.tokens + domain.documents) * train_share / config.batch.seq_len)
-    steps = optimizer_steps(config, domain_rows, general is not None)
+    steps = optimizer_steps(config, data.rows, general is not None)
     per_step = sequences_per_step(config)
     tokens_per_step = per_step * config.batch.seq_len
     parameters, trainable, ewc_params = parameter_counts(meta, config)
@@ -124,17 +127,70 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | No
                              gpu=f"{processes} x {hardware.gpu_name or 'GPU'}" if processes > 1 else hardware.gpu_name)
     evaluations = evaluation_count(config, steps)
     eval_seconds = evaluations * estimate_eval_time(
-        tokens=_eval_tokens(config, tokenizer, domain, general), training=estimate, method=config.method.kind)
+        tokens=_eval_tokens(config, tokenizer, data.heldout_tokens, general), training=estimate,
+        method=config.method.kind)
     domain_share = 1 - config.corpus.replay_ratio if general else 1.0
-    size = RunSize(steps, int(domain.tokens * train_share), int(steps * tokens_per_step * domain_share),
+    size = RunSize(steps, data.train_tokens, int(steps * tokens_per_step * domain_share),
                    memory, hardware, *device_memory(hardware.device), estimate.seconds, eval_seconds,
                    evaluations)
-    return Plan(steps, per_step, tokens_per_step, steps * tokens_per_step, domain.tokens,
+    return Plan(steps, per_step, tokens_per_step, steps * tokens_per_step, data.tokens,
                 general.tokens if general else 0, hardware.device, hardware.precision,
                 hardware.gradient_checkpointing, parameters, trainable, memory, estimate,
-                checked.warnings + run_warnings(config, size), checked.tokens.describe(),
-                memory_words(size), token_band(domain.tokens), eval_seconds,
-                learning_rates_text(config), hardware.kernels_text(), hardware.gpu_name)
+                checked.warnings + run_warnings(config, size), data.packing or checked.tokens.describe(),
+                memory_words(size), token_band(data.tokens) if config.stage != "sft" else "", eval_seconds,
+                learning_rates_text(config), hardware.kernels_text(), hardware.gpu_name, config.stage)
+
+
+@dataclass
+class _TrainingData:
+    """The run's own data (the domain corpus, or an SFT run's examples) as the plan counts it."""
+
+    tokens: int
+    """All its tokens (the plan's 'domain' figure)."""
+    rows: int
+    """Training rows of batch.seq_len tokens (recipe.optimizer_steps' domain rows)."""
+    train_tokens: int
+    """Tokens of those rows: what one pass trains on (RunSize.domain_tokens, for the passes)."""
+    heldout_tokens: int
+    """Tokens one evaluation reads of its held-out part (eval.max_tokens at most)."""
+    packing: str = ""
+    """How an SFT run packs its examples, for the plan's documents line ('' for CPT)."""
+
+
+def _training_data(config: RunConfig, tokenizer, progress: Progress | None) -> _TrainingData:
+    seq_len = config.batch.seq_len
+    if config.stage == "sft":
+        from .sft_run import sft_size
+
+        tick(progress, 1, PLAN_STAGES, "tokenizing the instruction data")
+        sft = sft_size(config, tokenizer)
+        return _TrainingData(sft.tokens, sft.rows, sft.rows * seq_len, sft.heldout_tokens,
+                             f"{sft.examples:,} instruction examples, whole ones packed into {sft.rows:,} rows of "
+                             f"{seq_len} tokens (positions restart at each; loss on the responses only)")
+    domain = corpus_stats(config.corpus.domain, tokenizer, preview=0, skip_bad=config.corpus.skip_bad,
+                          progress=_stage(progress, 1, "tokenizing the domain corpus"))
+    train_share = 1 - _heldout_share(config, domain.documents)
+    rows = math.ceil((domain.tokens + domain.documents) * train_share / seq_len)
+    heldout = min(config.eval.max_tokens, int(domain.tokens * _heldout_share(config, domain.documents)))
+    return _TrainingData(domain.tokens, rows, int(domain.tokens * train_share), heldout)
+
+
+def _from_the_starting_model(config: RunConfig) -> tuple[RunConfig, Path | None]:
+    """(the config with the model it starts from, the folder of the tokenizer it starts with).
+    A chained run (SFT, a second stage) starts from its parent's checkpoint, whose tokenizer may
+    be an extended one: a full checkpoint is the model itself (as create_chained_run sets it); a
+    LoRA checkpoint is merged into its base when the run is created, so the base's shapes count
+    and the checkpoint's tokenizer."""
+    from .generate import is_adapter
+
+    if not config.parent_run:
+        return config, None
+    checkpoint = checkpoint_folder(config.parent_run, config.parent_step)
+    if is_adapter(checkpoint):
+        return config, checkpoint
+    config = copy.deepcopy(config)
+    config.model.name_or_path = str(checkpoint)
+    return config, None
 
 
 PLAN_STAGES = 4
@@ -157,12 +213,13 @@ def evaluation_count(config: RunConfig, steps: int) -> int:
     return 1 + len(every | saved | {steps})
 
 
-def _eval_tokens(config: RunConfig, tokenizer, domain, general) -> int:
-    """Tokens one evaluation reads: each corpus's held-out documents and each evaluation set,
-    each cut to eval.max_tokens."""
+def _eval_tokens(config: RunConfig, tokenizer, heldout_tokens: int, general) -> int:
+    """Tokens one evaluation reads: the run's own held-out part (`heldout_tokens`), the general
+    corpus's held-out documents and each evaluation set, each cut to eval.max_tokens."""
     cap = config.eval.max_tokens
-    slices = [domain] + ([general] if general else [])
-    tokens = sum(min(cap, int(s.tokens * _heldout_share(config, s.documents))) for s in slices)
+    tokens = heldout_tokens
+    if general is not None:
+        tokens += min(cap, int(general.tokens * _heldout_share(config, general.documents)))
     for spec in config.eval.sets:
         found = corpus_stats([SourceSpec(spec.path, spec.text_field)], tokenizer, preview=0, skip_bad=True)
         tokens += min(cap, found.tokens)
@@ -242,10 +299,11 @@ def format_plan(plan: Plan) -> str:
     lines = [
         f"steps          {plan.steps:,} optimizer steps of {plan.sequences_per_step} sequences "
         f"({plan.tokens_per_step:,} tokens)",
-        f"tokens         {plan.total_tokens:,} to train on; corpus: {plan.domain_tokens:,} domain, "
-        f"{plan.general_tokens:,} general",
+        f"tokens         {plan.total_tokens:,} to train on; "
+        + (f"instruction data: {plan.domain_tokens:,}, general corpus: {plan.general_tokens:,}"
+           if plan.stage == "sft" else f"corpus: {plan.domain_tokens:,} domain, {plan.general_tokens:,} general"),
         f"model          {plan.parameters:,} parameters, {plan.trainable:,} trainable",
-        f"documents      {plan.documents}",
+        f"{'examples' if plan.stage == 'sft' else 'documents':<15}{plan.documents}",
         f"hardware       {plan.device}{f' ({plan.gpu_name})' if plan.gpu_name else ''}, {plan.precision}",
         f"time           about {format_duration(plan.time.seconds)}, and about "
         f"{format_duration(plan.evaluation_seconds)} of evaluation",

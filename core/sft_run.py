@@ -145,6 +145,32 @@ def default_checkpoint(run_dir: Path | str) -> tuple[int, str]:
     return checkpoint_step(last), "the last checkpoint (none is recommended)"
 
 
+@dataclass
+class SftSize:
+    """The instruction data as the plan counts it (sft_size): what a run would train on."""
+
+    examples: int
+    """Examples in all files (bad ones left out under sft.skip_bad)."""
+    rows: int
+    """Training rows of batch.seq_len tokens, whole examples packed (the held-out ones not)."""
+    tokens: int
+    """Tokens of the training examples, prompts and responses (cut at batch.seq_len)."""
+    heldout_tokens: int
+    """Tokens of the held-out examples one evaluation scores (eval.max_tokens at most)."""
+
+
+def sft_size(config: RunConfig, tokenizer) -> SftSize:
+    """What the worker's prepare_sft_data will make of sft.data with `tokenizer` (the one the
+    run starts from), counted without a run folder: the same template choice, held-out split,
+    tokenization and packing. Raises SftDataError / TemplateError as the run would."""
+    examples, _ = read_examples_and_skipped(config.sft)
+    template = choose_template(tokenizer, config.sft.template)
+    heldout = heldout_ids("sft", len(examples), config.eval, config.seed)
+    part = _sft_part(config, tokenizer, template, examples, heldout, None)
+    return SftSize(len(examples), len(part.train), sum(len(ids) for ids in part.train.examples.ids),
+                   sum(len(ids) for ids in part.heldout.examples.ids))
+
+
 # ------------------------------------------------------------------ the data, in the worker
 
 @dataclass

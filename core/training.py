@@ -657,6 +657,19 @@ def _data_words(config: RunConfig, source: str) -> str:
     return "instruction data" if source == "domain" and config.stage == "sft" else f"{source} corpus"
 
 
+def _new_pass_words(config: RunConfig, source: str, number: int) -> str:
+    """The log line of pass `number` over a mixer source. A domain pass beyond schedule.epochs
+    (when epochs decide the length) only fills the last step: the epochs are rounded up to whole
+    optimizer steps (recipe.optimizer_steps), which the line says rather than seem to ignore them."""
+    words = f"{_data_words(config, source)}: pass {number} begins"
+    schedule = config.schedule
+    by_epochs = not (schedule.max_steps or schedule.token_budget)
+    if source == "domain" and by_epochs and number > math.ceil(schedule.epochs):
+        words += (f", only to fill the last steps: {schedule.epochs:g} epochs are rounded up to whole "
+                  "optimizer steps")
+    return words
+
+
 def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events: EventWriter,
                   model, tokenizer, data: RunData, *, ewc: EwcState | None = None,
                   guard_state: GuardState | None = None, resuming: bool = False,
@@ -668,7 +681,7 @@ def build_trainer(config: RunConfig, hardware: Hardware, paths: RunPaths, events
     # sampler's stream, so optimizer step k of every rank together is exactly mixer.step(k).
     mixer = data.mixer(sequences_per_step(config),
                        on_new_pass=lambda name, n, step: events.emit(
-                           "log", step, level="info", message=f"{_data_words(config, name)}: pass {n} begins"),
+                           "log", step, level="info", message=_new_pass_words(config, name, n)),
                        replay_changes=guard_state.replay_changes)
     eval_sets = evaluation_sets(data, config.eval, tokenizer, config.batch.seq_len)
     penalty = EwcPenalty(model, ewc, config.ewc.strength) if ewc is not None else None

@@ -106,7 +106,10 @@ def test_instruction_tune_from_a_checkpoint_starts_a_chained_run_and_the_history
     wizard.next()
     summary = wizard.currentPage()
     assert "Starts from: step 2 of the run" in summary.summary.toPlainText()
-    assert summary.plan.text() == "" and summary.sweep_button.isHidden()  # no CPT estimate or sweep here
+    assert summary.plan.text() == "" and summary.sweep_button.isHidden()  # no sweep of CPT's replay here
+    summary.estimate_button.click()  # the plan packs the examples as the run will
+    qtbot.waitUntil(lambda: "instruction examples" in summary.plan.text(), timeout=30_000)
+    assert "2 optimizer steps" in summary.plan.text() and "12 instruction examples" in summary.plan.text()
     text = summary.summary.toPlainText()  # nor CPT's tokenizer extension and document separator
     assert "Tokenizer extension" not in text and "Documents separated by" not in text
     assert summary.separator.isHidden()

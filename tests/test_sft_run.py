@@ -196,3 +196,45 @@ def test_a_new_pass_is_named_in_the_runs_words():
     assert _data_words(RunConfig(stage="sft"), "domain") == "instruction data"
     assert _data_words(RunConfig(stage="sft"), "general") == "general corpus"
     assert _data_words(RunConfig(), "domain") == "domain corpus"
+
+
+def test_a_pass_beyond_the_epochs_says_it_only_fills_the_last_steps():
+    """3 epochs of 10 rows in steps of 8 sequences are 4 steps (32 rows): a 4th pass begins."""
+    from cpt_studio.core.config import RunConfig
+    from cpt_studio.core.training import _new_pass_words
+
+    config = RunConfig(stage="sft")
+    config.schedule.epochs, config.schedule.max_steps = 3.0, None
+    assert _new_pass_words(config, "domain", 3) == "instruction data: pass 3 begins"
+    assert _new_pass_words(config, "domain", 4) == ("instruction data: pass 4 begins, only to fill the last "
+                                                    "steps: 3 epochs are rounded up to whole optimizer steps")
+    assert _new_pass_words(config, "general", 4) == "general corpus: pass 4 begins"  # replay cycles freely
+    config.schedule.max_steps = 100  # steps decide: any number of passes is what was asked
+    assert _new_pass_words(config, "domain", 7) == "instruction data: pass 7 begins"
+
+
+def test_the_plan_counts_an_sft_runs_packed_examples_as_the_run_does(tmp_path, tiny_model_dir, capsys):
+    """The dry run of an SFT config (and the SFT wizard's estimate) plans the steps the worker
+    then trains, from the parent checkpoint's tokenizer, and warns of an interval too long."""
+    from cpt_studio.core.cli import main
+    from cpt_studio.core.plan import format_plan, plan_run
+
+    parent = _parent(tmp_path, tiny_model_dir, "full")
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"instruction": q, "response": a}) + "\n" for q, a in PAIRS * 2))
+    config = sft_config(parent, 2, [str(data)])
+    config.schedule.epochs, config.batch.micro_batch, config.batch.grad_accum = 2.0, 2, 1
+    config.eval = EvalConfig(interval=50, heldout_count=2, max_tokens=2000)
+    config.checkpoints = CheckpointConfig(interval=50, keep=2)
+    plan = plan_run(config)
+    shown = format_plan(plan)
+    assert "examples       20 instruction examples, whole ones packed into " in shown
+    assert "instruction data: " in shown and "corpus: 0 domain" not in shown
+    assert any(w.startswith("eval.interval: 50 is more than the run's") for w in plan.warnings)
+    run_dir = create_sft_run(config, tmp_path / "runs")
+    assert train(run_dir) == "finished"
+    assert history(run_dir, "step")[-1]["step"] == plan.steps  # as planned
+    config_file = tmp_path / "sft.json"
+    config_file.write_text(config.to_json())
+    assert main(["train", str(config_file), "--dry-run"]) == 0
+    assert f"steps          {plan.steps} optimizer steps" in capsys.readouterr().out

@@ -90,9 +90,7 @@ class SummaryPage(ConfigPage):
         self.name.setText(config.name)
         self.separator.setText(config.corpus.separator)
         self.summary.setPlainText(describe(config))
-        cpt = config.stage != "sft"  # the plan counts a domain corpus; a sweep varies CPT's replay
-        self.estimate_button.setVisible(cpt)
-        self.measure_button.setVisible(cpt)
+        cpt = config.stage != "sft"  # a sweep varies CPT's replay; SFT formats examples by template
         self.sweep_button.setVisible(cpt)
         self.separator.setVisible(cpt)
         self.separator_label.setVisible(cpt)
