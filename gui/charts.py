@@ -112,10 +112,14 @@ COLOURS = {"domain": "#1f77b4", "general": "#d62728", "loss": "#b0b0b0", "ema": 
            "guard": "#e41a1c", "resume": "#ff9f1c", "embedding_lr": "#1f77b4", "new_token_lr": "#ff7f0e"}
 CURVES = {"loss": ("loss", "raw"), "ema": ("ema", f"smoothed (EMA β={LOSS_SMOOTHING}, bias-corrected)"),
           "lr": ("lr", ""), "grad_norm": ("grad_norm", ""), "domain": ("domain", "domain"),
-          "general": ("general", "general"), "domain_base": ("domain", "domain baseline"),
-          "general_base": ("general", "general baseline"), "forgetting": ("forgetting", ""),
+          "general": ("general", "general"), "domain_base": ("domain", ""),
+          "general_base": ("general", ""), "forgetting": ("forgetting", ""),
           "speed": ("speed", "")}
-"""Each curve's colour (a COLOURS key) and its name in its chart's title."""
+"""Each curve's colour (a COLOURS key) and its name in its chart's title (none: not named there)."""
+BASELINES_NAME = "step-0 baselines"
+"""The perplexity chart's dashed baselines, named once in its title (in the curves' own colours,
+they need no name each: an SFT run's "instruction (held-out responses) baseline (dashed)" made
+the title, and with it every chart, wider than a 1200-pixel window)."""
 SFT_DOMAIN = "instruction (held-out responses)"
 """What an SFT run's "domain" curves measure: the loss on its held-out examples' responses."""
 LR_GROUPS = {"embedding_lr": "embeddings and output layer", "new_token_lr": "new token rows"}
@@ -128,9 +132,11 @@ def _curve(plot: pg.PlotItem, colour: str, width: float = 1.5, dashed: bool = Fa
     return downsampled_curve(plot, [], [], pen=pen)
 
 
-def _title(text: str, names: list[tuple[str, str]] = ()) -> str:
-    """A chart's title with its curves named in their colours: the legend, outside the data."""
-    legend = "   ".join(f"<span style='color:{colour}'>━ {name}</span>" for colour, name in names)
+def _title(text: str, names: list[tuple] = ()) -> str:
+    """A chart's title with its curves named in their colours: the legend, outside the data.
+    `names`: (colour, name) or (colour, name, mark), the mark "━" unless given ("╌": dashed)."""
+    legend = "   ".join(f"<span style='color:{colour}'>{mark[0] if mark else '━'} {name}</span>"
+                       for colour, name, *mark in names)
     # the scheme's text colour now: a title set after the theme recoloured the charts (the
     # learning rate's, once its groups are known) is not recoloured again
     return (f"<span style='color:{theme_colour('text')}'>{text}</span>"
@@ -236,8 +242,9 @@ class RunCharts(pg.GraphicsLayoutWidget):
     def _plot(self, key: str, title: str, curves: list[str]) -> None:
         plot = self.addPlot(row=len(self.plots) + 1, col=0, axisItems={"left": ReadableAxis("left")})
         self._style(plot)
-        names = [(COLOURS[CURVES[c][0]], self._named(CURVES[c][1]) + (" (dashed)" if c.endswith("_base") else ""))
-                 for c in curves if CURVES[c][1]]
+        names = [(COLOURS[CURVES[c][0]], self._named(CURVES[c][1])) for c in curves if CURVES[c][1]]
+        if any(c.endswith("_base") for c in curves):
+            names.append((theme_colour("text"), BASELINES_NAME, "╌"))
         plot.setTitle(_title(title, names if len(curves) > 1 else []))
         for name in curves:
             self.curves[name] = _curve(plot, COLOURS[CURVES[name][0]], width=1 if name == "loss" else 1.8,

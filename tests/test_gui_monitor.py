@@ -313,3 +313,31 @@ def test_a_title_set_after_the_charts_were_styled_is_in_the_themes_colour_on_dar
         assert f"color:{theme.DARK.text}" in title and "#333" not in title
     finally:
         theme.apply_theme(QApplication.instance(), "light")
+
+
+@pytest.mark.parametrize("width", [1200, 1600])
+def test_an_sft_runs_monitor_fits_a_1200_pixel_window(qtbot, tmp_path, width):
+    """A tester's SFT monitor at 1200 px: the perplexity title named its held-out responses four
+    times, every chart was wider than the window and cut at the right."""
+    from PySide6.QtCore import QSize
+
+    from cpt_studio.core.events import EventWriter
+    from cpt_studio.gui.charts import BASELINES_NAME, SFT_DOMAIN
+
+    config = monitor_config("tiny SFT", stage="sft", parent_run=str(tmp_path / "cpt"), parent_step=40,
+                            benchmarks={"probes_during_training": True})
+    run_dir = write_monitor_run(tmp_path / "run", steps=60, config=config)
+    out = EventWriter(RunPaths(run_dir).events)  # knowledge probes scored during training
+    for step in (0, 40):
+        for task in ("drug_probes", "law_probes"):
+            out.emit("probe", step, task=task, kind="probe", metric="acc", value=0.5, primary=True, live=True)
+    out.close()
+    window = open_monitor(qtbot, run_dir, size=(width, 800))
+    assert window.minimumSizeHint().width() <= 1200
+    charts = window.charts
+    title = charts.plots["ppl"].titleLabel.text
+    assert SFT_DOMAIN in title and BASELINES_NAME in title and len(charts.series.probes) == 2
+    needed = charts.ci.effectiveSizeHint(Qt.SizeHint.MinimumSize).width()
+    assert needed <= charts.viewport().width() < width  # no chart wider than its view, none cut
+    assert charts.ci.geometry().width() == charts.viewport().width()  # and at 1600, they fill it
+    assert window.size() == QSize(width, 800)

@@ -40,6 +40,8 @@ INPUT_WIDGETS = (QLineEdit, QAbstractSpinBox, QComboBox, QCheckBox, QRadioButton
 class ConfigPage(QWizardPage):
     sections: tuple[str, ...] = ()
     """The prefixes of RunConfig.validate()'s problems that belong to this page."""
+    shown_problems: int = 6
+    """How many problems the page lists before "… and N more"."""
 
     def __init__(self, title: str, subtitle: str = ""):
         super().__init__()
@@ -126,10 +128,12 @@ class ConfigPage(QWizardPage):
         return not problems
 
     def show_problems(self, problems: list[str]) -> None:
-        """The first SHOWN_PROBLEMS problems, then how many more (a file with the same fault on
+        """The first `shown_problems` problems, then how many more (a file with the same fault on
         every line squeezed the page's fields until they overlapped)."""
-        more = [f"… and {len(problems) - SHOWN_PROBLEMS} more"] if len(problems) > SHOWN_PROBLEMS else []
-        self.problems.setText("\n".join(f"• {p}" for p in problems[:SHOWN_PROBLEMS] + more))
+        shown = self.shown_problems
+        more = [f"… and {len(problems) - shown} more"] if len(problems) > shown else []
+        self.problems.setText("\n".join(f"• {p}" for p in problems[:shown] + more))
+        self.problems.setToolTip("\n".join(problems[:TOOLTIP_PROBLEMS]) if more else "")  # the rest
         self.problems.setVisible(bool(problems))
 
     def show_notice(self, text: str) -> None:
@@ -137,8 +141,8 @@ class ConfigPage(QWizardPage):
         self.notice.setVisible(bool(text))
 
 
-SHOWN_PROBLEMS = 6
-"""How many problems a page lists before "… and N more"."""
+TOOLTIP_PROBLEMS = 40
+"""How many problems the list's tooltip names when the page lists fewer."""
 
 DISPLAY_ONLY = "display_only"
 """The Qt property of a widget of an input kind that only shows something (display_only)."""

@@ -42,12 +42,21 @@ TEMPLATES = ("auto", "plain")
 PREVIEW_COUNT = 3
 CHECK_DELAY_MS = 300
 """Edits within this pause are checked once."""
+PREVIEW_LINES = 6
+"""Lines of the preview kept at least (it scrolls): with more, the page's minimum outgrew the
+wizard's default height once a status with a bad record showed, and the rows above it, the
+replay spin box among them, were squeezed until their text was cut."""
+PREVIEW_KEY = "Highlighted: what the model is trained to write (the responses); the rest is the prompt."
+"""The preview's first line (it was in the status, which took room from the page's fields)."""
 TRAINED_STYLE = "background-color:#fff0b3; color:#212529; font-weight:bold;"
 """A response piece in the preview: the tokens the loss is computed on."""
 
 
 class SftDataPage(ConfigPage):
     sections = ("sft.", "stage:", "parent_run", "corpus: replay")
+    shown_problems = 3
+    """A bad record's problem names its fix and wraps to two lines: six of them squeezed the
+    fields above at the wizard's default size (hovering the list shows them all)."""
 
     def __init__(self):
         super().__init__("Instruction data", "JSONL records: an instruction and its response, or a list of "
@@ -78,7 +87,8 @@ class SftDataPage(ConfigPage):
         self.status = QLabel(wordWrap=True, objectName="sft_status")
         styled(self.status, "color:{muted};")
         self.preview = display_only(QTextEdit(readOnly=True, objectName="sft_preview"))
-        self.preview.setMinimumHeight(160)
+        self.preview.setMinimumHeight(PREVIEW_LINES * self.preview.fontMetrics().lineSpacing() + 12)
+        self.preview.hide()  # until there is something to preview: the problems get its room
         for widget in (self.origin, QLabel("Instruction files (JSONL):"), self.files):
             self.layout_.addWidget(widget)
         self.layout_.addLayout(files_buttons)
@@ -167,11 +177,11 @@ class SftDataPage(ConfigPage):
         self._problems = problems or ([] if shown else [status or "no examples"])
         self.show_problems(problems)
         if shown is not None:
-            status = (f"{shown.count:,} examples; template: {shown.template}. The highlighted text is "
-                      "what the model is trained to write (the responses); the rest is the prompt."
-                      + skipped_text(shown.skipped))
+            status = f"{shown.count:,} examples; template: {shown.template}." + skipped_text(shown.skipped)
         self.status.setText(status or f"{len(problems)} problem(s); fix them to see the preview.")
+        self.status.setToolTip("\n".join(shown.skipped) if shown and len(shown.skipped) > 1 else "")
         self.preview.setHtml(preview_html(shown) if shown else "")
+        self.preview.setVisible(shown is not None)
 
     def validatePage(self) -> bool:
         """The settings' problems, then the data's (every bad record with file and line)."""
@@ -193,16 +203,19 @@ def _checked_preview(config) -> tuple[list[str], SftPreview | None]:
 
 
 def skipped_text(skipped: list[str]) -> str:
-    """" 2 bad records are left out: a.jsonl line 3: …; …" (sft.skip_bad), or ""."""
+    """" 2 bad records are left out: a.jsonl line 3: …; and 1 more (hover for all)"
+    (sft.skip_bad), or "". The first only: each names its fix, and three of them took seven lines
+    of the page at its default size (the status label's tooltip lists them all)."""
     if not skipped:
         return ""
-    return (f" {len(skipped):,} bad record{'s are' if len(skipped) != 1 else ' is'} left out: "
-            + "; ".join(skipped[:3]) + ("; …" if len(skipped) > 3 else ""))
+    more = f"; and {len(skipped) - 1:,} more (hover for all)" if len(skipped) > 1 else ""
+    return f" {len(skipped):,} bad record{'s are' if len(skipped) != 1 else ' is'} left out: {skipped[0]}{more}"
 
 
 def preview_html(shown: SftPreview) -> str:
-    """The examples as HTML: each one's file:line, then its text, the trained pieces highlighted."""
-    parts = []
+    """The examples as HTML, under a line saying what the highlight means: each one's file:line,
+    then its text, the trained pieces highlighted."""
+    parts = [f"<p style='color:gray;margin:0 0 4px 0'>{PREVIEW_KEY}</p>"]
     for origin, pieces in shown.examples:
         body = "".join(f"<span style='{TRAINED_STYLE}'>{html.escape(text)}</span>" if trained
                        else html.escape(text) for text, trained in pieces)
