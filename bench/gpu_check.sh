@@ -3,7 +3,7 @@
 # the bench first (bench/gpu_train.py: plain Trainer vs ours, full and LoRA; evaluation speed
 # at several batch sizes; each attention kernel), then the CUDA tests (tests/test_cuda.py:
 # every kernel keeps packed documents apart, in fp32 and bf16; runs on the chosen kernel,
-# compiled, with Liger). Expected about 5-6 minutes; at most 8 (the two timeouts below).
+# compiled, with Liger; a speed probe with the run's kernels; the benchmarks' batch size search). Expected about 5-6 minutes; at most 8 (the two timeouts below).
 #
 # Before the call, in the checkout the device tool sends (the lead's):
 #     bash bench/gpu_wheels.sh                                   (fills .whl/, ~2 MB, ignored by git)
@@ -31,5 +31,5 @@ start=$SECONDS
 # -v: each test's result as it ends (a run cut by the timeout still shows which passed);
 # --timeout: one stuck test (a compile) fails alone; --durations: what each test cost.
 timeout 200 python3 -m pytest -v -s -p no:cacheprovider -o addopts="" --timeout=120 --durations=0 \
-    tests/test_cuda.py 2>&1 | tee "$OUT/pytest.log" | grep -E "PASSED|FAILED|SKIPPED|ERROR|passed|failed|packed vs alone|kernels: |s call"
+    tests/test_cuda.py 2>&1 | tee "$OUT/pytest.log" | grep -E "PASSED|FAILED|SKIPPED|ERROR|passed|failed|packed vs alone|kernels: |probe: |benchmarks: |s call"
 echo "CUDA tests: $((SECONDS - start)) s (exit ${PIPESTATUS[0]})" | tee -a "$OUT/pytest.log"

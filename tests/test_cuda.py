@@ -112,3 +112,51 @@ def test_liger_kernels_train_where_installed(tiny_model_dir, tmp_path, eager_los
     pytest.importorskip("liger_kernel")
     losses, _, kernels = _run(tiny_model_dir, tmp_path, fused_kernels="on")
     assert "Liger kernels on" in kernels and losses == pytest.approx(eager_losses, rel=2e-2)
+
+
+def test_a_speed_probe_on_the_gpu_trains_with_the_runs_kernels_and_is_remembered(tiny_model_dir, tmp_path):
+    """The summary page's "Measure speed" (plan_run with a probe) on the GPU: the probe trains
+    with the kernels the run would choose (compiled here, as the config asks) and records them
+    beside its tokens/s and MFU; the next plan carries that measurement over."""
+    from cpt_studio.core.plan import plan_run
+    from cpt_studio.core.testing.run_helpers import tiny_run_config
+    from cpt_studio.core.throughput import load, throughput_file
+
+    config = tiny_run_config(tiny_model_dir, tmp_path / "data")
+    config.system.compile = True
+    probed = plan_run(config, probe_steps=3).time
+    assert probed.basis.startswith("measured by a probe just now") and probed.tokens_per_second > 0
+    [measured] = load(throughput_file())
+    assert measured.device != "cpu" and measured.compiled and measured.precision == "bf16"
+    assert 0 < measured.mfu < 1
+    assert plan_run(config).time.basis.startswith("measured: ")
+    print(f"probe: {measured.tokens_per_second:,.0f} tokens/s, MFU {measured.mfu:.1%}, {measured.setup()}")
+
+
+def test_benchmarks_search_their_batch_size_on_the_gpu_and_score_as_a_fixed_batch(tiny_model_dir, tmp_path):
+    """Benchmarks' batch size "auto" on a GPU is lm-eval's search for the largest batch that
+    fits (from 64, halving on out-of-memory): it runs there, finds more than the fixed 4 for the
+    tiny model, and the probes score as with a batch of 4 (padding changes no score)."""
+    pytest.importorskip("lm_eval")
+    from probe_files import write_probes
+
+    from cpt_studio.core import benchmarks
+    from cpt_studio.core.benchmarks import run_task, task_manager, wrap_model
+    from cpt_studio.core.generate import load_for_generation
+    from cpt_studio.core.probes import read_probes, write_probe_tasks
+
+    write_probes(tmp_path / "probes.jsonl")
+    names = write_probe_tasks(read_probes(tmp_path / "probes.jsonl"), tmp_path / "tasks")
+    manager = task_manager([tmp_path / "tasks"], registry=False)
+    model, tokenizer = load_for_generation(str(tiny_model_dir))
+    model = model.cuda()
+
+    def scores(lm) -> dict:
+        return {(s.task, s.metric): s.value for name in names for s in run_task(lm, name, manager)}
+
+    fixed = scores(wrap_model(model, tokenizer, batch_size=benchmarks.FIXED_BATCH_SIZE))
+    searched = wrap_model(model, tokenizer)
+    assert searched.batch_size == "auto"
+    assert scores(searched) == pytest.approx(fixed, rel=1e-3)
+    assert max(searched.batch_sizes.values()) > benchmarks.FIXED_BATCH_SIZE
+    print(f"benchmarks: lm-eval's search found batch sizes {searched.batch_sizes}")

@@ -179,6 +179,8 @@ class SummaryPage(ConfigPage):
         machine's speed first (remembered for later plans: cpt_studio.core.throughput)."""
         self.commit()
         self.plan.setText("Measuring: loading the model and training a few steps…" if probe_steps
+                          else "Estimating: tokenizing the instruction data and reading the model…"
+                          if self.config.stage == "sft"
                           else "Estimating: tokenizing the corpora and reading the model…")
         job = Job(plan_run, RunConfig.from_dict(self.config.to_dict()), cancellable=True, probe_steps=probe_steps)
         job.finished.connect(self._on_planned)
