@@ -81,6 +81,7 @@ def sft_config(parent_run: Path | str, step: int, data: list[str], *, name: str 
     config.stage = "sft"
     config.corpus.domain, config.corpus.replay_ratio = [], replay_ratio
     config.tokenizer.extend = False  # the checkpoint's tokenizer is the extended one
+    config.schedule.new_token_lr_scale = None  # its new rows are trained now: they follow the embeddings
     config.method.kind = method or config.method.kind
     for key, value in SFT_SCHEDULE.items():
         setattr(config.schedule, key, value)

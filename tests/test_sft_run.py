@@ -11,7 +11,13 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cpt_studio.core.config import CheckpointConfig, EvalConfig, MethodConfig, ScheduleConfig
+from cpt_studio.core.config import (
+    CheckpointConfig,
+    EvalConfig,
+    MethodConfig,
+    RunConfig,
+    ScheduleConfig,
+)
 from cpt_studio.core.data import CorpusChangedError
 from cpt_studio.core.export import export_checkpoint
 from cpt_studio.core.generate import load_for_generation
@@ -132,6 +138,12 @@ def test_an_sft_run_with_bad_data_is_refused_before_a_folder_exists(tmp_path, ti
     assert {k: getattr(config.schedule, k) for k in SFT_SCHEDULE} == SFT_SCHEDULE
     assert sft_config(parent, 2, [str(bad)], method="lora").schedule.peak_lr == 2e-4  # LoRA's usual rate
     assert config.corpus.domain == [] and config.validate() == []
+    extended = RunConfig.load(RunPaths(parent).config)  # a parent that extended its tokenizer
+    extended.tokenizer.extend, extended.schedule.new_token_lr_scale = True, 10.0
+    RunPaths(parent).config.write_text(extended.to_json())
+    config = sft_config(parent, 2, [str(bad)])
+    assert not config.tokenizer.extend and config.schedule.new_token_lr_scale is None
+    assert config.validate() == []
     runs = len(list((tmp_path / "runs").iterdir()))
     with pytest.raises(SftDataError, match=rf"{bad} line 1: no field 'response' \(fields: answer, instruction\)"):
         create_sft_run(config, tmp_path / "runs")
