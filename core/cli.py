@@ -3,9 +3,9 @@
     cpt-studio demo                              # a short real CPT run on the bundled demo
     cpt-studio corpus inspect corpus/domain.jsonl --tokenizer MODEL_FOLDER --preview 3
     cpt-studio tokenizer extend config.json [--min-frequency 5] [--apply]
-    cpt-studio train config.json [--dry-run] [--detach]
+    cpt-studio train config.json [--dry-run [--probe STEPS]] [--detach]
     cpt-studio train stage2.json                 # with parent_run/parent_step: a second stage from a checkpoint
-    cpt-studio sft RUN --data qa.jsonl [--checkpoint STEP] [--method lora]   # instruction tuning
+    cpt-studio sft RUN --data qa.jsonl [--checkpoint STEP] [--method lora] [--dry-run]   # instruction tuning
     cpt-studio resume RUN_DIR | stop RUN_DIR | runs | show RUN | store rebuild
     cpt-studio launch RUN --gpus 8 [--nodes 2] [--strategy ddp|fsdp|deepspeed]   # several GPUs / a cluster
     cpt-studio import-gguf model.gguf

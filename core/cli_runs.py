@@ -29,12 +29,10 @@ from .timeline import RunTimeline
 
 
 def train(args) -> int:
+    refuse_probe_without_dry_run(args)
     config = RunConfig.load(Path(args.config))
     if args.dry_run:
-        from .plan import format_plan, plan_run
-
-        print(format_plan(plan_run(config, probe_steps=args.probe)))
-        return 0
+        return print_plan(config, args.probe)
     if config.stage == "sft" or config.parent_run:  # a chained run: its starting checkpoint
         from .chain import create_chained_run  # resolved, an SFT run's data checked, preflight
 
@@ -46,6 +44,23 @@ def train(args) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     run_dir = create_run(config)
     return launch(run_dir, resume=False, detach=args.detach)
+
+
+def refuse_probe_without_dry_run(args) -> None:
+    """`--probe` measures the speed for the plan: alone it would start the whole run unasked."""
+    if args.probe and not args.dry_run:
+        raise ValueError(f"--probe {args.probe} measures the speed for the plan: add --dry-run "
+                         "(the run itself measures its speed as it trains)")
+    if args.probe < 0:
+        raise ValueError(f"--probe {args.probe}: give a number of steps, 1 or more (about 5 is enough)")
+
+
+def print_plan(config: RunConfig, probe_steps: int) -> int:
+    """The dry run of `train` and `sft`: the plan, printed; nothing is created."""
+    from .plan import format_plan, plan_run
+
+    print(format_plan(plan_run(config, probe_steps=probe_steps)))
+    return 0
 
 
 def resume(args) -> int:

@@ -3,6 +3,8 @@
     cpt-studio sft PARENT_RUN --data qa.jsonl [--checkpoint STEP] [--method lora] [--epochs 3]
                    [--instruction-field question --response-field answer] [--template plain]
     cpt-studio sft --config sft.json               # a config file with stage "sft"
+    cpt-studio sft PARENT_RUN --data qa.jsonl --dry-run [--probe 5]   # the plan, no run
+    cpt-studio sft PARENT_RUN --data qa.jsonl --save-config sft.json  # the config, to edit
 
 It parses nothing (cpt_studio.core.cli did) and calls the library (cpt_studio.core.sft_run):
 the run is an ordinary run folder, followed like `cpt-studio train`'s.
@@ -42,6 +44,12 @@ def add_commands(commands) -> None:
                                       "is measured, not replayed"))
     sft.add_argument("--name", help="the run's name (default: the parent's with ' SFT')")
     sft.add_argument("--detach", action="store_true", help="run in the background and return at once")
+    sft.add_argument("--dry-run", action="store_true", help="print the plan (instruction examples, "
+                     "steps, memory, time, warnings) and stop; no run folder is made")
+    sft.add_argument("--probe", type=int, default=0, metavar="STEPS",
+                     help="with --dry-run: measure the speed with a few real steps")
+    sft.add_argument("--save-config", metavar="FILE", help="write the SFT run's config (JSON) to FILE "
+                     "and stop: edit it, then `cpt-studio sft --config FILE`")
     sft.add_argument("--preview", type=int, default=0, metavar="N",
                      help="print the first N examples as the model will see them (the trained "
                           "responses between ⟦ ⟧) and the template, then stop")
@@ -49,12 +57,19 @@ def add_commands(commands) -> None:
 
 
 def sft_command(args) -> int:
-    from .cli_runs import launch
+    from .cli_runs import launch, print_plan, refuse_probe_without_dry_run
     from .sft_run import create_sft_run
 
+    refuse_probe_without_dry_run(args)
     config = _config(args)
     if args.preview:
         return _preview(config, args.preview)
+    if args.save_config:
+        Path(args.save_config).write_text(config.to_json() + "\n", encoding="utf-8")
+        print(f"config written to {args.save_config}; edit it, then: cpt-studio sft --config {args.save_config}")
+        return 0
+    if args.dry_run:
+        return print_plan(config, args.probe)
     if config.parent_run:
         print(f"starting from {config.parent_run}, checkpoint at step {config.parent_step}")
     return launch(create_sft_run(config), resume=False, detach=args.detach)

@@ -250,3 +250,27 @@ def test_the_plan_counts_an_sft_runs_packed_examples_as_the_run_does(tmp_path, t
     config_file.write_text(config.to_json())
     assert main(["train", str(config_file), "--dry-run"]) == 0
     assert f"steps          {plan.steps} optimizer steps" in capsys.readouterr().out
+    assert main(["sft", "--config", str(config_file), "--dry-run"]) == 0  # the sft command plans too
+    assert f"steps          {plan.steps} optimizer steps" in capsys.readouterr().out
+    assert main(["train", str(config_file), "--probe", "2"]) == 2  # would start the whole run unasked
+    assert "--probe 2 measures the speed for the plan: add --dry-run" in capsys.readouterr().err
+
+
+def test_cpt_studio_sft_plans_and_saves_its_config_without_making_a_run(tmp_path, tiny_model_dir, capsys):
+    from cpt_studio.core.cli import main
+    from cpt_studio.core.runs import runs_dir
+
+    parent = _parent(tmp_path, tiny_model_dir, "full")
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"instruction": q, "response": a}) + "\n" for q, a in PAIRS))
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert main(["sft", str(parent), "--data", str(data), "--method", "lora", "--dry-run"]) == 0
+    shown = capsys.readouterr().out
+    assert "examples       10 instruction examples" in shown and "with LoRA (frozen base)" in shown
+    saved = tmp_path / "sft.json"
+    assert main(["sft", str(parent), "--data", str(data), "--epochs", "2", "--save-config", str(saved)]) == 0
+    assert f"cpt-studio sft --config {saved}" in capsys.readouterr().out
+    config = RunConfig.load(saved)
+    assert config.stage == "sft" and config.schedule.epochs == 2.0 and config.parent_step == 2
+    assert sorted((tmp_path / "runs").iterdir()) == runs  # neither made a run folder
+    assert not runs_dir().exists() or not any(runs_dir().iterdir())
