@@ -94,6 +94,8 @@ class Plan:
     """The GPU's name ('' on a CPU)."""
     stage: str = "cpt"
     """RunConfig.stage: an SFT run's 'domain' figures are its instruction examples'."""
+    benchmarks: str = ""
+    """The benchmarks and probes the run scores, and when (benchmark_words; '' when none)."""
 
 
 def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | None = None) -> Plan:
@@ -138,7 +140,8 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | No
                 hardware.gradient_checkpointing, parameters, trainable, memory, estimate,
                 checked.warnings + run_warnings(config, size), data.packing or checked.tokens.describe(),
                 memory_words(size), token_band(data.tokens) if config.stage != "sft" else "", eval_seconds,
-                learning_rates_text(config), hardware.kernels_text(), hardware.gpu_name, config.stage)
+                learning_rates_text(config), hardware.kernels_text(), hardware.gpu_name, config.stage,
+                benchmark_words(config, steps))
 
 
 @dataclass
@@ -211,6 +214,23 @@ def evaluation_count(config: RunConfig, steps: int) -> int:
     every = set(range(config.eval.interval, steps + 1, config.eval.interval))
     saved = set(range(config.checkpoints.interval, steps + 1, config.checkpoints.interval))
     return 1 + len(every | saved | {steps})
+
+
+def benchmark_words(config: RunConfig, steps: int) -> str:
+    """The lm-eval tasks and knowledge probes a run of `steps` optimizer steps scores, and when,
+    in words; '' when none. Their time is not estimated: lm-eval counts a task's requests only
+    once it has loaded the task's dataset, and a task runs from seconds (a --limit) to hours
+    (MMLU's 14,042 questions on a CPU)."""
+    settings, parts = config.benchmarks, []
+    if settings.probes_during_training and settings.probes:
+        saved = set(range(config.checkpoints.interval, steps + 1, config.checkpoints.interval)) | {steps}
+        parts.append(f"the probes at step 0 and at each of {len(saved)} checkpoints"
+                     + (f" (at most {settings.probe_limit} of each kind)" if settings.probe_limit else ""))
+    if settings.configured and settings.at_end:
+        scored = settings.domain_tasks + settings.general_tasks + (["the probes"] if settings.probes else [])
+        examples = f"at most {settings.limit:,} examples a task" if settings.limit else "every example"
+        parts.append(f"at the end {', '.join(scored)} on the base model and the recommended checkpoint ({examples})")
+    return "; ".join(parts) + ("; their time is not in the estimate above" if parts else "")
 
 
 def _eval_tokens(config: RunConfig, tokenizer, heldout_tokens: int, general) -> int:
@@ -314,6 +334,7 @@ def format_plan(plan: Plan) -> str:
     lines[5:5] = kernels if plan.kernels else []
     lines += [f"  {label:<32}{format_bytes(size):>12}" for label, size in plan.memory.breakdown()]
     lines += [f"corpus         {plan.corpus_note}"] if plan.corpus_note else []
+    lines += [f"benchmarks     {plan.benchmarks}"] if plan.benchmarks else []
     if plan.learning_rates:
         lines.insert(1, f"learning rate  {plan.learning_rates}")
     lines += [f"warning        {w}" for w in plan.warnings]

@@ -148,6 +148,22 @@ def test_a_lora_plan_never_says_full_parameter(tiny_model_dir, tmp_path):
     assert "full-parameter" not in text and "with LoRA (frozen base)" in text
 
 
+def test_the_plan_names_the_benchmarks_and_probes_its_time_leaves_out(tiny_model_dir, tmp_path):
+    config = _config(tiny_model_dir, tmp_path)
+    assert "benchmarks" not in format_plan(plan_run(config))  # none configured
+    probes = tmp_path / "probes.jsonl"
+    probes.write_text(json.dumps({"prompt": "Tacrolimus binds", "answer": "FKBP12"}) + "\n")
+    config.benchmarks.general_tasks, config.benchmarks.probes = ["arc_easy"], str(probes)
+    config.benchmarks.probes_during_training, config.benchmarks.limit = True, 50
+    config.schedule.max_steps, config.checkpoints.interval = 10, 4  # checkpoints at 4, 8 and 10
+    shown = format_plan(plan_run(config))
+    assert ("benchmarks     the probes at step 0 and at each of 3 checkpoints (at most 20 of each kind); "
+            "at the end arc_easy, the probes on the base model and the recommended checkpoint "
+            "(at most 50 examples a task); their time is not in the estimate above") in shown
+    config.benchmarks.at_end = False
+    assert "at the end" not in format_plan(plan_run(config))
+
+
 # -- the corpus ------------------------------------------------------------------------------
 
 def test_general_held_out_text_from_the_replay_corpus_is_a_warning_with_the_setting_to_use(tiny_model_dir, tmp_path):
