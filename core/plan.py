@@ -36,7 +36,7 @@ from .estimate import (
 from .events import ProgressCallback
 from .hf_imports import transformers_names
 from .models import load_model_and_tokenizer, load_tokenizer_from_folder
-from .preflight import RunSize, device_memory, memory_words, require, run_warnings
+from .preflight import RunSize, device_memory, memory_words, require, run_warnings, sft_cut_warnings
 from .progress import Progress, tick
 from .recipe import (
     Hardware,
@@ -109,7 +109,7 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | No
     checked = require(config)  # the config, the model, the settings, the corpus: every problem
     model_config = checked.model_config
     tokenizer = load_tokenizer_from_folder(tokenizer_folder or checked.folder, config.model.trust_remote_code)
-    data = _training_data(config, tokenizer, progress)
+    data = _training_data(config, tokenizer, model_config, progress)
     general = (corpus_stats(config.corpus.general, tokenizer, preview=0, skip_bad=config.corpus.skip_bad,
                             progress=_stage(progress, 2, "tokenizing the general corpus"))
                if config.corpus.general else None)
@@ -138,7 +138,7 @@ def plan_run(config: RunConfig, *, probe_steps: int = 0, progress: Progress | No
     return Plan(steps, per_step, tokens_per_step, steps * tokens_per_step, data.tokens,
                 general.tokens if general else 0, hardware.device, hardware.precision,
                 hardware.gradient_checkpointing, parameters, trainable, memory, estimate,
-                checked.warnings + run_warnings(config, size), data.packing or checked.tokens.describe(),
+                checked.warnings + data.warnings + run_warnings(config, size), data.packing or checked.tokens.describe(),
                 memory_words(size), token_band(data.tokens) if config.stage != "sft" else "", eval_seconds,
                 learning_rates_text(config), hardware.kernels_text(), hardware.gpu_name, config.stage,
                 benchmark_words(config, steps))
@@ -158,18 +158,26 @@ class _TrainingData:
     """Tokens one evaluation reads of its held-out part (eval.max_tokens at most)."""
     packing: str = ""
     """How an SFT run packs its examples, for the plan's documents line ('' for CPT)."""
+    warnings: list[str] = field(default_factory=list)
+    """What the data will do that the settings may not have meant (SFT examples cut to a row)."""
 
 
-def _training_data(config: RunConfig, tokenizer, progress: Progress | None) -> _TrainingData:
+def _training_data(config: RunConfig, tokenizer, model_config, progress: Progress | None) -> _TrainingData:
     seq_len = config.batch.seq_len
     if config.stage == "sft":
         from .sft_run import sft_size
 
         tick(progress, 1, PLAN_STAGES, "tokenizing the instruction data")
         sft = sft_size(config, tokenizer)
+        packed = (f"packed into {sft.rows:,} rows of {seq_len} tokens, {sft.cut:,} of them cut to a row"
+                  if sft.cut else f"whole ones packed into {sft.rows:,} rows of {seq_len} tokens")
+        text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+        context = getattr(text, "max_position_embeddings", None)
         return _TrainingData(sft.tokens, sft.rows, sft.rows * seq_len, sft.heldout_tokens,
-                             f"{sft.examples:,} instruction examples, whole ones packed into {sft.rows:,} rows of "
-                             f"{seq_len} tokens (positions restart at each; loss on the responses only)")
+                             f"{sft.examples:,} instruction examples, {packed} (positions restart at each; "
+                             "loss on the responses only)",
+                             sft_cut_warnings(config, sft.training, sft.cut, sft.dropped,
+                                              (sft.longest, sft.longest_origin), context))
     domain = corpus_stats(config.corpus.domain, tokenizer, preview=0, skip_bad=config.corpus.skip_bad,
                           progress=_stage(progress, 1, "tokenizing the domain corpus"))
     train_share = 1 - _heldout_share(config, domain.documents)

@@ -325,6 +325,27 @@ def sft_heldout_warnings(config: RunConfig) -> list[str]:
             f"hold out at least {SFT_HELDOUT_MIN} (eval.heldout_count), or add examples"]
 
 
+def sft_cut_warnings(config: RunConfig, training: int, cut: int, dropped: int, longest: tuple[int, str],
+                     context: int | None) -> list[str]:
+    """Training instruction examples longer than batch.seq_len (sft_run.SftSize's figures): the
+    worker cuts each to a row, so the end of its response is never trained, and leaves out those
+    with no response token left. `longest`: (tokens, "FILE line N") of the longest example.
+    Suggests the power of two that holds it (the model's `context` at most)."""
+    if not cut:
+        return []
+    from .sft_data import row_length_for
+
+    (tokens, origin), seq_len = longest, config.batch.seq_len
+    fits = row_length_for(tokens, context)
+    fix = (f"raise batch.seq_len to {fits:,} (the longest example, {origin}, has {tokens:,} tokens)"
+           if fits > seq_len else
+           f"the longest example, {origin}, has {tokens:,} tokens, more than the model's context ({context:,})")
+    left = f"; {dropped:,} of them are left out: the cut leaves no response token" if dropped else ""
+    return [f"batch.seq_len: {cut:,} of the {training:,} training instruction examples are longer than "
+            f"{seq_len:,} tokens and are cut to it, so the ends of their responses are not trained{left}; "
+            f"{fix}, or shorten those examples"]
+
+
 def mojibake_warnings(config: RunConfig) -> list[str]:
     """Text that looks double-encoded (UTF-8 read as Latin-1 or cp1252: "Ã©" for "é", "Â "
     for a no-break space) in the first MOJIBAKE_SAMPLE documents of each corpus and evaluation

@@ -35,6 +35,7 @@ mask, cache off), so examples in a row never attend to each other.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -336,12 +337,18 @@ class TokenizedExamples:
     labels: list[np.ndarray]
     cut: int
     dropped: list[int]
+    longest: int = 0
+    """Tokens of the longest example before the cut (the row length that would cut none)."""
+    longest_origin: str = ""
+    """Where that example is: "FILE line N"."""
 
 
 def tokenize_examples(tokenizer, template: str, examples: list[SftExample], seq_len: int) -> TokenizedExamples:
-    ids, labels, cut, dropped = [], [], 0, []
+    ids, labels, cut, dropped, longest, origin = [], [], 0, [], 0, ""
     for index, example in enumerate(examples):
         tokens, targets = tokenize_conversation(tokenizer, template, example.messages)
+        if len(tokens) > longest:
+            longest, origin = len(tokens), f"{example.file} line {example.line}"
         if len(tokens) > seq_len:
             cut += 1
             tokens, targets = tokens[:seq_len], targets[:seq_len]
@@ -351,7 +358,14 @@ def tokenize_examples(tokenizer, template: str, examples: list[SftExample], seq_
             continue
         ids.append(np.asarray(tokens, dtype=np.int64))
         labels.append(np.asarray(targets, dtype=np.int64))
-    return TokenizedExamples(ids, labels, cut, dropped)
+    return TokenizedExamples(ids, labels, cut, dropped, longest, origin)
+
+
+def row_length_for(longest: int, context: int | None = None) -> int:
+    """The batch.seq_len to suggest for examples of up to `longest` tokens: the power of two that
+    holds them (rows of a power of two suit the GPU's kernels), the model's `context` at most."""
+    fits = 2 ** math.ceil(math.log2(max(longest, 1)))
+    return min(fits, context) if context else fits
 
 
 # ------------------------------------------------------------------------------------ rows

@@ -44,6 +44,7 @@ from .sft_data import (
     SftExample,
     choose_template,
     read_examples_and_skipped,
+    row_length_for,
     tokenize_examples,
 )
 
@@ -158,6 +159,16 @@ class SftSize:
     """Tokens of the training examples, prompts and responses (cut at batch.seq_len)."""
     heldout_tokens: int
     """Tokens of the held-out examples one evaluation scores (eval.max_tokens at most)."""
+    training: int = 0
+    """Training examples (those not held out), before any is left out for the cut."""
+    cut: int = 0
+    """Training examples longer than batch.seq_len, cut to it (the end of their response untrained)."""
+    dropped: int = 0
+    """Of those, the ones left out: the cut left no response token."""
+    longest: int = 0
+    """Tokens of the longest training example, before the cut."""
+    longest_origin: str = ""
+    """Where it is: "FILE line N"."""
 
 
 def sft_size(config: RunConfig, tokenizer) -> SftSize:
@@ -168,8 +179,11 @@ def sft_size(config: RunConfig, tokenizer) -> SftSize:
     template = choose_template(tokenizer, config.sft.template)
     heldout = heldout_ids("sft", len(examples), config.eval, config.seed)
     part = _sft_part(config, tokenizer, template, examples, heldout, None)
-    return SftSize(len(examples), len(part.train), sum(len(ids) for ids in part.train.examples.ids),
-                   sum(len(ids) for ids in part.heldout.examples.ids))
+    train = part.train.examples
+    return SftSize(len(examples), len(part.train), sum(len(ids) for ids in train.ids),
+                   sum(len(ids) for ids in part.heldout.examples.ids),
+                   len(train.ids) + len(train.dropped), train.cut, len(train.dropped), train.longest,
+                   train.longest_origin)
 
 
 # ------------------------------------------------------------------ the data, in the worker
@@ -239,6 +253,11 @@ def _sft_part(config: RunConfig, tokenizer, template: ChatTemplate, examples: li
     train = tokenize_examples(tokenizer, template.text, [examples[i] for i in training_ids(len(examples), heldout)], seq_len)
     kept = _within_tokens([examples[i] for i in heldout.tolist()], tokenizer, template.text, seq_len,
                           config.eval.max_tokens)
+    if not train.ids:
+        raise ValueError(f"batch.seq_len: none of the {len(train.dropped):,} training instruction examples has a "
+                         f"response token within its first {seq_len:,} tokens (the longest, {train.longest_origin}, "
+                         f"has {train.longest:,}); "
+                         f"raise batch.seq_len to {row_length_for(train.longest):,}, or shorten the prompts")
     rows = PackedExamples(train, seq_len, pad)
     if events is not None:
         cut = (f"; {train.cut} longer than {seq_len} tokens were cut to it ({len(train.dropped)} "

@@ -21,6 +21,7 @@ from cpt_studio.core.config import (
 from cpt_studio.core.data import CorpusChangedError
 from cpt_studio.core.export import export_checkpoint
 from cpt_studio.core.generate import load_for_generation
+from cpt_studio.core.plan import format_plan, plan_run
 from cpt_studio.core.run_folder import RunPaths, checkpoint_config, read_json
 from cpt_studio.core.runs import create_run
 from cpt_studio.core.sft_data import SftDataError, generation_prompt
@@ -254,6 +255,32 @@ def test_the_plan_counts_an_sft_runs_packed_examples_as_the_run_does(tmp_path, t
     assert f"steps          {plan.steps} optimizer steps" in capsys.readouterr().out
     assert main(["train", str(config_file), "--probe", "2"]) == 2  # would start the whole run unasked
     assert "--probe 2 measures the speed for the plan: add --dry-run" in capsys.readouterr().err
+
+
+def test_the_plan_warns_of_examples_cut_to_a_row_as_the_run_then_cuts_them(tmp_path, tiny_model_dir):
+    parent = _parent(tmp_path, tiny_model_dir, "full")
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"instruction": q, "response": a * 3}) + "\n" for q, a in PAIRS))
+    config = sft_config(parent, 2, [str(data)])
+    config.schedule.max_steps, config.batch.micro_batch, config.batch.seq_len = 1, 2, 32
+    config.eval = EvalConfig(interval=1, heldout_count=2, max_tokens=2000)
+    with pytest.raises(ValueError, match=r"batch.seq_len: none of the 8 training instruction examples has a "
+                       r"response token within its first 32 tokens \(the longest, .*qa.jsonl line 2, has 90\); "
+                       r"raise batch.seq_len to 128, or shorten the prompts"):
+        plan_run(config)  # a prompt fills every row: nothing would train (the worker says the same)
+    config.batch.seq_len = 72  # the tiny tokenizer's prompts are 39-50 tokens, the examples 62-90
+    plan = plan_run(config)
+    [warning] = [w for w in plan.warnings if w.startswith("batch.seq_len: ")]
+    cut = int(warning.split()[1])
+    assert 0 < cut < 8 and "of the 8 training instruction examples are longer than 72 tokens" in warning
+    assert f"raise batch.seq_len to 128 (the longest example, {data} line 2, has 90 tokens)" in warning
+    assert f"{cut} of them cut to a row" in format_plan(plan) and "whole ones" not in format_plan(plan)
+    run_dir = create_sft_run(config, tmp_path / "runs")
+    assert train(run_dir) == "finished"
+    said = [e.get("message", "") for e in history(run_dir, "status") if e.get("phase") == "tokenizing"]
+    assert any(f"; {cut} longer than 72 tokens were cut to it" in m for m in said), said  # as the run cut
+    config.batch.seq_len = 128  # as the warning says
+    assert not [w for w in plan_run(config).warnings if w.startswith("batch.seq_len: ")]
 
 
 def test_cpt_studio_sft_plans_and_saves_its_config_without_making_a_run(tmp_path, tiny_model_dir, capsys):
