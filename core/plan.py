@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -349,17 +350,16 @@ def format_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def lr_schedule(config: RunConfig, total_steps: int) -> list[float]:
-    """The learning rate of every optimizer step, from the Trainer's own scheduler."""
+def lr_schedule(config: RunConfig, total_steps: int, at: Sequence[int] | None = None) -> list[float]:
+    """The learning rate of every optimizer step of a `total_steps` run (the n-th rate: after n
+    scheduler steps), or only of the steps `at` (0-based, as many as wanted: a preview of a
+    100,000-step run reads 1,000), from the Trainer's own scheduler: its rule (LambdaLR's
+    multiple of the peak) read at each step rather than stepped through."""
     (get_scheduler,) = transformers_names("get_scheduler")
 
     name, kwargs, warmup = scheduler_settings(config, total_steps)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.schedule.peak_lr)
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps,
                               scheduler_specific_kwargs=kwargs)
-    rates = []
-    for _ in range(total_steps):
-        rates.append(scheduler.get_last_lr()[0])
-        optimizer.step()
-        scheduler.step()
-    return rates
+    (multiple,) = scheduler.lr_lambdas  # every schedule of scheduler_settings is a LambdaLR
+    return [config.schedule.peak_lr * multiple(step) for step in (range(total_steps) if at is None else at)]

@@ -292,13 +292,24 @@ def optimizer_steps(config: RunConfig, domain_rows: int, has_general: bool) -> i
     domain rows (sequences of batch.seq_len tokens: the domain corpus's, or an SFT run's packed
     examples; with a general corpus, replay takes its share of each step). The same on any
     number of processes: a step is sequences_per_step(config) sequences."""
+    fixed = steps_from_settings(config)
+    if fixed is not None:
+        return fixed
     per_step = sequences_per_step(config)
+    domain_per_step = per_step * (1 - config.corpus.replay_ratio if has_general else 1)
+    return max(1, math.ceil(config.schedule.epochs * domain_rows / domain_per_step))
+
+
+def steps_from_settings(config: RunConfig) -> int | None:
+    """The optimizer steps the settings alone decide: max_steps, else the token budget over
+    the tokens of one step (sequences_per_step x batch.seq_len); None when epochs decide (the
+    count then needs the data's rows: optimizer_steps)."""
     if config.schedule.max_steps:
         return config.schedule.max_steps
     if config.schedule.token_budget:
-        return max(1, math.ceil(config.schedule.token_budget / (per_step * config.batch.seq_len)))
-    domain_per_step = per_step * (1 - config.corpus.replay_ratio if has_general else 1)
-    return max(1, math.ceil(config.schedule.epochs * domain_rows / domain_per_step))
+        tokens_per_step = sequences_per_step(config) * config.batch.seq_len
+        return max(1, math.ceil(config.schedule.token_budget / tokens_per_step))
+    return None
 
 
 def accumulation_per_process(grad_accum: int, processes: int, world_size: int) -> int:

@@ -489,7 +489,7 @@ class RunCharts(pg.GraphicsLayoutWidget):
             style = pg.QtCore.Qt.PenStyle.DashLine if dashed else pg.QtCore.Qt.PenStyle.SolidLine
             line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(colour, width=2, style=style),
                                    label=text if i == 0 else None,
-                                   labelOpts={"position": position, "color": colour, "fill": _label_fill()})
+                                   labelOpts={"position": position, "color": colour, "fill": label_fill()})
             line.setToolTip(tip or text)
             plot.addItem(line, ignoreBounds=True)
             lines.append(line)
@@ -579,7 +579,7 @@ class RunCharts(pg.GraphicsLayoutWidget):
         return parts
 
 
-def _label_fill() -> pg.QtGui.QColor:
+def label_fill() -> pg.QtGui.QColor:
     """A marker label's box: the chart's background in the theme shown, a little see-through."""
     fill = pg.QtGui.QColor(theme_colour("background"))
     fill.setAlpha(200)

@@ -33,9 +33,16 @@ from .compare_scatter import GainForgettingScatter
 from .compare_scores import TaskScoresChart
 from .compare_table import CheckpointTable
 from .config_table import ConfigTable
+from .geometry import restore_geometry, save_geometry
 from .interpolation_panel import InterpolationPanel
 from .overlay import RunOverlay
 from .theme import styled
+
+DEFAULT_SIZE = (1200, 680)
+"""Width, height: on a 1366 x 768 screen, room for a task bar and the title bar."""
+GEOMETRY_KEY = "compare_window"
+"""Where a comparison shown as a window of its own keeps its size (gui/geometry.py); in the
+main window's tab it takes the tab's."""
 
 
 class CompareWindow(QWidget):
@@ -63,6 +70,19 @@ class CompareWindow(QWidget):
         self.tabs.addTab(self.config_table, "Settings")
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs)
+        self.resize(*DEFAULT_SIZE)
+        self._geometry_restored = False
+
+    def showEvent(self, event) -> None:
+        if self.isWindow() and not self._geometry_restored:  # once, as the main window does at start
+            self._geometry_restored = True
+            restore_geometry(self, GEOMETRY_KEY)
+        super().showEvent(event)
+
+    def closeEvent(self, event) -> None:
+        if self.isWindow():
+            save_geometry(self, GEOMETRY_KEY)
+        super().closeEvent(event)
 
     def _checkpoints_tab(self, db) -> QWidget:
         """The table, the actions on its selected row, the scatter and the per-task scores

@@ -17,10 +17,12 @@ from typing import Any
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QSizePolicy
 
 from cpt_studio.core.compare import gain_unit
 
-from .charts import ReadableAxis
+from .charts import ReadableAxis, label_fill
+from .label_placement import place_labels
 
 RUN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
                "#17becf")
@@ -54,7 +56,9 @@ class GainForgettingScatter(pg.PlotWidget):
                          axisItems={"left": ReadableAxis("left"), "bottom": ReadableAxis("bottom")})
         self.rows = rows
         plot = self.getPlotItem()
-        plot.setTitle("<span style='color:#333'>domain gain against forgetting "
+        # two lines: on one, the title's width set the plot's least width, and a scatter
+        # narrower than ~560 px was cut on the right (its axis, its last points)
+        plot.setTitle("<span style='color:#333'>domain gain against forgetting<br>"
                       "(right and low is better)</span>")
         unit = gain_unit(rows[0]["basis"]) if rows else ""  # bits per byte across tokenizers
         plot.setLabel("bottom", f"domain gain %{unit}")
@@ -63,7 +67,7 @@ class GainForgettingScatter(pg.PlotWidget):
         for axis in ("left", "bottom"):
             plot.getAxis(axis).setPen("#666666")
             plot.getAxis(axis).setTextPen("#333333")
-        self.legend = plot.addLegend(offset=(10, 10), labelTextColor="#333333")  # the worst corner
+        self.legend = self._legend_beside(plot)
         self.points: dict[str, pg.ScatterPlotItem] = {}
         self.fronts: dict[str, pg.PlotDataItem] = {}
         self.curves: dict[Any, list] = {}
@@ -77,6 +81,24 @@ class GainForgettingScatter(pg.PlotWidget):
         self.selected = pg.ScatterPlotItem(size=22, pen=pg.mkPen("#000000", width=2),
                                            brush=None, symbol="s")
         plot.addItem(self.selected)
+        plot.vb.sigRangeChanged.connect(self._place_labels)  # a label's size is in pixels:
+        plot.vb.sigResized.connect(self._place_labels)       # what it covers depends on the view
+
+    @staticmethod
+    def _legend_beside(plot: pg.PlotItem) -> pg.LegendItem:
+        """The legend in a column of its own right of the plot, at the top: inside, it
+        covered the points it explains. Named items added to the plot still enter it."""
+        legend = pg.LegendItem(labelTextColor="#333333", verSpacing=-2)
+        plot.layout.addItem(legend, 2, 3)  # the view box's row; column 2 is the right axis
+        legend.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)  # its rows, not the view's height
+        plot.layout.setAlignment(legend, Qt.AlignmentFlag.AlignTop)
+        plot.layout.setColumnStretchFactor(3, 0)
+        # the title spans the legend's column too: over the view box's alone, its width and the
+        # legend's together made the plot wider than a 390-pixel scatter
+        plot.layout.removeItem(plot.titleLabel)
+        plot.layout.addItem(plot.titleLabel, 0, 1, 1, 3)
+        plot.legend = legend
+        return legend
 
     def _draw(self) -> None:
         runs = list(dict.fromkeys(row["run_id"] for row in self.rows))
@@ -138,20 +160,30 @@ class GainForgettingScatter(pg.PlotWidget):
         self.addItem(dots)
         texts = []
         for (x, y), label in zip(positions, labels, strict=True):
-            if label:  # on a light box: curves and fronts cross the labels
-                text = pg.TextItem(label, color=colour, anchor=(-0.15, 1.05),
-                                   fill=pg.mkBrush(255, 255, 255, 210))
+            if label:  # on a light box: curves and fronts cross the labels; _place_labels anchors it
+                text = pg.TextItem(label, color=colour, fill=label_fill())
                 text.setZValue(15)
                 text.setPos(x, y)
                 self.addItem(text)
                 texts.append(text)
         self.curves[key] = [line, dots, *texts]
+        self._place_labels()
         if not self._curve_in_legend:
             self._curve_in_legend = True
             self.legend.addItem(pg.PlotDataItem(pen=pg.mkPen("#666666", style=Qt.PenStyle.DotLine),
                                                 symbol="d", symbolBrush="#ffffff", symbolPen="#666666",
-                                                symbolSize=8), "interpolation (α: base → checkpoint)")
+                                                symbolSize=8), "interpolation<br>(α: base → checkpoint)")
         return dots
+
+    def _place_labels(self, *_) -> None:
+        """Anchor the curves' labels beside their points, off every point and each other
+        (cpt_studio.gui.label_placement)."""
+        items = [*self.points.values(), *(c[1] for c in self.curves.values())]
+        points = [(x, y, size if size > 0 else item.opts["size"]) for item in items  # -1: the item's size
+                  for x, y, size in zip(item.data["x"], item.data["y"], item.data["size"], strict=True)]
+        labels = [text for curve in self.curves.values() for text in curve[2:]]
+        if labels:
+            place_labels(self.getPlotItem().vb, labels, points)
 
     def remove_curve(self, key) -> None:
         for item in self.curves.pop(key, []):

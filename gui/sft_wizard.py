@@ -26,13 +26,20 @@ class SftWizard(RunWizard):
     TITLE = "Instruction-tune a checkpoint"
 
     def make_pages(self) -> list[ConfigPage]:
-        schedule = SchedulePage()
+        schedule = SchedulePage(new_token_rows=False)
         schedule.setSubTitle("Instruction tuning's defaults: peak 2e-5 (2e-4 with LoRA), 3% warmup, cosine "
                              "to 0, 3 epochs.")
         method = MethodPage()
         method.setSubTitle("LoRA on a merged CPT checkpoint, or all weights; EWC keeps general ability.")
         method.lora.toggled.connect(lambda lora: method._loading or self._rate_follows_method(lora))
         return [SftDataPage(), method, schedule, EvalPage(), SummaryPage()]
+
+    def set_config(self, config) -> None:
+        """RunWizard.set_config, without a new-token LR multiple: an SFT run never extends its
+        tokenizer (sft_config clears it; a loaded CPT setup could bring one, which validate
+        refuses without an extension and no page here shows)."""
+        config.schedule.new_token_lr_scale = None
+        super().set_config(config)
 
     def _rate_follows_method(self, lora: bool) -> None:
         """Switching between full and LoRA moves the peak learning rate between their defaults,

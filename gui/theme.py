@@ -241,7 +241,7 @@ def _recolour_black_text(text: pg.TextItem, scheme: Colours) -> None:
     if not hasattr(text, "_light_colour"):
         text._light_colour = QColor(text.color) if near_black(text.color) else None
         fill = text.fill.color()
-        boxed = text.fill.style() != Qt.BrushStyle.NoBrush and (  # white, or made on dark (_label_fill)
+        boxed = text.fill.style() != Qt.BrushStyle.NoBrush and (  # white, or made on dark (label_fill)
             fill.lightness() > 240 or QColor(fill.rgb()).name() == DARK.background)
         text._fill_alpha = fill.alpha() if boxed else None
     if text._light_colour is not None:

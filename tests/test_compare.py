@@ -283,3 +283,83 @@ def test_settings_a_run_does_not_use_are_not_differences():
     differing = dict(config_differences({"a": full, "c": lora}, differences_only=True))
     assert differing["method.lora_rank"] == {"a": "unused", "c": 16}
     assert differing["ewc.strength"] == {"a": "unused", "c": 5.0} and "ewc.enabled" in differing
+
+
+# -- the scatter's layout: legend, title, labels, the window's size ------------------------------
+
+def _scatter(qtbot, rows, width: int, height: int):
+    from cpt_studio.gui.compare_scatter import GainForgettingScatter
+
+    scatter = GainForgettingScatter(rows)
+    qtbot.addWidget(scatter)
+    scatter.resize(width, height)
+    scatter.show()
+    qtbot.waitExposed(scatter)
+    return scatter
+
+
+def _point_boxes(scatter) -> list:
+    """Each drawn point's box in scene pixels (its symbol's size around its centre)."""
+    from PySide6.QtCore import QPointF, QRectF
+
+    vb, boxes = scatter.getPlotItem().vb, []
+    items = [*scatter.points.values(), *(curve[1] for curve in scatter.curves.values())]
+    for item in items:
+        for x, y, size in zip(item.data["x"], item.data["y"], item.data["size"], strict=True):
+            size = size if size > 0 else item.opts["size"]
+            centre = vb.mapViewToScene(QPointF(x, y))
+            boxes.append(QRectF(centre.x() - size / 2, centre.y() - size / 2, size, size))
+    return boxes
+
+
+@pytest.mark.parametrize("width, height", [(390, 390), (560, 420)])
+def test_the_scatters_legend_sits_right_of_the_plot_and_its_title_is_whole(window, qtbot, width, height):
+    """A tester's scatter at ~390 px: the legend covered points and the one-line title was cut."""
+    scatter = _scatter(qtbot, window.rows, width, height)
+    plot = scatter.getPlotItem()
+    view, legend = plot.vb.sceneBoundingRect(), scatter.legend.sceneBoundingRect()
+    assert len(scatter.legend.items) == 4  # two runs, the recommended star, the Pareto front
+    assert legend.left() >= view.right() - 1 and legend.right() <= width  # beside the plot (1: its frame's pen), in the widget
+    assert not any(legend.intersects(box) for box in _point_boxes(scatter))
+    title = plot.titleLabel.sceneBoundingRect()
+    assert "<br>" in plot.titleLabel.text and title.left() >= 0 and title.right() <= width
+    assert view.right() <= width  # the plot itself is not pushed out of the widget
+
+
+def test_interpolation_labels_sit_off_the_checkpoints_points(window, qtbot):
+    """An α label drawn above right of its point covered the recommended star just there."""
+    from cpt_studio.gui.compare_scatter import run_colour
+
+    scatter = _scatter(qtbot, window.rows, 560, 420)
+    positions = [(0, 0), (4.6, 1.3), (9.6, 1.85), (11.2, 3.9), (12, 5)]  # (9.6, 1.85): by the star at (10, 2)
+    scatter.add_curve(("x", 30), positions, ["", "α=0.25", "α=0.5", "α=0.75", ""], ["tip"] * 5, run_colour(0))
+    qtbot.wait(10)
+    labels = scatter.curves[("x", 30)][2:]
+    assert [label.toPlainText() for label in labels] == ["α=0.25", "α=0.5", "α=0.75"]
+    points, view = _point_boxes(scatter), scatter.getPlotItem().vb.sceneBoundingRect()
+    boxes = [label.mapRectToScene(label.boundingRect()) for label in labels]
+    for label, box in zip(labels, boxes, strict=True):
+        assert not [p for p in points if box.intersects(p)], label.toPlainText()
+        assert view.contains(box), label.toPlainText()  # whole, not cut at the view's edge
+    assert not boxes[0].intersects(boxes[1]) and not boxes[1].intersects(boxes[2])
+    scatter.getPlotItem().vb.setXRange(0, 40)  # zoomed out: the points close up, placed again
+    qtbot.wait(10)
+    boxes = [label.mapRectToScene(label.boundingRect()) for label in labels]
+    points = _point_boxes(scatter)
+    assert sum(box.intersects(p) for box in boxes for p in points) <= 1  # crowded: the fewest possible
+
+
+def test_the_window_fits_a_small_laptop_screen_and_remembers_its_size(qtbot, db, tmp_path):
+    from cpt_studio.gui.compare import CompareWindow
+
+    run_ids = two_runs(db, tmp_path / "runs")
+    window = CompareWindow(db, run_ids)
+    qtbot.addWidget(window)
+    window.show()
+    assert 1000 <= window.width() <= 1366 and 600 <= window.height() <= 768 - 60  # task bar, title bar
+    window.resize(760, 560)  # Qt's restoreGeometry shrinks a window to the screen: offscreen's is 800 x 800
+    window.close()
+    again = CompareWindow(db, run_ids)
+    qtbot.addWidget(again)
+    again.show()
+    assert again.size().toTuple() == (760, 560)

@@ -1,15 +1,25 @@
-"""Page 4, the learning-rate schedule, with a live plot of the LR over the run's steps (one
-curve per group with a rate of its own: the embeddings and output layer, an extended
-tokenizer's new rows) and the warning when the peak is too high for CPT."""
+"""Page 4, the learning-rate schedule, with a live plot of the LR over the run (one curve per
+group with a rate of its own: the embeddings and output layer, an extended tokenizer's new
+rows; the legend lists only the curves drawn) and the warning when the peak is too high for CPT.
+
+What decides the run's length decides the x-axis: max_steps or a token budget, optimizer steps
+(recipe.steps_from_settings); epochs, the passes over the domain corpus (an SFT run: its
+instruction data), whose step count needs the data's rows and is the plan's to give. The curve
+is read at PREVIEW_POINTS steps at most, so a 100,000-step run keeps each edit quick.
+
+    SchedulePage()                       # the CPT wizard's
+    SchedulePage(new_token_rows=False)   # an SFT run never extends its tokenizer
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QSpinBox
 
 from cpt_studio.core.config import DECAYS
 from cpt_studio.core.plan import lr_schedule
-from cpt_studio.core.recipe import learning_rates_text
+from cpt_studio.core.recipe import learning_rates_text, steps_from_settings
 
 from ..charts import ReadableAxis
 from ..setting_help import explain
@@ -17,18 +27,30 @@ from ..theme import styled
 from .base import ConfigPage
 
 PREVIEW_STEPS = 1000
+"""The steps the curve's shape is drawn over when epochs decide the run's length."""
+PREVIEW_POINTS = 1000
+"""The most steps the curve is read at: a 100,000-step run drawn at every step made each edit
+take about 2 s on 2 cores; at 1,000 points the curve looks the same at the chart's width."""
 GROUP_HELP = ("Multiples of the peak, scheduled alike. Embeddings and output layer: below 1 "
               "(e.g. 0.1) moves the vocabulary's rows, which every token passes through, less than "
               "the rest. New token rows (with a tokenizer extension, next page): above 1 (e.g. 10) "
               "lets the rows added for domain words learn fast; unset, they follow the embeddings.")
+EMBEDDING_HELP = ("A multiple of the peak, scheduled alike: below 1 (e.g. 0.1) moves the vocabulary's "
+                  "rows (input embeddings and output layer), which every token passes through, less "
+                  "than the rest.")
+"""The help without the new rows' multiple (an SFT run never extends its tokenizer)."""
 GROUP_COLOURS = {"embeddings": "#1f77b4", "new token rows": "#d62728"}
+MAIN_CURVE = "#2ca02c"
 
 
 class SchedulePage(ConfigPage):
     sections = ("schedule:",)
 
-    def __init__(self):
+    def __init__(self, new_token_rows: bool = True):
+        """`new_token_rows`: offer the multiple of an extended tokenizer's new rows (not in
+        an SFT run: it never extends the tokenizer, and the page then always stores None)."""
         super().__init__("Learning-rate schedule", "CPT wants a low peak: the model already knows a lot.")
+        self.new_token_rows = new_token_rows
         self.peak = QLineEdit(objectName="peak_lr")
         self.warmup = QDoubleSpinBox(objectName="warmup_percent", suffix=" %", decimals=2, maximum=50)
         self.decay = QComboBox(objectName="decay")
@@ -57,7 +79,9 @@ class SchedulePage(ConfigPage):
         form.addRow("Epochs:", self.epochs)
         form.addRow("Embeddings and output layer:", self.embedding_scale)
         form.addRow("New token rows:", self.new_token_scale)
-        self.group_help = QLabel(GROUP_HELP, wordWrap=True, objectName="lr_group_help")
+        form.setRowVisible(self.new_token_scale, new_token_rows)
+        self.group_help = QLabel(GROUP_HELP if new_token_rows else EMBEDDING_HELP, wordWrap=True,
+                                 objectName="lr_group_help")
         styled(self.group_help, "color:{muted};")
         self.group_rates = QLabel(objectName="lr_groups")
         self.warning = QLabel(wordWrap=True, objectName="lr_warning")
@@ -65,10 +89,11 @@ class SchedulePage(ConfigPage):
         self.plot = pg.PlotWidget(axisItems={"left": ReadableAxis("left")}, background="w")
         self.plot.setMinimumHeight(160)
         self.plot.setLabel("bottom", "optimizer step")
-        self.plot.addLegend(offset=(-10, 10))
-        self.curve = self.plot.plot([], [], pen=pg.mkPen("#2ca02c", width=2), name="peak rate (other weights)")
-        self.group_curves = {name: self.plot.plot([], [], pen=pg.mkPen(colour, width=1.5), name=name)
+        self.legend = self.plot.addLegend(offset=(-10, 10))
+        self.curve = self.plot.plot([], [], pen=pg.mkPen(MAIN_CURVE, width=2))
+        self.group_curves = {name: self.plot.plot([], [], pen=pg.mkPen(colour, width=1.5))
                              for name, colour in GROUP_COLOURS.items()}
+        """Each group's curve, named in the legend only while it is drawn (_name_curves)."""
         self.warmup_region = pg.LinearRegionItem(movable=False, brush=(255, 200, 0, 50))
         self.plot.addItem(self.warmup_region)
         self.layout_.addLayout(form)
@@ -107,7 +132,7 @@ class SchedulePage(ConfigPage):
         schedule.max_steps = self.steps.value() or None
         schedule.epochs = round(self.epochs.value(), 4)
         schedule.embedding_lr_scale = self.embedding_scale.value()
-        schedule.new_token_lr_scale = self.new_token_scale.value() or None
+        schedule.new_token_lr_scale = (self.new_token_scale.value() or None) if self.new_token_rows else None
 
     def _on_changed(self) -> None:
         if self.wizard() is None or self._loading:  # reload() draws once the widgets are loaded
@@ -116,24 +141,74 @@ class SchedulePage(ConfigPage):
         self._draw(self.config)
 
     def _draw(self, config) -> None:
-        """The warning and the plot of the learning rate per step for `config`."""
+        """The warning and the plot of the learning rate over the run for `config`: against
+        optimizer steps when the settings decide the step count, else against epochs."""
         problems = [p for p in config.validate() if p.startswith("schedule:")]
         warnings = [w for w in config.warnings() if "learning rate" in w]
         self.warning.setText("\n".join(problems + warnings))
         if problems:
             return
-        steps = config.schedule.max_steps or PREVIEW_STEPS
-        rates = lr_schedule(config, steps)
-        x = list(range(1, steps + 1))
+        steps = steps_from_settings(config)
+        total = steps or PREVIEW_STEPS
+        at = preview_steps(total, config.schedule.warmup_ratio)
+        rates = np.array(lr_schedule(config, total, at))
+        # step n (0-based) is the rate of the (n+1)-th optimizer step; in epochs, where it ends
+        per_step = 1 if steps else config.schedule.epochs / total
+        x = (at + 1) * per_step
         self.curve.setData(x, rates)
-        for name, scale in group_scales(config).items():
-            self.group_curves[name].setData(x, [r * scale for r in rates] if scale is not None else [])
+        scales = {name: scale for name, scale in group_scales(config).items()
+                  if scale is not None and (self.new_token_rows or name != "new token rows")}
+        for name, curve in self.group_curves.items():
+            if name in scales:
+                curve.setData(x, rates * scales[name])
+            else:
+                curve.setData([], [])
+        self._name_curves(list(scales))
         self.group_rates.setText(group_rates_words(config))
-        self.epochs.setEnabled(not config.schedule.max_steps)  # a step count decides instead
-        warmup = -(-steps * config.schedule.warmup_ratio // 1)
-        self.warmup_region.setRegion((0, max(warmup, 0)))
-        suffix = "" if config.schedule.max_steps else f" (shape over {PREVIEW_STEPS} steps)"
-        self.plot.setTitle(f"learning rate per step{suffix}")
+        self.epochs.setEnabled(steps is None)  # a step count or a token budget decides instead
+        self.steps.setSpecialValueText("from the token budget" if config.schedule.token_budget
+                                       else "from the epochs below")
+        warmup = -(-total * config.schedule.warmup_ratio // 1)
+        self.warmup_region.setRegion((0, max(warmup, 0) * per_step))
+        self.plot.setLabel("bottom", "optimizer step" if steps else f"epochs of the {data_words(config)}")
+        self.plot.setTitle(length_words(config, steps))
+
+    def _name_curves(self, groups: list[str]) -> None:
+        """The legend: the curves drawn, and none when the peak rate's is the only one."""
+        shown = [(self.curve, "other weights")] + [(self.group_curves[g], g) for g in groups]
+        if groups == getattr(self, "_named_groups", None):
+            return
+        self._named_groups = groups
+        self.legend.clear()
+        for curve, name in shown if groups else []:
+            self.legend.addItem(curve, name)
+        self.legend.setVisible(bool(groups))
+
+
+def preview_steps(total: int, warmup_ratio: float, points: int = PREVIEW_POINTS) -> np.ndarray:
+    """The steps (0-based) of a `total`-step run the curve is read at: every one up to `points`,
+    else `points` spread evenly, the last warmup step among them (the peak's corner stays sharp)."""
+    if total <= points:
+        return np.arange(total)
+    spread = np.linspace(0, total - 1, points).round().astype(int)
+    warmup = int(-(-total * warmup_ratio // 1))
+    return np.unique(np.append(spread, [warmup] if 0 < warmup < total else []).astype(int))
+
+
+def data_words(config) -> str:
+    """What an epoch passes over: the domain corpus, or an SFT run's instruction data."""
+    return "instruction data" if config.stage == "sft" else "domain corpus"
+
+
+def length_words(config, steps: int | None) -> str:
+    """The chart's title: what decides the run's length (schedule.max_steps, token_budget or
+    epochs), in numbers."""
+    schedule = config.schedule
+    if schedule.max_steps:
+        return f"learning rate over the run's {steps:,} optimizer steps (max steps)"
+    if schedule.token_budget:
+        return f"learning rate over the token budget: {schedule.token_budget:,} tokens = {steps:,} optimizer steps"
+    return f"the run's length follows {schedule.epochs:g} epochs of the {data_words(config)}"
 
 
 def rate_text(rate: float) -> str:
