@@ -24,6 +24,7 @@ from .wizard import RunWizard
 
 class SftWizard(RunWizard):
     TITLE = "Instruction-tune a checkpoint"
+    STAGE = "sft"
 
     def make_pages(self) -> list[ConfigPage]:
         schedule = SchedulePage(new_token_rows=False)

@@ -55,6 +55,8 @@ SETUP_BUTTONS = {
 class RunWizard(QWizard):
     run_started = Signal(Path)
     TITLE = "New CPT run"
+    STAGE = "cpt"
+    """RunConfig.stage of the runs this wizard makes: a setup of another stage is not loaded."""
     sweep_requested = Signal(object)
     """The summary's "Find settings (sweep)…": a copy of the setup (RunConfig) to sweep."""
 
@@ -120,11 +122,22 @@ class RunWizard(QWizard):
             self.currentPage().show_problems(exc.problems)
             self.notify(f"Nothing was loaded from {path}: fix the problems above, then load it again.")
             return False
+        if config.stage != self.STAGE:
+            self.currentPage().show_problems([self.other_stage_problem(path, config.stage)])
+            self.notify(f"Nothing was loaded from {path}.")
+            return False
         self.set_config(config)
         self.saved = Path(path)
         recent.remember("setups", self.saved)
         self.notify(f"Loaded {path}")
         return True
+
+    def other_stage_problem(self, path: Path, stage: str) -> str:
+        """Why a setup of another stage is not loaded here, and where it loads."""
+        return (f"{path}: stage: an instruction-tuning (SFT) setup; open it with Instruction-tune… on a "
+                "run's checkpoint, then Load setup there (or run it: cpt-studio sft --config FILE)"
+                if stage == "sft" else
+                f"{path}: stage: a {stage.upper()} setup, not an instruction-tuning one; load it in New run…")
 
     def save_setup(self, path: Path | None = None) -> Path:
         """Save the setup to `path` (default: the data folder's setups/, see core.runs.save_setup)."""

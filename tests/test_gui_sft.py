@@ -186,3 +186,32 @@ def test_an_evaluation_set_whose_file_is_gone_can_be_removed_in_the_wizard(qtbot
     assert wizard.validateCurrentPage()
     assert [(s.name, s.kind) for s in wizard.config.eval.sets] == [("general_eval", "general")]
     assert wizard.config.eval.guard_set == ""  # the removed set no longer picks the guard's curve
+
+
+def test_each_wizard_loads_only_setups_of_its_own_stage(qtbot, cpt_run, tmp_path):
+    """A CPT setup loaded in the SFT wizard started a CPT run from it (no parent, no instruction
+    data); an SFT setup in the New run wizard showed none of its data. Each is refused, naming
+    where it loads, and the wizard keeps what it had."""
+    from cpt_studio.core.config import RunConfig
+    from cpt_studio.core.run_folder import RunPaths
+    from cpt_studio.core.sft_run import sft_config
+    from cpt_studio.gui.sft_wizard import SftWizard
+    from cpt_studio.gui.wizard import RunWizard
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"instruction": q, "response": a}) + "\n" for q, a in PAIRS))
+    cpt_setup, sft_setup = tmp_path / "cpt.json", tmp_path / "sft.json"
+    cpt_setup.write_text(RunConfig.load(RunPaths(cpt_run).config).to_json())
+    sft_setup.write_text(sft_config(cpt_run, 2, [str(data)]).to_json())
+    sft = SftWizard(sft_config(cpt_run, 2, [str(data)]), runs_root=tmp_path / "runs")
+    cpt = RunWizard(runs_root=tmp_path / "runs")
+    for wizard in (sft, cpt):
+        qtbot.addWidget(wizard)
+        wizard.show()
+    assert not sft.load_setup(cpt_setup)
+    assert sft.config.stage == "sft" and sft.config.sft.data == [str(data)]
+    assert f"{cpt_setup}: stage: a CPT setup, not an instruction-tuning one; load it in New run…" in \
+        sft.currentPage().problems.text()
+    assert not cpt.load_setup(sft_setup) and cpt.config.stage == "cpt"
+    assert "an instruction-tuning (SFT) setup; open it with Instruction-tune…" in cpt.currentPage().problems.text()
+    assert sft.load_setup(sft_setup) and cpt.load_setup(cpt_setup)  # each loads its own
