@@ -58,7 +58,7 @@ def evaluate_command(args) -> int:
         request_eval_stop(run_dir)
         print("stop requested: the evaluation stops after the task in progress")
         return 0
-    process = start_evaluation(run_dir, eval_request(run_dir, args), detach=args.detach)
+    process = start_evaluation(run_dir, eval_request(run_dir, args))
     if args.detach:
         print(f"evaluating in the background (pid {process.pid}); progress in "
               f"{RunPaths(run_dir).eval_events}; `cpt-studio evaluate {run_dir} --stop` stops it")

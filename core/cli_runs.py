@@ -77,7 +77,7 @@ def resume(args) -> int:
 
 
 def launch(run_dir: Path, *, resume: bool, detach: bool, accept_changed_corpus: bool = False) -> int:
-    process = start_worker(run_dir, resume=resume, detach=detach, accept_changed_corpus=accept_changed_corpus)
+    process = start_worker(run_dir, resume=resume, accept_changed_corpus=accept_changed_corpus)
     print(f"run folder: {run_dir}")
     if detach:
         print(f"running in the background (pid {process.pid}); `cpt-studio stop {run_dir}` stops it")

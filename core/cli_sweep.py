@@ -96,7 +96,7 @@ def print_plan(plan) -> None:
 
 
 def launch(folder: Path, *, detach: bool) -> int:
-    process = start_sweep(folder, detach=detach)
+    process = start_sweep(folder)
     print(f"sweep folder: {folder}")
     if detach:
         print(f"running in the background (pid {process.pid}); `cpt-studio sweep --show {folder.name}` "

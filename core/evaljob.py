@@ -1,7 +1,7 @@
 """Evaluating a run's checkpoints with lm-eval tasks and knowledge probes, base model included.
 
     request = EvalRequest.from_config(config.benchmarks, checkpoints=[0, 20])  # 0 = base model
-    start_evaluation(run_dir, request, detach=True)   # python -m cpt_studio.core.evalworker (GUI, CLI)
+    start_evaluation(run_dir, request)                # python -m cpt_studio.core.evalworker (GUI, CLI)
     outcome = evaluate_run(run_dir, request)          # the same, in this process
 
 Progress (status events: done, total, eta_seconds, the task in progress) goes to the run's
@@ -105,14 +105,14 @@ class EvalOutcome:
     """Tasks skipped, with the reason."""
 
 
-def start_evaluation(run_dir: Path, request: EvalRequest, *, detach: bool = True):
+def start_evaluation(run_dir: Path, request: EvalRequest):
     """Save the request and start the evaluation worker; refuses a bad request or a second
     job on the same run. Returns the process (its progress: RunPaths(run_dir).eval_events)."""
     _refuse_bad(run_dir, request)
     paths = RunPaths(Path(run_dir))
     paths.eval_dir.mkdir(parents=True, exist_ok=True)
     paths.eval_request.write_text(json.dumps(asdict(request), indent=1))
-    return start_eval_worker(paths.root, detach=detach)
+    return start_eval_worker(paths.root)
 
 
 def _refuse_bad(run_dir: Path, request: EvalRequest) -> None:

@@ -2,7 +2,7 @@
 of its worker process.
 
     run_dir = create_run(config)                 # <data>/runs/<name>-<time>/config.json
-    process = start_worker(run_dir, detach=True) # python -m cpt_studio.core.worker RUN_DIR
+    process = start_worker(run_dir)              # python -m cpt_studio.core.worker RUN_DIR
     worker_process(run_dir)                      # psutil.Process while it lives, else None
     kill_worker(run_dir)                         # when a stop request is not answered
     request_stop(run_dir)                        # the worker saves, says "stopped", exits 0
@@ -126,14 +126,14 @@ def fresh_name(name: str, taken: Iterable[str]) -> str:
     return f"{base} ({number})"
 
 
-def start_worker(run_dir: Path, *, resume: bool = False, detach: bool = False,
-                 accept_changed_corpus: bool = False) -> subprocess.Popen:
+def start_worker(run_dir: Path, *, resume: bool = False, accept_changed_corpus: bool = False) -> subprocess.Popen:
     """Start `python -m cpt_studio.core.worker RUN_DIR`; its output goes to logs/worker.log. A
     run planned for several processes (system.processes) starts through accelerate, one
     process per GPU of this machine (cpt_studio.core.launch.local_command).
 
-    Detached, it runs in its own session (POSIX) or process group without a console
-    (Windows), so closing the terminal or the GUI never stops it.
+    It runs in its own session (POSIX) or process group without a console (Windows), so closing
+    the terminal or the GUI never stops it, and a terminal's Ctrl-C reaches only the command that
+    follows it (which asks the run to stop and save), not the worker (detached_options).
     `accept_changed_corpus`: a resume goes on although the corpus changed (cpt_studio.core.data)."""
     paths = RunPaths(Path(run_dir))
     paths.log.parent.mkdir(parents=True, exist_ok=True)
@@ -153,7 +153,7 @@ def start_worker(run_dir: Path, *, resume: bool = False, detach: bool = False,
         with open(paths.log, "ab") as log:  # the child keeps its own handle
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                       **(detached_options() if detach else {}))
+                                       **detached_options())
         write_pid(paths.root, process.pid)  # at once: the worker would write it only after start-up
     return process
 
@@ -195,16 +195,19 @@ def worker_command(run_dir: Path, module: str = "worker") -> list[str]:
 def detached_options() -> dict:
     """Popen's keyword arguments that let a child outlive this process (its own session on
     POSIX; its own process group without a console on Windows): every background process of
-    the app (a run's worker, an evaluation, a sweep) starts with them when detached."""
+    the app (a run's worker, an evaluation, a sweep) starts with them, followed by the CLI or
+    not: in the terminal's process group a Ctrl-C, which the terminal sends to the whole group,
+    killed the worker mid-step (the run failed, its steps since the last checkpoint lost)
+    instead of reaching only the CLI, which asks the run to stop and save."""
     # Popen's only platform difference that psutil cannot take over: how a child outlives us.
     if os.name == "nt":
         return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS}
     return {"start_new_session": True}
 
 
-def start_eval_worker(run_dir: Path, *, detach: bool = False) -> subprocess.Popen:
+def start_eval_worker(run_dir: Path) -> subprocess.Popen:
     """Start `python -m cpt_studio.core.evalworker RUN_DIR` on the request in eval/request.json; its
-    output goes to logs/eval.log. Detached, it outlives the terminal or the GUI."""
+    output goes to logs/eval.log. It outlives the terminal or the GUI (detached_options)."""
     paths = RunPaths(Path(run_dir))
     paths.eval_log.parent.mkdir(parents=True, exist_ok=True)
     paths.eval_pid.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +215,7 @@ def start_eval_worker(run_dir: Path, *, detach: bool = False) -> subprocess.Pope
     with open(paths.eval_log, "ab") as log:  # the child keeps its own handle
         process = subprocess.Popen(worker_command(paths.root, "evalworker"), stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"}, **(detached_options() if detach else {}))
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"}, **detached_options())
     record_pid(paths.eval_pid, process.pid)
     return process
 

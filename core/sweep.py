@@ -4,7 +4,7 @@ with the Pareto front.
 
     plan = plan_sweep(config, replay_ratios=[0, 0.05], peak_lrs=[1e-5, 3e-5], steps=50)
     folder = create_sweep(plan)          # <data>/sweeps/<group>/plan.json, and a run folder per setting
-    start_sweep(folder, detach=True)     # python -m cpt_studio.core.sweep SWEEP_DIR: the runs in turn
+    start_sweep(folder)                  # python -m cpt_studio.core.sweep SWEEP_DIR: the runs in turn
     points = sweep_results(folder, db)   # per setting: its run, state, domain gain, forgetting, front
     request_sweep_stop(folder)           # the run in progress saves and stops; the sweep ends there
     start_sweep(folder)                  # again: it continues (finished runs are kept, others resume)
@@ -239,7 +239,7 @@ def list_sweeps() -> list[Path]:
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def start_sweep(folder: Path, *, detach: bool = False) -> subprocess.Popen:
+def start_sweep(folder: Path) -> subprocess.Popen:
     """Start `python -m cpt_studio.core.sweep SWEEP_DIR` (output: sweep.log); it runs the
     settings not finished yet, one after another. Refuses while the sweep's process lives."""
     paths = SweepPaths(Path(folder).resolve())
@@ -251,7 +251,7 @@ def start_sweep(folder: Path, *, detach: bool = False) -> subprocess.Popen:
     with open(paths.log, "ab") as log:  # the child keeps its own handle
         process = subprocess.Popen(worker_command(paths.root, "sweep"), stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                   **(detached_options() if detach else {}))
+                                   **detached_options())
     record_pid(paths.pid, process.pid)
     return process
 

@@ -335,7 +335,7 @@ class EvaluateDialog(QDialog):
 
     def _on_ok_clicked(self) -> None:
         try:
-            start_evaluation(self.paths.root, self.request(), detach=True)
+            start_evaluation(self.paths.root, self.request())
         except (ValueError, FileNotFoundError) as exc:
             self.error.setText(str(exc))
             self.error.show()

@@ -705,7 +705,7 @@ class MainWindow(QMainWindow):
         return job
 
     def _on_demo_created(self, run_dir: Path) -> None:
-        start_worker(run_dir, detach=True)
+        start_worker(run_dir)
         self.demo_button.setText("Demo")
         self.demo_button.setEnabled(True)
         self._on_run_started(run_dir)

@@ -382,7 +382,7 @@ class MonitorWindow(QWidget):
         changed = changed_corpus(self.paths.root)
         if changed and not self.confirm_changed_corpus(changed):
             return
-        start_worker(self.paths.root, resume=True, detach=True, accept_changed_corpus=bool(changed))
+        start_worker(self.paths.root, resume=True, accept_changed_corpus=bool(changed))
         self.resume_button.setEnabled(False)
 
     def _on_evaluate_clicked(self) -> None:

@@ -102,7 +102,7 @@ class SweepDialog(QDialog):
             return
         try:
             folder = create_sweep(self.plan, self.runs_root)
-            start_sweep(folder, detach=True)
+            start_sweep(folder)
         except (ValueError, OSError) as exc:
             self.problems.setText(str(exc))
             return

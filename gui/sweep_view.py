@@ -181,7 +181,7 @@ class SweepView(QWidget):
 
     def _on_continue(self) -> None:
         try:
-            start_sweep(self.folder, detach=True)
+            start_sweep(self.folder)
         except ValueError as exc:
             self.progress.setText(str(exc))
             return

@@ -192,7 +192,7 @@ class RunWizard(QWizard):
         self.currentPage().show_problems([message])
 
     def _start(self, run_dir: Path) -> None:
-        start_worker(run_dir, detach=True)
+        start_worker(run_dir)
         self.run_dir = run_dir
         QDialog.done(self, QDialog.DialogCode.Accepted.value)  # QWizard.done would validate again
         self.run_started.emit(run_dir)

@@ -108,7 +108,7 @@ def test_resume_asks_before_going_on_with_a_changed_corpus(qtbot, tmp_path, mode
     monkeypatch.setattr(monitor, "confirm_changed_corpus", lambda changed: asked.append(changed) or answer == "yes")
     monitor._on_resume_clicked()
     assert len(asked) == 1 and "d.jsonl" in asked[0]
-    assert started == ([] if answer == "no" else [{"resume": True, "detach": True, "accept_changed_corpus": True}])
+    assert started == ([] if answer == "no" else [{"resume": True, "accept_changed_corpus": True}])
 
 
 def test_loading_a_broken_setup_lists_every_problem(qtbot, tmp_path, monkeypatch):

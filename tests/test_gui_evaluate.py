@@ -143,7 +143,7 @@ def test_a_preset_fills_domain_and_general_tasks_and_ok_starts_the_worker(qtbot,
                                                                          monkeypatch):
     started = []
     monkeypatch.setattr(evaluate_dialog, "start_evaluation",
-                        lambda run, request, detach: started.append((run, request, detach)))
+                        lambda run, request: started.append((run, request)))
     dialog = EvaluateDialog(run_dir, [10])
     qtbot.addWidget(dialog)
     dialog.presets.setCurrentText("medical")
@@ -159,8 +159,8 @@ def test_a_preset_fills_domain_and_general_tasks_and_ok_starts_the_worker(qtbot,
     assert dialog.ok_button.text() == "Evaluate 3 models"
     with qtbot.waitSignal(dialog.started):
         dialog.ok_button.click()
-    [(run, request, detach)] = started
-    assert run == run_dir and detach
+    [(run, request)] = started
+    assert run == run_dir
     assert (request.checkpoints, request.limit, request.num_fewshot, request.batch_size) == ([0, 10, 20], 5, 2, 8)
     assert request.general_tasks[0] == "mmlu" and request.probes == ""
 

@@ -56,7 +56,7 @@ def test_instruction_tune_from_a_checkpoint_starts_a_chained_run_and_the_history
 
     # the worker's code in this process (a worker process would first import torch again, which
     # takes most of half a minute on a busy 2-core machine; tests/test_gui*.py start real ones)
-    monkeypatch.setattr(cpt_studio.gui.wizard, "start_worker", lambda run_dir, detach: train(run_dir))
+    monkeypatch.setattr(cpt_studio.gui.wizard, "start_worker", lambda run_dir: train(run_dir))
 
     window = MainWindow(runs_root=cpt_run.parent)
     qtbot.addWidget(window)

@@ -3,6 +3,10 @@ LoRA, kill-and-resume, and a stop request."""
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cpt_studio.core.config import CheckpointConfig, MethodConfig, ScheduleConfig
 from cpt_studio.core.run_folder import list_checkpoints
-from cpt_studio.core.runs import create_run, request_stop, start_worker
+from cpt_studio.core.runs import create_run, request_stop, runs_dir, start_worker
 from cpt_studio.core.testing.run_helpers import (
     events_of,
     kill,
@@ -126,6 +130,34 @@ def test_a_stop_request_saves_a_checkpoint_and_ends_stopped(tmp_path, tiny_model
     [checkpoint] = list_checkpoints(run_dir)
     assert checkpoint.name == f"checkpoint-{status['step']}" and status["step"] < 5000
     assert torch.load(checkpoint / "rng_state.pth", weights_only=False) is not None
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a terminal's Ctrl-C is a SIGINT to its foreground process group")
+def test_ctrl_c_on_cpt_studio_train_stops_the_run_with_a_checkpoint(tmp_path, tiny_model_dir):
+    """A terminal sends Ctrl-C's SIGINT to its whole foreground process group: the CLI (which
+    asks the run to stop and waits for its checkpoint) and, when it was in that group, the
+    worker, which died mid-step (a tester: run failed, steps since the last checkpoint lost)."""
+    config = tiny_run_config(tiny_model_dir, tmp_path / "data",
+                             schedule=ScheduleConfig(peak_lr=1e-3, max_steps=5000, warmup_ratio=0.01),
+                             checkpoints=CheckpointConfig(interval=1000, keep=1))
+    config_file = tmp_path / "run.json"
+    config_file.write_text(config.to_json())
+    cli = subprocess.Popen([sys.executable, "-m", "cpt_studio.core.cli", "train", str(config_file)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)  # a process group of its own, as a terminal's job
+    try:
+        run_dir = wait_for(lambda: next(runs_dir().glob("*/events.jsonl"), None), 120, "the run folder").parent
+        wait_for(lambda: events_of(run_dir, "step"), 120, "the first training step")
+        os.killpg(cli.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        output, _ = cli.communicate(timeout=120)
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+    assert cli.returncode == 0, output
+    assert "stop requested; waiting for the checkpoint" in output
+    status = events_of(run_dir, "status")[-1]
+    assert status["state"] == "stopped", output
+    assert [p.name for p in list_checkpoints(run_dir)] == [f"checkpoint-{status['step']}"]
 
 
 def test_the_wizard_lr_curve_is_the_one_training_follows(tmp_path, tiny_model_dir):
