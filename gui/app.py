@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from pyqtgraph.util.garbage_collector import GarbageCollector
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
@@ -21,6 +22,16 @@ def app_icon() -> QIcon:
     return icon
 
 
+def gui_thread_garbage_collector() -> GarbageCollector:
+    """Python's cycle collector runs in whichever thread allocates past its threshold: in a
+    background job's thread (a model read, an estimate) it freed dead windows' Qt objects
+    there, and a widget's destructor, off the GUI thread, deadlocked the app (seen: a wizard's
+    model description stuck in QObject::~QObject under the collector). pyqtgraph's
+    GarbageCollector turns automatic collection off and collects on a GUI-thread timer (once a
+    second) instead; keep the object as long as the app (`.timer.stop()` and gc.enable() undo it)."""
+    return GarbageCollector(interval=1.0)
+
+
 def start(argv: list[str]):
     """The application and its main window, shown: the saved preferences (data folder,
     theme) applied first. Quitting the main window ends the event loop, whatever else is
@@ -30,6 +41,7 @@ def start(argv: list[str]):
     app.setOrganizationName("cpt-studio")
     app.setDesktopFileName(APP_ID)  # Wayland and taskbars match the window to the desktop entry
     app.setWindowIcon(app_icon())
+    app.garbage_collector = gui_thread_garbage_collector()
     from .main_window import MainWindow
     from .preferences import apply_saved
 

@@ -29,6 +29,24 @@ def _isolated_settings(tmp_path):
         QSettings.setPath(format_, QSettings.Scope.UserScope, str(tmp_path / "settings"))
 
 
+@pytest.fixture(autouse=True)
+def _gui_thread_garbage_collection(request):
+    """A Qt test collects garbage on the GUI thread only, as the app does (gui.app); after it,
+    its dead widgets are collected here and automatic collection is back for the tests without Qt."""
+    if "qtbot" not in request.fixturenames:
+        yield
+        return
+    import gc
+
+    from cpt_studio.gui.app import gui_thread_garbage_collector
+
+    collector = gui_thread_garbage_collector()
+    yield
+    collector.timer.stop()
+    gc.enable()
+    gc.collect()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

@@ -1,24 +1,30 @@
 """Desktop conventions, offscreen: monitors and comparisons as tabs of the one main window,
 Open Recent, Preferences (data folder, theme, charts included), window geometry restored
-and kept on screen, Help, and Quit ending the app while a detached run keeps training."""
+and kept on screen, Help, Quit ending the app while a detached run keeps training, and dead
+Qt objects freed on the GUI thread only."""
 
+import gc
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+import weakref
 from pathlib import Path
 
 import pyqtgraph as pg
 import pytest
-from PySide6.QtCore import QRect
+from PySide6.QtCore import QObject, QRect
 from PySide6.QtGui import QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication, QLabel
 
 from cpt_studio.core.config import RunConfig
 from cpt_studio.core.runs import worker_pid, write_pid
 from cpt_studio.gui import recent, theme
+from cpt_studio.gui.app import gui_thread_garbage_collector
 from cpt_studio.gui.geometry import keep_on_screen, save_geometry
 from cpt_studio.gui.main_window import MainWindow
 from cpt_studio.gui.monitor import MonitorWindow
@@ -367,3 +373,29 @@ def test_file_dialogs_open_where_that_kind_of_file_was_last_chosen(qapp, tmp_pat
     assert start_folder("corpus") == str(tmp_path / "corpora") and start_folder("model") == str(tmp_path)
     (tmp_path / "corpora").rmdir()
     assert start_folder("corpus") == str(Path.home()) and start_folder("sft") == str(Path.home())
+
+
+def test_dead_qt_objects_are_freed_on_the_gui_thread_not_in_a_background_job(qapp):
+    """Python's cycle collector ran in whichever thread allocated: in a job's thread it freed dead
+    widgets there, and a widget destroyed off the GUI thread deadlocked the app (a wizard's model
+    description hung in QObject::~QObject). The app collects on a GUI-thread timer instead."""
+    collector = gui_thread_garbage_collector()
+    try:
+        freed = []
+        dead = QObject()
+        dead.itself = dead  # a cycle: only the cycle collector frees it
+        weakref.finalize(dead, lambda: freed.append(threading.current_thread().name))
+        del dead
+        kept = []  # what the job allocates stays, as a model read's objects do
+        job = threading.Thread(target=lambda: kept.extend([i] for i in range(1_000_000)), name="job")
+        job.start()
+        job.join()
+        assert freed == []
+        deadline = time.monotonic() + 5
+        while not freed and time.monotonic() < deadline:
+            qapp.processEvents()
+            time.sleep(0.05)
+        assert freed == ["MainThread"]
+    finally:
+        collector.timer.stop()
+        gc.enable()
