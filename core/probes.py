@@ -31,7 +31,7 @@ from pathlib import Path
 from .corpus import CorpusError, Problem
 
 CLOZE, MULTIPLE_CHOICE = "cloze", "mc"
-CLOZE_FIELDS, MC_FIELDS = {"prompt", "answer"}, {"question", "choices", "answer"}
+CLOZE_FIELDS, MC_FIELDS = ("prompt", "answer"), ("question", "choices", "answer")  # in this order in the data file
 
 
 @dataclass(frozen=True)
@@ -122,19 +122,21 @@ def write_probe_tasks(probes: list[Probe], folder: Path, prefix: str = "probes")
             data = folder / f"{name}.jsonl"
             data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
                             encoding="utf-8")
-            content = data.read_bytes() + _yaml(name, kind, data, 0).encode()
+            # The version is what the base-score cache is keyed by: the probes and the template, not
+            # where this run keeps them, so another run of the same base model finds the scores.
+            content = data.read_bytes() + _yaml(name, kind, "", 0).encode()
             version = int(hashlib.sha256(content).hexdigest()[:8], 16)
-            (folder / f"{name}.yaml").write_text(_yaml(name, kind, data, version), encoding="utf-8")
+            (folder / f"{name}.yaml").write_text(_yaml(name, kind, str(data.resolve()), version), encoding="utf-8")
             names.append(name)
     return names
 
 
-def _yaml(name: str, kind: str, data: Path, version: int) -> str:
+def _yaml(name: str, kind: str, data: str, version: int) -> str:
     """lm-eval task YAML (JSON is valid YAML, and quotes every path and template safely)."""
     # A loglikelihood task scores the target exactly as rendered: the space between prompt and
     # answer goes into the target (as lm-eval's LAMBADA does), not into target_delimiter.
     task = {"task": name, "dataset_path": "json",
-            "dataset_kwargs": {"data_files": {"test": str(data.resolve())}},
+            "dataset_kwargs": {"data_files": {"test": data}},
             "test_split": "test", "metadata": {"version": version}}
     if kind == CLOZE:
         task.update(output_type="loglikelihood", doc_to_text="{{prompt}}",

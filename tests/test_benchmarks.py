@@ -2,6 +2,9 @@
 checkpoints against the base model, unavailable registry tasks, the base-score cache, LoRA."""
 
 import json
+import os
+import subprocess
+import sys
 import types
 
 import pytest
@@ -111,7 +114,7 @@ def test_probe_accuracy_rises_after_training_on_text_that_states_the_answers(fac
     assert any(e.get("eta_seconds") is not None for e in progress)
 
 
-def test_base_scores_are_computed_once_and_reused(fact_run, monkeypatch):
+def test_base_scores_are_computed_once_and_reused(fact_run, tiny_model_dir, tmp_path, monkeypatch):
     run_dir, probes = fact_run
     calls = []
     harness = benchmarks._harness
@@ -124,6 +127,27 @@ def test_base_scores_are_computed_once_and_reused(fact_run, monkeypatch):
     assert all(s["cached"] for s in base)
     assert [(s["task"], s["metric"], s["value"]) for s in base] == \
         [(s["task"], s["metric"], s["value"]) for s in first.scores]
+    # another run of the same base model and probe file finds them too (the task's version
+    # hashed the run folder's path of the probe data: each run scored the base model again)
+    other = create_run(fact_run_config(tiny_model_dir, tmp_path / "data"), tmp_path / "runs")
+    third = evaluate_run(other, EvalRequest(checkpoints=[0], probes=str(probes), limit=4))
+    assert calls == ["probes_cloze", "probes_mc"] * 2 and all(s["cached"] for s in third.scores)
+
+
+def test_a_probe_task_has_the_same_version_in_every_process(tmp_path):
+    """The base-score cache is keyed by the task's version: the probe data's fields were written
+    in a set's order, which changes with each process's string hashing."""
+    write_probes(tmp_path / "probes.jsonl")
+    script = ("import sys; from pathlib import Path; from cpt_studio.core.probes import read_probes, "
+              "write_probe_tasks; write_probe_tasks(read_probes(sys.argv[1]), Path(sys.argv[2]))")
+    versions = set()
+    for seed in range(4):
+        folder = tmp_path / f"tasks-{seed}"
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / "probes.jsonl"), str(folder)], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": str(seed)})
+        versions.add(tuple(json.loads((folder / f"probes_{kind}.yaml").read_text())["metadata"]["version"]
+                           for kind in ("cloze", "mc")))
+    assert len(versions) == 1
 
 
 def test_an_offline_registry_task_is_named_unavailable_and_the_local_tasks_still_run(fact_run):
