@@ -6,7 +6,7 @@
     cpt-studio train config.json [--dry-run [--probe STEPS]] [--detach]
     cpt-studio train stage2.json                 # with parent_run/parent_step: a second stage from a checkpoint
     cpt-studio sft RUN --data qa.jsonl [--checkpoint STEP] [--method lora] [--dry-run]   # instruction tuning
-    cpt-studio resume RUN_DIR | stop RUN_DIR | runs | show RUN | store rebuild
+    cpt-studio resume RUN | stop RUN | runs | show RUN | store rebuild
     cpt-studio launch RUN --gpus 8 [--nodes 2] [--strategy ddp|fsdp|deepspeed]   # several GPUs / a cluster
     cpt-studio import-gguf model.gguf
     cpt-studio generate RUN --prompt "The patient" [--checkpoints 100,200] [--sample]
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -46,11 +47,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.run(args) or 0
+        code = args.run(args) or 0
+        sys.stdout.flush()  # here, where a reader that left is caught, not at the interpreter's exit
+        return code
     except (CorpusError, ModelError, ValueError, LookupError, FileNotFoundError, FileExistsError,
             DiskFullError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader left early (`cpt-studio runs | head`): end quietly, as Python's docs advise
+        # (library/signal.html, "Note on SIGPIPE"), not with a traceback; a followed run goes on.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -122,18 +130,20 @@ def _run_commands(commands) -> None:
     train.add_argument("--dry-run", action="store_true", help="print the plan (steps, memory, time, warnings) and stop")
     train.add_argument("--probe", type=int, default=0, metavar="STEPS",
                        help="with --dry-run: measure the speed with a few real steps")
-    train.add_argument("--detach", action="store_true", help="run in the background and return at once")
+    train.add_argument("--detach", action="store_true", help="run in the background and return at once "
+                       "(`cpt-studio stop RUN` stops it; without it, Ctrl-C asks the run to stop and save)")
     train.set_defaults(run=cli_runs.train)
     resume = commands.add_parser("resume", help="continue a run from its last complete checkpoint")
-    resume.add_argument("run_dir")
-    resume.add_argument("--detach", action="store_true")
+    resume.add_argument("run_dir", metavar="RUN", help="run folder, name, or a unique prefix of its folder name")
+    resume.add_argument("--detach", action="store_true", help="resume in the background and return at once "
+                        "(`cpt-studio stop RUN` stops it; without it, Ctrl-C asks the run to stop and save)")
     resume.add_argument("--accept-changed-corpus", action="store_true",
                         help="resume although the corpus files changed since the run started (the "
                              "saved held-out documents stay the evaluation set)")
     resume.set_defaults(run=cli_runs.resume)
     launch = commands.add_parser("launch", help="write the run's launch bundle (in the run folder): "
                                  "accelerate config, launch script, torchrun line, Slurm template, README")
-    launch.add_argument("run_dir")
+    launch.add_argument("run_dir", metavar="RUN", help="run folder, name, or a unique prefix of its folder name")
     launch.add_argument("--gpus", type=int, required=True, help="GPUs on each machine (processes per node)")
     launch.add_argument("--nodes", type=int, default=1, help="machines (default 1)")
     launch.add_argument("--strategy", choices=("ddp", "fsdp", "deepspeed"), default="ddp",
@@ -144,7 +154,7 @@ def _run_commands(commands) -> None:
     launch.add_argument("--port", type=int, default=29500, help="the main process's port (default 29500)")
     launch.set_defaults(run=cli_runs.launch_bundle)
     stop = commands.add_parser("stop", help="ask a run to save a checkpoint and stop")
-    stop.add_argument("run_dir")
+    stop.add_argument("run_dir", metavar="RUN", help="run folder, name, or a unique prefix of its folder name")
     stop.add_argument("--kill", action="store_true",
                       help="end the worker at once (and its children) instead of asking it to save and stop")
     stop.set_defaults(run=cli_runs.stop)
@@ -156,9 +166,10 @@ def _run_commands(commands) -> None:
     gguf.add_argument("file")
     gguf.add_argument("--dest", default=None, help="the folder to create (default: in the data folder)")
     gguf.set_defaults(run=cli_runs.import_gguf)
-    runs = commands.add_parser("runs", help="list runs from the store")
-    runs.add_argument("--state", default=None)
-    runs.add_argument("--model", default=None)
+    runs = commands.add_parser("runs", help="list the runs, newest first (those in progress too)")
+    runs.add_argument("--state", default=None, help="only runs in this state (created, running, stopped, "
+                      "finished, failed)")
+    runs.add_argument("--model", default=None, help="only runs whose model contains this text")
     runs.set_defaults(run=cli_runs.list_runs)
     show = commands.add_parser("show", help="the key numbers of a run's curves")
     show.add_argument("run_ref", metavar="RUN", help="run folder, name, or a unique prefix of its folder name")

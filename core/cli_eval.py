@@ -63,7 +63,22 @@ def evaluate_command(args) -> int:
         print(f"evaluating in the background (pid {process.pid}); progress in "
               f"{RunPaths(run_dir).eval_events}; `cpt-studio evaluate {run_dir} --stop` stops it")
         return 0
-    return follow_evaluation(run_dir, process)
+    code = follow_evaluation(run_dir, process)
+    if code == 0:
+        _print_scores(run_dir)
+    return code
+
+
+def _print_scores(run_dir: Path) -> None:
+    """The scores the evaluation left in the store (it indexes the run as it ends)."""
+    from . import store
+    from .cli_tables import format_benchmarks
+
+    db = store.open_store()
+    store.index_run(db, run_dir)
+    print(format_benchmarks(db, run_dir) or "no scores")
+    print(f"`cpt-studio show {run_dir}` adds the curves and checkpoints; `cpt-studio report {run_dir}` "
+          "writes the report (Markdown, JSON and a chart) into the run folder")
 
 
 def eval_request(run_dir: Path, args):

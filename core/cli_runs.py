@@ -64,9 +64,7 @@ def print_plan(config: RunConfig, probe_steps: int) -> int:
 
 
 def resume(args) -> int:
-    run_dir = Path(args.run_dir).resolve()
-    if not RunPaths(run_dir).config.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no {RunPaths(run_dir).config.name})")
+    run_dir = run_folder(args.run_dir)
     if worker_pid(run_dir):
         raise ValueError(f"{run_dir} is still running (worker pid {worker_pid(run_dir)}); stop it first")
     if not args.accept_changed_corpus:
@@ -88,18 +86,19 @@ def launch(run_dir: Path, *, resume: bool, detach: bool, accept_changed_corpus: 
 def launch_bundle(args) -> int:
     from .launch import write_bundle
 
-    folder = write_bundle(Path(args.run_dir), gpus=args.gpus, nodes=args.nodes, strategy=args.strategy,
+    run_dir = run_folder(args.run_dir)
+    folder = write_bundle(run_dir, gpus=args.gpus, nodes=args.nodes, strategy=args.strategy,
                           cpu=args.cpu, port=args.port)
     print(f"launch bundle written to {folder}")
     for path in sorted(folder.iterdir()):
         print(f"  {path.name}")
-    paths = RunPaths(Path(args.run_dir).resolve())
+    paths = RunPaths(run_dir)
     print(f"one machine: bash {paths.launch_script}   (see {paths.launch_readme} for a cluster)")
     return 0
 
 
 def stop(args) -> int:
-    run_dir = Path(args.run_dir).resolve()
+    run_dir = run_folder(args.run_dir)
     if not worker_pid(run_dir):
         print(f"{run_dir} is not running")
         return 1
@@ -219,18 +218,31 @@ def import_gguf(args) -> int:
 def list_runs(args) -> int:
     from . import cli_tables, store
 
-    db = store.open_store()
-    print(cli_tables.format_runs(store.list_runs(db, state=args.state, model=args.model)))
+    db = _refreshed_store()
+    print(cli_tables.format_runs(store.with_live_states(store.list_runs(db, state=args.state, model=args.model))))
     return 0
 
 
 def show(args) -> int:
     from . import cli_tables, store
 
-    db = store.open_store()
+    db = _refreshed_store()
     run = store.get_run(db, args.run_ref)
     print(cli_tables.format_run(db, run["id"]))
     return 0
+
+
+def _refreshed_store():
+    """The store, with the runs folder's new and live runs indexed (as the GUI's history does: a
+    run in progress was listed only once its worker ended); a folder that cannot be read is
+    named on stderr and the rest listed."""
+    from . import store
+
+    db, problems = store.open_store(), []
+    store.index_runs(db, problems=problems)
+    for problem in problems:
+        print(f"warning: a run folder could not be read, its run is left out: {problem}", file=sys.stderr)
+    return db
 
 
 def rebuild(args) -> int:
@@ -269,7 +281,7 @@ def run_folder(run_ref: str) -> Path:
     folder = Path(run_ref).expanduser()
     if RunPaths(folder).config.is_file():
         return folder.resolve()
-    return Path(store.get_run(store.open_store(), run_ref)["id"])
+    return Path(store.get_run(_refreshed_store(), run_ref)["id"])
 
 
 def generate(args) -> int:

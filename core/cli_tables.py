@@ -23,6 +23,7 @@ from .store import (
     run_guard,
     run_metrics,
     target_forgetting,
+    with_live_states,
 )
 
 RUNS_HEADER = ("name", "state", "model", "started", "steps", "tokens", "domain gain",
@@ -42,7 +43,7 @@ def _run_cells(row: dict[str, Any]) -> tuple[str, ...]:
     steps = str(row["steps"] or 0)
     if row["total_steps"]:
         steps += f"/{row['total_steps']}"
-    return (row["name"] or "", row["state"] or "-", _shorten(row["model"] or "-"),
+    return (row["name"] or "", row.get("live_state") or row["state"] or "-", _shorten(row["model"] or "-"),
             _when(row["started"]), steps, _count(row["tokens"]),
             _percent(row["domain_gain"]), _percent(row["forgetting"]))
 
@@ -60,7 +61,7 @@ def _line(cells: tuple[str, ...], widths: list[int], right: list[bool]) -> str:
 
 def format_run(db: sqlite_utils.Database, run: str | Path) -> str:
     """The key numbers of one run's curves (what `cpt-studio show RUN` prints)."""
-    row = get_run(db, run)
+    [row] = with_live_states([get_run(db, run)])
     evals = run_evaluations(db, row["id"])
     lines = _summary_lines(row) + _perplexity_lines(evals) + _gain_lines(evals)
     lines += _loss_lines(run_metrics(db, row["id"], "loss"))
@@ -68,8 +69,16 @@ def format_run(db: sqlite_utils.Database, run: str | Path) -> str:
     checkpoints = run_checkpoints(db, row["id"])
     lines += _recommended_lines(checkpoints, target_forgetting(row["config"]), row.get("recommendation"))
     lines += _benchmark_lines(run_benchmarks(db, row["id"]))
-    lines += _checkpoint_lines(checkpoints)
+    lines += _checkpoint_lines(checkpoints) + _resume_lines(row, checkpoints)
     return "\n".join(lines)
+
+
+def _resume_lines(row: dict[str, Any], checkpoints: list[dict[str, Any]]) -> list[str]:
+    """How a stopped run, or one whose worker ended mid-run, goes on (nothing when it cannot)."""
+    kept = [c["step"] for c in checkpoints if c["exists"]]
+    if row["live_state"] not in ("stopped", "failed") or not kept:
+        return []
+    return [_field("resume", f"`cpt-studio resume {row['id']}` goes on from step {max(kept):,}")]
 
 
 def _summary_lines(row: dict[str, Any]) -> list[str]:
@@ -79,7 +88,7 @@ def _summary_lines(row: dict[str, Any]) -> list[str]:
         _field("run", row["name"]),
         _field("folder", row["id"]),
         _field("model", row["model"] or "-"),
-        _field("state", f"{row['state'] or 'not started'} ({row['phase'] or '-'}){message}"),
+        _field("state", f"{row['live_state']} ({row['phase'] or '-'}){message}"),
         _field("started", f"{_when(row['started'])}, ended {_when(row['finished'])}"),
         _field("steps", f"{row['steps'] or 0:,}{total}"),
         _field("tokens", f"{row['tokens'] or 0:,}"),
@@ -144,6 +153,12 @@ def _recommended_lines(checkpoints: list[dict[str, Any]], target: float,
                            f"{_percent(c['forgetting'])} forgetting)" for c in front)
         lines.append(_field("pareto front", points))
     return lines
+
+
+def format_benchmarks(db: sqlite_utils.Database, run: str | Path) -> str:
+    """Each task's headline metric, base and each evaluated checkpoint (what `cpt-studio
+    evaluate` prints at its end); "" when the run has no benchmark or probe score."""
+    return "\n".join(_benchmark_lines(run_benchmarks(db, get_run(db, run)["id"])))
 
 
 def _benchmark_lines(rows: list[dict[str, Any]]) -> list[str]:

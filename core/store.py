@@ -55,7 +55,7 @@ from .recommend import (
     recommendation,
 )
 from .run_folder import RunPaths
-from .runs import runs_dir
+from .runs import effective_state, runs_dir
 from .timeline import RunTimeline
 
 DISPLAY_NAME_FILE = "display_name"
@@ -382,20 +382,39 @@ def _seen(events: Path, offset: int) -> str | None:
         return (head + f.read(offset - max(0, offset - SEEN_BYTES))).hex()
 
 
-def index_runs(db: sqlite_utils.Database, root: Path | None = None) -> list[str]:
-    """Index (incrementally) every run folder directly under `root` (default: the runs
-    folder) except those forgotten (forget_run); returns their ids. A folder that cannot be
-    indexed is skipped here (`store rebuild` names it)."""
+def index_runs(db: sqlite_utils.Database, root: Path | None = None,
+               problems: list[str] | None = None) -> list[str]:
+    """Index the run folders directly under `root` (default: the runs folder) that the store
+    lacks or that may still change (running, created: index_run reads on from where it
+    stopped), leaving out the forgotten ones (forget_run); returns the ids indexed. What the
+    history and `cpt-studio runs` do before they list. A folder that cannot be read (index_run's
+    error: its file and line) raises, or, given a `problems` list, is added to it and skipped."""
     root = Path(root) if root else runs_dir()
     forgotten, ids = forgotten_runs(), []
     for folder in run_folders(root) if root.is_dir() else []:
-        if str(folder.resolve()) in forgotten:
+        run_id = str(folder.resolve())
+        if run_id in forgotten:
             continue
-        try:
-            ids.append(index_run(db, folder))
-        except (OSError, ValueError):
-            continue
+        known = db["runs"].count_where("id = ?", [run_id]) > 0
+        if not known or db["runs"].get(run_id)["state"] in (None, "running", "created"):
+            try:
+                ids.append(index_run(db, folder))
+            except (OSError, ValueError) as exc:
+                if problems is None:
+                    raise
+                problems.append(str(exc))
     return ids
+
+
+def with_live_states(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each run (a list_runs or get_run dict) with "live_state" (str), and its phase and message
+    corrected, where its worker died without a final status (killed, out of memory: the store
+    still says running; runs.effective_state checks the worker process, one psutil look each)."""
+    for run in runs:
+        status = {"state": run["state"] or "created", "phase": run["phase"], "message": run["message"]}
+        live = effective_state(Path(run["id"]), status)
+        run.update(live_state=live["state"], phase=live["phase"], message=live["message"])
+    return runs
 
 
 def rebuild(db: sqlite_utils.Database, roots: list[Path] | None = None) -> int:

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     main_process = distributed.is_main()
     if main_process:
         write_pid(paths.root)
+        update_store(paths.root)  # listed at once by `cpt-studio runs` and the history
     log_to_file(paths.log)
     try:
         from .training import train  # inside the try: see the module's docstring

@@ -46,7 +46,7 @@ from cpt_studio.core.config import ConfigError, RunConfig
 from cpt_studio.core.demo import describe_demo
 from cpt_studio.core.estimate import format_bytes
 from cpt_studio.core.run_folder import RunPaths, disk_usage
-from cpt_studio.core.runs import clone_config, run_state, runs_dir, start_worker, worker_pid
+from cpt_studio.core.runs import clone_config, runs_dir, start_worker, worker_pid
 from cpt_studio.core.sft_run import default_checkpoint, sft_config
 
 from . import recent
@@ -722,7 +722,7 @@ HISTORY_FAILED = "The run history could not be refreshed"
 def load_history(runs_root: Path, state: str | None, model: str | None,
                  forget: dict[str, bool] | None = None) -> list[dict]:
     """The history as the table shows it (runs newest first, filtered by state and model, as
-    store.list_runs; each with "live_state", run_state's reading of its worker process, and
+    store.list_runs; each with "live_state", store.with_live_states' reading of its worker process, and
     "chain", the runs it descends from, cpt_studio.core.chain.lineage).
     First forgets the runs in `forget` (id -> also delete the folder, store.forget_run) and
     indexes the run folders that may have changed. Slow (file reads, SQLite writes, psutil):
@@ -736,8 +736,7 @@ def load_history(runs_root: Path, state: str | None, model: str | None,
         if aside is not None:
             runs.notice = (f"The history's index ({store.default_db_path()}) was damaged; it was "
                            f"rebuilt from the run folders (the damaged file is kept as {aside.name})")
-    for run in runs:
-        run["live_state"] = run_state(Path(run["id"])).get("state", run["state"])
+    store.with_live_states(runs)
     return runs
 
 
@@ -752,7 +751,7 @@ def _indexed_runs(runs_root: Path, state: str | None, model: str | None,
     with store.connection() as db:
         for run_id, with_folder in (forget or {}).items():
             store.forget_run(db, run_id, delete_folder=with_folder)
-        index_run_folders(db, Path(runs_root))
+        store.index_runs(db, Path(runs_root))
         runs = store.list_runs(db, state=state, model=model)
         every = {run["id"]: run for run in store.list_runs(db)} if any(r["parent_run"] for r in runs) else {}
     for run in runs:
@@ -760,14 +759,3 @@ def _indexed_runs(runs_root: Path, state: str | None, model: str | None,
     return runs
 
 
-def index_run_folders(db, runs_root: Path) -> None:
-    """Index the run folders under `runs_root` that the store lacks or that may still change
-    (running, created; index_run reads on from where it stopped), leaving out the forgotten ones."""
-    forgotten = store.forgotten_runs()
-    for folder in store.run_folders(runs_root) if runs_root.exists() else []:
-        run_id = str(folder.resolve())
-        if run_id in forgotten:
-            continue
-        known = db["runs"].count_where("id = ?", [run_id]) > 0
-        if not known or db["runs"].get(run_id)["state"] in (None, "running", "created"):
-            store.index_run(db, folder)

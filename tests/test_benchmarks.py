@@ -3,6 +3,7 @@ checkpoints against the base model, unavailable registry tasks, the base-score c
 
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -191,6 +192,9 @@ def test_cli_evaluate_and_report_with_exit_codes(fact_run):
                          cwd=run_dir)  # outside any git repository, as a user's data folder is
     assert code == 0, err
     assert "[finished]" in out and "[2/4]" in out
+    # it ends with the scores, not only how many there are (the table `show` prints)
+    assert re.search(r"probes_mc +acc \(probe\): base \d\.\d{3}, step 20 \d\.\d{3}", out), out
+    assert f"`cpt-studio show {run_dir}`" in out
     log = next(run_dir.glob("logs/eval*.log")).read_text()
     assert "not a git repository" not in err + log  # lm-eval's `git describe` is not run
     code, out, err = cli("report", run_dir)

@@ -134,7 +134,7 @@ def test_the_history_indexes_and_checks_workers_off_the_gui_thread(qtbot, tmp_pa
         write_run(tmp_path / "runs", name)
     ticks, indexed, checked = Ticks(), [], []
     monkeypatch.setattr(store, "index_run", slowed(store.index_run, indexed, ticks))
-    monkeypatch.setattr(main_window, "run_state", slowed(main_window.run_state, checked))
+    monkeypatch.setattr(store, "effective_state", slowed(store.effective_state, checked))
     window = MainWindow(runs_root=tmp_path / "runs")
     qtbot.addWidget(window)
     assert window.table.rowCount() == 0  # the constructor did not index

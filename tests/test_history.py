@@ -41,11 +41,11 @@ def runs_root(tmp_path):
 
 @pytest.fixture
 def window(qtbot, runs_root, monkeypatch):
-    import cpt_studio.gui.main_window as main_window
+    from cpt_studio.core import store
 
-    real = main_window.run_state
-    monkeypatch.setattr(main_window, "run_state",  # the LoRA run's worker is alive
-                        lambda run_dir: {"state": "running"} if Path(run_dir).name == "d" else real(run_dir))
+    real = store.effective_state
+    monkeypatch.setattr(store, "effective_state",  # the LoRA run's worker is alive
+                        lambda run_dir, status: status if Path(run_dir).name == "d" else real(run_dir, status))
     window = MainWindow(runs_root=runs_root)
     qtbot.addWidget(window)
     window.resize(1300, 400)

@@ -4,6 +4,8 @@ import json
 import math
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,8 +13,10 @@ import pytest
 
 import cpt_studio.core.events
 from cpt_studio.core import cli_tables, store
+from cpt_studio.core.cli import main
 from cpt_studio.core.events import EventWriter
 from cpt_studio.core.paths import data_dir
+from cpt_studio.core.runs import write_pid
 
 METRICS = ("loss", "lr", "grad_norm", "tokens_per_second", "replay_fraction")
 BASE_DOMAIN_PPL, BASE_GENERAL_PPL = 40.0, 20.0
@@ -676,3 +680,31 @@ def test_a_run_with_only_its_baseline_has_no_gain_or_forgetting_yet(tmp_path, db
     write_run(folder, steps=5, eval_every=10, state="stopped", torn=False)
     run = store.get_run(db, store.index_run(db, folder))
     assert run["domain_gain"] is None and run["forgetting"] is None
+
+
+def test_cli_runs_lists_a_run_in_progress_and_a_dead_worker_s_run_as_failed_with_how_to_resume(capsys):
+    """`runs` and `show` read only the store, which the worker updated as it ended: a run in
+    progress was not listed, and one whose worker was killed read 'running' for ever."""
+    live, dead = data_dir() / "runs" / "2025-06-01-live", data_dir() / "runs" / "2025-06-01-dead"
+    write_run(live, name="live", state="running")
+    write_pid(live)  # this process stands in for its worker
+    write_run(dead, name="dead", state="running")
+    assert main(["runs"]) == 0
+    listed = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert listed == {"live": "running", "dead": "failed"}
+    assert main(["show", "dead"]) == 0
+    shown = capsys.readouterr().out
+    assert "the worker process ended without a final status" in shown
+    assert f"`cpt-studio resume {dead}` goes on from step 30" in shown
+    assert main(["stop", "dead"]) == 1  # a run by its name, as `show` takes it
+    assert f"{dead} is not running" in capsys.readouterr().out
+
+
+def test_cli_output_to_a_reader_that_left_ends_without_a_traceback():
+    """`cpt-studio runs | head -1`: the pipe closes before the table is written."""
+    write_run(data_dir() / "runs" / "2025-06-01-med", name="med")
+    command = [sys.executable, "-c", "import sys; from cpt_studio.core.cli import main; sys.exit(main())", "runs"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    error = process.stderr.read().decode()
+    assert process.wait() == 1 and "Traceback" not in error and "BrokenPipeError" not in error, error
