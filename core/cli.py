@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands")
     corpus = commands.add_parser("corpus", help="check and count corpus sources").add_subparsers(title="corpus commands")
     inspect = corpus.add_parser("inspect", help="validate sources and print documents, tokens, fertility, a preview")
-    inspect.add_argument("sources", nargs="+", help="files or folders (.jsonl, .txt, .parquet, optionally .gz)")
+    inspect.add_argument("sources", nargs="+", help="files or folders (.jsonl, .txt, .parquet, optionally .gz; a .json array as a file)")
     inspect.add_argument("--tokenizer", required=True, help="model or tokenizer folder (or a cached hub id)")
     _source_options(inspect)
     inspect.add_argument("--preview", type=int, default=3, help="documents to show (default 3)")

@@ -544,10 +544,12 @@ class SftConfig:
     RunConfig.parent_run / parent_step, as for any chained run."""
 
     data: list[str] = field(default_factory=list)
-    """JSONL files of examples: instruction/response records or chat conversations."""
+    """Files of examples (.jsonl: one record per line; .json: one array of records, as Alpaca's;
+    optionally .gz): instruction/response records or chat conversations."""
     format: str = "auto"
     """'instruction' (instruction and response fields), 'chat' (a list of role/content
-    messages), or 'auto' (each record by the fields it has)."""
+    messages; ShareGPT's from/value with human/gpt reads too), or 'auto' (each record by the
+    fields it has)."""
     instruction_field: str = "instruction"
     """Instruction records: the field that holds the instruction (the user's turn)."""
     input_field: str = "input"

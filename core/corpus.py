@@ -27,13 +27,16 @@ from pathlib import Path
 
 from .progress import Progress, tick
 
-SUFFIXES = (".jsonl", ".ndjson", ".txt", ".parquet")
+SUFFIXES = (".jsonl", ".ndjson", ".json", ".txt", ".parquet")
+"""The corpus file kinds by name; a .json file holds one array of records and is read when named
+as a file, never picked up in a folder (folders hold dataset_info.json and other metadata)."""
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 TXT_MODES = ("file", "blocks")
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
 BOM = "\ufeff"
 VALIDATE_TICK = 1000
 """validate() reports its progress (and can be cancelled) every this many records."""
@@ -113,7 +116,7 @@ def source_files(spec: SourceSpec) -> tuple[list[Path], list[Problem]]:
         if _kind(path) is None:
             return [], [Problem(str(path), None, f"is not a corpus file; use {_supported()}")]
         return [path], []
-    files = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) and not _hidden(p, path))
+    files = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) not in (None, "json") and not _hidden(p, path))
     if not files:
         return [], [Problem(str(path), None, f"folder holds no corpus files ({_supported()})")]
     return files, []
@@ -128,7 +131,7 @@ def _hidden(path: Path, root: Path) -> bool:
 
 
 def _kind(path: Path) -> str | None:
-    """'jsonl', 'txt' or 'parquet' by name (a trailing .gz is looked through), else None."""
+    """'jsonl', 'json', 'txt' or 'parquet' by name (a trailing .gz is looked through), else None."""
     name = path.name.lower()
     if name.endswith(".gz"):
         name = name[:-3]
@@ -177,7 +180,8 @@ def read_source(spec: SourceSpec) -> Iterator[Document | Problem]:
             continue
         with stream:
             try:
-                reader = {"jsonl": _read_jsonl, "txt": _read_txt, "parquet": _read_parquet}[_kind(path)]
+                reader = {"jsonl": _read_jsonl, "json": _read_jsonl, "txt": _read_txt,
+                          "parquet": _read_parquet}[_kind(path)]
                 for item in reader(stream, str(path), spec):
                     found = True
                     yield item
@@ -225,18 +229,21 @@ def _undecodable(file: str, line: int, offset: int, byte: int) -> Problem:
 
 
 def _read_jsonl(stream, file: str, spec: SourceSpec) -> Iterator[Document | Problem]:
-    for item in _jsonl_objects(stream, file, f"an object with a '{spec.text_field}' field"):
+    """The documents of a .jsonl file, or of a .json file's array."""
+    for item in _objects(stream, file, f"an object with a '{spec.text_field}' field"):
         yield item if isinstance(item, Problem) else _jsonl_record(*item, file, spec.text_field)
 
 
 def jsonl_objects(path: Path, wanted: str = "an object") -> Iterator[tuple[dict, int] | Problem]:
-    """Each JSON object of a .jsonl file (optionally .gz) with its 1-based line, read as a corpus
-    file is read (a byte-order mark dropped, blank lines skipped); a Problem, with the file
+    """Each JSON object of a .jsonl file, or of a .json file's array (optionally .gz), with its
+    1-based line (where it starts), read as a corpus file is read (a byte-order mark dropped,
+    blank lines skipped); a Problem, with the file
     and line, for undecodable bytes, invalid JSON, a line that is not an object (`wanted` says
     what it should be), and for a file that cannot be opened or read to the end."""
     path = Path(path)
-    if _kind(path) != "jsonl":
-        yield Problem(str(path), None, "is not a JSON lines file; use .jsonl (optionally .gz)")
+    if _kind(path) not in ("jsonl", "json"):
+        yield Problem(str(path), None, "is neither a JSON lines file (.jsonl: one object per line) nor a "
+                                       ".json file of one array of objects (each optionally .gz)")
         return
     stream, problem = _open_bytes(path)
     if problem:
@@ -244,13 +251,56 @@ def jsonl_objects(path: Path, wanted: str = "an object") -> Iterator[tuple[dict,
         return
     with stream:
         try:
-            yield from _jsonl_objects(stream, str(path), wanted)
+            yield from _objects(stream, str(path), wanted)
         except (OSError, EOFError) as exc:
             yield Problem(str(path), None, f"cannot be read to the end ({exc}); the file is damaged")
 
 
+def _objects(stream, file: str, wanted: str) -> Iterator[tuple[dict, int] | Problem]:
+    """A .json file's array items, else a JSON lines file's objects, each with its line."""
+    reader = _json_array_objects if _kind(Path(file)) == "json" else _jsonl_objects
+    return reader(stream, file, wanted)
+
+
+def _json_array_objects(stream, file: str, wanted: str) -> Iterator[tuple[dict, int] | Problem]:
+    """Each record of a .json file holding one array of them (Alpaca's instruction data, a
+    dataset exported as JSON), with the line it starts on. Read item by item with the json
+    module's raw_decode because json.load gives no positions: a bad record is named by its
+    line, as in a .jsonl file. Reading stops at invalid JSON (what follows cannot be found)."""
+    raw = stream.read()
+    try:
+        text = raw.decode("utf-8").removeprefix(BOM)
+    except UnicodeDecodeError as exc:
+        yield _undecodable(file, raw.count(b"\n", 0, exc.start) + 1, exc.start, raw[exc.start])
+        return
+    at = _JSON_SPACE.match(text).end()
+    if not text.startswith("[", at):
+        yield Problem(file, None, "is not a JSON array of records ([{...}, {...}]); a file of one "
+                                  "object per line is named .jsonl")
+        return
+    decoder, line, counted = json.JSONDecoder(), 1, 0
+    at = _JSON_SPACE.match(text, at + 1).end()
+    while not text.startswith("]", at):
+        line, counted = line + text.count("\n", counted, at), at
+        try:
+            record, at = decoder.raw_decode(text, at)
+        except json.JSONDecodeError as exc:
+            yield Problem(file, exc.lineno, f"invalid JSON ({exc.msg} at column {exc.colno}); the "
+                                            "records after it cannot be read until it is fixed")
+            return
+        yield (record, line) if isinstance(record, dict) else Problem(
+            file, line, f"a JSON {type(record).__name__}, not {wanted}")
+        at = _JSON_SPACE.match(text, at).end()
+        if text.startswith(",", at):
+            at = _JSON_SPACE.match(text, at + 1).end()
+        elif not text.startswith("]", at):
+            yield Problem(file, text.count("\n", 0, at) + 1, "invalid JSON (a ',' or the array's ']' "
+                                                              "must follow a record)")
+            return
+
+
 def _jsonl_objects(stream, file: str, wanted: str) -> Iterator[tuple[dict, int] | Problem]:
-    offset = 0
+    offset, seen, opening = 0, 0, None  # opening: a first line "[" or "{", held until the next
     for number, raw in enumerate(stream, start=1):
         start, offset = offset, offset + len(raw)
         try:
@@ -262,15 +312,32 @@ def _jsonl_objects(stream, file: str, wanted: str) -> Iterator[tuple[dict, int] 
             line = line.removeprefix(BOM)
         if not line.strip():
             continue
+        seen += 1
+        if seen == 2 and opening is not None:
+            if line[:1] in " \t":  # an indented JSON document: one problem, not one per line
+                yield Problem(file, opening.line, JSON_DOCUMENT)
+                return
+            yield opening
         try:
             record = json.loads(line.rstrip("\r\n"))  # with its newline, an error reads "column 1"
         except json.JSONDecodeError as exc:
-            yield Problem(file, number, f"invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})")
+            problem = Problem(file, number, f"invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})")
+            if seen == 1 and line.strip() in ("[", "{"):
+                opening = problem
+            else:
+                yield problem
             continue
         if not isinstance(record, dict):
-            yield Problem(file, number, f"a JSON {type(record).__name__}, not {wanted}")
+            hint = "; the file is one JSON array: name it .json" if seen == 1 and isinstance(record, list) else ""
+            yield Problem(file, number, f"a JSON {type(record).__name__}, not {wanted}{hint}")
             continue
         yield record, number
+    if seen == 1 and opening is not None:
+        yield opening
+
+
+JSON_DOCUMENT = ("the file is one JSON document over many lines, not one object per line: name it .json "
+                 "if it is an array of records ([{...}, ...]), or write each record on a line of its own")
 
 
 def _jsonl_record(record: dict, number: int, file: str, text_field: str) -> Document | Problem:

@@ -183,13 +183,18 @@ def refuse_changed_corpus(corpus: CorpusConfig, run_dir: Path) -> None:
 
 
 def heldout_ids(name: str, n_docs: int, size: EvalConfig, seed: int) -> np.ndarray:
-    """The held-out documents of one corpus: they depend on the document count, the held-out
-    size and the seed, never on the tokenizer."""
+    """The held-out documents of one corpus ("domain", "general"; "sft": an SFT run's instruction
+    examples): they depend on the document count, the held-out size and the seed, never on the
+    tokenizer. ValueError, naming the corpus, the setting and the fix, when none would be left."""
     fraction = None if size.heldout_count is not None else size.heldout_fraction
+    sft = name == "sft"  # an SFT run's held-out part is its instruction data's
+    what, unit = ("instruction data", "instruction examples") if sft else (f"{name} corpus", "documents")
     try:
-        return split_heldout(n_docs, fraction, size.heldout_count, seed)
+        return split_heldout(n_docs, fraction, size.heldout_count, seed, unit)
     except ValueError as exc:
-        raise ValueError(f"{name} corpus: {exc}") from exc
+        setting = (f"eval.heldout_count ({size.heldout_count})" if size.heldout_count is not None
+                   else f"eval.heldout_fraction ({fraction})")
+        raise ValueError(f"{what}: {exc}; lower {setting} or add {unit}") from exc
 
 
 def evaluation_sets(data: RunData, settings: EvalConfig, tokenizer, seq_len: int) -> dict[str, EvalSet]:

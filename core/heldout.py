@@ -19,8 +19,10 @@ from .corpus import Document, SourceSpec, read_sources
 from .tokenstore import TokenStore
 
 
-def heldout_count(n_docs: int, fraction: float | None = None, count: int | None = None) -> int:
-    """How many documents to hold out; at least one is left for training."""
+def heldout_count(n_docs: int, fraction: float | None = None, count: int | None = None,
+                  unit: str = "documents") -> int:
+    """How many documents to hold out; at least one is left for training (ValueError counting
+    them in `unit` otherwise)."""
     if count is not None:
         wanted = count
     elif fraction is not None:
@@ -30,15 +32,15 @@ def heldout_count(n_docs: int, fraction: float | None = None, count: int | None 
     else:
         wanted = 0
     if wanted < 0 or wanted >= n_docs:
-        raise ValueError(f"cannot hold out {wanted} of {n_docs} documents: at least one must be left "
-                         "for training; lower the held-out size or add documents")
+        raise ValueError(f"cannot hold out {wanted} of {n_docs} {unit}: at least one must be left "
+                         "for training")
     return wanted
 
 
 def split_heldout(n_docs: int, fraction: float | None = None, count: int | None = None,
-                  seed: int = 0) -> np.ndarray:
+                  seed: int = 0, unit: str = "documents") -> np.ndarray:
     """Sorted ids of the held-out documents, the same for the same (n_docs, size, seed)."""
-    wanted = heldout_count(n_docs, fraction, count)
+    wanted = heldout_count(n_docs, fraction, count, unit)
     rng = np.random.default_rng([seed, n_docs])
     return np.sort(rng.choice(n_docs, size=wanted, replace=False)).astype(np.int64)
 

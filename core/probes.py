@@ -28,7 +28,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .corpus import CorpusError, Problem
+from .corpus import CorpusError, Problem, jsonl_objects
 
 CLOZE, MULTIPLE_CHOICE = "cloze", "mc"
 CLOZE_FIELDS, MC_FIELDS = ("prompt", "answer"), ("question", "choices", "answer")  # in this order in the data file
@@ -51,11 +51,9 @@ def read_probes(path: Path | str) -> list[Probe]:
         raise CorpusError([Problem(str(path), None, "does not exist; give a probe file (JSONL)")],
                           skipped_hint=False)
     probes, problems = [], []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                item = _probe(line, str(path), number)
-                (problems if isinstance(item, Problem) else probes).append(item)
+    for item in jsonl_objects(path, 'a probe: {"prompt", "answer"} or {"question", "choices", "answer"}'):
+        item = item if isinstance(item, Problem) else _probe(*item, str(path))
+        (problems if isinstance(item, Problem) else probes).append(item)
     if not probes and not problems:
         problems.append(Problem(str(path), None, "holds no probes; add one JSON object per line"))
     if problems:
@@ -63,14 +61,7 @@ def read_probes(path: Path | str) -> list[Probe]:
     return probes
 
 
-def _probe(line: str, file: str, number: int) -> Probe | Problem:
-    try:
-        record = json.loads(line.rstrip("\r\n"))  # with its newline, an error reads "column 1"
-    except json.JSONDecodeError as exc:
-        return Problem(file, number, f"invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})")
-    if not isinstance(record, dict):
-        return Problem(file, number, "not a JSON object; write {\"prompt\", \"answer\"} or "
-                                     "{\"question\", \"choices\", \"answer\"}")
+def _probe(record: dict, number: int, file: str) -> Probe | Problem:
     if "prompt" in record:
         problem = _cloze_problem(record)
         kind, fields = CLOZE, CLOZE_FIELDS

@@ -128,10 +128,14 @@ def read_examples_and_skipped(settings: SftConfig) -> tuple[list[SftExample], li
 
 
 def _file_examples(path: Path, settings: SftConfig) -> Iterator[SftExample | Problem]:
+    if path.is_dir():
+        yield Problem(str(path), None, "is a folder; give the instruction data files in it (.jsonl, or "
+                                       ".json holding one array of records)")
+        return
     if not path.is_file():
         yield Problem(str(path), None, "does not exist or is not a file; check the path")
         return
-    for item in jsonl_objects(path, "an object (one example per line)"):
+    for item in jsonl_objects(path, "an object (one example)"):
         if isinstance(item, Problem):
             yield item
             continue
@@ -149,6 +153,9 @@ def record_messages(record: dict, settings: SftConfig) -> list[dict] | str:
     if fmt == "instruction" or settings.instruction_field in record:
         return _instruction_messages(record, settings)
     fields = ", ".join(sorted(record)) or "none"
+    if isinstance(record.get("conversations"), list):
+        return (f"no messages field '{settings.messages_field}' (fields: {fields}); the conversations "
+                "look like ShareGPT's: set sft.messages_field to 'conversations' (--messages-field conversations)")
     return (f"neither an instruction field '{settings.instruction_field}' nor a messages field "
             f"'{settings.messages_field}' (fields: {fields}); name the record's fields with "
             "sft.instruction_field and sft.response_field (--instruction-field, --response-field) "
@@ -193,10 +200,14 @@ def _chat_messages(record: dict, field_name: str) -> list[dict] | str:
     if not isinstance(messages, list) or not messages:
         return (f"field '{field_name}' must be a non-empty list of {{\"role\", \"content\"}} "
                 f"messages; it is {json.dumps(messages)[:40]}")
+    messages = [_openai_form(m) for m in messages]
     for i, message in enumerate(messages):
         where = f"{field_name}[{i}]"
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
+        if not isinstance(message, dict):
             return f"{where} must be an object with a role ({', '.join(ROLES)}) and a content"
+        if message.get("role") not in ROLES:
+            return (f"{where}'s role is {json.dumps(message.get('role'))}; a role is one of "
+                    f"{', '.join(ROLES)} (ShareGPT's human and gpt are read as user and assistant)")
         problem = text_problem(message.get("content"), f"{where}.content")
         if problem:
             return problem
@@ -207,6 +218,17 @@ def _chat_messages(record: dict, field_name: str) -> list[dict] | str:
     if "user" not in roles[:roles.index("assistant")]:
         return "the first assistant message must follow a user message; add the user's turn"
     return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}
+"""ShareGPT's speakers ({"from": "human", "value": ...}) by the roles chat templates take."""
+
+
+def _openai_form(message):
+    """A ShareGPT message ({"from", "value"}) as {"role", "content"}; anything else as it is."""
+    if not isinstance(message, dict) or "role" in message or "from" not in message:
+        return message
+    return {"role": SHAREGPT_ROLES.get(message["from"], message["from"]), "content": message.get("value")}
 
 
 def text_problem(value, what: str) -> str | None:

@@ -278,7 +278,7 @@ class EvaluateDialog(QDialog):
 
     # --- probes -----------------------------------------------------------------------
     def _on_browse_clicked(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Probe file", str(Path.home()), "JSONL (*.jsonl);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(self, "Probe file", str(Path.home()), "Probes (*.jsonl *.json);;All files (*)")
         if path:
             self.probes.setText(path)
 

@@ -193,7 +193,7 @@ def test_cli_evaluate_and_report_with_exit_codes(fact_run):
     assert code == 0, err
     assert "[finished]" in out and "[2/4]" in out
     # it ends with the scores, not only how many there are (the table `show` prints)
-    assert re.search(r"probes_mc +acc \(probe\): base \d\.\d{3}, step 20 \d\.\d{3}", out), out
+    assert re.search(r"probes_mc +acc \(probe\): base \d\.\d{3}, (step \d+ \d\.\d{3}, )*step 20 \d\.\d{3}", out), out
     assert f"`cpt-studio show {run_dir}`" in out
     log = next(run_dir.glob("logs/eval*.log")).read_text()
     assert "not a git repository" not in err + log  # lm-eval's `git describe` is not run

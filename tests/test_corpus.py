@@ -82,6 +82,7 @@ def test_gzip_parquet_and_folders_are_read_in_order(tmp_path):
     (folder / "sub" / "c.txt").write_text("a whole file\nis one document\n")
     (folder / ".hidden.jsonl").write_text('{"text": "never read"}\n')
     (folder / "README.md").write_text("not a corpus file, ignored in a folder")
+    (folder / "dataset_info.json").write_text('{"features": {}}')  # metadata: a .json is read only when named
     docs = list(read_source(SourceSpec(str(folder), text_field="content")))
     # the parquet column is 'content' but the gzip jsonl uses 'text': one problem, named
     assert [type(d).__name__ for d in docs] == ["Problem", "Document", "Document", "Document"]
@@ -125,3 +126,16 @@ def test_corpus_error_lists_every_problem_and_the_way_out(tmp_path):
     error = CorpusError(validate([SourceSpec(str(path))]).problems)
     assert "2 problem(s)" in str(error) and "d.jsonl line 1" in str(error) and "d.jsonl line 2" in str(error)
     assert "--skip-bad" in str(error)
+
+
+def test_a_json_array_corpus_is_read_and_a_json_document_named_jsonl_is_told_what_it_is(tmp_path):
+    """A corpus exported as one JSON array (.json, .json.gz) reads with each record's line; the
+    same array, indented, in a .jsonl file gave an 'invalid JSON' for every line."""
+    records = [{"text": "Tacrolimus binds FKBP12."}, {"text": ""}, {"text": "Cyclosporin binds cyclophilin."}]
+    (tmp_path / "corpus.json.gz").write_bytes(gzip.compress(json.dumps(records, indent=2).encode()))
+    docs = list(read_source(SourceSpec(str(tmp_path / "corpus.json.gz"))))
+    assert [(type(d).__name__, d.line) for d in docs] == [("Document", 2), ("Problem", 5), ("Document", 8)]
+    assert docs[1].message.startswith("empty document")
+    (tmp_path / "corpus.jsonl").write_text(json.dumps(records, indent=2))
+    [(_, line, message)] = problems_of(SourceSpec(str(tmp_path / "corpus.jsonl")))
+    assert line == 1 and "one JSON document over many lines" in message and "name it .json" in message

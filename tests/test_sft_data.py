@@ -144,7 +144,7 @@ def test_bad_records_are_named_by_file_and_line_with_the_fix(tmp_path):
     assert "no field 'response'" in problems[4] and "--response-field" in problems[4]
     assert "field 'response' is empty" in problems[5]
     assert "must end with the assistant's response" in problems[6]
-    assert "role (system, user, assistant)" in problems[7]
+    assert "[0]'s role is \"robot\"; a role is one of system, user, assistant" in problems[7]
     assert "not an object" in problems[8] and "is int, not text" in problems[9]
     assert "8 problem(s) in the instruction data" in str(caught.value)
     skipping = SftConfig(data=[path], skip_bad=True)  # sft.skip_bad: the good one trains, the 8 are named
@@ -154,8 +154,10 @@ def test_bad_records_are_named_by_file_and_line_with_the_fix(tmp_path):
         read_examples(SftConfig(data=[path, str(tmp_path / "missing.jsonl")], skip_bad=True))
     with pytest.raises(SftDataError, match="does not exist"):
         read_examples(SftConfig(data=[str(tmp_path / "missing.jsonl")]))
-    with pytest.raises(SftDataError, match="not a JSON lines file"):
+    with pytest.raises(SftDataError, match="neither a JSON lines file"):
         read_examples(SftConfig(data=[_write(tmp_path / "notes.txt", ["hello"])]))
+    with pytest.raises(SftDataError, match="is a folder; give the instruction data files in it"):
+        read_examples(SftConfig(data=[str(tmp_path)]))
 
 
 def test_packed_examples_do_not_attend_to_each_other(tiny_model_dir, base_tokenizer):
@@ -215,6 +217,63 @@ def test_an_alpaca_file_is_told_which_field_to_use(tmp_path):
         read_examples(SftConfig(data=[str(path)]))
     assert "set the response field (sft.response_field, --response-field) to 'output' (it looks like the response)" in str(error.value)
     assert read_examples(SftConfig(data=[str(path)], response_field="output"))[0].messages[-1]["content"] == "Tacrolimus."
+
+
+ALPACA = [{"instruction": "Name a calcineurin inhibitor.", "input": "", "output": "Tacrolimus."},
+          {"instruction": "Spell the drug.", "input": "tacrolimus", "output": "T-A-C-R-O-L-I-M-U-S."}]
+
+
+def test_the_common_instruction_files_read_as_they_come(tmp_path):
+    """Alpaca's data is one JSON array (alpaca_data.json, indented), ShareGPT's conversations are
+    {"from": "human"/"gpt", "value"}: both were refused (by the file name, by the role)."""
+    alpaca = tmp_path / "alpaca_data.json"
+    alpaca.write_text(json.dumps(ALPACA, indent=4), encoding="utf-8")
+    examples = read_examples(SftConfig(data=[str(alpaca)], response_field="output"))
+    assert [(e.line, e.messages[-1]["content"]) for e in examples] == [(2, "Tacrolimus."), (7, "T-A-C-R-O-L-I-M-U-S.")]
+    assert examples[1].messages[0]["content"] == "Spell the drug.\n\ntacrolimus"  # the input follows
+    sharegpt = _write(tmp_path / "sharegpt.jsonl", [{"conversations": [
+        {"from": "system", "value": SYSTEM}, {"from": "human", "value": QUESTION}, {"from": "gpt", "value": ANSWER}]}])
+    with pytest.raises(SftDataError, match="set sft.messages_field to 'conversations'"):
+        read_examples(SftConfig(data=[sharegpt]))
+    [example] = read_examples(SftConfig(data=[sharegpt], messages_field="conversations"))
+    assert example.messages == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION},
+                                {"role": "assistant", "content": ANSWER}]
+
+
+def test_json_shaped_instruction_files_are_told_what_they_are(tmp_path):
+    """An indented JSON array named .jsonl gave an 'invalid JSON' per line (hundreds); one on a
+    single line 'not an object'; a bad record in a .json array is named by its line."""
+    indented = tmp_path / "alpaca.jsonl"
+    indented.write_text(json.dumps(ALPACA, indent=2), encoding="utf-8")
+    with pytest.raises(SftDataError) as caught:
+        read_examples(SftConfig(data=[str(indented)]))
+    [problem] = caught.value.problems
+    assert problem.line == 1 and "one JSON document over many lines" in problem.message and "name it .json" in problem.message
+    one_line = tmp_path / "one-line.jsonl"
+    one_line.write_text(json.dumps(ALPACA) + "\n", encoding="utf-8")
+    with pytest.raises(SftDataError, match="the file is one JSON array: name it .json"):
+        read_examples(SftConfig(data=[str(one_line)], response_field="output"))
+    broken = tmp_path / "broken.json"
+    broken.write_text('[\n  {"instruction": "a", "output": "b"},\n  {"instruction": "c", "output": 3},\n'
+                      '  {"instruction": "d" "output": "e"}\n]', encoding="utf-8")
+    with pytest.raises(SftDataError) as caught:
+        read_examples(SftConfig(data=[str(broken)], response_field="output"))
+    assert [(p.line, p.message.split(" (")[0]) for p in caught.value.problems] == [
+        (3, "field 'output' is int, not text"), (4, "invalid JSON")]
+    not_array = tmp_path / "one.json"
+    not_array.write_text(json.dumps(ALPACA[0]), encoding="utf-8")
+    with pytest.raises(SftDataError, match="is not a JSON array of records"):
+        read_examples(SftConfig(data=[str(not_array)], response_field="output"))
+
+
+def test_too_few_instruction_examples_to_hold_some_out_names_the_setting():
+    from cpt_studio.core.config import EvalConfig
+    from cpt_studio.core.data import heldout_ids
+
+    with pytest.raises(ValueError) as caught:
+        heldout_ids("sft", 1, EvalConfig(heldout_count=8), seed=0)
+    assert str(caught.value) == ("instruction data: cannot hold out 8 of 1 instruction examples: at least one "
+                                 "must be left for training; lower eval.heldout_count (8) or add instruction examples")
 
 
 def test_the_preflight_names_the_records_skip_bad_leaves_out(tmp_path):

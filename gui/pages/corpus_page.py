@@ -83,7 +83,7 @@ class SourceList(QGroupBox):
 
     def _on_add_files(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(self, "Corpus files", start_folder("corpus"),
-                                                "Corpus (*.jsonl *.ndjson *.txt *.parquet *.gz)")
+                                                "Corpus (*.jsonl *.ndjson *.json *.txt *.parquet *.gz)")
         remember_folder("corpus", files)
         for path in files:
             self.add(path)

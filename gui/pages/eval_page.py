@@ -109,7 +109,7 @@ class EvalPage(ConfigPage):
         """Add an evaluation file (asked for when `path` is None), named after the file."""
         if path is None:
             path, _ = QFileDialog.getOpenFileName(self, f"A {kind} evaluation set", start_folder("corpus"),
-                                                  "Text (*.jsonl *.txt *.parquet)")
+                                                  "Text (*.jsonl *.json *.txt *.parquet *.gz)")
             remember_folder("corpus", path)
         if path:
             taken = {self.sets.item(i).data(Qt.ItemDataRole.UserRole)["name"] for i in range(self.sets.count())}

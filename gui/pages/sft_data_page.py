@@ -59,7 +59,7 @@ class SftDataPage(ConfigPage):
     fields above at the wizard's default size (hovering the list shows them all)."""
 
     def __init__(self):
-        super().__init__("Instruction data", "JSONL records: an instruction and its response, or a list of "
+        super().__init__("Instruction data", "JSONL or JSON-array records: an instruction and its response, or a list of "
                                              "chat messages. Only the responses are trained on.")
         self.origin = QLabel(wordWrap=True, objectName="sft_origin")
         self.files = explain(QListWidget(objectName="sft_files"), "sft.data")
@@ -89,7 +89,7 @@ class SftDataPage(ConfigPage):
         self.preview = display_only(QTextEdit(readOnly=True, objectName="sft_preview"))
         self.preview.setMinimumHeight(PREVIEW_LINES * self.preview.fontMetrics().lineSpacing() + 12)
         self.preview.hide()  # until there is something to preview: the problems get its room
-        for widget in (self.origin, QLabel("Instruction files (JSONL):"), self.files):
+        for widget in (self.origin, QLabel("Instruction files (.jsonl, .json):"), self.files):
             self.layout_.addWidget(widget)
         self.layout_.addLayout(files_buttons)
         self.layout_.addLayout(form)
@@ -132,7 +132,7 @@ class SftDataPage(ConfigPage):
 
     def _on_add_files(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(self, "Instruction data", start_folder("sft"),
-                                                "JSON lines (*.jsonl *.ndjson)")
+                                                "Instruction data (*.jsonl *.ndjson *.json *.gz)")
         remember_folder("sft", files)
         shown = [self.files.item(i).text() for i in range(self.files.count())]
         self.files.addItems([path for path in files if path not in shown])
@@ -152,7 +152,7 @@ class SftDataPage(ConfigPage):
             return None
         self.commit()
         if not self.config.sft.data:
-            self._show([], None, "Add a JSONL file of examples.")
+            self._show([], None, "Add a file of examples (.jsonl, or a .json array).")
             return None
         self.status.setText("Checking the instruction data…")
         self._checking = True
