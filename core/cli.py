@@ -128,7 +128,7 @@ def _run_commands(commands) -> None:
     train = commands.add_parser("train", help="start a run from a config file (JSON)")
     train.add_argument("config", help="a RunConfig JSON file (`cpt-studio settings` lists its settings)")
     train.add_argument("--dry-run", action="store_true", help="print the plan (steps, memory, time, warnings) and stop")
-    train.add_argument("--probe", type=int, default=0, metavar="STEPS",
+    train.add_argument("--probe", type=int, default=None, metavar="STEPS",
                        help="with --dry-run: measure the speed with a few real steps")
     train.add_argument("--detach", action="store_true", help="run in the background and return at once "
                        "(`cpt-studio stop RUN` stops it; without it, Ctrl-C asks the run to stop and save)")

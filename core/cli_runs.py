@@ -32,7 +32,7 @@ def train(args) -> int:
     refuse_probe_without_dry_run(args)
     config = RunConfig.load(Path(args.config))
     if args.dry_run:
-        return print_plan(config, args.probe)
+        return print_plan(config, args.probe or 0)
     if config.stage == "sft" or config.parent_run:  # a chained run: its starting checkpoint
         from .chain import create_chained_run  # resolved, an SFT run's data checked, preflight
 
@@ -48,11 +48,13 @@ def train(args) -> int:
 
 def refuse_probe_without_dry_run(args) -> None:
     """`--probe` measures the speed for the plan: alone it would start the whole run unasked."""
-    if args.probe and not args.dry_run:
+    if args.probe is None:
+        return
+    if args.probe < 1:  # 0 measured nothing, silently
+        raise ValueError(f"--probe {args.probe}: give a number of steps, 1 or more (about 5 is enough)")
+    if not args.dry_run:
         raise ValueError(f"--probe {args.probe} measures the speed for the plan: add --dry-run "
                          "(the run itself measures its speed as it trains)")
-    if args.probe < 0:
-        raise ValueError(f"--probe {args.probe}: give a number of steps, 1 or more (about 5 is enough)")
 
 
 def print_plan(config: RunConfig, probe_steps: int) -> int:

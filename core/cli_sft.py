@@ -46,7 +46,7 @@ def add_commands(commands) -> None:
     sft.add_argument("--detach", action="store_true", help="run in the background and return at once")
     sft.add_argument("--dry-run", action="store_true", help="print the plan (instruction examples, "
                      "steps, memory, time, warnings) and stop; no run folder is made")
-    sft.add_argument("--probe", type=int, default=0, metavar="STEPS",
+    sft.add_argument("--probe", type=int, default=None, metavar="STEPS",
                      help="with --dry-run: measure the speed with a few real steps")
     sft.add_argument("--save-config", metavar="FILE", help="write the SFT run's config (JSON) to FILE "
                      "and stop: edit it, then `cpt-studio sft --config FILE`")
@@ -69,7 +69,7 @@ def sft_command(args) -> int:
         print(f"config written to {args.save_config}; edit it, then: cpt-studio sft --config {args.save_config}")
         return 0
     if args.dry_run:
-        return print_plan(config, args.probe)
+        return print_plan(config, args.probe or 0)
     if config.parent_run:
         print(f"starting from {config.parent_run}, checkpoint at step {config.parent_step}")
     return launch(create_sft_run(config), resume=False, detach=args.detach)

@@ -171,5 +171,7 @@ def carried_over(*, gpu: str, processes: int, method: str, parameters: int, flop
     speed = times * found.achieved_flops / flops_per_token
     scaled = f" x {times} processes (assumed to scale evenly)" if times > 1 else ""
     unlike = setup_differences(found.setup(), setup or {})
-    return speed, (f"{found.words()}; carried over to this model{scaled}: {speed:,.0f} tokens/s"
+    same = found.parameters == parameters and math.isclose(found.flops_per_token, flops_per_token, rel_tol=1e-6)
+    target = "the same for this model" if same else "carried over to this model"  # the size measured
+    return speed, (f"{found.words()}; {target}{scaled}: {speed:,.0f} tokens/s"
                    + (f"; {unlike}" if unlike else ""))

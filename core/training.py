@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
 
 from . import distributed
 from .config import RunConfig
@@ -126,6 +127,9 @@ class CPTTrainer(Trainer):
                  keep: int, ewc: EwcPenalty | None = None, embedding_lr_scale: float = 1.0,
                  new_token_lr_scale: float | None = None, new_token_ids: list[int] = (), **kwargs):
         super().__init__(*args, **kwargs)
+        # The Trainer prints each log dict ({'train_runtime': ...}) to stdout, the worker's log the
+        # monitor shows: the run's events carry those figures, named, so its printer goes.
+        self.remove_callback(PrinterCallback)
         self.mixer, self.run, self.monitor, self.keep, self.ewc = mixer, run, monitor, keep, ewc
         self.embedding_lr_scale, self.new_token_lr_scale = embedding_lr_scale, new_token_lr_scale
         self.new_token_ids = list(new_token_ids)

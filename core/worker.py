@@ -66,12 +66,19 @@ def log_to_file(path: Path) -> None:
     handler = logging.FileHandler(path)
     # Under several processes every rank logs here, each line naming its rank.
     handler.setFormatter(logging.Formatter(f"%(asctime)s {distributed.rank_label()}%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_not_hub_advice)
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     import transformers  # here, not at the top: a wrong RUN_DIR is refused before seconds of imports
 
     transformers.logging.set_verbosity_info()
     transformers.logging.disable_default_handler()
     transformers.logging.enable_propagation()
+
+
+def _not_hub_advice(record: logging.LogRecord) -> bool:
+    """False for the Trainer's "Do not forget to share your model on huggingface.co": the log is
+    shown in the monitor, and our users' models (clinical, legal) are often not theirs to share."""
+    return "share your model on huggingface.co" not in record.getMessage()
 
 
 def _evaluate_at_end(paths: RunPaths) -> None:

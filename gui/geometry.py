@@ -30,8 +30,10 @@ def restore_geometry(window: QWidget, key: str) -> bool:
     (the window keeps its size, centred on the primary screen)."""
     saved = settings().value(f"geometry/{key}")
     restored = isinstance(saved, QByteArray | bytes) and window.restoreGeometry(QByteArray(saved))
-    if not restored:
-        centre_on(window, QGuiApplication.primaryScreen().availableGeometry())
+    if not restored:  # its default size, made for a large screen, shrunk to a laptop's (1366 x 768)
+        available = QGuiApplication.primaryScreen().availableGeometry()
+        fit_to(window, available)
+        centre_on(window, available)
     keep_on_screen(window)
     return restored
 
@@ -46,8 +48,15 @@ def keep_on_screen(window: QWidget) -> None:
         if shown.width() * shown.height() >= VISIBLE_PART * area:
             return
     available = QGuiApplication.primaryScreen().availableGeometry()
-    window.resize(min(window.width(), available.width()), min(window.height(), available.height()))
+    fit_to(window, available)
     centre_on(window, available)
+
+
+def fit_to(window: QWidget, area: QRect) -> None:
+    """Shrink `window` so that its frame (title bar included) fits in `area`."""
+    frame, inner = window.frameGeometry(), window.geometry()
+    extra_w, extra_h = frame.width() - inner.width(), frame.height() - inner.height()
+    window.resize(min(window.width(), area.width() - extra_w), min(window.height(), area.height() - extra_h))
 
 
 def centre_on(window: QWidget, area: QRect) -> None:

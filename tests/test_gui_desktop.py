@@ -200,6 +200,9 @@ def test_the_window_comes_back_where_it_was_and_always_on_a_screen(qtbot, tmp_pa
     first = MainWindow(runs_root=tmp_path / "runs")
     qtbot.addWidget(first)
     screen = QGuiApplication.primaryScreen().availableGeometry()
+    # a first start: the default size (1200 x 850) fits the screen (offscreen: 800 x 800; on a
+    # 1366 x 768 laptop the title bar was above the screen's top)
+    assert screen.contains(first.frameGeometry()) and first.width() == screen.width()
     first.setGeometry(screen.x() + 40, screen.y() + 50, 640, 420)
     save_geometry(first, "main_window")
     again = MainWindow(runs_root=tmp_path / "runs")

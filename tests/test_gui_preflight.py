@@ -127,6 +127,6 @@ def test_speed_settings_are_set_from_the_summary_and_checked_on_this_machine(qtb
     kept = Real(SystemConfig(peak_tflops=0.01)).system()  # OK with no edit keeps a small peak
     assert kept.peak_tflops == 0.01
     summary.estimate_button.click()  # the next estimate remembers the measurement
-    qtbot.waitUntil(lambda: "carried over to this model" in summary.plan.text(), timeout=60_000)
+    qtbot.waitUntil(lambda: "the same for this model" in summary.plan.text(), timeout=60_000)
     assert "measured: " in summary.plan.text() and "by a probe on " in summary.plan.text()
     summary.grab().save(str(tmp_path / "summary.png"))

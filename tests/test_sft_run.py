@@ -258,6 +258,8 @@ def test_the_plan_counts_an_sft_runs_packed_examples_as_the_run_does(tmp_path, t
     assert f"steps          {plan.steps} optimizer steps" in capsys.readouterr().out
     assert main(["train", str(config_file), "--probe", "2"]) == 2  # would start the whole run unasked
     assert "--probe 2 measures the speed for the plan: add --dry-run" in capsys.readouterr().err
+    assert main(["sft", "--config", str(config_file), "--dry-run", "--probe", "0"]) == 2  # it measured nothing
+    assert "--probe 0: give a number of steps, 1 or more" in capsys.readouterr().err
 
 
 def test_the_plan_warns_of_examples_cut_to_a_row_as_the_run_then_cuts_them(tmp_path, tiny_model_dir):

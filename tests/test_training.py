@@ -115,6 +115,9 @@ def test_kill_and_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path, tiny
     assert [got[s]["lr"] for s in later] == pytest.approx([want[s]["lr"] for s in later], rel=1e-9)
     assert any(e.get("resumed_from") == resumed_from for e in events_of(run_dir, "status"))
     assert events_of(run_dir, "status")[-1]["state"] == "finished"
+    log = (run_dir / "logs" / "worker.log").read_text()  # what the monitor shows under its charts
+    assert "INFO transformers.trainer: ***** Running training *****" in log  # the libraries' log is kept,
+    assert "'train_runtime'" not in log and "share your model" not in log  # less the Trainer's printout and hub advice
 
 
 def test_a_stop_request_saves_a_checkpoint_and_ends_stopped(tmp_path, tiny_model_dir):
