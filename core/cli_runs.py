@@ -59,7 +59,11 @@ def refuse_probe_without_dry_run(args) -> None:
 
 def print_plan(config: RunConfig, probe_steps: int) -> int:
     """The dry run of `train` and `sft`: the plan, printed; nothing is created."""
+    from transformers.utils import logging as transformers_logging
+
     from .plan import format_plan, plan_run
+
+    transformers_logging.disable_progress_bar()  # a probe's "Loading weights" bar amid the plan
 
     print(format_plan(plan_run(config, probe_steps=probe_steps)))
     return 0

@@ -337,6 +337,8 @@ def format_plan(plan: Plan) -> str:
         f"time           about {format_duration(plan.time.seconds)}, and about "
         f"{format_duration(plan.evaluation_seconds)} of evaluation",
         *(f"{'':<15}{part}" for part in plan.time.basis.split("; ")),  # a measurement's is long: a line each part
+        f"{'':<15}(step 0's evaluation included; loading the model and tokenizing the "
+        f"{'instruction data' if plan.stage == 'sft' else 'corpus'} before it are not)",
         f"memory         {format_bytes(plan.memory.total)} at the peak: {plan.memory_rating or 'not rated'}",
     ]
     kernels = [f"{'kernels' if i == 0 else '':<15}{part}" for i, part in enumerate(plan.kernels.split("; "))]

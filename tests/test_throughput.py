@@ -122,6 +122,8 @@ def test_the_plan_uses_a_measurement_of_this_machine_and_a_probe_records_one(tin
     at = next(i for i, line in enumerate(lines) if line.startswith("time "))
     assert lines[at].endswith(" of evaluation") and lines[at + 1] == " " * 15 + planned.basis.split("; ")[0]
     assert lines[at + 2] == " " * 15 + f"the same for this model: {planned.tokens_per_second:,.0f} tokens/s"
+    assert lines[at + 3].strip() == ("(step 0's evaluation included; loading the model and tokenizing the corpus "
+                                     "before it are not)")
 
 
 def test_a_plan_with_other_kernels_than_the_measurement_says_so(tiny_model_dir, tmp_path):
