@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             DiskFullError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before a run's worker started (a followed run handles its own)
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader left early (`cpt-studio runs | head`): end quietly, as Python's docs advise
         # (library/signal.html, "Note on SIGPIPE"), not with a traceback; a followed run goes on.

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .cli_runs import run_folder
 from .config_help import option_help
+from .estimate import format_duration
 from .events import EventTail, Phase, StatusEvent
 from .run_folder import RunPaths
 
@@ -152,7 +153,7 @@ def _print_progress(tail: EventTail) -> None:
         eta, state = event.eta_seconds, event.state.value if event.state else None
         counts = f" [{event.done}/{event.total}]" if event.total else ""
         print(f"[{state}]{counts} {event.message or ''}"
-              + (f" (about {eta / 60:.1f} min left)" if eta else ""), flush=True)
+              + (f" (about {format_duration(eta)} left)" if eta and eta >= 1 else ""), flush=True)
         if event.phase == Phase.EVALUATING:  # the first report lists what is skipped
             for name, reason in (event.get("unavailable") or {}).items():
                 print(f"  unavailable, skipped: {name}: {reason}")

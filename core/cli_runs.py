@@ -7,6 +7,7 @@ run's progress from its events.jsonl, as the GUI reads it.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -122,23 +123,42 @@ def follow(run_dir: Path, process) -> int:
     """Print progress lines and the evaluation table until the worker exits.
     Ctrl-C asks the run to stop (it saves a checkpoint); a second Ctrl-C leaves it running."""
     printer = ProgressPrinter(RunPaths(run_dir).events)
+    _stop_when_the_terminal_goes(run_dir)
     try:
-        while True:
-            printer.update()
-            if process.poll() is not None:
-                printer.update()
-                break
-            time.sleep(0.5)
+        _print_until_exit(printer, process)
     except KeyboardInterrupt:
         request_stop(run_dir)
-        print("\nstop requested; waiting for the checkpoint (Ctrl-C again to leave it running)")
+        print("\nstop requested; waiting for the checkpoint (Ctrl-C again to leave it running)", flush=True)
         try:
-            process.wait()
+            _print_until_exit(printer, process)  # to its last lines: the checkpoint, "stopped"
         except KeyboardInterrupt:
+            print(f"\nleft running in the background; `cpt-studio stop {run_dir}` stops it")
             return 130
     if process.returncode:
         _print_failure(run_dir, process.returncode, printer.status)
+    elif printer.status is not None and printer.status.state == State.STOPPED and list_checkpoints(run_dir):
+        last = max(checkpoint_step(path) for path in list_checkpoints(run_dir))
+        print(f"`cpt-studio resume {run_dir}` goes on from step {last:,}")
     return process.returncode
+
+
+def _print_until_exit(printer: ProgressPrinter, process) -> None:
+    while process.poll() is None:
+        printer.update()
+        time.sleep(0.5)
+    printer.update()
+
+
+def _stop_when_the_terminal_goes(run_dir: Path) -> None:
+    """A followed run stops (with a checkpoint) when its terminal closes (SIGHUP) or the command is
+    ended (SIGTERM): the worker, in a session of its own, would go on training with no console."""
+    def stop(signum, _frame):
+        request_stop(run_dir)
+        raise SystemExit(128 + signum)
+
+    for name in ("SIGHUP", "SIGTERM"):  # Windows has no SIGHUP
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), stop)
 
 
 class ProgressPrinter(RunTimeline):

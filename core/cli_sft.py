@@ -35,10 +35,16 @@ def add_commands(commands) -> None:
         sft.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="FIELD", help=option_help(f"sft.{name}"))
     sft.add_argument("--template", help=option_help("sft.template"))
     sft.add_argument("--method", choices=("full", "lora"), help=option_help("method.kind", "default: the parent's"))
-    sft.add_argument("--lr", type=float, help=option_help("schedule.peak_lr", "default for SFT 2e-5, 2e-4 with LoRA"))
+    # The schedule's own help speaks of CPT (a low LR, passes over the domain corpus): SFT's here.
+    sft.add_argument("--lr", type=float, help="schedule.peak_lr: the peak learning rate (default for SFT "
+                     "2e-5, 2e-4 with LoRA)")
     sft.add_argument("--skip-bad", action="store_true", help=option_help("sft.skip_bad"))
-    sft.add_argument("--epochs", type=float, help=option_help("schedule.epochs", "default for SFT 3"))
-    sft.add_argument("--max-steps", type=int, help=option_help("schedule.max_steps"))
+    sft.add_argument("--epochs", type=float, help="schedule.epochs: passes over the instruction data "
+                     "(default for SFT 3)")
+    sft.add_argument("--max-steps", type=int, help="schedule.max_steps: optimizer steps (instead of --epochs)")
+    sft.add_argument("--seq-len", type=int, metavar="TOKENS", help=option_help("batch.seq_len", "default: the parent's"))
+    sft.add_argument("--heldout-count", type=int, metavar="N", help="eval.heldout_count: instruction examples "
+                     "held out and scored on their responses (default: eval.heldout_fraction of them)")
     sft.add_argument("--replay", type=float, default=0.0, metavar="RATIO",
                      help=option_help("corpus.replay_ratio", "default for SFT 0: the general corpus "
                                       "is measured, not replayed"))
@@ -99,9 +105,11 @@ def _config(args) -> RunConfig:
         if getattr(args, name) is not None:
             setattr(config.sft, name, getattr(args, name))
     config.sft.skip_bad = args.skip_bad
-    for option, name in (("lr", "peak_lr"), ("epochs", "epochs"), ("max_steps", "max_steps")):
+    for option, section, name in (("lr", config.schedule, "peak_lr"), ("epochs", config.schedule, "epochs"),
+                                  ("max_steps", config.schedule, "max_steps"), ("seq_len", config.batch, "seq_len"),
+                                  ("heldout_count", config.eval, "heldout_count")):
         if getattr(args, option) is not None:
-            setattr(config.schedule, name, getattr(args, option))
+            setattr(section, name, getattr(args, option))
     return config
 
 

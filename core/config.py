@@ -556,12 +556,14 @@ class SftConfig:
     """Instruction records: an optional field whose text follows the instruction after a blank
     line (absent or empty in a record: nothing is added)."""
     response_field: str = "response"
-    """Instruction records: the field that holds the response (the only text trained on)."""
+    """Instruction records: the field that holds the response (the only text trained on). Left
+    at "response", a record without it but with Alpaca's "output" uses that."""
     system_field: str = "system"
     """Instruction records: an optional field with a system prompt."""
     messages_field: str = "messages"
     """Chat records: the field that holds the list of {"role", "content"} messages (roles
-    system, user, assistant; the last message is the assistant's)."""
+    system, user, assistant; the last message is the assistant's). Left at "messages", a record
+    without it but with ShareGPT's "conversations" ({"from": "human"/"gpt", "value"}) uses that."""
     template: str = "auto"
     """The chat template: 'auto' (the tokenizer's own, else the plain template), 'plain'
     (### Instruction: / ### Response:, for base models), a .jinja file, or a model folder whose
@@ -576,12 +578,25 @@ class SftConfig:
         if self.format not in SFT_FORMATS:
             problems.append(f"sft.format: {self.format!r} is unknown; use auto, instruction or chat")
         for path in self.data:
-            if not Path(path).expanduser().is_file():
-                problems.append(f"sft.data: {path} does not exist or is not a file; check the path")
+            problem = data_file_problem(Path(path).expanduser())
+            if problem:
+                problems.append(f"sft.data: {path} {problem}")
         for name in ("instruction_field", "response_field", "messages_field"):
             if not getattr(self, name):
                 problems.append(f"sft.{name}: name the field (it cannot be empty)")
         return problems
+
+
+def data_file_problem(path: Path) -> str | None:
+    """What is wrong with an instruction data file's path (the words after the path), or None."""
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return "is a folder; give the instruction data files in it (.jsonl, or .json holding one array of records)"
+    if any(c in path.name for c in "*?["):
+        return ("is a pattern no shell expanded (it was quoted); give the files themselves, e.g. "
+                "--data folder/*.jsonl without quotes")
+    return "does not exist; check the path"
 
 
 @dataclass

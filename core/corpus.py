@@ -47,9 +47,10 @@ class SourceSpec:
     """One corpus source: a file or a folder of files, and how to read its records."""
 
     path: str
-    """A .jsonl/.ndjson, .txt or .parquet file (each may end in .gz), or a folder of them."""
+    """A .jsonl/.ndjson, .txt or .parquet file (each may end in .gz), or a folder of them; or a
+    .json file holding one array of records (read when named, not in a folder)."""
     text_field: str = "text"
-    """JSONL and Parquet: the field or column that holds the document text."""
+    """JSONL, JSON and Parquet: the field or column that holds the document text."""
     txt_mode: str = "file"
     """Plain text: 'file' (each file is one document) or 'blocks' (blank lines separate documents)."""
 
@@ -118,12 +119,14 @@ def source_files(spec: SourceSpec) -> tuple[list[Path], list[Problem]]:
         return [path], []
     files = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) not in (None, "json") and not _hidden(p, path))
     if not files:
-        return [], [Problem(str(path), None, f"folder holds no corpus files ({_supported()})")]
+        return [], [Problem(str(path), None, f"folder holds no corpus files ({_supported(folder=True)}; a "
+                                             ".json array is read when named as a file of its own)")]
     return files, []
 
 
-def _supported() -> str:
-    return ", ".join(SUFFIXES) + " (each optionally .gz)"
+def _supported(folder: bool = False) -> str:
+    kinds = [suffix for suffix in SUFFIXES if not (folder and suffix == ".json")]
+    return ", ".join(kinds) + " (each optionally .gz)"
 
 
 def _hidden(path: Path, root: Path) -> bool:

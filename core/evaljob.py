@@ -124,6 +124,8 @@ def _refuse_bad(run_dir: Path, request: EvalRequest) -> None:
     for step in request.checkpoints:
         if step != BASE_STEP:
             checkpoint_folder(run_dir, step)  # FileNotFoundError naming the kept steps
+    if request.probes:  # every bad line at once, here, not one per attempt from the worker
+        read_probes(request.probes)
 
 
 def load_request(run_dir: Path) -> EvalRequest:

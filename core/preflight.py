@@ -340,9 +340,11 @@ def sft_cut_warnings(config: RunConfig, training: int, cut: int, dropped: int, l
     fix = (f"raise batch.seq_len to {fits:,} (the longest example, {origin}, has {tokens:,} tokens)"
            if fits > seq_len else
            f"the longest example, {origin}, has {tokens:,} tokens, more than the model's context ({context:,})")
-    left = f"; {dropped:,} of them are left out: the cut leaves no response token" if dropped else ""
-    return [f"batch.seq_len: {cut:,} of the {training:,} training instruction examples are longer than "
-            f"{seq_len:,} tokens and are cut to it, so the ends of their responses are not trained{left}; "
+    left = (f"; {dropped:,} of them {'is' if dropped == 1 else 'are'} left out: the cut leaves no response token"
+            if dropped else "")
+    return [f"batch.seq_len: {cut:,} of the {training:,} training instruction examples "
+            f"{'is' if cut == 1 else 'are'} longer than "
+            f"{seq_len:,} tokens and {'is' if cut == 1 else 'are'} cut to it, so the ends of their responses are not trained{left}; "
             f"{fix}, or shorten those examples"]
 
 

@@ -132,10 +132,15 @@ def start_worker(run_dir: Path, *, resume: bool = False, accept_changed_corpus: 
     process per GPU of this machine (cpt_studio.core.launch.local_command).
 
     It runs in its own session (POSIX) or process group without a console (Windows), so closing
-    the terminal or the GUI never stops it, and a terminal's Ctrl-C reaches only the command that
-    follows it (which asks the run to stop and save), not the worker (detached_options).
-    `accept_changed_corpus`: a resume goes on although the corpus changed (cpt_studio.core.data)."""
+    the GUI never stops it, and a terminal's Ctrl-C (or its closing) reaches only the command
+    that follows it, which asks the run to stop and save, not the worker (detached_options).
+    `accept_changed_corpus`: a resume goes on although the corpus changed (cpt_studio.core.data).
+    ValueError for a second worker, and for resuming a finished run (it trained again from its
+    last step, re-scoring its benchmarks)."""
     paths = RunPaths(Path(run_dir))
+    if resume and run_state(paths.root).get("state") == "finished":
+        raise ValueError(f"{paths.root} has finished: nothing to resume (a further stage starts from one "
+                         "of its checkpoints: parent_run and parent_step in a new config, or Instruction-tune)")
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     if RunConfig.load(paths.config).system.processes > 1:  # one process per GPU, through accelerate
         from .launch import local_command

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import SftConfig
+from .config import SftConfig, data_file_problem
 from .corpus import Problem, jsonl_objects
 from .document_tokens import added_bos_id
 from .packing import IGNORE_INDEX, padded_row
@@ -128,12 +128,9 @@ def read_examples_and_skipped(settings: SftConfig) -> tuple[list[SftExample], li
 
 
 def _file_examples(path: Path, settings: SftConfig) -> Iterator[SftExample | Problem]:
-    if path.is_dir():
-        yield Problem(str(path), None, "is a folder; give the instruction data files in it (.jsonl, or "
-                                       ".json holding one array of records)")
-        return
-    if not path.is_file():
-        yield Problem(str(path), None, "does not exist or is not a file; check the path")
+    problem = data_file_problem(path)
+    if problem:
+        yield Problem(str(path), None, problem)
         return
     for item in jsonl_objects(path, "an object (one example)"):
         if isinstance(item, Problem):
@@ -146,20 +143,32 @@ def _file_examples(path: Path, settings: SftConfig) -> Iterator[SftExample | Pro
 
 
 def record_messages(record: dict, settings: SftConfig) -> list[dict] | str:
-    """The record's conversation as messages, or what is wrong with it (with the fix)."""
+    """The record's conversation as messages, or what is wrong with it (with the fix). With the
+    default field names, the two layouts most instruction data comes in read as they are:
+    ShareGPT's `conversations` and Alpaca's `output` (SHAREGPT_FIELD, ALPACA_RESPONSE)."""
     fmt = settings.format
-    if fmt == "chat" or (fmt == "auto" and settings.messages_field in record):
-        return _chat_messages(record, settings.messages_field)
+    messages_field = _default_or_known(record, settings, "messages_field", SHAREGPT_FIELD)
+    if fmt == "chat" or (fmt == "auto" and messages_field in record):
+        return _chat_messages(record, messages_field)
     if fmt == "instruction" or settings.instruction_field in record:
         return _instruction_messages(record, settings)
     fields = ", ".join(sorted(record)) or "none"
-    if isinstance(record.get("conversations"), list):
-        return (f"no messages field '{settings.messages_field}' (fields: {fields}); the conversations "
-                "look like ShareGPT's: set sft.messages_field to 'conversations' (--messages-field conversations)")
     return (f"neither an instruction field '{settings.instruction_field}' nor a messages field "
             f"'{settings.messages_field}' (fields: {fields}); name the record's fields with "
             "sft.instruction_field and sft.response_field (--instruction-field, --response-field) "
             "or sft.messages_field (--messages-field)")
+
+
+SHAREGPT_FIELD, ALPACA_RESPONSE = "conversations", "output"
+"""The fields ShareGPT's conversations and Alpaca's responses are in."""
+
+
+def _default_or_known(record: dict, settings: SftConfig, name: str, known: str) -> str:
+    """The field `name` of the settings; when it is the default and the record lacks it, the
+    widely used `known` one the record has instead (else the default, whose absence is named)."""
+    chosen = getattr(settings, name)
+    default = SftConfig.__dataclass_fields__[name].default
+    return known if chosen == default and chosen not in record and known in record else chosen
 
 
 FIELD_ALIASES = {"instruction": ("instruction", "prompt", "question", "query"),
@@ -170,7 +179,8 @@ the configured field is missing."""
 
 def _instruction_messages(record: dict, settings: SftConfig) -> list[dict] | str:
     fields = ", ".join(sorted(record)) or "none"
-    for name, option in ((settings.instruction_field, "instruction"), (settings.response_field, "response")):
+    response_field = _default_or_known(record, settings, "response_field", ALPACA_RESPONSE)
+    for name, option in ((settings.instruction_field, "instruction"), (response_field, "response")):
         if name not in record:
             likely = next((f for f in FIELD_ALIASES[option] if f in record), None)
             hint = f"'{likely}' (it looks like the {option})" if likely else f"the field that holds the {option}"
@@ -178,7 +188,7 @@ def _instruction_messages(record: dict, settings: SftConfig) -> list[dict] | str
                     f"--{option}-field) to {hint}")
     messages = []
     for name, role in ((settings.system_field, "system"), (settings.instruction_field, "user"),
-                       (settings.response_field, "assistant")):
+                       (response_field, "assistant")):
         optional = role == "system"
         if optional and (not name or record.get(name) in (None, "")):
             continue

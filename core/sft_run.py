@@ -258,6 +258,12 @@ def _sft_part(config: RunConfig, tokenizer, template: ChatTemplate, examples: li
                          f"response token within its first {seq_len:,} tokens (the longest, {train.longest_origin}, "
                          f"has {train.longest:,}); "
                          f"raise batch.seq_len to {row_length_for(train.longest):,}, or shorten the prompts")
+    if heldout.size and not kept[1]:  # else every evaluation scores nothing (perplexity 1.0, no gain)
+        raise ValueError(f"batch.seq_len: none of the {heldout.size:,} held-out instruction examples has a "
+                         f"response token within its first {seq_len:,} tokens (the longest, {kept[0].longest_origin}, "
+                         f"has {kept[0].longest:,}), so the run's evaluation would score nothing; raise "
+                         f"batch.seq_len to {row_length_for(kept[0].longest):,}, or hold out more examples "
+                         "(eval.heldout_count)")
     rows = PackedExamples(train, seq_len, pad)
     if events is not None:
         cut = (f"; {train.cut} longer than {seq_len} tokens were cut to it ({len(train.dropped)} "

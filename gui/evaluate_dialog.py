@@ -336,7 +336,7 @@ class EvaluateDialog(QDialog):
     def _on_ok_clicked(self) -> None:
         try:
             start_evaluation(self.paths.root, self.request())
-        except (ValueError, FileNotFoundError) as exc:
+        except (ValueError, FileNotFoundError, CorpusError) as exc:  # CorpusError: a bad probe file, every line
             self.error.setText(str(exc))
             self.error.show()
             return

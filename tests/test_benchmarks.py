@@ -205,6 +205,10 @@ def test_cli_evaluate_and_report_with_exit_codes(fact_run):
     assert len(err.strip().splitlines()) == 1
     code, _, err = cli("evaluate", run_dir, "--checkpoints", "ten", "--probes", probes)
     assert code == 2 and "give step numbers separated by commas" in err
+    bad = run_dir.parent / "bad-probes.jsonl"  # every bad line at once, before a job starts (a tester
+    bad.write_text('{"prompt": "a"}\nnot json\n{"question": "q", "choices": ["x"], "answer": 0}\n')  # got one a try)
+    code, out, err = cli("evaluate", run_dir, "--checkpoints", "20", "--probes", bad)
+    assert code == 2 and "[running]" not in out and all(f"{bad} line {n}:" in err for n in (1, 2, 3)), err
 
 
 def test_a_stop_request_ends_the_evaluation_between_tasks(fact_run):

@@ -139,3 +139,7 @@ def test_a_json_array_corpus_is_read_and_a_json_document_named_jsonl_is_told_wha
     (tmp_path / "corpus.jsonl").write_text(json.dumps(records, indent=2))
     [(_, line, message)] = problems_of(SourceSpec(str(tmp_path / "corpus.jsonl")))
     assert line == 1 and "one JSON document over many lines" in message and "name it .json" in message
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "corpus.json").write_text(json.dumps(records))
+    [(_, _, message)] = problems_of(SourceSpec(str(tmp_path / "folder")))  # it listed .json among its kinds
+    assert ".jsonl, .ndjson, .txt, .parquet" in message and "a .json array is read when named as a file" in message

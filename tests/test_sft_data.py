@@ -206,17 +206,15 @@ def test_a_preview_shows_the_rendered_example_with_the_trained_part_marked(chat_
     assert shown == f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n⟦{ANSWER}<|im_end|>⟧\n"
 
 
-def test_an_alpaca_file_is_told_which_field_to_use(tmp_path):
-    """Alpaca's instruction/input/output: the error names the likely field and the setting."""
-    from cpt_studio.core.config import SftConfig
-    from cpt_studio.core.sft_data import SftDataError, read_examples
-
-    path = tmp_path / "alpaca.jsonl"
-    path.write_text(json.dumps({"instruction": "Name a drug.", "input": "", "output": "Tacrolimus."}) + "\n")
+def test_a_response_field_of_another_name_is_told_which_field_to_use(tmp_path):
+    """instruction/answer records (Alpaca's instruction/input/output reads as it is): the error
+    names the likely field and the setting."""
+    path = tmp_path / "qa.jsonl"
+    path.write_text(json.dumps({"instruction": "Name a drug.", "input": "", "answer": "Tacrolimus."}) + "\n")
     with pytest.raises(SftDataError) as error:
         read_examples(SftConfig(data=[str(path)]))
-    assert "set the response field (sft.response_field, --response-field) to 'output' (it looks like the response)" in str(error.value)
-    assert read_examples(SftConfig(data=[str(path)], response_field="output"))[0].messages[-1]["content"] == "Tacrolimus."
+    assert "set the response field (sft.response_field, --response-field) to 'answer' (it looks like the response)" in str(error.value)
+    assert read_examples(SftConfig(data=[str(path)], response_field="answer"))[0].messages[-1]["content"] == "Tacrolimus."
 
 
 ALPACA = [{"instruction": "Name a calcineurin inhibitor.", "input": "", "output": "Tacrolimus."},
@@ -228,16 +226,16 @@ def test_the_common_instruction_files_read_as_they_come(tmp_path):
     {"from": "human"/"gpt", "value"}: both were refused (by the file name, by the role)."""
     alpaca = tmp_path / "alpaca_data.json"
     alpaca.write_text(json.dumps(ALPACA, indent=4), encoding="utf-8")
-    examples = read_examples(SftConfig(data=[str(alpaca)], response_field="output"))
+    examples = read_examples(SftConfig(data=[str(alpaca)]))  # no --response-field output needed
     assert [(e.line, e.messages[-1]["content"]) for e in examples] == [(2, "Tacrolimus."), (7, "T-A-C-R-O-L-I-M-U-S.")]
     assert examples[1].messages[0]["content"] == "Spell the drug.\n\ntacrolimus"  # the input follows
     sharegpt = _write(tmp_path / "sharegpt.jsonl", [{"conversations": [
         {"from": "system", "value": SYSTEM}, {"from": "human", "value": QUESTION}, {"from": "gpt", "value": ANSWER}]}])
-    with pytest.raises(SftDataError, match="set sft.messages_field to 'conversations'"):
-        read_examples(SftConfig(data=[sharegpt]))
-    [example] = read_examples(SftConfig(data=[sharegpt], messages_field="conversations"))
+    [example] = read_examples(SftConfig(data=[sharegpt]))  # nor --messages-field conversations
     assert example.messages == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION},
                                 {"role": "assistant", "content": ANSWER}]
+    with pytest.raises(SftDataError, match="no field 'answer'"):  # a field named by the user is that field
+        read_examples(SftConfig(data=[str(alpaca)], response_field="answer"))
 
 
 def test_json_shaped_instruction_files_are_told_what_they_are(tmp_path):
@@ -271,9 +269,12 @@ def test_too_few_instruction_examples_to_hold_some_out_names_the_setting():
     from cpt_studio.core.data import heldout_ids
 
     with pytest.raises(ValueError) as caught:
-        heldout_ids("sft", 1, EvalConfig(heldout_count=8), seed=0)
-    assert str(caught.value) == ("instruction data: cannot hold out 8 of 1 instruction examples: at least one "
+        heldout_ids("sft", 3, EvalConfig(heldout_count=8), seed=0)
+    assert str(caught.value) == ("instruction data: cannot hold out 8 of 3 instruction examples: at least one "
                                  "must be left for training; lower eval.heldout_count (8) or add instruction examples")
+    with pytest.raises(ValueError, match=r"^instruction data: 1 instruction examples; at least 2 are needed \(one "
+                       r"held out to evaluate, one to train on\): add instruction examples$"):
+        heldout_ids("sft", 1, EvalConfig(), seed=0)  # it said to lower eval.heldout_fraction: no help
 
 
 def test_the_preflight_names_the_records_skip_bad_leaves_out(tmp_path):

@@ -288,6 +288,28 @@ def test_the_plan_warns_of_examples_cut_to_a_row_as_the_run_then_cuts_them(tmp_p
     assert not [w for w in plan_run(config).warnings if w.startswith("batch.seq_len: ")]
 
 
+def test_held_out_examples_the_row_cuts_to_nothing_are_refused_in_the_plan_and_the_run(tmp_path, tiny_model_dir):
+    """A tester's SFT run held out 1 example whose response the row cut away: every evaluation
+    scored nothing (domain perplexity 1.000, gain 0.00%) and the run recommended a checkpoint by it."""
+    from cpt_studio.core.data import heldout_ids
+
+    parent = _parent(tmp_path, tiny_model_dir, "full")
+    config = sft_config(parent, 2, [])
+    config.eval = EvalConfig(interval=1, heldout_count=2, max_tokens=2000)
+    held = set(heldout_ids("sft", len(PAIRS), config.eval, config.seed).tolist())
+    data = tmp_path / "qa.jsonl"  # the held-out examples' prompts fill a 64-token row, the others' do not
+    data.write_text("".join(json.dumps({"instruction": q * (4 if i in held else 1), "response": a}) + "\n"
+                            for i, (q, a) in enumerate(PAIRS)))
+    config.sft.data, config.schedule.max_steps, config.batch.seq_len = [str(data)], 1, 64
+    refusal = (r"batch.seq_len: none of the 2 held-out instruction examples has a response token within its "
+               r"first 64 tokens \(the longest, .*qa.jsonl line \d, has \d+\), so the run's evaluation would "
+               r"score nothing; raise batch.seq_len to \d+, or hold out more examples \(eval.heldout_count\)")
+    with pytest.raises(ValueError, match=refusal):
+        plan_run(config)  # it said "2 of the 8 instruction examples are held out"
+    with pytest.raises(ValueError, match=refusal):  # the worker records it as the run's failure
+        train(create_sft_run(config, tmp_path / "runs"))
+
+
 def test_cpt_studio_sft_plans_and_saves_its_config_without_making_a_run(tmp_path, tiny_model_dir, capsys):
     from cpt_studio.core.cli import main
     from cpt_studio.core.runs import runs_dir
@@ -304,5 +326,14 @@ def test_cpt_studio_sft_plans_and_saves_its_config_without_making_a_run(tmp_path
     assert f"cpt-studio sft --config {saved}" in capsys.readouterr().out
     config = RunConfig.load(saved)
     assert config.stage == "sft" and config.schedule.epochs == 2.0 and config.parent_step == 2
+    assert main(["sft", str(parent), "--data", str(data), "--seq-len", "96", "--heldout-count", "3",
+                 "--save-config", str(saved)]) == 0  # what the plan's warnings ask to change
+    capsys.readouterr()
+    config = RunConfig.load(saved)
+    assert (config.batch.seq_len, config.eval.heldout_count) == (96, 3)
     assert sorted((tmp_path / "runs").iterdir()) == runs  # neither made a run folder
     assert not runs_dir().exists() or not any(runs_dir().iterdir())
+    for given, said in ((tmp_path, "is a folder; give the instruction data files in it"),  # it said "does not exist"
+                        (tmp_path / "*.jsonl", "is a pattern no shell expanded (it was quoted)")):
+        assert main(["sft", str(parent), "--data", str(given), "--dry-run"]) == 2
+        assert f"sft.data: {given} {said}" in capsys.readouterr().err

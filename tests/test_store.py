@@ -698,6 +698,10 @@ def test_cli_runs_lists_a_run_in_progress_and_a_dead_worker_s_run_as_failed_with
     assert f"`cpt-studio resume {dead}` goes on from step 30" in shown
     assert main(["stop", "dead"]) == 1  # a run by its name, as `show` takes it
     assert f"{dead} is not running" in capsys.readouterr().out
+    done = data_dir() / "runs" / "2025-06-01-done"
+    write_run(done, name="done")
+    assert main(["resume", "done"]) == 2  # it trained again from its last step, re-scoring its benchmarks
+    assert f"{done} has finished: nothing to resume" in capsys.readouterr().err
 
 
 def test_cli_output_to_a_reader_that_left_ends_without_a_traceback():

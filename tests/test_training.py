@@ -136,10 +136,13 @@ def test_a_stop_request_saves_a_checkpoint_and_ends_stopped(tmp_path, tiny_model
 
 
 @pytest.mark.skipif(os.name == "nt", reason="a terminal's Ctrl-C is a SIGINT to its foreground process group")
-def test_ctrl_c_on_cpt_studio_train_stops_the_run_with_a_checkpoint(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("sent, code", [(signal.SIGINT, 0), (signal.SIGHUP, 128 + signal.SIGHUP)])
+def test_ctrl_c_or_closing_the_terminal_stops_a_followed_run_with_a_checkpoint(tmp_path, tiny_model_dir, sent, code):
     """A terminal sends Ctrl-C's SIGINT to its whole foreground process group: the CLI (which
     asks the run to stop and waits for its checkpoint) and, when it was in that group, the
-    worker, which died mid-step (a tester: run failed, steps since the last checkpoint lost)."""
+    worker, which died mid-step (a tester: run failed, steps since the last checkpoint lost).
+    Closing the terminal (SIGHUP) stops it too: in a session of its own the worker went on
+    training with no console; Ctrl-C's output ends with the run's last lines and how to resume."""
     config = tiny_run_config(tiny_model_dir, tmp_path / "data",
                              schedule=ScheduleConfig(peak_lr=1e-3, max_steps=5000, warmup_ratio=0.01),
                              checkpoints=CheckpointConfig(interval=1000, keep=1))
@@ -151,16 +154,19 @@ def test_ctrl_c_on_cpt_studio_train_stops_the_run_with_a_checkpoint(tmp_path, ti
     try:
         run_dir = wait_for(lambda: next(runs_dir().glob("*/events.jsonl"), None), 120, "the run folder").parent
         wait_for(lambda: events_of(run_dir, "step"), 120, "the first training step")
-        os.killpg(cli.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        os.killpg(cli.pid, sent)  # what the terminal does on Ctrl-C, or as it closes
         output, _ = cli.communicate(timeout=120)
+        wait_for(lambda: events_of(run_dir, "status")[-1]["state"] == "stopped", 120, "the run to stop")
     finally:
         if cli.poll() is None:
             os.killpg(cli.pid, signal.SIGKILL)
-    assert cli.returncode == 0, output
-    assert "stop requested; waiting for the checkpoint" in output
+    assert cli.returncode == code, output
     status = events_of(run_dir, "status")[-1]
-    assert status["state"] == "stopped", output
     assert [p.name for p in list_checkpoints(run_dir)] == [f"checkpoint-{status['step']}"]
+    if sent == signal.SIGINT:
+        assert "stop requested; waiting for the checkpoint" in output
+        assert output.rstrip().endswith(f"`cpt-studio resume {run_dir}` goes on from step {status['step']:,}"), output
+        assert "[stopped]" in output
 
 
 def test_the_wizard_lr_curve_is_the_one_training_follows(tmp_path, tiny_model_dir):
