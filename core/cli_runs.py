@@ -7,6 +7,8 @@ run's progress from its events.jsonl, as the GUI reads it.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import signal
 import sys
 import time
@@ -87,7 +89,7 @@ def launch(run_dir: Path, *, resume: bool, detach: bool, accept_changed_corpus: 
     if detach:
         print(f"running in the background (pid {process.pid}); `cpt-studio stop {run_dir}` stops it")
         return 0
-    return follow(run_dir, process)
+    return follow(run_dir, process, resumed=resume)
 
 
 def launch_bundle(args) -> int:
@@ -119,10 +121,13 @@ def stop(args) -> int:
     return 0
 
 
-def follow(run_dir: Path, process) -> int:
-    """Print progress lines and the evaluation table until the worker exits.
+def follow(run_dir: Path, process, resumed: bool = False) -> int:
+    """Print progress lines and the evaluation table until the worker exits (a resumed run's
+    from where it goes on: its earlier lines were printed when they happened).
     Ctrl-C asks the run to stop (it saves a checkpoint); a second Ctrl-C leaves it running."""
     printer = ProgressPrinter(RunPaths(run_dir).events)
+    if resumed:
+        printer.catch_up()
     _stop_when_the_terminal_goes(run_dir)
     try:
         _print_until_exit(printer, process)
@@ -169,6 +174,13 @@ class ProgressPrinter(RunTimeline):
         super().__init__(path)
         self.header_done = False
         self.last_line = 0.0
+
+    def catch_up(self) -> None:
+        """Read what the file holds so far without printing it (a resumed run's history: its
+        total steps and resumes are kept); the table's header comes again with the next row."""
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.update()
+        self.header_done = False
 
     def on_status(self, event: StatusEvent) -> None:
         if event.message and event.state:

@@ -83,7 +83,7 @@ def _resume_lines(row: dict[str, Any], checkpoints: list[dict[str, Any]]) -> lis
 
 def _summary_lines(row: dict[str, Any]) -> list[str]:
     total = f" of {row['total_steps']:,}" if row["total_steps"] else ""
-    message = f": {row['message']}" if row["message"] else ""
+    message = f": {row['message']}" if row["message"] and row["message"] != row["phase"] else ""
     lines = [
         _field("run", row["name"]),
         _field("folder", row["id"]),

@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .corpus import TXT_MODES, SourceSpec
+from .corpus import TXT_MODES, SourceSpec, relative_note
 
 
 @dataclass
@@ -596,7 +596,7 @@ def data_file_problem(path: Path) -> str | None:
     if any(c in path.name for c in "*?["):
         return ("is a pattern no shell expanded (it was quoted); give the files themselves, e.g. "
                 "--data folder/*.jsonl without quotes")
-    return "does not exist; check the path"
+    return f"does not exist{relative_note(path)}; check the path"
 
 
 @dataclass

@@ -112,7 +112,7 @@ def source_files(spec: SourceSpec) -> tuple[list[Path], list[Problem]]:
     if spec.txt_mode not in TXT_MODES:
         return [], [Problem(str(path), None, f"unknown text mode {spec.txt_mode!r}; use 'file' or 'blocks'")]
     if not path.exists():
-        return [], [Problem(str(path), None, "does not exist; check the path")]
+        return [], [Problem(str(path), None, f"does not exist{relative_note(path)}; check the path")]
     if path.is_file():
         if _kind(path) is None:
             return [], [Problem(str(path), None, f"is not a corpus file; use {_supported()}")]
@@ -122,6 +122,12 @@ def source_files(spec: SourceSpec) -> tuple[list[Path], list[Problem]]:
         return [], [Problem(str(path), None, f"folder holds no corpus files ({_supported(folder=True)}; a "
                                              ".json array is read when named as a file of its own)")]
     return files, []
+
+
+def relative_note(path: Path) -> str:
+    """For a relative path that was not found: where it was looked for (the current folder, not
+    the config file's), else ""."""
+    return "" if path.is_absolute() else f" (looked for as {Path.cwd() / path}: a relative path is read from the folder the command runs in)"
 
 
 def _supported(folder: bool = False) -> str:

@@ -220,7 +220,8 @@ def _evaluate_checkpoint(job: _Job, step: int, manager, outcome: EvalOutcome,
     for name, kind in job.kinds.items():
         if should_stop():
             return False
-        job.report(f"{label}: {name}", checkpoint=label, task=name)
+        reused = " (its scores from an earlier evaluation of this model)" if name in cached else ""
+        job.report(f"{label}: {name}{reused}", checkpoint=label, task=name)
         scores = cached.get(name)
         if scores is None:
             if lm is None:

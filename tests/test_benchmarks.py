@@ -133,6 +133,8 @@ def test_base_scores_are_computed_once_and_reused(fact_run, tiny_model_dir, tmp_
     other = create_run(fact_run_config(tiny_model_dir, tmp_path / "data"), tmp_path / "runs")
     third = evaluate_run(other, EvalRequest(checkpoints=[0], probes=str(probes), limit=4))
     assert calls == ["probes_cloze", "probes_mc"] * 2 and all(s["cached"] for s in third.scores)
+    said = [json.loads(line).get("message", "") for line in (other / "eval" / "events.jsonl").read_text().splitlines()]
+    assert "base: probes_mc (its scores from an earlier evaluation of this model)" in said  # not as if scored now
 
 
 def test_a_probe_task_has_the_same_version_in_every_process(tmp_path):

@@ -143,3 +143,11 @@ def test_a_json_array_corpus_is_read_and_a_json_document_named_jsonl_is_told_wha
     (tmp_path / "folder" / "corpus.json").write_text(json.dumps(records))
     [(_, _, message)] = problems_of(SourceSpec(str(tmp_path / "folder")))  # it listed .json among its kinds
     assert ".jsonl, .ndjson, .txt, .parquet" in message and "a .json array is read when named as a file" in message
+
+
+def test_a_relative_path_that_is_not_found_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    """A config's relative paths are read from the folder the command runs in, not the config's."""
+    monkeypatch.chdir(tmp_path)
+    [(_, _, message)] = problems_of(SourceSpec("corpus/domain.jsonl"))
+    assert f"does not exist (looked for as {tmp_path / 'corpus' / 'domain.jsonl'}: a relative path is read " \
+           "from the folder the command runs in)" in message

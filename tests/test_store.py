@@ -712,3 +712,23 @@ def test_cli_output_to_a_reader_that_left_ends_without_a_traceback():
     process.stdout.close()
     error = process.stderr.read().decode()
     assert process.wait() == 1 and "Traceback" not in error and "BrokenPipeError" not in error, error
+
+
+def test_a_resumed_run_s_progress_prints_from_where_it_goes_on(tmp_path, capsys):
+    """`cpt-studio resume` printed the run's whole history again (the baseline, the old
+    '[stopped]') as if it were happening."""
+    from cpt_studio.core.cli_runs import ProgressPrinter
+
+    folder = tmp_path / "run"
+    write_run(folder, state="stopped", steps=20, torn=False)
+    printer = ProgressPrinter(folder / "events.jsonl")
+    printer.catch_up()
+    assert capsys.readouterr().out == "" and printer.total_steps == 20
+    out = EventWriter(folder / "events.jsonl")
+    out.emit("status", 20, state="running", phase="training", message="resumed from step 20", resumed_from=20)
+    out.emit("eval", 30, baseline=False, **_scores(30, 30 * TOKENS_PER_STEP))
+    out.close()
+    printer.update()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "[running] resumed from step 20" and lines[1].split()[:2] == ["step", "tokens"]
+    assert [line.split()[0] for line in lines[2:]] == ["30"]
