@@ -74,9 +74,11 @@ def format_run(db: sqlite_utils.Database, run: str | Path) -> str:
 
 
 def _resume_lines(row: dict[str, Any], checkpoints: list[dict[str, Any]]) -> list[str]:
-    """How a stopped run, or one whose worker ended mid-run, goes on (nothing when it cannot)."""
+    """How a stopped run, or one whose worker ended mid-run, goes on (nothing when it cannot:
+    a run that failed with an error of its own would fail again)."""
     kept = [c["step"] for c in checkpoints if c["exists"]]
-    if row["live_state"] not in ("stopped", "failed") or not kept:
+    died = row["live_state"] == "failed" and row["state"] == "running"  # with_live_states' correction
+    if not (row["live_state"] == "stopped" or died) or not kept:
         return []
     return [_field("resume", f"`cpt-studio resume {row['id']}` goes on from step {max(kept):,}")]
 

@@ -50,12 +50,14 @@ def inject(point: str) -> None:
                 die()
             return original_eval(*args, **kwargs)
         evaluation.heldout_perplexity = heldout_perplexity
-    elif point == "indexing":  # inside the store's transaction, after the old rows were deleted
-        original_row = store._run_row
+    elif point == "indexing":  # inside the store's transaction, after the old rows were deleted, as
+        original_row, calls = store._run_row, []  # the run ends (the first indexing is at its start)
 
         def run_row(*args, **kwargs):
             row = original_row(*args, **kwargs)
-            die()
+            calls.append(1)
+            if len(calls) == 2:
+                die()
             return row
         store._run_row = run_row
     elif point != "none":

@@ -350,13 +350,16 @@ def test_interpolation_labels_sit_off_the_checkpoints_points(window, qtbot):
 
 
 def test_the_window_fits_a_small_laptop_screen_and_remembers_its_size(qtbot, db, tmp_path):
-    from cpt_studio.gui.compare import CompareWindow
+    from PySide6.QtGui import QGuiApplication
+
+    from cpt_studio.gui.compare import DEFAULT_SIZE, CompareWindow
 
     run_ids = two_runs(db, tmp_path / "runs")
     window = CompareWindow(db, run_ids)
     qtbot.addWidget(window)
     window.show()
-    assert 1000 <= window.width() <= 1366 and 600 <= window.height() <= 768 - 60  # task bar, title bar
+    assert 1000 <= DEFAULT_SIZE[0] <= 1366 and 600 <= DEFAULT_SIZE[1] <= 768 - 60  # task bar, title bar
+    assert QGuiApplication.primaryScreen().availableGeometry().contains(window.frameGeometry())  # a smaller one too
     window.resize(760, 560)  # Qt's restoreGeometry shrinks a window to the screen: offscreen's is 800 x 800
     window.close()
     again = CompareWindow(db, run_ids)

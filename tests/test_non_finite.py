@@ -56,8 +56,9 @@ def test_show_prints_nan_and_inf(nan_run, capsys):
     out = capsys.readouterr().out
     assert "first nan, last 2.0000, min 2.0000 at step 2; 1 non-finite step(s)" in out
     assert "inf" in out.split("domain ")[1].splitlines()[0]
-    checkpoint_line = out.splitlines()[-1]
+    *_, checkpoint_line, resume_line = out.splitlines()  # the run stopped: how it goes on, last
     assert checkpoint_line.split()[2:6] == ["inf", "nan", "-inf", "nan"]
+    assert resume_line.startswith("resume ") and resume_line.endswith("goes on from step 2")
 
 
 def test_the_monitor_and_the_comparison_view_show_them(qtbot, nan_run):
