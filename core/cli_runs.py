@@ -235,8 +235,10 @@ def _print_failure(run_dir: Path, code: int, status: StatusEvent | None) -> None
 
 
 def demo(args) -> int:
-    from .demo import demo_config
+    from .demo import demo_config, describe_demo
 
+    said = describe_demo(args.steps).splitlines()[1:]  # the first line is the Demo button's (background)
+    print("\n".join(["a short real continual pre-training run, followed here (Ctrl-C stops it):", *said]), flush=True)
     run_dir = create_run(demo_config(steps=args.steps))
     started = time.monotonic()
     code = launch(run_dir, resume=False, detach=False)

@@ -89,8 +89,9 @@ class CorpusError(Exception):
         self.problems = problems
         shown = "\n".join(f"  {p}" for p in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        records = any(p.line is not None for p in problems)  # skipping leaves out records, not files
         hint = ("\nFix these records, or choose to skip bad records (--skip-bad) "
-                "and they will be left out and counted.") if skipped_hint else ""
+                "and they will be left out and counted.") if skipped_hint and records else ""
         super().__init__(f"{len(problems)} problem(s) in the corpus:\n{shown}{more}{hint}")
 
 
@@ -324,7 +325,7 @@ def _jsonl_objects(stream, file: str, wanted: str) -> Iterator[tuple[dict, int] 
         seen += 1
         if seen == 2 and opening is not None:
             if line[:1] in " \t":  # an indented JSON document: one problem, not one per line
-                yield Problem(file, opening.line, JSON_DOCUMENT)
+                yield Problem(file, None, JSON_DOCUMENT)  # the whole file's: no skipping helps
                 return
             yield opening
         try:

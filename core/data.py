@@ -193,7 +193,8 @@ def heldout_ids(name: str, n_docs: int, size: EvalConfig, seed: int) -> np.ndarr
         return split_heldout(n_docs, fraction, size.heldout_count, seed, unit)
     except ValueError as exc:
         if n_docs < 2:  # no held-out size helps: the run needs one to hold out and one to train on
-            raise ValueError(f"{what}: {n_docs} {unit}; at least 2 are needed (one held out to evaluate, "
+            raise ValueError(f"{what}: {n_docs} {unit.removesuffix('s') if n_docs == 1 else unit}; at least 2 "
+                             "are needed (one held out to evaluate, "
                              f"one to train on): add {unit}") from exc
         setting = (f"eval.heldout_count ({size.heldout_count})" if size.heldout_count is not None
                    else f"eval.heldout_fraction ({fraction})")

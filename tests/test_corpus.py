@@ -137,8 +137,9 @@ def test_a_json_array_corpus_is_read_and_a_json_document_named_jsonl_is_told_wha
     assert [(type(d).__name__, d.line) for d in docs] == [("Document", 2), ("Problem", 5), ("Document", 8)]
     assert docs[1].message.startswith("empty document")
     (tmp_path / "corpus.jsonl").write_text(json.dumps(records, indent=2))
-    [(_, line, message)] = problems_of(SourceSpec(str(tmp_path / "corpus.jsonl")))
-    assert line == 1 and "one JSON document over many lines" in message and "name it .json" in message
+    [problem] = validate([SourceSpec(str(tmp_path / "corpus.jsonl"))]).problems
+    assert problem.line is None and "one JSON document over many lines" in problem.message
+    assert "name it .json" in str(CorpusError([problem])) and "--skip-bad" not in str(CorpusError([problem]))
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "corpus.json").write_text(json.dumps(records))
     [(_, _, message)] = problems_of(SourceSpec(str(tmp_path / "folder")))  # it listed .json among its kinds

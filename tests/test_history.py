@@ -144,6 +144,20 @@ def test_the_demo_estimate_follows_the_device():
     assert "on a GPU" in gpu and "about 1 m 30 s" in gpu
 
 
+def test_cpt_studio_demo_says_what_it_will_do_and_how_long_first(monkeypatch, capsys, tmp_path):
+    """It opened with the demo model's import bars and no word of what was coming."""
+    from cpt_studio.core import cli_runs, demo
+    from cpt_studio.core.cli import main
+
+    started = []
+    monkeypatch.setattr(demo, "demo_model_path", lambda: tmp_path / "model")  # no import here
+    monkeypatch.setattr(cli_runs, "launch", lambda run_dir, **kwargs: started.append(run_dir) or 0)
+    assert main(["demo", "--steps", "6"]) == 0 and len(started) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "a short real continual pre-training run, followed here (Ctrl-C stops it):"
+    assert out[3].startswith("• 6 steps of 4 x 256 tokens") and out[4].startswith("• time on this machine: about ")
+
+
 def test_a_new_runs_longer_name_widens_its_column(qtbot, window, runs_root):
     """A tester's two runs both read "tiny-cp…" until the app restarted."""
     j = COLUMNS.index("name")

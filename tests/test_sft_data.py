@@ -246,7 +246,7 @@ def test_json_shaped_instruction_files_are_told_what_they_are(tmp_path):
     with pytest.raises(SftDataError) as caught:
         read_examples(SftConfig(data=[str(indented)]))
     [problem] = caught.value.problems
-    assert problem.line == 1 and "one JSON document over many lines" in problem.message and "name it .json" in problem.message
+    assert problem.line is None and "one JSON document over many lines" in problem.message and "name it .json" in problem.message
     one_line = tmp_path / "one-line.jsonl"
     one_line.write_text(json.dumps(ALPACA) + "\n", encoding="utf-8")
     with pytest.raises(SftDataError, match="the file is one JSON array: name it .json"):
@@ -272,7 +272,7 @@ def test_too_few_instruction_examples_to_hold_some_out_names_the_setting():
         heldout_ids("sft", 3, EvalConfig(heldout_count=8), seed=0)
     assert str(caught.value) == ("instruction data: cannot hold out 8 of 3 instruction examples: at least one "
                                  "must be left for training; lower eval.heldout_count (8) or add instruction examples")
-    with pytest.raises(ValueError, match=r"^instruction data: 1 instruction examples; at least 2 are needed \(one "
+    with pytest.raises(ValueError, match=r"^instruction data: 1 instruction example; at least 2 are needed \(one "
                        r"held out to evaluate, one to train on\): add instruction examples$"):
         heldout_ids("sft", 1, EvalConfig(), seed=0)  # it said to lower eval.heldout_fraction: no help
 
