@@ -73,12 +73,22 @@ def format_run(db: sqlite_utils.Database, run: str | Path) -> str:
     return "\n".join(lines)
 
 
+def _died(row: dict[str, Any]) -> bool:
+    """Whether the run's worker died without a final status (with_live_states' correction)."""
+    return row["live_state"] == "failed" and row["state"] == "running"
+
+
+def _ended(row: dict[str, Any]) -> str:
+    if _died(row):  # no final status: when it last wrote something is as close as it gets
+        return f"{_when(row['updated'])} or soon after (its worker died without a final status)"
+    return _when(row["finished"])
+
+
 def _resume_lines(row: dict[str, Any], checkpoints: list[dict[str, Any]]) -> list[str]:
     """How a stopped run, or one whose worker ended mid-run, goes on (nothing when it cannot:
     a run that failed with an error of its own would fail again)."""
     kept = [c["step"] for c in checkpoints if c["exists"]]
-    died = row["live_state"] == "failed" and row["state"] == "running"  # with_live_states' correction
-    if not (row["live_state"] == "stopped" or died) or not kept:
+    if not (row["live_state"] == "stopped" or _died(row)) or not kept:
         return []
     return [_field("resume", f"`cpt-studio resume {row['id']}` goes on from step {max(kept):,}")]
 
@@ -91,7 +101,7 @@ def _summary_lines(row: dict[str, Any]) -> list[str]:
         _field("folder", row["id"]),
         _field("model", row["model"] or "-"),
         _field("state", f"{row['live_state']} ({row['phase'] or '-'}){message}"),
-        _field("started", f"{_when(row['started'])}, ended {_when(row['finished'])}"),
+        _field("started", f"{_when(row['started'])}, ended {_ended(row)}"),
         _field("steps", f"{row['steps'] or 0:,}{total}"),
         _field("tokens", f"{row['tokens'] or 0:,}"),
     ]

@@ -695,6 +695,7 @@ def test_cli_runs_lists_a_run_in_progress_and_a_dead_worker_s_run_as_failed_with
     assert main(["show", "dead"]) == 0
     shown = capsys.readouterr().out
     assert "the worker process ended without a final status" in shown
+    assert "or soon after (its worker died without a final status)" in shown  # it said "ended -"
     assert f"`cpt-studio resume {dead}` goes on from step 30" in shown
     assert main(["stop", "dead"]) == 1  # a run by its name, as `show` takes it
     assert f"{dead} is not running" in capsys.readouterr().out
