@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .hf_imports import imported_name
 from .paths import data_dir, resource_path
 from .tokenstore import tokenizer_fingerprint
 
@@ -82,8 +83,7 @@ def harness_version() -> str:
 
 @functools.lru_cache(maxsize=8)
 def _manager(include_paths: tuple[str, ...], registry: bool, stamp: tuple):
-    from lm_eval.tasks import TaskManager
-
+    TaskManager = imported_name("lm_eval.tasks", "TaskManager")  # noqa: N806 (a class)
     return TaskManager(include_path=list(include_paths) or None, include_defaults=registry)
 
 
@@ -178,7 +178,7 @@ def _unavailable_reason(name: str, manager) -> str | None:
     if name not in manager.all_tasks:
         return ("not a task of lm-eval's registry or of the task folders; search the registry "
                 "with `cpt-studio tasks WORD`")
-    from lm_eval.tasks import get_task_dict
+    get_task_dict = imported_name("lm_eval.tasks", "get_task_dict")
 
     try:
         get_task_dict([name], manager)
@@ -215,7 +215,7 @@ def wrap_model(model, tokenizer, batch_size: int | str = "auto", *, merge: bool 
     first when `merge` (HFLM expects a plain transformers model, and merged weights score the
     same, faster); a model still training is wrapped as it is (merge=False). `batch_size`:
     requests per forward pass, or "auto" (`lm_batch_size`)."""
-    from lm_eval.models.huggingface import HFLM
+    HFLM = imported_name("lm_eval.models.huggingface", "HFLM")  # noqa: N806 (a class)
 
     if merge and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()

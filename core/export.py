@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .disk import DiskFullError, disk_full_as_error, folder_size, require_free_space
 from .generate import is_adapter, load_for_generation
+from .hf_imports import imported_name
 from .model_card import model_card
 from .run_folder import (
     RunPaths,
@@ -86,11 +87,10 @@ def export_checkpoint(run_dir: Path | str, step: int, dest: Path | str, *, mode:
 def include_chat_template(folder: Path, run_dir: Path) -> None:
     """An SFT run's chat template written into the exported folder as the tokenizer's, unless
     the tokenizer saved there already carries it (a CPT run's tokenizer keeps its own, if any)."""
-    from transformers.utils import CHAT_TEMPLATE_FILE  # where transformers 5 saves and reads it
-
+    chat_template_file = imported_name("transformers.utils", "CHAT_TEMPLATE_FILE")  # where v5 reads it
     template = RunPaths(run_dir).chat_template
-    if template.is_file() and not (folder / CHAT_TEMPLATE_FILE).is_file():
-        shutil.copy(template, folder / CHAT_TEMPLATE_FILE)
+    if template.is_file() and not (folder / chat_template_file).is_file():
+        shutil.copy(template, folder / chat_template_file)
 
 
 def refuse_non_empty(dest: Path) -> None:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .hf_imports import imported_name
 from .models import load_model_and_tokenizer, load_tokenizer_from_folder
 from .run_folder import (
     CHECKPOINT_CONFIG,
@@ -87,7 +88,7 @@ def load_for_generation(source: str | Path) -> tuple[Any, Any]:
 def _with_adapter(model, tokenizer, folder: Path):
     """The base, resized as training resized it when the run extended the tokenizer, with the
     adapter loaded on top."""
-    from peft import PeftModel
+    PeftModel = imported_name("peft", "PeftModel")  # noqa: N806 (a class)
 
     from .tokenizer_ext import PAD_MULTIPLE
 

@@ -1,6 +1,7 @@
 """transformers' names, imported one thread at a time.
 
     AutoConfig, AutoTokenizer = transformers_names("AutoConfig", "AutoTokenizer")
+    mapping = imported_name("transformers.models.auto.modeling_auto", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES")
 
 transformers resolves its top-level names lazily: its _LazyModule imports the submodule that
 defines a name at the name's first use. Two threads doing that for the first time at once can
@@ -9,7 +10,9 @@ partly initialised module, and `from transformers import get_scheduler` then fai
 "cannot import name 'get_scheduler'" (seen in the app: the wizard's learning-rate preview on
 the GUI thread while the model page described a model in a background job, every first
 "New run…"). One process-wide lock around these imports serialises them; after the first, a
-name is a dict lookup. The worker imports at module level (one thread) and needs none of this.
+name is a dict lookup. peft and lm-eval import transformers' submodules, so a function that
+imports any of them (a GUI job may run it) does so here too (imported_name; test_architecture
+finds any other). The worker imports at module level (one thread) and needs none of this.
 """
 
 from __future__ import annotations
@@ -33,6 +36,21 @@ def transformers_names(*names: str) -> tuple[Any, ...]:
         import transformers
 
         return tuple(getattr(transformers, name) for name in names)
+    finally:
+        if locked:
+            _LOCK.release()
+
+
+def imported_name(module: str, name: str) -> Any:
+    """`name` of the transformers submodule `module` (its dotted path), imported under the same
+    lock: a submodule's import races the lazy top-level names just the same (seen: the model
+    page's scan of cached models importing modeling_auto while the schedule page drew its
+    learning rates, the first "New run..." with an imported model in the data folder failed)."""
+    import importlib
+
+    locked = _LOCK.acquire(timeout=WAIT_SECONDS)
+    try:
+        return getattr(importlib.import_module(module), name)
     finally:
         if locked:
             _LOCK.release()

@@ -42,6 +42,7 @@ from .evaluation import measure_sets, set_changes
 from .events import EvalEvent
 from .export import include_chat_template, write_export
 from .generate import is_adapter, load_for_generation
+from .hf_imports import imported_name
 from .model_card import model_card
 from .progress import Progress, tick
 from .recipe import resolve_hardware
@@ -171,7 +172,7 @@ def _weight_lerp(base, model, folder: Path) -> Callable[[float], None]:
 
 def _adapter_scaler(model, folder: Path) -> Callable[[float], None]:
     """set_alpha for a LoRA checkpoint: every LoRA layer's scaling set to α·lora_alpha/r."""
-    from peft.tuners.lora import LoraLayer
+    LoraLayer = imported_name("peft.tuners.lora", "LoraLayer")  # noqa: N806 (a class)
 
     if any("trainable_tokens" in name for name, _ in model.named_parameters()):
         raise ValueError(f"{folder.name}: this LoRA run trained new token rows (an extended "

@@ -24,7 +24,7 @@ from typing import Any
 
 from .disk import disk_full_as_error
 from .events import ProgressCallback
-from .hf_imports import transformers_names
+from .hf_imports import imported_name, transformers_names
 from .paths import data_dir
 
 # torch, transformers and huggingface_hub are imported inside the functions that use them: they
@@ -407,13 +407,12 @@ def _read_raw_config(folder: Path) -> dict | None:
 
 def _is_causal_lm(raw: dict) -> bool:
     """Whether a config.json describes a causal (decoder) language model."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
+    causal = imported_name("transformers.models.auto.modeling_auto", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES")
     if any(_CAUSAL_ARCH.search(a) for a in raw.get("architectures") or []):
         return True
     if "AutoModelForCausalLM" in (raw.get("auto_map") or {}):
         return True
-    return not raw.get("architectures") and raw.get("model_type") in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    return not raw.get("architectures") and raw.get("model_type") in causal
 
 
 def _not_cached_message(repo_id: str) -> str:

@@ -31,7 +31,7 @@ from .estimate import (
     training_flops_per_token,
 )
 from .ewc import embedding_names, in_group
-from .hf_imports import transformers_names
+from .hf_imports import imported_name, transformers_names
 from .tokenizer_ext import lora_token_rows
 
 
@@ -149,7 +149,7 @@ def attention_for_padded_batches(model):
 
 def flex_attention_available() -> bool:
     """Whether this torch and transformers have FlexAttention (torch 2.5 and later)."""
-    from transformers.utils import is_torch_flex_attn_available
+    is_torch_flex_attn_available = imported_name("transformers.utils", "is_torch_flex_attn_available")
 
     return bool(is_torch_flex_attn_available())
 
@@ -348,7 +348,7 @@ def apply_method(model, config: RunConfig, new_token_ids: list[int] | tuple = ()
     if config.method.kind != "lora":
         return model
     # peft takes seconds to import: only a LoRA run pays for it, not the app's start.
-    from peft import LoraConfig, get_peft_model
+    LoraConfig, get_peft_model = (imported_name("peft", n) for n in ("LoraConfig", "get_peft_model"))  # noqa: N806
 
     method = config.method
     # New tokens' rows must learn, but LoRA freezes the embeddings. trainable_token_indices

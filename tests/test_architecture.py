@@ -114,3 +114,28 @@ def test_the_repository_points_to_no_document_outside_it():
     assert found == [], "point to docs/architecture.md or the module docstring instead:\n" + "\n".join(found)
     assert (root / "docs" / "architecture.md").is_file()
     assert "docs/architecture.md" in (root / "README.md").read_text()
+
+
+HF_LIBRARIES = ("transformers", "peft", "lm_eval")
+ONE_THREAD = {("worker.py", "log_to_file"), ("cli_runs.py", "print_plan"), ("benchmarks.py", "_harness"),
+              ("hf_imports.py", "transformers_names"), ("hf_imports.py", "imported_name")}
+"""Functions that import those libraries directly: the hf_imports lock itself, and code that runs only in
+a worker process or the CLI's main thread, never in a GUI job's thread."""
+
+
+def test_the_hf_libraries_are_imported_in_functions_only_under_the_import_lock():
+    """A function importing transformers (or peft, lm_eval: they import it) in a GUI job's thread
+    raced the GUI thread's imports of its lazy names: the first "New run..." failed ("module
+    'transformers' has no attribute 'get_scheduler'") while the model page scanned cached models
+    (cpt_studio.core.hf_imports)."""
+    found = []
+    for path in sorted((ROOT / "core").glob("*.py")) + sorted((ROOT / "gui").rglob("*.py")):
+        for function in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                         else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+                if any(n.split(".")[0] in HF_LIBRARIES for n in names) and (path.name, function.name) not in ONE_THREAD:
+                    found.append(f"{path.relative_to(ROOT)}: {function.name} imports {names[0]}")
+    assert found == [], "import them with hf_imports.imported_name / transformers_names instead"
