@@ -304,6 +304,7 @@ class MonitorWindow(QWidget):
             self.failure_box.hide()
         if name != self._state:
             self._state = name
+            self._update_header()  # a dead worker's run: no clock running on, no stale phase
             self.state_changed.emit(name)
 
     def _show_guard_stop(self, state: dict) -> None:
@@ -339,6 +340,8 @@ class MonitorWindow(QWidget):
         status = self.series.status.to_dict() if self.series.status else {}
         last = self.series.last_step
         phase, state = status.get("phase", "created"), status.get("state")
+        if self._state == State.FAILED.value:  # the worker check found it dead (effective_state)
+            state = self._state
         stopped = state == State.STOPPED.value
         self.phase.setText("error" if state == "failed" else "stopped" if stopped else phase)
         self.phase.setStyleSheet(self._chip(PHASE_COLOURS.get("error" if state == "failed" else phase, "#6c757d")))

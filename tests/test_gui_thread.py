@@ -251,6 +251,9 @@ def test_a_broken_events_file_is_shown_not_swallowed(qtbot, tmp_path):
 
 def test_the_failure_banner_comes_from_the_background_worker_check(qtbot, tmp_path):
     run_dir = write_run(tmp_path, "run", steps=5, state="running")  # no worker: it died silently
+    out = EventWriter(RunPaths(run_dir).events)  # it died while it evaluated
+    out.emit("status", 5, state="running", phase="evaluating", total_steps=10)
+    out.close()
     RunPaths(run_dir).log.write_text("Traceback (most recent call last):\nMemoryError: out of memory\n")
     window = MonitorWindow(run_dir, poll_ms=50)
     qtbot.addWidget(window)
@@ -258,6 +261,9 @@ def test_the_failure_banner_comes_from_the_background_worker_check(qtbot, tmp_pa
     qtbot.waitUntil(window.banner.isVisible, timeout=10_000)
     assert "ended without a final status" in window.banner.text() and "MemoryError" in window.banner.text()
     assert "MemoryError" in window.log.toPlainText() and not window.stop_button.isEnabled()
+    header = window.progress_text.text()  # its clock ran on and its chip said "evaluating" (a tester)
+    qtbot.wait(1500)
+    assert window.progress_text.text() == header and "ETA" not in header and window.phase.text() == "error"
 
 
 # -- guard markers --------------------------------------------------------------------------
