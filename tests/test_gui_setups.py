@@ -308,3 +308,14 @@ def test_the_summary_says_the_guards_remedy_in_words(remedy, words):
     config = RunConfig()
     config.guard.remedy = remedy
     assert words in describe(config)  # not the setting's raw value ("then lr")
+
+
+@pytest.mark.parametrize("stage, count, words", [
+    ("cpt", None, "held out: 2.0% of each corpus"), ("cpt", 8, "held out: 8 documents of each corpus"),
+    ("sft", 8, "held out: 8 instruction examples and 8 general documents"),
+    ("sft", None, "held out: 2.0% of the instruction examples and of the general corpus")])
+def test_the_summary_says_what_is_held_out_as_the_run_holds_it_out(stage, count, words):
+    """An SFT summary said "2.0% of each corpus" while its inherited eval.heldout_count (8) won."""
+    config = RunConfig(stage=stage)
+    config.eval.heldout_count = count
+    assert words in describe(config)

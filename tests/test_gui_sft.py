@@ -87,6 +87,8 @@ def test_instruction_tune_from_a_checkpoint_starts_a_chained_run_and_the_history
     assert not data.problems.isVisible()
     assert data.replay.isEnabled() and data.replay.value() == 0  # SFT's default: measured, not replayed
     data.replay.setValue(25)  # optional general replay during SFT
+    assert data.seq_len.value() == 64  # the parent's; the plan's cut warning names this setting:
+    data.seq_len.setValue(96)  # it can be set here (the wizard has no batch page)
     wizard.next()  # method, then the schedule with SFT's defaults
     method = wizard.currentPage()
     method.lora.setChecked(True)  # LoRA's usual rate follows the method chosen
@@ -118,6 +120,7 @@ def test_instruction_tune_from_a_checkpoint_starts_a_chained_run_and_the_history
     child = Path(started.args[0])
     assert parent_of(child) == (str(cpt_run), 2)
     assert RunConfig.load(RunPaths(child).config).corpus.replay_ratio == 0.25
+    assert RunConfig.load(RunPaths(child).config).batch.seq_len == 96
     assert history(child, "status")[-1]["state"] == "finished"
     assert [e["step"] for e in history(child, "step")] == [1, 2]
     with qtbot.waitSignal(window.history.finished, timeout=10_000):

@@ -55,7 +55,7 @@ def test_the_data_pages_fields_keep_their_height_whatever_the_check_says(qtbot, 
     assert page.preview.isVisible() is skip  # nothing to preview: the problems get its room
     fields = [w for w in page.input_widgets() if isinstance(w, (QLineEdit, QComboBox, QAbstractSpinBox))
               and w.isVisible() and w.parent() is page]
-    assert len(fields) == 8  # format, five field names, template, replay
+    assert len(fields) == 9  # format, five field names, template, replay, sequence length
     for field in fields:
         assert field.height() >= field.sizeHint().height(), field.objectName()
     replay = page.replay

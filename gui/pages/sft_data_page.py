@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QPushButton,
+    QSpinBox,
     QTextEdit,
 )
 
@@ -53,7 +54,7 @@ TRAINED_STYLE = "background-color:#fff0b3; color:#212529; font-weight:bold;"
 
 
 class SftDataPage(ConfigPage):
-    sections = ("sft.", "stage:", "parent_run", "corpus: replay")
+    sections = ("sft.", "stage:", "parent_run", "corpus: replay", "batch")
     shown_problems = 3
     """A bad record's problem names its fix and wraps to two lines: six of them squeezed the
     fields above at the wizard's default size (hovering the list shows them all)."""
@@ -83,7 +84,16 @@ class SftDataPage(ConfigPage):
         form.addRow("", self.skip_bad)
         self.replay = explain(QDoubleSpinBox(objectName="sft_replay_percent", suffix=" %", decimals=1,
                                              maximum=95.0), "corpus.replay_ratio")
-        form.addRow("General replay:", self.replay)
+        # the row length: an example longer is cut (the plan's warning names the length that
+        # holds the longest); this wizard has no Replay and batch page to set it on. One row
+        # with the replay: a row more squeezed the fields at the wizard's default size.
+        self.seq_len = explain(QSpinBox(objectName="sft_seq_len", minimum=16, maximum=131072, singleStep=256),
+                               "batch.seq_len")
+        replay_row = QHBoxLayout()
+        replay_row.addWidget(self.replay, stretch=1)
+        replay_row.addWidget(QLabel("Sequence length (tokens):"))
+        replay_row.addWidget(self.seq_len)
+        form.addRow("General replay:", replay_row)
         self.status = QLabel(wordWrap=True, objectName="sft_status")
         styled(self.status, "color:{muted};")
         self.preview = display_only(QTextEdit(readOnly=True, objectName="sft_preview"))
@@ -118,6 +128,7 @@ class SftDataPage(ConfigPage):
         self.replay.setValue(config.corpus.replay_ratio * 100)
         self.replay.setEnabled(bool(config.corpus.general))  # replay draws from the general corpus
         self.replay.setSpecialValueText("none (the general corpus is measured, not trained on)")
+        self.seq_len.setValue(config.batch.seq_len)
         self.origin.setText(origin_text(config))
         self._schedule_check()
 
@@ -129,6 +140,7 @@ class SftDataPage(ConfigPage):
         config.sft.template = self.template.currentText().strip() or "auto"
         config.sft.skip_bad = self.skip_bad.isChecked()
         config.corpus.replay_ratio = round(self.replay.value() / 100, 6)
+        config.batch.seq_len = self.seq_len.value()
 
     def _on_add_files(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(self, "Instruction data", start_folder("sft"),

@@ -221,7 +221,7 @@ def describe(config: RunConfig) -> str:
         start,
         data,
         f"General corpus: {', '.join(s.path for s in corpus.general) or '(none)'}",
-        f"Replay: {corpus.replay_ratio:.1%} of every step; held out: {config.eval.heldout_fraction:.1%} of each corpus",
+        f"Replay: {corpus.replay_ratio:.1%} of every step; held out: {heldout_words(config)}",
         *([] if sft else [  # an SFT run keeps its parent's tokenizer and formats examples by template
             f"Tokenizer extension: {'on' if config.tokenizer.extend else 'off'}",
             f"Documents separated by: {corpus.separator or 'the tokenizer end-of-text token (the plan names it)'}"]),
@@ -238,3 +238,13 @@ def describe(config: RunConfig) -> str:
          f"(at most {config.guard.max_rollbacks} times)" if config.guard.enabled else "Guard: off"),
     ]
     return "\n".join(lines)
+
+
+def heldout_words(config) -> str:
+    """What eval.heldout_count / heldout_fraction hold out of each corpus, in words (the count
+    wins when set; the summary said the fraction whatever)."""
+    count, fraction = config.eval.heldout_count, config.eval.heldout_fraction
+    if config.stage == "sft":
+        return (f"{count:,} instruction examples and {count:,} general documents" if count is not None
+                else f"{fraction:.1%} of the instruction examples and of the general corpus")
+    return f"{count:,} documents of each corpus" if count is not None else f"{fraction:.1%} of each corpus"
