@@ -85,14 +85,14 @@ class Problem:
 class CorpusError(Exception):
     """The corpus has problems; `problems` lists every one of them."""
 
-    def __init__(self, problems: list[Problem], skipped_hint: bool = True):
+    def __init__(self, problems: list[Problem], skipped_hint: bool = True, what: str = "the corpus"):
         self.problems = problems
         shown = "\n".join(f"  {p}" for p in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         records = any(p.line is not None for p in problems)  # skipping leaves out records, not files
         hint = ("\nFix these records, or choose to skip bad records (--skip-bad) "
                 "and they will be left out and counted.") if skipped_hint and records else ""
-        super().__init__(f"{len(problems)} problem(s) in the corpus:\n{shown}{more}{hint}")
+        super().__init__(f"{len(problems)} problem(s) in {what}:\n{shown}{more}{hint}")
 
 
 @dataclass

@@ -49,7 +49,7 @@ def read_probes(path: Path | str) -> list[Probe]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise CorpusError([Problem(str(path), None, "does not exist; give a probe file (JSONL)")],
-                          skipped_hint=False)
+                          skipped_hint=False, what="the probe file")
     probes, problems = [], []
     for item in jsonl_objects(path, 'a probe: {"prompt", "answer"} or {"question", "choices", "answer"}'):
         item = item if isinstance(item, Problem) else _probe(*item, str(path))
@@ -57,7 +57,7 @@ def read_probes(path: Path | str) -> list[Probe]:
     if not probes and not problems:
         problems.append(Problem(str(path), None, "holds no probes; add one JSON object per line"))
     if problems:
-        raise CorpusError(problems, skipped_hint=False)
+        raise CorpusError(problems, skipped_hint=False, what="the probe file")
     return probes
 
 

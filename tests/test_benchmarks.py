@@ -78,7 +78,7 @@ def test_a_bad_probe_file_is_refused_with_every_line_and_its_fix(tmp_path):
     assert "index of the right choice, 0 to 1" in lines[0][1]
     assert "invalid JSON" in lines[1][1] and "spaces" in lines[2][1]
     assert "fields: text" in lines[3][1]
-    assert f"{path} line 2:" in str(err.value)
+    assert f"{path} line 2:" in str(err.value) and "4 problem(s) in the probe file" in str(err.value)  # not "the corpus"
 
 
 def test_local_cloze_and_multiple_choice_probes_score_the_tiny_model(tmp_path, tiny_model_dir):
