@@ -78,8 +78,9 @@ PHASE_COLOURS = {Phase.LOADING: "#6c757d", Phase.IMPORTING: "#6c757d", Phase.TOK
 DETAILS_LINES = 12
 """Lines of the traceback the opened "Details" shows at most (it scrolls): it takes its room
 from the charts, and the window keeps its size."""
-CHART_HEIGHT = 95
-"""Pixels each chart keeps at least: a smaller window scrolls the charts."""
+CHART_HEIGHT = 135
+"""Pixels each chart keeps at least, its title included: a smaller window scrolls the charts (at 95
+a plot was ~48 px tall and its y-axis numbers crowded one another)."""
 RESUME_TIP = "Continue from the last complete checkpoint"
 GUARD_STOP_TIP = ("The forgetting guard stopped this run: resuming would train the same steps and stop "
                   "again; start a new run from this one with the settings its message names")

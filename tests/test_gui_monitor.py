@@ -165,6 +165,16 @@ def test_the_gradient_norm_chart_has_a_point_per_step_and_the_x_axis_is_drawn_on
     assert [p.getAxis("bottom").isVisible() for p in plots] == [False] * (len(plots) - 1) + [True]
 
 
+def test_each_chart_keeps_room_for_its_axis_labels_in_a_small_window(qtbot, tmp_path):
+    """A tester's monitor at the default size: plots about 55 px tall, their y-axis numbers on top
+    of one another and the 'clipped above 1' label cut; a small window scrolls the charts instead."""
+    window = open_monitor(qtbot, write_monitor_run(tmp_path / "run", steps=50))
+    qtbot.wait(50)
+    heights = {name: plot.vb.height() for name, plot in window.charts.plots.items()}
+    label = window.fontMetrics().lineSpacing()
+    assert all(height >= 4 * label for height in heights.values()), heights
+
+
 def test_clicking_a_checkpoint_marker_asks_for_that_checkpoint(qtbot, tmp_path):
     run_dir = write_monitor_run(tmp_path / "run", steps=120)
     window = open_monitor(qtbot, run_dir, size=(1200, 950))
