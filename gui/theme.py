@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
-from PySide6.QtWidgets import QApplication, QStyleFactory, QWidget
+from PySide6.QtWidgets import QApplication, QProxyStyle, QStyle, QStyleFactory, QWidget
 from shiboken6 import isValid
 
 THEMES = ("system", "light", "dark")
@@ -106,6 +106,37 @@ def dark_palette() -> QPalette:
     return palette
 
 
+INDICATOR_EDGE = "#9a9a9a"
+"""The edge of a check box or radio button in the dark theme."""
+
+
+class DarkFusion(QProxyStyle):
+    """Fusion with the check box and radio button edges visible on a dark palette: Fusion draws
+    them in the window colour darkened (#202020 on #1e1e1e fields here), so an unticked box was
+    all but invisible (a tester: the Evaluate dialog's checkpoint list, "Skip bad records")."""
+
+    INDICATORS = (QStyle.PrimitiveElement.PE_IndicatorCheckBox, QStyle.PrimitiveElement.PE_IndicatorRadioButton,
+                  QStyle.PrimitiveElement.PE_IndicatorItemViewItemCheck)
+
+    def __init__(self):
+        super().__init__(QStyleFactory.create("Fusion"))
+
+    def drawPrimitive(self, element, option, painter, widget=None) -> None:  # noqa: N802 (Qt's name)
+        super().drawPrimitive(element, option, painter, widget)
+        if element not in self.INDICATORS:
+            return
+        painter.save()
+        painter.setRenderHint(painter.RenderHint.Antialiasing)
+        painter.setPen(QColor(INDICATOR_EDGE))
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        box = option.rect.adjusted(1, 1, -2, -2)
+        if element == QStyle.PrimitiveElement.PE_IndicatorRadioButton:
+            painter.drawEllipse(box)
+        else:
+            painter.drawRoundedRect(box, 2, 2)
+        painter.restore()
+
+
 def apply_theme(app: QApplication, choice: str) -> str:
     """Show the app in `choice` ("system", "light" or "dark"); returns the scheme shown.
 
@@ -126,12 +157,12 @@ def apply_theme(app: QApplication, choice: str) -> str:
         app.setStyle(_state["native_style"])
         app.setPalette(QPalette())  # an empty palette: the platform's own again
         if scheme == "dark" and not is_dark(app.palette()):
-            app.setStyle(QStyleFactory.create("Fusion"))
+            app.setStyle(DarkFusion())
             app.setPalette(dark_palette())
     else:
         scheme = choice
         hints.setColorScheme(Qt.ColorScheme.Dark if scheme == "dark" else Qt.ColorScheme.Light)
-        app.setStyle(QStyleFactory.create("Fusion"))
+        app.setStyle(DarkFusion() if scheme == "dark" else QStyleFactory.create("Fusion"))
         app.setPalette(dark_palette() if scheme == "dark" else app.style().standardPalette())
     _state["scheme"] = scheme
     _follow(app)

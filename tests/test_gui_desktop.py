@@ -19,7 +19,7 @@ import pyqtgraph as pg
 import pytest
 from PySide6.QtCore import QObject, QRect
 from PySide6.QtGui import QGuiApplication, QPalette
-from PySide6.QtWidgets import QApplication, QLabel
+from PySide6.QtWidgets import QApplication, QLabel, QStyleOptionButton
 
 from cpt_studio.core.config import RunConfig
 from cpt_studio.core.runs import worker_pid, write_pid
@@ -187,6 +187,26 @@ def test_dark_theme_darkens_the_palette_and_the_charts_live(window, qtbot, light
     assert themed.styleSheet() == f"color:{theme.LIGHT.muted};"
     assert average.opts["pen"].color().name() == "#222222" and value.color.name() == "#333333"
     assert marker.fill.color().name() == "#ffffff"
+
+
+def test_an_unticked_check_box_is_visible_in_the_dark_theme(qtbot, light_again):
+    """Fusion drew its edge in the window colour darkened: #202020 on a #1e1e1e field (a tester
+    could not see the Evaluate dialog's unticked checkpoints)."""
+    from PySide6.QtWidgets import QCheckBox
+
+    theme.apply_theme(QApplication.instance(), "dark")
+    box = QCheckBox("unticked")
+    qtbot.addWidget(box)
+    box.show()
+    qtbot.waitExposed(box)
+    image = box.grab().toImage()
+    option = QStyleOptionButton()
+    box.initStyleOption(option)
+    indicator = box.style().subElementRect(box.style().SubElement.SE_CheckBoxIndicator, option, box)
+    background = image.pixelColor(image.width() - 2, image.height() // 2).lightness()
+    edge = max(image.pixelColor(x, y).lightness() for x in range(indicator.left(), indicator.right() + 1)
+               for y in range(indicator.top(), indicator.bottom() + 1))
+    assert edge - background > 60, (edge, background)
 
 
 def test_system_theme_follows_the_desktops_colour_scheme(light_again):
