@@ -15,7 +15,8 @@ METRICS = (("loss", "training loss"), ("domain_ppl", "domain perplexity"),
            ("general_ppl", "general perplexity"), ("forgetting", "forgetting %"))
 LEGEND_OFFSETS = {"loss": (-10, 5), "domain_ppl": (-10, 5), "general_ppl": (10, 5),
                   "forgetting": (10, 5)}
-"""Top right for the falling curves, top left for the rising ones: the corner they leave free."""
+"""Where each legend starts: top right for the curves that usually fall, top left for those
+that usually rise; once drawn, the legend moves to the corner its curves leave free (place_legend)."""
 EMPTY = {"loss": "no training steps logged yet",
          "domain_ppl": "no evaluation yet", "general_ppl": "no evaluation yet",
          "forgetting": "no evaluation yet"}
@@ -51,6 +52,8 @@ class RunOverlay(pg.GraphicsLayoutWidget):
                 plot.setXLink(first)
         for i, run_id in enumerate(run_ids):
             self._draw_run(db, run_id, run_colour(i))
+        for metric, plot in self.plots.items():
+            place_legend(plot, [self.curves[(metric, r)] for r in run_ids])
         self._empty_messages()
 
     def _plot(self, metric: str, title: str, row: int, col: int) -> None:
@@ -91,6 +94,19 @@ class RunOverlay(pg.GraphicsLayoutWidget):
                 (x0, x1), (y0, y1) = plot.viewRange()
                 label.setPos((x0 + x1) / 2, (y0 + y1) / 2)
                 self.empty_labels[metric] = label
+
+
+def place_legend(plot: pg.PlotItem, curves: list[pg.PlotDataItem]) -> None:
+    """The legend in the top corner the curves leave free: top right when they end lower than
+    they start (falling), top left when they rise (general perplexity fell in a tester's runs, and
+    the legend at the top left covered where every curve began)."""
+    ends = [(y[np.isfinite(y)][0], y[np.isfinite(y)][-1]) for curve in curves
+            if curve.yData is not None and np.isfinite(y := np.asarray(curve.yData, dtype=float)).sum() >= 2]
+    if not ends:
+        return
+    falling = sum(last < first for first, last in ends) * 2 >= len(ends)
+    corner, offset = ((1, 0), (-10, 5)) if falling else ((0, 0), (10, 5))
+    plot.legend.anchor(itemPos=corner, parentPos=corner, offset=offset)
 
 
 def _points(curve: pg.PlotDataItem) -> int:

@@ -366,3 +366,25 @@ def test_the_window_fits_a_small_laptop_screen_and_remembers_its_size(qtbot, db,
     qtbot.addWidget(again)
     again.show()
     assert again.size().toTuple() == (760, 560)
+
+
+@pytest.mark.parametrize("first, last, side", [(400.0, 150.0, "right"), (20.0, 25.0, "left")])
+def test_an_overlay_legend_sits_in_the_corner_its_curves_leave_free(qtbot, first, last, side):
+    """General perplexity was assumed to rise (legend top left): in a tester's runs it fell, and the
+    legend covered where every curve began."""
+    import pyqtgraph as pg
+
+    from cpt_studio.gui.overlay import place_legend
+
+    widget = pg.PlotWidget()
+    qtbot.addWidget(widget)
+    widget.resize(500, 350)
+    plot = widget.getPlotItem()
+    plot.addLegend(offset=(10, 5) if side == "right" else (-10, 5))  # the other corner to start with
+    curves = [plot.plot([0, 1, 2, 3], np.linspace(first, last, 4) * k, name=f"run {k}") for k in (1.0, 1.1)]
+    widget.show()
+    qtbot.waitExposed(widget)
+    place_legend(plot, curves)
+    qtbot.wait(20)
+    legend, view = plot.legend.sceneBoundingRect(), plot.vb.sceneBoundingRect()
+    assert (legend.center().x() > view.center().x()) == (side == "right")
