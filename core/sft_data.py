@@ -96,6 +96,17 @@ class SftExample:
 
 # ------------------------------------------------------------------------- reading records
 
+DATA_SUFFIXES = (".jsonl", ".ndjson", ".json")
+"""Instruction data files by name (each may end in .gz): JSON lines, or one JSON array."""
+
+
+def data_files(folder: Path) -> list[Path]:
+    """The instruction data files directly in `folder` (by name, hidden ones left out), sorted:
+    what "Add folder..." adds, one entry each (sft.data lists files)."""
+    return sorted(path for path in Path(folder).iterdir() if path.is_file() and not path.name.startswith(".")
+                  and path.name.lower().removesuffix(".gz").endswith(DATA_SUFFIXES))
+
+
 def read_examples(settings: SftConfig) -> list[SftExample]:
     """Every example of every file of sft.data, in order; SftDataError with every problem (with
     sft.skip_bad, the bad records are left out instead: skipped_records names them)."""

@@ -5,7 +5,7 @@ and the schedule page shows what an SFT run uses."""
 import json
 
 import pytest
-from PySide6.QtWidgets import QAbstractSpinBox, QComboBox, QLineEdit
+from PySide6.QtWidgets import QAbstractSpinBox, QComboBox, QLineEdit, QPushButton
 
 from cpt_studio.core.sft_run import SFT_SCHEDULE
 from cpt_studio.core.testing.run_helpers import tiny_run_config
@@ -66,3 +66,22 @@ def test_the_data_pages_fields_keep_their_height_whatever_the_check_says(qtbot, 
         assert page.status.toolTip().count("line ") == bad
     if not skip:
         assert "… and 5 more" in page.problems.text() and page.problems.toolTip().count("line ") == bad
+
+
+def test_add_folder_adds_its_instruction_data_files(qtbot, tmp_path, tiny_model_dir, monkeypatch):
+    """Data kept as a folder of files was refused with no way but adding them one by one."""
+    from PySide6.QtWidgets import QFileDialog
+
+    folder = tmp_path / "qa"
+    folder.mkdir()
+    for name in ("b.json", "a.jsonl", "c.jsonl.gz", "notes.txt", ".hidden.jsonl"):
+        (folder / name).write_text("")
+    (folder / "sub").mkdir()
+    wizard = open_wizard(qtbot, sft_config(tiny_model_dir, tmp_path), tmp_path)
+    page = wizard.currentPage()
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(folder))
+    next(b for b in page.findChildren(QPushButton) if b.text() == "Add folder…").click()
+    listed = [page.files.item(i).text() for i in range(page.files.count())]
+    assert listed == [str(folder / name) for name in ("a.jsonl", "b.json", "c.jsonl.gz")]
+    next(b for b in page.findChildren(QPushButton) if b.text() == "Add folder…").click()
+    assert page.files.count() == 3

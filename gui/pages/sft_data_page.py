@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from cpt_studio.core.config import SFT_FORMATS, RunConfig
 from cpt_studio.core.run_folder import RunPaths, read_json
-from cpt_studio.core.sft_data import SftDataError
+from cpt_studio.core.sft_data import SftDataError, data_files
 from cpt_studio.core.sft_run import SftPreview, preview_examples
 
 from ..jobs import Job
@@ -66,7 +66,8 @@ class SftDataPage(ConfigPage):
         self.files = explain(QListWidget(objectName="sft_files"), "sft.data")
         self.files.setMaximumHeight(60)
         files_buttons = QHBoxLayout()
-        for label, slot in (("Add files…", self._on_add_files), ("Remove", self._on_remove)):
+        for label, slot in (("Add files…", self._on_add_files), ("Add folder…", self._on_add_folder),
+                            ("Remove", self._on_remove)):
             files_buttons.addWidget(QPushButton(label, clicked=slot))
         files_buttons.addStretch(1)
         self.format = QComboBox(objectName="sft_format")
@@ -146,6 +147,21 @@ class SftDataPage(ConfigPage):
         files, _ = QFileDialog.getOpenFileNames(self, "Instruction data", start_folder("sft"),
                                                 "Instruction data (*.jsonl *.ndjson *.json *.gz)")
         remember_folder("sft", files)
+        self._add(files)
+
+    def _on_add_folder(self) -> None:
+        """Every instruction data file of a folder (sft.data lists files: a folder was refused)."""
+        folder = QFileDialog.getExistingDirectory(self, "Folder of instruction data", start_folder("sft"))
+        if not folder:
+            return
+        remember_folder("sft", folder)
+        files = [str(path) for path in data_files(Path(folder))]
+        if not files:
+            self.status.setText(f"{folder} holds no instruction data files (.jsonl, .ndjson or .json, "
+                                "each optionally .gz)")
+        self._add(files)
+
+    def _add(self, files: list[str]) -> None:
         shown = [self.files.item(i).text() for i in range(self.files.count())]
         self.files.addItems([path for path in files if path not in shown])
 
