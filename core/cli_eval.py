@@ -71,13 +71,11 @@ def evaluate_command(args) -> int:
 
 
 def _print_scores(run_dir: Path) -> None:
-    """The scores the evaluation left in the store (it indexes the run as it ends)."""
+    """The scores the evaluation left in the store (its worker indexes the run as it ends)."""
     from . import store
     from .cli_tables import format_benchmarks
 
-    db = store.open_store()
-    store.index_run(db, run_dir)
-    print(format_benchmarks(db, run_dir) or "no scores")
+    print(format_benchmarks(store.open_store(), run_dir) or "no scores")
     print(f"`cpt-studio show {run_dir}` adds the curves and checkpoints; `cpt-studio report {run_dir}` "
           "writes the report (Markdown, JSON and a chart) into the run folder")
 

@@ -142,8 +142,9 @@ def follow(run_dir: Path, process, resumed: bool = False) -> int:
     if process.returncode:
         _print_failure(run_dir, process.returncode, printer.status)
     elif printer.status is not None and printer.status.state == State.STOPPED and list_checkpoints(run_dir):
-        last = max(checkpoint_step(path) for path in list_checkpoints(run_dir))
-        print(f"`cpt-studio resume {run_dir}` goes on from step {last:,}")
+        from .cli_tables import resume_words
+
+        print(resume_words(run_dir, max(checkpoint_step(path) for path in list_checkpoints(run_dir))))
     return process.returncode
 
 

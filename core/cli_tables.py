@@ -90,7 +90,12 @@ def _resume_lines(row: dict[str, Any], checkpoints: list[dict[str, Any]]) -> lis
     kept = [c["step"] for c in checkpoints if c["exists"]]
     if not (row["live_state"] == "stopped" or _died(row)) or not kept:
         return []
-    return [_field("resume", f"`cpt-studio resume {row['id']}` goes on from step {max(kept):,}")]
+    return [_field("resume", resume_words(row["id"], max(kept)))]
+
+
+def resume_words(run: str | Path, step: int) -> str:
+    """How a stopped run goes on, in words (show's line, and a followed run's last)."""
+    return f"`cpt-studio resume {run}` goes on from step {step:,}"
 
 
 def _summary_lines(row: dict[str, Any]) -> list[str]:

@@ -37,6 +37,8 @@ _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
+JSON_KINDS = ("jsonl", "json")
+"""The file kinds whose records are JSON objects (jsonl_objects reads both)."""
 BOM = "\ufeff"
 VALIDATE_TICK = 1000
 """validate() reports its progress (and can be cancelled) every this many records."""
@@ -115,10 +117,10 @@ def source_files(spec: SourceSpec) -> tuple[list[Path], list[Problem]]:
     if not path.exists():
         return [], [Problem(str(path), None, f"does not exist{relative_note(path)}; check the path")]
     if path.is_file():
-        if _kind(path) is None:
+        if file_kind(path) is None:
             return [], [Problem(str(path), None, f"is not a corpus file; use {_supported()}")]
         return [path], []
-    files = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) not in (None, "json") and not _hidden(p, path))
+    files = sorted(p for p in path.rglob("*") if p.is_file() and file_kind(p) not in (None, "json") and not _hidden(p, path))
     if not files:
         return [], [Problem(str(path), None, f"folder holds no corpus files ({_supported(folder=True)}; a "
                                              ".json array is read when named as a file of its own)")]
@@ -140,7 +142,7 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def _kind(path: Path) -> str | None:
+def file_kind(path: Path) -> str | None:
     """'jsonl', 'json', 'txt' or 'parquet' by name (a trailing .gz is looked through), else None."""
     name = path.name.lower()
     if name.endswith(".gz"):
@@ -167,7 +169,7 @@ def _open_bytes(path: Path) -> tuple[io.BufferedIOBase | None, Problem | None]:
         except (OSError, EOFError) as exc:
             stream.close()
             return None, Problem(str(path), None, f"cannot be decompressed ({exc}); the file is damaged")
-    kind = _kind(path)
+    kind = file_kind(path)
     if kind != "parquet" and head.startswith(PARQUET_MAGIC):
         stream.close()
         return None, Problem(str(path), None, "is a Parquet file; rename it to end in .parquet")
@@ -191,7 +193,7 @@ def read_source(spec: SourceSpec) -> Iterator[Document | Problem]:
         with stream:
             try:
                 reader = {"jsonl": _read_jsonl, "json": _read_jsonl, "txt": _read_txt,
-                          "parquet": _read_parquet}[_kind(path)]
+                          "parquet": _read_parquet}[file_kind(path)]
                 for item in reader(stream, str(path), spec):
                     found = True
                     yield item
@@ -251,7 +253,7 @@ def jsonl_objects(path: Path, wanted: str = "an object") -> Iterator[tuple[dict,
     and line, for undecodable bytes, invalid JSON, a line that is not an object (`wanted` says
     what it should be), and for a file that cannot be opened or read to the end."""
     path = Path(path)
-    if _kind(path) not in ("jsonl", "json"):
+    if file_kind(path) not in JSON_KINDS:
         yield Problem(str(path), None, "is neither a JSON lines file (.jsonl: one object per line) nor a "
                                        ".json file of one array of objects (each optionally .gz)")
         return
@@ -268,7 +270,7 @@ def jsonl_objects(path: Path, wanted: str = "an object") -> Iterator[tuple[dict,
 
 def _objects(stream, file: str, wanted: str) -> Iterator[tuple[dict, int] | Problem]:
     """A .json file's array items, else a JSON lines file's objects, each with its line."""
-    reader = _json_array_objects if _kind(Path(file)) == "json" else _jsonl_objects
+    reader = _json_array_objects if file_kind(Path(file)) == "json" else _jsonl_objects
     return reader(stream, file, wanted)
 
 

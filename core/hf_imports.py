@@ -17,6 +17,8 @@ finds any other). The worker imports at module level (one thread) and needs none
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import threading
 from typing import Any
 
@@ -28,29 +30,30 @@ while it asks for ours, and the lock's holder waiting for that module, would wai
 after this long the waiter goes on (at worst the race above, never a hang)."""
 
 
+@contextlib.contextmanager
+def _locked():
+    locked = _LOCK.acquire(timeout=WAIT_SECONDS)
+    try:
+        yield
+    finally:
+        if locked:
+            _LOCK.release()
+
+
 def transformers_names(*names: str) -> tuple[Any, ...]:
     """The named attributes of the transformers package (classes, functions), imported under
     the lock. AttributeError for a name transformers does not have."""
-    locked = _LOCK.acquire(timeout=WAIT_SECONDS)
-    try:
+    with _locked():
         import transformers
 
         return tuple(getattr(transformers, name) for name in names)
-    finally:
-        if locked:
-            _LOCK.release()
 
 
 def imported_name(module: str, name: str) -> Any:
-    """`name` of the transformers submodule `module` (its dotted path), imported under the same
-    lock: a submodule's import races the lazy top-level names just the same (seen: the model
-    page's scan of cached models importing modeling_auto while the schedule page drew its
-    learning rates, the first "New run..." with an imported model in the data folder failed)."""
-    import importlib
-
-    locked = _LOCK.acquire(timeout=WAIT_SECONDS)
-    try:
+    """`name` of the module `module` (a dotted path: a transformers submodule, peft, lm_eval),
+    imported under the same lock: a submodule's import races the lazy top-level names just the
+    same (seen: the model page's scan of cached models importing modeling_auto while the
+    schedule page drew its learning rates, the first "New run..." with an imported model in the
+    data folder failed)."""
+    with _locked():
         return getattr(importlib.import_module(module), name)
-    finally:
-        if locked:
-            _LOCK.release()

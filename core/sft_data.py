@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from .config import SftConfig, data_file_problem
-from .corpus import Problem, jsonl_objects
+from .corpus import JSON_KINDS, Problem, file_kind, jsonl_objects
 from .document_tokens import added_bos_id
 from .packing import IGNORE_INDEX, padded_row
 
@@ -96,15 +96,11 @@ class SftExample:
 
 # ------------------------------------------------------------------------- reading records
 
-DATA_SUFFIXES = (".jsonl", ".ndjson", ".json")
-"""Instruction data files by name (each may end in .gz): JSON lines, or one JSON array."""
-
-
 def data_files(folder: Path) -> list[Path]:
     """The instruction data files directly in `folder` (by name, hidden ones left out), sorted:
     what "Add folder..." adds, one entry each (sft.data lists files)."""
     return sorted(path for path in Path(folder).iterdir() if path.is_file() and not path.name.startswith(".")
-                  and path.name.lower().removesuffix(".gz").endswith(DATA_SUFFIXES))
+                  and file_kind(path) in JSON_KINDS)
 
 
 def read_examples(settings: SftConfig) -> list[SftExample]:
