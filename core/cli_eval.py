@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli_runs import run_folder
+from .cli_runs import run_folder, stop_when_the_terminal_goes
 from .config_help import option_help
 from .estimate import format_duration
 from .events import EventTail, Phase, StatusEvent
@@ -123,6 +123,7 @@ def follow_evaluation(run_dir: Path, process) -> int:
 
     path = RunPaths(run_dir).eval_events
     tail = EventTail(path, _size(path))
+    stop_when_the_terminal_goes(lambda: request_eval_stop(run_dir))
     try:
         while True:
             _print_progress(tail)

@@ -12,6 +12,7 @@ import io
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import RunConfig
@@ -128,7 +129,7 @@ def follow(run_dir: Path, process, resumed: bool = False) -> int:
     printer = ProgressPrinter(RunPaths(run_dir).events)
     if resumed:
         printer.catch_up()
-    _stop_when_the_terminal_goes(run_dir)
+    stop_when_the_terminal_goes(lambda: request_stop(run_dir))
     try:
         _print_until_exit(printer, process)
     except KeyboardInterrupt:
@@ -155,11 +156,13 @@ def _print_until_exit(printer: ProgressPrinter, process) -> None:
     printer.update()
 
 
-def _stop_when_the_terminal_goes(run_dir: Path) -> None:
-    """A followed run stops (with a checkpoint) when its terminal closes (SIGHUP) or the command is
-    ended (SIGTERM): the worker, in a session of its own, would go on training with no console."""
+def stop_when_the_terminal_goes(request: Callable[[], None]) -> None:
+    """A followed job (a run, an evaluation, a sweep) is asked to stop (`request`: its stop
+    request; a run saves a checkpoint) when its terminal closes (SIGHUP) or the command is ended
+    (SIGTERM), and the command exits: the worker, in a session of its own, would go on with no
+    console."""
     def stop(signum, _frame):
-        request_stop(run_dir)
+        request()
         raise SystemExit(128 + signum)
 
     for name in ("SIGHUP", "SIGTERM"):  # Windows has no SIGHUP

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from .cli_runs import stop_when_the_terminal_goes
 from .estimate import format_duration
 from .sweep import (
     SweepPaths,
@@ -111,6 +112,7 @@ def follow(folder: Path, process) -> int:
     from .store import open_store
 
     db, said = open_store(), ""
+    stop_when_the_terminal_goes(lambda: request_sweep_stop(folder))
     try:
         while process.poll() is None:
             said = _say(sweep_progress(sweep_results(folder, db)), said)

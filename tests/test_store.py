@@ -733,3 +733,33 @@ def test_a_resumed_run_s_progress_prints_from_where_it_goes_on(tmp_path, capsys)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "[running] resumed from step 20" and lines[1].split()[:2] == ["step", "tokens"]
     assert [line.split()[0] for line in lines[2:]] == ["30"]
+
+
+@pytest.mark.parametrize("follower", ["run", "evaluation", "sweep"])
+def test_closing_the_terminal_asks_every_followed_job_to_stop(tmp_path, monkeypatch, follower):
+    """A followed run stopped with a checkpoint when its terminal closed; a followed evaluation
+    or sweep went on with no console (their workers live in sessions of their own)."""
+    import os
+    import signal
+
+    from cpt_studio.core import cli_eval, cli_runs, cli_sweep, runs
+
+    asked = []
+    monkeypatch.setattr(cli_runs, "request_stop", asked.append)
+    monkeypatch.setattr(runs, "request_eval_stop", asked.append)
+    monkeypatch.setattr(cli_sweep, "request_sweep_stop", asked.append)
+
+    class Terminal:  # the job's process; the terminal closes as the command first looks at it
+        def poll(self):
+            os.kill(os.getpid(), signal.SIGHUP)
+            return None
+
+    follow = {"run": cli_runs.follow, "evaluation": cli_eval.follow_evaluation, "sweep": cli_sweep.follow}[follower]
+    saved = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as ended:
+            follow(tmp_path, Terminal())
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
+    assert ended.value.code == 128 + signal.SIGHUP and asked == [tmp_path]
